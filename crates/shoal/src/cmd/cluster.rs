@@ -1,14 +1,152 @@
-//! `shoal cluster`: not built yet (placeholder until its part lands).
+//! `shoal cluster`: run N copies of a server on shared listening sockets,
+//! supervised (the chapter's `cluster`, for any language). Parses the flags
+//! into a `ClusterSpec` and runs `shoal_cluster::Cluster`.
 
+use std::time::Duration;
+
+use anyhow::Context;
 use clap::Args;
+use shoal_cluster::{Cluster, ClusterSpec, ListenSpec, Ready, WorkerCount};
+use shoal_core::Shutdown;
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  # The chapter's server (listen({fd: 3})) on every core, sharing port 8080:
+  shoal cluster -w auto -l 127.0.0.1:8080 -- node examples/cluster/server.js
+
+  # Two gunicorn workers on one inherited socket (gunicorn reads LISTEN_FDS):
+  shoal cluster -w 2 -l 127.0.0.1:8000 --name web -- gunicorn app:app
+
+  # Each worker its own SO_REUSEPORT socket; ready when it sends \"ready\" over IPC:
+  shoal cluster -w 4 -l 127.0.0.1:8080 --reuse-port --ready ipc -- node server.js
+
+Workers get their listeners as fds 3, 4, ... with LISTEN_FDS, LISTEN_PID and
+LISTEN_FDNAMES (systemd socket activation), SHOAL_WORKER_ID (1..N) and a
+Node-compatible IPC channel (NODE_CHANNEL_FD).
+
+Signals: TERM/INT stop gracefully, HUP rolling reload, TTIN/TTOU one worker
+more/less. At runtime: shoal ctl --name NAME status|reload|scale N|stop|send JSON")]
 pub struct ClusterArgs {
-    /// Arguments (placeholder).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub rest: Vec<String>,
+    /// Number of workers, or `auto` for one per core.
+    #[arg(short, long, value_name = "N|auto", default_value = "auto")]
+    pub workers: String,
+    /// An address every worker serves, bound once by the primary:
+    /// `host:port`, `[::1]:port` or `unix:/path`, optionally `name=ADDR`
+    /// (the name goes into LISTEN_FDNAMES). Repeat for more.
+    #[arg(short, long = "listen", value_name = "ADDR")]
+    pub listen: Vec<String>,
+    /// Give each worker its own SO_REUSEPORT socket on the same address (the
+    /// kernel spreads connections evenly) instead of one shared socket.
+    #[arg(long)]
+    pub reuse_port: bool,
+    /// When a worker counts as ready: `ipc` (it sends "ready" or
+    /// {"cmd":"online"}), `notify` (READY=1 on $NOTIFY_SOCKET) or `delay:MS`.
+    #[arg(long, value_name = "MODE", default_value = "delay:500")]
+    pub ready: String,
+    /// How long a worker asked to stop gets between SIGTERM and SIGKILL (e.g. 10s, 500ms).
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub grace: String,
+    /// How long a new worker may take to become ready during a reload.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub ready_timeout: String,
+    /// The cluster's name: worker output prefix `[NAME id]` and control socket for `shoal ctl --name`.
+    #[arg(long, default_value = "cluster")]
+    pub name: String,
+    /// Print events as JSON lines on stdout (worker stdout then goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Do not relay the workers' stdout/stderr.
+    #[arg(long)]
+    pub silent: bool,
+    /// Consecutive quick failures after which a worker id gives up.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub max_restarts: u32,
+    /// A worker that stayed up this long is healthy (its failure count resets).
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    pub min_uptime: String,
+    /// Do not replace workers that exit.
+    #[arg(long)]
+    pub no_restart: bool,
+    /// The worker command and its arguments (after `--`).
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
 }
 
-pub fn run(_args: ClusterArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`shoal cluster` is not built yet")
+fn duration(flag: &str, s: &str) -> anyhow::Result<Duration> {
+    shoal_cluster::spec::parse_duration(s).with_context(|| format!("--{flag}"))
+}
+
+impl ClusterArgs {
+    fn spec(&self) -> anyhow::Result<ClusterSpec> {
+        let (exec, args) = self
+            .command
+            .split_first()
+            .context("missing COMMAND after --")?;
+        let mut spec = ClusterSpec::new(exec, args.iter().map(Into::into).collect());
+        spec.name = self.name.clone();
+        spec.workers = self.workers.parse::<WorkerCount>()?.0;
+        spec.listen = self
+            .listen
+            .iter()
+            .map(|l| l.parse::<ListenSpec>())
+            .collect::<Result<_, _>>()?;
+        spec.reuse_port = self.reuse_port;
+        spec.ready = self.ready.parse::<Ready>()?;
+        spec.grace = duration("grace", &self.grace)?;
+        spec.ready_timeout = duration("ready-timeout", &self.ready_timeout)?;
+        spec.min_uptime = duration("min-uptime", &self.min_uptime)?;
+        spec.silent = self.silent;
+        spec.worker_stdout_to_stderr = self.json;
+        spec.max_restarts = self.max_restarts;
+        spec.restart = !self.no_restart;
+        spec.signals = true;
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
+    let spec = args.spec()?;
+    // One thread: the primary only supervises, and PR_SET_PDEATHSIG ties the
+    // workers to the thread that started them, which must live as long as we do.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let shutdown = Shutdown::new();
+        shutdown.trigger_on_signals()?;
+        let (cluster, running) = Cluster::new(spec, shutdown.clone()).await?;
+        if args.json {
+            let mut events = cluster.subscribe();
+            tokio::spawn(async move {
+                use std::io::Write;
+                loop {
+                    match events.recv().await {
+                        Ok(e) => {
+                            if let Ok(line) = serde_json::to_string(&e) {
+                                let mut out = std::io::stdout().lock();
+                                let _ = writeln!(out, "{line}");
+                                let _ = out.flush();
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            tracing::warn!(
+                                "{n} events dropped from --json output (stdout too slow)"
+                            )
+                        }
+                        Err(_) => break,
+                    }
+                }
+            });
+        }
+        cluster.begin().await?;
+        running.wait().await?;
+        Ok(())
+    })
 }

@@ -1,0 +1,219 @@
+//! Starting one worker process: its listeners at fds 3.. with `LISTEN_FDS`,
+//! `LISTEN_PID` (its own pid) and `LISTEN_FDNAMES`, `SHOAL_WORKER_ID`, the
+//! Node-compatible IPC channel after the listeners, `NOTIFY_SOCKET` for
+//! `--ready notify`, its own process group, death with the primary, and its
+//! output relayed line by line with a `[name id]` prefix.
+
+use std::ffi::OsString;
+use std::io::Write;
+
+use serde_json::Value;
+use shoal_process::{spawn, ChildEvent, ExitStatus, Killer, SpawnOptions, Stdio};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+use crate::error::Result;
+use crate::listen::Listeners;
+use crate::role::{CLUSTER_NAME_ENV, LISTEN_FDS_START, WORKER_ID_ENV};
+use crate::spec::{ClusterSpec, Ready};
+
+/// What a worker's tasks report to the primary, keyed by the worker's
+/// internal key (unique for the primary's lifetime; ids are reused).
+#[derive(Debug)]
+pub(crate) enum Report {
+    Ready(u64),
+    Message(u64, Value),
+    IpcError(u64, String),
+    Disconnected(u64),
+    Exited(u64, ExitStatus),
+}
+
+/// A started worker process.
+pub(crate) struct Launched {
+    pub pid: u32,
+    pub killer: Killer,
+    pub sender: Option<shoal_process::ipc::Sender>,
+    pub notify_task: Option<AbortHandle>,
+}
+
+/// Variables a worker must not inherit from the primary's own environment.
+const SCRUBBED: &[&str] = &[
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "NODE_UNIQUE_ID",
+    "NODE_CHANNEL_FD",
+    "NODE_CHANNEL_SERIALIZATION_MODE",
+    "NOTIFY_SOCKET",
+    WORKER_ID_ENV,
+];
+
+/// Start worker `id` (internal `key`).
+pub(crate) fn launch(
+    spec: &ClusterSpec,
+    listeners: &Listeners,
+    id: u32,
+    key: u64,
+    extra_env: &[(OsString, OsString)],
+    reports: mpsc::Sender<Report>,
+) -> Result<Launched> {
+    let n = listeners.len();
+    let fds = listeners.for_worker()?;
+    let mut env: std::collections::BTreeMap<OsString, OsString> = std::env::vars_os()
+        .filter(|(k, _)| !SCRUBBED.iter().any(|s| k == s))
+        .collect();
+    env.extend(spec.env.iter().cloned());
+    env.extend(extra_env.iter().cloned());
+    env.insert(WORKER_ID_ENV.into(), id.to_string().into());
+    env.insert(CLUSTER_NAME_ENV.into(), spec.name.clone().into());
+    if n > 0 {
+        env.insert("LISTEN_FDS".into(), n.to_string().into());
+        env.insert("LISTEN_FDNAMES".into(), listeners.fdnames().into());
+    }
+    let mut notify_task = None;
+    if spec.ready == Ready::Notify {
+        let name = format!("shoal-{}-{}-{key}", spec.name, std::process::id());
+        let sock = notify_socket(&name)?;
+        env.insert("NOTIFY_SOCKET".into(), format!("@{name}").into());
+        let tx = reports.clone();
+        notify_task = Some(
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                while let Ok(len) = sock.recv(&mut buf).await {
+                    let text = String::from_utf8_lossy(&buf[..len]);
+                    if text.lines().any(|l| l.trim() == "READY=1") {
+                        let _ = tx.send(Report::Ready(key)).await;
+                    }
+                }
+            })
+            .abort_handle(),
+        );
+    }
+
+    // LISTEN_PID must be the worker's own pid, known only after fork: a tiny
+    // shell sets it and execs the command in the same process.
+    let (program, args): (OsString, Vec<OsString>) = if n > 0 {
+        let mut a: Vec<OsString> = vec![
+            "-c".into(),
+            "LISTEN_PID=$$; export LISTEN_PID; exec \"$0\" \"$@\"".into(),
+            spec.exec.clone(),
+        ];
+        a.extend(spec.args.iter().cloned());
+        ("/bin/sh".into(), a)
+    } else {
+        (spec.exec.clone(), spec.args.clone())
+    };
+    let out = if spec.silent {
+        Stdio::Ignore
+    } else {
+        Stdio::Pipe
+    };
+    let err = if spec.silent {
+        Stdio::Ignore
+    } else {
+        Stdio::Pipe
+    };
+    let mut stdio = vec![Stdio::Ignore, out, err];
+    stdio.extend((0..n).map(|_| Stdio::Ignore));
+    stdio.push(Stdio::Ipc);
+    let opts = SpawnOptions {
+        env: Some(env),
+        stdio,
+        fds: fds
+            .into_iter()
+            .enumerate()
+            .map(|(i, fd)| (LISTEN_FDS_START + i as i32, fd))
+            .collect(),
+        process_group: true,
+        kill_on_parent_death: true,
+        ..SpawnOptions::default()
+    };
+    let mut child = match spawn(program, args, opts) {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(t) = notify_task {
+                t.abort();
+            }
+            return Err(e.into());
+        }
+    };
+    let prefix = format!("[{} {id}] ", spec.name);
+    if let Some(o) = child.stdout.take() {
+        tokio::spawn(relay(o, prefix.clone(), !spec.worker_stdout_to_stderr));
+    }
+    if let Some(e) = child.stderr.take() {
+        tokio::spawn(relay(e, prefix, false));
+    }
+    let pid = child.pid();
+    let killer = child.killer();
+    let sender = child.sender();
+    let ready_ipc = spec.ready == Ready::Ipc;
+    tokio::spawn(async move {
+        while let Some(ev) = child.next_event().await {
+            let r = match ev {
+                ChildEvent::Message(v, _) => {
+                    if ready_ipc && is_ready_message(&v) {
+                        let _ = reports.send(Report::Ready(key)).await;
+                    }
+                    Report::Message(key, v)
+                }
+                ChildEvent::Internal(v) => {
+                    tracing::debug!(id, message = %v, "internal message from worker ignored");
+                    continue;
+                }
+                ChildEvent::Error(e) => Report::IpcError(key, e.to_string()),
+                ChildEvent::Disconnect => Report::Disconnected(key),
+                ChildEvent::Exit(s) => Report::Exited(key, s),
+                ChildEvent::Close(_) => break,
+            };
+            if reports.send(r).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(Launched {
+        pid,
+        killer,
+        sender,
+        notify_task,
+    })
+}
+
+/// `"ready"` (PM2) or `{"cmd":"online"}`.
+fn is_ready_message(v: &Value) -> bool {
+    v == "ready" || v.get("cmd").and_then(Value::as_str) == Some("online")
+}
+
+fn notify_socket(name: &str) -> std::io::Result<tokio::net::UnixDatagram> {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    let s = std::os::unix::net::UnixDatagram::bind_addr(&addr)?;
+    s.set_nonblocking(true)?;
+    tokio::net::UnixDatagram::from_std(s)
+}
+
+/// Copy lines from a worker's pipe to our stdout or stderr, prefixed.
+async fn relay<R: AsyncRead + Unpin>(r: R, prefix: String, to_stdout: bool) {
+    let mut lines = BufReader::new(r);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match lines.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                if buf.last() != Some(&b'\n') {
+                    buf.push(b'\n');
+                }
+                let mut line = Vec::with_capacity(prefix.len() + buf.len());
+                line.extend_from_slice(prefix.as_bytes());
+                line.extend_from_slice(&buf);
+                let _ = if to_stdout {
+                    std::io::stdout().lock().write_all(&line)
+                } else {
+                    std::io::stderr().lock().write_all(&line)
+                };
+            }
+        }
+    }
+}

@@ -1,0 +1,694 @@
+//! `shoal cluster` and `shoal ctl` driven as a user would: real Node and
+//! Python workers, real sockets, `--json` events read from stdout.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(60);
+
+fn shoal() -> &'static str {
+    env!("CARGO_BIN_EXE_shoal")
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A running `shoal cluster --json`, killed (with its workers) on drop.
+struct Primary {
+    child: Child,
+    events: mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+    rt: TempDir,
+    name: String,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    worker_pids: Vec<u32>,
+}
+
+impl Primary {
+    fn start(name: &str, flags: &[&str], command: &[&str]) -> Primary {
+        let rt = TempDir::new();
+        let mut cmd = Command::new(shoal());
+        cmd.arg("cluster")
+            .args(["--name", name, "--json"])
+            .args(flags)
+            .arg("--")
+            .args(command)
+            .current_dir(repo())
+            .env("SHOAL_RUNTIME_DIR", rt.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                match serde_json::from_str::<Value>(&line) {
+                    Ok(v) => {
+                        if tx.send(v).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => panic!("stdout line is not a JSON event: {line}"),
+                }
+            }
+        });
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let err = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        Primary {
+            child,
+            events: rx,
+            seen: Vec::new(),
+            rt,
+            name: name.to_string(),
+            stderr,
+            worker_pids: Vec::new(),
+        }
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Wait until the primary's stderr contains `needle`.
+    fn wait_log(&self, needle: &str) {
+        let deadline = Instant::now() + T;
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "log never said {needle:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Wait for the next event matching `pred` (earlier ones are kept in `seen`).
+    fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + T;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(v) => {
+                    if v["event"] == "fork" {
+                        self.worker_pids.push(v["pid"].as_u64().unwrap() as u32);
+                    }
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Err(_) => panic!(
+                    "no {what} event; seen {:?}\nlog:\n{}",
+                    self.seen,
+                    self.log()
+                ),
+            }
+        }
+    }
+
+    /// Wait until workers 1..=n have all been online (in any order).
+    fn all_online(&mut self, n: u64) {
+        let done = |seen: &[Value]| {
+            (1..=n).all(|id| seen.iter().any(|v| v["event"] == "online" && v["id"] == id))
+        };
+        while !done(&self.seen) {
+            self.wait_for("online", |v| v["event"] == "online");
+        }
+    }
+
+    fn event(&mut self, kind: &str) -> Value {
+        self.wait_for(kind, |v| v["event"] == kind)
+    }
+
+    /// The first listen address from the setup event.
+    fn addr(&mut self) -> String {
+        let setup = self.seen.iter().find(|v| v["event"] == "setup").cloned();
+        let setup = setup.unwrap_or_else(|| self.event("setup"));
+        setup["listen"][0].as_str().unwrap().to_string()
+    }
+
+    fn ctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(shoal())
+            .arg("ctl")
+            .args(["--name", &self.name])
+            .args(args)
+            .env("SHOAL_RUNTIME_DIR", self.rt.path())
+            .output()
+            .unwrap()
+    }
+
+    fn ctl_json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let out = self.ctl(&a);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "ctl {args:?}: {e}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    fn signal(&self, sig: &str) {
+        kill(self.child.id(), sig);
+    }
+
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + T;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "primary did not exit\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Primary {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        while let Ok(v) = self.events.try_recv() {
+            if v["event"] == "fork" {
+                self.worker_pids.push(v["pid"].as_u64().unwrap_or(0) as u32);
+            }
+        }
+        for &pid in &self.worker_pids {
+            if alive(pid) {
+                // PDEATHSIG should already have killed it; a last resort for a failing test.
+                kill(pid, "KILL");
+            }
+        }
+    }
+}
+
+/// Send signal `sig` (`TERM`, `KILL`, ...) to `pid` with kill(1).
+fn kill(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args(["-s", sig, &pid.to_string()])
+        .status();
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("shoal-cluster-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether `pid` is a live (not zombie) process.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .rfind(')')
+            .and_then(|i| s[i + 2..].chars().next())
+            .is_some_and(|st| st != 'Z' && st != 'X'),
+        Err(_) => false,
+    }
+}
+
+/// One HTTP/1.1 GET on a new connection; `None` on any failure.
+fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let code = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let (head, mut body) = resp.split_once("\r\n\r\n")?;
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Some((code, body.to_string()));
+    }
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n")?;
+        let n = usize::from_str_radix(size.trim(), 16).ok()?;
+        if n == 0 {
+            return Some((code, out));
+        }
+        out.push_str(rest.get(..n)?);
+        body = rest.get(n + 2..)?;
+    }
+}
+
+fn server_js() -> String {
+    repo()
+        .join("examples/cluster/server.js")
+        .display()
+        .to_string()
+}
+
+fn write_script(dir: &Path, name: &str, body: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn chapter_server_both_workers_answer_and_ctl_works() {
+    let mut p = Primary::start(
+        "both",
+        &["-w", "2", "-l", "127.0.0.1:0", "--ready", "delay:200"],
+        &["node", &server_js()],
+    );
+    let addr = p.addr();
+    p.all_online(2);
+    let mut from = std::collections::BTreeSet::new();
+    for _ in 0..400 {
+        let (code, body) = get(&addr, "/").expect("request failed");
+        assert_eq!(code, 200);
+        from.insert(body);
+        if from.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        from.into_iter().collect::<Vec<_>>(),
+        ["Hello from 1", "Hello from 2"]
+    );
+
+    let st = p.ctl_json(&["status"]);
+    assert_eq!(st["ok"], true, "{st}");
+    let ws = st["status"]["workers"].as_array().unwrap();
+    assert_eq!(ws.len(), 2, "{st}");
+    let forked: Vec<u64> = p
+        .seen
+        .iter()
+        .filter(|v| v["event"] == "fork")
+        .map(|v| v["pid"].as_u64().unwrap())
+        .collect();
+    for (i, w) in ws.iter().enumerate() {
+        assert_eq!(w["id"], i as u64 + 1);
+        assert_eq!(w["state"], "online");
+        assert!(forked.contains(&w["pid"].as_u64().unwrap()), "{st}");
+        assert!(w["rss_bytes"].as_u64().unwrap() > 1_000_000, "{st}");
+        assert_eq!(w["restarts"], 0);
+    }
+    assert_eq!(st["status"]["primary"]["pid"], p.child.id());
+    assert_eq!(st["status"]["listen"][0], addr);
+    // The table for people.
+    let table = p.ctl(&["status"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(table.status.success());
+    assert!(
+        text.contains("STATE") && text.matches("online").count() == 2,
+        "{text}"
+    );
+    // send reaches every worker; a malformed request is refused and the primary goes on.
+    assert_eq!(p.ctl_json(&["send", r#"{"hello":1}"#])["sent"], 2);
+    let bad = p.ctl(&["send", "{not json"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not JSON"));
+    let sock = p.rt.path().join("both.sock");
+    let mut raw = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    raw.write_all(b"{\"cmd\":\"frobnicate\"}\n").unwrap();
+    let mut reply = String::new();
+    raw.read_to_string(&mut reply).unwrap();
+    assert!(reply.contains("unknown command"), "{reply}");
+    assert_eq!(get(&addr, "/").unwrap().0, 200);
+    assert_eq!(p.ctl_json(&["status"])["ok"], true);
+
+    // Graceful stop: every worker exits as asked, then the primary.
+    p.signal("TERM");
+    for _ in 0..2 {
+        let e = p.event("exit");
+        assert_eq!(e["exited_after_disconnect"], true, "{e}");
+    }
+    assert!(p.wait_exit().success(), "{}", p.log());
+    assert!(!sock.exists(), "control socket left behind");
+}
+
+#[test]
+fn a_killed_worker_is_replaced_with_the_same_id() {
+    let mut p = Primary::start(
+        "kill9",
+        &["-w", "2", "-l", "127.0.0.1:0", "--ready", "delay:100"],
+        &["node", &server_js()],
+    );
+    let addr = p.addr();
+    p.all_online(2);
+    let victim = p
+        .seen
+        .iter()
+        .find(|v| v["event"] == "fork" && v["id"] == 1)
+        .unwrap()["pid"]
+        .as_u64()
+        .unwrap();
+    kill(victim as u32, "KILL");
+    let exit = p.wait_for("exit of 1", |v| v["event"] == "exit" && v["id"] == 1);
+    assert_eq!(exit["signal"], "SIGKILL");
+    assert_eq!(exit["exited_after_disconnect"], false);
+    p.event("restart");
+    let fork = p.wait_for("refork of 1", |v| v["event"] == "fork" && v["id"] == 1);
+    assert_ne!(fork["pid"].as_u64().unwrap(), victim);
+    p.wait_for("online again", |v| v["event"] == "online" && v["id"] == 1);
+    assert!(!alive(victim as u32));
+    let st = p.ctl_json(&["status"]);
+    let w1 = st["status"]["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == 1)
+        .cloned()
+        .unwrap();
+    assert_eq!(w1["restarts"], 1, "{st}");
+    assert_eq!(get(&addr, "/").unwrap().0, 200);
+}
+
+#[test]
+fn rolling_reload_under_load_loses_no_request() {
+    let dir = TempDir::new();
+    let js = write_script(
+        dir.path(),
+        "graceful.js",
+        r#"
+        const http = require('http');
+        const srv = http.createServer((req, res) => res.end(process.env.SHOAL_WORKER_ID + ' ' + process.pid));
+        srv.listen({ fd: 3 }, () => process.send('ready'));
+        process.on('SIGTERM', () => srv.close(() => process.exit(0)));
+        "#,
+    );
+    let mut p = Primary::start(
+        "reload",
+        &[
+            "-w",
+            "2",
+            "-l",
+            "127.0.0.1:0",
+            "--ready",
+            "ipc",
+            "--grace",
+            "20s",
+        ],
+        &["node", &js],
+    );
+    let addr = p.addr();
+    p.all_online(2);
+    let old: Vec<u64> = p
+        .seen
+        .iter()
+        .filter(|v| v["event"] == "fork")
+        .map(|v| v["pid"].as_u64().unwrap())
+        .collect();
+
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let load_addr = addr.clone();
+    let load = std::thread::spawn(move || {
+        let mut ok = 0usize;
+        let mut failed = Vec::new();
+        let mut pids = std::collections::BTreeSet::new();
+        let mut reload_done = false;
+        // At least 2,000 requests, each on a new connection, and keep going
+        // until the reload has finished.
+        while ok + failed.len() < 2000 || !reload_done {
+            match get(&load_addr, "/") {
+                Some((200, body)) => {
+                    ok += 1;
+                    pids.insert(body.split_whitespace().nth(1).unwrap_or("").to_string());
+                }
+                other => failed.push(format!("{other:?}")),
+            }
+            reload_done = reload_done || done_rx.try_recv().is_ok();
+            if ok + failed.len() > 200_000 {
+                break;
+            }
+        }
+        (ok, failed, pids)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let r = p.ctl_json(&["reload"]);
+    assert_eq!(r["ok"], true, "{r}\n{}", p.log());
+    assert_eq!(r["replaced"], 2, "{r}");
+    done_tx.send(()).unwrap();
+    let (ok, failed, pids) = load.join().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        ok + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok >= 2000);
+    // Old workers left as asked; the new ones served too.
+    for pid in &old {
+        let e = p.wait_for("old exit", |v| v["event"] == "exit" && v["pid"] == *pid);
+        assert_eq!(e["exited_after_disconnect"], true);
+        assert_eq!(e["code"], 0, "graceful exit expected: {e}");
+    }
+    let st = p.ctl_json(&["status"]);
+    let now: Vec<u64> = st["status"]["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(now.len(), 2, "{st}");
+    assert!(now.iter().all(|p| !old.contains(p)), "{st}");
+    assert!(
+        now.iter().any(|p| pids.contains(&p.to_string())),
+        "new workers never served: {pids:?}"
+    );
+}
+
+#[test]
+fn primary_killed_with_sigkill_leaves_no_worker() {
+    let mut p = Primary::start(
+        "orphans",
+        &["-w", "2", "-l", "127.0.0.1:0", "--ready", "delay:100"],
+        &["node", &server_js()],
+    );
+    p.all_online(2);
+    let pids: Vec<u32> = p.worker_pids.clone();
+    assert_eq!(pids.len(), 2);
+    assert!(pids.iter().all(|&pid| alive(pid)));
+    p.signal("KILL");
+    p.wait_exit();
+    let deadline = Instant::now() + T;
+    while pids.iter().any(|&pid| alive(pid)) {
+        assert!(
+            Instant::now() < deadline,
+            "workers outlived the primary: {pids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn scale_up_and_down_at_runtime_and_reload_on_sighup() {
+    let mut p = Primary::start(
+        "scale",
+        &["-w", "1", "-l", "127.0.0.1:0", "--ready", "delay:100"],
+        &["node", &server_js()],
+    );
+    p.all_online(1);
+    assert_eq!(p.ctl_json(&["scale", "3"])["workers"], 3);
+    p.wait_for("online 3", |v| v["event"] == "online" && v["id"] == 3);
+    p.signal("TTOU");
+    let e = p.wait_for("exit 3", |v| v["event"] == "exit" && v["id"] == 3);
+    assert_eq!(e["exited_after_disconnect"], true);
+    p.signal("HUP");
+    let done = p.wait_for("reload done", |v| {
+        v["event"] == "reload" && v["phase"] != "started"
+    });
+    assert_eq!(done["phase"], "done", "{done}");
+    // The replaced workers leave shortly after the reload is done.
+    let deadline = Instant::now() + T;
+    loop {
+        let st = p.ctl_json(&["status"]);
+        let ids: Vec<u64> = st["status"]["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["id"].as_u64().unwrap())
+            .collect();
+        if ids == [1, 2] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{st}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let bad = p.ctl(&["scale", "0"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot scale to 0"));
+    assert_eq!(p.ctl_json(&["stop"])["stopping"], true);
+    assert!(p.wait_exit().success());
+}
+
+#[test]
+fn crash_loop_backs_off_then_gives_up_with_a_reason() {
+    let mut p = Primary::start(
+        "crash",
+        &["-w", "1", "--max-restarts", "3", "--ready", "delay:5000"],
+        &["sh", "-c", "echo starting; exit 3"],
+    );
+    let delays: Vec<u64> = (0..3)
+        .map(|_| p.event("restart")["delay_ms"].as_u64().unwrap())
+        .collect();
+    assert_eq!(delays, [0, 100, 200]);
+    let g = p.event("give_up");
+    assert!(g["reason"].as_str().unwrap().contains("exit code 3"), "{g}");
+    let s = p.wait_exit();
+    assert!(!s.success());
+    p.wait_log("all workers gave up: worker 1");
+    p.wait_log("[crash 1] starting");
+}
+
+#[test]
+fn python_worker_with_notify_readiness_and_reuse_port() {
+    let dir = TempDir::new();
+    let py = write_script(
+        dir.path(),
+        "w.py",
+        r#"
+import os, socket, sys
+from http.server import HTTPServer, BaseHTTPRequestHandler
+assert os.environ["LISTEN_PID"] == str(os.getpid()), "LISTEN_PID must be our own pid"
+assert os.environ["LISTEN_FDS"] == "1" and os.environ["LISTEN_FDNAMES"] == "web"
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ("py %s" % os.environ["SHOAL_WORKER_ID"]).encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+srv = HTTPServer(("127.0.0.1", 0), H, bind_and_activate=False)
+srv.socket = socket.socket(fileno=3)
+n = os.environ["NOTIFY_SOCKET"]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(b"READY=1", "\0" + n[1:] if n.startswith("@") else n)
+srv.serve_forever()
+"#,
+    );
+    let mut p = Primary::start(
+        "py",
+        &[
+            "-w",
+            "2",
+            "-l",
+            "web=127.0.0.1:0",
+            "--reuse-port",
+            "--ready",
+            "notify",
+        ],
+        &["python3", &py],
+    );
+    let addr = p.addr();
+    p.wait_for("online 1", |v| v["event"] == "online" && v["id"] == 1);
+    p.all_online(2);
+    let mut from = std::collections::BTreeSet::new();
+    for _ in 0..400 {
+        let (code, body) = get(&addr, "/").expect("request failed");
+        assert_eq!(code, 200);
+        from.insert(body);
+        if from.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(from.into_iter().collect::<Vec<_>>(), ["py 1", "py 2"]);
+}
+
+#[test]
+fn non_json_on_a_worker_channel_is_reported_and_serving_goes_on() {
+    let dir = TempDir::new();
+    let js = write_script(
+        dir.path(),
+        "noisy.js",
+        r#"
+        const http = require('http');
+        const fd = Number(process.argv[2]);
+        http.createServer((q, s) => s.end('ok')).listen({ fd: 3 }, () => {
+            require('fs').writeSync(fd, 'definitely not json\n');
+            process.send({ cmd: 'online' });
+        });
+        "#,
+    );
+    // One listener at fd 3, so the IPC channel is fd 4.
+    let mut p = Primary::start(
+        "noisy",
+        &["-w", "1", "-l", "127.0.0.1:0", "--ready", "ipc"],
+        &["node", &js, "4"],
+    );
+    let addr = p.addr();
+    let e = p.event("error");
+    assert!(e["message"].as_str().unwrap().contains("not JSON"), "{e}");
+    p.event("online");
+    assert_eq!(get(&addr, "/").unwrap(), (200, "ok".to_string()));
+}
+
+#[test]
+fn bad_input_gets_one_line_errors() {
+    let run = |args: &[&str]| {
+        let out = Command::new(shoal())
+            .args(args)
+            .env(
+                "SHOAL_RUNTIME_DIR",
+                std::env::temp_dir().join("shoal-bad-input"),
+            )
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = run(&["cluster", "-w", "1", "--", "no-such-program-xyz"]);
+    assert!(
+        e.contains("cannot run `no-such-program-xyz`: not found in PATH"),
+        "{e}"
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = taken.local_addr().unwrap().to_string();
+    let e = run(&["cluster", "-w", "1", "-l", &a, "--", "true"]);
+    assert!(e.contains(&format!("cannot listen on {a}")), "{e}");
+    let e = run(&["cluster", "--ready", "soon", "--", "true"]);
+    assert!(e.contains("--ready soon"), "{e}");
+    let e = run(&["cluster", "--frobnicate", "--", "true"]);
+    assert!(e.contains("--frobnicate"), "{e}");
+    let e = run(&["cluster", "-l", "localhost", "--", "true"]);
+    assert!(e.contains("expected host:port"), "{e}");
+    let e = run(&["ctl", "--name", "nobody-here", "status"]);
+    assert!(e.contains("is the server running?"), "{e}");
+}
