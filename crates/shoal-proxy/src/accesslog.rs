@@ -70,9 +70,9 @@ impl AccessLog {
     /// Queue one line.
     pub fn log(&self, e: &Entry<'_>) {
         let mut line = String::with_capacity(160);
-        let _ = write!(
+        let _ = writeln!(
             line,
-            "{} - - [{}] \"{} {} HTTP/1.{}\" {} {} \"{}\" \"{}\"\n",
+            "{} - - [{}] \"{} {} HTTP/1.{}\" {} {} \"{}\" \"{}\"",
             e.client,
             clf_time(SystemTime::now()),
             e.method,

@@ -191,14 +191,19 @@ impl Balance for IpHash {
     }
 }
 
-/// FNV-1a, 64 bit: small, stable across runs and builds.
+/// FNV-1a, 64 bit, followed by murmur3's finaliser so that similar keys
+/// spread over the ring: small, stable across runs and builds.
 pub fn fnv1a(data: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in data {
         h ^= b as u64;
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    h
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 /// nginx's `hash ... consistent` (ketama): 160 points per unit of weight on a

@@ -304,8 +304,12 @@ pub struct ResponseInfo {
     pub reason: (usize, usize),
 }
 
+/// A response head that is not HTTP/1.x (or has too many fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadResponse;
+
 /// Parse a response head. `head_request` says the body is empty regardless.
-/// `Ok(None)` means "need more bytes"; `Err(())` means the bytes are not an
+/// `Ok(None)` means "need more bytes"; `Err(BadResponse)` means the bytes are not an
 /// HTTP/1.x response head (or it has too many fields).
 pub fn parse_response(
     buf: &[u8],
@@ -313,7 +317,7 @@ pub fn parse_response(
     head_request: bool,
     info: &mut ResponseInfo,
     headers: &mut Vec<HeaderPos>,
-) -> Result<Option<usize>, ()> {
+) -> Result<Option<usize>, BadResponse> {
     let mut raw: [MaybeUninit<httparse::Header<'_>>; HEADERS_CAP] =
         [const { MaybeUninit::uninit() }; HEADERS_CAP];
     let mut resp = httparse::Response::new(&mut []);
@@ -324,7 +328,7 @@ pub fn parse_response(
     ) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(()),
+        Err(_) => return Err(BadResponse),
     };
     let status = resp.code.unwrap_or(0);
     info.status = status;
@@ -346,9 +350,9 @@ pub fn parse_response(
             value: offset(buf, value),
         });
         if name.eq_ignore_ascii_case(b"content-length") {
-            let len = parse_content_length(value).ok_or(())?;
+            let len = parse_content_length(value).ok_or(BadResponse)?;
             if content_length.is_some_and(|p| p != len) {
-                return Err(());
+                return Err(BadResponse);
             }
             content_length = Some(len);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {

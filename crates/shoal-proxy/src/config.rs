@@ -494,6 +494,12 @@ impl Config {
     }
 }
 
+/// Parse a duration like `10s`, `500ms` or `1m 30s`.
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    humantime_serde::re::humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?}: {e} (e.g. 10s, 500ms)"))
+}
+
 /// Resolve `text` (`host:port`) to one socket address.
 pub fn resolve(text: &str) -> std::result::Result<SocketAddr, String> {
     if let Ok(a) = text.parse::<SocketAddr>() {

@@ -54,10 +54,9 @@ async fn check_loop(peer: Arc<Peer>, hc: HealthCheckConfig) {
 
 /// One probe: true when the server passed.
 pub async fn probe(peer: &Peer, hc: &HealthCheckConfig) -> bool {
-    match tokio::time::timeout(hc.timeout, probe_inner(peer, hc)).await {
-        Ok(r) => r,
-        Err(_) => false,
-    }
+    tokio::time::timeout(hc.timeout, probe_inner(peer, hc))
+        .await
+        .unwrap_or(false)
 }
 
 async fn probe_inner(peer: &Peer, hc: &HealthCheckConfig) -> bool {

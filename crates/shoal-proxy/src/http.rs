@@ -627,7 +627,7 @@ async fn read_response_head<S: AsyncWrite + Unpin>(
                     return Ok(n);
                 }
                 Ok(None) => {}
-                Err(()) => return Err(UpstreamFailure::BadResponse),
+                Err(_) => return Err(UpstreamFailure::BadResponse),
             }
         }
         match tokio::time::timeout(t, c.up_buf.fill(conn, limits.max_header_bytes)).await {
