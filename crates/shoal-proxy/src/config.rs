@@ -514,6 +514,22 @@ pub fn resolve(text: &str) -> std::result::Result<SocketAddr, String> {
 fn validate(file: FileConfig, path: &Path, text: &str) -> Result<Config> {
     let bad =
         |key: &str, msg: String| ProxyError::Config(ConfigError::invalid(path, text, key, msg));
+    // For keys inside inline tables (`servers = [ { ... } ]`) the key's own
+    // line cannot be found by name; the line holding `hint` (the server's
+    // address) is the next best.
+    let bad_near = |key: &str, hint: &str, msg: String| {
+        let mut e = ConfigError::invalid(path, text, key, msg);
+        let last = key.rsplit('.').next().unwrap_or(key);
+        if let Some(i) = text
+            .lines()
+            .position(|l| l.contains(hint) && l.contains(last))
+        {
+            e.line = Some(i + 1);
+        } else if e.line.is_none() {
+            e.line = text.lines().position(|l| l.contains(hint)).map(|i| i + 1);
+        }
+        ProxyError::Config(e)
+    };
     let t = Timeouts::default();
     let ft = &file.timeouts;
     let timeouts = Timeouts {
@@ -580,10 +596,15 @@ fn validate(file: FileConfig, path: &Path, text: &str) -> Result<Config> {
         let mut servers = Vec::new();
         for (i, s) in u.servers.into_iter().enumerate() {
             let sk = |k: &str| format!("upstreams.{name}.servers[{i}].{k}");
-            let address = resolve(&s.address).map_err(|m| bad(&sk("address"), m))?;
+            let address =
+                resolve(&s.address).map_err(|m| bad_near(&sk("address"), &s.address, m))?;
             let weight = s.weight.unwrap_or(1);
             if weight == 0 {
-                return Err(bad(&sk("weight"), "must be at least 1".into()));
+                return Err(bad_near(
+                    &sk("weight"),
+                    &s.address,
+                    "must be at least 1".into(),
+                ));
             }
             servers.push(ServerConfig {
                 name: s.address.clone(),
