@@ -13,9 +13,11 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::config::HEADERS_CAP;
 
-/// A growable read buffer with a consumed prefix.
+/// A growable read buffer with a consumed prefix. Memory is taken on the
+/// first read, so idle connections that never send cost nothing here.
 pub struct ReadBuf {
     data: Vec<u8>,
+    initial: usize,
     start: usize,
     end: usize,
 }
@@ -24,7 +26,8 @@ impl ReadBuf {
     /// A buffer of `cap` bytes to start with.
     pub fn new(cap: usize) -> Self {
         ReadBuf {
-            data: vec![0; cap],
+            data: Vec::new(),
+            initial: cap.max(1),
             start: 0,
             end: 0,
         }
@@ -64,6 +67,9 @@ impl ReadBuf {
     /// Returns the count read (0 at EOF). Fails with `OutOfMemory` kind when
     /// the unread data already fills `max`.
     pub async fn fill<R: AsyncRead + Unpin>(&mut self, r: &mut R, max: usize) -> io::Result<usize> {
+        if self.data.is_empty() {
+            self.data.resize(self.initial, 0);
+        }
         if self.end == self.data.len() {
             if self.start > 0 {
                 self.data.copy_within(self.start..self.end, 0);

@@ -19,7 +19,9 @@ use crate::metrics::Metrics;
 use crate::state::{Generation, Shared};
 
 struct Bound {
-    listener: TcpListener,
+    /// One socket per worker thread, all on the same port (SO_REUSEPORT), so
+    /// that accepting is spread over the threads like nginx's `reuseport`.
+    listeners: Vec<TcpListener>,
     config: ListenerConfig,
     tls: Option<TlsAcceptor>,
 }
@@ -53,15 +55,13 @@ impl Server {
         let mut bound = Vec::new();
         for l in &config.listeners {
             let tls = tls_for(l)?;
-            let listener =
-                TcpListener::bind(l.address)
-                    .await
-                    .map_err(|source| ProxyError::Bind {
-                        addr: l.address,
-                        source,
-                    })?;
+            let listeners =
+                bind_reuseport(l.address, accept_threads()).map_err(|source| ProxyError::Bind {
+                    addr: l.address,
+                    source,
+                })?;
             bound.push(Bound {
-                listener,
+                listeners,
                 config: l.clone(),
                 tls,
             });
@@ -116,7 +116,7 @@ impl Server {
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.bound
             .iter()
-            .filter_map(|b| b.listener.local_addr().ok())
+            .filter_map(|b| b.listeners.first().and_then(|l| l.local_addr().ok()))
             .collect()
     }
 
@@ -145,12 +145,22 @@ impl Server {
         let mut tasks = Vec::new();
         for b in self.bound {
             tracing::info!(address = %b.config.address, protocol = ?b.config.protocol, tls = b.tls.is_some(), "listening");
-            tasks.push(tokio::spawn(accept_loop(
-                b,
-                shared.clone(),
-                permits.clone(),
-                shutdown.clone(),
-            )));
+            let Bound {
+                listeners,
+                config,
+                tls,
+            } = b;
+            let config = Arc::new(config);
+            for listener in listeners {
+                tasks.push(tokio::spawn(accept_loop(
+                    listener,
+                    config.clone(),
+                    tls.clone(),
+                    shared.clone(),
+                    permits.clone(),
+                    shutdown.clone(),
+                )));
+            }
         }
         if let Some(a) = self.admin {
             tracing::info!(address = ?a.local_addr().ok(), "admin listening (/metrics, /status)");
@@ -207,10 +217,44 @@ impl Server {
     }
 }
 
-async fn accept_loop(b: Bound, shared: Arc<Shared>, permits: Arc<Semaphore>, shutdown: Shutdown) {
-    let local = b.listener.local_addr().unwrap_or(b.config.address);
-    let tls = b.tls.clone();
-    let upstream: Arc<str> = Arc::from(b.config.upstream.clone().unwrap_or_default());
+/// Accepting threads: one per runtime worker.
+fn accept_threads() -> usize {
+    tokio::runtime::Handle::try_current()
+        .map(|h| h.metrics().num_workers())
+        .unwrap_or(1)
+        .clamp(1, 64)
+}
+
+/// Bind `n` listening sockets on `addr` with SO_REUSEPORT (port 0: the first
+/// picks the port, the others join it).
+fn bind_reuseport(addr: SocketAddr, n: usize) -> std::io::Result<Vec<TcpListener>> {
+    use socket2::{Domain, Socket, Type};
+    let mut out = Vec::with_capacity(n);
+    let mut at = addr;
+    for _ in 0..n {
+        let s = Socket::new(Domain::for_address(at), Type::STREAM, None)?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&at.into())?;
+        s.listen(4096)?;
+        let l = TcpListener::from_std(s.into())?;
+        at = l.local_addr()?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    config: Arc<ListenerConfig>,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+    shutdown: Shutdown,
+) {
+    let local = listener.local_addr().unwrap_or(config.address);
+    let upstream: Arc<str> = Arc::from(config.upstream.clone().unwrap_or_default());
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -218,7 +262,7 @@ async fn accept_loop(b: Bound, shared: Arc<Shared>, permits: Arc<Semaphore>, shu
         };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = b.listener.accept() => match r {
+            r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
@@ -232,7 +276,7 @@ async fn accept_loop(b: Bound, shared: Arc<Shared>, permits: Arc<Semaphore>, shu
         let shared = shared.clone();
         let tls = tls.clone();
         let upstream = upstream.clone();
-        let protocol = b.config.protocol;
+        let protocol = config.protocol;
         tokio::spawn(async move {
             use std::sync::atomic::Ordering;
             shared
@@ -243,31 +287,47 @@ async fn accept_loop(b: Bound, shared: Arc<Shared>, permits: Arc<Semaphore>, shu
                 .metrics
                 .connections_total
                 .fetch_add(1, Ordering::Relaxed);
-            match tls {
-                None => {
-                    serve_stream(
-                        stream,
-                        peer,
-                        local,
-                        false,
-                        protocol,
-                        &upstream,
-                        shared.clone(),
-                    )
-                    .await
-                }
-                Some(acc) => {
-                    let t = shared.current.load().config.timeouts.client_header;
-                    match tokio::time::timeout(t, acc.accept(stream)).await {
+            let t = shared.current.load().config.timeouts.client_header;
+            // An HTTP client speaks first: until it does, hold only this small
+            // task, not the connection's buffers and state (idle connections
+            // then cost little memory).
+            let ready = protocol == Protocol::Tcp
+                || tokio::select! {
+                    r = tokio::time::timeout(t, stream.readable()) => matches!(r, Ok(Ok(()))),
+                    _ = shared.shutdown.cancelled() => false,
+                };
+            if ready {
+                match tls {
+                    None => {
+                        Box::pin(serve_stream(
+                            stream,
+                            peer,
+                            local,
+                            false,
+                            protocol,
+                            &upstream,
+                            shared.clone(),
+                        ))
+                        .await
+                    }
+                    Some(acc) => match tokio::time::timeout(t, acc.accept(stream)).await {
                         Ok(Ok(s)) => {
-                            serve_stream(s, peer, local, true, protocol, &upstream, shared.clone())
-                                .await
+                            Box::pin(serve_stream(
+                                s,
+                                peer,
+                                local,
+                                true,
+                                protocol,
+                                &upstream,
+                                shared.clone(),
+                            ))
+                            .await
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(client = %peer, error = %e, "TLS handshake failed")
                         }
                         Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
-                    }
+                    },
                 }
             }
             shared

@@ -95,6 +95,9 @@ async fn backup_gets_traffic_only_while_primaries_are_out() {
     let m = tally(&c, &p, 10).await;
     assert_eq!(m.get("HOST primary"), Some(&10), "{m:?}");
     primary.stop();
+    // Once the primary is seen failing (its tasks stop asynchronously), the
+    // backup takes everything.
+    assert!(eventually(20, || async { get(&c, p.addr, "x", "/").await.1 == "HOST backup" }).await);
     let m = tally(&c, &p, 10).await;
     assert_eq!(m.get("HOST backup"), Some(&10), "{m:?}");
 }
