@@ -1,14 +1,173 @@
-//! `shoal proxy`: not built yet (placeholder until its part lands).
+//! `shoal proxy`: the HTTP/TCP reverse proxy and load balancer.
 
+use anyhow::{bail, Context as _};
 use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
+use shoal_proxy::config::{parse_duration, resolve, Strategy, StrategyName};
+use shoal_proxy::{Config, ServerConfig};
+
+/// Balance HTTP requests or TCP connections over upstream servers, with
+/// nginx's upstream semantics (weights, max_fails/fail_timeout, backup, down,
+/// max_conns, least_conn, ip_hash, hash, random) and node-http-proxy's host
+/// and path routing. Reloads its file on SIGHUP or `shoal ctl --name NAME reload`.
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+  shoal proxy --config examples/proxy.toml\n  \
+  shoal proxy --check examples/proxy.toml\n  \
+  shoal proxy --listen 127.0.0.1:8080 --upstream 127.0.0.1:8001 --upstream 127.0.0.1:8002\n  \
+  shoal proxy --listen 127.0.0.1:8080 --upstream 127.0.0.1:8001,weight=10 --upstream 127.0.0.1:8002,weight=20\n  \
+  shoal proxy --listen 127.0.0.1:5673 --tcp --upstream 127.0.0.1:5672 --upstream 127.0.0.1:5674,backup\n  \
+  kill -HUP <pid>   # or: shoal ctl --name proxy reload")]
 pub struct ProxyArgs {
-    /// Arguments (placeholder).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub rest: Vec<String>,
+    /// The TOML configuration (see examples/proxy.toml for every key).
+    #[arg(short, long, value_name = "FILE", conflicts_with_all = ["listen", "check"])]
+    pub config: Option<PathBuf>,
+
+    /// Validate FILE, print a summary and exit (status 1 with file:line: key: message on error).
+    #[arg(long, value_name = "FILE")]
+    pub check: Option<PathBuf>,
+
+    /// Quick form: the address to listen on (needs at least one --upstream).
+    #[arg(short, long, value_name = "ADDR", requires = "upstream")]
+    pub listen: Option<String>,
+
+    /// Quick form: an upstream server, `HOST:PORT[,weight=N][,max_fails=N][,fail_timeout=10s][,max_conns=N][,backup][,down]`. Repeat for more.
+    #[arg(short, long, value_name = "SERVER")]
+    pub upstream: Vec<String>,
+
+    /// Quick form: round_robin (default), least_conn, ip_hash, hash (on the path) or random.
+    #[arg(short, long, default_value = "round_robin")]
+    pub strategy: StrategyName,
+
+    /// Quick form: balance raw TCP connections instead of HTTP requests.
+    #[arg(long)]
+    pub tcp: bool,
+
+    /// Quick form: serve /metrics and /status on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
+
+    /// Quick form: write an nginx "combined" access log to FILE (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub access_log: Option<String>,
+
+    /// Name of the control socket (`shoal ctl --name NAME reload|status`).
+    #[arg(long, default_value = "proxy")]
+    pub name: String,
+
+    /// Do not open a control socket.
+    #[arg(long)]
+    pub no_control: bool,
+
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
-pub fn run(_args: ProxyArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`shoal proxy` is not built yet")
+fn parse_server(spec: &str) -> anyhow::Result<ServerConfig> {
+    let mut parts = spec.split(',');
+    let addr = parts.next().unwrap_or("");
+    let address: SocketAddr =
+        resolve(addr).map_err(|e| anyhow::anyhow!("--upstream {spec:?}: {e}"))?;
+    let mut s = ServerConfig {
+        name: addr.to_string(),
+        ..ServerConfig::new(address)
+    };
+    for p in parts {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        let num = |v: &str| {
+            v.parse::<u64>()
+                .with_context(|| format!("--upstream {spec:?}: {k}={v:?} is not a number"))
+        };
+        match k {
+            "weight" => s.weight = num(v)?.max(1) as u32,
+            "max_fails" => s.max_fails = num(v)? as u32,
+            "max_conns" => s.max_conns = num(v)? as usize,
+            "fail_timeout" => {
+                s.fail_timeout = parse_duration(v).map_err(|e| anyhow::anyhow!("--upstream {spec:?}: fail_timeout={e}"))?
+            }
+            "backup" => s.backup = true,
+            "down" => s.down = true,
+            other => bail!("--upstream {spec:?}: unknown parameter {other:?} (weight, max_fails, fail_timeout, max_conns, backup, down)"),
+        }
+    }
+    Ok(s)
+}
+
+fn summary(c: &Config) -> String {
+    let mut out = String::new();
+    for l in &c.listeners {
+        out.push_str(&format!(
+            "listener {} {:?}{}\n",
+            l.address,
+            l.protocol,
+            if l.tls.is_empty() { "" } else { " tls" }
+        ));
+    }
+    for (name, u) in &c.upstreams {
+        out.push_str(&format!(
+            "upstream {name} ({:?}): {} servers\n",
+            u.strategy,
+            u.servers.len()
+        ));
+    }
+    for r in &c.routes {
+        out.push_str(&format!(
+            "route {}{} -> {}\n",
+            r.host.as_deref().unwrap_or("*"),
+            r.path,
+            r.upstream
+        ));
+    }
+    out
+}
+
+pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.check {
+        let c = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        print!("{}", summary(&c));
+        println!("{}: ok", path.display());
+        return Ok(());
+    }
+    let mut config = match (&args.config, &args.listen) {
+        (Some(path), _) => Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?,
+        (None, Some(listen)) => {
+            let addr = resolve(listen).map_err(|e| anyhow::anyhow!("--listen: {e}"))?;
+            let servers = args.upstream.iter().map(|s| parse_server(s)).collect::<anyhow::Result<Vec<_>>>()?;
+            if servers.iter().all(|s| s.backup) {
+                bail!("at least one --upstream must not be a backup");
+            }
+            let mut c = Config::quick(addr, servers, Strategy::Builtin(args.strategy), args.tcp)?;
+            if let Some(a) = &args.admin {
+                c.admin = Some(resolve(a).map_err(|e| anyhow::anyhow!("--admin: {e}"))?);
+            }
+            c.access_log = args.access_log.clone();
+            c
+        }
+        (None, None) => bail!("give --config FILE, --check FILE, or --listen ADDR with --upstream SERVER (see --help)"),
+    };
+    if !args.no_control {
+        config.control_name = Some(args.name.clone());
+    }
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = args.threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = rt.build().context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let shutdown = shoal_core::Shutdown::new();
+        shutdown.trigger_on_signals()?;
+        let server = shoal_proxy::Server::bind(config).await?;
+        for a in server.local_addrs() {
+            tracing::info!(address = %a, "shoal proxy ready");
+        }
+        server.run(shutdown).await?;
+        Ok::<(), anyhow::Error>(())
+    })?;
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
 }

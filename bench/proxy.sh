@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of `shoal proxy` against nginx and HAProxy.
+#
+# Two fast backends (nginx `return 200`) on loopback; wrk against
+#   (a) one backend directly, (b) nginx proxy, (c) HAProxy, (d) shoal proxy,
+# at 64 keep-alive connections and at one request per connection
+# (`Connection: close`). Each scenario is run ROUNDS times, alternating the
+# contenders; medians are reported with the ratios shoal/nginx and
+# shoal/HAProxy. Then RSS with 10,000 idle client connections open.
+#
+# Usage: bench/proxy.sh [DURATION_SECONDS] [ROUNDS]     (defaults: 8 3)
+# Needs: nginx, haproxy, wrk, python3; a release build (cargo build --release -p shoal).
+set -euo pipefail
+
+DUR=${1:-8}
+ROUNDS=${2:-3}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SHOAL=${SHOAL:-$ROOT/target/release/shoal}
+WORK=$(mktemp -d /tmp/shoal-bench-proxy.XXXXXX)
+B1=19101 B2=19102 NGX=19180 HAP=19181 SHO=19182
+PIDS=()
+
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    sleep 0.3
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+[ -x "$SHOAL" ] || { echo "build first: cargo build --release -p shoal" >&2; exit 1; }
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+wait_port() {
+    for _ in $(seq 1 200); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    echo "port $1 never opened" >&2
+    exit 1
+}
+
+mkdir -p "$WORK/backend/logs" "$WORK/nginx/logs"
+cat >"$WORK/backend/nginx.conf" <<EOF
+daemon off;
+worker_processes 1;
+error_log $WORK/backend/logs/error.log warn;
+pid $WORK/backend/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    server { listen 127.0.0.1:$B1 reuseport; location / { return 200 "ok"; } }
+    server { listen 127.0.0.1:$B2 reuseport; location / { return 200 "ok"; } }
+}
+EOF
+cat >"$WORK/nginx/nginx.conf" <<EOF
+daemon off;
+worker_processes auto;
+worker_rlimit_nofile 65536;
+error_log $WORK/nginx/logs/error.log warn;
+pid $WORK/nginx/nginx.pid;
+events { worker_connections 20000; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    upstream lb_servers {
+        server 127.0.0.1:$B1;
+        server 127.0.0.1:$B2;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$NGX;
+        location / {
+            proxy_pass http://lb_servers;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+        }
+    }
+}
+EOF
+cat >"$WORK/haproxy.cfg" <<EOF
+global
+    nbthread 2
+    maxconn 9000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:$HAP
+    default_backend be
+backend be
+    balance roundrobin
+    server s1 127.0.0.1:$B1
+    server s2 127.0.0.1:$B2
+EOF
+cat >"$WORK/shoal.toml" <<EOF
+[[listeners]]
+address = "127.0.0.1:$SHO"
+[upstreams.lb_servers]
+keepalive = 64
+servers = [ { address = "127.0.0.1:$B1" }, { address = "127.0.0.1:$B2" } ]
+[[routes]]
+upstream = "lb_servers"
+[limits]
+max_connections = 30000
+EOF
+
+nginx -p "$WORK/backend" -c "$WORK/backend/nginx.conf" 2>/dev/null & PIDS+=($!)
+nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" 2>/dev/null & NGX_PID=$!; PIDS+=($NGX_PID)
+haproxy -db -f "$WORK/haproxy.cfg" >/dev/null 2>&1 & HAP_PID=$!; PIDS+=($HAP_PID)
+SHOAL_RUNTIME_DIR=$WORK "$SHOAL" -q proxy --no-control --config "$WORK/shoal.toml" & SHO_PID=$!; PIDS+=($SHO_PID)
+for p in $B1 $B2 $NGX $HAP $SHO; do wait_port "$p"; done
+
+# Resident memory (KiB) of a process and its children (nginx workers).
+rss() {
+    local total=0 p
+    for p in $1 $(pgrep -P "$1" || true); do
+        total=$((total + $(awk '/VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+
+# wrk output -> "reqs p50_ms p99_ms"
+run_wrk() {
+    local port=$1; shift
+    wrk -t2 -c64 -d"${DUR}s" --latency "$@" "http://127.0.0.1:$port/" 2>/dev/null | awk '
+        function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
+        /^Requests\/sec/ { r=$2 }
+        /^ +50%/ { p50=ms($2) }
+        /^ +99%/ { p99=ms($2) }
+        END { printf "%.0f %.3f %.3f\n", r, p50, p99 }'
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+declare -A R
+for mode in keepalive close; do
+    extra=()
+    [ "$mode" = close ] && extra=(-H "Connection: close")
+    for round in $(seq 1 "$ROUNDS"); do
+        for who in direct nginx haproxy shoal; do
+            case $who in direct) port=$B1;; nginx) port=$NGX;; haproxy) port=$HAP;; shoal) port=$SHO;; esac
+            read -r r p50 p99 < <(run_wrk "$port" "${extra[@]}")
+            R[$mode.$who.r]+="$r "; R[$mode.$who.p50]+="$p50 "; R[$mode.$who.p99]+="$p99 "
+            echo "round $round $mode $who: $r req/s p50 ${p50}ms p99 ${p99}ms" >&2
+        done
+    done
+done
+
+med() { echo "${R[$1]}" | tr ' ' '\n' | grep -v '^$' | median; }
+
+echo
+echo "## wrk -t2 -c64 -d${DUR}s, medians of $ROUNDS alternating rounds"
+echo
+echo "| mode | target | req/s | p50 ms | p99 ms |"
+echo "| --- | --- | --- | --- | --- |"
+for mode in keepalive close; do
+    for who in direct nginx haproxy shoal; do
+        echo "| $mode | $who | $(med $mode.$who.r) | $(med $mode.$who.p50) | $(med $mode.$who.p99) |"
+    done
+done
+echo
+for mode in keepalive close; do
+    s=$(med $mode.shoal.r); n=$(med $mode.nginx.r); h=$(med $mode.haproxy.r)
+    sp=$(med $mode.shoal.p99); np=$(med $mode.nginx.p99); hp=$(med $mode.haproxy.p99)
+    awk -v m="$mode" -v s="$s" -v n="$n" -v h="$h" -v sp="$sp" -v np="$np" -v hp="$hp" 'BEGIN {
+        printf "%s: shoal/nginx req/s %.2f, shoal/HAProxy req/s %.2f; p99 shoal %.2f ms vs nginx %.2f ms, HAProxy %.2f ms\n", m, s/n, s/h, sp, np, hp }'
+done
+
+echo
+# The open-file limit here is 20,000: hold IDLE_N idle connections and scale the growth to 10,000.
+IDLE_N=${IDLE_N:-5000}
+echo "## RSS after the runs, and growth per 10,000 idle client connections (measured with $IDLE_N)"
+IDLE=$WORK/idle.py
+cat >"$IDLE" <<'EOF'
+import socket, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+socks = []
+for i in range(n):
+    s = socket.socket(); s.connect(("127.0.0.1", port)); socks.append(s)
+print("open", flush=True)
+sys.stdin.readline()
+EOF
+echo
+echo "| proxy | RSS after the load runs (MiB) | RSS with $IDLE_N idle conns (MiB) | growth per 10k idle conns (MiB) |"
+echo "| --- | --- | --- | --- |"
+for who in nginx haproxy shoal; do
+    case $who in nginx) pid=$NGX_PID port=$NGX;; haproxy) pid=$HAP_PID port=$HAP;; shoal) pid=$SHO_PID port=$SHO;; esac
+    before=$(rss "$pid")
+    coproc IDLER { python3 "$IDLE" "$port" "$IDLE_N"; }
+    read -r _ <&"${IDLER[0]}"
+    sleep 1
+    with=$(rss "$pid")
+    echo >&"${IDLER[1]}"
+    wait "$IDLER_PID" 2>/dev/null || true
+    awk -v w="$who" -v b="$before" -v a="$with" -v n="$IDLE_N" 'BEGIN { printf "| %s | %.1f | %.1f | %.1f |\n", w, b/1024, a/1024, (a-b)/1024*10000/n }'
+done

@@ -1,0 +1,930 @@
+//! HTTP/1.x framing: a reusable read buffer, request and response head
+//! parsing (httparse) with the smuggling checks, the chunked-body state
+//! machine, and the rewriting of heads for the other side (hop-by-hop headers
+//! out, `X-Forwarded-*` and `Via` in).
+//!
+//! Parsing never allocates per request: header positions go into a reused
+//! `Vec<HeaderPos>`, and the strings a request needs later (method, target,
+//! host) into reused `String`s.
+
+use std::io;
+use std::mem::MaybeUninit;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::config::HEADERS_CAP;
+
+/// A growable read buffer with a consumed prefix. Memory is taken on the
+/// first read, so idle connections that never send cost nothing here.
+pub struct ReadBuf {
+    data: Vec<u8>,
+    initial: usize,
+    start: usize,
+    end: usize,
+}
+
+impl ReadBuf {
+    /// A buffer of `cap` bytes to start with.
+    pub fn new(cap: usize) -> Self {
+        ReadBuf {
+            data: Vec::new(),
+            initial: cap.max(1),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The unread bytes.
+    pub fn chunk(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    /// Number of unread bytes.
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Whether nothing is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Drop everything buffered.
+    pub fn clear(&mut self) {
+        self.start = 0;
+        self.end = 0;
+    }
+
+    /// Mark `n` bytes as read.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Read more bytes from `r`, growing up to `max` bytes of unread data.
+    /// Returns the count read (0 at EOF). Fails with `OutOfMemory` kind when
+    /// the unread data already fills `max`.
+    pub async fn fill<R: AsyncRead + Unpin>(&mut self, r: &mut R, max: usize) -> io::Result<usize> {
+        if self.data.is_empty() {
+            self.data.resize(self.initial, 0);
+        }
+        if self.end == self.data.len() {
+            if self.start > 0 {
+                self.data.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else if self.data.len() < max {
+                let new = (self.data.len() * 2).clamp(1024, max);
+                self.data.resize(new, 0);
+            } else {
+                return Err(io::Error::new(io::ErrorKind::OutOfMemory, "buffer full"));
+            }
+        }
+        let n = r.read(&mut self.data[self.end..]).await?;
+        self.end += n;
+        Ok(n)
+    }
+}
+
+/// Where one header's name and value sit in the buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct HeaderPos {
+    pub name: (usize, usize),
+    pub value: (usize, usize),
+}
+
+impl HeaderPos {
+    /// The name bytes in `buf`.
+    pub fn name<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        &buf[self.name.0..self.name.1]
+    }
+    /// The value bytes in `buf`.
+    pub fn value<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        &buf[self.value.0..self.value.1]
+    }
+}
+
+/// How a message body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Until the sender closes (responses only).
+    UntilClose,
+}
+
+/// A request head the proxy refuses, with the status to answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reject {
+    pub status: u16,
+    pub reason: &'static str,
+}
+
+const fn reject(status: u16, reason: &'static str) -> Reject {
+    Reject { status, reason }
+}
+
+/// What the proxy needs to know about a request (reused between requests).
+#[derive(Default, Debug)]
+pub struct RequestInfo {
+    pub method: String,
+    pub target: String,
+    /// The Host header as sent (empty if none).
+    pub host: String,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor: u8,
+    pub framing: Option<Framing>,
+    /// Whether the client wants the connection kept open.
+    pub keep_alive: bool,
+    /// `Upgrade` protocol when the client asks to switch (and said so in `Connection`).
+    pub upgrade: Option<String>,
+    pub expect_continue: bool,
+    pub referer: String,
+    pub user_agent: String,
+    /// Positions of `Connection`-listed tokens (removed as hop-by-hop).
+    pub conn_tokens: Vec<(usize, usize)>,
+}
+
+impl RequestInfo {
+    /// Whether a retry on another server is safe (RFC 9110 idempotent methods).
+    pub fn idempotent(&self) -> bool {
+        matches!(
+            self.method.as_str(),
+            "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
+        )
+    }
+
+    /// The framing decided at parse time.
+    pub fn body(&self) -> Framing {
+        self.framing.unwrap_or(Framing::None)
+    }
+}
+
+fn offset(buf: &[u8], part: &[u8]) -> (usize, usize) {
+    let s = part.as_ptr() as usize - buf.as_ptr() as usize;
+    (s, s + part.len())
+}
+
+fn parse_content_length(v: &[u8]) -> Option<u64> {
+    let v = v.trim_ascii();
+    if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// Parse a request head at the start of `buf`. `Ok(None)` means "need more
+/// bytes"; `Ok(Some(n))` gives the head's length. Enforces the smuggling
+/// rules: `Content-Length` with `Transfer-Encoding`, conflicting or malformed
+/// `Content-Length`, any `Transfer-Encoding` but a lone `chunked`, and
+/// missing or repeated `Host` in HTTP/1.1 are all 400.
+pub fn parse_request(
+    buf: &[u8],
+    max_headers: usize,
+    info: &mut RequestInfo,
+    headers: &mut Vec<HeaderPos>,
+) -> Result<Option<usize>, Reject> {
+    let mut raw: [MaybeUninit<httparse::Header<'_>>; HEADERS_CAP] =
+        [const { MaybeUninit::uninit() }; HEADERS_CAP];
+    let mut req = httparse::Request::new(&mut []);
+    let n = match req.parse_with_uninit_headers(buf, &mut raw[..max_headers.min(HEADERS_CAP)]) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(reject(431, "Request Header Fields Too Large"))
+        }
+        Err(httparse::Error::Version) => return Err(reject(505, "HTTP Version Not Supported")),
+        Err(_) => return Err(reject(400, "Bad Request")),
+    };
+    let minor = req.version.unwrap_or(1);
+    info.minor = minor;
+    info.method.clear();
+    info.method.push_str(req.method.unwrap_or(""));
+    info.target.clear();
+    info.target.push_str(req.path.unwrap_or(""));
+    info.host.clear();
+    info.referer.clear();
+    info.user_agent.clear();
+    info.upgrade = None;
+    info.expect_continue = false;
+    info.conn_tokens.clear();
+    headers.clear();
+
+    let mut content_length: Option<u64> = None;
+    let mut te_seen = false;
+    let mut chunked = false;
+    let mut hosts = 0;
+    let mut conn_close = false;
+    let mut conn_keep_alive = false;
+    let mut conn_upgrade = false;
+    let mut upgrade_value: Option<&[u8]> = None;
+    for h in req.headers.iter() {
+        let name = h.name.as_bytes();
+        let value = h.value;
+        headers.push(HeaderPos {
+            name: offset(buf, name),
+            value: offset(buf, value),
+        });
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let len = parse_content_length(value).ok_or(reject(400, "Bad Request"))?;
+            if content_length.is_some_and(|prev| prev != len) {
+                return Err(reject(400, "Bad Request"));
+            }
+            content_length = Some(len);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if te_seen || minor == 0 || !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Err(reject(400, "Bad Request"));
+            }
+            te_seen = true;
+            chunked = true;
+        } else if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+            info.host
+                .push_str(std::str::from_utf8(value).map_err(|_| reject(400, "Bad Request"))?);
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for t in value.split(|&b| b == b',') {
+                let t = t.trim_ascii();
+                if t.eq_ignore_ascii_case(b"close") {
+                    conn_close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    conn_keep_alive = true;
+                } else if t.eq_ignore_ascii_case(b"upgrade") {
+                    conn_upgrade = true;
+                } else if !t.is_empty() {
+                    info.conn_tokens.push(offset(buf, t));
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade_value = Some(value);
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            info.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        } else if name.eq_ignore_ascii_case(b"referer") {
+            info.referer.push_str(&String::from_utf8_lossy(value));
+        } else if name.eq_ignore_ascii_case(b"user-agent") {
+            info.user_agent.push_str(&String::from_utf8_lossy(value));
+        }
+    }
+    if te_seen && content_length.is_some() {
+        return Err(reject(400, "Bad Request"));
+    }
+    if hosts > 1 || (hosts == 0 && minor == 1) {
+        return Err(reject(400, "Bad Request"));
+    }
+    info.framing = Some(if chunked {
+        Framing::Chunked
+    } else {
+        match content_length {
+            Some(0) | None => Framing::None,
+            Some(n) => Framing::Length(n),
+        }
+    });
+    info.keep_alive = if minor == 1 {
+        !conn_close
+    } else {
+        conn_keep_alive && !conn_close
+    };
+    if conn_upgrade && minor == 1 {
+        if let Some(u) = upgrade_value {
+            info.upgrade = Some(String::from_utf8_lossy(u).into_owned());
+        }
+    }
+    Ok(Some(n))
+}
+
+/// What the proxy needs to know about a response.
+#[derive(Debug, Default, Clone)]
+pub struct ResponseInfo {
+    pub status: u16,
+    pub minor: u8,
+    pub framing: Option<Framing>,
+    /// Whether the upstream connection may be reused after the body.
+    pub reusable: bool,
+    pub conn_tokens: Vec<(usize, usize)>,
+    /// Position of the reason phrase.
+    pub reason: (usize, usize),
+}
+
+/// A response head that is not HTTP/1.x (or has too many fields).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadResponse;
+
+/// Parse a response head. `head_request` says the body is empty regardless.
+/// `Ok(None)` means "need more bytes"; `Err(BadResponse)` means the bytes are not an
+/// HTTP/1.x response head (or it has too many fields).
+pub fn parse_response(
+    buf: &[u8],
+    max_headers: usize,
+    head_request: bool,
+    info: &mut ResponseInfo,
+    headers: &mut Vec<HeaderPos>,
+) -> Result<Option<usize>, BadResponse> {
+    let mut raw: [MaybeUninit<httparse::Header<'_>>; HEADERS_CAP] =
+        [const { MaybeUninit::uninit() }; HEADERS_CAP];
+    let mut resp = httparse::Response::new(&mut []);
+    let n = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut raw[..max_headers.min(HEADERS_CAP)],
+    ) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(BadResponse),
+    };
+    let status = resp.code.unwrap_or(0);
+    info.status = status;
+    info.minor = resp.version.unwrap_or(1);
+    info.reason = offset(buf, resp.reason.unwrap_or("").as_bytes());
+    if resp.reason.unwrap_or("").is_empty() {
+        info.reason = (0, 0);
+    }
+    info.conn_tokens.clear();
+    headers.clear();
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut close = info.minor == 0;
+    for h in resp.headers.iter() {
+        let name = h.name.as_bytes();
+        let value = h.value;
+        headers.push(HeaderPos {
+            name: offset(buf, name),
+            value: offset(buf, value),
+        });
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let len = parse_content_length(value).ok_or(BadResponse)?;
+            if content_length.is_some_and(|p| p != len) {
+                return Err(BadResponse);
+            }
+            content_length = Some(len);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Only a final `chunked` delimits; anything else reads to close.
+            chunked = value
+                .split(|&b| b == b',')
+                .next_back()
+                .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            if !chunked {
+                close = true;
+            }
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for t in value.split(|&b| b == b',') {
+                let t = t.trim_ascii();
+                if t.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    if info.minor == 0 {
+                        close = false;
+                    }
+                } else if !t.is_empty() && !t.eq_ignore_ascii_case(b"upgrade") {
+                    info.conn_tokens.push(offset(buf, t));
+                }
+            }
+        }
+    }
+    let framing = if head_request || status == 204 || status == 304 || (100..200).contains(&status)
+    {
+        Framing::None
+    } else if chunked {
+        Framing::Chunked
+    } else if let Some(len) = content_length {
+        if len == 0 {
+            Framing::None
+        } else {
+            Framing::Length(len)
+        }
+    } else {
+        close = true;
+        Framing::UntilClose
+    };
+    info.framing = Some(framing);
+    info.reusable = !close;
+    Ok(Some(n))
+}
+
+/// Header names that belong to one connection and are never forwarded.
+fn hop_by_hop(name: &[u8]) -> bool {
+    const HOP: [&[u8]; 8] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"transfer-encoding",
+        b"content-length",
+    ];
+    HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+fn listed(buf: &[u8], tokens: &[(usize, usize)], name: &[u8]) -> bool {
+    tokens
+        .iter()
+        .any(|&(s, e)| buf[s..e].eq_ignore_ascii_case(name))
+}
+
+/// Connection facts used when rewriting a request for an upstream.
+pub struct Forwarding<'a> {
+    /// The client's IP as text.
+    pub client_ip: &'a str,
+    /// `http` or `https`.
+    pub proto: &'a str,
+    /// Host to send when the client sent none (HTTP/1.0).
+    pub fallback_host: &'a str,
+}
+
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Write the request head to send upstream into `out` (cleared first):
+/// HTTP/1.1, `Host` kept, hop-by-hop fields dropped, `X-Forwarded-For`
+/// extended, `X-Forwarded-Proto`/`-Host` set, `Via` extended, and
+/// `Connection: upgrade` + `Upgrade` for upgrade requests.
+pub fn write_upstream_request(
+    buf: &[u8],
+    headers: &[HeaderPos],
+    info: &RequestInfo,
+    fwd: &Forwarding<'_>,
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    out.extend_from_slice(info.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(info.target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut xff: Option<&[u8]> = None;
+    let mut via: Option<&[u8]> = None;
+    for h in headers {
+        let name = h.name(buf);
+        if hop_by_hop(name) || listed(buf, &info.conn_tokens, name) {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            xff = Some(h.value(buf));
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"via") {
+            via = Some(h.value(buf));
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"x-forwarded-proto")
+            || name.eq_ignore_ascii_case(b"x-forwarded-host")
+            || (info.expect_continue && name.eq_ignore_ascii_case(b"expect"))
+        {
+            continue;
+        }
+        push_header(out, name, h.value(buf));
+    }
+    if info.host.is_empty() {
+        push_header(out, b"Host", fwd.fallback_host.as_bytes());
+    }
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    if let Some(prev) = xff {
+        out.extend_from_slice(prev);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(fwd.client_ip.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    push_header(out, b"X-Forwarded-Proto", fwd.proto.as_bytes());
+    if !info.host.is_empty() {
+        push_header(out, b"X-Forwarded-Host", info.host.as_bytes());
+    }
+    out.extend_from_slice(b"Via: ");
+    if let Some(prev) = via {
+        out.extend_from_slice(prev);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(if info.minor == 0 {
+        b"1.0 shoal\r\n"
+    } else {
+        b"1.1 shoal\r\n"
+    });
+    match info.body() {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            out.extend_from_slice(itoa(n).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::None | Framing::UntilClose => {
+            if matches!(info.method.as_str(), "POST" | "PUT" | "PATCH") {
+                out.extend_from_slice(b"Content-Length: 0\r\n");
+            }
+        }
+    }
+    if let Some(u) = &info.upgrade {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+        push_header(out, b"Upgrade", u.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How the response head is sent to the client.
+pub struct ClientSide {
+    /// Client speaks HTTP/1.0 (chunked bodies are decoded for it).
+    pub http10: bool,
+    /// The proxy will keep the client connection open after this response.
+    pub keep_alive: bool,
+    /// This is a `101 Switching Protocols` being passed through.
+    pub upgrade: Option<String>,
+}
+
+/// Write the response head for the client into `out` (cleared first).
+pub fn write_client_response(
+    buf: &[u8],
+    headers: &[HeaderPos],
+    info: &ResponseInfo,
+    side: &ClientSide,
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    out.extend_from_slice(if side.http10 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    out.extend_from_slice(itoa(info.status as u64).as_bytes());
+    out.push(b' ');
+    if info.reason.1 > info.reason.0 {
+        out.extend_from_slice(&buf[info.reason.0..info.reason.1]);
+    } else {
+        out.extend_from_slice(reason_phrase(info.status).as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    let framing = info.framing.unwrap_or(Framing::None);
+    for h in headers {
+        let name = h.name(buf);
+        if name.eq_ignore_ascii_case(b"content-length") {
+            // Kept as sent when it delimits the body (also for HEAD and 304).
+            if framing != Framing::Chunked {
+                push_header(out, name, h.value(buf));
+            }
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if framing == Framing::Chunked && !side.http10 {
+                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+            }
+            continue;
+        }
+        if hop_by_hop(name) || listed(buf, &info.conn_tokens, name) {
+            continue;
+        }
+        push_header(out, name, h.value(buf));
+    }
+    if let Some(u) = &side.upgrade {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+        push_header(out, b"Upgrade", u.as_bytes());
+    } else if !side.keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if side.http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A short response the proxy makes itself (errors, admin).
+pub fn simple_response(
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    close: bool,
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa(status as u64).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason_phrase(status).as_bytes());
+    out.extend_from_slice(b"\r\nServer: shoal\r\nContent-Type: ");
+    out.extend_from_slice(content_type.as_bytes());
+    out.extend_from_slice(b"\r\nContent-Length: ");
+    out.extend_from_slice(itoa(body.len() as u64).as_bytes());
+    out.extend_from_slice(if close {
+        b"\r\nConnection: close\r\n\r\n"
+    } else {
+        b"\r\n\r\n"
+    });
+    out.extend_from_slice(body);
+}
+
+/// The standard reason phrase for the statuses the proxy produces.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+/// Decimal text of `n` without allocating on the heap.
+pub fn itoa(mut n: u64) -> ItoaBuf {
+    let mut b = ItoaBuf {
+        buf: [0; 20],
+        start: 20,
+    };
+    loop {
+        b.start -= 1;
+        b.buf[b.start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    b
+}
+
+/// The result of [`itoa`].
+pub struct ItoaBuf {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl ItoaBuf {
+    /// The digits.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum St {
+    Size,
+    Ext,
+    SizeLf,
+    Data(u64),
+    DataCr,
+    DataLf,
+    TrailerStart,
+    TrailerLine,
+    TrailerLf,
+    EndLf,
+    Done,
+}
+
+/// Follows a chunked body byte by byte to find where it ends, optionally
+/// copying out the decoded data (for HTTP/1.0 clients). Strict: sizes are
+/// hex with at most 15 digits, every line ends in CRLF.
+#[derive(Debug)]
+pub struct Chunked {
+    st: St,
+    size: u64,
+    digits: u8,
+}
+
+impl Default for Chunked {
+    fn default() -> Self {
+        Chunked {
+            st: St::Size,
+            size: 0,
+            digits: 0,
+        }
+    }
+}
+
+/// Malformed chunked encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadChunk;
+
+impl Chunked {
+    /// Whether the terminating chunk and trailers have been seen.
+    pub fn done(&self) -> bool {
+        self.st == St::Done
+    }
+
+    /// Consume from `input` up to the end of the body; returns how many bytes
+    /// belong to the body. Decoded data is appended to `out` when given.
+    pub fn feed(&mut self, input: &[u8], mut out: Option<&mut Vec<u8>>) -> Result<usize, BadChunk> {
+        let mut i = 0;
+        while i < input.len() && self.st != St::Done {
+            let b = input[i];
+            match self.st {
+                St::Data(left) => {
+                    let take = (left.min((input.len() - i) as u64)) as usize;
+                    if let Some(o) = out.as_deref_mut() {
+                        o.extend_from_slice(&input[i..i + take]);
+                    }
+                    i += take;
+                    let left = left - take as u64;
+                    self.st = if left == 0 {
+                        St::DataCr
+                    } else {
+                        St::Data(left)
+                    };
+                    continue;
+                }
+                St::Size => {
+                    if let Some(d) = (b as char).to_digit(16) {
+                        if self.digits >= 15 {
+                            return Err(BadChunk);
+                        }
+                        self.size = self.size * 16 + d as u64;
+                        self.digits += 1;
+                    } else if self.digits == 0 {
+                        return Err(BadChunk);
+                    } else if b == b';' || b == b' ' || b == b'\t' {
+                        self.st = St::Ext;
+                    } else if b == b'\r' {
+                        self.st = St::SizeLf;
+                    } else {
+                        return Err(BadChunk);
+                    }
+                }
+                St::Ext => {
+                    if b == b'\r' {
+                        self.st = St::SizeLf;
+                    } else if b == b'\n' {
+                        return Err(BadChunk);
+                    }
+                }
+                St::SizeLf => {
+                    if b != b'\n' {
+                        return Err(BadChunk);
+                    }
+                    self.st = if self.size == 0 {
+                        St::TrailerStart
+                    } else {
+                        St::Data(self.size)
+                    };
+                    self.size = 0;
+                    self.digits = 0;
+                }
+                St::DataCr => {
+                    if b != b'\r' {
+                        return Err(BadChunk);
+                    }
+                    self.st = St::DataLf;
+                }
+                St::DataLf => {
+                    if b != b'\n' {
+                        return Err(BadChunk);
+                    }
+                    self.st = St::Size;
+                }
+                St::TrailerStart => {
+                    self.st = if b == b'\r' {
+                        St::EndLf
+                    } else {
+                        St::TrailerLine
+                    };
+                }
+                St::TrailerLine => {
+                    if b == b'\r' {
+                        self.st = St::TrailerLf;
+                    }
+                }
+                St::TrailerLf => {
+                    if b != b'\n' {
+                        return Err(BadChunk);
+                    }
+                    self.st = St::TrailerStart;
+                }
+                St::EndLf => {
+                    if b != b'\n' {
+                        return Err(BadChunk);
+                    }
+                    self.st = St::Done;
+                }
+                St::Done => break,
+            }
+            i += 1;
+        }
+        Ok(i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(text: &str) -> Result<Option<usize>, Reject> {
+        let mut info = RequestInfo::default();
+        let mut h = Vec::new();
+        parse_request(text.as_bytes(), 100, &mut info, &mut h)
+    }
+
+    #[test]
+    fn smuggling_shapes_are_rejected() {
+        let bad = [
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+        ];
+        for b in bad {
+            assert_eq!(req(b).unwrap_err().status, 400, "{b:?}");
+        }
+        // Duplicate but equal lengths are accepted.
+        assert!(req(
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"
+        )
+        .unwrap()
+        .is_some());
+    }
+
+    #[test]
+    fn partial_and_limits() {
+        assert_eq!(req("GET / HTTP/1.1\r\nHost: a\r\n"), Ok(None));
+        let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
+        let t = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
+        assert_eq!(req(&t).unwrap_err().status, 431);
+    }
+
+    #[test]
+    fn rewrite_adds_forwarding_and_drops_hop_by_hop() {
+        let text = b"GET /x HTTP/1.1\r\nHost: www.a.com\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nX-Forwarded-For: 1.2.3.4\r\nAccept: */*\r\n\r\n";
+        let mut info = RequestInfo::default();
+        let mut h = Vec::new();
+        parse_request(text, 100, &mut info, &mut h)
+            .unwrap()
+            .unwrap();
+        let mut out = Vec::new();
+        let fwd = Forwarding {
+            client_ip: "127.0.0.1",
+            proto: "http",
+            fallback_host: "x",
+        };
+        write_upstream_request(text, &h, &info, &fwd, &mut out);
+        let s = String::from_utf8(out).unwrap();
+        assert!(
+            s.starts_with("GET /x HTTP/1.1\r\nHost: www.a.com\r\n"),
+            "{s}"
+        );
+        assert!(s.contains("X-Forwarded-For: 1.2.3.4, 127.0.0.1\r\n"), "{s}");
+        assert!(s.contains("X-Forwarded-Host: www.a.com\r\n"), "{s}");
+        assert!(s.contains("Via: 1.1 shoal\r\n"), "{s}");
+        assert!(
+            !s.contains("X-Secret") && !s.contains("Keep-Alive") && !s.contains("Connection"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn chunked_finds_the_end_and_decodes() {
+        let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+        let mut c = Chunked::default();
+        let mut out = Vec::new();
+        // Feed in small pieces.
+        let mut used = 0;
+        for piece in body.chunks(3) {
+            if c.done() {
+                break;
+            }
+            used += c.feed(piece, Some(&mut out)).unwrap();
+        }
+        assert!(c.done());
+        assert_eq!(&body[used..], b"NEXT");
+        assert_eq!(out, b"hello world");
+        let mut c = Chunked::default();
+        assert!(c.feed(b"5\nhello", None).is_err());
+        let mut c = Chunked::default();
+        assert!(c.feed(b"zz\r\n", None).is_err());
+    }
+
+    #[test]
+    fn response_framing() {
+        let mut info = ResponseInfo::default();
+        let mut h = Vec::new();
+        let r = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc";
+        assert_eq!(
+            parse_response(r, 100, false, &mut info, &mut h),
+            Ok(Some(r.len() - 3))
+        );
+        assert_eq!(info.framing, Some(Framing::Length(3)));
+        assert!(info.reusable);
+        let r = b"HTTP/1.1 200 OK\r\n\r\n";
+        parse_response(r, 100, false, &mut info, &mut h).unwrap();
+        assert_eq!(info.framing, Some(Framing::UntilClose));
+        assert!(!info.reusable);
+        parse_response(r, 100, true, &mut info, &mut h).unwrap();
+        assert_eq!(info.framing, Some(Framing::None));
+        assert!(parse_response(b"garbage\r\n\r\n", 100, false, &mut info, &mut h).is_err());
+    }
+}

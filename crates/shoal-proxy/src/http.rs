@@ -1,0 +1,705 @@
+//! One client connection in HTTP mode: read a request head, route it, pick a
+//! server, forward the request, stream the response back, repeat while the
+//! connection is kept alive. Retries go to the next server on failures before
+//! any response byte (nginx's `proxy_next_upstream error timeout`), `101`
+//! responses become a two-way tunnel, and the proxy answers 400/404/408/431/
+//! 502/503/504 itself.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::accesslog::Entry;
+use crate::balance::{Context, PeerView};
+use crate::codec::{
+    self, parse_request, parse_response, Chunked, ClientSide, Forwarding, Framing, HeaderPos,
+    ReadBuf, RequestInfo, ResponseInfo,
+};
+use crate::config::HashKey;
+use crate::error::UpstreamFailure;
+use crate::router::normalize_host;
+use crate::state::{Generation, Shared};
+use crate::upstream::{Lease, NoPeer, PeerId};
+
+/// Request bodies up to this size are read whole before forwarding, so that
+/// the request can be retried on another server.
+const BUFFER_BODY: u64 = 64 * 1024;
+/// Size a body buffer may grow to.
+const BODY_BUF_MAX: usize = 256 * 1024;
+
+/// Per-connection scratch space reused by every request.
+struct Conn {
+    buf: ReadBuf,
+    up_buf: ReadBuf,
+    info: RequestInfo,
+    headers: Vec<HeaderPos>,
+    resp: ResponseInfo,
+    resp_headers: Vec<HeaderPos>,
+    out: Vec<u8>,
+    scratch: Vec<u8>,
+    key: Vec<u8>,
+    host: String,
+    views: Vec<PeerView>,
+    tried: Vec<PeerId>,
+    client_ip: String,
+    peer: SocketAddr,
+    fallback_host: String,
+    proto: &'static str,
+}
+
+/// How a body copy ended badly.
+enum CopyError {
+    /// The side being read from failed or ended early.
+    Read,
+    /// The side being written to failed.
+    Write,
+    /// Malformed chunked encoding.
+    Bad,
+}
+
+async fn write_t<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8], t: Duration) -> io::Result<()> {
+    match tokio::time::timeout(t, w.write_all(bytes)).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
+    }
+}
+
+async fn fill_t<R: AsyncRead + Unpin>(
+    buf: &mut ReadBuf,
+    r: &mut R,
+    max: usize,
+    t: Duration,
+) -> Result<usize, CopyError> {
+    match tokio::time::timeout(t, buf.fill(r, max)).await {
+        Ok(Ok(0)) | Ok(Err(_)) | Err(_) => Err(CopyError::Read),
+        Ok(Ok(n)) => Ok(n),
+    }
+}
+
+/// Copy one body framed by `framing` from `src` (starting with what `buf`
+/// holds) to `dst`, sending `prefix` (a head) first, in the same write as the
+/// first body bytes. With `decode`, chunked framing is removed (HTTP/1.0
+/// clients). Returns the body bytes written.
+#[allow(clippy::too_many_arguments)]
+async fn copy_body<R, W>(
+    framing: Framing,
+    src: &mut R,
+    buf: &mut ReadBuf,
+    dst: &mut W,
+    prefix: &mut Vec<u8>,
+    decode: bool,
+    scratch: &mut Vec<u8>,
+    t: Duration,
+) -> Result<u64, CopyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut written = 0u64;
+    match framing {
+        Framing::None => {
+            write_t(dst, prefix, t)
+                .await
+                .map_err(|_| CopyError::Write)?;
+        }
+        Framing::Length(n) => {
+            let mut left = n;
+            loop {
+                let take = (left.min(buf.len() as u64)) as usize;
+                if !prefix.is_empty() {
+                    prefix.extend_from_slice(&buf.chunk()[..take]);
+                    write_t(dst, prefix, t)
+                        .await
+                        .map_err(|_| CopyError::Write)?;
+                    prefix.clear();
+                } else if take > 0 {
+                    write_t(dst, &buf.chunk()[..take], t)
+                        .await
+                        .map_err(|_| CopyError::Write)?;
+                }
+                buf.consume(take);
+                left -= take as u64;
+                written += take as u64;
+                if left == 0 {
+                    break;
+                }
+                fill_t(buf, src, BODY_BUF_MAX, t).await?;
+            }
+        }
+        Framing::Chunked => {
+            let mut dec = Chunked::default();
+            loop {
+                scratch.clear();
+                let used = dec
+                    .feed(buf.chunk(), if decode { Some(scratch) } else { None })
+                    .map_err(|_| CopyError::Bad)?;
+                let piece: &[u8] = if decode {
+                    scratch
+                } else {
+                    &buf.chunk()[..used]
+                };
+                if !prefix.is_empty() {
+                    prefix.extend_from_slice(piece);
+                    write_t(dst, prefix, t)
+                        .await
+                        .map_err(|_| CopyError::Write)?;
+                    prefix.clear();
+                } else if !piece.is_empty() {
+                    write_t(dst, piece, t).await.map_err(|_| CopyError::Write)?;
+                }
+                written += piece.len() as u64;
+                buf.consume(used);
+                if dec.done() {
+                    break;
+                }
+                fill_t(buf, src, BODY_BUF_MAX, t).await?;
+            }
+        }
+        Framing::UntilClose => loop {
+            let avail = buf.len();
+            if !prefix.is_empty() {
+                prefix.extend_from_slice(buf.chunk());
+                write_t(dst, prefix, t)
+                    .await
+                    .map_err(|_| CopyError::Write)?;
+                prefix.clear();
+            } else if avail > 0 {
+                write_t(dst, buf.chunk(), t)
+                    .await
+                    .map_err(|_| CopyError::Write)?;
+            }
+            buf.consume(avail);
+            written += avail as u64;
+            match tokio::time::timeout(t, buf.fill(src, BODY_BUF_MAX)).await {
+                Ok(Ok(0)) => break,
+                Ok(Ok(_)) => {}
+                _ => return Err(CopyError::Read),
+            }
+        },
+    }
+    Ok(written)
+}
+
+/// Serve one client connection until it closes, errs, or shutdown.
+pub async fn serve<S>(
+    mut client: S,
+    peer: SocketAddr,
+    local: SocketAddr,
+    tls: bool,
+    shared: Arc<Shared>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut c = Conn {
+        buf: ReadBuf::new(8 * 1024),
+        up_buf: ReadBuf::new(8 * 1024),
+        info: RequestInfo::default(),
+        headers: Vec::new(),
+        resp: ResponseInfo::default(),
+        resp_headers: Vec::new(),
+        out: Vec::new(),
+        scratch: Vec::new(),
+        key: Vec::new(),
+        host: String::new(),
+        views: Vec::new(),
+        tried: Vec::new(),
+        client_ip: peer.ip().to_string(),
+        peer,
+        fallback_host: local.to_string(),
+        proto: if tls { "https" } else { "http" },
+    };
+    let mut served = 0u64;
+    loop {
+        match one_request(&mut client, &mut c, &shared, served == 0).await {
+            Ok(true) => served += 1,
+            Ok(false) => break,
+            Err(e) => {
+                tracing::debug!(client = %peer, error = %e, "client connection ended");
+                break;
+            }
+        }
+    }
+    let _ = client.shutdown().await;
+}
+
+/// Send a response the proxy made, count and log it. Returns whether the
+/// connection may go on.
+async fn local_response<S: AsyncWrite + Unpin>(
+    client: &mut S,
+    c: &mut Conn,
+    shared: &Shared,
+    status: u16,
+    keep: bool,
+    started: Option<Instant>,
+) -> io::Result<bool> {
+    let body = format!("{} {}\n", status, codec::reason_phrase(status));
+    codec::simple_response(
+        status,
+        "text/plain; charset=utf-8",
+        body.as_bytes(),
+        !keep,
+        &mut c.out,
+    );
+    shared.metrics.local_status(status);
+    let t = shared.current.load().config.timeouts.idle;
+    write_t(client, &c.out, t).await?;
+    finish(c, shared, status, body.len() as u64, started);
+    Ok(keep)
+}
+
+fn finish(c: &Conn, shared: &Shared, status: u16, bytes: u64, started: Option<Instant>) {
+    if let Some(s) = started {
+        shared.metrics.observe(s.elapsed());
+    }
+    if let Some(log) = &shared.log {
+        log.log(&Entry {
+            client: c.peer.ip(),
+            method: &c.info.method,
+            target: &c.info.target,
+            minor: c.info.minor,
+            status,
+            bytes,
+            referer: &c.info.referer,
+            user_agent: &c.info.user_agent,
+        });
+    }
+}
+
+/// Read the request head. `Ok(None)`: the connection ended quietly.
+async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut S,
+    c: &mut Conn,
+    shared: &Shared,
+    gen: &Generation,
+    first: bool,
+) -> io::Result<Option<usize>> {
+    let limits = gen.config.limits;
+    let t = gen.config.timeouts;
+    loop {
+        if !c.buf.is_empty() {
+            match parse_request(
+                c.buf.chunk(),
+                limits.max_headers,
+                &mut c.info,
+                &mut c.headers,
+            ) {
+                Ok(Some(n)) => return Ok(Some(n)),
+                Ok(None) => {}
+                Err(rej) => {
+                    tracing::info!(client = %c.peer, status = rej.status, "rejected request head");
+                    c.info.method.clear();
+                    c.info.target.clear();
+                    local_response(client, c, shared, rej.status, false, None).await?;
+                    return Ok(None);
+                }
+            }
+        }
+        let idle = c.buf.is_empty();
+        let wait = if idle && !first {
+            t.idle
+        } else {
+            t.client_header
+        };
+        let read = tokio::select! {
+            r = tokio::time::timeout(wait, c.buf.fill(client, limits.max_header_bytes)) => r,
+            _ = shared.shutdown.cancelled(), if idle => return Ok(None),
+        };
+        match read {
+            Ok(Ok(0)) => return Ok(None),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if e.kind() == io::ErrorKind::OutOfMemory => {
+                c.info.method.clear();
+                c.info.target.clear();
+                local_response(client, c, shared, 431, false, None).await?;
+                return Ok(None);
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                if !idle {
+                    c.info.method.clear();
+                    c.info.target.clear();
+                    local_response(client, c, shared, 408, false, None).await?;
+                }
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// Handle one request. Returns whether to keep the connection.
+async fn one_request<S>(
+    client: &mut S,
+    c: &mut Conn,
+    shared: &Shared,
+    first: bool,
+) -> io::Result<bool>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let gen = shared.current.load_full();
+    let Some(head_len) = read_head(client, c, shared, &gen, first).await? else {
+        return Ok(false);
+    };
+    let started = Instant::now();
+    let t = gen.config.timeouts;
+    let path_end = c.info.target.find('?').unwrap_or(c.info.target.len());
+    c.host.clear();
+    c.host.push_str(&normalize_host(&c.info.host));
+    let upstream = gen
+        .router
+        .route(&c.host, &c.info.target[..path_end])
+        .and_then(|n| gen.upstreams.get(n))
+        .cloned();
+    let body = c.info.body();
+    let Some(upstream) = upstream else {
+        let keep = body == Framing::None && c.info.keep_alive;
+        c.buf.consume(head_len);
+        return local_response(client, c, shared, 404, keep, Some(started)).await;
+    };
+    // The hash key, copied out before the head is consumed.
+    c.key.clear();
+    match &upstream.hash_key {
+        HashKey::Path => c.key.extend_from_slice(c.info.target.as_bytes()),
+        HashKey::Header(name) => {
+            let buf = c.buf.chunk();
+            if let Some(h) = c
+                .headers
+                .iter()
+                .find(|h| h.name(buf).eq_ignore_ascii_case(name.as_bytes()))
+            {
+                c.key.extend_from_slice(h.value(buf));
+            }
+        }
+    }
+    let fwd = Forwarding {
+        client_ip: &c.client_ip,
+        proto: c.proto,
+        fallback_host: &c.fallback_host,
+    };
+    codec::write_upstream_request(c.buf.chunk(), &c.headers, &c.info, &fwd, &mut c.out);
+    c.buf.consume(head_len);
+
+    if c.info.expect_continue && body != Framing::None {
+        write_t(client, b"HTTP/1.1 100 Continue\r\n\r\n", t.idle).await?;
+    }
+    // Small bodies are read whole so the request stays retryable.
+    let buffered_len = match body {
+        Framing::None => Some(0usize),
+        Framing::Length(n) if n <= BUFFER_BODY => {
+            while (c.buf.len() as u64) < n {
+                let r = tokio::time::timeout(t.idle, c.buf.fill(client, BODY_BUF_MAX)).await;
+                match r {
+                    Ok(Ok(k)) if k > 0 => {}
+                    _ => return Ok(false),
+                }
+            }
+            Some(n as usize)
+        }
+        _ => None,
+    };
+
+    let head_req = c.info.method == "HEAD";
+    c.tried.clear();
+    let mut last_fail: Option<UpstreamFailure> = None;
+    let mut body_consumed = false;
+    // Find a server that answers with a response head.
+    let (lease, mut conn, head) = loop {
+        let ctx = Context {
+            client_ip: c.peer.ip(),
+            method: &c.info.method,
+            host: &c.host,
+            path: &c.info.target,
+            key: &c.key,
+        };
+        let lease: Lease = match upstream.select(&ctx, &c.tried, &mut c.views) {
+            Ok(l) => l,
+            Err(no) => {
+                let status = match (no, last_fail) {
+                    (_, Some(f)) if f.is_timeout() => 504,
+                    (_, Some(_)) => 502,
+                    (NoPeer::Busy, None) => 503,
+                    (NoPeer::NoLive, None) => 502,
+                };
+                tracing::warn!(upstream = %upstream.name, status, last = last_fail.map(|f| f.as_str()), "no upstream server answered");
+                let keep = c.info.keep_alive && !body_consumed && buffered_len.is_some();
+                if let Some(n) = buffered_len {
+                    c.buf.consume(n);
+                }
+                return local_response(client, c, shared, status, keep, Some(started)).await;
+            }
+        };
+        let mut stale_retry = true;
+        let (mut conn, mut reused) = match lease.peer.take_idle(t.upstream_keepalive) {
+            Some(s) => (s, true),
+            None => match lease.peer.connect(t.connect).await {
+                Ok(s) => (s, false),
+                Err(f) => {
+                    tracing::warn!(server = %lease.peer.config.name, failure = f.as_str(), "upstream connect failed");
+                    lease.peer.fail();
+                    c.tried.push(lease.id);
+                    last_fail = Some(f);
+                    continue;
+                }
+            },
+        };
+        let outcome = loop {
+            let sent = send_request(client, &mut conn, c, body, buffered_len, t.idle).await;
+            let r = match sent {
+                Err(SendError::Client) => return Ok(false),
+                Err(SendError::Upstream) => Err(UpstreamFailure::Broken),
+                Ok(consumed) => {
+                    body_consumed |= consumed;
+                    read_response_head(&mut conn, c, &gen, head_req, client).await
+                }
+            };
+            match r {
+                Err(UpstreamFailure::Broken) if reused && stale_retry && !body_consumed => {
+                    // The pooled connection had been closed by the server: use a fresh one.
+                    stale_retry = false;
+                    match lease.peer.connect(t.connect).await {
+                        Ok(s) => {
+                            conn = s;
+                            reused = false;
+                            continue;
+                        }
+                        Err(f) => break Err(f),
+                    }
+                }
+                other => break other,
+            }
+        };
+        match outcome {
+            Ok(n) => break (lease, conn, n),
+            Err(f) => {
+                tracing::warn!(server = %lease.peer.config.name, failure = f.as_str(), "upstream attempt failed");
+                lease.peer.fail();
+                c.tried.push(lease.id);
+                last_fail = Some(f);
+                let retryable = !body_consumed && (f.nothing_sent() || c.info.idempotent());
+                if !retryable {
+                    let status = if f.is_timeout() { 504 } else { 502 };
+                    return local_response(client, c, shared, status, false, Some(started)).await;
+                }
+            }
+        }
+    };
+    lease.peer.succeed();
+    if let Some(n) = buffered_len {
+        c.buf.consume(n);
+    }
+    let status = c.resp.status;
+    lease.peer.stats.count_status(status);
+
+    // 101: become a tunnel.
+    if status == 101 {
+        return tunnel(client, conn, c, shared, head, lease, started).await;
+    }
+    let framing = c.resp.framing.unwrap_or(Framing::None);
+    let http10 = c.info.minor == 0;
+    let keep = c.info.keep_alive
+        && !shared.shutdown.is_triggered()
+        && framing != Framing::UntilClose
+        && !(http10 && framing == Framing::Chunked);
+    let side = ClientSide {
+        http10,
+        keep_alive: keep,
+        upgrade: None,
+    };
+    codec::write_client_response(
+        c.up_buf.chunk(),
+        &c.resp_headers,
+        &c.resp,
+        &side,
+        &mut c.out,
+    );
+    c.up_buf.consume(head);
+    let copied = copy_body(
+        framing,
+        &mut conn,
+        &mut c.up_buf,
+        client,
+        &mut c.out,
+        http10 && framing == Framing::Chunked,
+        &mut c.scratch,
+        t.upstream_header,
+    )
+    .await;
+    match copied {
+        Ok(bytes) => {
+            if c.resp.reusable && c.up_buf.is_empty() {
+                lease.peer.put_idle(conn);
+            }
+            drop(lease);
+            finish(c, shared, status, bytes, Some(started));
+            Ok(keep)
+        }
+        Err(e) => {
+            if matches!(e, CopyError::Read | CopyError::Bad) {
+                tracing::warn!(server = %lease.peer.config.name, "upstream response body ended early");
+            }
+            finish(c, shared, status, 0, Some(started));
+            Ok(false)
+        }
+    }
+}
+
+enum SendError {
+    /// The client went away or sent a bad body.
+    Client,
+    /// Writing to the upstream failed.
+    Upstream,
+}
+
+/// Send the prepared head and the request body. Returns whether body bytes
+/// were consumed from the client (so the request cannot be replayed).
+async fn send_request<S: AsyncRead + Unpin>(
+    client: &mut S,
+    conn: &mut TcpStream,
+    c: &mut Conn,
+    body: Framing,
+    buffered_len: Option<usize>,
+    t: Duration,
+) -> Result<bool, SendError> {
+    c.up_buf.clear();
+    if let Some(n) = buffered_len {
+        c.scratch.clear();
+        c.scratch.extend_from_slice(&c.out);
+        c.scratch.extend_from_slice(&c.buf.chunk()[..n]);
+        write_t(conn, &c.scratch, t)
+            .await
+            .map_err(|_| SendError::Upstream)?;
+        return Ok(false);
+    }
+    let mut head = std::mem::take(&mut c.out);
+    let r = copy_body(
+        body,
+        client,
+        &mut c.buf,
+        conn,
+        &mut head,
+        false,
+        &mut c.scratch,
+        t,
+    )
+    .await;
+    c.out = head;
+    match r {
+        Ok(_) => Ok(true),
+        Err(CopyError::Write) => Err(SendError::Upstream),
+        Err(_) => Err(SendError::Client),
+    }
+}
+
+/// Read the response head into `c.up_buf`, passing 1xx interim responses
+/// (other than 101) to the client. Returns the head's length.
+async fn read_response_head<S: AsyncWrite + Unpin>(
+    conn: &mut TcpStream,
+    c: &mut Conn,
+    gen: &Generation,
+    head_req: bool,
+    client: &mut S,
+) -> Result<usize, UpstreamFailure> {
+    let limits = gen.config.limits;
+    let t = gen.config.timeouts.upstream_header;
+    let mut got_any = false;
+    loop {
+        if !c.up_buf.is_empty() {
+            got_any = true;
+            match parse_response(
+                c.up_buf.chunk(),
+                limits.max_headers,
+                head_req,
+                &mut c.resp,
+                &mut c.resp_headers,
+            ) {
+                Ok(Some(n)) => {
+                    let s = c.resp.status;
+                    if (100..200).contains(&s) && s != 101 {
+                        if c.info.minor == 1 && !(s == 100 && c.info.expect_continue) {
+                            let _ = write_t(client, &c.up_buf.chunk()[..n], t).await;
+                        }
+                        c.up_buf.consume(n);
+                        continue;
+                    }
+                    return Ok(n);
+                }
+                Ok(None) => {}
+                Err(_) => return Err(UpstreamFailure::BadResponse),
+            }
+        }
+        match tokio::time::timeout(t, c.up_buf.fill(conn, limits.max_header_bytes)).await {
+            Err(_) => return Err(UpstreamFailure::Timeout),
+            Ok(Ok(0)) => {
+                return Err(if got_any {
+                    UpstreamFailure::BadResponse
+                } else {
+                    UpstreamFailure::Broken
+                });
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if e.kind() == io::ErrorKind::OutOfMemory => {
+                return Err(UpstreamFailure::BadResponse)
+            }
+            Ok(Err(_)) => {
+                return Err(if got_any {
+                    UpstreamFailure::BadResponse
+                } else {
+                    UpstreamFailure::Broken
+                });
+            }
+        }
+    }
+}
+
+/// Pass a `101 Switching Protocols` to the client and copy bytes both ways
+/// until either side closes.
+async fn tunnel<S>(
+    client: &mut S,
+    mut conn: TcpStream,
+    c: &mut Conn,
+    shared: &Shared,
+    head: usize,
+    lease: Lease,
+    started: Instant,
+) -> io::Result<bool>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let Some(proto) = c.info.upgrade.clone() else {
+        tracing::warn!(server = %lease.peer.config.name, "101 response to a request that did not ask to upgrade");
+        return local_response(client, c, shared, 502, false, Some(started)).await;
+    };
+    shared
+        .metrics
+        .tunnels_total
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let side = ClientSide {
+        http10: false,
+        keep_alive: false,
+        upgrade: Some(proto),
+    };
+    codec::write_client_response(
+        c.up_buf.chunk(),
+        &c.resp_headers,
+        &c.resp,
+        &side,
+        &mut c.out,
+    );
+    c.up_buf.consume(head);
+    c.out.extend_from_slice(c.up_buf.chunk());
+    let t = shared.current.load().config.timeouts.idle;
+    write_t(client, &c.out, t).await?;
+    if !c.buf.is_empty() {
+        write_t(&mut conn, c.buf.chunk(), t).await?;
+    }
+    finish(c, shared, 101, 0, Some(started));
+    let r = tokio::io::copy_bidirectional(client, &mut conn).await;
+    drop(lease);
+    if let Err(e) = r {
+        tracing::debug!(error = %e, "tunnel ended with an error");
+    }
+    Ok(false)
+}

@@ -1,0 +1,76 @@
+//! Running state: a [`Generation`] (one validated configuration compiled into
+//! a router and live upstreams) behind an `ArcSwap`, so that a reload swaps it
+//! atomically while in-flight requests finish on the generation they loaded.
+
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use shoal_core::Shutdown;
+
+use crate::accesslog::AccessLog;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::router::Router;
+use crate::upstream::Upstream;
+
+/// One configuration, compiled.
+pub struct Generation {
+    pub config: Config,
+    pub router: Router,
+    pub upstreams: HashMap<String, Arc<Upstream>>,
+    /// Stops this generation's health checkers when it is replaced.
+    pub tasks: Shutdown,
+    /// Increases by one per reload.
+    pub number: u64,
+}
+
+impl Generation {
+    /// Compile `config`; servers that also exist in `old` keep their counters.
+    pub fn new(config: Config, old: Option<&Generation>, tasks: Shutdown) -> Generation {
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|(name, u)| {
+                let prev = old.and_then(|o| o.upstreams.get(name)).map(|a| a.as_ref());
+                (name.clone(), Arc::new(Upstream::new(name, u, prev)))
+            })
+            .collect();
+        Generation {
+            router: Router::new(config.routes.clone()),
+            upstreams,
+            tasks,
+            number: old.map_or(1, |o| o.number + 1),
+            config,
+        }
+    }
+
+    /// JSON for `/status` and `{"cmd":"status"}`.
+    pub fn status_json(&self, metrics: &Metrics) -> serde_json::Value {
+        use std::sync::atomic::Ordering;
+        let mut ups: Vec<serde_json::Value> =
+            self.upstreams.values().map(|u| u.status_json()).collect();
+        ups.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        serde_json::json!({
+            "generation": self.number,
+            "config": self.config.source.as_ref().map(|p| p.display().to_string()),
+            "listeners": self.config.listeners.iter().map(|l| serde_json::json!({
+                "address": l.address.to_string(),
+                "protocol": format!("{:?}", l.protocol).to_lowercase(),
+                "tls": !l.tls.is_empty(),
+            })).collect::<Vec<_>>(),
+            "active_connections": metrics.active_connections.load(Ordering::Relaxed),
+            "requests_total": metrics.requests_total.load(Ordering::Relaxed),
+            "upstreams": ups,
+        })
+    }
+}
+
+/// What every connection task shares.
+pub struct Shared {
+    pub current: ArcSwap<Generation>,
+    pub metrics: Arc<Metrics>,
+    pub log: Option<AccessLog>,
+    /// Fires on shutdown: idle keep-alive connections close.
+    pub shutdown: Shutdown,
+}

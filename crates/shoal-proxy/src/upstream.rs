@@ -1,0 +1,492 @@
+//! Upstream groups: servers with nginx's `max_fails` / `fail_timeout`,
+//! `backup`, `down` and `max_conns`, their health state, their idle
+//! keep-alive connection pools, and the selection that puts these together
+//! with a [`Balance`].
+
+use parking_lot::Mutex;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+use crate::balance::{self, Balance, Context, PeerView};
+use crate::config::{HashKey, HealthCheckConfig, ServerConfig, Strategy, UpstreamConfig};
+
+/// Milliseconds since this process's first call (a cheap monotonic clock
+/// that fits in an atomic).
+pub fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// Counters for one server, kept across reloads while the server stays.
+#[derive(Default, Debug)]
+pub struct PeerStats {
+    /// Responses by status class: index 0 = 1xx ... 4 = 5xx.
+    pub responses: [AtomicU64; 5],
+    /// Failed attempts (connect errors, resets, timeouts, bad responses).
+    pub failures: AtomicU64,
+    /// Connections opened to this server.
+    pub connects: AtomicU64,
+}
+
+impl PeerStats {
+    /// Count a response with `status`.
+    pub fn count_status(&self, status: u16) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        self.responses[class].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One upstream server and its live state.
+#[derive(Debug)]
+pub struct Peer {
+    pub config: ServerConfig,
+    /// Failures in the current window.
+    fails: AtomicU32,
+    /// When the last failure happened (ms, [`now_ms`]); 0 = never.
+    last_fail: AtomicU64,
+    /// When the current failure window started.
+    window_start: AtomicU64,
+    /// Requests or connections in flight.
+    active: AtomicUsize,
+    /// Active health check verdict (true when no check is configured).
+    healthy: AtomicBool,
+    /// Idle keep-alive connections, newest last.
+    pool: Mutex<Vec<(TcpStream, u64)>>,
+    pool_max: usize,
+    pub stats: Arc<PeerStats>,
+}
+
+impl Peer {
+    fn new(config: ServerConfig, pool_max: usize, stats: Arc<PeerStats>) -> Self {
+        Peer {
+            config,
+            fails: AtomicU32::new(0),
+            last_fail: AtomicU64::new(0),
+            window_start: AtomicU64::new(0),
+            active: AtomicUsize::new(0),
+            healthy: AtomicBool::new(true),
+            pool: Mutex::new(Vec::new()),
+            pool_max,
+            stats,
+        }
+    }
+
+    /// The server's address.
+    pub fn address(&self) -> SocketAddr {
+        self.config.address
+    }
+
+    /// Requests in flight.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Whether passive failure accounting has taken the server out now.
+    pub fn failed_out(&self, now: u64) -> bool {
+        let max = self.config.max_fails;
+        if max == 0 || self.fails.load(Ordering::Relaxed) < max {
+            return false;
+        }
+        let last = self.last_fail.load(Ordering::Relaxed);
+        now.saturating_sub(last) < self.config.fail_timeout.as_millis() as u64
+    }
+
+    /// Whether the active health check says the server is up.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Set by the health checker.
+    pub fn set_healthy(&self, up: bool) {
+        let was = self.healthy.swap(up, Ordering::Relaxed);
+        if was != up {
+            tracing::warn!(server = %self.config.name, healthy = up, "health check changed state");
+            if !up {
+                self.pool.lock().clear();
+            }
+        }
+    }
+
+    /// Whether the server may get traffic now, ignoring `max_conns`.
+    pub fn usable(&self, now: u64) -> bool {
+        !self.config.down && self.healthy() && !self.failed_out(now)
+    }
+
+    /// Count a failed attempt (nginx: failures within `fail_timeout` add up;
+    /// reaching `max_fails` takes the server out for `fail_timeout`).
+    pub fn fail(&self) {
+        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        if self.config.max_fails == 0 {
+            return;
+        }
+        let now = now_ms();
+        let window = self.config.fail_timeout.as_millis() as u64;
+        let start = self.window_start.load(Ordering::Relaxed);
+        if start == 0
+            || now.saturating_sub(start) >= window
+            || self.fails.load(Ordering::Relaxed) >= self.config.max_fails
+        {
+            // A new window (also after a server that was out fails its probe:
+            // it goes out again for a full fail_timeout).
+            self.window_start.store(now, Ordering::Relaxed);
+            let was_out = self.fails.load(Ordering::Relaxed) >= self.config.max_fails;
+            self.fails.store(
+                if was_out { self.config.max_fails } else { 1 },
+                Ordering::Relaxed,
+            );
+        } else {
+            self.fails.fetch_add(1, Ordering::Relaxed);
+        }
+        self.last_fail.store(now, Ordering::Relaxed);
+        if self.fails.load(Ordering::Relaxed) >= self.config.max_fails {
+            tracing::warn!(server = %self.config.name, fail_timeout = ?self.config.fail_timeout, "server marked unavailable (max_fails reached)");
+            self.pool.lock().clear();
+        }
+    }
+
+    /// A response arrived: the failure count starts over.
+    pub fn succeed(&self) {
+        if self.fails.load(Ordering::Relaxed) != 0 {
+            self.fails.store(0, Ordering::Relaxed);
+            self.window_start.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Take an idle connection younger than `max_idle`, if any.
+    pub fn take_idle(&self, max_idle: Duration) -> Option<TcpStream> {
+        let now = now_ms();
+        let mut pool = self.pool.lock();
+        while let Some((s, since)) = pool.pop() {
+            if now.saturating_sub(since) < max_idle.as_millis() as u64 {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// Return a connection that finished a response cleanly.
+    pub fn put_idle(&self, s: TcpStream) {
+        let mut pool = self.pool.lock();
+        if pool.len() < self.pool_max {
+            pool.push((s, now_ms()));
+        }
+    }
+
+    /// Idle pooled connections now.
+    pub fn idle_count(&self) -> usize {
+        self.pool.lock().len()
+    }
+
+    /// Open a new connection with `timeout`.
+    pub async fn connect(
+        &self,
+        timeout: Duration,
+    ) -> Result<TcpStream, crate::error::UpstreamFailure> {
+        use crate::error::UpstreamFailure;
+        self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        match tokio::time::timeout(timeout, TcpStream::connect(self.config.address)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                Ok(s)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(server = %self.config.name, error = %e, "connect failed");
+                Err(UpstreamFailure::Connect)
+            }
+            Err(_) => Err(UpstreamFailure::ConnectTimeout),
+        }
+    }
+}
+
+/// A peer reserved for one request: counts as active until dropped.
+pub struct Lease {
+    pub peer: Arc<Peer>,
+    /// Tier (0 primary, 1 backup) and index, for "already tried" bookkeeping.
+    pub id: PeerId,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.peer.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Identifies a peer within its upstream: (tier, index).
+pub type PeerId = (u8, u16);
+
+/// Why no server could be chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoPeer {
+    /// Every server is down, failed out, unhealthy or already tried: 502.
+    NoLive,
+    /// Some server would do but is at `max_conns`: 503.
+    Busy,
+}
+
+struct Tier {
+    peers: Vec<Arc<Peer>>,
+    balancer: Arc<dyn Balance>,
+}
+
+/// A named upstream group at one configuration generation.
+pub struct Upstream {
+    pub name: String,
+    tiers: Vec<Tier>,
+    pub hash_key: HashKey,
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+impl Upstream {
+    /// Build from configuration; `old` supplies counters of servers that stay.
+    pub fn new(name: &str, cfg: &UpstreamConfig, old: Option<&Upstream>) -> Self {
+        let mut tiers = Vec::new();
+        for backup in [false, true] {
+            let servers: Vec<&ServerConfig> =
+                cfg.servers.iter().filter(|s| s.backup == backup).collect();
+            if servers.is_empty() {
+                continue;
+            }
+            let peers: Vec<Arc<Peer>> = servers
+                .iter()
+                .map(|s| {
+                    let stats = old
+                        .and_then(|o| {
+                            o.peers().find(|p| {
+                                p.config.address == s.address && p.config.backup == s.backup
+                            })
+                        })
+                        .map(|p| p.stats.clone())
+                        .unwrap_or_default();
+                    Arc::new(Peer::new((*s).clone(), cfg.keepalive, stats))
+                })
+                .collect();
+            let balancer: Arc<dyn Balance> = match &cfg.strategy {
+                Strategy::Custom(b) => b.clone(),
+                Strategy::Builtin(n) => {
+                    let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
+                    let keys: Vec<String> = servers.iter().map(|s| s.address.to_string()).collect();
+                    Arc::from(balance::builtin(*n, &weights, &keys))
+                }
+            };
+            tiers.push(Tier { peers, balancer });
+        }
+        Upstream {
+            name: name.to_string(),
+            tiers,
+            hash_key: cfg.hash_key.clone(),
+            health_check: cfg.health_check.clone(),
+        }
+    }
+
+    /// Every server, primaries first.
+    pub fn peers(&self) -> impl Iterator<Item = &Arc<Peer>> {
+        self.tiers.iter().flat_map(|t| t.peers.iter())
+    }
+
+    /// Choose a server not in `tried`, reserving it against `max_conns`.
+    /// Backups are considered only when no primary is available.
+    pub fn select(
+        &self,
+        ctx: &Context<'_>,
+        tried: &[PeerId],
+        views: &mut Vec<PeerView>,
+    ) -> Result<Lease, NoPeer> {
+        let now = now_ms();
+        let mut busy = false;
+        for (t, tier) in self.tiers.iter().enumerate() {
+            let t = t as u8;
+            let mut full: Vec<usize> = Vec::new();
+            // A few rounds: a server can fill up between the view and the reservation.
+            for _ in 0..4 {
+                views.clear();
+                let mut any = false;
+                for (i, p) in tier.peers.iter().enumerate() {
+                    let id = (t, i as u16);
+                    let mut available = p.usable(now) && !tried.contains(&id) && !full.contains(&i);
+                    let active = p.active();
+                    if available && p.config.max_conns > 0 && active >= p.config.max_conns {
+                        available = false;
+                        busy = true;
+                    }
+                    any |= available;
+                    views.push(PeerView {
+                        index: i,
+                        weight: p.config.weight,
+                        active,
+                        available,
+                    });
+                }
+                if !any {
+                    break;
+                }
+                let Some(i) = tier.balancer.select(ctx, views) else {
+                    break;
+                };
+                let Some(p) = tier
+                    .peers
+                    .get(i)
+                    .filter(|_| views.get(i).is_some_and(|v| v.available))
+                else {
+                    tracing::error!(upstream = %self.name, index = i, "balancer chose an unavailable server; ignoring");
+                    break;
+                };
+                let max = p.config.max_conns;
+                let reserved = p
+                    .active
+                    .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |a| {
+                        (max == 0 || a < max).then_some(a + 1)
+                    })
+                    .is_ok();
+                if reserved {
+                    return Ok(Lease {
+                        peer: p.clone(),
+                        id: (t, i as u16),
+                    });
+                }
+                busy = true;
+                full.push(i);
+            }
+        }
+        Err(if busy { NoPeer::Busy } else { NoPeer::NoLive })
+    }
+
+    /// A JSON summary for `/status` and `shoal ctl status`.
+    pub fn status_json(&self) -> serde_json::Value {
+        let now = now_ms();
+        let servers: Vec<serde_json::Value> = self
+            .peers()
+            .map(|p| {
+                let s = &p.stats;
+                serde_json::json!({
+                    "address": p.config.name,
+                    "weight": p.config.weight,
+                    "backup": p.config.backup,
+                    "down": p.config.down,
+                    "healthy": p.healthy(),
+                    "failed_out": p.failed_out(now),
+                    "fails": p.fails.load(Ordering::Relaxed),
+                    "active": p.active(),
+                    "idle": p.idle_count(),
+                    "failures": s.failures.load(Ordering::Relaxed),
+                    "responses": {
+                        "1xx": s.responses[0].load(Ordering::Relaxed),
+                        "2xx": s.responses[1].load(Ordering::Relaxed),
+                        "3xx": s.responses[2].load(Ordering::Relaxed),
+                        "4xx": s.responses[3].load(Ordering::Relaxed),
+                        "5xx": s.responses[4].load(Ordering::Relaxed),
+                    },
+                })
+            })
+            .collect();
+        serde_json::json!({ "name": self.name, "servers": servers })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{StrategyName, DEFAULT_KEEPALIVE};
+
+    fn up(servers: Vec<ServerConfig>) -> Upstream {
+        let cfg = UpstreamConfig {
+            strategy: Strategy::Builtin(StrategyName::RoundRobin),
+            hash_key: HashKey::Path,
+            keepalive: DEFAULT_KEEPALIVE,
+            servers,
+            health_check: None,
+        };
+        Upstream::new("t", &cfg, None)
+    }
+
+    fn srv(port: u16) -> ServerConfig {
+        ServerConfig::new(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    fn ctx() -> Context<'static> {
+        Context {
+            client_ip: "127.0.0.1".parse().unwrap(),
+            method: "GET",
+            host: "",
+            path: "/",
+            key: b"",
+        }
+    }
+
+    #[test]
+    fn backup_only_when_primaries_are_out() {
+        let u = up(vec![
+            srv(1),
+            ServerConfig {
+                backup: true,
+                ..srv(2)
+            },
+        ]);
+        let mut v = Vec::new();
+        let l = u.select(&ctx(), &[], &mut v).unwrap();
+        assert_eq!(l.peer.address().port(), 1);
+        drop(l);
+        u.peers().next().unwrap().fail();
+        let l = u.select(&ctx(), &[], &mut v).unwrap();
+        assert_eq!(l.peer.address().port(), 2);
+        assert_eq!(l.id, (1, 0));
+    }
+
+    #[test]
+    fn max_conns_gives_busy() {
+        let u = up(vec![ServerConfig {
+            max_conns: 1,
+            ..srv(1)
+        }]);
+        let mut v = Vec::new();
+        let l = u.select(&ctx(), &[], &mut v).unwrap();
+        assert_eq!(u.select(&ctx(), &[], &mut v).err(), Some(NoPeer::Busy));
+        drop(l);
+        assert!(u.select(&ctx(), &[], &mut v).is_ok());
+    }
+
+    #[test]
+    fn max_fails_window_and_recovery() {
+        let p = Peer::new(
+            ServerConfig {
+                max_fails: 2,
+                fail_timeout: Duration::from_millis(200),
+                ..srv(1)
+            },
+            4,
+            Default::default(),
+        );
+        p.fail();
+        assert!(p.usable(now_ms()));
+        p.fail();
+        assert!(!p.usable(now_ms()));
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(p.usable(now_ms()), "back after fail_timeout");
+        // A failed probe takes it out again at once.
+        p.fail();
+        assert!(!p.usable(now_ms()));
+        p.succeed();
+        assert!(p.usable(now_ms()));
+    }
+
+    #[test]
+    fn down_and_tried_are_skipped() {
+        let u = up(vec![
+            ServerConfig {
+                down: true,
+                ..srv(1)
+            },
+            srv(2),
+            srv(3),
+        ]);
+        let mut v = Vec::new();
+        let l = u.select(&ctx(), &[(0, 1)], &mut v).unwrap();
+        assert_eq!(l.peer.address().port(), 3);
+        assert_eq!(
+            u.select(&ctx(), &[(0, 1), (0, 2)], &mut v).err(),
+            Some(NoPeer::NoLive)
+        );
+    }
+}

@@ -1,0 +1,406 @@
+//! Forwarding behaviour: routing, headers, bodies, smuggling, WebSocket,
+//! reload, TCP mode, admin — with real backends and real clients (hyper,
+//! Python `websockets`, raw sockets for malformed input).
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_host_and_path_like_node_http_proxy() {
+    let one = node_host("one");
+    let two = node_host("two");
+    let three = node_host("three");
+    let cfg = format!(
+        r#"
+[[listeners]]
+address = "127.0.0.1:0"
+
+[[routes]]
+host = "www.mywebsite.com"
+path = "/friends"
+target = "127.0.0.1:{}"
+
+[[routes]]
+host = "www.mywebsite.com"
+path = "/foes"
+target = "127.0.0.1:{}"
+
+[[routes]]
+host = "www.myothersite.com"
+target = "127.0.0.1:{}"
+"#,
+        one.port, two.port, three.port
+    );
+    let p = start_proxy(config(&cfg)).await;
+    let c = client();
+    assert_eq!(
+        get(&c, p.addr, "www.mywebsite.com", "/friends/7").await.1,
+        "HOST one"
+    );
+    assert_eq!(
+        get(&c, p.addr, "www.mywebsite.com:80", "/foes").await.1,
+        "HOST two"
+    );
+    assert_eq!(
+        get(&c, p.addr, "WWW.MyOtherSite.com", "/anything").await.1,
+        "HOST three"
+    );
+    assert_eq!(get(&c, p.addr, "www.mywebsite.com", "/other").await.0, 404);
+    assert_eq!(get(&c, p.addr, "unknown.example", "/").await.0, 404);
+}
+
+fn single(addr: std::net::SocketAddr) -> String {
+    format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[[routes]]\ntarget = \"{addr}\"\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_headers_and_streams_bodies() {
+    let echo = Backend::start("echo", Behaviour::Echo).await;
+    let p = start_proxy(config(&single(echo.addr))).await;
+    // Headers: Host kept, X-Forwarded-*, Via; hop-by-hop gone.
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"GET /h?q=1 HTTP/1.1\r\nHost: www.a.com\r\nConnection: keep-alive, X-Hop\r\nX-Hop: secret\r\nKeep-Alive: timeout=5\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let resp = read_one_response(&mut s).await;
+    assert!(resp.contains("GET /h?q=1 HTTP/1.1"), "{resp}");
+    assert!(resp.contains("Host: www.a.com"), "{resp}");
+    assert!(
+        resp.contains("X-Forwarded-For: 10.0.0.1, 127.0.0.1"),
+        "{resp}"
+    );
+    assert!(resp.contains("X-Forwarded-Proto: http"), "{resp}");
+    assert!(resp.contains("X-Forwarded-Host: www.a.com"), "{resp}");
+    assert!(resp.contains("Via: 1.1 shoal"), "{resp}");
+    assert!(
+        !resp.contains("X-Hop") && !resp.contains("Keep-Alive"),
+        "{resp}"
+    );
+
+    // Bodies: a 1 MiB fixed-length body and a chunked one (streamed).
+    let c = client();
+    let big = Bytes::from(vec![b'x'; 1 << 20]);
+    let req = hyper::Request::builder()
+        .method("POST")
+        .uri(format!("http://{}/up", p.addr))
+        .body(http_body_util::Full::new(big))
+        .unwrap();
+    let resp = c.request(req).await.unwrap();
+    assert_eq!(resp.headers()["x-body-len"], "1048576");
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.write_all(b"6\r\n world\r\n0\r\n\r\n").await.unwrap();
+    let resp = read_one_response(&mut s).await;
+    assert!(resp.contains("X-Body-Len: 11"), "{resp}");
+    assert!(
+        resp.contains("Transfer-Encoding: chunked"),
+        "backend saw chunked framing: {resp}"
+    );
+}
+
+/// Read one response with a Content-Length body from `s`.
+async fn read_one_response(s: &mut tokio::net::TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return text;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut tmp))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            n > 0,
+            "connection closed early: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&tmp[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_attempts_get_400_and_others_keep_being_served() {
+    let echo = Backend::start("echo", Behaviour::Echo).await;
+    let p = start_proxy(config(&single(echo.addr))).await;
+    let attacks: [&[u8]; 5] = [
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nContent-Length: 40\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+    ];
+    for a in attacks {
+        let out = raw(p.addr, a).await;
+        assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
+        assert!(!out.contains("smuggled"), "{out}");
+    }
+    assert_eq!(
+        echo.hits.load(Ordering::SeqCst),
+        0,
+        "nothing reached the backend"
+    );
+    let c = client();
+    let (s, body) = get(&c, p.addr, "a", "/fine").await;
+    assert_eq!(s, 200);
+    assert!(body.contains("GET /fine"));
+    // Header limits: too many fields is 431.
+    let many: String = (0..150).map(|i| format!("X-{i}: v\r\n")).collect();
+    let out = raw(
+        p.addr,
+        format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n").as_bytes(),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 431 "), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_echo_through_the_proxy_with_python_websockets() {
+    let ws = node("examples/proxy/ws-echo.js", 0, "echo");
+    let p = start_proxy(config(&single(
+        format!("127.0.0.1:{}", ws.port).parse().unwrap(),
+    )))
+    .await;
+    let script = r#"
+import asyncio, sys
+from websockets.asyncio.client import connect
+async def main(url):
+    async with connect(url) as ws:
+        for msg in ["hello", "world"]:
+            await ws.send(msg)
+            print(await asyncio.wait_for(ws.recv(), 20))
+asyncio.run(main(sys.argv[1]))
+"#;
+    let out = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(format!("ws://{}/chat", p.addr))
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("python timed out")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), "echo: hello\necho: world");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_under_load_loses_no_request_and_bad_config_is_refused() {
+    let a = Backend::start("a", Behaviour::Name).await;
+    let b = Backend::start("b", Behaviour::Name).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.toml");
+    let text = |addr: std::net::SocketAddr| {
+        format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[upstreams.web]\nservers = [ {{ address = \"{addr}\" }} ]\n\n[[routes]]\nupstream = \"web\"\n")
+    };
+    std::fs::write(&path, text(a.addr)).unwrap();
+    let cfg = shoal_proxy::Config::load(&path).unwrap();
+    let p = start_proxy(cfg).await;
+    // The reloaded file must keep the same listener: rewrite with the bound port.
+    let bound = |addr: std::net::SocketAddr| text(addr).replace("127.0.0.1:0", &p.addr.to_string());
+    // Reloading a file whose listener differs is refused.
+    std::fs::write(&path, bound(b.addr)).unwrap();
+    assert!(
+        p.handle.reload().is_err(),
+        "listener change must be refused"
+    );
+    std::fs::write(&path, text(a.addr)).unwrap();
+
+    let ok = Arc::new(AtomicUsize::new(0));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let from_b = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut loads = Vec::new();
+    for _ in 0..4 {
+        let (ok, sent, from_b, stop, addr) = (
+            ok.clone(),
+            sent.clone(),
+            from_b.clone(),
+            stop.clone(),
+            p.addr,
+        );
+        loads.push(tokio::spawn(async move {
+            let c = client();
+            // Bounded: at most 5000 requests per loader.
+            for _ in 0..5000 {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                sent.fetch_add(1, Ordering::SeqCst);
+                let (s, body) = get(&c, addr, "x", "/").await;
+                assert_eq!(s, 200, "{body}");
+                ok.fetch_add(1, Ordering::SeqCst);
+                if body == "HOST b" {
+                    from_b.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    assert!(eventually(30, || async { ok.load(Ordering::SeqCst) >= 100 }).await);
+    // Same listener (port 0 stays port 0 in the file): swap upstream a -> b.
+    std::fs::write(&path, text(b.addr)).unwrap();
+    let g = p.handle.reload().expect("reload");
+    assert_eq!(g, 2);
+    // A broken file is refused; the running config stays.
+    std::fs::write(&path, "[[listeners]]\naddress = 12\n").unwrap();
+    let e = p.handle.reload().unwrap_err().to_string();
+    assert!(e.contains("proxy.toml:2"), "{e}");
+    assert!(
+        eventually(30, || async { from_b.load(Ordering::SeqCst) >= 100 }).await,
+        "new requests use the new config"
+    );
+    stop.store(true, Ordering::SeqCst);
+    for l in loads {
+        l.await.unwrap();
+    }
+    assert_eq!(ok.load(Ordering::SeqCst), sent.load(Ordering::SeqCst));
+    let c = client();
+    assert_eq!(get(&c, p.addr, "x", "/").await.1, "HOST b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_mode_balances_raw_connections_and_skips_dead_servers() {
+    // Raw TCP servers that greet with their name.
+    let mut addrs = Vec::new();
+    let stop = shoal_core::Shutdown::new();
+    for name in ["alpha", "beta"] {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addrs.push(l.local_addr().unwrap());
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) =
+                    tokio::select! { _ = stop.cancelled() => return, r = l.accept() => r.unwrap() };
+                tokio::spawn(async move {
+                    let _ = s.write_all(format!("{name}\n").as_bytes()).await;
+                    let mut b = [0u8; 64];
+                    // Echo one message back, then close.
+                    if let Ok(n) = s.read(&mut b).await {
+                        let _ = s.write_all(&b[..n]).await;
+                    }
+                });
+            }
+        });
+    }
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cfg = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"tcp\"\nupstream = \"brokers\"\n\n[upstreams.brokers]\nservers = [ {{ address = \"{}\" }}, {{ address = \"{}\" }}, {{ address = \"{dead}\", fail_timeout = \"60s\" }} ]\n",
+        addrs[0], addrs[1]
+    );
+    let p = start_proxy(config(&cfg)).await;
+    let mut counts = std::collections::HashMap::new();
+    for i in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+        let mut buf = vec![0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let name = String::from_utf8_lossy(&buf[..n]).trim().to_string();
+        let msg = format!("ping{i}");
+        s.write_all(msg.as_bytes()).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], msg.as_bytes());
+        *counts.entry(name).or_insert(0) += 1;
+    }
+    let (a, b) = (
+        counts.get("alpha").copied().unwrap_or(0),
+        counts.get("beta").copied().unwrap_or(0),
+    );
+    assert_eq!(a + b, 20, "{counts:?}");
+    assert!((9..=11).contains(&a), "{counts:?}");
+    stop.trigger();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_serves_metrics_and_status_and_access_log_is_combined() {
+    let one = node_host("one");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let cfg = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[upstreams.web]\nservers = [ {{ address = \"127.0.0.1:{}\" }} ]\n\n[[routes]]\nupstream = \"web\"\n\n[admin]\naddress = \"127.0.0.1:0\"\n\n[access_log]\npath = \"{}\"\n",
+        one.port,
+        log.display()
+    );
+    let p = start_proxy(config(&cfg)).await;
+    let c = client();
+    for _ in 0..3 {
+        assert_eq!(get(&c, p.addr, "localhost", "/x").await.0, 200);
+    }
+    let admin = p.admin.unwrap();
+    let (s, metrics) = get(&c, admin, "localhost", "/metrics").await;
+    assert_eq!(s, 200);
+    assert!(
+        metrics.contains(&format!(
+            "shoal_proxy_upstream_responses_total{{upstream=\"web\",server=\"127.0.0.1:{}\",code=\"2xx\"}} 3",
+            one.port
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("shoal_proxy_request_duration_seconds_count 3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("shoal_proxy_upstream_up{"), "{metrics}");
+    let (s, status) = get(&c, admin, "localhost", "/status").await;
+    assert_eq!(s, 200);
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(v["upstreams"][0]["servers"][0]["responses"]["2xx"], 3);
+    assert!(
+        eventually(20, || async {
+            std::fs::read_to_string(&log)
+                .map(|t| t.lines().count() >= 3)
+                .unwrap_or(false)
+        })
+        .await
+    );
+    let line = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    // 127.0.0.1 - - [25/Nov/2026:22:50:17 +0000] "GET /x HTTP/1.1" 200 ...
+    assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+    assert!(line.contains("] \"GET /x HTTP/1.1\" 200 "), "{line}");
+}
+
+#[test]
+fn the_annotated_example_config_parses() {
+    let path = workspace().join("examples/proxy.toml");
+    let c = shoal_proxy::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!c.listeners.is_empty());
+    assert!(c.upstreams.contains_key("lb_servers"));
+}

@@ -1,0 +1,255 @@
+//! `shoal proxy` driven as a binary: `--check`, the quick form in front of
+//! the chapter's Node servers, reload by SIGHUP and through the control
+//! socket (`shoal_core::control::request`), and graceful stop on SIGTERM.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A child killed by pid on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A scratch directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("shoal-proxy-cli-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn node_host(name: &str) -> (Proc, u16) {
+    let mut child = Command::new("node")
+        .arg(workspace().join("examples/proxy/server.js"))
+        .args(["0", name])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("listening ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    (Proc(child), port)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One GET with `Connection: close`, by hand over a socket; returns the body.
+fn get(addr: SocketAddr) -> Option<String> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    if !out.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    // The Node server answers chunked: "8\r\nHOST one\r\n0\r\n\r\n".
+    let body = out.split("\r\n\r\n").nth(1)?;
+    Some(
+        body.lines()
+            .find(|l| l.starts_with("HOST "))
+            .unwrap_or(body)
+            .to_string(),
+    )
+}
+
+fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn shoal(runtime: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shoal"));
+    c.env("SHOAL_RUNTIME_DIR", runtime);
+    c
+}
+
+#[test]
+fn check_accepts_the_example_and_names_file_line_key_on_errors() {
+    let out = shoal(Path::new("/tmp"))
+        .args(["proxy", "--check"])
+        .arg(workspace().join("examples/proxy.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("upstream lb_servers"));
+
+    let dir = TempDir::new("check");
+    let bad = dir.0.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstreams.web]\nservers = [ { address = \"127.0.0.1:1\", weight = 0 } ]\n[[routes]]\nupstream = \"web\"\n",
+    )
+    .unwrap();
+    let out = shoal(&dir.0)
+        .args(["proxy", "--check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains("bad.toml:4") && err.contains("upstreams.web.servers[0].weight"),
+        "{err}"
+    );
+}
+
+#[test]
+fn quick_form_balances_node_servers_and_stops_on_sigterm() {
+    let (_one, p1) = node_host("one");
+    let (_two, p2) = node_host("two");
+    let dir = TempDir::new("quick");
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut proxy = Proc(
+        shoal(&dir.0)
+            .args(["-q", "proxy", "--listen", &addr.to_string()])
+            .args(["--upstream", &format!("127.0.0.1:{p1}")])
+            .args(["--upstream", &format!("127.0.0.1:{p2},weight=1")])
+            .spawn()
+            .unwrap(),
+    );
+    assert!(
+        wait_until(30, || get(addr).is_some()),
+        "proxy never answered"
+    );
+    let mut one = 0;
+    for _ in 0..20 {
+        match get(addr).as_deref() {
+            Some("HOST one") => one += 1,
+            Some("HOST two") => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!((9..=11).contains(&one), "round robin split {one}/20");
+    let pid = proxy.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(
+        wait_until(30, || matches!(proxy.0.try_wait(), Ok(Some(_)))),
+        "did not stop on SIGTERM"
+    );
+}
+
+#[test]
+fn reload_by_sighup_and_by_control_socket() {
+    let (_one, p1) = node_host("one");
+    let (_two, p2) = node_host("two");
+    let dir = TempDir::new("reload");
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let file = dir.0.join("proxy.toml");
+    let write = |up: u16| {
+        std::fs::write(
+            &file,
+            format!("[[listeners]]\naddress = \"{addr}\"\n[upstreams.web]\nservers = [ {{ address = \"127.0.0.1:{up}\" }} ]\n[[routes]]\nupstream = \"web\"\n"),
+        )
+        .unwrap()
+    };
+    write(p1);
+    let proxy = Proc(
+        shoal(&dir.0)
+            .args(["-q", "proxy", "--name", "rl", "--config"])
+            .arg(&file)
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_until(30, || get(addr).as_deref() == Some("HOST one")));
+
+    // SIGHUP: the new file takes effect for new requests.
+    write(p2);
+    let pid = proxy.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(
+        wait_until(30, || get(addr).as_deref() == Some("HOST two")),
+        "SIGHUP reload did not apply"
+    );
+
+    // The control socket ($SHOAL_RUNTIME_DIR/NAME.sock, as
+    // shoal_core::control::socket_path computes): `shoal ctl --name rl reload`
+    // sends this request.
+    let sock = dir.0.join("rl.sock");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ask = |cmd: &str| {
+        rt.block_on(shoal_core::control::request(
+            &sock,
+            &serde_json::json!({ "cmd": cmd }),
+            Duration::from_secs(20),
+        ))
+        .unwrap()
+    };
+    write(p1);
+    let r = ask("reload");
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["generation"], 3, "{r}");
+    assert_eq!(get(addr).as_deref(), Some("HOST one"));
+    // A bad file is refused with file:line: key, and the old config stays.
+    std::fs::write(
+        &file,
+        format!("[[listeners]]\naddress = \"{addr}\"\nwhat = 1\n"),
+    )
+    .unwrap();
+    let r = ask("reload");
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(r["error"].as_str().unwrap().contains("proxy.toml:3"), "{r}");
+    assert_eq!(get(addr).as_deref(), Some("HOST one"));
+    let st = ask("status");
+    assert_eq!(st["ok"], true);
+    assert_eq!(st["generation"], 3, "{st}");
+}
