@@ -157,6 +157,14 @@ pub async fn serve(
     let _ = c.out.send(Out::Close);
     drop(c);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    // Read and discard until the peer closes (bounded), so that frames it sent
+    // after its close (e.g. acks queued behind connection.close) do not turn
+    // our close into a reset.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut sink = [0u8; 4096];
+        while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 impl Conn {

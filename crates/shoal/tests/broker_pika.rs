@@ -58,7 +58,10 @@ fn pika_feature_suite() {
     let b = Broker::start(dir.path());
     let out = check(&python("pika_suite.py", b.port, &[]), "pika_suite.py", &b);
     for c in CHECKS {
-        assert!(out.lines().any(|l| l == format!("ok {c}")), "check {c} missing:\n{out}");
+        assert!(
+            out.lines().any(|l| l == format!("ok {c}")),
+            "check {c} missing:\n{out}"
+        );
     }
     assert!(out.contains("ALL OK"), "{out}");
 }
