@@ -31,10 +31,12 @@ impl TestBroker {
 
     async fn start_with(f: impl FnOnce(&mut Config)) -> TestBroker {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = Config::default();
-        config.data_dir = dir.path().join("data");
-        config.admin_listen = None;
-        config.name = format!("lapin-test-{}-{}", std::process::id(), rand_suffix());
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            admin_listen: None,
+            name: format!("lapin-test-{}-{}", std::process::id(), rand_suffix()),
+            ..Config::default()
+        };
         f(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
