@@ -2,4 +2,39 @@
 //!
 //! # Layout
 //!
-//! (Filled in as the modules land.)
+//! - [`config`]: the TOML file → validated [`Config`] (listen, data dir, users,
+//!   vhosts, permissions, limits).
+//! - [`error`]: [`BrokerError`] for the server's failures, [`AmqpError`] for
+//!   protocol exceptions with RabbitMQ's reply codes.
+//! - [`codec`]: frame decoding with size checks before parsing, and frame
+//!   encoding, on top of `amq-protocol`.
+//! - [`server`]: the accept loop, the broker-wide state, the periodic tick
+//!   (TTL, `x-expires`, alarms) and graceful shutdown.
+//! - [`connection`]: one client connection: handshake, channels, methods.
+//! - [`writer`]: a connection's writer task (batching, confirms, heartbeats).
+//! - [`outbox`]: what connections and queues ask a writer to send.
+//! - [`vhost`]: exchanges, queues, bindings, channel delivery state; routing,
+//!   delivery, acknowledgement, dead-lettering.
+//! - [`exchange`]: exchange types and routing (direct, fanout, topic, headers).
+//! - [`queue`]: one queue's messages, arguments and consumers.
+//! - [`message`]: the message type and argument helpers.
+//! - [`store`]: the append-only segment store for persistent messages.
+//! - [`admin`]: `/metrics`, the JSON HTTP API and control-socket commands.
+
+pub mod admin;
+pub mod codec;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod exchange;
+pub mod message;
+pub mod outbox;
+pub mod queue;
+pub mod server;
+pub mod store;
+pub mod vhost;
+pub mod writer;
+
+pub use config::Config;
+pub use error::{AmqpError, BrokerError};
+pub use server::{run, serve};

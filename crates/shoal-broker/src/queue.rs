@@ -1,0 +1,311 @@
+//! One queue: its messages (one FIFO per priority level), its arguments
+//! (TTL, length limits, overflow, dead-lettering, priorities, single active
+//! consumer), its consumers and counters. Routing, delivery and
+//! acknowledgement across queues and channels live in [`crate::vhost`].
+
+use crate::error::{AmqpError, AmqpResult};
+use crate::message::{value_as_i64, value_as_str, MessageRef};
+use crate::outbox::Outbox;
+use crate::store::StoreRef;
+use amq_protocol::types::FieldTable;
+use std::collections::VecDeque;
+
+/// A message waiting in a queue (or delivered and not yet acknowledged).
+#[derive(Debug, Clone)]
+pub struct QMsg {
+    /// The shared message.
+    pub msg: MessageRef,
+    /// Delivered before.
+    pub redelivered: bool,
+    /// Absolute expiry in ms since epoch, 0 if none.
+    pub expires_ms: u64,
+    /// Its record in the store, for persistent messages in durable queues.
+    pub sref: Option<StoreRef>,
+}
+
+/// What to do when a length limit is hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// Drop (or dead-letter) the oldest message.
+    DropHead,
+    /// Refuse the new message (nack in confirm mode).
+    RejectPublish,
+    /// Refuse and dead-letter the new message.
+    RejectPublishDlx,
+}
+
+/// Parsed `x-` arguments of a queue.
+#[derive(Debug, Clone, Default)]
+pub struct QueueArgs {
+    /// `x-message-ttl` (ms).
+    pub message_ttl: Option<u64>,
+    /// `x-expires` (ms unused before the queue is deleted).
+    pub expires: Option<u64>,
+    /// `x-max-length`.
+    pub max_length: Option<u64>,
+    /// `x-max-length-bytes`.
+    pub max_length_bytes: Option<u64>,
+    /// `x-overflow`.
+    pub overflow: Option<Overflow>,
+    /// `x-dead-letter-exchange`.
+    pub dlx: Option<String>,
+    /// `x-dead-letter-routing-key`.
+    pub dlrk: Option<String>,
+    /// `x-max-priority`.
+    pub max_priority: Option<u8>,
+    /// `x-single-active-consumer`.
+    pub single_active: bool,
+}
+
+fn int_arg(args: &FieldTable, key: &str, min: i64) -> AmqpResult<Option<u64>> {
+    match args.inner().get(key) {
+        None => Ok(None),
+        Some(v) => match value_as_i64(v) {
+            Some(n) if n >= min => Ok(Some(n as u64)),
+            _ => Err(AmqpError::precondition_failed(format!(
+                "invalid arg '{key}' for queue: {v:?}"
+            ))),
+        },
+    }
+}
+
+impl QueueArgs {
+    /// Parse and check the arguments (RabbitMQ's 406 on bad values).
+    pub fn parse(args: &FieldTable) -> AmqpResult<QueueArgs> {
+        let overflow = match args.inner().get("x-overflow") {
+            None => None,
+            Some(v) => Some(match value_as_str(v) {
+                Some("drop-head") => Overflow::DropHead,
+                Some("reject-publish") => Overflow::RejectPublish,
+                Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
+                _ => {
+                    return Err(AmqpError::precondition_failed(format!(
+                        "invalid arg 'x-overflow' for queue: {v:?}"
+                    )))
+                }
+            }),
+        };
+        let max_priority = int_arg(args, "x-max-priority", 0)?.map(|p| p.min(255) as u8);
+        let single_active = match args.inner().get("x-single-active-consumer") {
+            None => false,
+            Some(v) => v.as_bool().ok_or_else(|| {
+                AmqpError::precondition_failed(
+                    "invalid arg 'x-single-active-consumer' for queue: not a boolean",
+                )
+            })?,
+        };
+        let text = |k: &str| {
+            args.inner()
+                .get(k)
+                .and_then(value_as_str)
+                .map(str::to_string)
+        };
+        Ok(QueueArgs {
+            message_ttl: int_arg(args, "x-message-ttl", 0)?,
+            expires: int_arg(args, "x-expires", 1)?,
+            max_length: int_arg(args, "x-max-length", 0)?,
+            max_length_bytes: int_arg(args, "x-max-length-bytes", 0)?,
+            overflow,
+            dlx: text("x-dead-letter-exchange"),
+            dlrk: text("x-dead-letter-routing-key"),
+            max_priority,
+            single_active,
+        })
+    }
+}
+
+/// A consumer attached to a queue.
+#[derive(Debug)]
+pub struct Consumer {
+    /// Consumer tag.
+    pub tag: String,
+    /// Channel key (connection id << 16 | channel id).
+    pub chan: u64,
+    /// Auto-ack.
+    pub no_ack: bool,
+    /// Exclusive consumer.
+    pub exclusive: bool,
+    /// Per-consumer prefetch (0 = unlimited).
+    pub prefetch: u16,
+    /// Delivered and not yet acknowledged.
+    pub unacked: u32,
+    /// Where its deliveries go.
+    pub out: Outbox,
+}
+
+/// A queue.
+#[derive(Debug)]
+pub struct Queue {
+    /// Name.
+    pub name: String,
+    /// Survives restart.
+    pub durable: bool,
+    /// Owning connection of an exclusive queue.
+    pub exclusive_owner: Option<u64>,
+    /// Deleted when its last consumer goes.
+    pub auto_delete: bool,
+    /// Declare arguments as given.
+    pub arguments: FieldTable,
+    /// Parsed arguments.
+    pub args: QueueArgs,
+    levels: Vec<VecDeque<QMsg>>,
+    /// Ready messages.
+    pub len: usize,
+    /// Ready body bytes.
+    pub bytes: u64,
+    /// Consumers.
+    pub consumers: Vec<Consumer>,
+    /// Round-robin cursor.
+    pub rr: usize,
+    /// Delivered, unacknowledged.
+    pub unacked: usize,
+    /// Ever had a consumer (auto-delete only after the first one leaves).
+    pub had_consumer: bool,
+    /// Last declare/consume/get (ms since epoch), for `x-expires`.
+    pub last_used_ms: u64,
+    /// Messages published into this queue.
+    pub stat_published: u64,
+    /// Messages delivered from this queue.
+    pub stat_delivered: u64,
+    /// Messages acknowledged.
+    pub stat_acked: u64,
+}
+
+impl Queue {
+    /// A new empty queue.
+    pub fn new(
+        name: String,
+        durable: bool,
+        exclusive_owner: Option<u64>,
+        auto_delete: bool,
+        arguments: FieldTable,
+        args: QueueArgs,
+    ) -> Queue {
+        let levels = usize::from(args.max_priority.unwrap_or(0)) + 1;
+        Queue {
+            name,
+            durable,
+            exclusive_owner,
+            auto_delete,
+            arguments,
+            args,
+            levels: (0..levels).map(|_| VecDeque::new()).collect(),
+            len: 0,
+            bytes: 0,
+            consumers: Vec::new(),
+            rr: 0,
+            unacked: 0,
+            had_consumer: false,
+            last_used_ms: crate::message::now_ms(),
+            stat_published: 0,
+            stat_delivered: 0,
+            stat_acked: 0,
+        }
+    }
+
+    fn level(&self, m: &QMsg) -> usize {
+        usize::from(m.msg.priority()).min(self.levels.len() - 1)
+    }
+
+    /// Append at the tail of its priority level.
+    pub fn push_back(&mut self, m: QMsg) {
+        self.len += 1;
+        self.bytes += m.msg.body.len() as u64;
+        let l = self.level(&m);
+        self.levels[l].push_back(m);
+    }
+
+    /// Put back at the head (requeue).
+    pub fn push_front(&mut self, m: QMsg) {
+        self.len += 1;
+        self.bytes += m.msg.body.len() as u64;
+        let l = self.level(&m);
+        self.levels[l].push_front(m);
+    }
+
+    /// The next message to deliver (highest priority first).
+    pub fn peek(&self) -> Option<&QMsg> {
+        self.levels.iter().rev().find_map(|l| l.front())
+    }
+
+    /// Take the next message.
+    pub fn pop(&mut self) -> Option<QMsg> {
+        let m = self.levels.iter_mut().rev().find_map(|l| l.pop_front())?;
+        self.len -= 1;
+        self.bytes -= m.msg.body.len() as u64;
+        Some(m)
+    }
+
+    /// Take every ready message.
+    pub fn drain(&mut self) -> Vec<QMsg> {
+        let mut out = Vec::with_capacity(self.len);
+        while let Some(m) = self.pop() {
+            out.push(m);
+        }
+        out
+    }
+
+    /// Whether a length limit is exceeded.
+    pub fn over_limit(&self) -> bool {
+        self.args.max_length.is_some_and(|n| self.len as u64 > n)
+            || self.args.max_length_bytes.is_some_and(|n| self.bytes > n)
+    }
+
+    /// Whether one more message of `size` bytes would exceed a limit.
+    pub fn would_overflow(&self, size: usize) -> bool {
+        self.args.max_length.is_some_and(|n| self.len as u64 >= n)
+            || self
+                .args
+                .max_length_bytes
+                .is_some_and(|n| self.bytes + size as u64 > n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+    use amq_protocol::protocol::BasicProperties;
+    use amq_protocol::types::AMQPValue;
+    use std::sync::Arc;
+
+    fn qm(body: &str, prio: u8) -> QMsg {
+        QMsg {
+            msg: Arc::new(Message {
+                exchange: String::new(),
+                routing_key: String::new(),
+                properties: BasicProperties::default().with_priority(prio),
+                body: bytes::Bytes::from(body.to_string()),
+            }),
+            redelivered: false,
+            expires_ms: 0,
+            sref: None,
+        }
+    }
+
+    #[test]
+    fn priorities_and_limits() {
+        let mut t = FieldTable::default();
+        t.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(5));
+        t.insert("x-max-length".into(), AMQPValue::LongInt(2));
+        let args = QueueArgs::parse(&t).unwrap();
+        let mut q = Queue::new("q".into(), false, None, false, t, args);
+        q.push_back(qm("low", 0));
+        q.push_back(qm("high", 9));
+        assert!(q.would_overflow(1));
+        assert_eq!(q.pop().unwrap().msg.body, "high");
+        assert_eq!(q.pop().unwrap().msg.body, "low");
+        assert!(q.pop().is_none());
+        assert_eq!(q.bytes, 0);
+    }
+
+    #[test]
+    fn bad_arguments_are_precondition_failed() {
+        let mut t = FieldTable::default();
+        t.insert("x-message-ttl".into(), AMQPValue::LongString("soon".into()));
+        assert_eq!(QueueArgs::parse(&t).unwrap_err().code, 406);
+        let mut t = FieldTable::default();
+        t.insert("x-overflow".into(), AMQPValue::LongString("explode".into()));
+        assert_eq!(QueueArgs::parse(&t).unwrap_err().code, 406);
+    }
+}

@@ -1,0 +1,286 @@
+//! The broker: opens every vhost (definitions + store recovery), accepts
+//! AMQP connections up to the cap, runs the periodic tick (TTL, `x-expires`,
+//! memory and disk alarms), the admin HTTP server and the control socket,
+//! and on shutdown closes every connection with 320 and fsyncs the stores.
+
+use crate::config::Config;
+use crate::error::BrokerError;
+use crate::vhost::VHost;
+use parking_lot::Mutex;
+use serde::Serialize;
+use shoal_core::Shutdown;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+/// Broker-wide counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Connections accepted.
+    pub connections_total: AtomicU64,
+    /// Connections refused at the cap.
+    pub connections_refused: AtomicU64,
+    /// Frame and protocol errors that closed a connection.
+    pub protocol_errors: AtomicU64,
+    /// Failed logins.
+    pub auth_failures: AtomicU64,
+    /// Messages published (all vhosts).
+    pub published: AtomicU64,
+}
+
+/// What the admin API shows about a connection.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnInfo {
+    /// Connection id.
+    pub id: u64,
+    /// Peer address.
+    pub peer: String,
+    /// Logged-in user.
+    pub user: String,
+    /// Vhost.
+    pub vhost: String,
+    /// Seconds since accept.
+    #[serde(skip)]
+    pub since: Option<Instant>,
+}
+
+/// Shared broker state.
+pub struct Broker {
+    /// Configuration.
+    pub config: Config,
+    /// Vhosts by name.
+    pub vhosts: HashMap<String, Arc<Mutex<VHost>>>,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Resource alarm (true: publishers are blocked).
+    pub alarm: tokio::sync::watch::Sender<bool>,
+    conns: Mutex<HashMap<u64, ConnInfo>>,
+    next_conn: AtomicU64,
+    /// When the broker started.
+    pub started: Instant,
+}
+
+impl Broker {
+    /// Open the data directory and every vhost.
+    pub fn open(config: Config) -> Result<Arc<Broker>, BrokerError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            BrokerError::io(format!("create data dir {}", config.data_dir.display()), e)
+        })?;
+        let mut vhosts = HashMap::new();
+        for name in &config.vhosts {
+            let dir = config.data_dir.join("vhosts").join(vhost_dir_name(name));
+            let v = VHost::open(name, dir)?;
+            let (q, m): (usize, usize) = (v.queues.len(), v.queues.values().map(|q| q.len).sum());
+            tracing::info!(vhost = %name, queues = q, messages = m, "vhost recovered");
+            vhosts.insert(name.clone(), Arc::new(Mutex::new(v)));
+        }
+        let (alarm, _) = tokio::sync::watch::channel(false);
+        Ok(Arc::new(Broker {
+            config,
+            vhosts,
+            metrics: Metrics::default(),
+            alarm,
+            conns: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            started: Instant::now(),
+        }))
+    }
+
+    pub(crate) fn conn_opened(&self, id: u64, peer: SocketAddr) {
+        self.conns.lock().insert(
+            id,
+            ConnInfo {
+                id,
+                peer: peer.to_string(),
+                user: String::new(),
+                vhost: String::new(),
+                since: Some(Instant::now()),
+            },
+        );
+    }
+
+    pub(crate) fn conn_update(&self, id: u64, user: &str, vhost: &str) {
+        if let Some(c) = self.conns.lock().get_mut(&id) {
+            c.user = user.to_string();
+            c.vhost = vhost.to_string();
+        }
+    }
+
+    pub(crate) fn conn_closed(&self, id: u64) {
+        self.conns.lock().remove(&id);
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> Vec<ConnInfo> {
+        let mut v: Vec<ConnInfo> = self.conns.lock().values().cloned().collect();
+        v.sort_by_key(|c| c.id);
+        v
+    }
+
+    fn tick(&self) {
+        let mut bytes = 0;
+        for v in self.vhosts.values() {
+            bytes += v.lock().tick();
+        }
+        let free = disk_free(&self.config.data_dir);
+        let mem_alarm = bytes > self.config.memory_high_watermark;
+        let disk_alarm = free.is_some_and(|f| f < self.config.disk_free_limit);
+        let on = mem_alarm || disk_alarm;
+        if *self.alarm.borrow() != on {
+            if on {
+                tracing::warn!(queued_bytes = bytes, disk_free = ?free, "resource alarm set: blocking publishers");
+            } else {
+                tracing::info!("resource alarm cleared");
+            }
+            self.alarm.send_replace(on);
+        }
+    }
+}
+
+fn vhost_dir_name(name: &str) -> String {
+    if name == "/" {
+        return "default".to_string();
+    }
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect::<String>()
+        + "-v"
+}
+
+fn disk_free(path: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Bind, serve and stop on `shutdown`. The listener's address is logged.
+pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), BrokerError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| BrokerError::io(format!("bind {}", config.listen), e))?;
+    serve(listener, config, shutdown).await
+}
+
+/// Serve on an already-bound listener (tests bind 127.0.0.1:0 first).
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: Shutdown,
+) -> Result<(), BrokerError> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| BrokerError::io("local_addr", e))?;
+    let admin_addr = config.admin_listen;
+    let broker = Broker::open(config)?;
+    tracing::info!(%addr, data_dir = %broker.config.data_dir.display(), "broker listening (AMQP 0-9-1)");
+
+    let tick_b = broker.clone();
+    let tick_s = shutdown.clone();
+    let ticker = tokio::spawn(async move {
+        let mut iv = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = iv.tick() => tick_b.tick(),
+                _ = tick_s.cancelled() => break,
+            }
+        }
+    });
+
+    if let Some(a) = admin_addr {
+        match TcpListener::bind(a).await {
+            Ok(l) => {
+                tracing::info!(addr = %l.local_addr().map(|x| x.to_string()).unwrap_or_default(), "admin HTTP API listening");
+                tokio::spawn(crate::admin::serve(l, broker.clone(), shutdown.clone()));
+            }
+            Err(e) => tracing::warn!(addr = %a, error = %e, "admin HTTP API disabled: cannot bind"),
+        }
+    }
+
+    let sock = shoal_core::control::socket_path(&broker.config.name);
+    match shoal_core::control::bind(&sock).await {
+        Ok(l) => {
+            let b = broker.clone();
+            tokio::spawn(shoal_core::control::serve(
+                l,
+                sock.clone(),
+                shutdown.clone(),
+                move |req| {
+                    let b = b.clone();
+                    async move { crate::admin::control(&b, req) }
+                },
+            ));
+        }
+        Err(e) => tracing::warn!(path = %sock.display(), error = %e, "control socket disabled"),
+    }
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => { backoff = Duration::from_millis(5); x }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        while tasks.try_join_next().is_some() {}
+        if tasks.len() >= broker.config.max_connections {
+            broker
+                .metrics
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, "connection cap reached, refusing");
+            drop(stream);
+            continue;
+        }
+        broker
+            .metrics
+            .connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        let id = broker.next_conn.fetch_add(1, Ordering::Relaxed);
+        let b = broker.clone();
+        let s = shutdown.clone();
+        tasks.spawn(async move {
+            let span = tracing::info_span!("conn", %peer, id);
+            let _e = span.enter();
+            drop(_e);
+            crate::connection::serve(b, stream, peer, id, s).await
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        connections = tasks.len(),
+        "shutting down: closing connections"
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tasks.abort_all();
+    ticker.abort();
+    for v in broker.vhosts.values() {
+        let store = v.lock().store.clone();
+        tokio::task::spawn_blocking(move || store.close())
+            .await
+            .ok();
+    }
+    tracing::info!("broker stopped; stores synced");
+    Ok(())
+}

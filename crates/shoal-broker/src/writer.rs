@@ -1,0 +1,207 @@
+//! A connection's writer task: drains the [`Out`] queue, encodes frames in
+//! batches (one `write` for many deliveries), coalesces publisher confirms
+//! into `multiple` acks, holds confirms back until the store has synced the
+//! message, and sends heartbeats when the connection is otherwise idle.
+
+use crate::codec::{put_content, put_frame, put_method};
+use crate::outbox::Out;
+use amq_protocol::frame::AMQPFrame;
+use amq_protocol::protocol::{basic, AMQPClass};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// Parameters negotiated at connection.tune-ok, read by the writer.
+#[derive(Debug)]
+pub struct WireParams {
+    /// Negotiated frame_max.
+    pub frame_max: AtomicU32,
+    /// Negotiated heartbeat (s, 0 = off).
+    pub heartbeat: AtomicU32,
+}
+
+const BATCH_BYTES: usize = 256 * 1024;
+
+fn flush_acks(buf: &mut Vec<u8>, pending: &mut HashMap<u16, (u64, u64)>) {
+    for (ch, (first, last)) in pending.drain() {
+        put_method(
+            buf,
+            ch,
+            AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                delivery_tag: last,
+                multiple: last > first,
+            })),
+        );
+    }
+}
+
+/// Run until the queue closes, `Out::Close` arrives or the socket fails.
+pub async fn run<W: AsyncWrite + Unpin>(
+    mut w: W,
+    mut rx: UnboundedReceiver<Out>,
+    params: Arc<WireParams>,
+) {
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut synced: Option<tokio::sync::watch::Receiver<u64>> = None;
+    let mut acks: HashMap<u16, (u64, u64)> = HashMap::new();
+    loop {
+        let hb = params.heartbeat.load(Ordering::Relaxed);
+        let first = if hb > 0 {
+            match tokio::time::timeout(Duration::from_millis(u64::from(hb) * 500), rx.recv()).await
+            {
+                Ok(Some(x)) => x,
+                Ok(None) => break,
+                Err(_) => {
+                    put_frame(&mut buf, &AMQPFrame::Heartbeat);
+                    if w.write_all(&buf).await.is_err() {
+                        return;
+                    }
+                    buf.clear();
+                    continue;
+                }
+            }
+        } else {
+            match rx.recv().await {
+                Some(x) => x,
+                None => break,
+            }
+        };
+        let frame_max = params.frame_max.load(Ordering::Relaxed);
+        let mut item = Some(first);
+        let mut close = false;
+        while let Some(it) = item.take() {
+            match it {
+                Out::Confirm {
+                    ch,
+                    tag,
+                    nack,
+                    wait_seq,
+                } => {
+                    if wait_seq > 0 {
+                        if let Some(rx) = synced.as_mut() {
+                            if *rx.borrow() < wait_seq {
+                                flush_acks(&mut buf, &mut acks);
+                                if !buf.is_empty() {
+                                    if w.write_all(&buf).await.is_err() {
+                                        return;
+                                    }
+                                    buf.clear();
+                                }
+                                while *rx.borrow_and_update() < wait_seq {
+                                    if rx.changed().await.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    if nack {
+                        if let Some((first, last)) = acks.remove(&ch) {
+                            acks.insert(ch, (first, last));
+                            flush_acks(&mut buf, &mut acks);
+                        }
+                        put_method(
+                            &mut buf,
+                            ch,
+                            AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
+                                delivery_tag: tag,
+                                multiple: false,
+                                requeue: false,
+                            })),
+                        );
+                    } else {
+                        acks.entry(ch)
+                            .and_modify(|e| e.1 = tag)
+                            .or_insert((tag, tag));
+                    }
+                }
+                other => {
+                    flush_acks(&mut buf, &mut acks);
+                    match other {
+                        Out::Method(ch, m) => put_method(&mut buf, ch, m),
+                        Out::Deliver {
+                            ch,
+                            consumer_tag,
+                            tag,
+                            redelivered,
+                            msg,
+                        } => {
+                            put_method(
+                                &mut buf,
+                                ch,
+                                AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                                    consumer_tag: consumer_tag.as_ref().into(),
+                                    delivery_tag: tag,
+                                    redelivered,
+                                    exchange: msg.exchange.as_str().into(),
+                                    routing_key: msg.routing_key.as_str().into(),
+                                })),
+                            );
+                            put_content(&mut buf, ch, &msg.properties, &msg.body, frame_max);
+                        }
+                        Out::GetOk {
+                            ch,
+                            tag,
+                            redelivered,
+                            count,
+                            msg,
+                        } => {
+                            put_method(
+                                &mut buf,
+                                ch,
+                                AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
+                                    delivery_tag: tag,
+                                    redelivered,
+                                    exchange: msg.exchange.as_str().into(),
+                                    routing_key: msg.routing_key.as_str().into(),
+                                    message_count: count,
+                                })),
+                            );
+                            put_content(&mut buf, ch, &msg.properties, &msg.body, frame_max);
+                        }
+                        Out::Return {
+                            ch,
+                            code,
+                            text,
+                            msg,
+                        } => {
+                            put_method(
+                                &mut buf,
+                                ch,
+                                AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
+                                    reply_code: code,
+                                    reply_text: text.into(),
+                                    exchange: msg.exchange.as_str().into(),
+                                    routing_key: msg.routing_key.as_str().into(),
+                                })),
+                            );
+                            put_content(&mut buf, ch, &msg.properties, &msg.body, frame_max);
+                        }
+                        Out::UseStore(rx) => synced = Some(rx),
+                        Out::Close => close = true,
+                        Out::Confirm { .. } => {}
+                    }
+                }
+            }
+            if close || buf.len() >= BATCH_BYTES {
+                break;
+            }
+            item = rx.try_recv().ok();
+        }
+        flush_acks(&mut buf, &mut acks);
+        if !buf.is_empty() {
+            if w.write_all(&buf).await.is_err() {
+                return;
+            }
+            buf.clear();
+        }
+        if close {
+            let _ = w.flush().await;
+            let _ = w.shutdown().await;
+            return;
+        }
+    }
+}

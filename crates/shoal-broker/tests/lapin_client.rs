@@ -1,0 +1,375 @@
+//! Library-level tests: an in-process broker on 127.0.0.1:0 driven by lapin
+//! (the Rust AMQP client) and by raw sockets that send garbage, truncated and
+//! oversized frames or go silent past the heartbeat.
+
+use amq_protocol::frame::{gen_frame, parse_frame, AMQPFrame, WriteContext};
+use amq_protocol::protocol::{connection, AMQPClass};
+use futures::StreamExt;
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use shoal_broker::Config;
+use shoal_core::Shutdown;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const T: Duration = Duration::from_secs(30);
+
+struct TestBroker {
+    addr: SocketAddr,
+    shutdown: Shutdown,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestBroker {
+    async fn start() -> TestBroker {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(f: impl FnOnce(&mut Config)) -> TestBroker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            admin_listen: None,
+            name: format!("lapin-test-{}-{}", std::process::id(), rand_suffix()),
+            ..Config::default()
+        };
+        f(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = Shutdown::new();
+        let s = shutdown.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = shoal_broker::serve(listener, config, s).await {
+                panic!("broker failed: {e}");
+            }
+        });
+        TestBroker {
+            addr,
+            shutdown,
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    fn uri(&self) -> String {
+        format!("amqp://guest:guest@{}/%2f", self.addr)
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.trigger();
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(T, t).await;
+        }
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::time::SystemTime;
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+async fn lapin_conn(b: &TestBroker) -> Connection {
+    tokio::time::timeout(
+        T,
+        Connection::connect(&b.uri(), ConnectionProperties::default()),
+    )
+    .await
+    .expect("connect timeout")
+    .expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lapin_confirms_prefetch_and_acks() {
+    let b = TestBroker::start().await;
+    let conn = lapin_conn(&b).await;
+    let pubch = conn.create_channel().await.unwrap();
+    pubch
+        .queue_declare(
+            "lapin.q".into(),
+            QueueDeclareOptions::durable(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    pubch
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mut confirms = Vec::new();
+    for i in 0..1000u32 {
+        let c = pubch
+            .basic_publish(
+                "".into(),
+                "lapin.q".into(),
+                BasicPublishOptions::default(),
+                &i.to_be_bytes(),
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap();
+        confirms.push(c);
+    }
+    for c in confirms {
+        let conf = tokio::time::timeout(T, c)
+            .await
+            .expect("confirm timeout")
+            .unwrap();
+        assert!(conf.is_ack(), "{conf:?}");
+    }
+    let conch = conn.create_channel().await.unwrap();
+    conch
+        .basic_qos(50, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = conch
+        .basic_consume(
+            "lapin.q".into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut seen = 0u32;
+    while seen < 1000 {
+        let d = tokio::time::timeout(T, consumer.next())
+            .await
+            .expect("delivery timeout")
+            .expect("stream ended")
+            .expect("delivery");
+        assert_eq!(d.data, seen.to_be_bytes(), "FIFO order");
+        d.ack(BasicAckOptions::default()).await.unwrap();
+        seen += 1;
+    }
+    let q = pubch
+        .queue_declare(
+            "lapin.q".into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(q.message_count(), 0);
+    conn.close(200, "bye".into()).await.unwrap();
+    b.stop().await;
+}
+
+fn encode(f: &AMQPFrame) -> Vec<u8> {
+    gen_frame(f)(WriteContext::from(Vec::new()))
+        .expect("encode")
+        .write
+}
+
+async fn read_frame(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<AMQPFrame> {
+    loop {
+        if let Ok((rest, f)) = parse_frame(&buf[..]) {
+            let used = buf.len() - rest.len();
+            buf.drain(..used);
+            return Some(f);
+        }
+        let mut tmp = [0u8; 4096];
+        let n = tokio::time::timeout(T, s.read(&mut tmp)).await.ok()?.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    }
+}
+
+/// Connect, send the protocol header, read connection.start.
+async fn raw_start(addr: SocketAddr) -> (TcpStream, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"AMQP\x00\x00\x09\x01").await.unwrap();
+    let mut buf = Vec::new();
+    match read_frame(&mut s, &mut buf).await {
+        Some(AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Start(st)))) => {
+            assert!(st.mechanisms.to_string().contains("PLAIN"));
+        }
+        other => panic!("expected connection.start, got {other:?}"),
+    }
+    (s, buf)
+}
+
+async fn expect_close(s: &mut TcpStream, buf: &mut Vec<u8>, code: u16) {
+    loop {
+        match read_frame(s, buf).await {
+            Some(AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Close(c)))) => {
+                assert_eq!(c.reply_code, code, "{c:?}");
+                return;
+            }
+            Some(_) => continue,
+            None => panic!("connection ended without connection.close {code}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_close_only_the_offending_connection() {
+    let b = TestBroker::start_with(|c| c.frame_max = 8192).await;
+    let conn = lapin_conn(&b).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        "survivor".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+
+    // 1. Not AMQP at all: the broker answers with its protocol header and closes.
+    let mut s = TcpStream::connect(b.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(T, s.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, b"AMQP\x00\x00\x09\x01");
+
+    // 2. Garbage frame type after the header: 501 FRAME_ERROR.
+    let (mut s, mut buf) = raw_start(b.addr).await;
+    s.write_all(&[9, 0, 0, 0, 0, 0, 4, 1, 2, 3, 4, 0xCE])
+        .await
+        .unwrap();
+    expect_close(&mut s, &mut buf, 501).await;
+
+    // 3. Oversized frame (declares 10 MB, frame_max is 8 KiB): 501 without reading it.
+    let (mut s, mut buf) = raw_start(b.addr).await;
+    s.write_all(&[1, 0, 0, 0, 0xA0, 0, 0]).await.unwrap();
+    expect_close(&mut s, &mut buf, 501).await;
+
+    // 4. Missing frame-end octet: 501.
+    let (mut s, mut buf) = raw_start(b.addr).await;
+    s.write_all(&[8, 0, 0, 0, 0, 0, 0, 0x00]).await.unwrap();
+    expect_close(&mut s, &mut buf, 501).await;
+
+    // 5. Truncated frame, then the client vanishes.
+    let (mut s, _) = raw_start(b.addr).await;
+    s.write_all(&[1, 0, 0, 0, 0, 0, 50, 0, 10]).await.unwrap();
+    drop(s);
+
+    // 6. A method on channel 1 before the handshake finished: 503.
+    let (mut s, mut buf) = raw_start(b.addr).await;
+    let open = AMQPFrame::Method(
+        1,
+        AMQPClass::Channel(amq_protocol::protocol::channel::AMQPMethod::Open(
+            amq_protocol::protocol::channel::Open {},
+        )),
+    );
+    s.write_all(&encode(&open)).await.unwrap();
+    expect_close(&mut s, &mut buf, 503).await;
+
+    // The well-behaved connection is untouched.
+    ch.basic_publish(
+        "".into(),
+        "survivor".into(),
+        BasicPublishOptions::default(),
+        b"still here",
+        BasicProperties::default(),
+    )
+    .await
+    .unwrap();
+    let mut got = None;
+    for _ in 0..500 {
+        got = ch
+            .basic_get("survivor".into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap();
+        if got.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(got.expect("message").delivery.data, b"still here");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_peer_is_closed_after_missed_heartbeats() {
+    let b = TestBroker::start().await;
+    let (mut s, mut buf) = raw_start(b.addr).await;
+    let start_ok = AMQPFrame::Method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
+            client_properties: FieldTable::default(),
+            mechanism: "PLAIN".into(),
+            response: "\0guest\0guest".into(),
+            locale: "en_US".into(),
+        })),
+    );
+    s.write_all(&encode(&start_ok)).await.unwrap();
+    match read_frame(&mut s, &mut buf).await {
+        Some(AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Tune(t)))) => {
+            assert_eq!(t.frame_max, 131072);
+        }
+        other => panic!("expected tune, got {other:?}"),
+    }
+    let tune_ok = AMQPFrame::Method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
+            channel_max: 16,
+            frame_max: 65536,
+            heartbeat: 1,
+        })),
+    );
+    let open = AMQPFrame::Method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::Open(connection::Open {
+            virtual_host: "/".into(),
+        })),
+    );
+    s.write_all(&encode(&tune_ok)).await.unwrap();
+    s.write_all(&encode(&open)).await.unwrap();
+    let mut heartbeats = 0;
+    let mut opened = false;
+    // Stay silent: the broker sends heartbeats, then closes us.
+    loop {
+        match read_frame(&mut s, &mut buf).await {
+            Some(AMQPFrame::Method(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)),
+            )) => opened = true,
+            Some(AMQPFrame::Heartbeat) => heartbeats += 1,
+            Some(other) => panic!("unexpected {other:?}"),
+            None => break,
+        }
+    }
+    assert!(opened);
+    assert!(heartbeats >= 1, "the broker sent no heartbeat");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_gets_access_refused() {
+    let b = TestBroker::start().await;
+    let uri = format!("amqp://guest:nope@{}/%2f", b.addr);
+    let r = tokio::time::timeout(
+        T,
+        Connection::connect(&uri, ConnectionProperties::default()),
+    )
+    .await
+    .expect("timeout");
+    assert!(r.is_err(), "login with a wrong password succeeded");
+    // The broker still serves others.
+    let conn = lapin_conn(&b).await;
+    conn.create_channel().await.unwrap();
+    b.stop().await;
+}

@@ -1,0 +1,427 @@
+"""Feature suite for shoal broker driven by pika (RabbitMQ's Python client).
+
+Usage: python3 pika_suite.py PORT
+Prints "ok <check>" per passing check; exits non-zero on the first failure.
+"""
+import sys
+import time
+
+import pika
+from pika.exceptions import ChannelClosedByBroker, ConnectionClosedByBroker, ProbableAuthenticationError, UnroutableError, NackError
+
+PORT = int(sys.argv[1])
+PARAMS = pika.ConnectionParameters(
+    host="127.0.0.1", port=PORT, credentials=pika.PlainCredentials("guest", "guest"),
+    heartbeat=30, blocked_connection_timeout=30,
+)
+DEADLINE = 20.0
+
+
+def conn():
+    return pika.BlockingConnection(PARAMS)
+
+
+def ok(name):
+    print("ok", name, flush=True)
+
+
+def get_body(ch, q, tries=200):
+    """basic.get, retrying briefly while the message is in flight."""
+    for _ in range(tries):
+        m, props, body = ch.basic_get(q, auto_ack=True)
+        if m is not None:
+            return m, props, body
+        time.sleep(0.01)
+    raise AssertionError("no message on %s" % q)
+
+
+def expect_channel_error(c, code, fn):
+    ch = c.channel()
+    try:
+        fn(ch)
+    except ChannelClosedByBroker as e:
+        assert e.reply_code == code, (e.reply_code, e.reply_text)
+        return e.reply_text
+    raise AssertionError("expected channel error %d" % code)
+
+
+def drain(c, ch, q, n, auto_ack=True):
+    got = []
+    def on_msg(chn, m, props, body):
+        got.append((m, props, body))
+    tag = ch.basic_consume(q, on_msg, auto_ack=auto_ack)
+    end = time.time() + DEADLINE
+    while len(got) < n and time.time() < end:
+        c.process_data_events(time_limit=0.05)
+    ch.basic_cancel(tag)
+    return got
+
+
+c = conn()
+ch = c.channel()
+
+# --- default exchange, declare, get, server-named queue
+q = ch.queue_declare("", exclusive=True).method.queue
+assert q.startswith("amq.gen-"), q
+ch.basic_publish("", q, b"hi", pika.BasicProperties(content_type="text/plain", headers={"k": "v"}))
+m, props, body = get_body(ch, q)
+assert body == b"hi" and props.content_type == "text/plain" and props.headers == {"k": "v"}, (body, props)
+assert m.exchange == "" and m.routing_key == q
+ok("default-exchange-get")
+m, _, _ = ch.basic_get(q)
+assert m is None
+ok("get-empty")
+
+# --- direct / fanout / topic / headers
+ch.exchange_declare("t.direct", "direct")
+ch.exchange_declare("t.fanout", "fanout")
+ch.exchange_declare("t.topic", "topic")
+ch.exchange_declare("t.headers", "headers")
+qs = {}
+for n in ["d1", "f1", "f2", "t1", "t2", "h_all", "h_any"]:
+    qs[n] = ch.queue_declare("suite." + n, exclusive=True).method.queue
+ch.queue_bind(qs["d1"], "t.direct", "red")
+ch.queue_bind(qs["f1"], "t.fanout")
+ch.queue_bind(qs["f2"], "t.fanout", "whatever")
+ch.queue_bind(qs["t1"], "t.topic", "a.*.c")
+ch.queue_bind(qs["t2"], "t.topic", "a.#")
+ch.queue_bind(qs["h_all"], "t.headers", arguments={"x-match": "all", "x": 1, "y": "z"})
+ch.queue_bind(qs["h_any"], "t.headers", arguments={"x-match": "any", "x": 1, "y": "z"})
+ch.basic_publish("t.direct", "red", b"r")
+ch.basic_publish("t.direct", "blue", b"b")
+ch.basic_publish("t.fanout", "", b"f")
+ch.basic_publish("t.topic", "a.b.c", b"abc")
+ch.basic_publish("t.topic", "a", b"a")
+ch.basic_publish("t.topic", "a.b.c.d", b"abcd")
+ch.basic_publish("t.headers", "", b"both", pika.BasicProperties(headers={"x": 1, "y": "z"}))
+ch.basic_publish("t.headers", "", b"one", pika.BasicProperties(headers={"x": 1}))
+time.sleep(0.05)
+def bodies(qn):
+    out = []
+    while True:
+        m, _, body = ch.basic_get(qn, auto_ack=True)
+        if m is None:
+            return out
+        out.append(body)
+def wait_count(qn, n):
+    end = time.time() + DEADLINE
+    while time.time() < end:
+        if ch.queue_declare(qn, passive=True).method.message_count >= n:
+            return
+        time.sleep(0.01)
+wait_count(qs["h_any"], 2)
+assert bodies(qs["d1"]) == [b"r"]
+assert bodies(qs["f1"]) == [b"f"] and bodies(qs["f2"]) == [b"f"]
+assert bodies(qs["t1"]) == [b"abc"]
+assert bodies(qs["t2"]) == [b"abc", b"a", b"abcd"]
+assert bodies(qs["h_all"]) == [b"both"]
+assert bodies(qs["h_any"]) == [b"both", b"one"]
+ok("exchange-types")
+
+# --- predeclared exchanges
+for x in ["amq.direct", "amq.fanout", "amq.topic", "amq.headers", "amq.match"]:
+    ch.exchange_declare(x, passive=True)
+ok("predeclared-exchanges")
+
+# --- exchange-to-exchange binding and alternate exchange
+ch.exchange_declare("t.src", "topic")
+ch.exchange_declare("t.dst", "fanout")
+ch.exchange_bind("t.dst", "t.src", "logs.#")
+qd = ch.queue_declare("suite.e2e", exclusive=True).method.queue
+ch.queue_bind(qd, "t.dst")
+ch.basic_publish("t.src", "logs.error", b"e2e")
+ch.basic_publish("t.src", "other", b"nope")
+wait_count(qd, 1)
+assert bodies(qd) == [b"e2e"]
+ok("exchange-to-exchange")
+ch.exchange_declare("t.ae", "fanout")
+ch.exchange_declare("t.main", "direct", arguments={"alternate-exchange": "t.ae"})
+qae = ch.queue_declare("suite.ae", exclusive=True).method.queue
+ch.queue_bind(qae, "t.ae")
+ch.basic_publish("t.main", "unrouted", b"to-ae")
+wait_count(qae, 1)
+assert bodies(qae) == [b"to-ae"]
+ok("alternate-exchange")
+
+# --- mandatory + basic.return, confirms
+cc = c.channel()
+cc.confirm_delivery()
+try:
+    cc.basic_publish("t.direct", "nobody", b"x", mandatory=True)
+    raise AssertionError("expected UnroutableError")
+except UnroutableError as e:
+    assert e.messages[0].body == b"x"
+ok("mandatory-return")
+cc.basic_publish("t.direct", "red", b"confirmed")
+ok("publisher-confirm")
+
+# --- reject-publish overflow -> nack in confirm mode
+cc.queue_declare("suite.rp", exclusive=True, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+cc.basic_publish("", "suite.rp", b"1")
+try:
+    cc.basic_publish("", "suite.rp", b"2")
+    raise AssertionError("expected NackError")
+except NackError:
+    pass
+ok("reject-publish-nack")
+
+# --- max-length drop-head
+ch.queue_declare("suite.dh", exclusive=True, arguments={"x-max-length": 2})
+for i in range(5):
+    ch.basic_publish("", "suite.dh", str(i).encode())
+wait_count("suite.dh", 2)
+assert bodies("suite.dh") == [b"3", b"4"]
+ok("max-length-drop-head")
+ch.queue_declare("suite.dhb", exclusive=True, arguments={"x-max-length-bytes": 10})
+for i in range(4):
+    ch.basic_publish("", "suite.dhb", b"12345")
+time.sleep(0.05)
+assert bodies("suite.dhb") == [b"12345", b"12345"]
+ok("max-length-bytes")
+
+# --- TTL + dead-lettering with x-death
+ch.exchange_declare("t.dlx", "direct")
+ch.queue_declare("suite.dead", exclusive=True)
+ch.queue_bind("suite.dead", "t.dlx", "dead")
+ch.queue_declare("suite.ttl", exclusive=True, arguments={
+    "x-message-ttl": 50, "x-dead-letter-exchange": "t.dlx", "x-dead-letter-routing-key": "dead"})
+ch.basic_publish("", "suite.ttl", b"expire-me")
+m, props, body = get_body(ch, "suite.dead", tries=500)
+assert body == b"expire-me"
+death = props.headers["x-death"][0]
+assert death["reason"] == "expired" and death["queue"] == "suite.ttl" and death["count"] == 1, death
+ok("ttl-dead-letter-x-death")
+ch.queue_declare("suite.pmttl", exclusive=True, arguments={"x-dead-letter-exchange": "t.dlx", "x-dead-letter-routing-key": "dead"})
+ch.basic_publish("", "suite.pmttl", b"per-msg", pika.BasicProperties(expiration="30"))
+m, props, body = get_body(ch, "suite.dead", tries=500)
+assert body == b"per-msg" and props.headers["x-death"][0]["original-expiration"] == "30", props.headers
+ok("per-message-expiration")
+
+# --- reject / nack / requeue / redelivered, reject to DLX
+ch.queue_declare("suite.rej", exclusive=True, arguments={"x-dead-letter-exchange": "t.dlx", "x-dead-letter-routing-key": "dead"})
+ch.basic_publish("", "suite.rej", b"r1")
+wait_count("suite.rej", 1)
+m, _, _ = ch.basic_get("suite.rej")
+assert not m.redelivered
+ch.basic_nack(m.delivery_tag, requeue=True)
+m, _, body = ch.basic_get("suite.rej")
+assert m.redelivered and body == b"r1"
+ok("nack-requeue-redelivered")
+ch.basic_reject(m.delivery_tag, requeue=False)
+m, props, body = get_body(ch, "suite.dead")
+assert body == b"r1" and props.headers["x-death"][0]["reason"] == "rejected"
+ok("reject-dead-letter")
+
+# --- ack multiple, unknown delivery tag -> 406
+ch.queue_declare("suite.ackm", exclusive=True)
+for i in range(3):
+    ch.basic_publish("", "suite.ackm", b"m")
+wait_count("suite.ackm", 3)
+tags = [ch.basic_get("suite.ackm")[0].delivery_tag for _ in range(3)]
+ch.basic_ack(tags[-1], multiple=True)
+assert ch.queue_declare("suite.ackm", passive=True).method.message_count == 0
+ok("ack-multiple")
+def bad_ack(x):
+    x.basic_ack(999)
+    x.queue_declare("", exclusive=True)
+txt = expect_channel_error(c, 406, bad_ack)
+assert "PRECONDITION_FAILED" in txt and "unknown delivery tag" in txt, txt
+ok("unknown-delivery-tag-406")
+
+# --- qos prefetch: with prefetch 2 only 2 unacked deliveries
+ch.queue_declare("suite.qos", exclusive=True)
+for i in range(5):
+    ch.basic_publish("", "suite.qos", str(i).encode())
+wait_count("suite.qos", 5)
+qc = c.channel()
+qc.basic_qos(prefetch_count=2)
+got = []
+qc.basic_consume("suite.qos", lambda chn, m, p, b: got.append(m), auto_ack=False)
+end = time.time() + 0.5
+while time.time() < end:
+    c.process_data_events(time_limit=0.05)
+assert len(got) == 2, len(got)
+qc.basic_ack(got[-1].delivery_tag, multiple=True)
+end = time.time() + DEADLINE
+while len(got) < 4 and time.time() < end:
+    c.process_data_events(time_limit=0.05)
+assert len(got) == 4, len(got)
+ok("qos-prefetch")
+qc.close()
+
+# --- basic.recover requeues unacked with redelivered
+ch.queue_declare("suite.rec", exclusive=True)
+ch.basic_publish("", "suite.rec", b"again")
+wait_count("suite.rec", 1)
+rc = c.channel()
+m, _, _ = rc.basic_get("suite.rec")
+rc.basic_recover(requeue=True)
+m2, _, body = get_body(ch, "suite.rec")
+assert m2.redelivered and body == b"again"
+ok("recover")
+rc.close()
+
+# --- channel close requeues unacked
+ch.queue_declare("suite.cc", exclusive=True)
+ch.basic_publish("", "suite.cc", b"held")
+wait_count("suite.cc", 1)
+c2 = c.channel()
+m, _, _ = c2.basic_get("suite.cc")
+c2.close()
+m, _, body = get_body(ch, "suite.cc")
+assert m.redelivered and body == b"held"
+ok("close-requeues")
+
+# --- priorities
+ch.queue_declare("suite.prio", exclusive=True, arguments={"x-max-priority": 10})
+for p in [1, 5, 9, 0]:
+    ch.basic_publish("", "suite.prio", str(p).encode(), pika.BasicProperties(priority=p))
+wait_count("suite.prio", 4)
+assert bodies("suite.prio") == [b"9", b"5", b"1", b"0"]
+ok("priority")
+
+# --- tx commit / rollback
+tc = c.channel()
+tc.tx_select()
+tc.queue_declare("suite.tx", exclusive=True)
+tc.basic_publish("", "suite.tx", b"rolled")
+tc.tx_rollback()
+tc.basic_publish("", "suite.tx", b"committed")
+assert tc.queue_declare("suite.tx", passive=True).method.message_count == 0
+tc.tx_commit()
+wait_count("suite.tx", 1)
+assert bodies("suite.tx") == [b"committed"]
+ok("tx")
+
+# --- purge, delete if-empty / if-unused
+ch.queue_declare("suite.del", exclusive=True)
+ch.basic_publish("", "suite.del", b"x")
+wait_count("suite.del", 1)
+txt = expect_channel_error(c, 406, lambda x: x.queue_delete("suite.del", if_empty=True))
+ok("delete-if-empty-406")
+assert ch.queue_purge("suite.del").method.message_count == 1
+ch.queue_delete("suite.del", if_empty=True)
+ok("purge-and-delete")
+ch.queue_declare("suite.inuse", exclusive=True)
+ch.basic_consume("suite.inuse", lambda *a: None, auto_ack=True)
+expect_channel_error(c, 406, lambda x: x.queue_delete("suite.inuse", if_unused=True))
+ok("delete-if-unused-406")
+
+# --- error codes
+t = expect_channel_error(c, 404, lambda x: x.queue_declare("suite.missing", passive=True))
+assert t.startswith("NOT_FOUND"), t
+ok("passive-queue-404")
+expect_channel_error(c, 404, lambda x: x.exchange_declare("t.missing", passive=True))
+ok("passive-exchange-404")
+def pub_missing(x):
+    x.basic_publish("t.missing", "k", b"x")
+    x.queue_declare("", exclusive=True)
+expect_channel_error(c, 404, pub_missing)
+ok("publish-missing-exchange-404")
+expect_channel_error(c, 406, lambda x: x.exchange_declare("t.direct", "fanout"))
+ok("inequivalent-exchange-406")
+expect_channel_error(c, 406, lambda x: x.queue_declare("suite.dh", exclusive=True, arguments={"x-max-length": 3}))
+ok("inequivalent-queue-args-406")
+expect_channel_error(c, 403, lambda x: x.exchange_declare("amq.custom", "direct"))
+ok("reserved-amq-403")
+other = conn()
+e = None
+try:
+    other.channel().queue_declare(q, passive=True)
+except ChannelClosedByBroker as ex:
+    e = ex
+assert e is not None and e.reply_code == 405, e
+ok("exclusive-queue-405")
+oc = other.channel()
+oc.queue_declare("suite.excl-consume")
+oc.basic_consume("suite.excl-consume", lambda *a: None, exclusive=True)
+expect_channel_error(c, 403, lambda x: x.basic_consume("suite.excl-consume", lambda *a: None))
+ok("exclusive-consumer-403")
+oc.queue_delete("suite.excl-consume")
+other.close()
+try:
+    ch2 = c.channel()
+    ch2.queue_declare("", exclusive=True)
+    ch2.basic_consume("nonexistent-q", lambda *a: None)
+except ChannelClosedByBroker as ex:
+    assert ex.reply_code == 404
+ok("consume-missing-404")
+
+# --- consumer cancel notification when the queue is deleted
+cancelled = []
+ch3 = c.channel()
+ch3.queue_declare("suite.cn")
+ch3.add_on_cancel_callback(lambda frame: cancelled.append(frame))
+ch3.basic_consume("suite.cn", lambda *a: None, auto_ack=True)
+ch.queue_delete("suite.cn")
+end = time.time() + DEADLINE
+while not cancelled and time.time() < end:
+    c.process_data_events(time_limit=0.05)
+assert cancelled, "no basic.cancel"
+ok("consumer-cancel-notify")
+
+# --- single active consumer
+ch.queue_declare("suite.sac", exclusive=True, arguments={"x-single-active-consumer": True})
+a, b2 = [], []
+s1 = c.channel(); s1.basic_consume("suite.sac", lambda chn, m, p, body: a.append(body), auto_ack=True)
+s2 = c.channel(); s2.basic_consume("suite.sac", lambda chn, m, p, body: b2.append(body), auto_ack=True)
+for i in range(4):
+    ch.basic_publish("", "suite.sac", b"x")
+end = time.time() + DEADLINE
+while len(a) + len(b2) < 4 and time.time() < end:
+    c.process_data_events(time_limit=0.05)
+assert len(a) == 4 and len(b2) == 0, (len(a), len(b2))
+ok("single-active-consumer")
+
+# --- x-expires deletes an unused queue
+ch.queue_declare("suite.exp", arguments={"x-expires": 100})
+end = time.time() + DEADLINE
+gone = False
+while time.time() < end and not gone:
+    time.sleep(0.05)
+    try:
+        c.channel().queue_declare("suite.exp", passive=True)
+    except ChannelClosedByBroker as ex:
+        assert ex.reply_code == 404
+        gone = True
+assert gone
+ok("x-expires")
+
+# --- auto-delete queue goes with its last consumer
+ad = c.channel()
+ad.queue_declare("suite.ad", auto_delete=True)
+tag = ad.basic_consume("suite.ad", lambda *a: None, auto_ack=True)
+ad.basic_cancel(tag)
+expect_channel_error(c, 404, lambda x: x.queue_declare("suite.ad", passive=True))
+ok("auto-delete-queue")
+
+# --- large message split over frames
+big = bytes(range(256)) * 2000  # 512000 bytes > frame_max
+ch.queue_declare("suite.big", exclusive=True)
+ch.basic_publish("", "suite.big", big)
+m, _, body = get_body(ch, "suite.big")
+assert body == big
+ok("large-message")
+
+c.close()
+
+# --- bad login: ACCESS_REFUSED 403
+try:
+    pika.BlockingConnection(pika.ConnectionParameters(host="127.0.0.1", port=PORT,
+        credentials=pika.PlainCredentials("guest", "wrong"), connection_attempts=1))
+    raise AssertionError("login should fail")
+except (ProbableAuthenticationError, pika.exceptions.AuthenticationError) as e:
+    pass
+ok("bad-login-refused")
+
+# --- unknown vhost: 530 NOT_ALLOWED
+try:
+    pika.BlockingConnection(pika.ConnectionParameters(host="127.0.0.1", port=PORT, virtual_host="nope",
+        credentials=pika.PlainCredentials("guest", "guest"), connection_attempts=1))
+    raise AssertionError("vhost should be refused")
+except ConnectionClosedByBroker as e:
+    assert e.reply_code == 530, e
+except pika.exceptions.ProbableAccessDeniedError:
+    pass
+ok("unknown-vhost-530")
+print("ALL OK", flush=True)
