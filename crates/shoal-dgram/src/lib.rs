@@ -2,4 +2,19 @@
 //!
 //! # Layout
 //!
-//! (Filled in as the modules land.)
+//! - [`error`]: the crate's one error enum.
+//! - [`statsd`]: the collector behind `shoal stats`:
+//!   - [`statsd::parse`]: the statsd/DogStatsD line protocol, without allocation;
+//!   - [`statsd::aggregate`]: per-thread shards collecting one interval;
+//!   - [`statsd::flush`]: merging shards and computing statsd's figures;
+//!   - [`statsd::prometheus`], [`statsd::graphite`], [`statsd::json`]: the sinks;
+//!   - [`statsd::receive`]: SO_REUSEPORT sockets read with `recvmmsg`;
+//!   - [`statsd::health`]: the collector's own counters and the kernel's drops;
+//!   - [`statsd::config`]: the TOML file and its validation;
+//!   - [`statsd::server`]: wiring, the flush loop, HTTP, TCP and control socket.
+
+pub mod error;
+pub mod statsd;
+
+pub use error::{Error, Result};
+pub use statsd::{run, Config};
