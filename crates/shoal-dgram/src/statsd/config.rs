@@ -109,7 +109,36 @@ fn default_sockets() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// Parse a duration such as `10s`, `500ms`, `1m 30s`.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    humantime_serde::re::humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
+}
+
 impl FileConfig {
+    /// `self` with every key that `over` sets replaced (command-line
+    /// options over the file).
+    pub fn merge(self, over: FileConfig) -> FileConfig {
+        FileConfig {
+            udp: over.udp.or(self.udp),
+            tcp: over.tcp.or(self.tcp),
+            http: over.http.or(self.http),
+            flush: over.flush.or(self.flush),
+            graphite: over.graphite.or(self.graphite),
+            json: over.json.or(self.json),
+            percentiles: over.percentiles.or(self.percentiles),
+            delete_idle: over.delete_idle.or(self.delete_idle),
+            delete_counters: over.delete_counters.or(self.delete_counters),
+            delete_timers: over.delete_timers.or(self.delete_timers),
+            delete_sets: over.delete_sets.or(self.delete_sets),
+            delete_gauges: over.delete_gauges.or(self.delete_gauges),
+            gauges_max_ttl: over.gauges_max_ttl.or(self.gauges_max_ttl),
+            sockets: over.sockets.or(self.sockets),
+            receive_buffer: over.receive_buffer.or(self.receive_buffer),
+            max_datagram: over.max_datagram.or(self.max_datagram),
+            name: over.name.or(self.name),
+        }
+    }
+
     /// Read and parse a TOML file.
     pub fn load(path: &Path) -> Result<(Self, String)> {
         Ok(shoal_core::config::load_toml(path)?)

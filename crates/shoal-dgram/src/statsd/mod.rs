@@ -18,5 +18,5 @@ pub mod prometheus;
 pub mod receive;
 pub mod server;
 
-pub use config::{Config, FileConfig};
+pub use config::{parse_duration, Config, FileConfig, HttpSetting};
 pub use server::{run, start, Running};
