@@ -1,0 +1,326 @@
+//! One shard's aggregation for the current interval.
+//!
+//! Each receive thread owns a [`Shard`]: it parses its datagrams and adds the
+//! metrics into the shard's [`Interval`] under the shard's own lock (never
+//! contended except at flush). The flusher takes every shard's interval at
+//! once and merges them (see `flush`). Keys are built in a reusable buffer, so
+//! a metric whose key is already known costs no allocation.
+
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::parse::{self, Line, MetricType, Value};
+
+/// A gauge's operations during one interval: the last absolute value set (if
+/// any) and the sum of the deltas that came after it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct GaugeOp {
+    /// The last absolute value set in the interval.
+    pub set: Option<f64>,
+    /// Deltas after that set (or since the interval began).
+    pub delta: f64,
+}
+
+/// A timer's values in one interval, and its sample-rate-weighted count.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TimerValues {
+    /// Every value received.
+    pub values: Vec<f64>,
+    /// Sum of `1 / rate` over the values (statsd's `timer_counters`).
+    pub count: f64,
+}
+
+/// What one shard collected since the last flush.
+#[derive(Debug, Default)]
+pub struct Interval {
+    /// Counter sums (already divided by their sample rates).
+    pub counters: HashMap<String, f64>,
+    /// Gauge operations.
+    pub gauges: HashMap<String, GaugeOp>,
+    /// Timer values.
+    pub timers: HashMap<String, TimerValues>,
+    /// Set members, hashed (64-bit).
+    pub sets: HashMap<String, HashSet<u64>>,
+}
+
+impl Interval {
+    /// An empty interval with room for about as many keys as `prev` had.
+    pub fn sized_like(prev: &Interval) -> Self {
+        Interval {
+            counters: HashMap::with_capacity(prev.counters.len()),
+            gauges: HashMap::with_capacity(prev.gauges.len()),
+            timers: HashMap::with_capacity(prev.timers.len()),
+            sets: HashMap::with_capacity(prev.sets.len()),
+        }
+    }
+
+    /// Add one parsed line. `key` is scratch space for the metric's key.
+    pub fn add(&mut self, line: &Line<'_>, key: &mut KeyBuf) {
+        let k = key.build(line);
+        match line.kind {
+            MetricType::Counter => {
+                let slot = entry(&mut self.counters, k);
+                line.for_each_value(|v| {
+                    if let Some(Value::Number(n)) = v {
+                        *slot += n / line.rate;
+                    }
+                });
+            }
+            MetricType::Gauge => {
+                let slot = entry(&mut self.gauges, k);
+                line.for_each_value(|v| match v {
+                    Some(Value::Number(n)) => {
+                        slot.set = Some(n);
+                        slot.delta = 0.0;
+                    }
+                    Some(Value::Delta(d)) => slot.delta += d,
+                    _ => {}
+                });
+            }
+            MetricType::Timer => {
+                let slot = entry(&mut self.timers, k);
+                line.for_each_value(|v| {
+                    if let Some(Value::Number(n)) = v {
+                        slot.values.push(n);
+                        slot.count += 1.0 / line.rate;
+                    }
+                });
+            }
+            MetricType::Set => {
+                let slot = entry(&mut self.sets, k);
+                line.for_each_value(|v| {
+                    if let Some(Value::Member(m)) = v {
+                        slot.insert(member_hash(m));
+                    }
+                });
+            }
+        }
+    }
+
+    /// Whether nothing was collected.
+    pub fn is_empty(&self) -> bool {
+        self.counters.is_empty()
+            && self.gauges.is_empty()
+            && self.timers.is_empty()
+            && self.sets.is_empty()
+    }
+}
+
+fn entry<'m, V: Default>(map: &'m mut HashMap<String, V>, k: &str) -> &'m mut V {
+    // Look up by &str first: no allocation for a known key.
+    if !map.contains_key(k) {
+        map.insert(k.to_owned(), V::default());
+    }
+    map.get_mut(k).expect("inserted above")
+}
+
+/// The hash of a set member (the same in every shard).
+pub fn member_hash(m: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    m.hash(&mut h);
+    h.finish()
+}
+
+/// Reusable buffers that build a metric's key: `name` or, with tags,
+/// `name;k=v;flag` with the tags sorted (statsd's tagged-key form), so the
+/// same tags in any order aggregate together.
+#[derive(Default)]
+pub struct KeyBuf {
+    key: String,
+    tags: Vec<(usize, usize)>,
+}
+
+impl KeyBuf {
+    /// Build the key for `line`; the returned slice lives until the next call.
+    pub fn build(&mut self, line: &Line<'_>) -> &str {
+        self.key.clear();
+        push_clean(&mut self.key, line.name, false);
+        if line.tags.is_empty() {
+            return &self.key;
+        }
+        self.tags.clear();
+        let base = line.tags.as_ptr() as usize;
+        line.for_each_tag(|k, v| {
+            // Store the tag as a range of line.tags: `k` or `k:v`.
+            let start = k.as_ptr() as usize - base;
+            let end = if v.is_empty() {
+                start + k.len()
+            } else {
+                v.as_ptr() as usize - base + v.len()
+            };
+            self.tags.push((start, end));
+        });
+        let tags = line.tags;
+        self.tags
+            .sort_unstable_by(|a, b| tags[a.0..a.1].cmp(&tags[b.0..b.1]));
+        self.tags.dedup_by(|a, b| tags[a.0..a.1] == tags[b.0..b.1]);
+        for &(s, e) in &self.tags {
+            self.key.push(';');
+            match tags[s..e].split_once(':') {
+                Some((k, v)) => {
+                    push_clean(&mut self.key, k, true);
+                    self.key.push('=');
+                    push_clean(&mut self.key, v, false);
+                }
+                None => push_clean(&mut self.key, &tags[s..e], true),
+            }
+        }
+        &self.key
+    }
+}
+
+/// Append `s`, replacing the key separators `;` (and `=` in tag keys) by `_`.
+fn push_clean(out: &mut String, s: &str, is_tag_key: bool) {
+    if !s.contains([';', '=']) {
+        out.push_str(s);
+        return;
+    }
+    for c in s.chars() {
+        out.push(if c == ';' || (is_tag_key && c == '=') {
+            '_'
+        } else {
+            c
+        });
+    }
+}
+
+/// Split a key built by [`KeyBuf`] into its name and `(key, value)` tags.
+pub fn split_key(key: &str) -> (&str, impl Iterator<Item = (&str, &str)>) {
+    let mut parts = key.split(';');
+    let name = parts.next().unwrap_or("");
+    (name, parts.map(|t| t.split_once('=').unwrap_or((t, ""))))
+}
+
+/// Live counters of one shard (read at any time by `/metrics`).
+#[derive(Debug, Default)]
+pub struct ShardStats {
+    /// Datagrams received.
+    pub packets: AtomicU64,
+    /// Bytes received.
+    pub bytes: AtomicU64,
+    /// Metric lines accepted.
+    pub metrics: AtomicU64,
+    /// Lines refused.
+    pub bad_lines: AtomicU64,
+    /// Datagrams longer than the receive buffer (truncated, then dropped).
+    pub oversized: AtomicU64,
+}
+
+/// One receive thread's share of the work.
+#[derive(Debug, Default)]
+pub struct Shard {
+    /// The interval being collected.
+    pub interval: Mutex<Interval>,
+    /// Live counters.
+    pub stats: ShardStats,
+}
+
+/// The last bad line seen (a sample for operators), shared by all shards.
+#[derive(Debug, Default)]
+pub struct BadSample(Mutex<String>);
+
+impl BadSample {
+    /// Record `line` (truncated to 200 bytes) and why it was refused.
+    pub fn record(&self, line: &[u8], why: parse::BadLine) {
+        let shown = &line[..line.len().min(200)];
+        let mut s = self.0.lock();
+        s.clear();
+        s.push_str(&String::from_utf8_lossy(shown));
+        s.push_str(" (");
+        s.push_str(&why.to_string());
+        s.push(')');
+    }
+
+    /// The recorded sample, or an empty string.
+    pub fn get(&self) -> String {
+        self.0.lock().clone()
+    }
+}
+
+/// Parse every line of `datagram` into `interval`, counting good and bad lines
+/// into `stats` and sampling the last bad line into `bad`.
+pub fn ingest(
+    datagram: &[u8],
+    interval: &mut Interval,
+    key: &mut KeyBuf,
+    stats: &ShardStats,
+    bad: &BadSample,
+) {
+    let mut good = 0u64;
+    let mut wrong = 0u64;
+    for l in parse::lines(datagram) {
+        match parse::parse_line(l) {
+            Ok(line) => {
+                interval.add(&line, key);
+                good += 1;
+            }
+            Err(why) => {
+                wrong += 1;
+                bad.record(l, why);
+                tracing::debug!(line = %String::from_utf8_lossy(l), %why, "bad statsd line");
+            }
+        }
+    }
+    stats.metrics.fetch_add(good, Ordering::Relaxed);
+    if wrong > 0 {
+        stats.bad_lines.fetch_add(wrong, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(i: &mut Interval, d: &str) -> (u64, u64) {
+        let stats = ShardStats::default();
+        let bad = BadSample::default();
+        ingest(d.as_bytes(), i, &mut KeyBuf::default(), &stats, &bad);
+        (
+            stats.metrics.load(Ordering::Relaxed),
+            stats.bad_lines.load(Ordering::Relaxed),
+        )
+    }
+
+    #[test]
+    fn aggregates_each_type() {
+        let mut i = Interval::default();
+        let d = "c:1|c\nc:2|c|@0.5\ng:333|g\ng:-10|g\ng:+4|g\nt:5|ms\nt:7:9|ms|@0.5\ns:a|s\ns:b|s\ns:a|s";
+        assert_eq!(feed(&mut i, d), (10, 0));
+        assert_eq!(i.counters["c"], 5.0);
+        assert_eq!(
+            i.gauges["g"],
+            GaugeOp {
+                set: Some(333.0),
+                delta: -6.0
+            }
+        );
+        assert_eq!(i.timers["t"].values, vec![5.0, 7.0, 9.0]);
+        assert_eq!(i.timers["t"].count, 5.0);
+        assert_eq!(i.sets["s"].len(), 2);
+    }
+
+    #[test]
+    fn bad_lines_are_counted_and_the_rest_used() {
+        let mut i = Interval::default();
+        assert_eq!(feed(&mut i, "a:1|c\ngarbage\nb:x|c\na:2|c"), (2, 2));
+        assert_eq!(i.counters["a"], 3.0);
+    }
+
+    #[test]
+    fn tags_make_a_canonical_key() {
+        let mut i = Interval::default();
+        feed(
+            &mut i,
+            "r:1|c|#b:2,a:1\nr:1|c|#a:1,b:2\nr:1|c|#flag,x;y:z=w",
+        );
+        let mut keys: Vec<_> = i.counters.keys().cloned().collect();
+        keys.sort();
+        assert_eq!(keys, vec!["r;a=1;b=2", "r;flag;x_y=z=w"]);
+        assert_eq!(i.counters["r;a=1;b=2"], 2.0);
+        let (name, tags) = split_key("r;flag;x_y=z=w");
+        assert_eq!(name, "r");
+        assert_eq!(tags.collect::<Vec<_>>(), vec![("flag", ""), ("x_y", "z=w")]);
+    }
+}

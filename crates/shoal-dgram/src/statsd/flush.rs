@@ -1,0 +1,541 @@
+//! Turning the shards' intervals into one flushed [`Snapshot`], as the statsd
+//! daemon does (`lib/process_metrics.js` and the reset rules of `stats.js`).
+//!
+//! Counters: the interval's count and its per-second rate; idle counters are
+//! reported as 0 unless `delete_counters`. Timers: count (sample-weighted),
+//! count_ps, lower, upper, mean, median, sum, sum_squares, std, and for each
+//! percentile P: count_P, mean_P, upper_P (lower_topP for negative P), sum_P,
+//! sum_squares_P. Gauges keep their value across intervals (deleted after
+//! `gauges_max_ttl` idle flushes when `delete_gauges`). Sets: unique count.
+
+use std::collections::{HashMap, HashSet};
+
+use super::aggregate::{GaugeOp, Interval, TimerValues};
+
+/// What to keep between flushes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlushRules {
+    /// Percentile thresholds (statsd's `percentThreshold`), e.g. 90, 95, 99.
+    pub percentiles: Vec<f64>,
+    /// Drop a counter that had no update in an interval (else report 0).
+    pub delete_counters: bool,
+    /// Drop an idle timer (else report count 0).
+    pub delete_timers: bool,
+    /// Drop an idle set (else report 0).
+    pub delete_sets: bool,
+    /// Drop a gauge idle for `gauges_max_ttl` flushes (else keep it forever).
+    pub delete_gauges: bool,
+    /// Flushes a gauge may stay idle before `delete_gauges` drops it (≥ 1).
+    pub gauges_max_ttl: u32,
+}
+
+impl Default for FlushRules {
+    fn default() -> Self {
+        FlushRules {
+            percentiles: vec![90.0, 95.0, 99.0],
+            delete_counters: false,
+            delete_timers: false,
+            delete_sets: false,
+            delete_gauges: false,
+            gauges_max_ttl: 1,
+        }
+    }
+}
+
+/// A counter after a flush.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CounterOut {
+    /// The interval's count (sample-rate corrected).
+    pub count: f64,
+    /// `count` per second of the interval.
+    pub rate: f64,
+    /// The sum of every interval's count since start (for Prometheus).
+    pub total: f64,
+}
+
+/// One percentile's figures for a timer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PercentileOut {
+    /// The threshold as configured (e.g. 90, 99.9, -10).
+    pub pct: f64,
+    /// Its statsd suffix: `90`, `99_9`, `top10`.
+    pub label: String,
+    /// Values inside the threshold.
+    pub count: f64,
+    /// Their mean.
+    pub mean: f64,
+    /// The threshold value (upper for P > 0, lower for P < 0).
+    pub bound: f64,
+    /// Their sum.
+    pub sum: f64,
+    /// Their sum of squares.
+    pub sum_squares: f64,
+}
+
+/// A timer after a flush. `stats` is `None` for an idle timer (count 0).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimerOut {
+    /// Sample-rate-weighted count in the interval.
+    pub count: f64,
+    /// `count` per second.
+    pub count_ps: f64,
+    /// The statistics over the interval's values.
+    pub stats: Option<TimerStats>,
+    /// Sum of counts since start (Prometheus summary `_count`).
+    pub total_count: f64,
+    /// Sum of values since start (Prometheus summary `_sum`).
+    pub total_sum: f64,
+}
+
+/// Statistics of a timer's values in one interval.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimerStats {
+    pub lower: f64,
+    pub upper: f64,
+    pub mean: f64,
+    pub median: f64,
+    pub sum: f64,
+    pub sum_squares: f64,
+    pub std: f64,
+    /// One entry per configured percentile that had values.
+    pub percentiles: Vec<PercentileOut>,
+}
+
+/// Everything one flush reports, sorted by key.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    /// Unix time of the flush, in seconds.
+    pub timestamp: u64,
+    /// The interval length used for rates, in seconds.
+    pub interval_secs: f64,
+    pub counters: Vec<(String, CounterOut)>,
+    pub gauges: Vec<(String, f64)>,
+    pub timers: Vec<(String, TimerOut)>,
+    pub sets: Vec<(String, u64)>,
+}
+
+#[derive(Default)]
+struct GaugeState {
+    value: f64,
+    ttl: u32,
+}
+
+#[derive(Default)]
+struct TimerTotals {
+    count: f64,
+    sum: f64,
+}
+
+/// What persists between flushes: known keys, gauge values, running totals.
+#[derive(Default)]
+pub struct State {
+    rules: FlushRules,
+    counters: HashMap<String, f64>,
+    gauges: HashMap<String, GaugeState>,
+    timers: HashMap<String, TimerTotals>,
+    sets: HashSet<String>,
+}
+
+impl State {
+    /// A fresh state with `rules`.
+    pub fn new(rules: FlushRules) -> Self {
+        State {
+            rules,
+            ..Default::default()
+        }
+    }
+
+    /// Merge the shards' `intervals` and compute the flushed figures.
+    /// `interval_secs` is the length used for per-second rates.
+    pub fn flush(
+        &mut self,
+        intervals: Vec<Interval>,
+        interval_secs: f64,
+        timestamp: u64,
+    ) -> Snapshot {
+        let merged = merge(intervals);
+        let secs = if interval_secs > 0.0 {
+            interval_secs
+        } else {
+            1.0
+        };
+        let mut snap = Snapshot {
+            timestamp,
+            interval_secs: secs,
+            ..Default::default()
+        };
+        self.flush_counters(merged.counters, secs, &mut snap);
+        self.flush_gauges(merged.gauges, &mut snap);
+        self.flush_timers(merged.timers, secs, &mut snap);
+        self.flush_sets(merged.sets, &mut snap);
+        snap.counters.sort_by(|a, b| a.0.cmp(&b.0));
+        snap.gauges.sort_by(|a, b| a.0.cmp(&b.0));
+        snap.timers.sort_by(|a, b| a.0.cmp(&b.0));
+        snap.sets.sort_by(|a, b| a.0.cmp(&b.0));
+        snap
+    }
+
+    fn flush_counters(&mut self, mut now: HashMap<String, f64>, secs: f64, snap: &mut Snapshot) {
+        let delete = self.rules.delete_counters;
+        self.counters.retain(|k, total| {
+            let count = match now.remove(k) {
+                Some(c) => c,
+                None if delete => return false,
+                None => 0.0,
+            };
+            *total += count;
+            snap.counters.push((
+                k.clone(),
+                CounterOut {
+                    count,
+                    rate: count / secs,
+                    total: *total,
+                },
+            ));
+            true
+        });
+        for (k, count) in now {
+            snap.counters.push((
+                k.clone(),
+                CounterOut {
+                    count,
+                    rate: count / secs,
+                    total: count,
+                },
+            ));
+            self.counters.insert(k, count);
+        }
+    }
+
+    fn flush_gauges(&mut self, now: HashMap<String, GaugeOp>, snap: &mut Snapshot) {
+        let ttl = self.rules.gauges_max_ttl.max(1);
+        for (k, op) in now {
+            let g = self.gauges.entry(k).or_default();
+            g.value = match op.set {
+                Some(v) => v + op.delta,
+                // statsd: a signed value changes an existing gauge; with none
+                // (or 0) it sets it, which is the same as adding to 0.
+                None => g.value + op.delta,
+            };
+            g.ttl = ttl + 1;
+        }
+        let delete = self.rules.delete_gauges;
+        self.gauges.retain(|k, g| {
+            if delete {
+                g.ttl = g.ttl.saturating_sub(1);
+                if g.ttl == 0 {
+                    return false;
+                }
+            }
+            snap.gauges.push((k.clone(), g.value));
+            true
+        });
+    }
+
+    fn flush_timers(
+        &mut self,
+        mut now: HashMap<String, TimerValues>,
+        secs: f64,
+        snap: &mut Snapshot,
+    ) {
+        let delete = self.rules.delete_timers;
+        let pcts = &self.rules.percentiles;
+        self.timers.retain(|k, totals| {
+            let t = match now.remove(k) {
+                Some(t) => t,
+                None if delete => return false,
+                None => TimerValues::default(),
+            };
+            snap.timers
+                .push((k.clone(), timer_out(t, secs, pcts, totals)));
+            true
+        });
+        for (k, t) in now {
+            let mut totals = TimerTotals::default();
+            snap.timers
+                .push((k.clone(), timer_out(t, secs, pcts, &mut totals)));
+            self.timers.insert(k, totals);
+        }
+    }
+
+    fn flush_sets(&mut self, mut now: HashMap<String, HashSet<u64>>, snap: &mut Snapshot) {
+        let delete = self.rules.delete_sets;
+        self.sets.retain(|k| match now.remove(k) {
+            Some(s) => {
+                snap.sets.push((k.clone(), s.len() as u64));
+                true
+            }
+            None if delete => false,
+            None => {
+                snap.sets.push((k.clone(), 0));
+                true
+            }
+        });
+        for (k, s) in now {
+            snap.sets.push((k.clone(), s.len() as u64));
+            self.sets.insert(k);
+        }
+    }
+}
+
+/// Merge the shards' intervals into one.
+fn merge(intervals: Vec<Interval>) -> Interval {
+    let mut out = Interval::default();
+    for i in intervals {
+        for (k, v) in i.counters {
+            *out.counters.entry(k).or_default() += v;
+        }
+        for (k, op) in i.gauges {
+            let g = out.gauges.entry(k).or_default();
+            // An absolute set replaces what other shards did before it; the
+            // order between shards is unknown (UDP has none anyway).
+            match op.set {
+                Some(_) => *g = op,
+                None => g.delta += op.delta,
+            }
+        }
+        for (k, t) in i.timers {
+            let e = out.timers.entry(k).or_default();
+            e.values.extend(t.values);
+            e.count += t.count;
+        }
+        for (k, s) in i.sets {
+            out.sets.entry(k).or_default().extend(s);
+        }
+    }
+    out
+}
+
+/// JavaScript's `Math.round` (halves round up).
+fn js_round(x: f64) -> f64 {
+    (x + 0.5).floor()
+}
+
+/// statsd's suffix for a percentile: `99.9` → `99_9`, `-10` → `top10`.
+pub fn pct_label(p: f64) -> String {
+    let s = if p.fract() == 0.0 {
+        format!("{}", p as i64)
+    } else {
+        format!("{p}")
+    };
+    s.replacen('.', "_", 1).replacen('-', "top", 1)
+}
+
+fn timer_out(mut t: TimerValues, secs: f64, pcts: &[f64], totals: &mut TimerTotals) -> TimerOut {
+    totals.count += t.count;
+    let stats = if t.values.is_empty() {
+        None
+    } else {
+        let v = &mut t.values;
+        v.sort_by(|a, b| a.total_cmp(b));
+        let n = v.len();
+        let mut cum = Vec::with_capacity(n);
+        let mut cum_sq = Vec::with_capacity(n);
+        let (mut s, mut sq) = (0.0, 0.0);
+        for x in v.iter() {
+            s += x;
+            sq += x * x;
+            cum.push(s);
+            cum_sq.push(sq);
+        }
+        let (min, max) = (v[0], v[n - 1]);
+        let mut percentiles = Vec::new();
+        for &pct in pcts {
+            let (mut count, mut sum, mut sum_sq, mut mean, mut bound) =
+                (n, min, min * min, min, max);
+            if n > 1 {
+                count = js_round(pct.abs() / 100.0 * n as f64) as usize;
+                if count == 0 {
+                    continue;
+                }
+                if pct > 0.0 {
+                    bound = v[count - 1];
+                    sum = cum[count - 1];
+                    sum_sq = cum_sq[count - 1];
+                } else {
+                    bound = v[n - count];
+                    let (c0, q0) = match (n - count).checked_sub(1) {
+                        Some(before) => (cum[before], cum_sq[before]),
+                        None => (0.0, 0.0),
+                    };
+                    sum = cum[n - 1] - c0;
+                    sum_sq = cum_sq[n - 1] - q0;
+                }
+                mean = sum / count as f64;
+            }
+            percentiles.push(PercentileOut {
+                pct,
+                label: pct_label(pct),
+                count: count as f64,
+                mean,
+                bound,
+                sum,
+                sum_squares: sum_sq,
+            });
+        }
+        let sum = cum[n - 1];
+        totals.sum += sum;
+        let mean = sum / n as f64;
+        let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n as f64;
+        let mid = n / 2;
+        let median = if n % 2 == 1 {
+            v[mid]
+        } else {
+            (v[mid - 1] + v[mid]) / 2.0
+        };
+        Some(TimerStats {
+            lower: min,
+            upper: max,
+            mean,
+            median,
+            sum,
+            sum_squares: cum_sq[n - 1],
+            std: var.sqrt(),
+            percentiles,
+        })
+    };
+    TimerOut {
+        count: t.count,
+        count_ps: t.count / secs,
+        stats,
+        total_count: totals.count,
+        total_sum: totals.sum,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::statsd::aggregate::{ingest, BadSample, KeyBuf, ShardStats};
+
+    fn interval(d: &str) -> Interval {
+        let mut i = Interval::default();
+        ingest(
+            d.as_bytes(),
+            &mut i,
+            &mut KeyBuf::default(),
+            &ShardStats::default(),
+            &BadSample::default(),
+        );
+        i
+    }
+
+    #[test]
+    fn timer_figures_match_statsd() {
+        // statsd's own test (test/process_metrics_tests.js, "timers_multiple_times"
+        // style): values 100, 200, 300 with thresholds 90 and -10 (top10).
+        let mut st = State::new(FlushRules {
+            percentiles: vec![90.0, -10.0],
+            ..Default::default()
+        });
+        let snap = st.flush(vec![interval("a:100|ms\na:200|ms\na:300|ms")], 100.0, 1);
+        let t = &snap.timers[0].1;
+        assert_eq!(t.count, 3.0);
+        assert_eq!(t.count_ps, 0.03);
+        let s = t.stats.as_ref().unwrap();
+        assert_eq!(
+            (s.lower, s.upper, s.mean, s.median, s.sum),
+            (100.0, 300.0, 200.0, 200.0, 600.0)
+        );
+        assert_eq!(s.sum_squares, 140000.0);
+        assert!((s.std - 81.64965809277261).abs() < 1e-9);
+        let p90 = &s.percentiles[0];
+        assert_eq!(
+            (p90.label.as_str(), p90.count, p90.bound, p90.sum, p90.mean),
+            ("90", 3.0, 300.0, 600.0, 200.0)
+        );
+        // round(0.1 * 3) = 0: the -10 threshold is skipped, as statsd does.
+        assert_eq!(s.percentiles.len(), 1);
+        assert_eq!(pct_label(99.9), "99_9");
+        assert_eq!(pct_label(-10.0), "top10");
+    }
+
+    #[test]
+    fn top_percentile_and_sampled_count() {
+        let mut st = State::new(FlushRules {
+            percentiles: vec![-50.0, 50.0],
+            ..Default::default()
+        });
+        let snap = st.flush(
+            vec![interval("a:1|ms|@0.5\na:2|ms\na:3|ms\na:4|ms")],
+            1.0,
+            1,
+        );
+        let t = &snap.timers[0].1;
+        assert_eq!(t.count, 5.0);
+        let s = t.stats.as_ref().unwrap();
+        let top = &s.percentiles[0];
+        assert_eq!(
+            (top.label.as_str(), top.count, top.bound, top.sum),
+            ("top50", 2.0, 3.0, 7.0)
+        );
+        let low = &s.percentiles[1];
+        assert_eq!(
+            (low.count, low.bound, low.sum, low.mean),
+            (2.0, 2.0, 3.0, 1.5)
+        );
+        assert_eq!(s.median, 2.5);
+    }
+
+    #[test]
+    fn counters_gauges_sets_across_flushes_and_shards() {
+        let mut st = State::new(FlushRules::default());
+        let snap = st.flush(
+            vec![
+                interval("c:3|c\ng:10|g\ng:+5|g\ns:x|s"),
+                interval("c:1|c|@0.25\ng:+1|g\ns:x|s\ns:y|s"),
+            ],
+            2.0,
+            1,
+        );
+        assert_eq!(
+            snap.counters,
+            vec![(
+                "c".into(),
+                CounterOut {
+                    count: 7.0,
+                    rate: 3.5,
+                    total: 7.0
+                }
+            )]
+        );
+        assert_eq!(snap.gauges, vec![("g".into(), 16.0)]);
+        assert_eq!(snap.sets, vec![("s".into(), 2)]);
+        // Next interval: idle counter reported as 0, gauge kept, delta applies.
+        let snap = st.flush(vec![interval("g:-20|g")], 2.0, 2);
+        assert_eq!(
+            snap.counters,
+            vec![(
+                "c".into(),
+                CounterOut {
+                    count: 0.0,
+                    rate: 0.0,
+                    total: 7.0
+                }
+            )]
+        );
+        assert_eq!(snap.gauges, vec![("g".into(), -4.0)]);
+        assert_eq!(snap.sets, vec![("s".into(), 0)]);
+        // A negative value on a new gauge sets it (statsd: nothing to add to).
+        let snap = st.flush(vec![interval("h:-3|g")], 2.0, 3);
+        assert_eq!(snap.gauges, vec![("g".into(), -4.0), ("h".into(), -3.0)]);
+    }
+
+    #[test]
+    fn delete_idle_rules() {
+        let mut st = State::new(FlushRules {
+            delete_counters: true,
+            delete_timers: true,
+            delete_sets: true,
+            delete_gauges: true,
+            gauges_max_ttl: 2,
+            ..Default::default()
+        });
+        st.flush(vec![interval("c:1|c\ng:1|g\nt:1|ms\ns:a|s")], 1.0, 1);
+        let snap = st.flush(vec![], 1.0, 2);
+        assert!(snap.counters.is_empty() && snap.timers.is_empty() && snap.sets.is_empty());
+        assert_eq!(snap.gauges.len(), 1, "kept for gauges_max_ttl flushes");
+        let snap = st.flush(vec![], 1.0, 3);
+        assert!(snap.gauges.is_empty());
+    }
+}

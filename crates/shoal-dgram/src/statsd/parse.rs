@@ -1,0 +1,281 @@
+//! The statsd line protocol, parsed without allocating.
+//!
+//! One line is `name:value[:value...]|type[|@rate][|#tag,tag:v]`. Types are
+//! `c` (counter), `g` (gauge; a leading `+`/`-` makes it a delta), `ms`
+//! (timer), `h` (histogram) and `d` (distribution), both aggregated as
+//! timers, and `s` (set). Several values before the first `|` (DogStatsD's
+//! `name:1:2:3|ms`) share the type, rate and tags. The validity rules follow
+//! the Etsy statsd daemon (`lib/helpers.js`): values must be numbers (sets
+//! take any string), timers must not be negative, a sample rate must be a
+//! number in (0, 1]. DogStatsD's `|c:container` and `|T<timestamp>` fields are
+//! accepted and ignored.
+
+use std::fmt;
+
+/// The type of one metric line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MetricType {
+    /// `c`: added up over the interval.
+    Counter,
+    /// `g`: kept across intervals; `+N`/`-N` changes it.
+    Gauge,
+    /// `ms`, `h`, `d`: every value kept for the interval's statistics.
+    Timer,
+    /// `s`: unique values counted over the interval.
+    Set,
+}
+
+/// A parsed line. Borrowed slices point into the datagram.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Line<'a> {
+    /// The metric name (before the first `:`), trimmed.
+    pub name: &'a str,
+    /// The raw value list: one value, or several separated by `:`.
+    pub values: &'a str,
+    /// The metric type.
+    pub kind: MetricType,
+    /// The sample rate (1.0 when absent).
+    pub rate: f64,
+    /// The raw tag list after `#` (empty when absent).
+    pub tags: &'a str,
+}
+
+/// Why a line was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadLine {
+    /// No `:` between name and value, or an empty name.
+    NoName,
+    /// No `|type` field.
+    NoType,
+    /// A type other than c, g, ms, h, d, s.
+    UnknownType,
+    /// A value that is not a finite number (or a negative timer).
+    BadValue,
+    /// A sample rate that is not `@` followed by a number in (0, 1].
+    BadRate,
+    /// A field after the type that is none of `@rate`, `#tags`, `c:...`, `T...`.
+    BadField,
+    /// The line is not valid UTF-8.
+    NotUtf8,
+}
+
+impl fmt::Display for BadLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BadLine::NoName => "missing name or ':'",
+            BadLine::NoType => "missing '|type'",
+            BadLine::UnknownType => "unknown metric type",
+            BadLine::BadValue => "value is not a valid number",
+            BadLine::BadRate => "sample rate is not @<number in (0,1]>",
+            BadLine::BadField => "unknown field after the type",
+            BadLine::NotUtf8 => "not UTF-8",
+        })
+    }
+}
+
+/// One value of a line, ready to aggregate.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Value<'a> {
+    /// A number (counter amount, timer value, absolute gauge).
+    Number(f64),
+    /// A signed gauge delta (`+N` / `-N`).
+    Delta(f64),
+    /// A set member.
+    Member(&'a str),
+}
+
+/// Parse one line (without its newline). Values are validated here, so that
+/// [`Line::for_each_value`] never fails afterwards.
+pub fn parse_line(line: &[u8]) -> Result<Line<'_>, BadLine> {
+    let line = std::str::from_utf8(line).map_err(|_| BadLine::NotUtf8)?;
+    let line = line.trim_end_matches('\r');
+    let colon = line.find(':').ok_or(BadLine::NoName)?;
+    let name = line[..colon].trim();
+    if name.is_empty() {
+        return Err(BadLine::NoName);
+    }
+    let rest = &line[colon + 1..];
+    let pipe = rest.find('|').ok_or(BadLine::NoType)?;
+    let values = &rest[..pipe];
+    let mut fields = rest[pipe + 1..].split('|');
+    let kind = match fields.next().map(str::trim) {
+        Some("c") => MetricType::Counter,
+        Some("g") => MetricType::Gauge,
+        Some("ms") | Some("h") | Some("d") => MetricType::Timer,
+        Some("s") => MetricType::Set,
+        Some("") | None => return Err(BadLine::NoType),
+        Some(_) => return Err(BadLine::UnknownType),
+    };
+    let mut rate = 1.0;
+    let mut tags = "";
+    for field in fields {
+        if let Some(r) = field.strip_prefix('@') {
+            rate = r.trim().parse::<f64>().map_err(|_| BadLine::BadRate)?;
+            if !(rate > 0.0 && rate <= 1.0) {
+                return Err(BadLine::BadRate);
+            }
+        } else if let Some(t) = field.strip_prefix('#') {
+            tags = t;
+        } else if field.starts_with("c:") || field.starts_with('T') {
+            // DogStatsD container id / timestamp: accepted, not used.
+        } else {
+            return Err(BadLine::BadField);
+        }
+    }
+    let parsed = Line {
+        name,
+        values,
+        kind,
+        rate,
+        tags,
+    };
+    // Validate every value now so a bad one refuses the whole line.
+    let mut ok = true;
+    parsed.for_each_value(|v| {
+        if v.is_none() {
+            ok = false;
+        }
+    });
+    if ok {
+        Ok(parsed)
+    } else {
+        Err(BadLine::BadValue)
+    }
+}
+
+impl<'a> Line<'a> {
+    /// Call `f` with each value (`None` for an invalid one).
+    pub fn for_each_value(&self, mut f: impl FnMut(Option<Value<'a>>)) {
+        for raw in self.values.split(':') {
+            f(self.value(raw));
+        }
+    }
+
+    fn value(&self, raw: &'a str) -> Option<Value<'a>> {
+        let raw = raw.trim();
+        match self.kind {
+            MetricType::Set => (!raw.is_empty()).then_some(Value::Member(raw)),
+            MetricType::Counter => number(raw).map(Value::Number),
+            MetricType::Timer => number(raw).filter(|v| *v >= 0.0).map(Value::Number),
+            MetricType::Gauge => {
+                let v = number(raw)?;
+                if raw.starts_with(['+', '-']) {
+                    Some(Value::Delta(v))
+                } else {
+                    Some(Value::Number(v))
+                }
+            }
+        }
+    }
+
+    /// Call `f` with each tag as `(key, value)`; a tag without `:` has an
+    /// empty value. Empty tags are skipped.
+    pub fn for_each_tag(&self, mut f: impl FnMut(&'a str, &'a str)) {
+        for t in self.tags.split(',') {
+            let t = t.trim();
+            if t.is_empty() {
+                continue;
+            }
+            match t.split_once(':') {
+                Some((k, v)) => f(k, v),
+                None => f(t, ""),
+            }
+        }
+    }
+}
+
+fn number(s: &str) -> Option<f64> {
+    if s.is_empty() {
+        return None;
+    }
+    // Rust accepts "inf"/"nan"; statsd values must be finite numbers.
+    s.parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+/// Split a datagram into lines (by `\n`), skipping empty ones.
+pub fn lines(datagram: &[u8]) -> impl Iterator<Item = &[u8]> {
+    datagram
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty() && *l != b"\r")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vals(l: &Line<'_>) -> Vec<Value<'static>> {
+        let mut out = Vec::new();
+        l.for_each_value(|v| {
+            out.push(match v.unwrap() {
+                Value::Member(_) => Value::Member("m"),
+                Value::Number(n) => Value::Number(n),
+                Value::Delta(n) => Value::Delta(n),
+            })
+        });
+        out
+    }
+
+    #[test]
+    fn counters_with_rate_and_tags() {
+        let l = parse_line(b"gorets:1|c|@0.1|#env:prod,canary").unwrap();
+        assert_eq!(l.name, "gorets");
+        assert_eq!(l.kind, MetricType::Counter);
+        assert_eq!(l.rate, 0.1);
+        let mut tags = Vec::new();
+        l.for_each_tag(|k, v| tags.push((k, v)));
+        assert_eq!(tags, vec![("env", "prod"), ("canary", "")]);
+    }
+
+    #[test]
+    fn gauges_deltas_and_sets() {
+        let l = parse_line(b"gaugor:-10|g").unwrap();
+        assert_eq!(vals(&l), vec![Value::Delta(-10.0)]);
+        let l = parse_line(b"gaugor:+4|g").unwrap();
+        assert_eq!(vals(&l), vec![Value::Delta(4.0)]);
+        let l = parse_line(b"gaugor:333|g").unwrap();
+        assert_eq!(vals(&l), vec![Value::Number(333.0)]);
+        let l = parse_line(b"uniques:765|s").unwrap();
+        assert_eq!(l.kind, MetricType::Set);
+    }
+
+    #[test]
+    fn multi_value_and_timer_aliases() {
+        let l = parse_line(b"glork:1:2.5:3|ms|@0.5").unwrap();
+        assert_eq!(
+            vals(&l),
+            vec![Value::Number(1.0), Value::Number(2.5), Value::Number(3.0)]
+        );
+        assert_eq!(parse_line(b"x:1|h").unwrap().kind, MetricType::Timer);
+        assert_eq!(
+            parse_line(b"x:1|d|#a:b|c:abc|T1656581400").unwrap().kind,
+            MetricType::Timer
+        );
+    }
+
+    #[test]
+    fn bad_lines() {
+        assert_eq!(parse_line(b"nocolon"), Err(BadLine::NoName));
+        assert_eq!(parse_line(b":1|c"), Err(BadLine::NoName));
+        assert_eq!(parse_line(b"a:1"), Err(BadLine::NoType));
+        assert_eq!(parse_line(b"a:1|"), Err(BadLine::NoType));
+        assert_eq!(parse_line(b"a:1|x"), Err(BadLine::UnknownType));
+        assert_eq!(parse_line(b"a:abc|c"), Err(BadLine::BadValue));
+        assert_eq!(parse_line(b"a:|c"), Err(BadLine::BadValue));
+        assert_eq!(parse_line(b"a:-1|ms"), Err(BadLine::BadValue));
+        assert_eq!(parse_line(b"a:inf|g"), Err(BadLine::BadValue));
+        assert_eq!(parse_line(b"a:1|c|@x"), Err(BadLine::BadRate));
+        assert_eq!(parse_line(b"a:1|c|@0"), Err(BadLine::BadRate));
+        assert_eq!(parse_line(b"a:1|c|@-0.5"), Err(BadLine::BadRate));
+        assert_eq!(parse_line(b"a:1|c|zz"), Err(BadLine::BadField));
+        assert_eq!(parse_line(b"a:1:x|ms"), Err(BadLine::BadValue));
+        assert_eq!(parse_line(b"a\xff:1|c"), Err(BadLine::NotUtf8));
+    }
+
+    #[test]
+    fn splits_lines_skipping_empty_ones() {
+        let d = b"a:1|c\n\nb:2|c\r\n";
+        let got: Vec<_> = lines(d).collect();
+        assert_eq!(got, vec![&b"a:1|c"[..], &b"b:2|c\r"[..]]);
+        assert_eq!(parse_line(got[1]).unwrap().name, "b");
+    }
+}

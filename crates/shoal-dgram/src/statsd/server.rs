@@ -1,0 +1,438 @@
+//! The collector's runtime: binds everything, runs the receive threads, the
+//! flush loop (timer, `{"cmd":"flush"}` on the control socket, and a last
+//! flush at shutdown), the Prometheus HTTP endpoint and the TCP line input.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use parking_lot::Mutex;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+use super::aggregate::{ingest, BadSample, Interval, KeyBuf, Shard};
+use super::config::Config;
+use super::flush::{Snapshot, State};
+use super::health::{self, Health};
+use super::{graphite, json as json_sink, prometheus, receive};
+use crate::error::{io_err, Error, Result};
+use shoal_core::Shutdown;
+
+/// Longest line accepted on the TCP input.
+pub const MAX_TCP_LINE: usize = 65_536;
+
+/// What the server shares between its tasks.
+struct Shared {
+    shards: Vec<Arc<Shard>>,
+    bad: Arc<BadSample>,
+    inodes: Vec<u64>,
+    rcvbuf_base: u64,
+    last: Mutex<Arc<Snapshot>>,
+}
+
+impl Shared {
+    fn health(&self) -> Health {
+        Health::collect(&self.shards, &self.inodes, self.rcvbuf_base)
+    }
+}
+
+/// A started collector: where it listens, and the task to await.
+pub struct Running {
+    /// The bound UDP addresses (one per configured address).
+    pub udp: Vec<SocketAddr>,
+    /// The bound TCP address.
+    pub tcp: Option<SocketAddr>,
+    /// The bound Prometheus address.
+    pub http: Option<SocketAddr>,
+    /// The control socket.
+    pub control: Option<PathBuf>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl Running {
+    /// Wait until the collector has stopped (after `shutdown` fired and the
+    /// last interval was flushed).
+    pub async fn wait(self) -> Result<()> {
+        self.task
+            .await
+            .map_err(|e| Error::Invalid(format!("collector task failed: {e}")))?
+    }
+}
+
+/// Bind and start the collector; returns once every socket is bound.
+pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let bad = Arc::new(BadSample::default());
+    let mut shards = Vec::new();
+    let mut threads = Vec::new();
+    let mut udp = Vec::new();
+    let mut inodes = Vec::new();
+    let mut sockets = Vec::new();
+    for addr in &config.udp {
+        let socks = receive::bind_sockets(*addr, config.sockets, config.receive_buffer)?;
+        udp.push(
+            socks[0]
+                .local_addr()
+                .map_err(io_err("read the bound address"))?,
+        );
+        sockets.extend(socks);
+    }
+    for sock in sockets {
+        use std::os::fd::AsFd;
+        inodes.extend(health::socket_inode(sock.as_fd()));
+        let shard = Arc::new(Shard::default());
+        shards.push(shard.clone());
+        let (bad, stop, max) = (bad.clone(), stop.clone(), config.max_datagram);
+        let t = std::thread::Builder::new()
+            .name("stats-recv".into())
+            .spawn(move || receive::receive_loop(sock, shard, bad, stop, max))
+            .map_err(io_err("spawn a receive thread"))?;
+        threads.push(t);
+    }
+    // The TCP input feeds its own shard.
+    let tcp_shard = Arc::new(Shard::default());
+    shards.push(tcp_shard.clone());
+    let shared = Arc::new(Shared {
+        shards,
+        bad,
+        inodes,
+        rcvbuf_base: health::host_rcvbuf_errors(),
+        last: Mutex::new(Arc::new(Snapshot::default())),
+    });
+
+    let tcp = match config.tcp {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Bind { addr, source })?;
+            let bound = l.local_addr().map_err(io_err("read the bound address"))?;
+            tokio::spawn(serve_tcp(
+                l,
+                tcp_shard,
+                shared.bad.clone(),
+                shutdown.clone(),
+            ));
+            Some(bound)
+        }
+        None => None,
+    };
+    let http = match config.http {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Bind { addr, source })?;
+            let bound = l.local_addr().map_err(io_err("read the bound address"))?;
+            tokio::spawn(serve_http(l, shared.clone(), shutdown.clone()));
+            Some(bound)
+        }
+        None => None,
+    };
+    let (flush_tx, flush_rx) = mpsc::channel::<oneshot::Sender<serde_json::Value>>(8);
+    let control = match &config.control {
+        Some(path) => {
+            let l = shoal_core::control::bind(path)
+                .await
+                .map_err(io_err(format!("bind control socket {}", path.display())))?;
+            let shared = shared.clone();
+            tokio::spawn(shoal_core::control::serve(
+                l,
+                path.clone(),
+                shutdown.clone(),
+                move |req| {
+                    let (shared, flush_tx) = (shared.clone(), flush_tx.clone());
+                    async move { control(req, &shared, &flush_tx).await }
+                },
+            ));
+            Some(path.clone())
+        }
+        None => None,
+    };
+    tracing::info!(udp = ?udp, tcp = ?tcp, http = ?http, sockets = config.sockets, flush = ?config.flush, "stats collector listening");
+    let task = tokio::spawn(flush_loop(
+        config, shared, shutdown, flush_rx, stop, threads,
+    ));
+    Ok(Running {
+        udp,
+        tcp,
+        http,
+        control,
+        task,
+    })
+}
+
+/// Run the collector until `shutdown` fires, then flush the last interval.
+pub async fn run(config: Config, shutdown: Shutdown) -> Result<()> {
+    start(config, shutdown).await?.wait().await
+}
+
+async fn control(
+    req: serde_json::Value,
+    shared: &Shared,
+    flush_tx: &mpsc::Sender<oneshot::Sender<serde_json::Value>>,
+) -> serde_json::Value {
+    use shoal_core::control::{err, ok};
+    match req["cmd"].as_str() {
+        Some("status") | Some("health") => {
+            ok(json!({ "health": shared.health(), "last_bad_line": shared.bad.get() }))
+        }
+        Some("flush") => {
+            let (tx, rx) = oneshot::channel();
+            if flush_tx.send(tx).await.is_err() {
+                return err("the collector is stopping");
+            }
+            match rx.await {
+                Ok(v) => ok(v),
+                Err(_) => err("the collector stopped before flushing"),
+            }
+        }
+        Some(other) => err(format!("unknown command {other:?} (try status, flush)")),
+        None => err("missing cmd"),
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+async fn flush_loop(
+    config: Config,
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+    mut requests: mpsc::Receiver<oneshot::Sender<serde_json::Value>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+) -> Result<()> {
+    let mut state = State::new(config.rules.clone());
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::now() + config.flush, config.flush);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prev_health = Health::default();
+    let mut started = Instant::now();
+    loop {
+        let reply = tokio::select! {
+            _ = ticker.tick() => None,
+            Some(r) = requests.recv() => Some(r),
+            _ = shutdown.cancelled() => break,
+        };
+        // A scheduled flush uses the configured interval for rates (as
+        // statsd does); an on-demand one uses the time actually elapsed.
+        let secs = match reply {
+            None => config.flush.as_secs_f64(),
+            Some(_) => started.elapsed().as_secs_f64(),
+        };
+        started = Instant::now();
+        let summary = flush_once(&config, &shared, &mut state, &mut prev_health, secs).await;
+        if let Some(r) = reply {
+            let _ = r.send(summary);
+        }
+    }
+    // Stop the receivers, then flush what they collected.
+    stop.store(true, Ordering::Relaxed);
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await;
+    let secs = started.elapsed().as_secs_f64();
+    flush_once(&config, &shared, &mut state, &mut prev_health, secs).await;
+    tracing::info!("stats collector stopped after the last flush");
+    Ok(())
+}
+
+/// Take every shard's interval, compute the snapshot, publish it to every
+/// sink, log the one-line summary. Returns the summary as JSON.
+async fn flush_once(
+    config: &Config,
+    shared: &Shared,
+    state: &mut State,
+    prev_health: &mut Health,
+    secs: f64,
+) -> serde_json::Value {
+    let intervals: Vec<Interval> = shared
+        .shards
+        .iter()
+        .map(|s| {
+            let mut g = s.interval.lock();
+            let fresh = Interval::sized_like(&g);
+            std::mem::replace(&mut *g, fresh)
+        })
+        .collect();
+    let snap = Arc::new(state.flush(intervals, secs, unix_now()));
+    let health = shared.health();
+    let delta = health.since(prev_health);
+    *prev_health = health.clone();
+    *shared.last.lock() = snap.clone();
+    if config.json {
+        use std::io::Write;
+        let line = json_sink::to_json(&snap, &delta).to_string();
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, "{line}").and_then(|_| out.flush()) {
+            tracing::warn!(error = %e, "cannot write the JSON sink to stdout");
+        }
+    }
+    if let Some(addr) = &config.graphite {
+        let payload = graphite::render(&snap, &delta);
+        if let Err(e) = graphite::send(addr, &payload).await {
+            tracing::warn!(graphite = %addr, error = %e, "graphite flush failed");
+        }
+    }
+    let last_bad = shared.bad.get();
+    tracing::info!(
+        counters = snap.counters.len(),
+        gauges = snap.gauges.len(),
+        timers = snap.timers.len(),
+        sets = snap.sets.len(),
+        packets = delta.packets,
+        metrics = delta.metrics,
+        bad_lines = delta.bad_lines,
+        oversized = delta.oversized,
+        kernel_drops = delta.kernel_drops,
+        last_bad_line = %last_bad,
+        "flush"
+    );
+    json!({
+        "timestamp": snap.timestamp,
+        "series": snap.counters.len() + snap.gauges.len() + snap.timers.len() + snap.sets.len(),
+        "interval": delta,
+    })
+}
+
+async fn serve_http(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdown) {
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let shared = shared.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(&req, &shared)) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await
+            {
+                tracing::debug!(error = %e, "http connection ended with an error");
+            }
+        });
+    }
+}
+
+fn respond(req: &Request<hyper::body::Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+    let (status, ctype, body) = match req.uri().path() {
+        "/metrics" => {
+            let snap = shared.last.lock().clone();
+            let text = prometheus::render(&snap, &shared.health(), &shared.bad.get());
+            (StatusCode::OK, shoal_core::metrics::CONTENT_TYPE, text)
+        }
+        "/" | "/health" => (
+            StatusCode::OK,
+            "text/plain",
+            "shoal stats: see /metrics\n".to_string(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /metrics\n".to_string(),
+        ),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(ctype) {
+        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+async fn serve_tcp(
+    listener: TcpListener,
+    shard: Arc<Shard>,
+    bad: Arc<BadSample>,
+    shutdown: Shutdown,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "tcp accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (shard, bad, shutdown) = (shard.clone(), bad.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = tcp_connection(stream, &shard, &bad, &shutdown).await {
+                tracing::debug!(%peer, error = %e, "statsd tcp connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Read newline-separated lines; a line longer than [`MAX_TCP_LINE`] is
+/// counted as bad and skipped.
+async fn tcp_connection(
+    stream: TcpStream,
+    shard: &Shard,
+    bad: &BadSample,
+    shutdown: &Shutdown,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::with_capacity(256);
+    let mut key = KeyBuf::default();
+    loop {
+        line.clear();
+        let mut limited = (&mut reader).take(MAX_TCP_LINE as u64 + 1);
+        let n = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = limited.read_until(b'\n', &mut line) => r?,
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        shard.stats.packets.fetch_add(1, Ordering::Relaxed);
+        shard.stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        if line.len() > MAX_TCP_LINE {
+            shard.stats.oversized.fetch_add(1, Ordering::Relaxed);
+            // Skip the rest of the long line.
+            if line.last() != Some(&b'\n') {
+                let mut rest = Vec::new();
+                loop {
+                    rest.clear();
+                    let m = (&mut reader)
+                        .take(MAX_TCP_LINE as u64)
+                        .read_until(b'\n', &mut rest)
+                        .await?;
+                    if m == 0 || rest.last() == Some(&b'\n') {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        let mut interval = shard.interval.lock();
+        ingest(&line, &mut interval, &mut key, &shard.stats, bad);
+    }
+}

@@ -1,0 +1,313 @@
+//! `shoal stats` against real statsd clients: the Python `statsd` package and
+//! Node's `hot-shots`, plus raw datagrams with malformed lines, the TCP input,
+//! periodic flushes, the Graphite sink and the SIGTERM flush. Values at
+//! `/metrics` and in the JSON sink are checked exactly after a flush.
+
+mod stats_support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::process::Command;
+use std::time::Instant;
+
+use serde_json::Value;
+use stats_support::{node_path, run_client, sample, Collector, WAIT};
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+#[test]
+fn python_statsd_client_values_are_exact() {
+    let c = Collector::start(&[
+        "--udp",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--json",
+        "--flush",
+        "1h",
+        "--percentile",
+        "50",
+        "--percentile",
+        "90",
+    ]);
+    let script = r#"
+import statsd, sys
+c = statsd.StatsClient(sys.argv[1], int(sys.argv[2]))
+c.incr('py.hits', 5)
+c.incr('py.hits')
+c.decr('py.hits', 2)
+c.gauge('py.temp', 70)
+c.gauge('py.temp', -3, delta=True)
+c.gauge('py.neg', -5)
+for v in (10, 20, 30, 40):
+    c.timing('py.lat', v)
+c.set('py.users', 'alice')
+c.set('py.users', 'bob')
+c.set('py.users', 'alice')
+with c.pipeline() as p:
+    p.incr('py.batch', 3)
+    p.timing('py.lat', 50)
+"#;
+    run_client(Command::new("python3").args([
+        "-c",
+        script,
+        &c.udp.ip().to_string(),
+        &c.udp.port().to_string(),
+    ]));
+    // 3 counters, 2 + 2 gauge lines (a negative gauge is sent as 0 then -5),
+    // 4 timings, 3 set members, 2 pipelined lines.
+    c.wait_metrics(16);
+    let j = c.flush_json();
+    let secs = f(&j["interval"]);
+    assert_eq!(f(&j["counters"]["py.hits"]["count"]), 4.0, "{j}");
+    assert!(
+        (f(&j["counters"]["py.hits"]["rate"]) - 4.0 / secs).abs() < 1e-9,
+        "{j}"
+    );
+    assert_eq!(f(&j["counters"]["py.batch"]["count"]), 3.0);
+    assert_eq!(f(&j["gauges"]["py.temp"]), 67.0);
+    assert_eq!(f(&j["gauges"]["py.neg"]), -5.0);
+    assert_eq!(j["sets"]["py.users"], 2);
+    let t = &j["timers"]["py.lat"];
+    for (k, want) in [
+        ("count", 5.0),
+        ("lower", 10.0),
+        ("upper", 50.0),
+        ("mean", 30.0),
+        ("median", 30.0),
+        ("sum", 150.0),
+        ("sum_squares", 5500.0),
+        // statsd: round(0.5 * 5) = 3 values inside the 50th percentile.
+        ("count_50", 3.0),
+        ("upper_50", 30.0),
+        ("mean_50", 20.0),
+        ("sum_50", 60.0),
+        ("count_90", 5.0),
+        ("upper_90", 50.0),
+    ] {
+        assert_eq!(f(&t[k]), want, "timer {k} in {t}");
+    }
+    assert!((f(&t["std"]) - 200f64.sqrt()).abs() < 1e-9, "{t}");
+    assert_eq!(j["health"]["metrics"], 16);
+    assert_eq!(j["health"]["bad_lines"], 0);
+
+    let m = c.metrics();
+    for (series, want) in [
+        ("py_hits_total", 4.0),
+        ("py_batch_total", 3.0),
+        ("py_temp", 67.0),
+        ("py_neg", -5.0),
+        ("py_lat{quantile=\"0.5\"}", 30.0),
+        ("py_lat{quantile=\"0.9\"}", 50.0),
+        ("py_lat_sum", 150.0),
+        ("py_lat_count", 5.0),
+        ("py_lat_median", 30.0),
+        ("py_users_unique", 2.0),
+        ("shoal_stats_metrics_received_total", 16.0),
+    ] {
+        assert_eq!(sample(&m, series), Some(want), "{series} in\n{m}");
+    }
+
+    // Next interval, nothing sent: counters report 0 (totals stay), gauges
+    // keep their value, sets restart, timers report count 0.
+    let j = c.flush_json();
+    assert_eq!(f(&j["counters"]["py.hits"]["count"]), 0.0);
+    assert_eq!(f(&j["gauges"]["py.temp"]), 67.0);
+    assert_eq!(j["sets"]["py.users"], 0);
+    assert_eq!(f(&j["timers"]["py.lat"]["count"]), 0.0);
+    assert!(j["timers"]["py.lat"].get("upper").is_none());
+    let m = c.metrics();
+    assert_eq!(sample(&m, "py_hits_total"), Some(4.0));
+    assert_eq!(sample(&m, "py_users_unique"), Some(0.0));
+}
+
+#[test]
+fn node_hot_shots_client_with_tags() {
+    let c = Collector::start(&[
+        "--udp",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--json",
+        "--flush",
+        "1h",
+    ]);
+    let script = r#"
+const StatsD = require('hot-shots');
+const c = new StatsD({ host: '127.0.0.1', port: Number(process.argv[1]),
+  errorHandler: (e) => { console.error(e); process.exit(2); } });
+c.increment('hs.req', 1, 1, { route: 'home' });
+c.increment('hs.req', 2, 1, ['route:home']);
+c.increment('hs.req', 1, 1, { route: 'about', canary: 'yes' });
+c.gauge('hs.mem', 512);
+c.gaugeDelta('hs.mem', -12);
+c.timing('hs.t', 5);
+c.histogram('hs.h', 7);
+c.distribution('hs.d', 9);
+c.set('hs.u', 'x');
+c.unique('hs.u', 'y');
+c.close((err) => { if (err) { console.error(err); process.exit(3); } });
+"#;
+    run_client(
+        Command::new("node")
+            .args(["-e", script, &c.udp.port().to_string()])
+            .env("NODE_PATH", node_path()),
+    );
+    c.wait_metrics(10);
+    let j = c.flush_json();
+    assert_eq!(f(&j["counters"]["hs.req;route=home"]["count"]), 3.0, "{j}");
+    assert_eq!(
+        f(&j["counters"]["hs.req;canary=yes;route=about"]["count"]),
+        1.0,
+        "{j}"
+    );
+    assert_eq!(f(&j["gauges"]["hs.mem"]), 500.0);
+    assert_eq!(f(&j["timers"]["hs.h"]["sum"]), 7.0);
+    assert_eq!(f(&j["timers"]["hs.d"]["upper"]), 9.0);
+    assert_eq!(j["sets"]["hs.u"], 2);
+    let m = c.metrics();
+    for (series, want) in [
+        ("hs_req_total{route=\"home\"}", 3.0),
+        ("hs_req_total{canary=\"yes\",route=\"about\"}", 1.0),
+        ("hs_mem", 500.0),
+        ("hs_t_count", 1.0),
+        ("hs_t_sum", 5.0),
+        ("hs_h_sum", 7.0),
+        ("hs_d_count", 1.0),
+        ("hs_u_unique", 2.0),
+    ] {
+        assert_eq!(sample(&m, series), Some(want), "{series} in\n{m}");
+    }
+}
+
+#[test]
+fn malformed_lines_are_counted_and_the_rest_is_used() {
+    let c = Collector::start(&[
+        "--udp",
+        "127.0.0.1:0",
+        "--tcp",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--json",
+        "--flush",
+        "1h",
+        "--max-datagram",
+        "512",
+    ]);
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let d1 =
+        "raw.c:1|c|@0.1\ngarbage line\nraw.g:10|g\nraw.t:abc|ms\n\nraw.c:2|c\nraw.multi:1:2:3|ms";
+    s.send_to(d1.as_bytes(), c.udp).unwrap();
+    s.send_to("x:1|c\n".repeat(200).as_bytes(), c.udp).unwrap(); // 1200 bytes > 512
+    s.send_to(b"\xff\xfe:1|c\nraw.c:1|c", c.udp).unwrap();
+    let mut t = TcpStream::connect(c.tcp.unwrap()).unwrap();
+    t.write_all(b"tcp.c:4|c\ntcp.c:1|c\nbad\n").unwrap();
+    c.wait_metrics(7);
+    c.wait_health("bad_lines", 4);
+    c.wait_health("oversized", 1);
+    let j = c.flush_json();
+    assert_eq!(f(&j["counters"]["raw.c"]["count"]), 13.0, "{j}");
+    assert_eq!(f(&j["counters"]["tcp.c"]["count"]), 5.0, "{j}");
+    assert_eq!(f(&j["gauges"]["raw.g"]), 10.0);
+    assert_eq!(f(&j["timers"]["raw.multi"]["count"]), 3.0);
+    assert!(
+        j["counters"].get("x").is_none(),
+        "oversized datagram must be dropped: {j}"
+    );
+    assert_eq!(j["health"]["bad_lines"], 4);
+    assert_eq!(j["health"]["oversized"], 1);
+    let m = c.metrics();
+    assert_eq!(sample(&m, "shoal_stats_bad_lines_total"), Some(4.0));
+    assert_eq!(
+        sample(&m, "shoal_stats_oversized_datagrams_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "shoal_stats_last_bad_line{line=\"bad (missing name or ':')\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    // Still serving everyone.
+    s.send_to(b"after:1|c", c.udp).unwrap();
+    c.wait_metrics(8);
+    let j = c.flush_json();
+    assert_eq!(f(&j["counters"]["after"]["count"]), 1.0);
+    let (status, _) = stats_support::http_get(c.http.unwrap(), "/nope");
+    assert_eq!(status, 404);
+}
+
+#[test]
+fn periodic_flushes_add_up_and_rates_use_the_interval() {
+    let c = Collector::start(&[
+        "--udp",
+        "127.0.0.1:0",
+        "--no-http",
+        "--json",
+        "--flush",
+        "200ms",
+    ]);
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..10 {
+        s.send_to(b"tick:1|c", c.udp).unwrap();
+    }
+    let deadline = Instant::now() + WAIT;
+    let mut total = 0.0;
+    while total < 10.0 {
+        assert!(
+            Instant::now() < deadline,
+            "only {total} of 10 ticks flushed"
+        );
+        let j = c.next_json();
+        assert_eq!(f(&j["interval"]), 0.2);
+        if let Some(n) = j["counters"]["tick"]["count"].as_f64() {
+            assert!((f(&j["counters"]["tick"]["rate"]) - n / 0.2).abs() < 1e-9);
+            total += n;
+        }
+    }
+    assert_eq!(total, 10.0);
+}
+
+#[test]
+fn sigterm_flushes_the_last_interval_to_json_and_graphite() {
+    let graphite = TcpListener::bind("127.0.0.1:0").unwrap();
+    let gaddr = graphite.local_addr().unwrap().to_string();
+    let mut c = Collector::start(&[
+        "--udp",
+        "127.0.0.1:0",
+        "--no-http",
+        "--json",
+        "--flush",
+        "1h",
+        "--graphite",
+        &gaddr,
+    ]);
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.send_to(b"term.c:3|c\nterm.t:4|ms\nterm.g:9|g|#k:v", c.udp)
+        .unwrap();
+    c.wait_metrics(3);
+    let got = std::thread::spawn(move || {
+        let (mut conn, _) = graphite.accept().unwrap();
+        conn.set_read_timeout(Some(WAIT)).unwrap();
+        let mut text = String::new();
+        conn.read_to_string(&mut text).unwrap();
+        text
+    });
+    let status = c.terminate();
+    assert!(status.success(), "exit status {status}");
+    let j = c.next_json();
+    assert_eq!(f(&j["counters"]["term.c"]["count"]), 3.0, "{j}");
+    assert_eq!(f(&j["timers"]["term.t"]["upper"]), 4.0);
+    let text = got.join().unwrap();
+    assert!(
+        text.contains("\nstats_counts.term.c 3 ") || text.starts_with("stats_counts.term.c 3 "),
+        "{text}"
+    );
+    assert!(text.contains("stats.timers.term.t.upper 4 "), "{text}");
+    assert!(text.contains("stats.gauges.term.g;k=v 9 "), "{text}");
+}
