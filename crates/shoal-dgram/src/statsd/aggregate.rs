@@ -7,10 +7,11 @@
 //! a metric whose key is already known costs no allocation.
 
 use parking_lot::Mutex;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::keyed::KeyedMap;
 use super::parse::{self, Line, MetricType, Value};
 
 /// A gauge's operations during one interval: the last absolute value set (if
@@ -36,23 +37,23 @@ pub struct TimerValues {
 #[derive(Debug, Default)]
 pub struct Interval {
     /// Counter sums (already divided by their sample rates).
-    pub counters: HashMap<String, f64>,
+    pub counters: KeyedMap<f64>,
     /// Gauge operations.
-    pub gauges: HashMap<String, GaugeOp>,
+    pub gauges: KeyedMap<GaugeOp>,
     /// Timer values.
-    pub timers: HashMap<String, TimerValues>,
+    pub timers: KeyedMap<TimerValues>,
     /// Set members, hashed (64-bit).
-    pub sets: HashMap<String, HashSet<u64>>,
+    pub sets: KeyedMap<HashSet<u64>>,
 }
 
 impl Interval {
     /// An empty interval with room for about as many keys as `prev` had.
     pub fn sized_like(prev: &Interval) -> Self {
         Interval {
-            counters: HashMap::with_capacity(prev.counters.len()),
-            gauges: HashMap::with_capacity(prev.gauges.len()),
-            timers: HashMap::with_capacity(prev.timers.len()),
-            sets: HashMap::with_capacity(prev.sets.len()),
+            counters: KeyedMap::with_capacity(prev.counters.len()),
+            gauges: KeyedMap::with_capacity(prev.gauges.len()),
+            timers: KeyedMap::with_capacity(prev.timers.len()),
+            sets: KeyedMap::with_capacity(prev.sets.len()),
         }
     }
 
@@ -61,7 +62,7 @@ impl Interval {
         let k = key.build(line);
         match line.kind {
             MetricType::Counter => {
-                let slot = entry(&mut self.counters, k);
+                let slot = self.counters.slot(k);
                 line.for_each_value(|v| {
                     if let Some(Value::Number(n)) = v {
                         *slot += n / line.rate;
@@ -69,7 +70,7 @@ impl Interval {
                 });
             }
             MetricType::Gauge => {
-                let slot = entry(&mut self.gauges, k);
+                let slot = self.gauges.slot(k);
                 line.for_each_value(|v| match v {
                     Some(Value::Number(n)) => {
                         slot.set = Some(n);
@@ -80,7 +81,7 @@ impl Interval {
                 });
             }
             MetricType::Timer => {
-                let slot = entry(&mut self.timers, k);
+                let slot = self.timers.slot(k);
                 line.for_each_value(|v| {
                     if let Some(Value::Number(n)) = v {
                         slot.values.push(n);
@@ -89,7 +90,7 @@ impl Interval {
                 });
             }
             MetricType::Set => {
-                let slot = entry(&mut self.sets, k);
+                let slot = self.sets.slot(k);
                 line.for_each_value(|v| {
                     if let Some(Value::Member(m)) = v {
                         slot.insert(member_hash(m));
@@ -106,14 +107,6 @@ impl Interval {
             && self.timers.is_empty()
             && self.sets.is_empty()
     }
-}
-
-fn entry<'m, V: Default>(map: &'m mut HashMap<String, V>, k: &str) -> &'m mut V {
-    // Look up by &str first: no allocation for a known key.
-    if !map.contains_key(k) {
-        map.insert(k.to_owned(), V::default());
-    }
-    map.get_mut(k).expect("inserted above")
 }
 
 /// The hash of a set member (the same in every shard).
@@ -173,7 +166,7 @@ impl KeyBuf {
 
 /// Append `s`, replacing the key separators `;` (and `=` in tag keys) by `_`.
 fn push_clean(out: &mut String, s: &str, is_tag_key: bool) {
-    if !s.contains([';', '=']) {
+    if !s.bytes().any(|b| b == b';' || b == b'=') {
         out.push_str(s);
         return;
     }
@@ -315,7 +308,7 @@ mod tests {
             &mut i,
             "r:1|c|#b:2,a:1\nr:1|c|#a:1,b:2\nr:1|c|#flag,x;y:z=w",
         );
-        let mut keys: Vec<_> = i.counters.keys().cloned().collect();
+        let mut keys: Vec<_> = i.counters.keys().map(str::to_string).collect();
         keys.sort();
         assert_eq!(keys, vec!["r;a=1;b=2", "r;flag;x_y=z=w"]);
         assert_eq!(i.counters["r;a=1;b=2"], 2.0);

@@ -98,7 +98,7 @@ impl Default for Config {
             json: false,
             rules: FlushRules::default(),
             sockets: default_sockets(),
-            receive_buffer: 8 << 20,
+            receive_buffer: 32 << 20,
             max_datagram: 65_535,
             control: Some(shoal_core::control::socket_path("stats")),
         }

@@ -66,7 +66,7 @@ pub struct StatsOptions {
     /// SO_REUSEPORT. [default: one per core]
     #[arg(long, value_name = "N")]
     pub sockets: Option<usize>,
-    /// SO_RCVBUF per socket, in bytes. [default: 8388608]
+    /// SO_RCVBUF per socket, in bytes. [default: 33554432 (32 MiB)]
     #[arg(long, value_name = "BYTES")]
     pub receive_buffer: Option<usize>,
     /// Largest datagram accepted; longer ones are counted and dropped. [default: 65535]
