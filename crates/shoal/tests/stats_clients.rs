@@ -320,3 +320,32 @@ fn sigterm_flushes_the_last_interval_to_json_and_graphite() {
     assert!(text.contains("stats.timers.term.t.upper 4 "), "{text}");
     assert!(text.contains("stats.gauges.term.g;k=v 9 "), "{text}");
 }
+
+#[test]
+fn new_series_past_max_series_are_counted_and_dropped() {
+    let c = Collector::start(&[
+        "--udp",
+        "127.0.0.1:0",
+        "--no-http",
+        "--json",
+        "--flush",
+        "1h",
+        "--sockets",
+        "1",
+        "--max-series",
+        "2",
+    ]);
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.send_to(b"one:1|c\ntwo:1|c\nthree:1|c\none:1|c", c.udp)
+        .unwrap();
+    c.wait_health("series_dropped", 1);
+    c.wait_metrics(3);
+    let j = c.flush_json();
+    assert_eq!(f(&j["counters"]["one"]["count"]), 2.0, "{j}");
+    assert!(j["counters"].get("three").is_none(), "{j}");
+    assert_eq!(j["health"]["series_dropped"], 1);
+    // A new interval has room again.
+    s.send_to(b"three:1|c", c.udp).unwrap();
+    c.wait_metrics(4);
+    assert_eq!(f(&c.flush_json()["counters"]["three"]["count"]), 1.0);
+}

@@ -34,8 +34,11 @@ pub struct TimerValues {
 }
 
 /// What one shard collected since the last flush.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Interval {
+    /// New series beyond this many (all types together) are dropped and
+    /// counted, so a flood of distinct names cannot exhaust memory.
+    pub max_series: usize,
     /// Counter sums (already divided by their sample rates).
     pub counters: KeyedMap<f64>,
     /// Gauge operations.
@@ -46,10 +49,33 @@ pub struct Interval {
     pub sets: KeyedMap<HashSet<u64>>,
 }
 
+impl Default for Interval {
+    fn default() -> Self {
+        Interval::with_limit(usize::MAX)
+    }
+}
+
 impl Interval {
+    /// An empty interval that accepts at most `max_series` series.
+    pub fn with_limit(max_series: usize) -> Self {
+        Interval {
+            max_series,
+            counters: KeyedMap::default(),
+            gauges: KeyedMap::default(),
+            timers: KeyedMap::default(),
+            sets: KeyedMap::default(),
+        }
+    }
+
+    /// Series collected so far.
+    pub fn series(&self) -> usize {
+        self.counters.len() + self.gauges.len() + self.timers.len() + self.sets.len()
+    }
+
     /// An empty interval with room for about as many keys as `prev` had.
     pub fn sized_like(prev: &Interval) -> Self {
         Interval {
+            max_series: prev.max_series,
             counters: KeyedMap::with_capacity(prev.counters.len()),
             gauges: KeyedMap::with_capacity(prev.gauges.len()),
             timers: KeyedMap::with_capacity(prev.timers.len()),
@@ -58,8 +84,20 @@ impl Interval {
     }
 
     /// Add one parsed line. `key` is scratch space for the metric's key.
-    pub fn add(&mut self, line: &Line<'_>, key: &mut KeyBuf) {
+    /// Returns `false` if the line was a new series over `max_series`.
+    pub fn add(&mut self, line: &Line<'_>, key: &mut KeyBuf) -> bool {
         let k = key.build(line);
+        if self.series() >= self.max_series {
+            let known = match line.kind {
+                MetricType::Counter => self.counters.get(k).is_some(),
+                MetricType::Gauge => self.gauges.get(k).is_some(),
+                MetricType::Timer => self.timers.get(k).is_some(),
+                MetricType::Set => self.sets.get(k).is_some(),
+            };
+            if !known {
+                return false;
+            }
+        }
         match line.kind {
             MetricType::Counter => {
                 let slot = self.counters.slot(k);
@@ -98,6 +136,7 @@ impl Interval {
                 });
             }
         }
+        true
     }
 
     /// Whether nothing was collected.
@@ -199,6 +238,8 @@ pub struct ShardStats {
     pub bad_lines: AtomicU64,
     /// Datagrams longer than the receive buffer (truncated, then dropped).
     pub oversized: AtomicU64,
+    /// Lines dropped because their series would pass `max_series`.
+    pub series_dropped: AtomicU64,
 }
 
 /// One receive thread's share of the work.
@@ -243,11 +284,15 @@ pub fn ingest(
 ) {
     let mut good = 0u64;
     let mut wrong = 0u64;
+    let mut dropped = 0u64;
     for l in parse::lines(datagram) {
         match parse::parse_line(l) {
             Ok(line) => {
-                interval.add(&line, key);
-                good += 1;
+                if interval.add(&line, key) {
+                    good += 1;
+                } else {
+                    dropped += 1;
+                }
             }
             Err(why) => {
                 wrong += 1;
@@ -257,6 +302,9 @@ pub fn ingest(
         }
     }
     stats.metrics.fetch_add(good, Ordering::Relaxed);
+    if dropped > 0 {
+        stats.series_dropped.fetch_add(dropped, Ordering::Relaxed);
+    }
     if wrong > 0 {
         stats.bad_lines.fetch_add(wrong, Ordering::Relaxed);
     }
@@ -299,6 +347,24 @@ mod tests {
         let mut i = Interval::default();
         assert_eq!(feed(&mut i, "a:1|c\ngarbage\nb:x|c\na:2|c"), (2, 2));
         assert_eq!(i.counters["a"], 3.0);
+    }
+
+    #[test]
+    fn new_series_over_the_limit_are_dropped() {
+        let mut i = Interval::with_limit(2);
+        let stats = ShardStats::default();
+        let d = "a:1|c\nb:1|g\nc:1|c\na:1|c";
+        ingest(
+            d.as_bytes(),
+            &mut i,
+            &mut KeyBuf::default(),
+            &stats,
+            &BadSample::default(),
+        );
+        assert_eq!(i.series(), 2);
+        assert_eq!(i.counters["a"], 2.0);
+        assert_eq!(stats.series_dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.metrics.load(Ordering::Relaxed), 3);
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     for sock in sockets {
         use std::os::fd::AsFd;
         inodes.extend(health::socket_inode(sock.as_fd()));
-        let shard = Arc::new(Shard::default());
+        let shard = Arc::new(new_shard(config.max_series));
         shards.push(shard.clone());
         let (bad, stop, max) = (bad.clone(), stop.clone(), config.max_datagram);
         let t = std::thread::Builder::new()
@@ -97,7 +97,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         threads.push(t);
     }
     // The TCP input feeds its own shard.
-    let tcp_shard = Arc::new(Shard::default());
+    let tcp_shard = Arc::new(new_shard(config.max_series));
     shards.push(tcp_shard.clone());
     let shared = Arc::new(Shared {
         shards,
@@ -165,6 +165,13 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         control,
         task,
     })
+}
+
+fn new_shard(max_series: usize) -> Shard {
+    Shard {
+        interval: parking_lot::Mutex::new(Interval::with_limit(max_series)),
+        stats: Default::default(),
+    }
 }
 
 /// Run the collector until `shutdown` fires, then flush the last interval.

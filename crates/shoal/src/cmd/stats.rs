@@ -72,6 +72,11 @@ pub struct StatsOptions {
     /// Largest datagram accepted; longer ones are counted and dropped. [default: 65535]
     #[arg(long, value_name = "BYTES")]
     pub max_datagram: Option<usize>,
+    /// Distinct series per receive socket and interval; lines of new series
+    /// beyond it are counted (shoal_stats_series_dropped_total) and dropped.
+    /// [default: 1000000]
+    #[arg(long, value_name = "N")]
+    pub max_series: Option<usize>,
     /// Control socket name (under $SHOAL_RUNTIME_DIR). [default: stats]
     #[arg(long)]
     pub name: Option<String>,
@@ -98,6 +103,7 @@ impl StatsOptions {
             sockets: self.sockets,
             receive_buffer: self.receive_buffer,
             max_datagram: self.max_datagram,
+            max_series: self.max_series,
             name: self.name.clone(),
             ..FileConfig::default()
         }
