@@ -88,7 +88,7 @@ ladder() {
   eval "HELD_$name=$held; CPU_$name=$held_cpu; US_$name=$held_us; RSS_$name=$(rss_mb "$pid")"
 }
 
-echo "# bench/stats.sh  $(date -u +%FT%TZ)  $(nproc) cores, ${DUR}s per step"
+echo "# bench/stats.sh  $(date -u +%FT%TZ)  $(nproc) cores, ${DUR}s per step, load average $(cut -d" " -f1-3 /proc/loadavg)"
 printf '%-7s %9s %10s %10s %9s %6s %9s %7s\n' who target sent received loss cpu us/metric rss_mb
 
 # (a) Etsy statsd 0.9
