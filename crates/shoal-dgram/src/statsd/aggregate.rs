@@ -203,18 +203,34 @@ impl KeyBuf {
     }
 }
 
-/// Append `s`, replacing the key separators `;` (and `=` in tag keys) by `_`.
+/// Append `s` sanitised as the statsd daemon does (`keyNameSanitize`):
+/// runs of whitespace become `_`, `/` becomes `-`, and anything outside
+/// `[A-Za-z0-9_.-]` (plus `=` except in tag keys) is dropped. The separators
+/// `;` (and `=` in tag keys) become `_`, so keys always split back cleanly.
 fn push_clean(out: &mut String, s: &str, is_tag_key: bool) {
-    if !s.bytes().any(|b| b == b';' || b == b'=') {
+    let plain = |b: u8| {
+        b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-') || (b == b'=' && !is_tag_key)
+    };
+    if s.bytes().all(plain) {
         out.push_str(s);
         return;
     }
-    for c in s.chars() {
-        out.push(if c == ';' || (is_tag_key && c == '=') {
-            '_'
-        } else {
-            c
-        });
+    let mut in_space = false;
+    for b in s.bytes() {
+        if b.is_ascii_whitespace() {
+            if !in_space {
+                out.push('_');
+            }
+            in_space = true;
+            continue;
+        }
+        in_space = false;
+        match b {
+            b'/' => out.push('-'),
+            b';' | b'=' => out.push('_'),
+            b if plain(b) => out.push(b as char),
+            _ => {}
+        }
     }
 }
 
@@ -365,6 +381,15 @@ mod tests {
         assert_eq!(i.counters["a"], 2.0);
         assert_eq!(stats.series_dropped.load(Ordering::Relaxed), 1);
         assert_eq!(stats.metrics.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn keys_are_sanitised_like_statsd() {
+        let mut i = Interval::default();
+        feed(&mut i, "my  metric/x!:1|c\nnaïve:1|c|#path:/a b,k=x:v");
+        let mut keys: Vec<_> = i.counters.keys().map(str::to_string).collect();
+        keys.sort();
+        assert_eq!(keys, vec!["my_metric-x", "nave;k_x=v;path=-a_b"]);
     }
 
     #[test]
