@@ -314,19 +314,39 @@ async fn flush_once(
     })
 }
 
-async fn serve_http(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdown) {
+/// Connections served at once on each TCP listener (HTTP, statsd over TCP);
+/// past it the listener stops accepting until one ends (the kernel's backlog
+/// holds the rest).
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// The next connection and its slot, or `None` once `shutdown` fires.
+async fn accept_next(
+    listener: &TcpListener,
+    shutdown: &Shutdown,
+    slots: &Arc<tokio::sync::Semaphore>,
+    what: &str,
+) -> Option<(TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit)> {
     loop {
-        let stream = tokio::select! {
-            _ = shutdown.cancelled() => return,
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            p = slots.clone().acquire_owned() => p.ok()?,
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
             r = listener.accept() => match r {
-                Ok((s, _)) => s,
+                Ok((s, peer)) => return Some((s, peer, permit)),
                 Err(e) => {
-                    tracing::warn!(error = %e, "http accept failed");
+                    tracing::warn!(error = %e, "{what} accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
                 }
             },
-        };
+        }
+    }
+}
+
+async fn serve_http(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdown) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    while let Some((stream, _, permit)) = accept_next(&listener, &shutdown, &slots, "http").await {
         let shared = shared.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -334,12 +354,16 @@ async fn serve_http(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdo
                 async move { Ok::<_, std::convert::Infallible>(respond(&req, &shared)) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
+            // A client that sends no complete request head in 30 s is dropped.
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
                 .serve_connection(io, svc)
                 .await
             {
                 tracing::debug!(error = %e, "http connection ended with an error");
             }
+            drop(permit);
         });
     }
 }
@@ -376,23 +400,15 @@ async fn serve_tcp(
     bad: Arc<BadSample>,
     shutdown: Shutdown,
 ) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "tcp accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    while let Some((stream, peer, permit)) = accept_next(&listener, &shutdown, &slots, "tcp").await
+    {
         let (shard, bad, shutdown) = (shard.clone(), bad.clone(), shutdown.clone());
         tokio::spawn(async move {
             if let Err(e) = tcp_connection(stream, &shard, &bad, &shutdown).await {
                 tracing::debug!(%peer, error = %e, "statsd tcp connection ended with an error");
             }
+            drop(permit);
         });
     }
 }
