@@ -35,8 +35,18 @@ pub struct DgramArgs {
 #[derive(Subcommand, Debug)]
 pub enum DgramCommand {
     /// Print every datagram received, with its sender.
+    #[command(after_help = "\
+Examples:
+  shoal dgram listen --bind 127.0.0.1:41234
+  shoal dgram listen --bind 230.1.2.3:5554 --group 230.1.2.3 --label Client1 --json
+  shoal dgram listen --bind 230.3.2.1:5554 --group 230.3.2.1 --reply-to 230.1.2.3:5554")]
     Listen(Box<ListenArgs>),
     /// Send a datagram, or a series of them.
+    #[command(after_help = "\
+Examples:
+  shoal dgram send 127.0.0.1:41234 'UDP says Hello!'
+  shoal dgram send 230.1.2.3:5554,230.3.2.1:5554 --every 1s --count 0    # This is message #1, #2, ...
+  shoal dgram send 230.1.2.3:5554 'tick {n} to {to}' --group-ttl 1 --count 5 --every 200ms")]
     Send(Box<SendArgs>),
 }
 

@@ -16,7 +16,7 @@ use shoal_dgram::statsd::{self, parse_duration, FileConfig, HttpSetting};
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Examples:
-  shoal stats                                   # UDP 127.0.0.1:8125, /metrics on 127.0.0.1:9102, flush 10s
+  shoal stats                       # UDP 127.0.0.1:8125, /metrics on :9102, flush 10s
   shoal stats --udp 0.0.0.0:8125 --flush 5s --graphite 127.0.0.1:2003
   shoal stats --json --no-http --flush 1s       # one JSON line per flush on stdout
   shoal stats --config examples/stats.toml
