@@ -194,7 +194,7 @@ fn chapter_multicast_two_groups_three_receivers_and_a_reply() {
             "dgram",
             "send",
             &format!("{g1}:{port},{g2}:{port}"),
-            "This is message #{n} to {to}",
+            "This is message #{num} to {to}",
         ])
         .args(["--every", "50ms", "--count", "3", "--group-ttl", "1"])
         .output()
@@ -357,7 +357,7 @@ fn ipv6_multicast_over_veth_in_namespaces() {
         "dgram",
         "send",
         &format!("[ff15::5d6]:{p1},[ff02::1:5d6]:{p2}"),
-        "v6 #{n} to {to}",
+        "v6 #{num} to {to}",
     ]);
     s.args(["--interface", "va", "--every", "100ms", "--count", "600"]);
     let _sender = start(s, false);

@@ -46,7 +46,7 @@ Examples:
 Examples:
   shoal dgram send 127.0.0.1:41234 'UDP says Hello!'
   shoal dgram send 230.1.2.3:5554,230.3.2.1:5554 --every 1s --count 0    # This is message #1, #2, ...
-  shoal dgram send 230.1.2.3:5554 'tick {n} to {to}' --group-ttl 1 --count 5 --every 200ms")]
+  shoal dgram send 230.1.2.3:5554 'tick {num} to {to}' --group-ttl 1 --count 5 --every 200ms")]
     Send(Box<SendArgs>),
 }
 
@@ -90,9 +90,9 @@ pub struct SendArgs {
     /// (e.g. 230.1.2.3:5554,230.3.2.1:5554). Host names are resolved.
     #[arg(value_name = "ADDR:PORT[,ADDR:PORT...]")]
     pub to: String,
-    /// The message; `{n}` becomes the message number (from 1) and `{to}` the
+    /// The message; `{num}` becomes the message number (from 1) and `{to}` the
     /// destination address.
-    #[arg(default_value = "This is message #{n}")]
+    #[arg(default_value = "This is message #{num}")]
     pub message: String,
     /// Multicast TTL: hops a multicast datagram may take (0..=255; system
     /// default 1).
@@ -271,7 +271,7 @@ async fn send(a: SendArgs, shutdown: shoal_core::Shutdown) -> anyhow::Result<()>
         for (host, port) in &targets {
             let msg = a
                 .message
-                .replace("{n}", &n.to_string())
+                .replace("{num}", &n.to_string())
                 .replace("{to}", host);
             sock.send(msg.as_bytes(), 0, msg.len(), *port, host).await?;
         }
