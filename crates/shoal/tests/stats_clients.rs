@@ -349,3 +349,36 @@ fn new_series_past_max_series_are_counted_and_dropped() {
     c.wait_metrics(4);
     assert_eq!(f(&c.flush_json()["counters"]["three"]["count"]), 1.0);
 }
+
+#[test]
+fn control_socket_status_stop_and_bad_commands() {
+    let mut c = Collector::start(&[
+        "--udp",
+        "127.0.0.1:0",
+        "--no-http",
+        "--json",
+        "--flush",
+        "1h",
+    ]);
+    let r = c.control(r#"{"cmd":"dance"}"#);
+    assert_eq!(r["ok"], false, "{r}");
+    let r = c.control("not json");
+    assert_eq!(r["ok"], false, "{r}");
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.send_to(b"bye:2|c", c.udp).unwrap();
+    c.wait_metrics(1);
+    let r = c.control(r#"{"cmd":"status"}"#);
+    assert_eq!(r["health"]["packets"], 1, "{r}");
+    let r = c.control(r#"{"cmd":"stop"}"#);
+    assert_eq!(r["ok"], true, "{r}");
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(st) = c.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    assert_eq!(f(&c.next_json()["counters"]["bye"]["count"]), 2.0);
+}

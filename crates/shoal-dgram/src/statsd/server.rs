@@ -140,14 +140,15 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
             let l = shoal_core::control::bind(path)
                 .await
                 .map_err(io_err(format!("bind control socket {}", path.display())))?;
-            let shared = shared.clone();
+            let (shared, stopper) = (shared.clone(), shutdown.clone());
             tokio::spawn(shoal_core::control::serve(
                 l,
                 path.clone(),
                 shutdown.clone(),
                 move |req| {
-                    let (shared, flush_tx) = (shared.clone(), flush_tx.clone());
-                    async move { control(req, &shared, &flush_tx).await }
+                    let (shared, flush_tx, stopper) =
+                        (shared.clone(), flush_tx.clone(), stopper.clone());
+                    async move { control(req, &shared, &flush_tx, &stopper).await }
                 },
             ));
             Some(path.clone())
@@ -179,10 +180,13 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<()> {
     start(config, shutdown).await?.wait().await
 }
 
+/// The control socket's commands: `status` (health), `flush` (now; replies
+/// with the interval's summary), `stop` (stop receiving, flush, exit).
 async fn control(
     req: serde_json::Value,
     shared: &Shared,
     flush_tx: &mpsc::Sender<oneshot::Sender<serde_json::Value>>,
+    stopper: &Shutdown,
 ) -> serde_json::Value {
     use shoal_core::control::{err, ok};
     match req["cmd"].as_str() {
@@ -199,7 +203,13 @@ async fn control(
                 Err(_) => err("the collector stopped before flushing"),
             }
         }
-        Some(other) => err(format!("unknown command {other:?} (try status, flush)")),
+        Some("stop") => {
+            stopper.trigger();
+            ok(json!({ "stopping": true }))
+        }
+        Some(other) => err(format!(
+            "unknown command {other:?} (try status, flush, stop)"
+        )),
         None => err("missing cmd"),
     }
 }

@@ -23,7 +23,8 @@ Examples:
   echo 'api.hits:1|c|#env:prod' | nc -u -w0 127.0.0.1 8125 && curl -s 127.0.0.1:9102/metrics
 
 Control socket (name `stats`, see --name): {\"cmd\":\"flush\"} flushes now, {\"cmd\":\"status\"} returns
-the health counters. SIGTERM/SIGINT flush the last interval before exit.")]
+the health counters, {\"cmd\":\"stop\"} stops (e.g. `shoal ctl --name stats stop`).
+SIGTERM/SIGINT also flush the last interval before exit.")]
 pub struct StatsArgs {
     /// The options (boxed: they are large, and live in the CLI's enum).
     #[command(flatten)]
