@@ -310,9 +310,11 @@ async fn flush_once(
         timers = snap.timers.len(),
         sets = snap.sets.len(),
         packets = delta.packets,
+        bytes = delta.bytes,
         metrics = delta.metrics,
         bad_lines = delta.bad_lines,
         oversized = delta.oversized,
+        series_dropped = delta.series_dropped,
         kernel_drops = delta.kernel_drops,
         last_bad_line = %last_bad,
         "flush"
