@@ -334,34 +334,33 @@ fn ipv6_multicast_over_veth_in_namespaces() {
         }
     };
     // One port per group, so each listener sees only its own group.
-    let (p1, p2) = (45_461u16, 45_462u16);
-    let listener = |group: &str, port: u16| {
+    let (p1, p2, p3) = (45_461u16, 45_462u16, 45_463u16);
+    let listener = |group: &str, port: u16, source: Option<&str>| {
         let mut c = ns.exec(&ns.b);
-        c.args([
-            "dgram",
-            "listen",
-            "--bind",
-            &format!("[::]:{port}"),
-            "--group",
-            group,
-        ]);
+        let bind = format!("[::]:{port}");
+        c.args(["dgram", "listen", "--bind", &bind, "--group", group]);
+        if let Some(src) = source {
+            c.args(["--source", src]);
+        }
         c.args(["--interface", "vb", "--json", "--count", "3"]);
         start(c, true)
     };
-    let site = listener("ff15::5d6", p1);
-    let link = listener("ff02::1:5d6", p2);
-    // Send until both listeners have what they need (the first datagrams may
+    let site = listener("ff15::5d6", p1, None);
+    let link = listener("ff02::1:5d6", p2, None);
+    // Source-specific (RFC 4607, ff3x::/32), from the sender's address.
+    let ssm = listener("ff3e::5d6", p3, Some("fd00:5d6::1"));
+    // Send until every listener has what it needs (the first datagrams may
     // race the group joins on the link); the sender is killed on drop.
     let mut s = ns.exec(&ns.a);
-    s.args([
-        "dgram",
-        "send",
-        &format!("[ff15::5d6]:{p1},[ff02::1:5d6]:{p2}"),
-        "v6 #{num} to {to}",
-    ]);
+    let to = format!("[ff15::5d6]:{p1},[ff02::1:5d6]:{p2},[ff3e::5d6]:{p3}");
+    s.args(["dgram", "send", &to, "v6 #{num} to {to}"]);
     s.args(["--interface", "va", "--every", "100ms", "--count", "600"]);
     let _sender = start(s, false);
-    for (l, group) in [(&site, "ff15::5d6"), (&link, "ff02::1:5d6")] {
+    for (l, group) in [
+        (&site, "ff15::5d6"),
+        (&link, "ff02::1:5d6"),
+        (&ssm, "ff3e::5d6"),
+    ] {
         let got = l.take_json(3);
         for j in &got {
             assert_eq!(j["family"], "IPv6");

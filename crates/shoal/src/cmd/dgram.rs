@@ -59,7 +59,8 @@ pub struct ListenArgs {
     /// Join this multicast group (repeatable: several groups on one socket).
     #[arg(long, value_name = "GROUP")]
     pub group: Vec<IpAddr>,
-    /// Only from this source (source-specific multicast, IPv4, 232.0.0.0/8).
+    /// Only from this source (source-specific multicast, RFC 4607: groups
+    /// in 232.0.0.0/8 or ff3x::/32).
     #[arg(long, value_name = "SOURCE", requires = "group")]
     pub source: Option<IpAddr>,
     /// Interface to join groups on: an IPv4 address, or for IPv6 a name or
