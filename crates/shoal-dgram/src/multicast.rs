@@ -227,15 +227,14 @@ impl DgramSocket {
 
     /// With `false`, receive only the groups this socket joined, not every
     /// group joined on the host for its port (Linux's IP_MULTICAST_ALL,
-    /// on by default). IPv4 only; a no-op on udp6.
+    /// on by default; IPV6_MULTICAST_ALL for udp6, Linux 4.20+).
     pub fn set_multicast_all(&self, on: bool) -> Result<()> {
+        let s = self.sock_ref();
         match self.family() {
-            Family::V4 => self
-                .sock_ref()
-                .set_multicast_all_v4(on)
-                .map_err(io_err("set IP_MULTICAST_ALL")),
-            Family::V6 => Ok(()),
+            Family::V4 => s.set_multicast_all_v4(on),
+            Family::V6 => s.set_multicast_all_v6(on),
         }
+        .map_err(io_err("set IP_MULTICAST_ALL"))
     }
 
     /// Allow sending to broadcast addresses (SO_BROADCAST).
