@@ -25,6 +25,12 @@ pub const POLL: Duration = Duration::from_millis(100);
 /// picks the port when `addr` has port 0), each with a receive buffer of
 /// `rcvbuf` bytes (forced past `rmem_max` when the process may).
 pub fn bind_sockets(addr: SocketAddr, count: usize, rcvbuf: usize) -> Result<Vec<UdpSocket>> {
+    // SO_REUSEPORT would let us share a port that another collector (with
+    // the option too) already holds, silently splitting its traffic: probe
+    // with a plain bind first.
+    if addr.port() != 0 {
+        UdpSocket::bind(addr).map_err(|source| Error::Bind { addr, source })?;
+    }
     let mut out = Vec::with_capacity(count);
     let mut addr = addr;
     for _ in 0..count.max(1) {
