@@ -66,14 +66,20 @@ impl Running {
     }
 }
 
-/// Bind and start the collector; returns once every socket is bound.
+/// Bind a TCP listener, naming the address on failure.
+async fn bind_tcp(addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
+    let l = TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })?;
+    let bound = l.local_addr().map_err(io_err("read the bound address"))?;
+    Ok((l, bound))
+}
+
+/// Bind and start the collector; returns once every socket is bound. Every
+/// socket is bound before any thread or task starts, so a failure leaves
+/// nothing running.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let bad = Arc::new(BadSample::default());
-    let mut shards = Vec::new();
-    let mut threads = Vec::new();
     let mut udp = Vec::new();
-    let mut inodes = Vec::new();
     let mut sockets = Vec::new();
     for addr in &config.udp {
         let socks = receive::bind_sockets(*addr, config.sockets, config.receive_buffer)?;
@@ -84,17 +90,46 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         );
         sockets.extend(socks);
     }
+    let tcp = match config.tcp {
+        Some(addr) => Some(bind_tcp(addr).await?),
+        None => None,
+    };
+    let http = match config.http {
+        Some(addr) => Some(bind_tcp(addr).await?),
+        None => None,
+    };
+    let control_listener = match &config.control {
+        Some(path) => Some((
+            shoal_core::control::bind(path)
+                .await
+                .map_err(io_err(format!("bind control socket {}", path.display())))?,
+            path.clone(),
+        )),
+        None => None,
+    };
+
+    // Everything is bound: start the receive threads, one shard each.
+    let stop = Arc::new(AtomicBool::new(false));
+    let bad = Arc::new(BadSample::default());
+    let mut shards = Vec::new();
+    let mut threads = Vec::new();
+    let mut inodes = Vec::new();
     for sock in sockets {
         use std::os::fd::AsFd;
         inodes.extend(health::socket_inode(sock.as_fd()));
         let shard = Arc::new(new_shard(config.max_series));
         shards.push(shard.clone());
-        let (bad, stop, max) = (bad.clone(), stop.clone(), config.max_datagram);
-        let t = std::thread::Builder::new()
+        let (bad, stop_flag, max) = (bad.clone(), stop.clone(), config.max_datagram);
+        match std::thread::Builder::new()
             .name("stats-recv".into())
-            .spawn(move || receive::receive_loop(sock, shard, bad, stop, max))
-            .map_err(io_err("spawn a receive thread"))?;
-        threads.push(t);
+            .spawn(move || receive::receive_loop(sock, shard, bad, stop_flag, max))
+        {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                return Err(io_err("spawn a receive thread")(e));
+            }
+        }
     }
     // The TCP input feeds its own shard.
     let tcp_shard = Arc::new(new_shard(config.max_series));
@@ -106,55 +141,34 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         rcvbuf_base: health::host_rcvbuf_errors(),
         last: Mutex::new(Arc::new(Snapshot::default())),
     });
-
-    let tcp = match config.tcp {
-        Some(addr) => {
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|source| Error::Bind { addr, source })?;
-            let bound = l.local_addr().map_err(io_err("read the bound address"))?;
-            tokio::spawn(serve_tcp(
-                l,
-                tcp_shard,
-                shared.bad.clone(),
-                shutdown.clone(),
-            ));
-            Some(bound)
-        }
-        None => None,
-    };
-    let http = match config.http {
-        Some(addr) => {
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|source| Error::Bind { addr, source })?;
-            let bound = l.local_addr().map_err(io_err("read the bound address"))?;
-            tokio::spawn(serve_http(l, shared.clone(), shutdown.clone()));
-            Some(bound)
-        }
-        None => None,
-    };
+    let tcp = tcp.map(|(l, bound)| {
+        tokio::spawn(serve_tcp(
+            l,
+            tcp_shard,
+            shared.bad.clone(),
+            shutdown.clone(),
+        ));
+        bound
+    });
+    let http = http.map(|(l, bound)| {
+        tokio::spawn(serve_http(l, shared.clone(), shutdown.clone()));
+        bound
+    });
     let (flush_tx, flush_rx) = mpsc::channel::<oneshot::Sender<serde_json::Value>>(8);
-    let control = match &config.control {
-        Some(path) => {
-            let l = shoal_core::control::bind(path)
-                .await
-                .map_err(io_err(format!("bind control socket {}", path.display())))?;
-            let (shared, stopper) = (shared.clone(), shutdown.clone());
-            tokio::spawn(shoal_core::control::serve(
-                l,
-                path.clone(),
-                shutdown.clone(),
-                move |req| {
-                    let (shared, flush_tx, stopper) =
-                        (shared.clone(), flush_tx.clone(), stopper.clone());
-                    async move { control(req, &shared, &flush_tx, &stopper).await }
-                },
-            ));
-            Some(path.clone())
-        }
-        None => None,
-    };
+    let control = control_listener.map(|(l, path)| {
+        let (shared, stopper) = (shared.clone(), shutdown.clone());
+        tokio::spawn(shoal_core::control::serve(
+            l,
+            path.clone(),
+            shutdown.clone(),
+            move |req| {
+                let (shared, flush_tx, stopper) =
+                    (shared.clone(), flush_tx.clone(), stopper.clone());
+                async move { control(req, &shared, &flush_tx, &stopper).await }
+            },
+        ));
+        path
+    });
     tracing::info!(udp = ?udp, tcp = ?tcp, http = ?http, sockets = config.sockets, flush = ?config.flush, "stats collector listening");
     let task = tokio::spawn(flush_loop(
         config, shared, shutdown, flush_rx, stop, threads,
