@@ -3,68 +3,11 @@
 //! `shoal dgram send` multicasts, and `shoal dgram listen` receives what a
 //! Node sender multicasts. Every membership and send is pinned to 127.0.0.1.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod dgram_support;
 
-const WAIT: Duration = Duration::from_secs(60);
+use std::process::Command;
 
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn node_path() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/node/node_modules")
-}
-
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Spawn `cmd` with piped stdout; lines arrive on the channel.
-fn spawn_lines(cmd: &mut Command) -> (Kill, mpsc::Receiver<String>) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let (tx, rx) = mpsc::channel();
-    let out = child.stdout.take().unwrap();
-    let tx2 = tx.clone();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    let err = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx2.send(format!("stderr: {l}"));
-        }
-    });
-    (Kill(child), rx)
-}
-
-fn wait_for(rx: &mpsc::Receiver<String>, pred: impl Fn(&str) -> bool) -> String {
-    loop {
-        let l = rx.recv_timeout(WAIT).expect("expected line in time");
-        if pred(&l) {
-            return l;
-        }
-        eprintln!("[child] {l}");
-    }
-}
+use dgram_support::{free_port, node_path, shoal, spawn, start_listener};
 
 #[test]
 fn node_chapter_client_receives_shoal_multicast() {
@@ -85,28 +28,17 @@ dgram.createSocket({ type: 'udp4', reuseAddr: true })
   })
   .bind(port, group);
 "#;
-    let (_node, rx) =
-        spawn_lines(Command::new("node").args(["-e", client, &port.to_string(), "230.1.2.3"]));
-    wait_for(&rx, |l| l == "ready");
-    let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
-        .args([
-            "dgram",
-            "send",
-            &format!("230.1.2.3:{port}"),
-            "--every",
-            "50ms",
-            "--count",
-            "3",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let node = spawn(Command::new("node").args(["-e", client, &port.to_string(), "230.1.2.3"]));
+    node.wait_out(|l| l == "ready");
+    dgram_support::send(&[
+        &format!("230.1.2.3:{port}"),
+        "--every",
+        "50ms",
+        "--count",
+        "3",
+    ]);
     for n in 1..=3 {
-        let l = wait_for(&rx, |l| l.starts_with("Client1"));
+        let l = node.wait_out(|l| l.starts_with("Client1"));
         assert!(
             l.starts_with(&format!(
                 "Client1 received message This is message #{n} from 127.0.0.1:"
@@ -119,7 +51,7 @@ dgram.createSocket({ type: 'udp4', reuseAddr: true })
 #[test]
 fn shoal_listener_receives_the_chapter_node_sender() {
     let port = free_port();
-    let (_l, rx) = spawn_lines(Command::new(env!("CARGO_BIN_EXE_shoal")).args([
+    let listener = start_listener(shoal().args([
         "dgram",
         "listen",
         "--bind",
@@ -131,7 +63,6 @@ fn shoal_listener_receives_the_chapter_node_sender() {
         "--count",
         "3",
     ]));
-    wait_for(&rx, |l| l.starts_with("stderr: Listening for datagrams"));
     // The chapter's sender (setTimeout loop), pinned to the loopback.
     let sender = r#"
 const dgram = require('dgram');
@@ -156,7 +87,7 @@ socket.bind(0, '127.0.0.1', function () {
         .unwrap();
     assert!(st.success());
     for n in 1..=3 {
-        let l = wait_for(&rx, |l| l.starts_with("Client3"));
+        let l = listener.wait_out(|l| l.starts_with("Client3"));
         assert!(
             l.starts_with(&format!(
                 "Client3 received message This is message #{n} from 127.0.0.1:"

@@ -286,16 +286,7 @@ fn periodic_flushes_add_up_and_rates_use_the_interval() {
 fn sigterm_flushes_the_last_interval_to_json_and_graphite() {
     let graphite = TcpListener::bind("127.0.0.1:0").unwrap();
     let gaddr = graphite.local_addr().unwrap().to_string();
-    let mut c = Collector::start(&[
-        "--udp",
-        "127.0.0.1:0",
-        "--no-http",
-        "--json",
-        "--flush",
-        "1h",
-        "--graphite",
-        &gaddr,
-    ]);
+    let mut c = Collector::start_json(&["--graphite", &gaddr]);
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.send_to(b"term.c:3|c\nterm.t:4|ms\nterm.g:9|g|#k:v", c.udp)
         .unwrap();
@@ -323,18 +314,7 @@ fn sigterm_flushes_the_last_interval_to_json_and_graphite() {
 
 #[test]
 fn new_series_past_max_series_are_counted_and_dropped() {
-    let c = Collector::start(&[
-        "--udp",
-        "127.0.0.1:0",
-        "--no-http",
-        "--json",
-        "--flush",
-        "1h",
-        "--sockets",
-        "1",
-        "--max-series",
-        "2",
-    ]);
+    let c = Collector::start_json(&["--sockets", "1", "--max-series", "2"]);
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.send_to(b"one:1|c\ntwo:1|c\nthree:1|c\none:1|c", c.udp)
         .unwrap();
@@ -352,14 +332,7 @@ fn new_series_past_max_series_are_counted_and_dropped() {
 
 #[test]
 fn control_socket_status_stop_and_bad_commands() {
-    let mut c = Collector::start(&[
-        "--udp",
-        "127.0.0.1:0",
-        "--no-http",
-        "--json",
-        "--flush",
-        "1h",
-    ]);
+    let mut c = Collector::start_json(&[]);
     let r = c.control(r#"{"cmd":"dance"}"#);
     assert_eq!(r["ok"], false, "{r}");
     let r = c.control("not json");
@@ -371,28 +344,14 @@ fn control_socket_status_stop_and_bad_commands() {
     assert_eq!(r["health"]["packets"], 1, "{r}");
     let r = c.control(r#"{"cmd":"stop"}"#);
     assert_eq!(r["ok"], true, "{r}");
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(st) = c.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "did not stop");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let status = c.wait_exit();
     assert!(status.success(), "{status}");
     assert_eq!(f(&c.next_json()["counters"]["bye"]["count"]), 2.0);
 }
 
 #[test]
 fn sigterm_right_after_sending_loses_nothing_queued() {
-    let mut c = Collector::start(&[
-        "--udp",
-        "127.0.0.1:0",
-        "--no-http",
-        "--json",
-        "--flush",
-        "1h",
-    ]);
+    let mut c = Collector::start_json(&[]);
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     // On loopback a datagram is in the collector's queue when send_to
     // returns; 100 small datagrams fit even the default 208 KiB buffer.
