@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A socket call failed; `what` says which.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: String,
         #[source]
@@ -37,7 +37,7 @@ pub enum Error {
     #[error("socket is closed")]
     Closed,
     /// Binding a listener failed.
-    #[error("cannot bind {addr}: {source}")]
+    #[error("cannot bind {addr}")]
     Bind {
         addr: SocketAddr,
         #[source]

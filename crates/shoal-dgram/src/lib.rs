@@ -7,9 +7,13 @@
 //!   receive with sender info, events, close) on socket2 + tokio.
 //! - [`multicast`]: group membership (any-source and source-specific), TTL,
 //!   loopback, interface, broadcast options of a socket.
+//! - [`loadgen`]: the statsd load generator behind `shoal bench statsd`
+//!   (paced `sendmmsg` from several sockets).
 //! - [`statsd`]: the collector behind `shoal stats`:
 //!   - [`statsd::parse`]: the statsd/DogStatsD line protocol, without allocation;
 //!   - [`statsd::aggregate`]: per-thread shards collecting one interval;
+//!   - [`statsd::keyed`]: the string-keyed map (one lookup, fast seeded hash)
+//!     those shards use;
 //!   - [`statsd::flush`]: merging shards and computing statsd's figures;
 //!   - [`statsd::prometheus`], [`statsd::graphite`], [`statsd::json`]: the sinks;
 //!   - [`statsd::receive`]: SO_REUSEPORT sockets read with `recvmmsg`;
@@ -18,6 +22,7 @@
 //!   - [`statsd::server`]: wiring, the flush loop, HTTP, TCP and control socket.
 
 pub mod error;
+pub mod loadgen;
 pub mod multicast;
 pub mod socket;
 pub mod statsd;

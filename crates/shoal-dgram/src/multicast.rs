@@ -85,8 +85,9 @@ impl DgramSocket {
     }
 
     /// Join `group` for datagrams from `source` only (source-specific
-    /// multicast, RFC 4607; groups 232.0.0.0/8). IPv4 only: socket2 has no
-    /// IPv6 form, and this crate does not hand-write it.
+    /// multicast, RFC 4607; groups 232.0.0.0/8 and ff3x::/32). IPv4 goes
+    /// through socket2; IPv6 uses `MCAST_JOIN_SOURCE_GROUP`, which socket2
+    /// does not wrap.
     pub fn add_source_specific_membership(
         &self,
         source: IpAddr,
@@ -99,8 +100,11 @@ impl DgramSocket {
                 .sock_ref()
                 .join_ssm_v4(&src, &g, &ipv4_interface(interface)?)
                 .map_err(io_err(format!("join {g} for source {src}"))),
+            (IpAddr::V6(_), IpAddr::V6(_)) => {
+                self.ssm_v6(libc::MCAST_JOIN_SOURCE_GROUP, source, group, interface)
+            }
             _ => Err(Error::Invalid(
-                "source-specific membership is supported for IPv4 only (source and group both IPv4)".into(),
+                "source and group must be of the same family".into(),
             )),
         }
     }
@@ -118,9 +122,66 @@ impl DgramSocket {
                 .sock_ref()
                 .leave_ssm_v4(&src, &g, &ipv4_interface(interface)?)
                 .map_err(io_err(format!("leave {g} for source {src}"))),
+            (IpAddr::V6(_), IpAddr::V6(_)) => {
+                self.ssm_v6(libc::MCAST_LEAVE_SOURCE_GROUP, source, group, interface)
+            }
             _ => Err(Error::Invalid(
-                "source-specific membership is supported for IPv4 only".into(),
+                "source and group must be of the same family".into(),
             )),
+        }
+    }
+
+    /// `MCAST_{JOIN,LEAVE}_SOURCE_GROUP` for IPv6 (RFC 3678's protocol-
+    /// independent form).
+    fn ssm_v6(
+        &self,
+        op: libc::c_int,
+        source: IpAddr,
+        group: IpAddr,
+        interface: Option<&str>,
+    ) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        fn storage(ip: IpAddr) -> libc::sockaddr_storage {
+            let addr = socket2::SockAddr::from(std::net::SocketAddr::new(ip, 0));
+            // SAFETY: sockaddr_storage is plain data; all-zero is valid.
+            let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+            let len = (addr.len() as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+            // SAFETY: copies `len` bytes of a valid sockaddr into a buffer at
+            // least that large; the regions do not overlap.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    addr.as_ptr() as *const u8,
+                    &mut st as *mut _ as *mut u8,
+                    len,
+                );
+            }
+            st
+        }
+        let req = libc::group_source_req {
+            gsr_interface: interface
+                .map(ipv6_interface_index)
+                .transpose()?
+                .unwrap_or(0),
+            gsr_group: storage(group),
+            gsr_source: storage(source),
+        };
+        // SAFETY: setsockopt on our socket with a fully initialised
+        // group_source_req and its exact size.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.as_tokio().as_raw_fd(),
+                libc::IPPROTO_IPV6,
+                op,
+                &req as *const libc::group_source_req as *const libc::c_void,
+                std::mem::size_of::<libc::group_source_req>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io_err(format!(
+                "source-specific membership {group} from {source}"
+            ))(std::io::Error::last_os_error()))
         }
     }
 
@@ -166,15 +227,14 @@ impl DgramSocket {
 
     /// With `false`, receive only the groups this socket joined, not every
     /// group joined on the host for its port (Linux's IP_MULTICAST_ALL,
-    /// on by default). IPv4 only; a no-op on udp6.
+    /// on by default; IPV6_MULTICAST_ALL for udp6, Linux 4.20+).
     pub fn set_multicast_all(&self, on: bool) -> Result<()> {
+        let s = self.sock_ref();
         match self.family() {
-            Family::V4 => self
-                .sock_ref()
-                .set_multicast_all_v4(on)
-                .map_err(io_err("set IP_MULTICAST_ALL")),
-            Family::V6 => Ok(()),
+            Family::V4 => s.set_multicast_all_v4(on),
+            Family::V6 => s.set_multicast_all_v6(on),
         }
+        .map_err(io_err("set IP_MULTICAST_ALL"))
     }
 
     /// Allow sending to broadcast addresses (SO_BROADCAST).

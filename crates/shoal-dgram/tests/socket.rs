@@ -219,3 +219,36 @@ async fn source_specific_membership_filters_senders() {
         .add_source_specific_membership("::1".parse().unwrap(), group, None)
         .is_err());
 }
+
+#[tokio::test]
+async fn one_socket_in_several_groups() {
+    let port = free_port();
+    let s =
+        DgramSocket::bind(&SocketOptions::new(Family::V4).reuse_addr(true), port, None).unwrap();
+    for g in ["230.1.2.3", "230.3.2.1"] {
+        s.add_membership(g.parse().unwrap(), Some("127.0.0.1"))
+            .unwrap();
+    }
+    s.set_multicast_all(false).unwrap();
+    let sender = DgramSocket::bind(&SocketOptions::new(Family::V4), 0, Some(LO)).unwrap();
+    sender.set_multicast_interface("127.0.0.1").unwrap();
+    sender
+        .send(b"to one", 0, 6, port, "230.1.2.3")
+        .await
+        .unwrap();
+    sender
+        .send(b"to two", 0, 6, port, "230.3.2.1")
+        .await
+        .unwrap();
+    // Not joined: must not arrive (IP_MULTICAST_ALL off).
+    sender
+        .send(b"to three", 0, 8, port, "230.9.9.9")
+        .await
+        .unwrap();
+    sender.send(b"end", 0, 3, port, "230.1.2.3").await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(recv_text(&s).await.0);
+    }
+    assert_eq!(got, vec!["to one", "to two", "end"]);
+}

@@ -5,105 +5,12 @@
 //! creates and removes (skipped, with the reason printed, where namespaces
 //! cannot be created).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+mod dgram_support;
 
+use std::process::Command;
+
+use dgram_support::{free_port, shoal, spawn, start_listener};
 use serde_json::Value;
-
-const WAIT: Duration = Duration::from_secs(60);
-
-/// A child `shoal` whose stdout lines arrive on a channel; killed on drop.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn shoal() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_shoal"))
-}
-
-/// Start `cmd`; for a listener, wait for its "Listening" line on stderr.
-fn start(mut cmd: Command, wait_listening: bool) -> Proc {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let (tx, lines) = mpsc::channel();
-    let out = child.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    let err = child.stderr.take().expect("stderr");
-    let (etx, erx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            eprintln!("[child] {l}");
-            let _ = etx.send(l);
-        }
-    });
-    let mut p = Proc { child, lines };
-    if wait_listening {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            match erx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(l) if l.starts_with("Listening for datagrams") => break,
-                Ok(_) => {}
-                Err(_) => {
-                    let st = p.child.try_wait();
-                    panic!("listener never became ready ({st:?})");
-                }
-            }
-        }
-    }
-    p
-}
-
-impl Proc {
-    /// The next `n` stdout lines, parsed as JSON.
-    fn take_json(&self, n: usize) -> Vec<Value> {
-        (0..n)
-            .map(|_| {
-                let l = self
-                    .lines
-                    .recv_timeout(WAIT)
-                    .expect("a datagram line in time");
-                serde_json::from_str(&l).expect("JSON line")
-            })
-            .collect()
-    }
-
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                return st;
-            }
-            assert!(Instant::now() < deadline, "process did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn messages(v: &[Value]) -> Vec<String> {
     let mut m: Vec<String> = v
@@ -127,21 +34,8 @@ fn unicast_send_and_listen() {
         "--count",
         "1",
     ]);
-    let mut l = start(l, true);
-    let out = shoal()
-        .args([
-            "dgram",
-            "send",
-            &format!("127.0.0.1:{port}"),
-            "UDP says Hello!",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut l = start_listener(&mut l);
+    dgram_support::send(&[&format!("127.0.0.1:{port}"), "UDP says Hello!"]);
     let got = l.take_json(1);
     assert_eq!(got[0]["message"], "UDP says Hello!");
     assert_eq!(got[0]["address"], "127.0.0.1");
@@ -183,27 +77,22 @@ fn chapter_multicast_two_groups_three_receivers_and_a_reply() {
         if reply {
             c.args(["--reply-to", &format!("{g1}:{port}")]);
         }
-        start(c, true)
+        start_listener(&mut c)
     };
     // Client1 and Client2 get 3 messages and Client3's 3 replies each.
     let c1 = listener(g1, "Client1", "6", false);
     let c2 = listener(g1, "Client2", "6", false);
     let c3 = listener(g2, "Client3", "3", true);
-    let out = shoal()
-        .args([
-            "dgram",
-            "send",
-            &format!("{g1}:{port},{g2}:{port}"),
-            "This is message #{n} to {to}",
-        ])
-        .args(["--every", "50ms", "--count", "3", "--group-ttl", "1"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    dgram_support::send(&[
+        &format!("{g1}:{port},{g2}:{port}"),
+        "This is message #{num} to {to}",
+        "--every",
+        "50ms",
+        "--count",
+        "3",
+        "--group-ttl",
+        "1",
+    ]);
     let mut want1: Vec<String> = (1..=3)
         .map(|n| format!("This is message #{n} to {g1}"))
         .collect();
@@ -334,34 +223,33 @@ fn ipv6_multicast_over_veth_in_namespaces() {
         }
     };
     // One port per group, so each listener sees only its own group.
-    let (p1, p2) = (45_461u16, 45_462u16);
-    let listener = |group: &str, port: u16| {
+    let (p1, p2, p3) = (45_461u16, 45_462u16, 45_463u16);
+    let listener = |group: &str, port: u16, source: Option<&str>| {
         let mut c = ns.exec(&ns.b);
-        c.args([
-            "dgram",
-            "listen",
-            "--bind",
-            &format!("[::]:{port}"),
-            "--group",
-            group,
-        ]);
+        let bind = format!("[::]:{port}");
+        c.args(["dgram", "listen", "--bind", &bind, "--group", group]);
+        if let Some(src) = source {
+            c.args(["--source", src]);
+        }
         c.args(["--interface", "vb", "--json", "--count", "3"]);
-        start(c, true)
+        start_listener(&mut c)
     };
-    let site = listener("ff15::5d6", p1);
-    let link = listener("ff02::1:5d6", p2);
-    // Send until both listeners have what they need (the first datagrams may
+    let site = listener("ff15::5d6", p1, None);
+    let link = listener("ff02::1:5d6", p2, None);
+    // Source-specific (RFC 4607, ff3x::/32), from the sender's address.
+    let ssm = listener("ff3e::5d6", p3, Some("fd00:5d6::1"));
+    // Send until every listener has what it needs (the first datagrams may
     // race the group joins on the link); the sender is killed on drop.
     let mut s = ns.exec(&ns.a);
-    s.args([
-        "dgram",
-        "send",
-        &format!("[ff15::5d6]:{p1},[ff02::1:5d6]:{p2}"),
-        "v6 #{n} to {to}",
-    ]);
+    let to = format!("[ff15::5d6]:{p1},[ff02::1:5d6]:{p2},[ff3e::5d6]:{p3}");
+    s.args(["dgram", "send", &to, "v6 #{num} to {to}"]);
     s.args(["--interface", "va", "--every", "100ms", "--count", "600"]);
-    let _sender = start(s, false);
-    for (l, group) in [(&site, "ff15::5d6"), (&link, "ff02::1:5d6")] {
+    let _sender = spawn(&mut s);
+    for (l, group) in [
+        (&site, "ff15::5d6"),
+        (&link, "ff02::1:5d6"),
+        (&ssm, "ff3e::5d6"),
+    ] {
         let got = l.take_json(3);
         for j in &got {
             assert_eq!(j["family"], "IPv6");

@@ -7,10 +7,11 @@
 //! a metric whose key is already known costs no allocation.
 
 use parking_lot::Mutex;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::keyed::KeyedMap;
 use super::parse::{self, Line, MetricType, Value};
 
 /// A gauge's operations during one interval: the last absolute value set (if
@@ -33,35 +34,73 @@ pub struct TimerValues {
 }
 
 /// What one shard collected since the last flush.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Interval {
+    /// New series beyond this many (all types together) are dropped and
+    /// counted, so a flood of distinct names cannot exhaust memory.
+    pub max_series: usize,
     /// Counter sums (already divided by their sample rates).
-    pub counters: HashMap<String, f64>,
+    pub counters: KeyedMap<f64>,
     /// Gauge operations.
-    pub gauges: HashMap<String, GaugeOp>,
+    pub gauges: KeyedMap<GaugeOp>,
     /// Timer values.
-    pub timers: HashMap<String, TimerValues>,
+    pub timers: KeyedMap<TimerValues>,
     /// Set members, hashed (64-bit).
-    pub sets: HashMap<String, HashSet<u64>>,
+    pub sets: KeyedMap<HashSet<u64>>,
+}
+
+impl Default for Interval {
+    fn default() -> Self {
+        Interval::with_limit(usize::MAX)
+    }
 }
 
 impl Interval {
+    /// An empty interval that accepts at most `max_series` series.
+    pub fn with_limit(max_series: usize) -> Self {
+        Interval {
+            max_series,
+            counters: KeyedMap::default(),
+            gauges: KeyedMap::default(),
+            timers: KeyedMap::default(),
+            sets: KeyedMap::default(),
+        }
+    }
+
+    /// Series collected so far.
+    pub fn series(&self) -> usize {
+        self.counters.len() + self.gauges.len() + self.timers.len() + self.sets.len()
+    }
+
     /// An empty interval with room for about as many keys as `prev` had.
     pub fn sized_like(prev: &Interval) -> Self {
         Interval {
-            counters: HashMap::with_capacity(prev.counters.len()),
-            gauges: HashMap::with_capacity(prev.gauges.len()),
-            timers: HashMap::with_capacity(prev.timers.len()),
-            sets: HashMap::with_capacity(prev.sets.len()),
+            max_series: prev.max_series,
+            counters: KeyedMap::with_capacity(prev.counters.len()),
+            gauges: KeyedMap::with_capacity(prev.gauges.len()),
+            timers: KeyedMap::with_capacity(prev.timers.len()),
+            sets: KeyedMap::with_capacity(prev.sets.len()),
         }
     }
 
     /// Add one parsed line. `key` is scratch space for the metric's key.
-    pub fn add(&mut self, line: &Line<'_>, key: &mut KeyBuf) {
+    /// Returns `false` if the line was a new series over `max_series`.
+    pub fn add(&mut self, line: &Line<'_>, key: &mut KeyBuf) -> bool {
         let k = key.build(line);
+        if self.series() >= self.max_series {
+            let known = match line.kind {
+                MetricType::Counter => self.counters.get(k).is_some(),
+                MetricType::Gauge => self.gauges.get(k).is_some(),
+                MetricType::Timer => self.timers.get(k).is_some(),
+                MetricType::Set => self.sets.get(k).is_some(),
+            };
+            if !known {
+                return false;
+            }
+        }
         match line.kind {
             MetricType::Counter => {
-                let slot = entry(&mut self.counters, k);
+                let slot = self.counters.slot(k);
                 line.for_each_value(|v| {
                     if let Some(Value::Number(n)) = v {
                         *slot += n / line.rate;
@@ -69,7 +108,7 @@ impl Interval {
                 });
             }
             MetricType::Gauge => {
-                let slot = entry(&mut self.gauges, k);
+                let slot = self.gauges.slot(k);
                 line.for_each_value(|v| match v {
                     Some(Value::Number(n)) => {
                         slot.set = Some(n);
@@ -80,7 +119,7 @@ impl Interval {
                 });
             }
             MetricType::Timer => {
-                let slot = entry(&mut self.timers, k);
+                let slot = self.timers.slot(k);
                 line.for_each_value(|v| {
                     if let Some(Value::Number(n)) = v {
                         slot.values.push(n);
@@ -89,7 +128,7 @@ impl Interval {
                 });
             }
             MetricType::Set => {
-                let slot = entry(&mut self.sets, k);
+                let slot = self.sets.slot(k);
                 line.for_each_value(|v| {
                     if let Some(Value::Member(m)) = v {
                         slot.insert(member_hash(m));
@@ -97,6 +136,7 @@ impl Interval {
                 });
             }
         }
+        true
     }
 
     /// Whether nothing was collected.
@@ -106,14 +146,6 @@ impl Interval {
             && self.timers.is_empty()
             && self.sets.is_empty()
     }
-}
-
-fn entry<'m, V: Default>(map: &'m mut HashMap<String, V>, k: &str) -> &'m mut V {
-    // Look up by &str first: no allocation for a known key.
-    if !map.contains_key(k) {
-        map.insert(k.to_owned(), V::default());
-    }
-    map.get_mut(k).expect("inserted above")
 }
 
 /// The hash of a set member (the same in every shard).
@@ -171,18 +203,34 @@ impl KeyBuf {
     }
 }
 
-/// Append `s`, replacing the key separators `;` (and `=` in tag keys) by `_`.
+/// Append `s` sanitised as the statsd daemon does (`keyNameSanitize`):
+/// runs of whitespace become `_`, `/` becomes `-`, and anything outside
+/// `[A-Za-z0-9_.-]` (plus `=` except in tag keys) is dropped. The separators
+/// `;` (and `=` in tag keys) become `_`, so keys always split back cleanly.
 fn push_clean(out: &mut String, s: &str, is_tag_key: bool) {
-    if !s.contains([';', '=']) {
+    let plain = |b: u8| {
+        b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-') || (b == b'=' && !is_tag_key)
+    };
+    if s.bytes().all(plain) {
         out.push_str(s);
         return;
     }
-    for c in s.chars() {
-        out.push(if c == ';' || (is_tag_key && c == '=') {
-            '_'
-        } else {
-            c
-        });
+    let mut in_space = false;
+    for b in s.bytes() {
+        if b.is_ascii_whitespace() {
+            if !in_space {
+                out.push('_');
+            }
+            in_space = true;
+            continue;
+        }
+        in_space = false;
+        match b {
+            b'/' => out.push('-'),
+            b';' | b'=' => out.push('_'),
+            b if plain(b) => out.push(b as char),
+            _ => {}
+        }
     }
 }
 
@@ -206,6 +254,8 @@ pub struct ShardStats {
     pub bad_lines: AtomicU64,
     /// Datagrams longer than the receive buffer (truncated, then dropped).
     pub oversized: AtomicU64,
+    /// Lines dropped because their series would pass `max_series`.
+    pub series_dropped: AtomicU64,
 }
 
 /// One receive thread's share of the work.
@@ -250,11 +300,15 @@ pub fn ingest(
 ) {
     let mut good = 0u64;
     let mut wrong = 0u64;
+    let mut dropped = 0u64;
     for l in parse::lines(datagram) {
         match parse::parse_line(l) {
             Ok(line) => {
-                interval.add(&line, key);
-                good += 1;
+                if interval.add(&line, key) {
+                    good += 1;
+                } else {
+                    dropped += 1;
+                }
             }
             Err(why) => {
                 wrong += 1;
@@ -264,6 +318,9 @@ pub fn ingest(
         }
     }
     stats.metrics.fetch_add(good, Ordering::Relaxed);
+    if dropped > 0 {
+        stats.series_dropped.fetch_add(dropped, Ordering::Relaxed);
+    }
     if wrong > 0 {
         stats.bad_lines.fetch_add(wrong, Ordering::Relaxed);
     }
@@ -309,13 +366,40 @@ mod tests {
     }
 
     #[test]
+    fn new_series_over_the_limit_are_dropped() {
+        let mut i = Interval::with_limit(2);
+        let stats = ShardStats::default();
+        let d = "a:1|c\nb:1|g\nc:1|c\na:1|c";
+        ingest(
+            d.as_bytes(),
+            &mut i,
+            &mut KeyBuf::default(),
+            &stats,
+            &BadSample::default(),
+        );
+        assert_eq!(i.series(), 2);
+        assert_eq!(i.counters["a"], 2.0);
+        assert_eq!(stats.series_dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.metrics.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn keys_are_sanitised_like_statsd() {
+        let mut i = Interval::default();
+        feed(&mut i, "my  metric/x!:1|c\nnaïve:1|c|#path:/a b,k=x:v");
+        let mut keys: Vec<_> = i.counters.keys().map(str::to_string).collect();
+        keys.sort();
+        assert_eq!(keys, vec!["my_metric-x", "nave;k_x=v;path=-a_b"]);
+    }
+
+    #[test]
     fn tags_make_a_canonical_key() {
         let mut i = Interval::default();
         feed(
             &mut i,
             "r:1|c|#b:2,a:1\nr:1|c|#a:1,b:2\nr:1|c|#flag,x;y:z=w",
         );
-        let mut keys: Vec<_> = i.counters.keys().cloned().collect();
+        let mut keys: Vec<_> = i.counters.keys().map(str::to_string).collect();
         keys.sort();
         assert_eq!(keys, vec!["r;a=1;b=2", "r;flag;x_y=z=w"]);
         assert_eq!(i.counters["r;a=1;b=2"], 2.0);

@@ -43,6 +43,9 @@ pub struct FileConfig {
     pub receive_buffer: Option<usize>,
     /// Largest datagram accepted, in bytes; longer ones are counted and dropped.
     pub max_datagram: Option<usize>,
+    /// Distinct series a receive socket collects per interval; lines of new
+    /// series beyond it are counted and dropped.
+    pub max_series: Option<usize>,
     /// Control socket name (`shoal ctl`), under the runtime directory.
     pub name: Option<String>,
 }
@@ -78,6 +81,8 @@ pub struct Config {
     pub receive_buffer: usize,
     /// Receive buffer per datagram.
     pub max_datagram: usize,
+    /// Series per shard and interval.
+    pub max_series: usize,
     /// Control socket path, if any.
     pub control: Option<PathBuf>,
 }
@@ -98,8 +103,9 @@ impl Default for Config {
             json: false,
             rules: FlushRules::default(),
             sockets: default_sockets(),
-            receive_buffer: 8 << 20,
+            receive_buffer: 32 << 20,
             max_datagram: 65_535,
+            max_series: 1_000_000,
             control: Some(shoal_core::control::socket_path("stats")),
         }
     }
@@ -135,6 +141,7 @@ impl FileConfig {
             sockets: over.sockets.or(self.sockets),
             receive_buffer: over.receive_buffer.or(self.receive_buffer),
             max_datagram: over.max_datagram.or(self.max_datagram),
+            max_series: over.max_series.or(self.max_series),
             name: over.name.or(self.name),
         }
     }
@@ -186,6 +193,9 @@ impl FileConfig {
         if let Some(m) = self.max_datagram {
             c.max_datagram = m;
         }
+        if let Some(m) = self.max_series {
+            c.max_series = m;
+        }
         if let Some(n) = self.name {
             c.control = Some(shoal_core::control::socket_path(&n));
         }
@@ -219,6 +229,9 @@ impl Config {
         }
         if !(512..=65_535).contains(&self.max_datagram) {
             return Err(("max_datagram", "must be between 512 and 65535".into()));
+        }
+        if self.max_series == 0 {
+            return Err(("max_series", "must be at least 1".into()));
         }
         if self.sockets == 0 || self.sockets > 256 {
             return Err((

@@ -278,14 +278,23 @@ impl State {
     }
 }
 
+/// Every shard's interval, merged.
+#[derive(Default)]
+struct Merged {
+    counters: HashMap<String, f64>,
+    gauges: HashMap<String, GaugeOp>,
+    timers: HashMap<String, TimerValues>,
+    sets: HashMap<String, HashSet<u64>>,
+}
+
 /// Merge the shards' intervals into one.
-fn merge(intervals: Vec<Interval>) -> Interval {
-    let mut out = Interval::default();
+fn merge(intervals: Vec<Interval>) -> Merged {
+    let mut out = Merged::default();
     for i in intervals {
-        for (k, v) in i.counters {
+        for (k, v) in i.counters.into_pairs() {
             *out.counters.entry(k).or_default() += v;
         }
-        for (k, op) in i.gauges {
+        for (k, op) in i.gauges.into_pairs() {
             let g = out.gauges.entry(k).or_default();
             // An absolute set replaces what other shards did before it; the
             // order between shards is unknown (UDP has none anyway).
@@ -294,12 +303,12 @@ fn merge(intervals: Vec<Interval>) -> Interval {
                 None => g.delta += op.delta,
             }
         }
-        for (k, t) in i.timers {
+        for (k, t) in i.timers.into_pairs() {
             let e = out.timers.entry(k).or_default();
             e.values.extend(t.values);
             e.count += t.count;
         }
-        for (k, s) in i.sets {
+        for (k, s) in i.sets.into_pairs() {
             out.sets.entry(k).or_default().extend(s);
         }
     }

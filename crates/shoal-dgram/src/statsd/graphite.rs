@@ -63,6 +63,7 @@ pub fn render(snap: &Snapshot, health: &Health) -> String {
         ("metrics_received", health.metrics),
         ("bad_lines_seen", health.bad_lines),
         ("oversized_datagrams", health.oversized),
+        ("series_dropped", health.series_dropped),
         ("kernel_drops", health.kernel_drops),
     ] {
         let _ = writeln!(out, "stats.shoal.{name} {v} {ts}");

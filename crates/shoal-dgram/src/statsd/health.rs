@@ -19,6 +19,8 @@ pub struct Health {
     pub bad_lines: u64,
     /// Datagrams longer than `max_datagram`, dropped.
     pub oversized: u64,
+    /// Lines dropped because a shard already held `max_series` series.
+    pub series_dropped: u64,
     /// Datagrams the kernel dropped on our sockets (full receive buffer).
     pub kernel_drops: u64,
     /// The host-wide UDP `RcvbufErrors` counter, since we started.
@@ -37,6 +39,7 @@ impl Health {
             h.metrics += s.stats.metrics.load(Ordering::Relaxed);
             h.bad_lines += s.stats.bad_lines.load(Ordering::Relaxed);
             h.oversized += s.stats.oversized.load(Ordering::Relaxed);
+            h.series_dropped += s.stats.series_dropped.load(Ordering::Relaxed);
         }
         h.kernel_drops = socket_drops(inodes);
         h.rcvbuf_errors = host_rcvbuf_errors().saturating_sub(rcvbuf_base);
@@ -51,6 +54,7 @@ impl Health {
             metrics: self.metrics.saturating_sub(earlier.metrics),
             bad_lines: self.bad_lines.saturating_sub(earlier.bad_lines),
             oversized: self.oversized.saturating_sub(earlier.oversized),
+            series_dropped: self.series_dropped.saturating_sub(earlier.series_dropped),
             kernel_drops: self.kernel_drops.saturating_sub(earlier.kernel_drops),
             rcvbuf_errors: self.rcvbuf_errors.saturating_sub(earlier.rcvbuf_errors),
         }

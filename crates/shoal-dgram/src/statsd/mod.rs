@@ -13,6 +13,7 @@ pub mod flush;
 pub mod graphite;
 pub mod health;
 pub mod json;
+pub mod keyed;
 pub mod parse;
 pub mod prometheus;
 pub mod receive;

@@ -84,42 +84,56 @@ pub enum Value<'a> {
     Member(&'a str),
 }
 
+/// Position of byte `b` in `s`.
+#[inline]
+fn find(s: &[u8], b: u8) -> Option<usize> {
+    s.iter().position(|&c| c == b)
+}
+
+fn text(b: &[u8]) -> Result<&str, BadLine> {
+    std::str::from_utf8(b).map_err(|_| BadLine::NotUtf8)
+}
+
 /// Parse one line (without its newline). Values are validated here, so that
-/// [`Line::for_each_value`] never fails afterwards.
+/// [`Line::for_each_value`] never fails afterwards. Works on bytes: only the
+/// name, the values and the tags are checked as UTF-8.
 pub fn parse_line(line: &[u8]) -> Result<Line<'_>, BadLine> {
-    let line = std::str::from_utf8(line).map_err(|_| BadLine::NotUtf8)?;
-    let line = line.trim_end_matches('\r');
-    let colon = line.find(':').ok_or(BadLine::NoName)?;
-    let name = line[..colon].trim();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let colon = find(line, b':').ok_or(BadLine::NoName)?;
+    let name = text(line[..colon].trim_ascii())?;
     if name.is_empty() {
         return Err(BadLine::NoName);
     }
     let rest = &line[colon + 1..];
-    let pipe = rest.find('|').ok_or(BadLine::NoType)?;
-    let values = &rest[..pipe];
-    let mut fields = rest[pipe + 1..].split('|');
-    let kind = match fields.next().map(str::trim) {
-        Some("c") => MetricType::Counter,
-        Some("g") => MetricType::Gauge,
-        Some("ms") | Some("h") | Some("d") => MetricType::Timer,
-        Some("s") => MetricType::Set,
-        Some("") | None => return Err(BadLine::NoType),
+    let pipe = find(rest, b'|').ok_or(BadLine::NoType)?;
+    let values = text(&rest[..pipe])?;
+    let mut fields = rest[pipe + 1..].split(|&b| b == b'|');
+    let kind = match fields.next().map(<[u8]>::trim_ascii) {
+        Some(b"c") => MetricType::Counter,
+        Some(b"g") => MetricType::Gauge,
+        Some(b"ms") | Some(b"h") | Some(b"d") => MetricType::Timer,
+        Some(b"s") => MetricType::Set,
+        Some(b"") | None => return Err(BadLine::NoType),
         Some(_) => return Err(BadLine::UnknownType),
     };
     let mut rate = 1.0;
     let mut tags = "";
     for field in fields {
-        if let Some(r) = field.strip_prefix('@') {
-            rate = r.trim().parse::<f64>().map_err(|_| BadLine::BadRate)?;
-            if !(rate > 0.0 && rate <= 1.0) {
-                return Err(BadLine::BadRate);
+        match field.first() {
+            Some(b'@') => {
+                rate = text(&field[1..])
+                    .ok()
+                    .and_then(|r| r.trim().parse::<f64>().ok())
+                    .ok_or(BadLine::BadRate)?;
+                if !(rate > 0.0 && rate <= 1.0) {
+                    return Err(BadLine::BadRate);
+                }
             }
-        } else if let Some(t) = field.strip_prefix('#') {
-            tags = t;
-        } else if field.starts_with("c:") || field.starts_with('T') {
+            Some(b'#') => tags = text(&field[1..])?,
             // DogStatsD container id / timestamp: accepted, not used.
-        } else {
-            return Err(BadLine::BadField);
+            Some(b'c') if field.get(1) == Some(&b':') => {}
+            Some(b'T') => {}
+            _ => return Err(BadLine::BadField),
         }
     }
     let parsed = Line {
@@ -145,14 +159,20 @@ pub fn parse_line(line: &[u8]) -> Result<Line<'_>, BadLine> {
 
 impl<'a> Line<'a> {
     /// Call `f` with each value (`None` for an invalid one).
+    #[inline]
     pub fn for_each_value(&self, mut f: impl FnMut(Option<Value<'a>>)) {
+        if !self.values.as_bytes().contains(&b':') {
+            f(self.value(self.values));
+            return;
+        }
         for raw in self.values.split(':') {
             f(self.value(raw));
         }
     }
 
+    #[inline]
     fn value(&self, raw: &'a str) -> Option<Value<'a>> {
-        let raw = raw.trim();
+        let raw = raw.trim_ascii();
         match self.kind {
             MetricType::Set => (!raw.is_empty()).then_some(Value::Member(raw)),
             MetricType::Counter => number(raw).map(Value::Number),
@@ -184,7 +204,13 @@ impl<'a> Line<'a> {
     }
 }
 
+#[inline]
 fn number(s: &str) -> Option<f64> {
+    let b = s.as_bytes();
+    // Fast path: a plain unsigned integer of up to 15 digits (exact in f64).
+    if !b.is_empty() && b.len() <= 15 && b.iter().all(u8::is_ascii_digit) {
+        return Some(b.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')) as f64);
+    }
     if s.is_empty() {
         return None;
     }

@@ -158,7 +158,7 @@ pub fn render(snap: &Snapshot, health: &Health, last_bad: &str) -> String {
             w.sample(sample, &l, *v);
         }
     }
-    let own: [(&str, Kind, &str, f64); 9] = [
+    let own: [(&str, Kind, &str, f64); 10] = [
         (
             "shoal_stats_packets_received_total",
             Kind::Counter,
@@ -188,6 +188,12 @@ pub fn render(snap: &Snapshot, health: &Health, last_bad: &str) -> String {
             Kind::Counter,
             "Datagrams longer than max_datagram, dropped",
             health.oversized as f64,
+        ),
+        (
+            "shoal_stats_series_dropped_total",
+            Kind::Counter,
+            "Lines dropped: their new series would pass max_series",
+            health.series_dropped as f64,
         ),
         (
             "shoal_stats_kernel_drops_total",

@@ -3,7 +3,8 @@
 //! preallocated buffers, parsed straight into that thread's [`Shard`].
 //!
 //! Threads block in `recvmmsg` with a short `SO_RCVTIMEO`, so they notice the
-//! stop flag within [`POLL`] and exit; the flusher then takes the last interval.
+//! stop flag within [`POLL`], drain what is already queued, and exit; the
+//! flusher then takes the last interval.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -18,6 +19,8 @@ use crate::error::{io_err, Error, Result};
 
 /// Datagrams read per `recvmmsg` call.
 pub const BATCH: usize = 64;
+/// `recvmmsg` calls a stopping thread makes to drain its queue, at most.
+pub const MAX_DRAIN_BATCHES: usize = 1024;
 /// How often a blocked receive thread checks for shutdown.
 pub const POLL: Duration = Duration::from_millis(100);
 
@@ -25,6 +28,12 @@ pub const POLL: Duration = Duration::from_millis(100);
 /// picks the port when `addr` has port 0), each with a receive buffer of
 /// `rcvbuf` bytes (forced past `rmem_max` when the process may).
 pub fn bind_sockets(addr: SocketAddr, count: usize, rcvbuf: usize) -> Result<Vec<UdpSocket>> {
+    // SO_REUSEPORT would let us share a port that another collector (with
+    // the option too) already holds, silently splitting its traffic: probe
+    // with a plain bind first.
+    if addr.port() != 0 {
+        UdpSocket::bind(addr).map_err(|source| Error::Bind { addr, source })?;
+    }
     let mut out = Vec::with_capacity(count);
     let mut addr = addr;
     for _ in 0..count.max(1) {
@@ -107,7 +116,24 @@ pub fn receive_loop(
             m
         })
         .collect();
-    while !stop.load(Ordering::Relaxed) {
+    // Batches read after the stop flag: bounded, so a sender that never
+    // pauses cannot keep a stopping collector alive.
+    let mut drained = 0usize;
+    loop {
+        // Once stopping, drain what the kernel already queued (without
+        // waiting), so the last flush has it, then end.
+        let draining = stop.load(Ordering::Relaxed);
+        if draining {
+            drained += 1;
+            if drained > MAX_DRAIN_BATCHES {
+                break;
+            }
+        }
+        let flags = if draining {
+            libc::MSG_DONTWAIT
+        } else {
+            libc::MSG_WAITFORONE
+        };
         // SAFETY: `msgs` holds BATCH headers whose iovecs point into `bufs`,
         // which outlives the call; the kernel writes at most iov_len bytes each.
         let n = unsafe {
@@ -115,11 +141,14 @@ pub fn receive_loop(
                 fd,
                 msgs.as_mut_ptr(),
                 BATCH as libc::c_uint,
-                libc::MSG_WAITFORONE,
+                flags,
                 std::ptr::null_mut(),
             )
         };
-        if n < 0 {
+        if n <= 0 {
+            if draining {
+                break;
+            }
             let e = std::io::Error::last_os_error();
             match e.kind() {
                 std::io::ErrorKind::WouldBlock

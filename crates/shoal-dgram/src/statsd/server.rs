@@ -66,14 +66,20 @@ impl Running {
     }
 }
 
-/// Bind and start the collector; returns once every socket is bound.
+/// Bind a TCP listener, naming the address on failure.
+async fn bind_tcp(addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
+    let l = TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { addr, source })?;
+    let bound = l.local_addr().map_err(io_err("read the bound address"))?;
+    Ok((l, bound))
+}
+
+/// Bind and start the collector; returns once every socket is bound. Every
+/// socket is bound before any thread or task starts, so a failure leaves
+/// nothing running.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let bad = Arc::new(BadSample::default());
-    let mut shards = Vec::new();
-    let mut threads = Vec::new();
     let mut udp = Vec::new();
-    let mut inodes = Vec::new();
     let mut sockets = Vec::new();
     for addr in &config.udp {
         let socks = receive::bind_sockets(*addr, config.sockets, config.receive_buffer)?;
@@ -84,20 +90,49 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         );
         sockets.extend(socks);
     }
+    let tcp = match config.tcp {
+        Some(addr) => Some(bind_tcp(addr).await?),
+        None => None,
+    };
+    let http = match config.http {
+        Some(addr) => Some(bind_tcp(addr).await?),
+        None => None,
+    };
+    let control_listener = match &config.control {
+        Some(path) => Some((
+            shoal_core::control::bind(path)
+                .await
+                .map_err(io_err(format!("bind control socket {}", path.display())))?,
+            path.clone(),
+        )),
+        None => None,
+    };
+
+    // Everything is bound: start the receive threads, one shard each.
+    let stop = Arc::new(AtomicBool::new(false));
+    let bad = Arc::new(BadSample::default());
+    let mut shards = Vec::new();
+    let mut threads = Vec::new();
+    let mut inodes = Vec::new();
     for sock in sockets {
         use std::os::fd::AsFd;
         inodes.extend(health::socket_inode(sock.as_fd()));
-        let shard = Arc::new(Shard::default());
+        let shard = Arc::new(new_shard(config.max_series));
         shards.push(shard.clone());
-        let (bad, stop, max) = (bad.clone(), stop.clone(), config.max_datagram);
-        let t = std::thread::Builder::new()
+        let (bad, stop_flag, max) = (bad.clone(), stop.clone(), config.max_datagram);
+        match std::thread::Builder::new()
             .name("stats-recv".into())
-            .spawn(move || receive::receive_loop(sock, shard, bad, stop, max))
-            .map_err(io_err("spawn a receive thread"))?;
-        threads.push(t);
+            .spawn(move || receive::receive_loop(sock, shard, bad, stop_flag, max))
+        {
+            Ok(t) => threads.push(t),
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                return Err(io_err("spawn a receive thread")(e));
+            }
+        }
     }
     // The TCP input feeds its own shard.
-    let tcp_shard = Arc::new(Shard::default());
+    let tcp_shard = Arc::new(new_shard(config.max_series));
     shards.push(tcp_shard.clone());
     let shared = Arc::new(Shared {
         shards,
@@ -106,54 +141,34 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         rcvbuf_base: health::host_rcvbuf_errors(),
         last: Mutex::new(Arc::new(Snapshot::default())),
     });
-
-    let tcp = match config.tcp {
-        Some(addr) => {
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|source| Error::Bind { addr, source })?;
-            let bound = l.local_addr().map_err(io_err("read the bound address"))?;
-            tokio::spawn(serve_tcp(
-                l,
-                tcp_shard,
-                shared.bad.clone(),
-                shutdown.clone(),
-            ));
-            Some(bound)
-        }
-        None => None,
-    };
-    let http = match config.http {
-        Some(addr) => {
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|source| Error::Bind { addr, source })?;
-            let bound = l.local_addr().map_err(io_err("read the bound address"))?;
-            tokio::spawn(serve_http(l, shared.clone(), shutdown.clone()));
-            Some(bound)
-        }
-        None => None,
-    };
+    let tcp = tcp.map(|(l, bound)| {
+        tokio::spawn(serve_tcp(
+            l,
+            tcp_shard,
+            shared.bad.clone(),
+            shutdown.clone(),
+        ));
+        bound
+    });
+    let http = http.map(|(l, bound)| {
+        tokio::spawn(serve_http(l, shared.clone(), shutdown.clone()));
+        bound
+    });
     let (flush_tx, flush_rx) = mpsc::channel::<oneshot::Sender<serde_json::Value>>(8);
-    let control = match &config.control {
-        Some(path) => {
-            let l = shoal_core::control::bind(path)
-                .await
-                .map_err(io_err(format!("bind control socket {}", path.display())))?;
-            let shared = shared.clone();
-            tokio::spawn(shoal_core::control::serve(
-                l,
-                path.clone(),
-                shutdown.clone(),
-                move |req| {
-                    let (shared, flush_tx) = (shared.clone(), flush_tx.clone());
-                    async move { control(req, &shared, &flush_tx).await }
-                },
-            ));
-            Some(path.clone())
-        }
-        None => None,
-    };
+    let control = control_listener.map(|(l, path)| {
+        let (shared, stopper) = (shared.clone(), shutdown.clone());
+        tokio::spawn(shoal_core::control::serve(
+            l,
+            path.clone(),
+            shutdown.clone(),
+            move |req| {
+                let (shared, flush_tx, stopper) =
+                    (shared.clone(), flush_tx.clone(), stopper.clone());
+                async move { control(req, &shared, &flush_tx, &stopper).await }
+            },
+        ));
+        path
+    });
     tracing::info!(udp = ?udp, tcp = ?tcp, http = ?http, sockets = config.sockets, flush = ?config.flush, "stats collector listening");
     let task = tokio::spawn(flush_loop(
         config, shared, shutdown, flush_rx, stop, threads,
@@ -167,15 +182,25 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
     })
 }
 
+fn new_shard(max_series: usize) -> Shard {
+    Shard {
+        interval: parking_lot::Mutex::new(Interval::with_limit(max_series)),
+        stats: Default::default(),
+    }
+}
+
 /// Run the collector until `shutdown` fires, then flush the last interval.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<()> {
     start(config, shutdown).await?.wait().await
 }
 
+/// The control socket's commands: `status` (health), `flush` (now; replies
+/// with the interval's summary), `stop` (stop receiving, flush, exit).
 async fn control(
     req: serde_json::Value,
     shared: &Shared,
     flush_tx: &mpsc::Sender<oneshot::Sender<serde_json::Value>>,
+    stopper: &Shutdown,
 ) -> serde_json::Value {
     use shoal_core::control::{err, ok};
     match req["cmd"].as_str() {
@@ -192,7 +217,13 @@ async fn control(
                 Err(_) => err("the collector stopped before flushing"),
             }
         }
-        Some(other) => err(format!("unknown command {other:?} (try status, flush)")),
+        Some("stop") => {
+            stopper.trigger();
+            ok(json!({ "stopping": true }))
+        }
+        Some(other) => err(format!(
+            "unknown command {other:?} (try status, flush, stop)"
+        )),
         None => err("missing cmd"),
     }
 }
@@ -293,9 +324,11 @@ async fn flush_once(
         timers = snap.timers.len(),
         sets = snap.sets.len(),
         packets = delta.packets,
+        bytes = delta.bytes,
         metrics = delta.metrics,
         bad_lines = delta.bad_lines,
         oversized = delta.oversized,
+        series_dropped = delta.series_dropped,
         kernel_drops = delta.kernel_drops,
         last_bad_line = %last_bad,
         "flush"
@@ -307,19 +340,39 @@ async fn flush_once(
     })
 }
 
-async fn serve_http(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdown) {
+/// Connections served at once on each TCP listener (HTTP, statsd over TCP);
+/// past it the listener stops accepting until one ends (the kernel's backlog
+/// holds the rest).
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// The next connection and its slot, or `None` once `shutdown` fires.
+async fn accept_next(
+    listener: &TcpListener,
+    shutdown: &Shutdown,
+    slots: &Arc<tokio::sync::Semaphore>,
+    what: &str,
+) -> Option<(TcpStream, SocketAddr, tokio::sync::OwnedSemaphorePermit)> {
     loop {
-        let stream = tokio::select! {
-            _ = shutdown.cancelled() => return,
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            p = slots.clone().acquire_owned() => p.ok()?,
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
             r = listener.accept() => match r {
-                Ok((s, _)) => s,
+                Ok((s, peer)) => return Some((s, peer, permit)),
                 Err(e) => {
-                    tracing::warn!(error = %e, "http accept failed");
+                    tracing::warn!(error = %e, "{what} accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
                 }
             },
-        };
+        }
+    }
+}
+
+async fn serve_http(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdown) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    while let Some((stream, _, permit)) = accept_next(&listener, &shutdown, &slots, "http").await {
         let shared = shared.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -327,12 +380,16 @@ async fn serve_http(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdo
                 async move { Ok::<_, std::convert::Infallible>(respond(&req, &shared)) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
+            // A client that sends no complete request head in 30 s is dropped.
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
                 .serve_connection(io, svc)
                 .await
             {
                 tracing::debug!(error = %e, "http connection ended with an error");
             }
+            drop(permit);
         });
     }
 }
@@ -369,23 +426,15 @@ async fn serve_tcp(
     bad: Arc<BadSample>,
     shutdown: Shutdown,
 ) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "tcp accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    while let Some((stream, peer, permit)) = accept_next(&listener, &shutdown, &slots, "tcp").await
+    {
         let (shard, bad, shutdown) = (shard.clone(), bad.clone(), shutdown.clone());
         tokio::spawn(async move {
             if let Err(e) = tcp_connection(stream, &shard, &bad, &shutdown).await {
                 tracing::debug!(%peer, error = %e, "statsd tcp connection ended with an error");
             }
+            drop(permit);
         });
     }
 }

@@ -35,8 +35,18 @@ pub struct DgramArgs {
 #[derive(Subcommand, Debug)]
 pub enum DgramCommand {
     /// Print every datagram received, with its sender.
+    #[command(after_help = "\
+Examples:
+  shoal dgram listen --bind 127.0.0.1:41234
+  shoal dgram listen --bind 230.1.2.3:5554 --group 230.1.2.3 --label Client1 --json
+  shoal dgram listen --bind 230.3.2.1:5554 --group 230.3.2.1 --reply-to 230.1.2.3:5554")]
     Listen(Box<ListenArgs>),
     /// Send a datagram, or a series of them.
+    #[command(after_help = "\
+Examples:
+  shoal dgram send 127.0.0.1:41234 'UDP says Hello!'
+  shoal dgram send 230.1.2.3:5554,230.3.2.1:5554 --every 1s --count 0    # This is message #1, #2, ...
+  shoal dgram send 230.1.2.3:5554 'tick {num} to {to}' --group-ttl 1 --count 5 --every 200ms")]
     Send(Box<SendArgs>),
 }
 
@@ -49,7 +59,8 @@ pub struct ListenArgs {
     /// Join this multicast group (repeatable: several groups on one socket).
     #[arg(long, value_name = "GROUP")]
     pub group: Vec<IpAddr>,
-    /// Only from this source (source-specific multicast, IPv4, 232.0.0.0/8).
+    /// Only from this source (source-specific multicast, RFC 4607: groups
+    /// in 232.0.0.0/8 or ff3x::/32).
     #[arg(long, value_name = "SOURCE", requires = "group")]
     pub source: Option<IpAddr>,
     /// Interface to join groups on: an IPv4 address, or for IPv6 a name or
@@ -80,9 +91,9 @@ pub struct SendArgs {
     /// (e.g. 230.1.2.3:5554,230.3.2.1:5554). Host names are resolved.
     #[arg(value_name = "ADDR:PORT[,ADDR:PORT...]")]
     pub to: String,
-    /// The message; `{n}` becomes the message number (from 1) and `{to}` the
+    /// The message; `{num}` becomes the message number (from 1) and `{to}` the
     /// destination address.
-    #[arg(default_value = "This is message #{n}")]
+    #[arg(default_value = "This is message #{num}")]
     pub message: String,
     /// Multicast TTL: hops a multicast datagram may take (0..=255; system
     /// default 1).
@@ -261,7 +272,7 @@ async fn send(a: SendArgs, shutdown: shoal_core::Shutdown) -> anyhow::Result<()>
         for (host, port) in &targets {
             let msg = a
                 .message
-                .replace("{n}", &n.to_string())
+                .replace("{num}", &n.to_string())
                 .replace("{to}", host);
             sock.send(msg.as_bytes(), 0, msg.len(), *port, host).await?;
         }

@@ -16,14 +16,15 @@ use shoal_dgram::statsd::{self, parse_duration, FileConfig, HttpSetting};
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Examples:
-  shoal stats                                   # UDP 127.0.0.1:8125, /metrics on 127.0.0.1:9102, flush 10s
+  shoal stats                       # UDP 127.0.0.1:8125, /metrics on :9102, flush 10s
   shoal stats --udp 0.0.0.0:8125 --flush 5s --graphite 127.0.0.1:2003
   shoal stats --json --no-http --flush 1s       # one JSON line per flush on stdout
   shoal stats --config examples/stats.toml
   echo 'api.hits:1|c|#env:prod' | nc -u -w0 127.0.0.1 8125 && curl -s 127.0.0.1:9102/metrics
 
 Control socket (name `stats`, see --name): {\"cmd\":\"flush\"} flushes now, {\"cmd\":\"status\"} returns
-the health counters. SIGTERM/SIGINT flush the last interval before exit.")]
+the health counters, {\"cmd\":\"stop\"} stops (e.g. `shoal ctl --name stats stop`).
+SIGTERM/SIGINT also flush the last interval before exit.")]
 pub struct StatsArgs {
     /// The options (boxed: they are large, and live in the CLI's enum).
     #[command(flatten)]
@@ -66,12 +67,17 @@ pub struct StatsOptions {
     /// SO_REUSEPORT. [default: one per core]
     #[arg(long, value_name = "N")]
     pub sockets: Option<usize>,
-    /// SO_RCVBUF per socket, in bytes. [default: 8388608]
+    /// SO_RCVBUF per socket, in bytes. [default: 33554432 (32 MiB)]
     #[arg(long, value_name = "BYTES")]
     pub receive_buffer: Option<usize>,
     /// Largest datagram accepted; longer ones are counted and dropped. [default: 65535]
     #[arg(long, value_name = "BYTES")]
     pub max_datagram: Option<usize>,
+    /// Distinct series per receive socket and interval; lines of new series
+    /// beyond it are counted (shoal_stats_series_dropped_total) and dropped.
+    /// [default: 1000000]
+    #[arg(long, value_name = "N")]
+    pub max_series: Option<usize>,
     /// Control socket name (under $SHOAL_RUNTIME_DIR). [default: stats]
     #[arg(long)]
     pub name: Option<String>,
@@ -98,6 +104,7 @@ impl StatsOptions {
             sockets: self.sockets,
             receive_buffer: self.receive_buffer,
             max_datagram: self.max_datagram,
+            max_series: self.max_series,
             name: self.name.clone(),
             ..FileConfig::default()
         }

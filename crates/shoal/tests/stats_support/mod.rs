@@ -179,11 +179,31 @@ impl Collector {
         serde_json::from_str(&l).expect("stdout line is JSON")
     }
 
+    /// Start with UDP on 127.0.0.1:0, the JSON sink, no HTTP, and flushes
+    /// only on request (1h interval), plus `extra`.
+    pub fn start_json(extra: &[&str]) -> Collector {
+        let mut args = vec![
+            "--udp",
+            "127.0.0.1:0",
+            "--no-http",
+            "--json",
+            "--flush",
+            "1h",
+        ];
+        args.extend_from_slice(extra);
+        Collector::start(&args)
+    }
+
     /// Send SIGTERM and wait for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id() as i32;
         // SAFETY: kill(2) on the pid of our own child.
         unsafe { libc_kill(pid, 15) };
+        self.wait_exit()
+    }
+
+    /// Wait for the collector to exit on its own.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(st) = self.child.try_wait().expect("wait") {
