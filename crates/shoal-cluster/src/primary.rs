@@ -75,6 +75,7 @@ type Reply<T> = oneshot::Sender<std::result::Result<T, String>>;
 
 pub(crate) enum Cmd {
     Begin,
+    Setup(OsString, Vec<OsString>, bool),
     Status(oneshot::Sender<Status>),
     Reload(Option<Reply<usize>>),
     Scale(usize, Reply<usize>),
@@ -179,6 +180,17 @@ impl Cluster {
     /// Start the initial workers.
     pub async fn begin(&self) -> Result<()> {
         self.cmd(Cmd::Begin).await
+    }
+
+    /// Change the program, arguments and output relay of workers started
+    /// from now on (the chapter's `cluster.setupMaster`); emits `setup`.
+    pub async fn setup_primary(
+        &self,
+        exec: impl Into<OsString>,
+        args: Vec<OsString>,
+        silent: bool,
+    ) -> Result<()> {
+        self.cmd(Cmd::Setup(exec.into(), args, silent)).await
     }
 
     /// Receive every event from now on.
@@ -430,6 +442,11 @@ impl Primary {
     }
 
     fn setup(&mut self) {
+        self.setup_event();
+        self.fill_slots();
+    }
+
+    fn setup_event(&self) {
         let mut exec = vec![self.spec.exec.to_string_lossy().into_owned()];
         exec.extend(
             self.spec
@@ -447,7 +464,6 @@ impl Primary {
                 .map(ToString::to_string)
                 .collect(),
         });
-        self.fill_slots();
     }
 
     /// Add slots (and start workers) up to the target; remove the highest
@@ -527,6 +543,12 @@ impl Primary {
     fn on_cmd(&mut self, c: Cmd) {
         match c {
             Cmd::Begin => {}
+            Cmd::Setup(exec, args, silent) => {
+                self.spec.exec = exec;
+                self.spec.args = args;
+                self.spec.silent = silent;
+                self.setup_event();
+            }
             Cmd::Status(tx) => {
                 let _ = tx.send(self.status());
             }
