@@ -8,7 +8,10 @@
 # primary's CPU (share of all CPU the contender used) and RSS. The
 # contenders alternate for ROUNDS rounds; the table shows medians.
 #
-# Usage: bench/cluster.sh            (ROUNDS=3 DURATION=10s CONNS=64 THREADS=2 WORKERS=2)
+# Two scenarios: keep-alive (CONNS long connections) and `Connection: close`
+# (a new connection per request, where fairness across workers shows).
+#
+# Usage: bench/cluster.sh   (ROUNDS=3 DURATION=10s CONNS=64 THREADS=2 WORKERS=2 SCENARIOS="keepalive close")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -17,6 +20,7 @@ CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 WORKERS=${WORKERS:-2}
 PORT=${PORT:-18480}
+SCENARIOS=${SCENARIOS:-keepalive close}
 command -v wrk >/dev/null || { echo "wrk is not installed" >&2; exit 1; }
 cargo build --release -q -p shoal
 SHOAL=$PWD/target/release/shoal
@@ -66,28 +70,32 @@ stop() {
 
 RESULTS=$WORK/results.tsv
 : > "$RESULTS"
-for round in $(seq 1 "$ROUNDS"); do
+for scenario in $SCENARIOS; do
+ hdr=(); [ "$scenario" = close ] && hdr=(-H "Connection: close")
+ for round in $(seq 1 "$ROUNDS"); do
   for c in single node-cluster shoal shoal-reuseport; do
     start "$c"
     kids=$(children "$PRIMARY")
     p0=$(cpu_ticks "$PRIMARY"); k0=0; for k in $kids; do k0=$((k0 + $(cpu_ticks "$k"))); done
-    out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$PORT/")
+    out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "${hdr[@]}" "http://127.0.0.1:$PORT/")
     p1=$(cpu_ticks "$PRIMARY"); k1=0; for k in $kids; do k1=$((k1 + $(cpu_ticks "$k"))); done
     rss=$(rss_kb "$PRIMARY")
     sleep 0.5 # let the workers write their final counts
     rps=$(echo "$out" | awk '/^Requests\/sec/ { print $2 }')
     p99=$(echo "$out" | awk '$1 == "99%" { print $2 }')
     shares=""; for f in "$WORK/counts-$c"/*; do [ -f "$f" ] && shares="$shares$(cat "$f") "; done
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$c" "$rps" "$p99" "$((p1 - p0))" "$((k1 - k0))" "$rss" "$shares" >> "$RESULTS"
-    echo "round $round $c: $rps req/s, p99 $p99, counts: $shares, cpu ticks primary $((p1 - p0)) workers $((k1 - k0))" >&2
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$c" "$rps" "$p99" "$((p1 - p0))" "$((k1 - k0))" "$rss" "$shares" "$scenario" >> "$RESULTS"
+    echo "$scenario round $round $c: $rps req/s, p99 $p99, counts: $shares, cpu ticks primary $((p1 - p0)) workers $((k1 - k0))" >&2
     stop
   done
+ done
 done
 
-python3 - "$RESULTS" "$WORKERS" <<'PY'
+python3 - "$RESULTS" "$WORKERS" "$CONNS" <<'PY'
 import sys, statistics
 rows = [l.rstrip('\n').split('\t') for l in open(sys.argv[1]) if l.strip()]
 workers = int(sys.argv[2])
+conns = sys.argv[3]
 def ms(s):
     s = s.strip()
     for suf, f in (('us', 1e-3), ('ms', 1.0), ('s', 1e3)):
@@ -97,31 +105,40 @@ def ms(s):
 order = ['single', 'node-cluster', 'shoal', 'shoal-reuseport']
 label = {'single': '(a) one Node process', 'node-cluster': '(b) Node cluster, %d workers' % workers,
          'shoal': '(c) shoal cluster -w %d, shared fd' % workers, 'shoal-reuseport': '(d) shoal cluster -w %d --reuse-port' % workers}
-med = {}
-print('| contender | req/s (median) | p99 ms | per-worker share of requests | primary CPU, % of total | primary RSS MB |')
-print('| --- | ---: | ---: | --- | ---: | ---: |')
-for c in order:
-    rs = [r for r in rows if r[1] == c]
-    if not rs:
-        continue
-    rps = statistics.median(float(r[2]) for r in rs)
-    p99 = statistics.median(ms(r[3]) for r in rs)
-    shares = []
-    for r in rs:
-        counts = [int(x) for x in r[7].split()] if r[7].strip() else []
-        tot = sum(counts)
-        if tot and c != 'single':
-            shares.append(sorted(round(100.0 * x / tot, 1) for x in counts))
-    share = ' / '.join('%.1f%%' % statistics.median(s[i] for s in shares) for i in range(len(shares[0]))) if shares and all(len(s) == len(shares[0]) for s in shares) else '-'
-    pc = [100.0 * int(r[4]) / max(1, int(r[4]) + int(r[5])) for r in rs]
-    prim = '-' if c == 'single' else '%.2f%%' % statistics.median(pc)
-    rss = statistics.median(int(r[6]) for r in rs) / 1024
-    med[c] = rps
-    print('| %s | %.0f | %.2f | %s | %s | %.1f |' % (label[c], rps, p99, share, prim, rss))
-if 'node-cluster' in med:
-    b = med['node-cluster']
-    print()
-    for c in ('shoal', 'shoal-reuseport'):
-        if c in med:
-            print('%s / (b): %.2f' % (label[c], med[c] / b))
+def table(rows, title):
+  med = {}
+  print('### ' + title)
+  print()
+  print('| contender | req/s (median) | p99 ms | per-worker share of requests | primary CPU, % of total | primary RSS MB |')
+  print('| --- | ---: | ---: | --- | ---: | ---: |')
+  for c in order:
+      rs = [r for r in rows if r[1] == c]
+      if not rs:
+          continue
+      rps = statistics.median(float(r[2]) for r in rs)
+      p99 = statistics.median(ms(r[3]) for r in rs)
+      shares = []
+      for r in rs:
+          counts = [int(x) for x in r[7].split()] if r[7].strip() else []
+          tot = sum(counts)
+          if tot and c != 'single':
+              shares.append(sorted(round(100.0 * x / tot, 1) for x in counts))
+      share = ' / '.join('%.1f%%' % statistics.median(s[i] for s in shares) for i in range(len(shares[0]))) if shares and all(len(s) == len(shares[0]) for s in shares) else '-'
+      pc = [100.0 * int(r[4]) / max(1, int(r[4]) + int(r[5])) for r in rs]
+      prim = '-' if c == 'single' else '%.2f%%' % statistics.median(pc)
+      rss = statistics.median(int(r[6]) for r in rs) / 1024
+      med[c] = rps
+      print('| %s | %.0f | %.2f | %s | %s | %.1f |' % (label[c], rps, p99, share, prim, rss))
+  if 'node-cluster' in med:
+      b = med['node-cluster']
+      print()
+      for c in ('shoal', 'shoal-reuseport'):
+          if c in med:
+              print('%s / (b): %.2f' % (label[c], med[c] / b))
+
+  print()
+for sc in dict.fromkeys(r[8] for r in rows):
+  titles = {'keepalive': 'keep-alive, %s connections' % conns,
+            'close': 'Connection: close, a new connection per request, %s at a time' % conns}
+  table([r for r in rows if r[8] == sc], titles.get(sc, sc))
 PY
