@@ -692,3 +692,65 @@ fn bad_input_gets_one_line_errors() {
     let e = run(&["ctl", "--name", "nobody-here", "status"]);
     assert!(e.contains("is the server running?"), "{e}");
 }
+
+#[test]
+fn several_listeners_tcp_ipv6_and_unix_at_fds_3_4_5() {
+    let dir = TempDir::new();
+    let sock = dir.path().join("app.sock");
+    let js = write_script(
+        dir.path(),
+        "multi.js",
+        r#"
+        const http = require('http');
+        const names = process.env.LISTEN_FDNAMES.split(':');
+        for (let i = 0; i < Number(process.env.LISTEN_FDS); i++) {
+            http.createServer((q, s) => s.end(names[i] + ' ' + process.env.SHOAL_WORKER_ID)).listen({ fd: 3 + i });
+        }
+        process.send('ready');
+        "#,
+    );
+    let unix = format!("api=unix:{}", sock.display());
+    let mut p = Primary::start(
+        "multi",
+        &[
+            "-w",
+            "2",
+            "-l",
+            "web=127.0.0.1:0",
+            "-l",
+            "v6=[::1]:0",
+            "-l",
+            &unix,
+            "--ready",
+            "ipc",
+        ],
+        &["node", &js],
+    );
+    let setup = p.event("setup");
+    let listen: Vec<String> = setup["listen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listen.len(), 3, "{setup}");
+    assert!(listen[1].starts_with("[::1]:"), "{setup}");
+    assert_eq!(listen[2], format!("unix:{}", sock.display()));
+    p.all_online(2);
+    let (code, body) = get(&listen[0], "/").unwrap();
+    assert_eq!(code, 200);
+    assert!(body.starts_with("web "), "{body}");
+    let (_, body) = get(&listen[1], "/").unwrap();
+    assert!(body.starts_with("v6 "), "{body}");
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("api "), "{resp}");
+    p.signal("TERM");
+    assert!(p.wait_exit().success());
+    assert!(!sock.exists(), "the Unix socket file is removed on exit");
+}
