@@ -83,7 +83,7 @@ for scenario in $SCENARIOS; do
     sleep 0.5 # let the workers write their final counts
     rps=$(echo "$out" | awk '/^Requests\/sec/ { print $2 }')
     p99=$(echo "$out" | awk '$1 == "99%" { print $2 }')
-    shares=""; for f in "$WORK/counts-$c"/*; do [ -f "$f" ] && shares="$shares$(cat "$f") "; done
+    shares=""; for f in "$WORK/counts-$c"/[0-9]*; do [ "${f%.tmp}" = "$f" ] && [ -f "$f" ] && shares="$shares$(cat "$f") "; done
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$c" "$rps" "$p99" "$((p1 - p0))" "$((k1 - k0))" "$rss" "$shares" "$scenario" >> "$RESULTS"
     echo "$scenario round $round $c: $rps req/s, p99 $p99, counts: $shares, cpu ticks primary $((p1 - p0)) workers $((k1 - k0))" >&2
     stop

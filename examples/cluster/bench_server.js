@@ -23,7 +23,10 @@ if (workers > 0 && cluster.isPrimary) {
   else server.listen(Number(process.env.PORT || 8080), '127.0.0.1');
   if (process.env.COUNT_DIR) {
     setInterval(function() {
-      fs.writeFileSync(process.env.COUNT_DIR + '/' + process.pid, String(served));
+      // Write then rename, so that a reader never sees a half-written file.
+      var f = process.env.COUNT_DIR + '/' + process.pid;
+      fs.writeFileSync(f + '.tmp', String(served));
+      fs.renameSync(f + '.tmp', f);
     }, 200).unref();
   }
 }

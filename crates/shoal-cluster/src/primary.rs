@@ -134,6 +134,7 @@ impl Cluster {
             addrs: listeners.addrs(),
             name: spec.name.clone(),
         };
+        let mut control = None;
         if spec.control {
             let path = shoal_core::control::socket_path(&spec.name);
             let listener =
@@ -144,10 +145,14 @@ impl Cluster {
                         source,
                     })?;
             let c = cluster.clone();
+            // Its own token, so that the primary can close it when it ends
+            // for any reason (ctl stop, all workers gave up).
+            let control_sd = shutdown.child();
+            control = Some((control_sd.clone(), path.clone()));
             tokio::spawn(shoal_core::control::serve(
                 listener,
                 path,
-                shutdown.clone(),
+                control_sd,
                 move |req| {
                     let c = c.clone();
                     async move { crate::control::handle(&c, req).await }
@@ -172,6 +177,7 @@ impl Cluster {
             stopping: false,
             started: Instant::now(),
             gave_up: Vec::new(),
+            control,
         };
         let join = tokio::spawn(primary.run(cmd_rx, rep_rx, shutdown));
         Ok((cluster, Running { join }))
@@ -377,6 +383,7 @@ struct Primary {
     stopping: bool,
     started: Instant,
     gave_up: Vec<String>,
+    control: Option<(Shutdown, std::path::PathBuf)>,
 }
 
 impl Primary {
@@ -387,7 +394,7 @@ impl Primary {
         shutdown: Shutdown,
     ) -> Result<()> {
         let mut begun = false;
-        loop {
+        let r = loop {
             tokio::select! {
                 _ = shutdown.cancelled(), if !self.stopping => self.begin_stop(),
                 Some(c) = cmds.recv() => {
@@ -403,7 +410,7 @@ impl Primary {
                 Some(r) = reports.recv() => self.on_report(r),
             }
             if self.stopping && self.workers.is_empty() {
-                break;
+                break Ok(());
             }
             if begun
                 && !self.stopping
@@ -411,10 +418,18 @@ impl Primary {
                 && self.workers.is_empty()
                 && !self.gave_up.is_empty()
             {
-                return Err(ClusterError::AllGaveUp(self.gave_up.join("; ")));
+                break Err(ClusterError::AllGaveUp(self.gave_up.join("; ")));
             }
+            if begun && !self.spec.restart && !self.stopping && self.workers.is_empty() {
+                tracing::info!("every worker has exited and --no-restart is set: stopping");
+                break Ok(());
+            }
+        };
+        if let Some((sd, path)) = self.control.take() {
+            sd.trigger();
+            let _ = std::fs::remove_file(path);
         }
-        Ok(())
+        r
     }
 
     fn emit(&self, e: Event) {

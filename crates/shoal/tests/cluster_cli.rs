@@ -558,6 +558,10 @@ fn scale_up_and_down_at_runtime_and_reload_on_sighup() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot scale to 0"));
     assert_eq!(p.ctl_json(&["stop"])["stopping"], true);
     assert!(p.wait_exit().success());
+    assert!(
+        !p.rt.path().join("scale.sock").exists(),
+        "control socket left behind"
+    );
 }
 
 #[test]
@@ -577,6 +581,10 @@ fn crash_loop_backs_off_then_gives_up_with_a_reason() {
     assert!(!s.success());
     p.wait_log("all workers gave up: worker 1");
     p.wait_log("[crash 1] starting");
+    assert!(
+        !p.rt.path().join("crash.sock").exists(),
+        "control socket left behind"
+    );
 }
 
 #[test]
@@ -753,4 +761,24 @@ fn several_listeners_tcp_ipv6_and_unix_at_fds_3_4_5() {
     p.signal("TERM");
     assert!(p.wait_exit().success());
     assert!(!sock.exists(), "the Unix socket file is removed on exit");
+}
+
+#[test]
+fn no_restart_ends_the_primary_when_the_workers_are_done() {
+    let mut p = Primary::start(
+        "once",
+        &["-w", "2", "--no-restart", "--ready", "delay:0"],
+        &["sh", "-c", "echo done $SHOAL_WORKER_ID"],
+    );
+    let s = p.wait_exit();
+    assert!(s.success(), "{}", p.log());
+    p.wait_log("[once 1] done 1");
+    p.wait_log("[once 2] done 2");
+    let exits = (0..2).map(|_| p.event("exit")).collect::<Vec<_>>();
+    assert!(
+        exits
+            .iter()
+            .all(|e| e["code"] == 0 && e["exited_after_disconnect"] == false),
+        "{exits:?}"
+    );
 }
