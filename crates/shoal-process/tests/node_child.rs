@@ -312,3 +312,39 @@ async fn spawn_options_cwd_env_fd_and_detached() {
     .unwrap_err();
     assert!(e.to_string().contains("no-such-program-xyz"), "{e}");
 }
+
+/// `uid`/`gid` need privileges: checked when the tests run as root (as in
+/// CI containers), reported and skipped otherwise.
+#[tokio::test]
+async fn uid_and_gid_are_applied() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("uid_and_gid_are_applied: not root, cannot change uid; skipped");
+        return;
+    }
+    let out = shoal_process::exec_file(
+        "/bin/sh",
+        ["-c", "id -u; id -g"],
+        shoal_process::ExecOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.stdout.text(), "0\n0\n");
+    let mut cp = spawn(
+        "/bin/sh",
+        ["-c", "id -u; id -g"],
+        SpawnOptions {
+            uid: Some(65534),
+            gid: Some(65534),
+            stdio: vec![Stdio::Ignore, Stdio::Pipe, Stdio::Inherit],
+            ..SpawnOptions::default()
+        },
+    )
+    .unwrap();
+    let mut text = String::new();
+    tokio::io::AsyncReadExt::read_to_string(cp.stdout.as_mut().unwrap(), &mut text)
+        .await
+        .unwrap();
+    assert_eq!(text, "65534\n65534\n");
+    assert!(tokio::time::timeout(T, cp.wait()).await.unwrap().success());
+}
