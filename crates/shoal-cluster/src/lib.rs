@@ -30,7 +30,7 @@ mod worker;
 
 pub use error::{ClusterError, Result};
 pub use event::Event;
-pub use primary::{Cluster, PrimaryInfo, Running, Status, WorkerInfo};
+pub use primary::{Cluster, PrimaryInfo, Running, Status, Worker, WorkerInfo};
 pub use role::{is_primary, is_worker, worker_id};
 pub use spec::{ClusterSpec, ListenAddr, ListenSpec, Ready, WorkerCount};
 

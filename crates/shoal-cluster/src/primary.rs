@@ -280,6 +280,60 @@ impl Cluster {
     pub async fn disconnect(&self) -> Result<()> {
         self.cmd(Cmd::Stop).await
     }
+
+    /// A handle on worker `id` as it is now (the chapter's `cluster.workers[id]`),
+    /// or `None` if there is no such worker.
+    pub async fn worker(&self, id: u32) -> Result<Option<Worker>> {
+        let found = self
+            .workers()
+            .await?
+            .into_iter()
+            .filter(|w| w.id == id && w.state != "stopping")
+            .next_back();
+        Ok(found.map(|info| Worker {
+            info,
+            cluster: self.clone(),
+        }))
+    }
+}
+
+/// One worker, seen from the primary: the chapter's `worker` object.
+#[derive(Clone)]
+pub struct Worker {
+    info: WorkerInfo,
+    cluster: Cluster,
+}
+
+impl Worker {
+    /// Its id (`worker.id`).
+    pub fn id(&self) -> u32 {
+        self.info.id
+    }
+
+    /// Its process id (`worker.process.pid`).
+    pub fn pid(&self) -> u32 {
+        self.info.pid
+    }
+
+    /// What `status` said about it when this handle was made.
+    pub fn info(&self) -> &WorkerInfo {
+        &self.info
+    }
+
+    /// Send a message on its IPC channel (`worker.send`).
+    pub async fn send(&self, msg: Value) -> Result<std::result::Result<(), String>> {
+        self.cluster.send(self.info.id, msg).await
+    }
+
+    /// Signal it (`worker.kill`); it is not replaced and its exit says it was asked to go.
+    pub async fn kill(&self, signal: i32) -> Result<std::result::Result<(), String>> {
+        self.cluster.kill(self.info.id, signal).await
+    }
+
+    /// Ask it to go gracefully (`worker.disconnect`); it is not replaced.
+    pub async fn disconnect(&self) -> Result<std::result::Result<(), String>> {
+        self.cluster.disconnect_worker(self.info.id).await
+    }
 }
 
 fn spawn_signal_task(cmds: mpsc::Sender<Cmd>, shutdown: Shutdown) -> std::io::Result<()> {
@@ -350,7 +404,7 @@ enum WState {
     Stopping,
 }
 
-struct Worker {
+struct Live {
     id: u32,
     pid: u32,
     killer: Killer,
@@ -376,7 +430,7 @@ struct Primary {
     cmd_tx: mpsc::Sender<Cmd>,
     rep_tx: mpsc::Sender<Report>,
     slots: BTreeMap<u32, Slot>,
-    workers: BTreeMap<u64, Worker>,
+    workers: BTreeMap<u64, Live>,
     next_key: u64,
     target: usize,
     reload: Option<Reload>,
@@ -526,7 +580,7 @@ impl Primary {
             Ok(l) => {
                 self.workers.insert(
                     key,
-                    Worker {
+                    Live {
                         id,
                         pid: l.pid,
                         killer: l.killer,
@@ -1047,7 +1101,7 @@ impl Primary {
 
 /// Signal the worker's process group while the worker is not yet reaped
 /// (so the group id cannot belong to anyone else), else nothing.
-fn kill_group(w: &Worker, sig: i32) {
+fn kill_group(w: &Live, sig: i32) {
     if let Ok(true) = w.killer.kill(sig) {
         // SAFETY: kill(2) on the group our live child leads.
         unsafe { libc::kill(-(w.pid as libc::pid_t), sig) };

@@ -126,7 +126,10 @@ async fn rust_program_is_its_own_primary_and_workers() {
     assert_eq!(ws.iter().map(|w| w.id).collect::<Vec<_>>(), [1, 2]);
 
     // worker.send and the worker's answer as a message event.
-    cluster.send(1, json!({"n": 7})).await.unwrap().unwrap();
+    let w1 = cluster.worker(1).await.unwrap().expect("worker 1");
+    assert_eq!((w1.id(), w1.pid()), (1, ws[0].pid));
+    assert!(cluster.worker(9).await.unwrap().is_none());
+    w1.send(json!({"n": 7})).await.unwrap().unwrap();
     let m = next_matching(
         &mut ev,
         |e| matches!(e, Event::Message { message, .. } if message != "ready"),
@@ -160,7 +163,8 @@ async fn rust_program_is_its_own_primary_and_workers() {
     assert!(got3, "worker 3 never answered");
 
     // worker.kill: it is not replaced, and its exit says it was asked to go.
-    cluster.kill(3, libc::SIGKILL).await.unwrap().unwrap();
+    let w3h = cluster.worker(3).await.unwrap().expect("worker 3");
+    w3h.kill(libc::SIGKILL).await.unwrap().unwrap();
     let e = next_matching(&mut ev, |e| matches!(e, Event::Exit { id: 3, .. })).await;
     let Event::Exit {
         signal,

@@ -235,6 +235,25 @@ impl Drop for TempDir {
     }
 }
 
+/// The zombie children of `parent`.
+fn zombies_of(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(i) = stat.rfind(')') else { continue };
+        let f: Vec<&str> = stat[i + 2..].split_whitespace().collect();
+        if f.first() == Some(&"Z") && f.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(parent) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
 /// Whether `pid` is a live (not zombie) process.
 fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -389,6 +408,16 @@ fn a_killed_worker_is_replaced_with_the_same_id() {
     assert_ne!(fork["pid"].as_u64().unwrap(), victim);
     p.wait_for("online again", |v| v["event"] == "online" && v["id"] == 1);
     assert!(!alive(victim as u32));
+    // The dead worker was reaped: the primary has no zombie child.
+    let deadline = Instant::now() + T;
+    while !zombies_of(p.child.id()).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "zombies: {:?}",
+            zombies_of(p.child.id())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let st = p.ctl_json(&["status"]);
     let w1 = st["status"]["workers"]
         .as_array()
@@ -529,6 +558,11 @@ fn scale_up_and_down_at_runtime_and_reload_on_sighup() {
     p.all_online(1);
     assert_eq!(p.ctl_json(&["scale", "3"])["workers"], 3);
     p.wait_for("online 3", |v| v["event"] == "online" && v["id"] == 3);
+    p.signal("TTIN");
+    p.wait_for("online 4", |v| v["event"] == "online" && v["id"] == 4);
+    p.signal("TTOU");
+    let e = p.wait_for("exit 4", |v| v["event"] == "exit" && v["id"] == 4);
+    assert_eq!(e["exited_after_disconnect"], true);
     p.signal("TTOU");
     let e = p.wait_for("exit 3", |v| v["event"] == "exit" && v["id"] == 3);
     assert_eq!(e["exited_after_disconnect"], true);
