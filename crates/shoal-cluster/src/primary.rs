@@ -288,8 +288,7 @@ impl Cluster {
             .workers()
             .await?
             .into_iter()
-            .filter(|w| w.id == id && w.state != "stopping")
-            .next_back();
+            .rfind(|w| w.id == id && w.state != "stopping");
         Ok(found.map(|info| Worker {
             info,
             cluster: self.clone(),
