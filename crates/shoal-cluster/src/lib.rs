@@ -5,6 +5,8 @@
 //!
 //! - [`spec`]: what to run ([`ClusterSpec`]), and parsing of addresses,
 //!   readiness modes and worker counts.
+//! - [`file`]: the TOML file form of a spec (`--config`), with errors that
+//!   name the file, line and key.
 //! - [`listen`]: binding the addresses once (shared fds) or per worker
 //!   (`SO_REUSEPORT`).
 //! - [`worker`] (private): starting one worker process with socket-activation
@@ -21,6 +23,7 @@
 pub mod control;
 pub mod error;
 pub mod event;
+pub mod file;
 pub mod listen;
 pub mod primary;
 pub mod procstat;

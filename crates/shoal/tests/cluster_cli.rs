@@ -38,7 +38,11 @@ impl Primary {
         cmd.arg("cluster")
             .args(["--name", name, "--json"])
             .args(flags)
-            .arg("--")
+            .args(if command.is_empty() {
+                &[][..]
+            } else {
+                &["--"][..]
+            })
             .args(command)
             .current_dir(repo())
             .env("SHOAL_RUNTIME_DIR", rt.path())
@@ -814,5 +818,48 @@ fn no_restart_ends_the_primary_when_the_workers_are_done() {
             .iter()
             .all(|e| e["code"] == 0 && e["exited_after_disconnect"] == false),
         "{exits:?}"
+    );
+}
+
+#[test]
+fn config_file_runs_and_its_errors_name_file_line_and_key() {
+    let dir = TempDir::new();
+    let good = dir.path().join("c.toml");
+    std::fs::write(
+        &good,
+        format!(
+            "name = \"ignored-by-flag\"\nworkers = 2\ncommand = [\"node\", {:?}]\nlisten = [\"127.0.0.1:0\"]\nready = \"delay:100\"\n[env]\nGREETING = \"hi\"\n",
+            server_js()
+        ),
+    )
+    .unwrap();
+    let cfg = good.display().to_string();
+    let mut p = Primary::start("fromfile", &["--config", &cfg], &[]);
+    let addr = p.addr();
+    p.all_online(2);
+    assert_eq!(get(&addr, "/").unwrap().0, 200);
+    assert_eq!(p.ctl_json(&["status"])["status"]["name"], "fromfile");
+    drop(p);
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "workers = 2\ncomand = [\"node\"]\n").unwrap();
+    let out = Command::new(shoal())
+        .args(["cluster", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains(&format!("{}:2", bad.display())) && e.contains("comand"),
+        "{e}"
+    );
+    let out = Command::new(shoal())
+        .args(["cluster", "-w", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no worker command"),
+        "{out:?}"
     );
 }
