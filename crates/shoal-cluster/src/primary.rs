@@ -179,7 +179,12 @@ impl Cluster {
             gave_up: Vec::new(),
             control,
         };
-        let join = tokio::spawn(primary.run(cmd_rx, rep_rx, shutdown));
+        // Every log line of the primary says so: `primary{name=web}: worker 1 online`.
+        let span = tracing::info_span!("primary", name = %primary.spec.name);
+        let join = tokio::spawn(tracing::Instrument::instrument(
+            primary.run(cmd_rx, rep_rx, shutdown),
+            span,
+        ));
         Ok((cluster, Running { join }))
     }
 
