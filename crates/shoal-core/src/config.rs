@@ -84,12 +84,7 @@ pub fn parse_toml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Con
     })
 }
 
-fn from_toml_error(
-    file: &Path,
-    text: &str,
-    e: &toml::de::Error,
-    key: Option<String>,
-) -> ConfigError {
+fn from_toml_error(file: &Path, text: &str, e: &toml::de::Error, key: Option<String>) -> ConfigError {
     let (line, column) = match e.span() {
         Some(span) => {
             let (l, c) = line_col(text, span.start);
@@ -151,8 +146,7 @@ mod tests {
 
     #[test]
     fn type_error_names_line_and_key() {
-        let text =
-            "[[servers]]\naddress = \"a\"\n\n[[servers]]\naddress = \"b\"\nweight = \"heavy\"\n";
+        let text = "[[servers]]\naddress = \"a\"\n\n[[servers]]\naddress = \"b\"\nweight = \"heavy\"\n";
         let e = parse_toml::<File>(Path::new("x.toml"), text).unwrap_err();
         assert_eq!(e.line, Some(6), "{e}");
         assert_eq!(e.key.as_deref(), Some("servers[1].weight"), "{e}");

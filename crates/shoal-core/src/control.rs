@@ -42,11 +42,7 @@ pub fn socket_path(name: &str) -> PathBuf {
 
 /// A successful reply carrying `fields` (an object) plus `"ok": true`.
 pub fn ok(fields: Value) -> Value {
-    let mut v = if fields.is_object() {
-        fields
-    } else {
-        json!({ "result": fields })
-    };
+    let mut v = if fields.is_object() { fields } else { json!({ "result": fields }) };
     v["ok"] = Value::Bool(true);
     v
 }
@@ -62,19 +58,13 @@ pub fn err(message: impl std::fmt::Display) -> Value {
 pub async fn bind(path: &Path) -> io::Result<UnixListener> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
-                format!(
-                    "{} is in use by a running server (pick another --name)",
-                    path.display()
-                ),
+                format!("{} is in use by a running server (pick another --name)", path.display()),
             ));
         }
         std::fs::remove_file(path)?;
@@ -142,13 +132,7 @@ where
 pub async fn request(path: &Path, req: &Value, timeout: Duration) -> io::Result<Value> {
     let fut = async {
         let stream = UnixStream::connect(path).await.map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "cannot reach {}: {e} (is the server running?)",
-                    path.display()
-                ),
-            )
+            io::Error::new(e.kind(), format!("cannot reach {}: {e} (is the server running?)", path.display()))
         })?;
         let (r, mut w) = stream.into_split();
         let mut out = serde_json::to_vec(req)?;
@@ -176,22 +160,16 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(mode.permissions().mode() & 0o777, 0o600);
         let sd = Shutdown::new();
-        let task = tokio::spawn(serve(
-            listener,
-            path.clone(),
-            sd.clone(),
-            |v: Value| async move { ok(json!({ "echo": v["cmd"] })) },
-        ));
+        let task = tokio::spawn(serve(listener, path.clone(), sd.clone(), |v: Value| async move {
+            ok(json!({ "echo": v["cmd"] }))
+        }));
         let t = Duration::from_secs(5);
         let r = request(&path, &json!({"cmd":"status"}), t).await.unwrap();
         assert_eq!(r, json!({"ok": true, "echo": "status"}));
         let r = request(&path, &json!([1, 2]), t).await.unwrap();
         assert_eq!(r["ok"], false);
         // A second server on the same live path is refused.
-        assert_eq!(
-            bind(&path).await.unwrap_err().kind(),
-            io::ErrorKind::AddrInUse
-        );
+        assert_eq!(bind(&path).await.unwrap_err().kind(), io::ErrorKind::AddrInUse);
         // Raw garbage gets an error reply and the server keeps serving.
         let mut s = UnixStream::connect(&path).await.unwrap();
         s.write_all(b"{not json\n").await.unwrap();

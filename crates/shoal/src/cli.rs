@@ -9,10 +9,8 @@ use crate::cmd;
 /// a UDP metrics collector, in one binary.
 #[derive(Parser, Debug)]
 #[command(name = "shoal", version, propagate_version = true)]
-#[command(
-    after_help = "Run `shoal <COMMAND> --help` for the options and examples of each part.\n\
-Logs go to stderr; set SHOAL_LOG (e.g. SHOAL_LOG=debug) for more detail."
-)]
+#[command(after_help = "Run `shoal <COMMAND> --help` for the options and examples of each part.\n\
+Logs go to stderr; set SHOAL_LOG (e.g. SHOAL_LOG=debug) for more detail.")]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
