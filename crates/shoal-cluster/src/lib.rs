@@ -5,11 +5,11 @@
 //!
 //! - [`spec`]: what to run ([`ClusterSpec`]), and parsing of addresses,
 //!   readiness modes and worker counts.
-//! - [`file`]: the TOML file form of a spec (`--config`), with errors that
+//! - [`mod@file`]: the TOML file form of a spec (`--config`), with errors that
 //!   name the file, line and key.
 //! - [`listen`]: binding the addresses once (shared fds) or per worker
 //!   (`SO_REUSEPORT`).
-//! - [`worker`] (private): starting one worker process with socket-activation
+//! - `worker` (private): starting one worker process with socket-activation
 //!   fds, ids, IPC channel, notify socket and output relay.
 //! - [`primary`]: the supervisor task and the [`Cluster`] handle (status,
 //!   reload, scale, fork, send, kill, disconnect, events).

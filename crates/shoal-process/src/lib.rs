@@ -14,7 +14,7 @@
 //! - [`framing`]: splitting the channel's byte stream into lines, with a size cap.
 //! - [`handle`]: the descriptors that can travel with a message, with Node's
 //!   type names.
-//! - [`exec`]: `exec` through `/bin/sh -c` and `exec_file`, fully buffered, with
+//! - [`mod@exec`]: `exec` through `/bin/sh -c` and `exec_file`, fully buffered, with
 //!   timeout, kill signal, max buffer and encoding.
 //! - [`error`]: the crate's error enum.
 
