@@ -5,6 +5,8 @@
 //!
 //! - [`spec`]: what to run ([`ClusterSpec`]), and parsing of addresses,
 //!   readiness modes and worker counts.
+//! - `guard` (private): the helper that kills the workers' process groups
+//!   when the primary dies, even by SIGKILL.
 //! - [`mod@file`]: the TOML file form of a spec (`--config`), with errors that
 //!   name the file, line and key.
 //! - [`listen`]: binding the addresses once (shared fds) or per worker
@@ -24,6 +26,7 @@ pub mod control;
 pub mod error;
 pub mod event;
 pub mod file;
+mod guard;
 pub mod listen;
 pub mod primary;
 pub mod procstat;

@@ -178,6 +178,7 @@ impl Cluster {
             started: Instant::now(),
             gave_up: Vec::new(),
             control,
+            guard: crate::guard::Guard::start(),
         };
         // Every log line of the primary says so: `primary{name=web}: worker 1 online`.
         let span = tracing::info_span!("primary", name = %primary.spec.name);
@@ -442,6 +443,7 @@ struct Primary {
     started: Instant,
     gave_up: Vec<String>,
     control: Option<(Shutdown, std::path::PathBuf)>,
+    guard: Option<crate::guard::Guard>,
 }
 
 impl Primary {
@@ -596,6 +598,9 @@ impl Primary {
                         disconnected: false,
                     },
                 );
+                if let Some(g) = self.guard.as_mut() {
+                    g.add(l.pid);
+                }
                 self.emit(Event::Fork { id, pid: l.pid });
                 if let Ready::Delay(d) = self.spec.ready {
                     self.after(d, Cmd::DelayReady(key));
@@ -857,6 +862,9 @@ impl Primary {
         // Whatever the worker left in its process group goes with it.
         // SAFETY: kill(2) on the worker's own group id; ESRCH if it is empty.
         unsafe { libc::kill(-(w.pid as libc::pid_t), libc::SIGKILL) };
+        if let Some(g) = self.guard.as_mut() {
+            g.remove(w.pid);
+        }
         if !w.disconnected {
             self.emit(Event::Disconnect {
                 id: w.id,

@@ -558,6 +558,49 @@ fn primary_killed_with_sigkill_leaves_no_worker() {
 }
 
 #[test]
+fn primary_killed_with_sigkill_leaves_no_grandchild_either() {
+    let dir = TempDir::new();
+    let pidfile = dir.path().join("grandchild.pid");
+    let script = format!(
+        "sleep 1000 & echo $! > {}; exec node {}",
+        pidfile.display(),
+        server_js()
+    );
+    let mut p = Primary::start(
+        "grand",
+        &["-w", "1", "-l", "127.0.0.1:0", "--ready", "delay:100"],
+        &["sh", "-c", &script],
+    );
+    p.all_online(1);
+    let deadline = Instant::now() + T;
+    let grandchild: u32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "no grandchild pid");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let worker = p.worker_pids[0];
+    assert!(alive(grandchild) && alive(worker));
+    p.signal("KILL");
+    p.wait_exit();
+    while alive(grandchild) || alive(worker) {
+        if Instant::now() > deadline {
+            kill(grandchild, "KILL");
+            panic!(
+                "left behind: worker {worker} alive {}, grandchild {grandchild} alive {}",
+                alive(worker),
+                alive(grandchild)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn scale_up_and_down_at_runtime_and_reload_on_sighup() {
     let mut p = Primary::start(
         "scale",
