@@ -915,3 +915,24 @@ fn config_file_runs_and_its_errors_name_file_line_and_key() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_worker_ignoring_sigterm_is_killed_after_the_grace_period() {
+    let mut p = Primary::start(
+        "stubborn",
+        &["-w", "1", "--grace", "300ms", "--ready", "ipc"],
+        &[
+            "node",
+            "-e",
+            "process.on('SIGTERM', () => console.log('ignoring SIGTERM')); process.on('disconnect', () => {}); process.send('ready'); setInterval(() => {}, 1000)",
+        ],
+    );
+    p.all_online(1);
+    p.signal("TERM");
+    let e = p.event("exit");
+    assert_eq!(e["signal"], "SIGKILL", "{e}");
+    assert_eq!(e["exited_after_disconnect"], true);
+    assert!(p.wait_exit().success(), "{}", p.log());
+    p.wait_log("[stubborn 1] ignoring SIGTERM");
+    p.wait_log("SIGKILL");
+}
