@@ -8,6 +8,9 @@ pub enum ClusterError {
     /// A bad value in the cluster's specification (flag or config).
     #[error("{0}")]
     Spec(String),
+    /// The configuration file is wrong (file:line: key: what).
+    #[error(transparent)]
+    Config(#[from] shoal_core::config::ConfigError),
     /// A listening address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

@@ -5,9 +5,13 @@
 //!
 //! - [`spec`]: what to run ([`ClusterSpec`]), and parsing of addresses,
 //!   readiness modes and worker counts.
+//! - `guard` (private): the helper that kills the workers' process groups
+//!   when the primary dies, even by SIGKILL.
+//! - [`mod@file`]: the TOML file form of a spec (`--config`), with errors that
+//!   name the file, line and key.
 //! - [`listen`]: binding the addresses once (shared fds) or per worker
 //!   (`SO_REUSEPORT`).
-//! - [`worker`] (private): starting one worker process with socket-activation
+//! - `worker` (private): starting one worker process with socket-activation
 //!   fds, ids, IPC channel, notify socket and output relay.
 //! - [`primary`]: the supervisor task and the [`Cluster`] handle (status,
 //!   reload, scale, fork, send, kill, disconnect, events).
@@ -21,6 +25,8 @@
 pub mod control;
 pub mod error;
 pub mod event;
+pub mod file;
+mod guard;
 pub mod listen;
 pub mod primary;
 pub mod procstat;
@@ -30,7 +36,7 @@ mod worker;
 
 pub use error::{ClusterError, Result};
 pub use event::Event;
-pub use primary::{Cluster, PrimaryInfo, Running, Status, WorkerInfo};
+pub use primary::{Cluster, PrimaryInfo, Running, Status, Worker, WorkerInfo};
 pub use role::{is_primary, is_worker, worker_id};
 pub use spec::{ClusterSpec, ListenAddr, ListenSpec, Ready, WorkerCount};
 

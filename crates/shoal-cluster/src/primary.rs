@@ -75,6 +75,7 @@ type Reply<T> = oneshot::Sender<std::result::Result<T, String>>;
 
 pub(crate) enum Cmd {
     Begin,
+    Setup(OsString, Vec<OsString>, bool),
     Status(oneshot::Sender<Status>),
     Reload(Option<Reply<usize>>),
     Scale(usize, Reply<usize>),
@@ -133,6 +134,7 @@ impl Cluster {
             addrs: listeners.addrs(),
             name: spec.name.clone(),
         };
+        let mut control = None;
         if spec.control {
             let path = shoal_core::control::socket_path(&spec.name);
             let listener =
@@ -143,10 +145,14 @@ impl Cluster {
                         source,
                     })?;
             let c = cluster.clone();
+            // Its own token, so that the primary can close it when it ends
+            // for any reason (ctl stop, all workers gave up).
+            let control_sd = shutdown.child();
+            control = Some((control_sd.clone(), path.clone()));
             tokio::spawn(shoal_core::control::serve(
                 listener,
                 path,
-                shutdown.clone(),
+                control_sd,
                 move |req| {
                     let c = c.clone();
                     async move { crate::control::handle(&c, req).await }
@@ -171,14 +177,32 @@ impl Cluster {
             stopping: false,
             started: Instant::now(),
             gave_up: Vec::new(),
+            control,
+            guard: crate::guard::Guard::start(),
         };
-        let join = tokio::spawn(primary.run(cmd_rx, rep_rx, shutdown));
+        // Every log line of the primary says so: `primary{name=web}: worker 1 online`.
+        let span = tracing::info_span!("primary", name = %primary.spec.name);
+        let join = tokio::spawn(tracing::Instrument::instrument(
+            primary.run(cmd_rx, rep_rx, shutdown),
+            span,
+        ));
         Ok((cluster, Running { join }))
     }
 
     /// Start the initial workers.
     pub async fn begin(&self) -> Result<()> {
         self.cmd(Cmd::Begin).await
+    }
+
+    /// Change the program, arguments and output relay of workers started
+    /// from now on (the chapter's `cluster.setupMaster`); emits `setup`.
+    pub async fn setup_primary(
+        &self,
+        exec: impl Into<OsString>,
+        args: Vec<OsString>,
+        silent: bool,
+    ) -> Result<()> {
+        self.cmd(Cmd::Setup(exec.into(), args, silent)).await
     }
 
     /// Receive every event from now on.
@@ -262,6 +286,59 @@ impl Cluster {
     pub async fn disconnect(&self) -> Result<()> {
         self.cmd(Cmd::Stop).await
     }
+
+    /// A handle on worker `id` as it is now (the chapter's `cluster.workers[id]`),
+    /// or `None` if there is no such worker.
+    pub async fn worker(&self, id: u32) -> Result<Option<Worker>> {
+        let found = self
+            .workers()
+            .await?
+            .into_iter()
+            .rfind(|w| w.id == id && w.state != "stopping");
+        Ok(found.map(|info| Worker {
+            info,
+            cluster: self.clone(),
+        }))
+    }
+}
+
+/// One worker, seen from the primary: the chapter's `worker` object.
+#[derive(Clone)]
+pub struct Worker {
+    info: WorkerInfo,
+    cluster: Cluster,
+}
+
+impl Worker {
+    /// Its id (`worker.id`).
+    pub fn id(&self) -> u32 {
+        self.info.id
+    }
+
+    /// Its process id (`worker.process.pid`).
+    pub fn pid(&self) -> u32 {
+        self.info.pid
+    }
+
+    /// What `status` said about it when this handle was made.
+    pub fn info(&self) -> &WorkerInfo {
+        &self.info
+    }
+
+    /// Send a message on its IPC channel (`worker.send`).
+    pub async fn send(&self, msg: Value) -> Result<std::result::Result<(), String>> {
+        self.cluster.send(self.info.id, msg).await
+    }
+
+    /// Signal it (`worker.kill`); it is not replaced and its exit says it was asked to go.
+    pub async fn kill(&self, signal: i32) -> Result<std::result::Result<(), String>> {
+        self.cluster.kill(self.info.id, signal).await
+    }
+
+    /// Ask it to go gracefully (`worker.disconnect`); it is not replaced.
+    pub async fn disconnect(&self) -> Result<std::result::Result<(), String>> {
+        self.cluster.disconnect_worker(self.info.id).await
+    }
 }
 
 fn spawn_signal_task(cmds: mpsc::Sender<Cmd>, shutdown: Shutdown) -> std::io::Result<()> {
@@ -332,7 +409,7 @@ enum WState {
     Stopping,
 }
 
-struct Worker {
+struct Live {
     id: u32,
     pid: u32,
     killer: Killer,
@@ -358,13 +435,15 @@ struct Primary {
     cmd_tx: mpsc::Sender<Cmd>,
     rep_tx: mpsc::Sender<Report>,
     slots: BTreeMap<u32, Slot>,
-    workers: BTreeMap<u64, Worker>,
+    workers: BTreeMap<u64, Live>,
     next_key: u64,
     target: usize,
     reload: Option<Reload>,
     stopping: bool,
     started: Instant,
     gave_up: Vec<String>,
+    control: Option<(Shutdown, std::path::PathBuf)>,
+    guard: Option<crate::guard::Guard>,
 }
 
 impl Primary {
@@ -375,7 +454,7 @@ impl Primary {
         shutdown: Shutdown,
     ) -> Result<()> {
         let mut begun = false;
-        loop {
+        let r = loop {
             tokio::select! {
                 _ = shutdown.cancelled(), if !self.stopping => self.begin_stop(),
                 Some(c) = cmds.recv() => {
@@ -391,7 +470,7 @@ impl Primary {
                 Some(r) = reports.recv() => self.on_report(r),
             }
             if self.stopping && self.workers.is_empty() {
-                break;
+                break Ok(());
             }
             if begun
                 && !self.stopping
@@ -399,10 +478,18 @@ impl Primary {
                 && self.workers.is_empty()
                 && !self.gave_up.is_empty()
             {
-                return Err(ClusterError::AllGaveUp(self.gave_up.join("; ")));
+                break Err(ClusterError::AllGaveUp(self.gave_up.join("; ")));
             }
+            if begun && !self.spec.restart && !self.stopping && self.workers.is_empty() {
+                tracing::info!("every worker has exited and --no-restart is set: stopping");
+                break Ok(());
+            }
+        };
+        if let Some((sd, path)) = self.control.take() {
+            sd.trigger();
+            let _ = std::fs::remove_file(path);
         }
-        Ok(())
+        r
     }
 
     fn emit(&self, e: Event) {
@@ -430,6 +517,11 @@ impl Primary {
     }
 
     fn setup(&mut self) {
+        self.setup_event();
+        self.fill_slots();
+    }
+
+    fn setup_event(&self) {
         let mut exec = vec![self.spec.exec.to_string_lossy().into_owned()];
         exec.extend(
             self.spec
@@ -447,7 +539,6 @@ impl Primary {
                 .map(ToString::to_string)
                 .collect(),
         });
-        self.fill_slots();
     }
 
     /// Add slots (and start workers) up to the target; remove the highest
@@ -495,7 +586,7 @@ impl Primary {
             Ok(l) => {
                 self.workers.insert(
                     key,
-                    Worker {
+                    Live {
                         id,
                         pid: l.pid,
                         killer: l.killer,
@@ -507,6 +598,9 @@ impl Primary {
                         disconnected: false,
                     },
                 );
+                if let Some(g) = self.guard.as_mut() {
+                    g.add(l.pid);
+                }
                 self.emit(Event::Fork { id, pid: l.pid });
                 if let Ready::Delay(d) = self.spec.ready {
                     self.after(d, Cmd::DelayReady(key));
@@ -527,6 +621,12 @@ impl Primary {
     fn on_cmd(&mut self, c: Cmd) {
         match c {
             Cmd::Begin => {}
+            Cmd::Setup(exec, args, silent) => {
+                self.spec.exec = exec;
+                self.spec.args = args;
+                self.spec.silent = silent;
+                self.setup_event();
+            }
             Cmd::Status(tx) => {
                 let _ = tx.send(self.status());
             }
@@ -762,6 +862,9 @@ impl Primary {
         // Whatever the worker left in its process group goes with it.
         // SAFETY: kill(2) on the worker's own group id; ESRCH if it is empty.
         unsafe { libc::kill(-(w.pid as libc::pid_t), libc::SIGKILL) };
+        if let Some(g) = self.guard.as_mut() {
+            g.remove(w.pid);
+        }
         if !w.disconnected {
             self.emit(Event::Disconnect {
                 id: w.id,
@@ -1010,7 +1113,7 @@ impl Primary {
 
 /// Signal the worker's process group while the worker is not yet reaped
 /// (so the group id cannot belong to anyone else), else nothing.
-fn kill_group(w: &Worker, sig: i32) {
+fn kill_group(w: &Live, sig: i32) {
     if let Ok(true) = w.killer.kill(sig) {
         // SAFETY: kill(2) on the group our live child leads.
         unsafe { libc::kill(-(w.pid as libc::pid_t), sig) };

@@ -23,6 +23,7 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
+use crate::framing::{Frame, Framer};
 use crate::handle::Handle;
 
 /// The environment variable naming the channel's descriptor in the child.
@@ -405,10 +406,9 @@ async fn reader(
 ) {
     let raw = stream.as_raw_fd();
     let mut chunk = vec![0u8; 64 * 1024];
-    let mut line: Vec<u8> = Vec::new();
     let mut fds: VecDeque<OwnedFd> = VecDeque::new();
-    let mut discarding = false;
-    let mut line_no = 0u64;
+    let mut framer = Framer::new(max_message);
+    let mut frames = Vec::new();
     loop {
         let n = match stream
             .async_io(Interest::READABLE, || read_chunk(raw, &mut chunk, &mut fds))
@@ -422,43 +422,18 @@ async fn reader(
                 break;
             }
         };
-        let mut data = &chunk[..n];
-        while !data.is_empty() {
-            match data.iter().position(|&b| b == b'\n') {
-                Some(i) => {
-                    if discarding {
-                        discarding = false;
-                    } else if line.len() + i > max_message {
-                        line.clear();
-                        line_no += 1;
-                        let e = Error::MessageTooLarge { limit: max_message };
-                        let _ = inc.send(Incoming::Error(e)).await;
-                    } else {
-                        line.extend_from_slice(&data[..i]);
-                        line_no += 1;
-                        let item = handle_line(&line, line_no, &mut fds, &ctl);
-                        line.clear();
-                        if let Some(item) = item {
-                            // If nobody listens any more, keep answering the
-                            // handle protocol but drop user messages.
-                            let _ = inc.send(item).await;
-                        }
-                    }
-                    data = &data[i + 1..];
-                }
-                None => {
-                    if !discarding {
-                        line.extend_from_slice(data);
-                        if line.len() > max_message {
-                            line.clear();
-                            line_no += 1;
-                            discarding = true;
-                            let e = Error::MessageTooLarge { limit: max_message };
-                            let _ = inc.send(Incoming::Error(e)).await;
-                        }
-                    }
-                    data = &[];
-                }
+        framer.push(&chunk[..n], &mut frames);
+        for frame in frames.drain(..) {
+            let item = match frame {
+                Frame::Line(no, line) => handle_line(&line, no, &mut fds, &ctl),
+                Frame::TooLarge(_) => Some(Incoming::Error(Error::MessageTooLarge {
+                    limit: max_message,
+                })),
+            };
+            if let Some(item) = item {
+                // If nobody listens any more, keep answering the handle
+                // protocol but drop user messages.
+                let _ = inc.send(item).await;
             }
         }
     }

@@ -11,9 +11,10 @@
 //! - [`ipc`]: the Node-compatible channel (JSON lines over a socketpair,
 //!   `NODE_` internal messages, handle passing with `NODE_HANDLE`/`ACK`), used
 //!   by both the parent and a Rust child ([`ipc::Channel::from_env`]).
+//! - [`framing`]: splitting the channel's byte stream into lines, with a size cap.
 //! - [`handle`]: the descriptors that can travel with a message, with Node's
 //!   type names.
-//! - [`exec`]: `exec` through `/bin/sh -c` and `exec_file`, fully buffered, with
+//! - [`mod@exec`]: `exec` through `/bin/sh -c` and `exec_file`, fully buffered, with
 //!   timeout, kill signal, max buffer and encoding.
 //! - [`error`]: the crate's error enum.
 
@@ -21,6 +22,7 @@ pub mod child;
 pub mod error;
 pub mod exec;
 pub mod fdmap;
+pub mod framing;
 pub mod handle;
 pub mod ipc;
 pub mod stdio;

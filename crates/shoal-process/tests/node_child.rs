@@ -312,3 +312,86 @@ async fn spawn_options_cwd_env_fd_and_detached() {
     .unwrap_err();
     assert!(e.to_string().contains("no-such-program-xyz"), "{e}");
 }
+
+/// `uid`/`gid` need privileges: checked when the tests run as root (as in
+/// CI containers), reported and skipped otherwise.
+#[tokio::test]
+async fn uid_and_gid_are_applied() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("uid_and_gid_are_applied: not root, cannot change uid; skipped");
+        return;
+    }
+    let out = shoal_process::exec_file(
+        "/bin/sh",
+        ["-c", "id -u; id -g"],
+        shoal_process::ExecOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.stdout.text(), "0\n0\n");
+    let mut cp = spawn(
+        "/bin/sh",
+        ["-c", "id -u; id -g"],
+        SpawnOptions {
+            uid: Some(65534),
+            gid: Some(65534),
+            stdio: vec![Stdio::Ignore, Stdio::Pipe, Stdio::Inherit],
+            ..SpawnOptions::default()
+        },
+    )
+    .unwrap();
+    let mut text = String::new();
+    tokio::io::AsyncReadExt::read_to_string(cp.stdout.as_mut().unwrap(), &mut text)
+        .await
+        .unwrap();
+    assert_eq!(text, "65534\n65534\n");
+    assert!(tokio::time::timeout(T, cp.wait()).await.unwrap().success());
+}
+
+/// A listening socket handed to a Node child (`net.Server`) and a UDP socket
+/// (`dgram.Socket`): the child serves on both.
+#[tokio::test]
+async fn a_listener_and_a_udp_socket_passed_to_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let js = script(
+        &dir,
+        "srv.js",
+        r#"
+        process.on('message', (m, h) => {
+            if (m === 'tcp') h.on('connection', s => s.end('served by node\n'));
+            if (m === 'udp') h.on('message', (buf, rinfo) => h.send('echo ' + buf, rinfo.port, rinfo.address));
+            process.send('got ' + m);
+        });
+        "#,
+    );
+    let mut cp = fork(&js, Vec::<String>::new(), ForkOptions::default()).unwrap();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    cp.send(&"tcp", Some(Handle::from(l))).await.unwrap();
+    assert_eq!(message(&mut cp).await, "got tcp");
+    let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let uaddr = u.local_addr().unwrap();
+    cp.send(&"udp", Some(Handle::from(u))).await.unwrap();
+    assert_eq!(message(&mut cp).await, "got udp");
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        c.set_read_timeout(Some(T)).unwrap();
+        c.send_to(b"ping", uaddr).unwrap();
+        let mut buf = [0u8; 64];
+        let n = c.recv(&mut buf).unwrap();
+        (out, String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        answer,
+        ("served by node\n".to_string(), "echo ping".to_string())
+    );
+    cp.kill(libc::SIGKILL).unwrap();
+    tokio::time::timeout(T, cp.wait()).await.unwrap();
+}

@@ -12,6 +12,9 @@ use shoal_core::Shutdown;
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Examples:
+  # Everything from a file (flags given here win over it):
+  shoal cluster --config examples/cluster/cluster.toml
+
   # The chapter's server (listen({fd: 3})) on every core, sharing port 8080:
   shoal cluster -w auto -l 127.0.0.1:8080 -- node examples/cluster/server.js
 
@@ -28,9 +31,13 @@ Node-compatible IPC channel (NODE_CHANNEL_FD).
 Signals: TERM/INT stop gracefully, HUP rolling reload, TTIN/TTOU one worker
 more/less. At runtime: shoal ctl --name NAME status|reload|scale N|stop|send JSON")]
 pub struct ClusterArgs {
-    /// Number of workers, or `auto` for one per core.
-    #[arg(short, long, value_name = "N|auto", default_value = "auto")]
-    pub workers: String,
+    /// Read the settings from a TOML file (see examples/cluster/cluster.toml);
+    /// flags given here win over the file.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// Number of workers, or `auto` for one per core [default: auto].
+    #[arg(short, long, value_name = "N|auto")]
+    pub workers: Option<String>,
     /// An address every worker serves, bound once by the primary:
     /// `host:port`, `[::1]:port` or `unix:/path`, optionally `name=ADDR`
     /// (the name goes into LISTEN_FDNAMES). Repeat for more.
@@ -41,36 +48,40 @@ pub struct ClusterArgs {
     #[arg(long)]
     pub reuse_port: bool,
     /// When a worker counts as ready: `ipc` (it sends "ready" or
-    /// {"cmd":"online"}), `notify` (READY=1 on $NOTIFY_SOCKET) or `delay:MS`.
-    #[arg(long, value_name = "MODE", default_value = "delay:500")]
-    pub ready: String,
-    /// How long a worker asked to stop gets between SIGTERM and SIGKILL (e.g. 10s, 500ms).
-    #[arg(long, value_name = "DURATION", default_value = "10s")]
-    pub grace: String,
-    /// How long a new worker may take to become ready during a reload.
-    #[arg(long, value_name = "DURATION", default_value = "60s")]
-    pub ready_timeout: String,
-    /// The cluster's name: worker output prefix `[NAME id]` and control socket for `shoal ctl --name`.
-    #[arg(long, default_value = "cluster")]
-    pub name: String,
+    /// {"cmd":"online"}), `notify` (READY=1 on $NOTIFY_SOCKET) or `delay:MS`
+    /// [default: delay:500].
+    #[arg(long, value_name = "MODE")]
+    pub ready: Option<String>,
+    /// How long a worker asked to stop gets between SIGTERM and SIGKILL
+    /// (e.g. 10s, 500ms) [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub grace: Option<String>,
+    /// How long a new worker may take to become ready during a reload [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    pub ready_timeout: Option<String>,
+    /// The cluster's name: worker output prefix `[NAME id]` and control
+    /// socket for `shoal ctl --name` [default: cluster].
+    #[arg(long)]
+    pub name: Option<String>,
     /// Print events as JSON lines on stdout (worker stdout then goes to stderr).
     #[arg(long)]
     pub json: bool,
     /// Do not relay the workers' stdout/stderr.
     #[arg(long)]
     pub silent: bool,
-    /// Consecutive quick failures after which a worker id gives up.
-    #[arg(long, value_name = "N", default_value_t = 10)]
-    pub max_restarts: u32,
-    /// A worker that stayed up this long is healthy (its failure count resets).
-    #[arg(long, value_name = "DURATION", default_value = "1s")]
-    pub min_uptime: String,
-    /// Do not replace workers that exit.
+    /// Consecutive quick failures after which a worker id gives up [default: 10].
+    #[arg(long, value_name = "N")]
+    pub max_restarts: Option<u32>,
+    /// A worker that stayed up this long after being ready is healthy (its
+    /// failure count resets) [default: 1s].
+    #[arg(long, value_name = "DURATION")]
+    pub min_uptime: Option<String>,
+    /// Do not replace workers that exit; the primary ends when they all have.
     #[arg(long)]
     pub no_restart: bool,
-    /// The worker command and its arguments (after `--`).
+    /// The worker command and its arguments (after `--`); required unless the
+    /// config file has `command`.
     #[arg(
-        required = true,
         trailing_var_arg = true,
         allow_hyphen_values = true,
         value_name = "COMMAND"
@@ -84,27 +95,49 @@ fn duration(flag: &str, s: &str) -> anyhow::Result<Duration> {
 
 impl ClusterArgs {
     fn spec(&self) -> anyhow::Result<ClusterSpec> {
-        let (exec, args) = self
-            .command
-            .split_first()
-            .context("missing COMMAND after --")?;
-        let mut spec = ClusterSpec::new(exec, args.iter().map(Into::into).collect());
-        spec.name = self.name.clone();
-        spec.workers = self.workers.parse::<WorkerCount>()?.0;
-        spec.listen = self
-            .listen
-            .iter()
-            .map(|l| l.parse::<ListenSpec>())
-            .collect::<Result<_, _>>()?;
-        spec.reuse_port = self.reuse_port;
-        spec.ready = self.ready.parse::<Ready>()?;
-        spec.grace = duration("grace", &self.grace)?;
-        spec.ready_timeout = duration("ready-timeout", &self.ready_timeout)?;
-        spec.min_uptime = duration("min-uptime", &self.min_uptime)?;
-        spec.silent = self.silent;
+        let mut spec = match &self.config {
+            Some(path) => shoal_cluster::file::load(path)?,
+            None => ClusterSpec::new("", Vec::new()),
+        };
+        if let Some((exec, args)) = self.command.split_first() {
+            spec.exec = exec.into();
+            spec.args = args.iter().map(Into::into).collect();
+        }
+        if spec.exec.is_empty() {
+            anyhow::bail!("no worker command: give it after `--` (e.g. `-- node server.js`) or as `command` in --config");
+        }
+        if let Some(n) = &self.name {
+            spec.name = n.clone();
+        }
+        if let Some(w) = &self.workers {
+            spec.workers = w.parse::<WorkerCount>()?.0;
+        }
+        if !self.listen.is_empty() {
+            spec.listen = self
+                .listen
+                .iter()
+                .map(|l| l.parse::<ListenSpec>())
+                .collect::<Result<_, _>>()?;
+        }
+        spec.reuse_port |= self.reuse_port;
+        if let Some(r) = &self.ready {
+            spec.ready = r.parse::<Ready>()?;
+        }
+        if let Some(g) = &self.grace {
+            spec.grace = duration("grace", g)?;
+        }
+        if let Some(t) = &self.ready_timeout {
+            spec.ready_timeout = duration("ready-timeout", t)?;
+        }
+        if let Some(m) = &self.min_uptime {
+            spec.min_uptime = duration("min-uptime", m)?;
+        }
+        if let Some(m) = self.max_restarts {
+            spec.max_restarts = m;
+        }
+        spec.silent |= self.silent;
+        spec.restart &= !self.no_restart;
         spec.worker_stdout_to_stderr = self.json;
-        spec.max_restarts = self.max_restarts;
-        spec.restart = !self.no_restart;
         spec.signals = true;
         spec.validate()?;
         Ok(spec)

@@ -1,0 +1,174 @@
+//! The cluster's TOML file (`shoal cluster --config FILE`): the same settings
+//! as the flags, parsed with `deny_unknown_fields` so that a typo is an error
+//! naming the file, line and key, then validated into a [`ClusterSpec`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+use shoal_core::config::{load_toml, parse_toml, ConfigError};
+
+use crate::spec::{parse_duration, ClusterSpec, ListenSpec, Ready, WorkerCount};
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Cluster name.
+    pub name: Option<String>,
+    /// A number or `"auto"`.
+    pub workers: Option<Count>,
+    /// The worker command and its arguments.
+    pub command: Option<Vec<String>>,
+    /// Addresses (`host:port`, `[::1]:port`, `unix:/path`, optionally `name=ADDR`).
+    #[serde(default)]
+    pub listen: Vec<String>,
+    /// One `SO_REUSEPORT` socket per worker.
+    pub reuse_port: Option<bool>,
+    /// `ipc`, `notify` or `delay:MS`.
+    pub ready: Option<String>,
+    /// Between SIGTERM and SIGKILL.
+    pub grace: Option<String>,
+    /// Readiness limit during a reload.
+    pub ready_timeout: Option<String>,
+    /// Do not relay worker output.
+    pub silent: Option<bool>,
+    /// Replace workers that exit.
+    pub restart: Option<bool>,
+    /// Quick failures before giving up.
+    pub max_restarts: Option<u32>,
+    /// Uptime that resets the failure count.
+    pub min_uptime: Option<String>,
+    /// Extra environment for the workers.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// `workers = 4` or `workers = "auto"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Count {
+    /// A number.
+    Number(u64),
+    /// `"auto"` (or a number as a string).
+    Text(String),
+}
+
+/// Read and validate `path`.
+pub fn load(path: &Path) -> Result<ClusterSpec, ConfigError> {
+    let (file, text) = load_toml::<FileConfig>(path)?;
+    into_spec(path, &text, file)
+}
+
+/// Parse and validate `text` as if read from `path`.
+pub fn parse(path: &Path, text: &str) -> Result<ClusterSpec, ConfigError> {
+    let file = parse_toml::<FileConfig>(path, text)?;
+    into_spec(path, text, file)
+}
+
+fn into_spec(path: &Path, text: &str, f: FileConfig) -> Result<ClusterSpec, ConfigError> {
+    let bad = |key: &str, msg: String| ConfigError::invalid(path, text, key, msg);
+    // The command may also come from the command line; an empty one is filled in there.
+    let command = f.command.unwrap_or_default();
+    let (exec, args) = match command.split_first() {
+        Some((e, a)) => (e.clone(), a.iter().map(Into::into).collect()),
+        None => (String::new(), Vec::new()),
+    };
+    let mut spec = ClusterSpec::new(exec, args);
+    if let Some(n) = f.name {
+        spec.name = n;
+    }
+    if let Some(w) = f.workers {
+        let s = match w {
+            Count::Number(n) => n.to_string(),
+            Count::Text(t) => t,
+        };
+        spec.workers = s
+            .parse::<WorkerCount>()
+            .map_err(|e| bad("workers", e.to_string()))?
+            .0;
+    }
+    for (i, l) in f.listen.iter().enumerate() {
+        let parsed = l
+            .parse::<ListenSpec>()
+            .map_err(|e| bad(&format!("listen[{i}]"), e.to_string()))?;
+        spec.listen.push(parsed);
+    }
+    spec.reuse_port = f.reuse_port.unwrap_or(spec.reuse_port);
+    if let Some(r) = f.ready {
+        spec.ready = r
+            .parse::<Ready>()
+            .map_err(|e| bad("ready", e.to_string()))?;
+    }
+    for (key, value, slot) in [
+        ("grace", f.grace, &mut spec.grace),
+        ("ready_timeout", f.ready_timeout, &mut spec.ready_timeout),
+        ("min_uptime", f.min_uptime, &mut spec.min_uptime),
+    ] {
+        if let Some(v) = value {
+            *slot = parse_duration(&v).map_err(|e| bad(key, e.to_string()))?;
+        }
+    }
+    spec.silent = f.silent.unwrap_or(spec.silent);
+    spec.restart = f.restart.unwrap_or(spec.restart);
+    spec.max_restarts = f.max_restarts.unwrap_or(spec.max_restarts);
+    spec.env = f
+        .env
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+    if let Err(e) = spec.validate() {
+        let key = if spec.reuse_port {
+            "reuse_port"
+        } else {
+            "name"
+        };
+        return Err(bad(key, e.to_string()));
+    }
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn the_annotated_example_parses() {
+        let p =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/cluster/cluster.toml");
+        let spec = load(&p).unwrap();
+        assert_eq!(spec.name, "web");
+        assert_eq!(spec.workers, 2);
+        assert_eq!(spec.exec, "node");
+        assert_eq!(spec.listen.len(), 1);
+        assert_eq!(
+            spec.ready,
+            Ready::Delay(std::time::Duration::from_millis(500))
+        );
+        assert_eq!(spec.grace, std::time::Duration::from_secs(10));
+        assert!(spec
+            .env
+            .iter()
+            .any(|(k, v)| k == "NODE_ENV" && v == "production"));
+    }
+
+    #[test]
+    fn errors_name_the_line_and_key() {
+        let p = Path::new("c.toml");
+        let e = parse(p, "name = \"x\"\nworkerz = 2\n").unwrap_err();
+        assert!(e.to_string().starts_with("c.toml:2"), "{e}");
+        assert!(e.to_string().contains("workerz"), "{e}");
+        let e = parse(p, "command = [\"node\"]\nready = \"soon\"\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "c.toml:2: ready: --ready soon: expected ipc, notify or delay:MS (e.g. delay:500)"
+        );
+        let e = parse(p, "listen = [\"127.0.0.1:80\", \"nowhere\"]\n").unwrap_err();
+        assert!(e.to_string().contains("listen[1]"), "{e}");
+        let e = parse(p, "grace = \"soonish\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("c.toml:1: grace:"), "{e}");
+        let e = parse(p, "workers = 0\n").unwrap_err();
+        assert!(e.to_string().contains("workers"), "{e}");
+    }
+}
