@@ -67,7 +67,8 @@ pub fn init_logging(g: &GlobalArgs) {
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if g.log_json {
         b.json().init();
     } else {
