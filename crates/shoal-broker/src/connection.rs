@@ -86,6 +86,7 @@ struct Conn {
     cancel_notify: bool,
     blocked_cap: bool,
     auth_failure_close: bool,
+    flow_wait: Option<String>,
 }
 
 enum Step {
@@ -146,6 +147,7 @@ pub async fn serve(
         cancel_notify: false,
         blocked_cap: false,
         auth_failure_close: false,
+        flow_wait: None,
     };
     c.send_start();
     broker.conn_opened(id, peer);
@@ -222,6 +224,9 @@ impl Conn {
                         return;
                     }
                 };
+                if let Some(q) = self.flow_wait.take() {
+                    self.wait_flow(&q, shutdown).await;
+                }
                 match self.handle(frame, &mut alarm, shutdown).await {
                     Ok(Step::Continue) => {}
                     Ok(Step::Stop) => return,
@@ -354,6 +359,19 @@ impl Conn {
                         Err(e)
                     }
                 }
+            }
+        }
+    }
+
+    /// Credit-style flow control: pause reading from this publisher while a
+    /// consumed queue it feeds is backlogged.
+    async fn wait_flow(&self, queue: &str, shutdown: &Shutdown) {
+        let Some(v) = self.vhost.clone() else { return };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !v.lock().flow_ok(queue) && tokio::time::Instant::now() < deadline {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+                _ = shutdown.cancelled() => return,
             }
         }
     }

@@ -118,7 +118,7 @@ impl QueueArgs {
 #[derive(Debug)]
 pub struct Consumer {
     /// Consumer tag.
-    pub tag: String,
+    pub tag: std::sync::Arc<str>,
     /// Channel key (connection id << 16 | channel id).
     pub chan: u64,
     /// Auto-ack.

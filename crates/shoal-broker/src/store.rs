@@ -93,7 +93,12 @@ pub struct Store {
     cond: Condvar,
     stop: AtomicBool,
     synced: tokio::sync::watch::Sender<u64>,
+    dirty_acks: Mutex<HashSet<u32>>,
+    last_ack_sync: Mutex<std::time::Instant>,
 }
+
+/// How often acknowledgement files are fsynced under load.
+pub const ACK_SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn seg_path(dir: &Path, seg: u32) -> PathBuf {
     dir.join(format!("{seg:08}.seg"))
@@ -146,6 +151,8 @@ impl Store {
             cond: Condvar::new(),
             stop: AtomicBool::new(false),
             synced,
+            dirty_acks: Mutex::new(HashSet::new()),
+            last_ack_sync: Mutex::new(std::time::Instant::now()),
         });
         let s2 = store.clone();
         std::thread::Builder::new()
@@ -253,7 +260,19 @@ impl Store {
             let (batch, seq) = {
                 let mut g = self.inner.lock();
                 while g.batch.is_empty() && !self.stop.load(Ordering::SeqCst) {
-                    self.cond.wait(&mut g);
+                    if !self.dirty_acks.lock().is_empty() {
+                        // Sync pending acknowledgements once things are quiet.
+                        let r = self.cond.wait_for(&mut g, ACK_SYNC_EVERY);
+                        if r.timed_out() && g.batch.is_empty() {
+                            drop(g);
+                            if let Err(e) = self.sync_acks(&acks, true) {
+                                tracing::error!(error = %e, "ack file sync failed");
+                            }
+                            g = self.inner.lock();
+                        }
+                    } else {
+                        self.cond.wait(&mut g);
+                    }
                 }
                 if g.batch.is_empty() {
                     break;
@@ -267,6 +286,24 @@ impl Store {
             }
             self.synced.send_replace(seq);
         }
+        if let Err(e) = self.sync_acks(&acks, true) {
+            tracing::error!(error = %e, "ack file sync failed at close");
+        }
+    }
+
+    fn sync_acks(&self, acks: &HashMap<u32, File>, force: bool) -> std::io::Result<()> {
+        let mut last = self.last_ack_sync.lock();
+        if !force && last.elapsed() < ACK_SYNC_EVERY {
+            return Ok(());
+        }
+        let dirty: Vec<u32> = self.dirty_acks.lock().drain().collect();
+        for seg in dirty {
+            if let Some(f) = acks.get(&seg) {
+                f.sync_data()?;
+            }
+        }
+        *last = std::time::Instant::now();
+        Ok(())
     }
 
     fn write_batch(
@@ -305,11 +342,11 @@ impl Store {
                 f.sync_data()?;
             }
         }
-        for seg in touched_a {
-            if let Some(f) = acks.get(&seg) {
-                f.sync_data()?;
-            }
-        }
+        // Acknowledgement files are synced at most every ACK_SYNC_EVERY (and on
+        // close): a lost ack only means a redelivery flagged `redelivered`,
+        // while message data is synced before any confirm is sent.
+        self.dirty_acks.lock().extend(touched_a);
+        self.sync_acks(acks, false)?;
         for seg in batch.deletes {
             segs.remove(&seg);
             acks.remove(&seg);

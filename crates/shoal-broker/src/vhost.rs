@@ -82,8 +82,13 @@ pub struct VStats {
     pub rejected: u64,
 }
 
+/// Ready messages in a consumed queue above which its publishers pause.
+pub const FLOW_HIGH: usize = 10_000;
+/// Ready messages below which paused publishers resume.
+pub const FLOW_LOW: usize = 5_000;
+
 /// Outcome of a publish.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Published {
     /// Reached at least one queue.
     pub routed: bool,
@@ -91,6 +96,9 @@ pub struct Published {
     pub rejected: bool,
     /// Store sequence a confirm must wait for (0: none).
     pub wait_seq: u64,
+    /// A consumed queue this message landed in is backlogged past
+    /// [`FLOW_HIGH`]: the publisher should pause (credit-based flow control).
+    pub flow: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -368,7 +376,7 @@ impl VHost {
             return;
         };
         if let Some(tag) = &u.consumer {
-            if let Some(c) = q.consumers.iter_mut().find(|c| c.tag.as_str() == &**tag) {
+            if let Some(c) = q.consumers.iter_mut().find(|c| c.tag == *tag) {
                 c.unacked = c.unacked.saturating_sub(1);
             }
         }
@@ -379,7 +387,7 @@ impl VHost {
 
     fn remove_consumer(&mut self, qname: &str, tag: &str) {
         if let Some(q) = self.queues.get_mut(qname) {
-            q.consumers.retain(|c| c.tag != tag);
+            q.consumers.retain(|c| &*c.tag != tag);
             q.last_used_ms = now_ms();
         }
     }
@@ -760,12 +768,12 @@ impl VHost {
         }
         for c in q.consumers.drain(..) {
             if let Some(ch) = self.channels.get_mut(&c.chan) {
-                ch.consumers.remove(&c.tag);
+                ch.consumers.remove(&*c.tag);
                 if ch.cancel_notify {
                     let _ = ch.out.send(Out::Method(
                         ch.id,
                         AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
-                            consumer_tag: c.tag.clone().into(),
+                            consumer_tag: (*c.tag).into(),
                             nowait: true,
                         })),
                     ));
@@ -843,7 +851,7 @@ impl VHost {
         let out = ch.out.clone();
         if let Some(q) = self.queues.get_mut(queue) {
             q.consumers.push(Consumer {
-                tag: tag.clone(),
+                tag: Arc::from(tag.as_str()),
                 chan: key,
                 no_ack,
                 exclusive,
@@ -1017,6 +1025,20 @@ impl VHost {
             self.dead_letter(qname, dropped, "maxlen", depth);
         }
         self.dispatch_depth(qname, depth);
+        if res.flow.is_none() {
+            if let Some(q) = self.queues.get(qname) {
+                if q.len > FLOW_HIGH && !q.consumers.is_empty() {
+                    res.flow = Some(qname.to_string());
+                }
+            }
+        }
+    }
+
+    /// Whether publishers to `qname` may go on (backlog drained or no consumers).
+    pub fn flow_ok(&self, qname: &str) -> bool {
+        self.queues
+            .get(qname)
+            .is_none_or(|q| q.len < FLOW_LOW || q.consumers.is_empty())
     }
 
     /// Dead-letter `msgs` that left `qname` for `reason` (`expired`,
@@ -1115,7 +1137,7 @@ impl VHost {
             };
             let tag = ch.next_tag;
             ch.next_tag += 1;
-            let consumer_tag: Arc<str> = Arc::from(c.tag.as_str());
+            let consumer_tag: Arc<str> = c.tag.clone();
             let sent = ch.out.send(Out::Deliver {
                 ch: ch.id,
                 consumer_tag: consumer_tag.clone(),
@@ -1227,7 +1249,7 @@ impl VHost {
         if let Some(q) = self.queues.get_mut(&u.queue) {
             q.unacked = q.unacked.saturating_sub(1);
             if let Some(tag) = &u.consumer {
-                if let Some(c) = q.consumers.iter_mut().find(|c| c.tag.as_str() == &**tag) {
+                if let Some(c) = q.consumers.iter_mut().find(|c| c.tag == *tag) {
                     c.unacked = c.unacked.saturating_sub(1);
                 }
             }
