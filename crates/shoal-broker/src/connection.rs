@@ -9,7 +9,7 @@ use crate::config::Access;
 use crate::error::{code, AmqpError, AmqpResult};
 use crate::exchange::Dest;
 use crate::message::{value_as_str, Message};
-use crate::outbox::{Out, Outbox};
+use crate::outbox::{Backlog, Out, Outbox};
 use crate::server::Broker;
 use crate::vhost::{chan_key, VHost};
 use crate::writer::{self, WireParams};
@@ -74,6 +74,7 @@ struct Conn {
     id: u64,
     peer: SocketAddr,
     out: Outbox,
+    backlog: Arc<Backlog>,
     params: Arc<WireParams>,
     state: State,
     frame_max: u32,
@@ -129,12 +130,14 @@ pub async fn serve(
         frame_max: AtomicU32::new(broker.config.frame_max),
         heartbeat: AtomicU32::new(0),
     });
-    let writer = tokio::spawn(writer::run(wr, rx, params.clone()));
+    let backlog = Arc::new(Backlog::default());
+    let writer = tokio::spawn(writer::run(wr, rx, params.clone(), backlog.clone()));
     let mut c = Conn {
         broker: broker.clone(),
         id,
         peer,
         out: tx,
+        backlog,
         params,
         state: State::StartOk,
         frame_max: broker.config.frame_max,
@@ -472,6 +475,14 @@ impl Conn {
                     .on(cid, mid));
                 }
                 let _ = self.out.send(Out::UseStore(v.lock().store.synced()));
+                let (kv, id) = (Arc::downgrade(&v), self.id);
+                let _ = self
+                    .out
+                    .send(Out::UseKick(crate::outbox::Kick(Arc::new(move || {
+                        if let Some(v) = kv.upgrade() {
+                            v.lock().kick_connection(id);
+                        }
+                    }))));
                 self.vhost = Some(v);
                 self.vhost_name = name.clone();
                 self.broker.conn_update(self.id, &self.user, &name);
@@ -617,9 +628,13 @@ impl Conn {
                     )));
                 }
                 self.channels.insert(ch, Chan::default());
-                self.vhost()?
-                    .lock()
-                    .open_channel(key, ch, self.out.clone(), self.cancel_notify);
+                self.vhost()?.lock().open_channel(
+                    key,
+                    ch,
+                    self.out.clone(),
+                    self.backlog.clone(),
+                    self.cancel_notify,
+                );
                 self.reply(
                     ch,
                     AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),

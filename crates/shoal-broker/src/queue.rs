@@ -131,6 +131,8 @@ pub struct Consumer {
     pub unacked: u32,
     /// Where its deliveries go.
     pub out: Outbox,
+    /// Its connection's writer backlog.
+    pub backlog: std::sync::Arc<crate::outbox::Backlog>,
 }
 
 /// A queue.

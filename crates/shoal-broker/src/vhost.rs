@@ -9,7 +9,7 @@
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Binding, Dest, Exchange, Kind};
 use crate::message::{now_ms, Message, MessageRef};
-use crate::outbox::{Out, Outbox};
+use crate::outbox::{Backlog, Out, Outbox, OUTBOX_MAX};
 use crate::queue::{Consumer, Overflow, QMsg, Queue, QueueArgs};
 use crate::store::Store;
 use amq_protocol::protocol::{basic, AMQPClass};
@@ -61,6 +61,8 @@ pub struct ChanState {
     pub cancel_notify: bool,
     /// Consumer tag → queue.
     pub consumers: HashMap<String, String>,
+    /// Its connection's writer backlog.
+    pub backlog: Arc<Backlog>,
 }
 
 /// Counters for `/metrics`.
@@ -310,7 +312,14 @@ impl VHost {
     // ----- channels -----
 
     /// Register an open channel.
-    pub fn open_channel(&mut self, key: u64, id: u16, out: Outbox, cancel_notify: bool) {
+    pub fn open_channel(
+        &mut self,
+        key: u64,
+        id: u16,
+        out: Outbox,
+        backlog: Arc<Backlog>,
+        cancel_notify: bool,
+    ) {
         self.channels.insert(
             key,
             ChanState {
@@ -323,6 +332,7 @@ impl VHost {
                 flow: true,
                 cancel_notify,
                 consumers: HashMap::new(),
+                backlog,
             },
         );
     }
@@ -849,6 +859,7 @@ impl VHost {
         ch.consumers.insert(tag.clone(), queue.to_string());
         let prefetch = ch.prefetch;
         let out = ch.out.clone();
+        let backlog = ch.backlog.clone();
         if let Some(q) = self.queues.get_mut(queue) {
             q.consumers.push(Consumer {
                 tag: Arc::from(tag.as_str()),
@@ -858,6 +869,7 @@ impl VHost {
                 prefetch,
                 unacked: 0,
                 out,
+                backlog,
             });
             q.had_consumer = true;
             q.last_used_ms = now_ms();
@@ -1115,6 +1127,12 @@ impl VHost {
                 if !ch.flow {
                     continue;
                 }
+                if c.backlog.pending.load(std::sync::atomic::Ordering::Relaxed) >= OUTBOX_MAX {
+                    c.backlog
+                        .starved
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    continue;
+                }
                 if !c.no_ack {
                     if c.prefetch != 0 && c.unacked >= u32::from(c.prefetch) {
                         continue;
@@ -1149,6 +1167,9 @@ impl VHost {
                 q.push_front(m);
                 break;
             }
+            c.backlog
+                .pending
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             q.stat_delivered += 1;
             self.stats.delivered += 1;
             if c.no_ack {
@@ -1170,6 +1191,19 @@ impl VHost {
         }
         if !expired.is_empty() {
             self.dead_letter(qname, expired, "expired", depth);
+        }
+    }
+
+    /// Re-run delivery for every queue consumed by connection `conn`.
+    pub fn kick_connection(&mut self, conn: u64) {
+        let queues: Vec<String> = self
+            .channels
+            .iter()
+            .filter(|(k, _)| chan_conn(**k) == conn)
+            .flat_map(|(_, c)| c.consumers.values().cloned())
+            .collect();
+        for q in queues {
+            self.dispatch(&q);
         }
     }
 
@@ -1344,8 +1378,11 @@ impl VHost {
                     continue;
                 }
             }
+            // Expired heads, and (as a safety net for writer-backlog races)
+            // ready messages with consumers attached.
             if q.peek()
                 .is_some_and(|m| m.expires_ms != 0 && m.expires_ms <= now)
+                || (q.len > 0 && !q.consumers.is_empty())
             {
                 heads.push(q.name.clone());
             }
