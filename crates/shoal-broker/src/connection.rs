@@ -1165,21 +1165,8 @@ impl Conn {
         let Some(p) = c.pending.take() else {
             return Ok(());
         };
-        let body = if p.parts.len() == 1 {
-            p.parts.into_iter().next().unwrap_or_default()
-        } else {
-            let mut all = BytesMut::with_capacity(p.size as usize);
-            for part in p.parts {
-                all.extend_from_slice(&part);
-            }
-            all.freeze()
-        };
-        let msg = Message {
-            exchange: p.exchange,
-            routing_key: p.routing_key,
-            properties: p.props.unwrap_or_default(),
-            body,
-        };
+        let props = p.props.unwrap_or_default();
+        let msg = Message::from_parts(&p.exchange, &p.routing_key, &props, &p.parts);
         if let Some(ops) = c.tx.as_mut() {
             ops.push(TxOp::Publish(Box::new(msg), p.mandatory));
             return Ok(());

@@ -212,7 +212,7 @@ impl Queue {
     /// Append at the tail of its priority level.
     pub fn push_back(&mut self, m: QMsg) {
         self.len += 1;
-        self.bytes += m.msg.body.len() as u64;
+        self.bytes += m.msg.body().len() as u64;
         let l = self.level(&m);
         self.levels[l].push_back(m);
     }
@@ -220,7 +220,7 @@ impl Queue {
     /// Put back at the head (requeue).
     pub fn push_front(&mut self, m: QMsg) {
         self.len += 1;
-        self.bytes += m.msg.body.len() as u64;
+        self.bytes += m.msg.body().len() as u64;
         let l = self.level(&m);
         self.levels[l].push_front(m);
     }
@@ -234,7 +234,7 @@ impl Queue {
     pub fn pop(&mut self) -> Option<QMsg> {
         let m = self.levels.iter_mut().rev().find_map(|l| l.pop_front())?;
         self.len -= 1;
-        self.bytes -= m.msg.body.len() as u64;
+        self.bytes -= m.msg.body().len() as u64;
         Some(m)
     }
 
@@ -273,12 +273,12 @@ mod tests {
 
     fn qm(body: &str, prio: u8) -> QMsg {
         QMsg {
-            msg: Arc::new(Message {
-                exchange: String::new(),
-                routing_key: String::new(),
-                properties: BasicProperties::default().with_priority(prio),
-                body: bytes::Bytes::from(body.to_string()),
-            }),
+            msg: Arc::new(Message::new(
+                "",
+                "",
+                &BasicProperties::default().with_priority(prio),
+                body.as_bytes(),
+            )),
             redelivered: false,
             expires_ms: 0,
             sref: None,
@@ -295,8 +295,8 @@ mod tests {
         q.push_back(qm("low", 0));
         q.push_back(qm("high", 9));
         assert!(q.would_overflow(1));
-        assert_eq!(q.pop().unwrap().msg.body, "high");
-        assert_eq!(q.pop().unwrap().msg.body, "low");
+        assert_eq!(q.pop().unwrap().msg.body(), b"high");
+        assert_eq!(q.pop().unwrap().msg.body(), b"low");
         assert!(q.pop().is_none());
         assert_eq!(q.bytes, 0);
     }

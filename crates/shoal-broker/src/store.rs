@@ -13,10 +13,6 @@
 
 use crate::error::BrokerError;
 use crate::message::Message;
-use amq_protocol::frame::WriteContext;
-use amq_protocol::protocol::basic::{gen_properties, parse_properties};
-use amq_protocol::protocol::BasicProperties;
-use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -165,7 +161,7 @@ impl Store {
     /// Append `msg` for `queue`; returns its location and the write sequence
     /// number to wait for (see [`Store::synced`]).
     pub fn append(&self, queue: &str, msg: &Message, expires_ms: u64) -> (StoreRef, u64) {
-        let mut payload = Vec::with_capacity(64 + queue.len() + msg.body.len());
+        let mut payload = Vec::with_capacity(64 + queue.len() + msg.body().len());
         payload.extend_from_slice(&(queue.len() as u16).to_le_bytes());
         payload.extend_from_slice(queue.as_bytes());
         payload.extend_from_slice(&expires_ms.to_le_bytes());
@@ -173,11 +169,11 @@ impl Store {
         payload.extend_from_slice(msg.exchange.as_bytes());
         payload.push(msg.routing_key.len() as u8);
         payload.extend_from_slice(msg.routing_key.as_bytes());
-        let props = encode_properties(&msg.properties);
+        let props = msg.raw_properties();
         payload.extend_from_slice(&(props.len() as u32).to_le_bytes());
-        payload.extend_from_slice(&props);
-        payload.extend_from_slice(&(msg.body.len() as u32).to_le_bytes());
-        payload.extend_from_slice(&msg.body);
+        payload.extend_from_slice(props);
+        payload.extend_from_slice(&(msg.body().len() as u32).to_le_bytes());
+        payload.extend_from_slice(msg.body());
         let mut rec = Vec::with_capacity(8 + payload.len());
         rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         rec.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
@@ -364,14 +360,6 @@ impl Drop for Store {
     }
 }
 
-/// Encode basic properties as on the wire (flags + fields).
-pub fn encode_properties(p: &BasicProperties) -> Vec<u8> {
-    match gen_properties(p)(WriteContext::from(Vec::new())) {
-        Ok(ctx) => ctx.write,
-        Err(_) => Vec::new(),
-    }
-}
-
 fn recover_segment(dir: &Path, seg: u32, out: &mut Vec<Recovered>) -> Result<u64, BrokerError> {
     let data = std::fs::read(seg_path(dir, seg))
         .map_err(|e| BrokerError::io(format!("read segment {seg}"), e))?;
@@ -432,17 +420,11 @@ fn decode_payload(p: &[u8]) -> Option<(String, Message, u64)> {
     let routing_key = String::from_utf8(r.take(rklen)?.to_vec()).ok()?;
     let plen = u32::from_le_bytes(r.take(4)?.try_into().ok()?) as usize;
     let props = r.take(plen)?;
-    let (_, properties) = parse_properties(props).ok()?;
     let blen = u32::from_le_bytes(r.take(4)?.try_into().ok()?) as usize;
-    let body = Bytes::copy_from_slice(r.take(blen)?);
+    let body = r.take(blen)?;
     Some((
         queue,
-        Message {
-            exchange,
-            routing_key,
-            properties,
-            body,
-        },
+        Message::from_raw(&exchange, &routing_key, props, body)?,
         expires_ms,
     ))
 }
@@ -463,17 +445,15 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use amq_protocol::protocol::BasicProperties;
     use amq_protocol::types::ShortString;
+    use bytes::Bytes;
 
     fn msg(body: &str) -> Message {
-        Message {
-            exchange: "ex".into(),
-            routing_key: "rk".into(),
-            properties: BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type(ShortString::from("text/plain")),
-            body: Bytes::from(body.to_string()),
-        }
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(ShortString::from("text/plain"));
+        Message::new("ex", "rk", &props, body.as_bytes())
     }
 
     async fn wait(store: &Store, seq: u64) {
@@ -498,12 +478,19 @@ mod tests {
         let (_s2, rec) = Store::open(dir.path()).unwrap();
         let bodies: Vec<_> = rec
             .iter()
-            .map(|r| (r.queue.as_str(), r.msg.body.clone(), r.expires_ms))
+            .map(|r| {
+                (
+                    r.queue.as_str(),
+                    Bytes::copy_from_slice(r.msg.body()),
+                    r.expires_ms,
+                )
+            })
             .collect();
         assert_eq!(bodies.len(), 2, "{bodies:?}");
         assert_eq!(bodies[0], ("q", Bytes::from("two"), 7));
         assert_eq!(bodies[1].0, "q2");
-        assert_eq!(*rec[0].msg.properties.delivery_mode(), Some(2));
+        assert_eq!(*rec[0].msg.properties().delivery_mode(), Some(2));
+        assert!(rec[0].msg.persistent());
     }
 
     #[tokio::test]

@@ -896,8 +896,8 @@ impl VHost {
     /// Route `msg` from `exchange`; returns queue names.
     pub fn route(&self, exchange: &str, msg: &Message) -> AmqpResult<Vec<String>> {
         if exchange.is_empty() {
-            return Ok(if self.queues.contains_key(&msg.routing_key) {
-                vec![msg.routing_key.clone()]
+            return Ok(if self.queues.contains_key(&*msg.routing_key) {
+                vec![msg.routing_key.to_string()]
             } else {
                 Vec::new()
             });
@@ -948,7 +948,7 @@ impl VHost {
 
     /// basic.publish (content complete). Checks `internal`.
     pub fn publish(&mut self, msg: Message) -> AmqpResult<Published> {
-        if let Some(e) = self.exchanges.get(&msg.exchange) {
+        if let Some(e) = self.exchanges.get(&*msg.exchange) {
             if e.internal {
                 return Err(AmqpError::access_refused(format!(
                     "cannot publish to internal exchange '{}' in vhost '{}'",
@@ -959,7 +959,7 @@ impl VHost {
         let exp = msg
             .expiration_ms()
             .map_err(AmqpError::precondition_failed)?;
-        let queues = self.route(&msg.exchange, &msg)?;
+        let queues = self.route(&msg.exchange.clone(), &msg)?;
         self.stats.published += 1;
         let mut res = Published {
             routed: !queues.is_empty(),
@@ -984,7 +984,7 @@ impl VHost {
         let Some(q) = self.queues.get_mut(qname) else {
             return;
         };
-        let size = msg.body.len();
+        let size = msg.body().len();
         if q.would_overflow(size) {
             match q.args.overflow.unwrap_or(Overflow::DropHead) {
                 Overflow::RejectPublish => {
@@ -1398,7 +1398,8 @@ impl VHost {
 }
 
 fn with_x_death(m: &Message, queue: &str, reason: &str, dlx: &str, dlrk: Option<&str>) -> Message {
-    let mut headers = m.headers().cloned().unwrap_or_default();
+    let props = m.properties();
+    let mut headers = props.headers().clone().unwrap_or_default();
     let mut deaths: Vec<AMQPValue> = headers
         .inner()
         .get("x-death")
@@ -1429,32 +1430,19 @@ fn with_x_death(m: &Message, queue: &str, reason: &str, dlx: &str, dlrk: Option<
         }
         deaths.remove(i);
     }
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s));
     let mut d = FieldTable::default();
     d.insert("count".into(), AMQPValue::LongLongInt(count));
-    d.insert(
-        "reason".into(),
-        AMQPValue::LongString(LongString::from(reason)),
-    );
-    d.insert(
-        "queue".into(),
-        AMQPValue::LongString(LongString::from(queue)),
-    );
+    d.insert("reason".into(), text(reason));
+    d.insert("queue".into(), text(queue));
     d.insert("time".into(), AMQPValue::Timestamp(now_ms() / 1000));
-    d.insert(
-        "exchange".into(),
-        AMQPValue::LongString(LongString::from(m.exchange.as_str())),
-    );
+    d.insert("exchange".into(), text(&m.exchange));
     d.insert(
         "routing-keys".into(),
-        AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::LongString(
-            LongString::from(m.routing_key.as_str()),
-        )])),
+        AMQPValue::FieldArray(FieldArray::from(vec![text(&m.routing_key)])),
     );
-    if let Some(exp) = m.properties.expiration() {
-        d.insert(
-            "original-expiration".into(),
-            AMQPValue::LongString(LongString::from(exp.as_str())),
-        );
+    if let Some(exp) = props.expiration() {
+        d.insert("original-expiration".into(), text(exp.as_str()));
     }
     deaths.insert(0, AMQPValue::FieldTable(d));
     headers.insert(
@@ -1462,65 +1450,45 @@ fn with_x_death(m: &Message, queue: &str, reason: &str, dlx: &str, dlrk: Option<
         AMQPValue::FieldArray(FieldArray::from(deaths)),
     );
     if !headers.contains_key("x-first-death-reason") {
-        headers.insert(
-            "x-first-death-reason".into(),
-            AMQPValue::LongString(LongString::from(reason)),
-        );
-        headers.insert(
-            "x-first-death-queue".into(),
-            AMQPValue::LongString(LongString::from(queue)),
-        );
-        headers.insert(
-            "x-first-death-exchange".into(),
-            AMQPValue::LongString(LongString::from(m.exchange.as_str())),
-        );
+        headers.insert("x-first-death-reason".into(), text(reason));
+        headers.insert("x-first-death-queue".into(), text(queue));
+        headers.insert("x-first-death-exchange".into(), text(&m.exchange));
     }
-    let mut props = m.properties.clone().with_headers(headers);
-    if m.properties.expiration().is_some() {
-        // The per-message TTL is removed when dead-lettered (kept as original-expiration).
-        let mut p2 = amq_protocol::protocol::BasicProperties::default();
-        if let Some(v) = props.content_type() {
-            p2 = p2.with_content_type(v.clone());
-        }
-        if let Some(v) = props.content_encoding() {
-            p2 = p2.with_content_encoding(v.clone());
-        }
-        if let Some(v) = props.headers() {
-            p2 = p2.with_headers(v.clone());
-        }
-        if let Some(v) = props.delivery_mode() {
-            p2 = p2.with_delivery_mode(*v);
-        }
-        if let Some(v) = props.priority() {
-            p2 = p2.with_priority(*v);
-        }
-        if let Some(v) = props.correlation_id() {
-            p2 = p2.with_correlation_id(v.clone());
-        }
-        if let Some(v) = props.reply_to() {
-            p2 = p2.with_reply_to(v.clone());
-        }
-        if let Some(v) = props.message_id() {
-            p2 = p2.with_message_id(v.clone());
-        }
-        if let Some(v) = props.timestamp() {
-            p2 = p2.with_timestamp(*v);
-        }
-        if let Some(v) = props.kind() {
-            p2 = p2.with_type(v.clone());
-        }
-        if let Some(v) = props.user_id() {
-            p2 = p2.with_user_id(v.clone());
-        }
-        if let Some(v) = props.app_id() {
-            p2 = p2.with_app_id(v.clone());
-        }
-        props = p2;
+    // The per-message TTL is removed when dead-lettered (kept as original-expiration).
+    let mut p = amq_protocol::protocol::BasicProperties::default().with_headers(headers);
+    if let Some(v) = props.content_type() {
+        p = p.with_content_type(v.clone());
     }
-    Message {
-        exchange: dlx.to_string(),
-        routing_key: dlrk.map_or_else(|| m.routing_key.clone(), str::to_string),
-        properties: props,
-        body: m.body.clone(),
+    if let Some(v) = props.content_encoding() {
+        p = p.with_content_encoding(v.clone());
     }
+    if let Some(v) = props.delivery_mode() {
+        p = p.with_delivery_mode(*v);
+    }
+    if let Some(v) = props.priority() {
+        p = p.with_priority(*v);
+    }
+    if let Some(v) = props.correlation_id() {
+        p = p.with_correlation_id(v.clone());
+    }
+    if let Some(v) = props.reply_to() {
+        p = p.with_reply_to(v.clone());
+    }
+    if let Some(v) = props.message_id() {
+        p = p.with_message_id(v.clone());
+    }
+    if let Some(v) = props.timestamp() {
+        p = p.with_timestamp(*v);
+    }
+    if let Some(v) = props.kind() {
+        p = p.with_type(v.clone());
+    }
+    if let Some(v) = props.user_id() {
+        p = p.with_user_id(v.clone());
+    }
+    if let Some(v) = props.app_id() {
+        p = p.with_app_id(v.clone());
+    }
+    let rk = dlrk.unwrap_or(&m.routing_key);
+    Message::new(dlx, rk, &p, m.body())
 }

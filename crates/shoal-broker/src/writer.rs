@@ -139,11 +139,11 @@ pub async fn run<W: AsyncWrite + Unpin>(
                                     consumer_tag: consumer_tag.as_ref().into(),
                                     delivery_tag: tag,
                                     redelivered,
-                                    exchange: msg.exchange.as_str().into(),
-                                    routing_key: msg.routing_key.as_str().into(),
+                                    exchange: (&*msg.exchange).into(),
+                                    routing_key: (&*msg.routing_key).into(),
                                 })),
                             );
-                            put_content(&mut buf, ch, &msg.properties, &msg.body, frame_max);
+                            put_content(&mut buf, ch, msg.raw_properties(), msg.body(), frame_max);
                             delivered += 1;
                         }
                         Out::GetOk {
@@ -159,12 +159,12 @@ pub async fn run<W: AsyncWrite + Unpin>(
                                 AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
                                     delivery_tag: tag,
                                     redelivered,
-                                    exchange: msg.exchange.as_str().into(),
-                                    routing_key: msg.routing_key.as_str().into(),
+                                    exchange: (&*msg.exchange).into(),
+                                    routing_key: (&*msg.routing_key).into(),
                                     message_count: count,
                                 })),
                             );
-                            put_content(&mut buf, ch, &msg.properties, &msg.body, frame_max);
+                            put_content(&mut buf, ch, msg.raw_properties(), msg.body(), frame_max);
                         }
                         Out::Return {
                             ch,
@@ -178,11 +178,11 @@ pub async fn run<W: AsyncWrite + Unpin>(
                                 AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
                                     reply_code: code,
                                     reply_text: text.into(),
-                                    exchange: msg.exchange.as_str().into(),
-                                    routing_key: msg.routing_key.as_str().into(),
+                                    exchange: (&*msg.exchange).into(),
+                                    routing_key: (&*msg.routing_key).into(),
                                 })),
                             );
-                            put_content(&mut buf, ch, &msg.properties, &msg.body, frame_max);
+                            put_content(&mut buf, ch, msg.raw_properties(), msg.body(), frame_max);
                         }
                         Out::UseStore(rx) => synced = Some(rx),
                         Out::UseKick(k) => kick = Some(k),
