@@ -30,7 +30,7 @@ pub struct FileConfig {
     pub channel_max: Option<u16>,
     /// Most client connections at once.
     pub max_connections: Option<usize>,
-    /// Bytes of message bodies in memory above which publishers are blocked.
+    /// Estimated bytes of ready messages above which publishers are blocked.
     pub memory_high_watermark: Option<u64>,
     /// Free disk space (bytes) below which publishers are blocked.
     pub disk_free_limit: Option<u64>,

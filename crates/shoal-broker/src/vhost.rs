@@ -84,6 +84,9 @@ pub struct VStats {
     pub rejected: u64,
 }
 
+/// Estimated bytes a queued message costs beyond its body (for the memory alarm).
+pub const MESSAGE_OVERHEAD: u64 = 200;
+
 /// Ready messages in a consumed queue above which its publishers pause.
 pub const FLOW_HIGH: usize = 10_000;
 /// Ready messages below which paused publishers resume.
@@ -1364,14 +1367,14 @@ impl VHost {
     }
 
     /// Periodic work: expire messages at queue heads, delete queues unused
-    /// past `x-expires`. Returns total ready body bytes.
+    /// past `x-expires`. Returns the estimated memory of ready messages.
     pub fn tick(&mut self) -> u64 {
         let now = now_ms();
         let mut expire_q = Vec::new();
         let mut heads = Vec::new();
         let mut bytes = 0;
         for q in self.queues.values() {
-            bytes += q.bytes;
+            bytes += q.bytes + q.len as u64 * MESSAGE_OVERHEAD;
             if let Some(ms) = q.args.expires {
                 if q.consumers.is_empty() && now.saturating_sub(q.last_used_ms) >= ms {
                     expire_q.push(q.name.clone());

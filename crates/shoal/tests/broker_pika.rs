@@ -65,3 +65,18 @@ fn pika_feature_suite() {
     }
     assert!(out.contains("ALL OK"), "{out}");
 }
+
+#[test]
+fn memory_alarm_blocks_and_unblocks_publishers() {
+    let dir = TempDir::new("alarm");
+    let cfg = fixture("alarm.toml");
+    let b = Broker::start_with(dir.path(), &["--config", cfg.to_str().expect("utf-8 path")]);
+    let out = check(
+        &python("pika_blocked.py", b.port, &[]),
+        "pika_blocked.py",
+        &b,
+    );
+    for l in ["ok blocked", "ok unblocked", "ok resumed"] {
+        assert!(out.lines().any(|x| x == l), "{l} missing:\n{out}");
+    }
+}
