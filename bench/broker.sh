@@ -62,7 +62,7 @@ rss_mb() { ps -o rss= -p "$1" | awk '{printf "%.1f", $1/1024}'; }
 declare -A SCEN=(
   [transient_1p1c]="-x 1 -y 1 -s 16 -a"
   [persistent_confirm_1p1c]="-x 1 -y 1 -s 16 -p -c 100 -P 100"
-  [transient_4p4c_4q]="-x 4 -y 4 -q 4 -s 16 -a"
+  [transient_4p4c_4q]="-x 4 -y 4 --queues 4 -s 16 -a"
 )
 ORDER=(transient_1p1c persistent_confirm_1p1c transient_4p4c_4q)
 

@@ -41,7 +41,7 @@ pub struct PerfArgs {
     #[arg(short = 'y', long, default_value_t = 1)]
     pub consumers: usize,
     /// Number of queues (publisher i and consumer i use queue i mod N).
-    #[arg(short = 'q', long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1)]
     pub queues: usize,
     /// Message body size in bytes (at least 8 carry the timestamp).
     #[arg(short = 's', long, default_value_t = 16)]

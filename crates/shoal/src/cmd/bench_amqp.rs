@@ -8,7 +8,7 @@ use clap::Args;
 #[command(after_help = "Examples:\n  \
 shoal bench amqp -x 1 -y 1 -s 16 -a -z 10                       # transient, autoack\n  \
 shoal bench amqp -x 1 -y 1 -s 16 -p -c 100 -P 100 -z 10         # persistent, confirms, manual acks\n  \
-shoal bench amqp -x 4 -y 4 -q 4 -a -z 10 --json                 # 4 queues, JSON summary\n  \
+shoal bench amqp -x 4 -y 4 --queues 4 -a -z 10 --json                 # 4 queues, JSON summary\n  \
 shoal bench amqp -x 1 -y 0 -s 100 -C 1000000 -c 1000 --keep-queues  # fill a queue")]
 pub struct BenchAmqpArgs {
     #[command(flatten)]
