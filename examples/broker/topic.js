@@ -1,9 +1,12 @@
 // The chapter's topic example, runnable against `shoal broker` (or RabbitMQ):
 //   shoal broker &
-//   NODE_PATH=tests/node/node_modules node examples/broker/topic.js
+//   NODE_PATH=tests/node/node_modules node examples/broker/topic.js [PORT]
 // Three queues with different patterns on the topic exchange 'topical'.
+// (Also the acceptance test crates/shoal/tests/broker_chapter.rs.)
+var PORT = parseInt(process.argv[2] || '5672', 10);
+
 var amqp = require('amqp');
-var consumer = amqp.createConnection({ host: 'localhost', port: 5672 });
+var consumer = amqp.createConnection({ host: 'localhost', port: PORT });
 
 consumer.on('ready', function() {
   // When all 3 queues are ready, publish.

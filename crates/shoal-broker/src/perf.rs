@@ -518,26 +518,15 @@ async fn consumer(a: PerfArgs, idx: usize, sh: Arc<Shared>) -> io::Result<Vec<u3
                         sh.consumed.fetch_add(1, Ordering::Relaxed);
                         if !a.autoack {
                             unacked += 1;
-                            if a.multi_ack_every == 0 {
+                            let multiple = a.multi_ack_every > 0;
+                            if !multiple || unacked >= a.multi_ack_every {
                                 put_frame(
                                     &mut acks,
                                     &AMQPFrame::Method(
                                         1,
                                         AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
                                             delivery_tag: last_tag,
-                                            multiple: false,
-                                        })),
-                                    ),
-                                );
-                                unacked = 0;
-                            } else if unacked >= a.multi_ack_every {
-                                put_frame(
-                                    &mut acks,
-                                    &AMQPFrame::Method(
-                                        1,
-                                        AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
-                                            delivery_tag: last_tag,
-                                            multiple: true,
+                                            multiple,
                                         })),
                                     ),
                                 );
