@@ -246,45 +246,54 @@ fn queue_name(a: &PerfArgs, i: usize) -> String {
     format!("{}-{}", a.queue_prefix, i % a.queues.max(1))
 }
 
-async fn declare_queues(a: &PerfArgs) -> io::Result<()> {
+/// One connection, one RPC per queue: `make` builds the method for a queue
+/// name, `done` recognises its reply.
+async fn per_queue(
+    a: &PerfArgs,
+    make: impl Fn(String) -> AMQPClass,
+    done: impl Fn(&AMQPClass) -> bool,
+) -> io::Result<()> {
     let mut c = Client::connect(&a.host, &a.user, &a.password).await?;
     for i in 0..a.queues.max(1) {
-        c.send_method(
-            1,
+        c.send_method(1, make(queue_name(a, i))).await?;
+        c.expect_method(&done).await?;
+    }
+    Ok(())
+}
+
+async fn declare_queues(a: &PerfArgs) -> io::Result<()> {
+    per_queue(
+        a,
+        |name| {
             AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
-                queue: queue_name(a, i).into(),
+                queue: name.into(),
                 passive: false,
                 durable: a.persistent,
                 exclusive: false,
                 auto_delete: false,
                 nowait: false,
                 arguments: FieldTable::default(),
-            })),
-        )
-        .await?;
-        c.expect_method(|m| matches!(m, AMQPClass::Queue(queue::AMQPMethod::DeclareOk(_))))
-            .await?;
-    }
-    Ok(())
+            }))
+        },
+        |m| matches!(m, AMQPClass::Queue(queue::AMQPMethod::DeclareOk(_))),
+    )
+    .await
 }
 
 async fn delete_queues(a: &PerfArgs) -> io::Result<()> {
-    let mut c = Client::connect(&a.host, &a.user, &a.password).await?;
-    for i in 0..a.queues.max(1) {
-        c.send_method(
-            1,
+    per_queue(
+        a,
+        |name| {
             AMQPClass::Queue(queue::AMQPMethod::Delete(queue::Delete {
-                queue: queue_name(a, i).into(),
+                queue: name.into(),
                 if_unused: false,
                 if_empty: false,
                 nowait: false,
-            })),
-        )
-        .await?;
-        c.expect_method(|m| matches!(m, AMQPClass::Queue(queue::AMQPMethod::DeleteOk(_))))
-            .await?;
-    }
-    Ok(())
+            }))
+        },
+        |m| matches!(m, AMQPClass::Queue(queue::AMQPMethod::DeleteOk(_))),
+    )
+    .await
 }
 
 struct Shared {
