@@ -80,3 +80,21 @@ fn memory_alarm_blocks_and_unblocks_publishers() {
         assert!(out.lines().any(|x| x == l), "{l} missing:\n{out}");
     }
 }
+
+#[test]
+fn users_vhosts_and_permissions_from_the_example_config() {
+    let dir = TempDir::new("perms");
+    let cfg = workspace().join("examples/broker.toml");
+    let b = Broker::start_with(dir.path(), &["--config", cfg.to_str().expect("utf-8 path")]);
+    let out = check(&python("pika_perms.py", b.port, &[]), "pika_perms.py", &b);
+    for c in [
+        "app-configures-app-prefix",
+        "app-refused-outside-prefix",
+        "app-publishes-and-reads",
+        "app-no-access-to-default-vhost",
+        "guest-no-access-to-staging",
+        "guest-default-vhost",
+    ] {
+        assert!(out.lines().any(|l| l == format!("ok {c}")), "check {c} missing:\n{out}");
+    }
+}
