@@ -302,10 +302,9 @@ async fn bad_frames_close_only_the_offending_connection() {
     b.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_peer_is_closed_after_missed_heartbeats() {
-    let b = TestBroker::start().await;
-    let (mut s, mut buf) = raw_start(b.addr).await;
+/// Handshake by hand (PLAIN guest/guest, the given heartbeat), up to open-ok.
+async fn raw_open(addr: SocketAddr, heartbeat: u16) -> (TcpStream, Vec<u8>) {
+    let (mut s, mut buf) = raw_start(addr).await;
     let start_ok = AMQPFrame::Method(
         0,
         AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
@@ -327,7 +326,7 @@ async fn silent_peer_is_closed_after_missed_heartbeats() {
         AMQPClass::Connection(connection::AMQPMethod::TuneOk(connection::TuneOk {
             channel_max: 16,
             frame_max: 65536,
-            heartbeat: 1,
+            heartbeat,
         })),
     );
     let open = AMQPFrame::Method(
@@ -338,22 +337,47 @@ async fn silent_peer_is_closed_after_missed_heartbeats() {
     );
     s.write_all(&encode(&tune_ok)).await.unwrap();
     s.write_all(&encode(&open)).await.unwrap();
-    let mut heartbeats = 0;
-    let mut opened = false;
-    // Stay silent: the broker sends heartbeats, then closes us.
     loop {
         match read_frame(&mut s, &mut buf).await {
             Some(AMQPFrame::Method(
                 0,
                 AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)),
-            )) => opened = true,
+            )) => break,
+            Some(AMQPFrame::Heartbeat) => {}
+            other => panic!("expected open-ok, got {other:?}"),
+        }
+    }
+    (s, buf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_peer_is_closed_after_missed_heartbeats() {
+    let b = TestBroker::start().await;
+    let (mut s, mut buf) = raw_open(b.addr, 1).await;
+    let mut heartbeats = 0;
+    // Stay silent: the broker sends heartbeats, then closes us.
+    loop {
+        match read_frame(&mut s, &mut buf).await {
             Some(AMQPFrame::Heartbeat) => heartbeats += 1,
             Some(other) => panic!("unexpected {other:?}"),
             None => break,
         }
     }
-    assert!(opened);
     assert!(heartbeats >= 1, "the broker sent no heartbeat");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_connections_with_320() {
+    let b = TestBroker::start().await;
+    let (mut s, mut buf) = raw_open(b.addr, 0).await;
+    b.shutdown.trigger();
+    expect_close(&mut s, &mut buf, 320).await;
+    let ok = AMQPFrame::Method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+    );
+    s.write_all(&encode(&ok)).await.unwrap();
     b.stop().await;
 }
 

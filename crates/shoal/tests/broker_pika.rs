@@ -95,6 +95,9 @@ fn users_vhosts_and_permissions_from_the_example_config() {
         "guest-no-access-to-staging",
         "guest-default-vhost",
     ] {
-        assert!(out.lines().any(|l| l == format!("ok {c}")), "check {c} missing:\n{out}");
+        assert!(
+            out.lines().any(|l| l == format!("ok {c}")),
+            "check {c} missing:\n{out}"
+        );
     }
 }
