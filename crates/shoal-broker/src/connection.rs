@@ -17,7 +17,7 @@ use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{
     access, basic, channel, confirm, connection, exchange, queue, tx, AMQPClass, BasicProperties,
 };
-use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
+use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use shoal_core::Shutdown;
@@ -427,10 +427,13 @@ impl Conn {
                 Ok(Step::Stop)
             }
             (State::Closing, _) => Ok(Step::Continue),
-            (State::StartOk, connection::AMQPMethod::StartOk(s)) => {
-                self.on_start_ok(s).map_err(|e| e.on(cid, mid))?;
-                Ok(Step::Continue)
-            }
+            (State::StartOk, connection::AMQPMethod::StartOk(s)) => match self.on_start_ok(s) {
+                Ok(()) => Ok(Step::Continue),
+                // Clients without `authentication_failure_close` expect the
+                // socket to be closed on a failed login, as the spec says.
+                Err(_) if !self.auth_failure_close => Ok(Step::Stop),
+                Err(e) => Err(e.on(cid, mid)),
+            },
             (State::TuneOk, connection::AMQPMethod::TuneOk(t)) => {
                 if t.frame_max != 0 {
                     if t.frame_max < 4096 {
@@ -1251,11 +1254,6 @@ fn parse_amqplain(resp: &[u8]) -> Option<(String, String)> {
             .map(str::to_string)
     };
     Some((get("LOGIN")?, get("PASSWORD")?))
-}
-
-#[allow(dead_code)]
-fn short(s: &str) -> ShortString {
-    s.into()
 }
 
 #[cfg(test)]

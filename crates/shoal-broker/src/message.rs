@@ -140,14 +140,6 @@ impl Message {
     pub fn headers(&self) -> Option<FieldTable> {
         self.properties().headers().clone()
     }
-
-    /// Approximate bytes this message holds in memory.
-    pub fn mem_size(&self) -> usize {
-        std::mem::size_of::<Message>()
-            + self.data.len()
-            + self.exchange.len()
-            + self.routing_key.len()
-    }
 }
 
 /// Append encoded properties (flags + fields) to `out`.
