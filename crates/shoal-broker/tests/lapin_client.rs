@@ -30,7 +30,10 @@ impl TestBroker {
     }
 
     async fn start_with(f: impl FnOnce(&mut Config)) -> TestBroker {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(tempfile::tempdir().expect("tempdir"), f).await
+    }
+
+    async fn start_in(dir: tempfile::TempDir, f: impl FnOnce(&mut Config)) -> TestBroker {
         let mut config = Config {
             data_dir: dir.path().join("data"),
             admin_listen: None,
@@ -59,11 +62,18 @@ impl TestBroker {
         format!("amqp://guest:guest@{}/%2f", self.addr)
     }
 
-    async fn stop(mut self) {
+    async fn stop(self) {
+        self.stop_keep().await;
+    }
+
+    /// Stop and hand back the data directory (for a restart).
+    async fn stop_keep(mut self) -> tempfile::TempDir {
         self.shutdown.trigger();
         if let Some(t) = self.task.take() {
             let _ = tokio::time::timeout(T, t).await;
         }
+        let placeholder = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self._dir, placeholder)
     }
 }
 
@@ -395,5 +405,107 @@ async fn wrong_password_gets_access_refused() {
     // The broker still serves others.
     let conn = lapin_conn(&b).await;
     conn.create_channel().await.unwrap();
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_exchanges_queues_and_bindings_survive_restart() {
+    let b = TestBroker::start().await;
+    let conn = lapin_conn(&b).await;
+    let ch = conn.create_channel().await.unwrap();
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.exchange_declare(
+        "d.src".into(),
+        lapin::ExchangeKind::Topic,
+        durable,
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.exchange_declare(
+        "d.dst".into(),
+        lapin::ExchangeKind::Fanout,
+        durable,
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.exchange_declare(
+        "d.temp".into(),
+        lapin::ExchangeKind::Fanout,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.exchange_bind(
+        "d.dst".into(),
+        "d.src".into(),
+        "logs.#".into(),
+        ExchangeBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_declare(
+        "d.q".into(),
+        QueueDeclareOptions::durable(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        "d.q".into(),
+        "d.dst".into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    conn.close(200, "bye".into()).await.unwrap();
+    let dir = b.stop_keep().await;
+
+    let b = TestBroker::start_in(dir, |_| {}).await;
+    let conn = lapin_conn(&b).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.basic_publish(
+        "d.src".into(),
+        "logs.error".into(),
+        BasicPublishOptions::default(),
+        b"routed after restart",
+        BasicProperties::default(),
+    )
+    .await
+    .unwrap();
+    let mut got = None;
+    for _ in 0..500 {
+        got = ch
+            .basic_get("d.q".into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap();
+        if got.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(got.expect("message").delivery.data, b"routed after restart");
+    // The non-durable exchange is gone: passive declare fails with 404.
+    let ch2 = conn.create_channel().await.unwrap();
+    let r = ch2
+        .exchange_declare(
+            "d.temp".into(),
+            lapin::ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    assert!(r.is_err(), "non-durable exchange survived a restart");
     b.stop().await;
 }
