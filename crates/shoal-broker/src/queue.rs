@@ -21,6 +21,23 @@ pub struct QMsg {
     pub expires_ms: u64,
     /// Its record in the store, for persistent messages in durable queues.
     pub sref: Option<StoreRef>,
+    /// Body only on disk: `msg` is a shared stub with the right priority and
+    /// the message is read back from `sref` when it is delivered.
+    pub paged: bool,
+}
+
+/// A shared, empty stand-in for a paged-out message of priority `p`.
+pub fn paged_stub(p: u8) -> MessageRef {
+    static STUBS: std::sync::OnceLock<Vec<MessageRef>> = std::sync::OnceLock::new();
+    let stubs = STUBS.get_or_init(|| {
+        (0..=255u8)
+            .map(|p| {
+                let props = amq_protocol::protocol::BasicProperties::default().with_priority(p);
+                std::sync::Arc::new(crate::message::Message::new("", "", &props, &[]))
+            })
+            .collect()
+    });
+    stubs[usize::from(p)].clone()
 }
 
 /// What to do when a length limit is hit.
@@ -282,6 +299,7 @@ mod tests {
             redelivered: false,
             expires_ms: 0,
             sref: None,
+            paged: false,
         }
     }
 

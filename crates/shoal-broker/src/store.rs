@@ -46,9 +46,26 @@ pub struct Recovered {
     pub sref: StoreRef,
 }
 
+/// A run of records appended to one segment, starting at `start`.
+struct Chunk {
+    seg: u32,
+    start: u64,
+    bytes: Arc<Vec<u8>>,
+}
+
+impl Chunk {
+    fn find(&self, r: StoreRef) -> Option<&[u8]> {
+        let pos = u64::from(r.pos);
+        if self.seg != r.seg || pos < self.start || pos >= self.start + self.bytes.len() as u64 {
+            return None;
+        }
+        Some(&self.bytes[(pos - self.start) as usize..])
+    }
+}
+
 #[derive(Default)]
 struct Batch {
-    msgs: Vec<(u32, Vec<u8>)>,
+    msgs: Vec<Chunk>,
     acks: Vec<(u32, Vec<u8>)>,
     deletes: Vec<u32>,
 }
@@ -56,6 +73,16 @@ struct Batch {
 impl Batch {
     fn is_empty(&self) -> bool {
         self.msgs.is_empty() && self.acks.is_empty() && self.deletes.is_empty()
+    }
+    fn push_record(&mut self, seg: u32, start: u64, rec: &[u8]) {
+        match self.msgs.last_mut() {
+            Some(c) if c.seg == seg => Arc::make_mut(&mut c.bytes).extend_from_slice(rec),
+            _ => self.msgs.push(Chunk {
+                seg,
+                start,
+                bytes: Arc::new(rec.to_vec()),
+            }),
+        }
     }
     fn push(list: &mut Vec<(u32, Vec<u8>)>, seg: u32, bytes: &[u8]) {
         match list.last_mut() {
@@ -66,6 +93,8 @@ impl Batch {
 }
 
 struct Inner {
+    /// Records taken by the syncer and not yet written to their files.
+    inflight: Vec<Chunk>,
     cur_seg: u32,
     cur_len: u64,
     live: HashMap<u32, u64>,
@@ -138,6 +167,7 @@ impl Store {
         let store = Arc::new(Store {
             dir: dir.to_path_buf(),
             inner: Mutex::new(Inner {
+                inflight: Vec::new(),
                 cur_seg,
                 cur_len: 0,
                 live,
@@ -195,7 +225,7 @@ impl Store {
         };
         g.cur_len += rec.len() as u64;
         *g.live.entry(sref.seg).or_insert(0) += 1;
-        Batch::push(&mut g.batch.msgs, sref.seg, &rec);
+        g.batch.push_record(sref.seg, u64::from(sref.pos), &rec);
         g.written_seq += 1;
         let seq = g.written_seq;
         drop(g);
@@ -221,6 +251,40 @@ impl Store {
         g.written_seq += 1;
         drop(g);
         self.cond.notify_one();
+    }
+
+    /// Read a live record back (for messages paged out of memory): from the
+    /// pending batch, the batch being written, or its segment file.
+    pub fn read(&self, r: StoreRef) -> Option<Message> {
+        let g = self.inner.lock();
+        let from_mem = g
+            .batch
+            .msgs
+            .iter()
+            .chain(g.inflight.iter())
+            .find_map(|c| c.find(r))
+            .map(<[u8]>::to_vec);
+        drop(g);
+        let rec = match from_mem {
+            Some(b) => b,
+            None => {
+                use std::os::unix::fs::FileExt;
+                let f = File::open(seg_path(&self.dir, r.seg)).ok()?;
+                let mut head = [0u8; 8];
+                f.read_exact_at(&mut head, u64::from(r.pos)).ok()?;
+                let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+                let mut rec = vec![0u8; 8 + len];
+                f.read_exact_at(&mut rec, u64::from(r.pos)).ok()?;
+                rec
+            }
+        };
+        let len = u32::from_le_bytes(rec.get(..4)?.try_into().ok()?) as usize;
+        let crc = u32::from_le_bytes(rec.get(4..8)?.try_into().ok()?);
+        let payload = rec.get(8..8 + len)?;
+        if crc32fast::hash(payload) != crc {
+            return None;
+        }
+        decode_payload(payload).map(|(_, m, _)| m)
     }
 
     /// A receiver of the highest sequence number known to be on disk.
@@ -273,9 +337,22 @@ impl Store {
                 if g.batch.is_empty() {
                     break;
                 }
-                (std::mem::take(&mut g.batch), g.written_seq)
+                let batch = std::mem::take(&mut g.batch);
+                // Keep the records readable (Store::read) until they are in their files.
+                g.inflight = batch
+                    .msgs
+                    .iter()
+                    .map(|c| Chunk {
+                        seg: c.seg,
+                        start: c.start,
+                        bytes: c.bytes.clone(),
+                    })
+                    .collect();
+                (batch, g.written_seq)
             };
-            if let Err(e) = self.write_batch(batch, &mut segs, &mut acks) {
+            let r = self.write_batch(batch, &mut segs, &mut acks);
+            self.inner.lock().inflight.clear();
+            if let Err(e) = r {
                 tracing::error!(error = %e, dir = %self.dir.display(), "message store write failed; confirms are held back");
                 std::thread::sleep(std::time::Duration::from_millis(200));
                 continue;
@@ -311,14 +388,14 @@ impl Store {
         let open = |p: PathBuf| OpenOptions::new().create(true).append(true).open(p);
         let mut touched_s = HashSet::new();
         let mut touched_a = HashSet::new();
-        for (seg, bytes) in &batch.msgs {
-            if !segs.contains_key(seg) {
-                segs.insert(*seg, open(seg_path(&self.dir, *seg))?);
+        for c in &batch.msgs {
+            if let std::collections::hash_map::Entry::Vacant(e) = segs.entry(c.seg) {
+                e.insert(open(seg_path(&self.dir, c.seg))?);
             }
-            if let Some(f) = segs.get_mut(seg) {
-                f.write_all(bytes)?;
+            if let Some(f) = segs.get_mut(&c.seg) {
+                f.write_all(&c.bytes)?;
             }
-            touched_s.insert(*seg);
+            touched_s.insert(c.seg);
         }
         let deleting: HashSet<u32> = batch.deletes.iter().copied().collect();
         for (seg, bytes) in &batch.acks {
@@ -469,10 +546,14 @@ mod tests {
         let (s, rec) = Store::open(dir.path()).unwrap();
         assert!(rec.is_empty());
         let (a, _) = s.append("q", &msg("one"), 0);
-        let (_b, _) = s.append("q", &msg("two"), 7);
+        let (b, _) = s.append("q", &msg("two"), 7);
+        // Readable while still in the pending batch...
+        assert_eq!(s.read(b).map(|m| m.body().to_vec()), Some(b"two".to_vec()));
         s.ack(a);
         let (_, seq) = s.append("q2", &msg("three"), 0);
         wait(&s, seq).await;
+        // ...and from the file once written.
+        assert_eq!(s.read(b).map(|m| m.body().to_vec()), Some(b"two".to_vec()));
         s.close();
         drop(s);
         let (_s2, rec) = Store::open(dir.path()).unwrap();

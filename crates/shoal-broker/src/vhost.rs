@@ -10,7 +10,7 @@ use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Binding, Dest, Exchange, Kind};
 use crate::message::{now_ms, Message, MessageRef};
 use crate::outbox::{Backlog, Out, Outbox, OUTBOX_MAX};
-use crate::queue::{Consumer, Overflow, QMsg, Queue, QueueArgs};
+use crate::queue::{paged_stub, Consumer, Overflow, QMsg, Queue, QueueArgs};
 use crate::store::Store;
 use amq_protocol::protocol::{basic, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
@@ -148,6 +148,8 @@ pub struct VHost {
     pub store: Arc<Store>,
     /// Counters.
     pub stats: VStats,
+    /// Ready bytes a queue keeps in memory before paging persistent messages.
+    pub page_budget: u64,
     defs_path: PathBuf,
 }
 
@@ -185,7 +187,11 @@ fn inequivalent(
 impl VHost {
     /// A vhost with the predeclared exchanges, its durable definitions from
     /// `dir/definitions.json` and the store's recovered messages.
-    pub fn open(name: &str, dir: PathBuf) -> Result<VHost, crate::error::BrokerError> {
+    pub fn open(
+        name: &str,
+        dir: PathBuf,
+        page_budget: u64,
+    ) -> Result<VHost, crate::error::BrokerError> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| crate::error::BrokerError::io(format!("create {}", dir.display()), e))?;
         let (store, recovered) = Store::open(&dir.join("msgs"))?;
@@ -196,6 +202,7 @@ impl VHost {
             channels: HashMap::new(),
             store,
             stats: VStats::default(),
+            page_budget,
             defs_path: dir.join("definitions.json"),
         };
         for (n, k) in PREDECLARED {
@@ -246,12 +253,20 @@ impl VHost {
         let now = now_ms();
         for r in recovered {
             match v.queues.get_mut(&r.queue) {
-                Some(q) if r.expires_ms == 0 || r.expires_ms > now => q.push_back(QMsg {
-                    msg: Arc::new(r.msg),
-                    redelivered: true,
-                    expires_ms: r.expires_ms,
-                    sref: Some(r.sref),
-                }),
+                Some(q) if r.expires_ms == 0 || r.expires_ms > now => {
+                    let paged = q.bytes > page_budget;
+                    q.push_back(QMsg {
+                        msg: if paged {
+                            paged_stub(r.msg.priority())
+                        } else {
+                            Arc::new(r.msg)
+                        },
+                        redelivered: true,
+                        expires_ms: r.expires_ms,
+                        sref: Some(r.sref),
+                        paged,
+                    })
+                }
                 _ => v.store.ack(r.sref),
             }
         }
@@ -1003,6 +1018,7 @@ impl VHost {
                         redelivered: false,
                         expires_ms: 0,
                         sref: None,
+                        paged: false,
                     };
                     self.dead_letter(qname, vec![qm], "maxlen", depth);
                     return;
@@ -1023,11 +1039,17 @@ impl VHost {
             None
         };
         q.stat_published += 1;
+        let paged = sref.is_some() && q.bytes > self.page_budget;
         q.push_back(QMsg {
-            msg,
+            msg: if paged {
+                paged_stub(msg.priority())
+            } else {
+                msg
+            },
             redelivered: false,
             expires_ms,
             sref,
+            paged,
         });
         let mut dropped = Vec::new();
         while q.over_limit() {
@@ -1064,15 +1086,19 @@ impl VHost {
             Some(q) => (q.args.dlx.clone(), q.args.dlrk.clone()),
             None => (None, None),
         };
-        for m in msgs {
-            if let Some(r) = m.sref {
-                self.store.ack(r);
-            }
+        for mut m in msgs {
             let Some(dlx) = dlx.as_ref().filter(|_| depth < 16) else {
+                if let Some(r) = m.sref {
+                    self.store.ack(r);
+                }
                 self.stats.dropped += 1;
                 continue;
             };
-            if !dlx.is_empty() && !self.exchanges.contains_key(dlx) {
+            let loaded = load(&self.store, &mut m);
+            if let Some(r) = m.sref {
+                self.store.ack(r);
+            }
+            if !loaded || (!dlx.is_empty() && !self.exchanges.contains_key(dlx)) {
                 self.stats.dropped += 1;
                 continue;
             }
@@ -1151,7 +1177,14 @@ impl VHost {
             }
             let Some(idx) = chosen else { break };
             q.rr = (idx + 1) % n.max(1);
-            let Some(m) = q.pop() else { break };
+            let Some(mut m) = q.pop() else { break };
+            if !load(&self.store, &mut m) {
+                if let Some(r) = m.sref {
+                    self.store.ack(r);
+                }
+                self.stats.dropped += 1;
+                continue;
+            }
             let c = &mut q.consumers[idx];
             let Some(ch) = self.channels.get_mut(&c.chan) else {
                 break;
@@ -1227,6 +1260,14 @@ impl VHost {
             while let Some(m) = q.pop() {
                 if m.expires_ms != 0 && m.expires_ms <= now {
                     expired.push(m);
+                    continue;
+                }
+                let mut m = m;
+                if !load(&self.store, &mut m) {
+                    if let Some(r) = m.sref {
+                        self.store.ack(r);
+                    }
+                    self.stats.dropped += 1;
                     continue;
                 }
                 got = Some(m);
@@ -1397,6 +1438,30 @@ impl VHost {
             self.dispatch(&q);
         }
         bytes
+    }
+}
+
+/// Read a paged-out message back from the store; false if it cannot be read
+/// (the caller then drops it and acknowledges its record).
+fn load(store: &Store, m: &mut QMsg) -> bool {
+    if !m.paged {
+        return true;
+    }
+    let Some(r) = m.sref else { return false };
+    match store.read(r) {
+        Some(msg) => {
+            m.msg = Arc::new(msg);
+            m.paged = false;
+            true
+        }
+        None => {
+            tracing::error!(
+                seg = r.seg,
+                pos = r.pos,
+                "paged message unreadable in the store; dropped"
+            );
+            false
+        }
     }
 }
 
