@@ -34,8 +34,8 @@ pub struct FileConfig {
     pub memory_high_watermark: Option<u64>,
     /// Free disk space (bytes) below which publishers are blocked.
     pub disk_free_limit: Option<u64>,
-    /// Ready-message bytes a durable queue keeps in memory; beyond it,
-    /// persistent messages live on disk only until delivered.
+    /// Ready-message bytes a queue keeps in memory; beyond it, messages
+    /// live on disk only until delivered.
     pub queue_memory_budget: Option<u64>,
     /// Users.
     #[serde(default)]
@@ -158,7 +158,7 @@ pub struct Config {
     pub memory_high_watermark: u64,
     /// Disk alarm threshold (free bytes).
     pub disk_free_limit: u64,
-    /// Per-queue in-memory budget for persistent messages (bytes).
+    /// Per-queue in-memory budget for ready message bodies (bytes).
     pub queue_memory_budget: u64,
     /// Users by name.
     pub users: HashMap<String, User>,

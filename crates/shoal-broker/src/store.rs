@@ -6,8 +6,11 @@
 //! so many publishes share one fsync under load, and then advances
 //! [`Store::synced`], which publisher confirms wait on.
 //!
+//! Transient messages paged out of memory are appended too, flagged so that
+//! recovery skips them.
+//!
 //! Record layout (little endian): `len u32 | crc32 u32 | payload`, payload =
-//! `qlen u16 | queue | expires_ms u64 | exlen u8 | exchange | rklen u8 | key |
+//! `flags u8 | qlen u16 | queue | expires_ms u64 | exlen u8 | exchange | rklen u8 | key |
 //! plen u32 | properties | blen u32 | body`. A torn tail (after a crash) fails
 //! its length or CRC check and ends recovery of that segment.
 
@@ -20,6 +23,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+/// Record flag: a transient message paged to disk, dropped at recovery.
+const FLAG_TRANSIENT: u8 = 1;
 
 /// Segment size at which a new segment is started.
 pub const SEGMENT_BYTES: u64 = 32 << 20;
@@ -191,7 +197,24 @@ impl Store {
     /// Append `msg` for `queue`; returns its location and the write sequence
     /// number to wait for (see [`Store::synced`]).
     pub fn append(&self, queue: &str, msg: &Message, expires_ms: u64) -> (StoreRef, u64) {
+        self.append_record(queue, msg, expires_ms, 0)
+    }
+
+    /// Append a transient message paged out of memory: readable with
+    /// [`Store::read`] but not recovered after a restart.
+    pub fn append_transient(&self, queue: &str, msg: &Message) -> StoreRef {
+        self.append_record(queue, msg, 0, FLAG_TRANSIENT).0
+    }
+
+    fn append_record(
+        &self,
+        queue: &str,
+        msg: &Message,
+        expires_ms: u64,
+        flags: u8,
+    ) -> (StoreRef, u64) {
         let mut payload = Vec::with_capacity(64 + queue.len() + msg.body().len());
+        payload.push(flags);
         payload.extend_from_slice(&(queue.len() as u16).to_le_bytes());
         payload.extend_from_slice(queue.as_bytes());
         payload.extend_from_slice(&expires_ms.to_le_bytes());
@@ -284,7 +307,7 @@ impl Store {
         if crc32fast::hash(payload) != crc {
             return None;
         }
-        decode_payload(payload).map(|(_, m, _)| m)
+        decode_payload(payload).map(|(_, m, _, _)| m)
     }
 
     /// A receiver of the highest sequence number known to be on disk.
@@ -471,7 +494,8 @@ fn recover_segment(dir: &Path, seg: u32, out: &mut Vec<Recovered>) -> Result<u64
             continue;
         }
         match decode_payload(payload) {
-            Some((queue, msg, expires_ms)) => {
+            Some((_, _, _, flags)) if flags & FLAG_TRANSIENT != 0 => {}
+            Some((queue, msg, expires_ms, _)) => {
                 live += 1;
                 out.push(Recovered {
                     queue,
@@ -486,8 +510,9 @@ fn recover_segment(dir: &Path, seg: u32, out: &mut Vec<Recovered>) -> Result<u64
     Ok(live)
 }
 
-fn decode_payload(p: &[u8]) -> Option<(String, Message, u64)> {
+fn decode_payload(p: &[u8]) -> Option<(String, Message, u64, u8)> {
     let mut r = Reader { p, at: 0 };
+    let flags = r.take(1)?[0];
     let qlen = u16::from_le_bytes(r.take(2)?.try_into().ok()?) as usize;
     let queue = String::from_utf8(r.take(qlen)?.to_vec()).ok()?;
     let expires_ms = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
@@ -503,6 +528,7 @@ fn decode_payload(p: &[u8]) -> Option<(String, Message, u64)> {
         queue,
         Message::from_raw(&exchange, &routing_key, props, body)?,
         expires_ms,
+        flags,
     ))
 }
 
@@ -550,6 +576,11 @@ mod tests {
         // Readable while still in the pending batch...
         assert_eq!(s.read(b).map(|m| m.body().to_vec()), Some(b"two".to_vec()));
         s.ack(a);
+        let t = s.append_transient("q", &msg("paged"));
+        assert_eq!(
+            s.read(t).map(|m| m.body().to_vec()),
+            Some(b"paged".to_vec())
+        );
         let (_, seq) = s.append("q2", &msg("three"), 0);
         wait(&s, seq).await;
         // ...and from the file once written.

@@ -1039,7 +1039,13 @@ impl VHost {
             None
         };
         q.stat_published += 1;
-        let paged = sref.is_some() && q.bytes > self.page_budget;
+        let paged = q.bytes > self.page_budget;
+        // Past the budget a message lives on disk only; transient ones get a
+        // record that recovery ignores.
+        let sref = match sref {
+            None if paged => Some(self.store.append_transient(qname, &msg)),
+            s => s,
+        };
         q.push_back(QMsg {
             msg: if paged {
                 paged_stub(msg.priority())

@@ -511,6 +511,10 @@ async fn durable_exchanges_queues_and_bindings_survive_restart() {
 }
 
 async fn publish_persistent(ch: &lapin::Channel, queue: &str, n: u32, size: usize) {
+    publish_n(ch, queue, n, size, 2).await
+}
+
+async fn publish_n(ch: &lapin::Channel, queue: &str, n: u32, size: usize, mode: u8) {
     let mut confirms = Vec::new();
     for i in 0..n {
         let mut body = vec![(i % 251) as u8; size];
@@ -606,5 +610,19 @@ async fn messages_beyond_the_queue_memory_budget_are_paged_and_read_back() {
         assert!(d.redelivered);
         d.ack(BasicAckOptions::default()).await.unwrap();
     }
+    // Transient messages past the budget are paged too (to records that a
+    // restart ignores) and come back intact.
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    ch.queue_declare(
+        "tpaged".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    publish_n(&ch, "tpaged", 1000, 1000, 1).await;
+    consume_in_order(&ch, "tpaged", 1000, 1000).await;
     b.stop().await;
 }
