@@ -525,7 +525,7 @@ async fn publish_n(ch: &lapin::Channel, queue: &str, n: u32, size: usize, mode: 
                 queue.into(),
                 BasicPublishOptions::default(),
                 &body,
-                BasicProperties::default().with_delivery_mode(2),
+                BasicProperties::default().with_delivery_mode(mode),
             )
             .await
             .unwrap(),
