@@ -367,26 +367,19 @@ async fn publisher(a: PerfArgs, idx: usize, sh: Arc<Shared>) -> io::Result<()> {
             let mut upto = 0u64;
             while let Ok(f) = rc.next().await {
                 if let Inbound::Frame(f) = f {
-                    match *f {
+                    let settled = match *f {
                         AMQPFrame::Method(_, AMQPClass::Basic(basic::AMQPMethod::Ack(x))) => {
-                            upto = if x.multiple {
-                                x.delivery_tag
-                            } else {
-                                upto.max(x.delivery_tag)
-                            };
-                            acked.store(upto, Ordering::Release);
-                            notify.notify_one();
+                            Some((x.delivery_tag, x.multiple))
                         }
                         AMQPFrame::Method(_, AMQPClass::Basic(basic::AMQPMethod::Nack(x))) => {
-                            upto = if x.multiple {
-                                x.delivery_tag
-                            } else {
-                                upto.max(x.delivery_tag)
-                            };
-                            acked.store(upto, Ordering::Release);
-                            notify.notify_one();
+                            Some((x.delivery_tag, x.multiple))
                         }
-                        _ => {}
+                        _ => None,
+                    };
+                    if let Some((tag, multiple)) = settled {
+                        upto = if multiple { tag } else { upto.max(tag) };
+                        acked.store(upto, Ordering::Release);
+                        notify.notify_one();
                     }
                 }
             }

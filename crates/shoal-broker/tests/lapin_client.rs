@@ -180,6 +180,21 @@ async fn lapin_confirms_prefetch_and_acks() {
     b.stop().await;
 }
 
+/// basic.get until a message arrives (bounded).
+async fn get_one(ch: &lapin::Channel, queue: &str) -> Vec<u8> {
+    for _ in 0..500 {
+        let got = ch
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap();
+        if let Some(m) = got {
+            return m.delivery.data;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no message on {queue}");
+}
+
 fn encode(f: &AMQPFrame) -> Vec<u8> {
     gen_frame(f)(WriteContext::from(Vec::new()))
         .expect("encode")
@@ -297,18 +312,7 @@ async fn bad_frames_close_only_the_offending_connection() {
     )
     .await
     .unwrap();
-    let mut got = None;
-    for _ in 0..500 {
-        got = ch
-            .basic_get("survivor".into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap();
-        if got.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(got.expect("message").delivery.data, b"still here");
+    assert_eq!(get_one(&ch, "survivor").await, b"still here");
     b.stop().await;
 }
 
@@ -481,18 +485,7 @@ async fn durable_exchanges_queues_and_bindings_survive_restart() {
     )
     .await
     .unwrap();
-    let mut got = None;
-    for _ in 0..500 {
-        got = ch
-            .basic_get("d.q".into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap();
-        if got.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(got.expect("message").delivery.data, b"routed after restart");
+    assert_eq!(get_one(&ch, "d.q").await, b"routed after restart");
     // The non-durable exchange is gone: passive declare fails with 404.
     let ch2 = conn.create_channel().await.unwrap();
     let r = ch2
