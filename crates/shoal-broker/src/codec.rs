@@ -6,8 +6,7 @@
 
 use crate::error::AmqpError;
 use amq_protocol::frame::{gen_frame, parse_frame, AMQPFrame, WriteContext};
-use amq_protocol::protocol::basic::gen_properties;
-use amq_protocol::protocol::{AMQPClass, BasicProperties};
+use amq_protocol::protocol::AMQPClass;
 use bytes::{Buf, Bytes, BytesMut};
 
 /// Frame-end octet.
@@ -80,14 +79,9 @@ pub fn put_method(out: &mut Vec<u8>, ch: u16, m: AMQPClass) {
     put_frame(out, &AMQPFrame::Method(ch, m));
 }
 
-/// Append a content header and body frames (split by `frame_max`).
-pub fn put_content(
-    out: &mut Vec<u8>,
-    ch: u16,
-    props: &BasicProperties,
-    body: &[u8],
-    frame_max: u32,
-) {
+/// Append a content header (with already-encoded properties) and body
+/// frames (split by `frame_max`).
+pub fn put_content(out: &mut Vec<u8>, ch: u16, raw_props: &[u8], body: &[u8], frame_max: u32) {
     let start = out.len();
     out.push(2);
     out.extend_from_slice(&ch.to_be_bytes());
@@ -95,14 +89,7 @@ pub fn put_content(
     out.extend_from_slice(&60u16.to_be_bytes());
     out.extend_from_slice(&0u16.to_be_bytes());
     out.extend_from_slice(&(body.len() as u64).to_be_bytes());
-    let buf = std::mem::take(out);
-    *out = match gen_properties(props)(WriteContext::from(buf)) {
-        Ok(ctx) => ctx.write,
-        Err(e) => {
-            tracing::error!(error = ?e, "properties encoding failed");
-            return;
-        }
-    };
+    out.extend_from_slice(raw_props);
     let size = (out.len() - start - 7) as u32;
     out[start + 3..start + 7].copy_from_slice(&size.to_be_bytes());
     out.push(FRAME_END);
@@ -134,8 +121,10 @@ mod tests {
                 immediate: false,
             })),
         );
-        let props = BasicProperties::default().with_delivery_mode(2);
-        put_content(&mut out, 3, &props, b"hello world", 4096 + 8);
+        let props = amq_protocol::protocol::BasicProperties::default().with_delivery_mode(2);
+        let mut raw = Vec::new();
+        crate::message::encode_properties_into(&props, &mut raw);
+        put_content(&mut out, 3, &raw, b"hello world", 4096 + 8);
         let mut buf = BytesMut::from(&out[..]);
         let f = decode(&mut buf, 131072).unwrap().unwrap();
         assert!(matches!(f, Inbound::Frame(ref b) if matches!(**b, AMQPFrame::Method(3, _))));

@@ -30,10 +30,13 @@ pub struct FileConfig {
     pub channel_max: Option<u16>,
     /// Most client connections at once.
     pub max_connections: Option<usize>,
-    /// Bytes of message bodies in memory above which publishers are blocked.
+    /// Estimated bytes of ready messages above which publishers are blocked.
     pub memory_high_watermark: Option<u64>,
     /// Free disk space (bytes) below which publishers are blocked.
     pub disk_free_limit: Option<u64>,
+    /// Ready-message bytes a queue keeps in memory; beyond it, messages
+    /// live on disk only until delivered.
+    pub queue_memory_budget: Option<u64>,
     /// Users.
     #[serde(default)]
     pub users: Vec<FileUser>,
@@ -155,6 +158,8 @@ pub struct Config {
     pub memory_high_watermark: u64,
     /// Disk alarm threshold (free bytes).
     pub disk_free_limit: u64,
+    /// Per-queue in-memory budget for ready message bodies (bytes).
+    pub queue_memory_budget: u64,
     /// Users by name.
     pub users: HashMap<String, User>,
     /// Vhost names.
@@ -301,6 +306,7 @@ impl Config {
             max_connections: fc.max_connections.unwrap_or(10_000),
             memory_high_watermark: fc.memory_high_watermark.unwrap_or(1 << 30),
             disk_free_limit: fc.disk_free_limit.unwrap_or(50 << 20),
+            queue_memory_budget: fc.queue_memory_budget.unwrap_or(64 << 20),
             users,
             vhosts,
             permissions,

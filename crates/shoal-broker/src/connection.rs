@@ -9,7 +9,7 @@ use crate::config::Access;
 use crate::error::{code, AmqpError, AmqpResult};
 use crate::exchange::Dest;
 use crate::message::{value_as_str, Message};
-use crate::outbox::{Out, Outbox};
+use crate::outbox::{Backlog, Out, Outbox};
 use crate::server::Broker;
 use crate::vhost::{chan_key, VHost};
 use crate::writer::{self, WireParams};
@@ -17,7 +17,7 @@ use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{
     access, basic, channel, confirm, connection, exchange, queue, tx, AMQPClass, BasicProperties,
 };
-use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
+use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use shoal_core::Shutdown;
@@ -74,6 +74,7 @@ struct Conn {
     id: u64,
     peer: SocketAddr,
     out: Outbox,
+    backlog: Arc<Backlog>,
     params: Arc<WireParams>,
     state: State,
     frame_max: u32,
@@ -86,6 +87,7 @@ struct Conn {
     cancel_notify: bool,
     blocked_cap: bool,
     auth_failure_close: bool,
+    flow_wait: Option<String>,
 }
 
 enum Step {
@@ -128,12 +130,14 @@ pub async fn serve(
         frame_max: AtomicU32::new(broker.config.frame_max),
         heartbeat: AtomicU32::new(0),
     });
-    let writer = tokio::spawn(writer::run(wr, rx, params.clone()));
+    let backlog = Arc::new(Backlog::default());
+    let writer = tokio::spawn(writer::run(wr, rx, params.clone(), backlog.clone()));
     let mut c = Conn {
         broker: broker.clone(),
         id,
         peer,
         out: tx,
+        backlog,
         params,
         state: State::StartOk,
         frame_max: broker.config.frame_max,
@@ -146,6 +150,7 @@ pub async fn serve(
         cancel_notify: false,
         blocked_cap: false,
         auth_failure_close: false,
+        flow_wait: None,
     };
     c.send_start();
     broker.conn_opened(id, peer);
@@ -222,6 +227,9 @@ impl Conn {
                         return;
                     }
                 };
+                if let Some(q) = self.flow_wait.take() {
+                    self.wait_flow(&q, shutdown).await;
+                }
                 match self.handle(frame, &mut alarm, shutdown).await {
                     Ok(Step::Continue) => {}
                     Ok(Step::Stop) => return,
@@ -358,6 +366,19 @@ impl Conn {
         }
     }
 
+    /// Credit-style flow control: pause reading from this publisher while a
+    /// consumed queue it feeds is backlogged.
+    async fn wait_flow(&self, queue: &str, shutdown: &Shutdown) {
+        let Some(v) = self.vhost.clone() else { return };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !v.lock().flow_ok(queue) && tokio::time::Instant::now() < deadline {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
     async fn wait_alarm(
         &mut self,
         alarm: &mut tokio::sync::watch::Receiver<bool>,
@@ -406,10 +427,13 @@ impl Conn {
                 Ok(Step::Stop)
             }
             (State::Closing, _) => Ok(Step::Continue),
-            (State::StartOk, connection::AMQPMethod::StartOk(s)) => {
-                self.on_start_ok(s).map_err(|e| e.on(cid, mid))?;
-                Ok(Step::Continue)
-            }
+            (State::StartOk, connection::AMQPMethod::StartOk(s)) => match self.on_start_ok(s) {
+                Ok(()) => Ok(Step::Continue),
+                // Clients without `authentication_failure_close` expect the
+                // socket to be closed on a failed login, as the spec says.
+                Err(_) if !self.auth_failure_close => Ok(Step::Stop),
+                Err(e) => Err(e.on(cid, mid)),
+            },
             (State::TuneOk, connection::AMQPMethod::TuneOk(t)) => {
                 if t.frame_max != 0 {
                     if t.frame_max < 4096 {
@@ -454,6 +478,14 @@ impl Conn {
                     .on(cid, mid));
                 }
                 let _ = self.out.send(Out::UseStore(v.lock().store.synced()));
+                let (kv, id) = (Arc::downgrade(&v), self.id);
+                let _ = self
+                    .out
+                    .send(Out::UseKick(crate::outbox::Kick(Arc::new(move || {
+                        if let Some(v) = kv.upgrade() {
+                            v.lock().kick_connection(id);
+                        }
+                    }))));
                 self.vhost = Some(v);
                 self.vhost_name = name.clone();
                 self.broker.conn_update(self.id, &self.user, &name);
@@ -599,9 +631,13 @@ impl Conn {
                     )));
                 }
                 self.channels.insert(ch, Chan::default());
-                self.vhost()?
-                    .lock()
-                    .open_channel(key, ch, self.out.clone(), self.cancel_notify);
+                self.vhost()?.lock().open_channel(
+                    key,
+                    ch,
+                    self.out.clone(),
+                    self.backlog.clone(),
+                    self.cancel_notify,
+                );
                 self.reply(
                     ch,
                     AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
@@ -1132,21 +1168,8 @@ impl Conn {
         let Some(p) = c.pending.take() else {
             return Ok(());
         };
-        let body = if p.parts.len() == 1 {
-            p.parts.into_iter().next().unwrap_or_default()
-        } else {
-            let mut all = BytesMut::with_capacity(p.size as usize);
-            for part in p.parts {
-                all.extend_from_slice(&part);
-            }
-            all.freeze()
-        };
-        let msg = Message {
-            exchange: p.exchange,
-            routing_key: p.routing_key,
-            properties: p.props.unwrap_or_default(),
-            body,
-        };
+        let props = p.props.unwrap_or_default();
+        let msg = Message::from_parts(&p.exchange, &p.routing_key, &props, &p.parts);
         if let Some(ops) = c.tx.as_mut() {
             ops.push(TxOp::Publish(Box::new(msg), p.mandatory));
             return Ok(());
@@ -1231,11 +1254,6 @@ fn parse_amqplain(resp: &[u8]) -> Option<(String, String)> {
             .map(str::to_string)
     };
     Some((get("LOGIN")?, get("PASSWORD")?))
-}
-
-#[allow(dead_code)]
-fn short(s: &str) -> ShortString {
-    s.into()
 }
 
 #[cfg(test)]

@@ -106,7 +106,7 @@ impl Exchange {
 
     /// Destinations matching `msg`, appended to `out`.
     pub fn route(&self, msg: &Message, out: &mut Vec<Dest>) {
-        let rk = msg.routing_key.as_str();
+        let rk = &*msg.routing_key;
         match self.kind {
             Kind::Fanout => out.extend(self.bindings.iter().map(|b| b.dest.clone())),
             Kind::Direct => out.extend(
@@ -124,12 +124,15 @@ impl Exchange {
                         .map(|b| b.dest.clone()),
                 )
             }
-            Kind::Headers => out.extend(
-                self.bindings
-                    .iter()
-                    .filter(|b| headers_match(&b.args, msg.headers()))
-                    .map(|b| b.dest.clone()),
-            ),
+            Kind::Headers => {
+                let headers = msg.headers();
+                out.extend(
+                    self.bindings
+                        .iter()
+                        .filter(|b| headers_match(&b.args, headers.as_ref()))
+                        .map(|b| b.dest.clone()),
+                )
+            }
         }
     }
 }

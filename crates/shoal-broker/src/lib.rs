@@ -19,6 +19,7 @@
 //! - [`queue`]: one queue's messages, arguments and consumers.
 //! - [`message`]: the message type and argument helpers.
 //! - [`store`]: the append-only segment store for persistent messages.
+//! - [`perf`]: the AMQP load generator behind `shoal bench amqp`.
 //! - [`admin`]: `/metrics`, the JSON HTTP API and control-socket commands.
 
 pub mod admin;
@@ -29,6 +30,7 @@ pub mod error;
 pub mod exchange;
 pub mod message;
 pub mod outbox;
+pub mod perf;
 pub mod queue;
 pub mod server;
 pub mod store;

@@ -62,9 +62,37 @@ pub enum Out {
     },
     /// The vhost's store sync watermark, for confirms.
     UseStore(tokio::sync::watch::Receiver<u64>),
+    /// Called by the writer when a starved connection's backlog drains, so
+    /// the vhost resumes delivering to it.
+    UseKick(Kick),
     /// Flush and close the socket.
     Close,
 }
 
 /// The sending side of a connection's writer queue.
 pub type Outbox = UnboundedSender<Out>;
+
+/// Re-run delivery for a connection's consumers.
+#[derive(Clone)]
+pub struct Kick(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for Kick {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Kick")
+    }
+}
+
+/// Deliveries queued for a connection's writer but not yet written: the
+/// vhost stops delivering to a connection past [`OUTBOX_MAX`], so a slow
+/// consumer leaves messages in its queue (where flow control and limits
+/// apply) instead of in memory buffers.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    /// Deliveries queued, not yet written.
+    pub pending: std::sync::atomic::AtomicUsize,
+    /// A delivery was held back because of the backlog.
+    pub starved: std::sync::atomic::AtomicBool,
+}
+
+/// Most deliveries queued for one connection's writer.
+pub const OUTBOX_MAX: usize = 4096;

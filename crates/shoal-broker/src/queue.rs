@@ -21,6 +21,23 @@ pub struct QMsg {
     pub expires_ms: u64,
     /// Its record in the store, for persistent messages in durable queues.
     pub sref: Option<StoreRef>,
+    /// Body only on disk: `msg` is a shared stub with the right priority and
+    /// the message is read back from `sref` when it is delivered.
+    pub paged: bool,
+}
+
+/// A shared, empty stand-in for a paged-out message of priority `p`.
+pub fn paged_stub(p: u8) -> MessageRef {
+    static STUBS: std::sync::OnceLock<Vec<MessageRef>> = std::sync::OnceLock::new();
+    let stubs = STUBS.get_or_init(|| {
+        (0..=255u8)
+            .map(|p| {
+                let props = amq_protocol::protocol::BasicProperties::default().with_priority(p);
+                std::sync::Arc::new(crate::message::Message::new("", "", &props, &[]))
+            })
+            .collect()
+    });
+    stubs[usize::from(p)].clone()
 }
 
 /// What to do when a length limit is hit.
@@ -118,7 +135,7 @@ impl QueueArgs {
 #[derive(Debug)]
 pub struct Consumer {
     /// Consumer tag.
-    pub tag: String,
+    pub tag: std::sync::Arc<str>,
     /// Channel key (connection id << 16 | channel id).
     pub chan: u64,
     /// Auto-ack.
@@ -131,6 +148,8 @@ pub struct Consumer {
     pub unacked: u32,
     /// Where its deliveries go.
     pub out: Outbox,
+    /// Its connection's writer backlog.
+    pub backlog: std::sync::Arc<crate::outbox::Backlog>,
 }
 
 /// A queue.
@@ -210,7 +229,7 @@ impl Queue {
     /// Append at the tail of its priority level.
     pub fn push_back(&mut self, m: QMsg) {
         self.len += 1;
-        self.bytes += m.msg.body.len() as u64;
+        self.bytes += m.msg.body().len() as u64;
         let l = self.level(&m);
         self.levels[l].push_back(m);
     }
@@ -218,7 +237,7 @@ impl Queue {
     /// Put back at the head (requeue).
     pub fn push_front(&mut self, m: QMsg) {
         self.len += 1;
-        self.bytes += m.msg.body.len() as u64;
+        self.bytes += m.msg.body().len() as u64;
         let l = self.level(&m);
         self.levels[l].push_front(m);
     }
@@ -232,7 +251,7 @@ impl Queue {
     pub fn pop(&mut self) -> Option<QMsg> {
         let m = self.levels.iter_mut().rev().find_map(|l| l.pop_front())?;
         self.len -= 1;
-        self.bytes -= m.msg.body.len() as u64;
+        self.bytes -= m.msg.body().len() as u64;
         Some(m)
     }
 
@@ -271,15 +290,16 @@ mod tests {
 
     fn qm(body: &str, prio: u8) -> QMsg {
         QMsg {
-            msg: Arc::new(Message {
-                exchange: String::new(),
-                routing_key: String::new(),
-                properties: BasicProperties::default().with_priority(prio),
-                body: bytes::Bytes::from(body.to_string()),
-            }),
+            msg: Arc::new(Message::new(
+                "",
+                "",
+                &BasicProperties::default().with_priority(prio),
+                body.as_bytes(),
+            )),
             redelivered: false,
             expires_ms: 0,
             sref: None,
+            paged: false,
         }
     }
 
@@ -293,8 +313,8 @@ mod tests {
         q.push_back(qm("low", 0));
         q.push_back(qm("high", 9));
         assert!(q.would_overflow(1));
-        assert_eq!(q.pop().unwrap().msg.body, "high");
-        assert_eq!(q.pop().unwrap().msg.body, "low");
+        assert_eq!(q.pop().unwrap().msg.body(), b"high");
+        assert_eq!(q.pop().unwrap().msg.body(), b"low");
         assert!(q.pop().is_none());
         assert_eq!(q.bytes, 0);
     }

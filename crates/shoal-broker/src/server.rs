@@ -72,7 +72,7 @@ impl Broker {
         let mut vhosts = HashMap::new();
         for name in &config.vhosts {
             let dir = config.data_dir.join("vhosts").join(vhost_dir_name(name));
-            let v = VHost::open(name, dir)?;
+            let v = VHost::open(name, dir, config.queue_memory_budget)?;
             let (q, m): (usize, usize) = (v.queues.len(), v.queues.values().map(|q| q.len).sum());
             tracing::info!(vhost = %name, queues = q, messages = m, "vhost recovered");
             vhosts.insert(name.clone(), Arc::new(Mutex::new(v)));

@@ -6,17 +6,16 @@
 //! so many publishes share one fsync under load, and then advances
 //! [`Store::synced`], which publisher confirms wait on.
 //!
+//! Transient messages paged out of memory are appended too, flagged so that
+//! recovery skips them.
+//!
 //! Record layout (little endian): `len u32 | crc32 u32 | payload`, payload =
-//! `qlen u16 | queue | expires_ms u64 | exlen u8 | exchange | rklen u8 | key |
+//! `flags u8 | qlen u16 | queue | expires_ms u64 | exlen u8 | exchange | rklen u8 | key |
 //! plen u32 | properties | blen u32 | body`. A torn tail (after a crash) fails
 //! its length or CRC check and ends recovery of that segment.
 
 use crate::error::BrokerError;
 use crate::message::Message;
-use amq_protocol::frame::WriteContext;
-use amq_protocol::protocol::basic::{gen_properties, parse_properties};
-use amq_protocol::protocol::BasicProperties;
-use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -24,6 +23,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+/// Record flag: a transient message paged to disk, dropped at recovery.
+const FLAG_TRANSIENT: u8 = 1;
 
 /// Segment size at which a new segment is started.
 pub const SEGMENT_BYTES: u64 = 32 << 20;
@@ -50,9 +52,26 @@ pub struct Recovered {
     pub sref: StoreRef,
 }
 
+/// A run of records appended to one segment, starting at `start`.
+struct Chunk {
+    seg: u32,
+    start: u64,
+    bytes: Arc<Vec<u8>>,
+}
+
+impl Chunk {
+    fn find(&self, r: StoreRef) -> Option<&[u8]> {
+        let pos = u64::from(r.pos);
+        if self.seg != r.seg || pos < self.start || pos >= self.start + self.bytes.len() as u64 {
+            return None;
+        }
+        Some(&self.bytes[(pos - self.start) as usize..])
+    }
+}
+
 #[derive(Default)]
 struct Batch {
-    msgs: Vec<(u32, Vec<u8>)>,
+    msgs: Vec<Chunk>,
     acks: Vec<(u32, Vec<u8>)>,
     deletes: Vec<u32>,
 }
@@ -60,6 +79,16 @@ struct Batch {
 impl Batch {
     fn is_empty(&self) -> bool {
         self.msgs.is_empty() && self.acks.is_empty() && self.deletes.is_empty()
+    }
+    fn push_record(&mut self, seg: u32, start: u64, rec: &[u8]) {
+        match self.msgs.last_mut() {
+            Some(c) if c.seg == seg => Arc::make_mut(&mut c.bytes).extend_from_slice(rec),
+            _ => self.msgs.push(Chunk {
+                seg,
+                start,
+                bytes: Arc::new(rec.to_vec()),
+            }),
+        }
     }
     fn push(list: &mut Vec<(u32, Vec<u8>)>, seg: u32, bytes: &[u8]) {
         match list.last_mut() {
@@ -70,6 +99,8 @@ impl Batch {
 }
 
 struct Inner {
+    /// Records taken by the syncer and not yet written to their files.
+    inflight: Vec<Chunk>,
     cur_seg: u32,
     cur_len: u64,
     live: HashMap<u32, u64>,
@@ -93,7 +124,12 @@ pub struct Store {
     cond: Condvar,
     stop: AtomicBool,
     synced: tokio::sync::watch::Sender<u64>,
+    dirty_acks: Mutex<HashSet<u32>>,
+    last_ack_sync: Mutex<std::time::Instant>,
 }
+
+/// How often acknowledgement files are fsynced under load.
+pub const ACK_SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn seg_path(dir: &Path, seg: u32) -> PathBuf {
     dir.join(format!("{seg:08}.seg"))
@@ -137,6 +173,7 @@ impl Store {
         let store = Arc::new(Store {
             dir: dir.to_path_buf(),
             inner: Mutex::new(Inner {
+                inflight: Vec::new(),
                 cur_seg,
                 cur_len: 0,
                 live,
@@ -146,6 +183,8 @@ impl Store {
             cond: Condvar::new(),
             stop: AtomicBool::new(false),
             synced,
+            dirty_acks: Mutex::new(HashSet::new()),
+            last_ack_sync: Mutex::new(std::time::Instant::now()),
         });
         let s2 = store.clone();
         std::thread::Builder::new()
@@ -158,7 +197,24 @@ impl Store {
     /// Append `msg` for `queue`; returns its location and the write sequence
     /// number to wait for (see [`Store::synced`]).
     pub fn append(&self, queue: &str, msg: &Message, expires_ms: u64) -> (StoreRef, u64) {
-        let mut payload = Vec::with_capacity(64 + queue.len() + msg.body.len());
+        self.append_record(queue, msg, expires_ms, 0)
+    }
+
+    /// Append a transient message paged out of memory: readable with
+    /// [`Store::read`] but not recovered after a restart.
+    pub fn append_transient(&self, queue: &str, msg: &Message) -> StoreRef {
+        self.append_record(queue, msg, 0, FLAG_TRANSIENT).0
+    }
+
+    fn append_record(
+        &self,
+        queue: &str,
+        msg: &Message,
+        expires_ms: u64,
+        flags: u8,
+    ) -> (StoreRef, u64) {
+        let mut payload = Vec::with_capacity(64 + queue.len() + msg.body().len());
+        payload.push(flags);
         payload.extend_from_slice(&(queue.len() as u16).to_le_bytes());
         payload.extend_from_slice(queue.as_bytes());
         payload.extend_from_slice(&expires_ms.to_le_bytes());
@@ -166,11 +222,11 @@ impl Store {
         payload.extend_from_slice(msg.exchange.as_bytes());
         payload.push(msg.routing_key.len() as u8);
         payload.extend_from_slice(msg.routing_key.as_bytes());
-        let props = encode_properties(&msg.properties);
+        let props = msg.raw_properties();
         payload.extend_from_slice(&(props.len() as u32).to_le_bytes());
-        payload.extend_from_slice(&props);
-        payload.extend_from_slice(&(msg.body.len() as u32).to_le_bytes());
-        payload.extend_from_slice(&msg.body);
+        payload.extend_from_slice(props);
+        payload.extend_from_slice(&(msg.body().len() as u32).to_le_bytes());
+        payload.extend_from_slice(msg.body());
         let mut rec = Vec::with_capacity(8 + payload.len());
         rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         rec.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
@@ -192,7 +248,7 @@ impl Store {
         };
         g.cur_len += rec.len() as u64;
         *g.live.entry(sref.seg).or_insert(0) += 1;
-        Batch::push(&mut g.batch.msgs, sref.seg, &rec);
+        g.batch.push_record(sref.seg, u64::from(sref.pos), &rec);
         g.written_seq += 1;
         let seq = g.written_seq;
         drop(g);
@@ -218,6 +274,40 @@ impl Store {
         g.written_seq += 1;
         drop(g);
         self.cond.notify_one();
+    }
+
+    /// Read a live record back (for messages paged out of memory): from the
+    /// pending batch, the batch being written, or its segment file.
+    pub fn read(&self, r: StoreRef) -> Option<Message> {
+        let g = self.inner.lock();
+        let from_mem = g
+            .batch
+            .msgs
+            .iter()
+            .chain(g.inflight.iter())
+            .find_map(|c| c.find(r))
+            .map(<[u8]>::to_vec);
+        drop(g);
+        let rec = match from_mem {
+            Some(b) => b,
+            None => {
+                use std::os::unix::fs::FileExt;
+                let f = File::open(seg_path(&self.dir, r.seg)).ok()?;
+                let mut head = [0u8; 8];
+                f.read_exact_at(&mut head, u64::from(r.pos)).ok()?;
+                let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+                let mut rec = vec![0u8; 8 + len];
+                f.read_exact_at(&mut rec, u64::from(r.pos)).ok()?;
+                rec
+            }
+        };
+        let len = u32::from_le_bytes(rec.get(..4)?.try_into().ok()?) as usize;
+        let crc = u32::from_le_bytes(rec.get(4..8)?.try_into().ok()?);
+        let payload = rec.get(8..8 + len)?;
+        if crc32fast::hash(payload) != crc {
+            return None;
+        }
+        decode_payload(payload).map(|(_, m, _, _)| m)
     }
 
     /// A receiver of the highest sequence number known to be on disk.
@@ -253,20 +343,63 @@ impl Store {
             let (batch, seq) = {
                 let mut g = self.inner.lock();
                 while g.batch.is_empty() && !self.stop.load(Ordering::SeqCst) {
-                    self.cond.wait(&mut g);
+                    if !self.dirty_acks.lock().is_empty() {
+                        // Sync pending acknowledgements once things are quiet.
+                        let r = self.cond.wait_for(&mut g, ACK_SYNC_EVERY);
+                        if r.timed_out() && g.batch.is_empty() {
+                            drop(g);
+                            if let Err(e) = self.sync_acks(&acks, true) {
+                                tracing::error!(error = %e, "ack file sync failed");
+                            }
+                            g = self.inner.lock();
+                        }
+                    } else {
+                        self.cond.wait(&mut g);
+                    }
                 }
                 if g.batch.is_empty() {
                     break;
                 }
-                (std::mem::take(&mut g.batch), g.written_seq)
+                let batch = std::mem::take(&mut g.batch);
+                // Keep the records readable (Store::read) until they are in their files.
+                g.inflight = batch
+                    .msgs
+                    .iter()
+                    .map(|c| Chunk {
+                        seg: c.seg,
+                        start: c.start,
+                        bytes: c.bytes.clone(),
+                    })
+                    .collect();
+                (batch, g.written_seq)
             };
-            if let Err(e) = self.write_batch(batch, &mut segs, &mut acks) {
+            let r = self.write_batch(batch, &mut segs, &mut acks);
+            self.inner.lock().inflight.clear();
+            if let Err(e) = r {
                 tracing::error!(error = %e, dir = %self.dir.display(), "message store write failed; confirms are held back");
                 std::thread::sleep(std::time::Duration::from_millis(200));
                 continue;
             }
             self.synced.send_replace(seq);
         }
+        if let Err(e) = self.sync_acks(&acks, true) {
+            tracing::error!(error = %e, "ack file sync failed at close");
+        }
+    }
+
+    fn sync_acks(&self, acks: &HashMap<u32, File>, force: bool) -> std::io::Result<()> {
+        let mut last = self.last_ack_sync.lock();
+        if !force && last.elapsed() < ACK_SYNC_EVERY {
+            return Ok(());
+        }
+        let dirty: Vec<u32> = self.dirty_acks.lock().drain().collect();
+        for seg in dirty {
+            if let Some(f) = acks.get(&seg) {
+                f.sync_data()?;
+            }
+        }
+        *last = std::time::Instant::now();
+        Ok(())
     }
 
     fn write_batch(
@@ -278,14 +411,14 @@ impl Store {
         let open = |p: PathBuf| OpenOptions::new().create(true).append(true).open(p);
         let mut touched_s = HashSet::new();
         let mut touched_a = HashSet::new();
-        for (seg, bytes) in &batch.msgs {
-            if !segs.contains_key(seg) {
-                segs.insert(*seg, open(seg_path(&self.dir, *seg))?);
+        for c in &batch.msgs {
+            if let std::collections::hash_map::Entry::Vacant(e) = segs.entry(c.seg) {
+                e.insert(open(seg_path(&self.dir, c.seg))?);
             }
-            if let Some(f) = segs.get_mut(seg) {
-                f.write_all(bytes)?;
+            if let Some(f) = segs.get_mut(&c.seg) {
+                f.write_all(&c.bytes)?;
             }
-            touched_s.insert(*seg);
+            touched_s.insert(c.seg);
         }
         let deleting: HashSet<u32> = batch.deletes.iter().copied().collect();
         for (seg, bytes) in &batch.acks {
@@ -305,11 +438,11 @@ impl Store {
                 f.sync_data()?;
             }
         }
-        for seg in touched_a {
-            if let Some(f) = acks.get(&seg) {
-                f.sync_data()?;
-            }
-        }
+        // Acknowledgement files are synced at most every ACK_SYNC_EVERY (and on
+        // close): a lost ack only means a redelivery flagged `redelivered`,
+        // while message data is synced before any confirm is sent.
+        self.dirty_acks.lock().extend(touched_a);
+        self.sync_acks(acks, false)?;
         for seg in batch.deletes {
             segs.remove(&seg);
             acks.remove(&seg);
@@ -324,14 +457,6 @@ impl Drop for Store {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         self.cond.notify_all();
-    }
-}
-
-/// Encode basic properties as on the wire (flags + fields).
-pub fn encode_properties(p: &BasicProperties) -> Vec<u8> {
-    match gen_properties(p)(WriteContext::from(Vec::new())) {
-        Ok(ctx) => ctx.write,
-        Err(_) => Vec::new(),
     }
 }
 
@@ -369,7 +494,8 @@ fn recover_segment(dir: &Path, seg: u32, out: &mut Vec<Recovered>) -> Result<u64
             continue;
         }
         match decode_payload(payload) {
-            Some((queue, msg, expires_ms)) => {
+            Some((_, _, _, flags)) if flags & FLAG_TRANSIENT != 0 => {}
+            Some((queue, msg, expires_ms, _)) => {
                 live += 1;
                 out.push(Recovered {
                     queue,
@@ -384,8 +510,9 @@ fn recover_segment(dir: &Path, seg: u32, out: &mut Vec<Recovered>) -> Result<u64
     Ok(live)
 }
 
-fn decode_payload(p: &[u8]) -> Option<(String, Message, u64)> {
+fn decode_payload(p: &[u8]) -> Option<(String, Message, u64, u8)> {
     let mut r = Reader { p, at: 0 };
+    let flags = r.take(1)?[0];
     let qlen = u16::from_le_bytes(r.take(2)?.try_into().ok()?) as usize;
     let queue = String::from_utf8(r.take(qlen)?.to_vec()).ok()?;
     let expires_ms = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
@@ -395,18 +522,13 @@ fn decode_payload(p: &[u8]) -> Option<(String, Message, u64)> {
     let routing_key = String::from_utf8(r.take(rklen)?.to_vec()).ok()?;
     let plen = u32::from_le_bytes(r.take(4)?.try_into().ok()?) as usize;
     let props = r.take(plen)?;
-    let (_, properties) = parse_properties(props).ok()?;
     let blen = u32::from_le_bytes(r.take(4)?.try_into().ok()?) as usize;
-    let body = Bytes::copy_from_slice(r.take(blen)?);
+    let body = r.take(blen)?;
     Some((
         queue,
-        Message {
-            exchange,
-            routing_key,
-            properties,
-            body,
-        },
+        Message::from_raw(&exchange, &routing_key, props, body)?,
         expires_ms,
+        flags,
     ))
 }
 
@@ -426,17 +548,15 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use amq_protocol::protocol::BasicProperties;
     use amq_protocol::types::ShortString;
+    use bytes::Bytes;
 
     fn msg(body: &str) -> Message {
-        Message {
-            exchange: "ex".into(),
-            routing_key: "rk".into(),
-            properties: BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type(ShortString::from("text/plain")),
-            body: Bytes::from(body.to_string()),
-        }
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(ShortString::from("text/plain"));
+        Message::new("ex", "rk", &props, body.as_bytes())
     }
 
     async fn wait(store: &Store, seq: u64) {
@@ -452,21 +572,37 @@ mod tests {
         let (s, rec) = Store::open(dir.path()).unwrap();
         assert!(rec.is_empty());
         let (a, _) = s.append("q", &msg("one"), 0);
-        let (_b, _) = s.append("q", &msg("two"), 7);
+        let (b, _) = s.append("q", &msg("two"), 7);
+        // Readable while still in the pending batch...
+        assert_eq!(s.read(b).map(|m| m.body().to_vec()), Some(b"two".to_vec()));
         s.ack(a);
+        let t = s.append_transient("q", &msg("paged"));
+        assert_eq!(
+            s.read(t).map(|m| m.body().to_vec()),
+            Some(b"paged".to_vec())
+        );
         let (_, seq) = s.append("q2", &msg("three"), 0);
         wait(&s, seq).await;
+        // ...and from the file once written.
+        assert_eq!(s.read(b).map(|m| m.body().to_vec()), Some(b"two".to_vec()));
         s.close();
         drop(s);
         let (_s2, rec) = Store::open(dir.path()).unwrap();
         let bodies: Vec<_> = rec
             .iter()
-            .map(|r| (r.queue.as_str(), r.msg.body.clone(), r.expires_ms))
+            .map(|r| {
+                (
+                    r.queue.as_str(),
+                    Bytes::copy_from_slice(r.msg.body()),
+                    r.expires_ms,
+                )
+            })
             .collect();
         assert_eq!(bodies.len(), 2, "{bodies:?}");
         assert_eq!(bodies[0], ("q", Bytes::from("two"), 7));
         assert_eq!(bodies[1].0, "q2");
-        assert_eq!(*rec[0].msg.properties.delivery_mode(), Some(2));
+        assert_eq!(*rec[0].msg.properties().delivery_mode(), Some(2));
+        assert!(rec[0].msg.persistent());
     }
 
     #[tokio::test]

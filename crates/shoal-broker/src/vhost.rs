@@ -9,8 +9,8 @@
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Binding, Dest, Exchange, Kind};
 use crate::message::{now_ms, Message, MessageRef};
-use crate::outbox::{Out, Outbox};
-use crate::queue::{Consumer, Overflow, QMsg, Queue, QueueArgs};
+use crate::outbox::{Backlog, Out, Outbox, OUTBOX_MAX};
+use crate::queue::{paged_stub, Consumer, Overflow, QMsg, Queue, QueueArgs};
 use crate::store::Store;
 use amq_protocol::protocol::{basic, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
@@ -61,6 +61,8 @@ pub struct ChanState {
     pub cancel_notify: bool,
     /// Consumer tag → queue.
     pub consumers: HashMap<String, String>,
+    /// Its connection's writer backlog.
+    pub backlog: Arc<Backlog>,
 }
 
 /// Counters for `/metrics`.
@@ -82,8 +84,16 @@ pub struct VStats {
     pub rejected: u64,
 }
 
+/// Estimated bytes a queued message costs beyond its body (for the memory alarm).
+pub const MESSAGE_OVERHEAD: u64 = 200;
+
+/// Ready messages in a consumed queue above which its publishers pause.
+pub const FLOW_HIGH: usize = 10_000;
+/// Ready messages below which paused publishers resume.
+pub const FLOW_LOW: usize = 5_000;
+
 /// Outcome of a publish.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Published {
     /// Reached at least one queue.
     pub routed: bool,
@@ -91,6 +101,9 @@ pub struct Published {
     pub rejected: bool,
     /// Store sequence a confirm must wait for (0: none).
     pub wait_seq: u64,
+    /// A consumed queue this message landed in is backlogged past
+    /// [`FLOW_HIGH`]: the publisher should pause (credit-based flow control).
+    pub flow: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -135,6 +148,8 @@ pub struct VHost {
     pub store: Arc<Store>,
     /// Counters.
     pub stats: VStats,
+    /// Ready bytes a queue keeps in memory before paging persistent messages.
+    pub page_budget: u64,
     defs_path: PathBuf,
 }
 
@@ -172,7 +187,11 @@ fn inequivalent(
 impl VHost {
     /// A vhost with the predeclared exchanges, its durable definitions from
     /// `dir/definitions.json` and the store's recovered messages.
-    pub fn open(name: &str, dir: PathBuf) -> Result<VHost, crate::error::BrokerError> {
+    pub fn open(
+        name: &str,
+        dir: PathBuf,
+        page_budget: u64,
+    ) -> Result<VHost, crate::error::BrokerError> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| crate::error::BrokerError::io(format!("create {}", dir.display()), e))?;
         let (store, recovered) = Store::open(&dir.join("msgs"))?;
@@ -183,6 +202,7 @@ impl VHost {
             channels: HashMap::new(),
             store,
             stats: VStats::default(),
+            page_budget,
             defs_path: dir.join("definitions.json"),
         };
         for (n, k) in PREDECLARED {
@@ -233,12 +253,20 @@ impl VHost {
         let now = now_ms();
         for r in recovered {
             match v.queues.get_mut(&r.queue) {
-                Some(q) if r.expires_ms == 0 || r.expires_ms > now => q.push_back(QMsg {
-                    msg: Arc::new(r.msg),
-                    redelivered: true,
-                    expires_ms: r.expires_ms,
-                    sref: Some(r.sref),
-                }),
+                Some(q) if r.expires_ms == 0 || r.expires_ms > now => {
+                    let paged = q.bytes > page_budget;
+                    q.push_back(QMsg {
+                        msg: if paged {
+                            paged_stub(r.msg.priority())
+                        } else {
+                            Arc::new(r.msg)
+                        },
+                        redelivered: true,
+                        expires_ms: r.expires_ms,
+                        sref: Some(r.sref),
+                        paged,
+                    })
+                }
                 _ => v.store.ack(r.sref),
             }
         }
@@ -302,7 +330,14 @@ impl VHost {
     // ----- channels -----
 
     /// Register an open channel.
-    pub fn open_channel(&mut self, key: u64, id: u16, out: Outbox, cancel_notify: bool) {
+    pub fn open_channel(
+        &mut self,
+        key: u64,
+        id: u16,
+        out: Outbox,
+        backlog: Arc<Backlog>,
+        cancel_notify: bool,
+    ) {
         self.channels.insert(
             key,
             ChanState {
@@ -315,6 +350,7 @@ impl VHost {
                 flow: true,
                 cancel_notify,
                 consumers: HashMap::new(),
+                backlog,
             },
         );
     }
@@ -368,7 +404,7 @@ impl VHost {
             return;
         };
         if let Some(tag) = &u.consumer {
-            if let Some(c) = q.consumers.iter_mut().find(|c| c.tag.as_str() == &**tag) {
+            if let Some(c) = q.consumers.iter_mut().find(|c| c.tag == *tag) {
                 c.unacked = c.unacked.saturating_sub(1);
             }
         }
@@ -379,7 +415,7 @@ impl VHost {
 
     fn remove_consumer(&mut self, qname: &str, tag: &str) {
         if let Some(q) = self.queues.get_mut(qname) {
-            q.consumers.retain(|c| c.tag != tag);
+            q.consumers.retain(|c| &*c.tag != tag);
             q.last_used_ms = now_ms();
         }
     }
@@ -760,12 +796,12 @@ impl VHost {
         }
         for c in q.consumers.drain(..) {
             if let Some(ch) = self.channels.get_mut(&c.chan) {
-                ch.consumers.remove(&c.tag);
+                ch.consumers.remove(&*c.tag);
                 if ch.cancel_notify {
                     let _ = ch.out.send(Out::Method(
                         ch.id,
                         AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
-                            consumer_tag: c.tag.clone().into(),
+                            consumer_tag: (*c.tag).into(),
                             nowait: true,
                         })),
                     ));
@@ -841,15 +877,17 @@ impl VHost {
         ch.consumers.insert(tag.clone(), queue.to_string());
         let prefetch = ch.prefetch;
         let out = ch.out.clone();
+        let backlog = ch.backlog.clone();
         if let Some(q) = self.queues.get_mut(queue) {
             q.consumers.push(Consumer {
-                tag: tag.clone(),
+                tag: Arc::from(tag.as_str()),
                 chan: key,
                 no_ack,
                 exclusive,
                 prefetch,
                 unacked: 0,
                 out,
+                backlog,
             });
             q.had_consumer = true;
             q.last_used_ms = now_ms();
@@ -876,8 +914,8 @@ impl VHost {
     /// Route `msg` from `exchange`; returns queue names.
     pub fn route(&self, exchange: &str, msg: &Message) -> AmqpResult<Vec<String>> {
         if exchange.is_empty() {
-            return Ok(if self.queues.contains_key(&msg.routing_key) {
-                vec![msg.routing_key.clone()]
+            return Ok(if self.queues.contains_key(&*msg.routing_key) {
+                vec![msg.routing_key.to_string()]
             } else {
                 Vec::new()
             });
@@ -928,7 +966,7 @@ impl VHost {
 
     /// basic.publish (content complete). Checks `internal`.
     pub fn publish(&mut self, msg: Message) -> AmqpResult<Published> {
-        if let Some(e) = self.exchanges.get(&msg.exchange) {
+        if let Some(e) = self.exchanges.get(&*msg.exchange) {
             if e.internal {
                 return Err(AmqpError::access_refused(format!(
                     "cannot publish to internal exchange '{}' in vhost '{}'",
@@ -939,7 +977,7 @@ impl VHost {
         let exp = msg
             .expiration_ms()
             .map_err(AmqpError::precondition_failed)?;
-        let queues = self.route(&msg.exchange, &msg)?;
+        let queues = self.route(&msg.exchange.clone(), &msg)?;
         self.stats.published += 1;
         let mut res = Published {
             routed: !queues.is_empty(),
@@ -964,7 +1002,7 @@ impl VHost {
         let Some(q) = self.queues.get_mut(qname) else {
             return;
         };
-        let size = msg.body.len();
+        let size = msg.body().len();
         if q.would_overflow(size) {
             match q.args.overflow.unwrap_or(Overflow::DropHead) {
                 Overflow::RejectPublish => {
@@ -980,6 +1018,7 @@ impl VHost {
                         redelivered: false,
                         expires_ms: 0,
                         sref: None,
+                        paged: false,
                     };
                     self.dead_letter(qname, vec![qm], "maxlen", depth);
                     return;
@@ -1000,11 +1039,23 @@ impl VHost {
             None
         };
         q.stat_published += 1;
+        let paged = q.bytes > self.page_budget;
+        // Past the budget a message lives on disk only; transient ones get a
+        // record that recovery ignores.
+        let sref = match sref {
+            None if paged => Some(self.store.append_transient(qname, &msg)),
+            s => s,
+        };
         q.push_back(QMsg {
-            msg,
+            msg: if paged {
+                paged_stub(msg.priority())
+            } else {
+                msg
+            },
             redelivered: false,
             expires_ms,
             sref,
+            paged,
         });
         let mut dropped = Vec::new();
         while q.over_limit() {
@@ -1017,6 +1068,20 @@ impl VHost {
             self.dead_letter(qname, dropped, "maxlen", depth);
         }
         self.dispatch_depth(qname, depth);
+        if res.flow.is_none() {
+            if let Some(q) = self.queues.get(qname) {
+                if q.len > FLOW_HIGH && !q.consumers.is_empty() {
+                    res.flow = Some(qname.to_string());
+                }
+            }
+        }
+    }
+
+    /// Whether publishers to `qname` may go on (backlog drained or no consumers).
+    pub fn flow_ok(&self, qname: &str) -> bool {
+        self.queues
+            .get(qname)
+            .is_none_or(|q| q.len < FLOW_LOW || q.consumers.is_empty())
     }
 
     /// Dead-letter `msgs` that left `qname` for `reason` (`expired`,
@@ -1027,15 +1092,19 @@ impl VHost {
             Some(q) => (q.args.dlx.clone(), q.args.dlrk.clone()),
             None => (None, None),
         };
-        for m in msgs {
-            if let Some(r) = m.sref {
-                self.store.ack(r);
-            }
+        for mut m in msgs {
             let Some(dlx) = dlx.as_ref().filter(|_| depth < 16) else {
+                if let Some(r) = m.sref {
+                    self.store.ack(r);
+                }
                 self.stats.dropped += 1;
                 continue;
             };
-            if !dlx.is_empty() && !self.exchanges.contains_key(dlx) {
+            let loaded = load(&self.store, &mut m);
+            if let Some(r) = m.sref {
+                self.store.ack(r);
+            }
+            if !loaded || (!dlx.is_empty() && !self.exchanges.contains_key(dlx)) {
                 self.stats.dropped += 1;
                 continue;
             }
@@ -1093,6 +1162,12 @@ impl VHost {
                 if !ch.flow {
                     continue;
                 }
+                if c.backlog.pending.load(std::sync::atomic::Ordering::Relaxed) >= OUTBOX_MAX {
+                    c.backlog
+                        .starved
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    continue;
+                }
                 if !c.no_ack {
                     if c.prefetch != 0 && c.unacked >= u32::from(c.prefetch) {
                         continue;
@@ -1108,14 +1183,21 @@ impl VHost {
             }
             let Some(idx) = chosen else { break };
             q.rr = (idx + 1) % n.max(1);
-            let Some(m) = q.pop() else { break };
+            let Some(mut m) = q.pop() else { break };
+            if !load(&self.store, &mut m) {
+                if let Some(r) = m.sref {
+                    self.store.ack(r);
+                }
+                self.stats.dropped += 1;
+                continue;
+            }
             let c = &mut q.consumers[idx];
             let Some(ch) = self.channels.get_mut(&c.chan) else {
                 break;
             };
             let tag = ch.next_tag;
             ch.next_tag += 1;
-            let consumer_tag: Arc<str> = Arc::from(c.tag.as_str());
+            let consumer_tag: Arc<str> = c.tag.clone();
             let sent = ch.out.send(Out::Deliver {
                 ch: ch.id,
                 consumer_tag: consumer_tag.clone(),
@@ -1127,6 +1209,9 @@ impl VHost {
                 q.push_front(m);
                 break;
             }
+            c.backlog
+                .pending
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             q.stat_delivered += 1;
             self.stats.delivered += 1;
             if c.no_ack {
@@ -1151,6 +1236,19 @@ impl VHost {
         }
     }
 
+    /// Re-run delivery for every queue consumed by connection `conn`.
+    pub fn kick_connection(&mut self, conn: u64) {
+        let queues: Vec<String> = self
+            .channels
+            .iter()
+            .filter(|(k, _)| chan_conn(**k) == conn)
+            .flat_map(|(_, c)| c.consumers.values().cloned())
+            .collect();
+        for q in queues {
+            self.dispatch(&q);
+        }
+    }
+
     /// basic.get: (delivery tag, message, messages left) or None if empty.
     pub fn get(
         &mut self,
@@ -1168,6 +1266,14 @@ impl VHost {
             while let Some(m) = q.pop() {
                 if m.expires_ms != 0 && m.expires_ms <= now {
                     expired.push(m);
+                    continue;
+                }
+                let mut m = m;
+                if !load(&self.store, &mut m) {
+                    if let Some(r) = m.sref {
+                        self.store.ack(r);
+                    }
+                    self.stats.dropped += 1;
                     continue;
                 }
                 got = Some(m);
@@ -1227,7 +1333,7 @@ impl VHost {
         if let Some(q) = self.queues.get_mut(&u.queue) {
             q.unacked = q.unacked.saturating_sub(1);
             if let Some(tag) = &u.consumer {
-                if let Some(c) = q.consumers.iter_mut().find(|c| c.tag.as_str() == &**tag) {
+                if let Some(c) = q.consumers.iter_mut().find(|c| c.tag == *tag) {
                     c.unacked = c.unacked.saturating_sub(1);
                 }
             }
@@ -1308,22 +1414,25 @@ impl VHost {
     }
 
     /// Periodic work: expire messages at queue heads, delete queues unused
-    /// past `x-expires`. Returns total ready body bytes.
+    /// past `x-expires`. Returns the estimated memory of ready messages.
     pub fn tick(&mut self) -> u64 {
         let now = now_ms();
         let mut expire_q = Vec::new();
         let mut heads = Vec::new();
         let mut bytes = 0;
         for q in self.queues.values() {
-            bytes += q.bytes;
+            bytes += q.bytes + q.len as u64 * MESSAGE_OVERHEAD;
             if let Some(ms) = q.args.expires {
                 if q.consumers.is_empty() && now.saturating_sub(q.last_used_ms) >= ms {
                     expire_q.push(q.name.clone());
                     continue;
                 }
             }
+            // Expired heads, and (as a safety net for writer-backlog races)
+            // ready messages with consumers attached.
             if q.peek()
                 .is_some_and(|m| m.expires_ms != 0 && m.expires_ms <= now)
+                || (q.len > 0 && !q.consumers.is_empty())
             {
                 heads.push(q.name.clone());
             }
@@ -1338,8 +1447,33 @@ impl VHost {
     }
 }
 
+/// Read a paged-out message back from the store; false if it cannot be read
+/// (the caller then drops it and acknowledges its record).
+fn load(store: &Store, m: &mut QMsg) -> bool {
+    if !m.paged {
+        return true;
+    }
+    let Some(r) = m.sref else { return false };
+    match store.read(r) {
+        Some(msg) => {
+            m.msg = Arc::new(msg);
+            m.paged = false;
+            true
+        }
+        None => {
+            tracing::error!(
+                seg = r.seg,
+                pos = r.pos,
+                "paged message unreadable in the store; dropped"
+            );
+            false
+        }
+    }
+}
+
 fn with_x_death(m: &Message, queue: &str, reason: &str, dlx: &str, dlrk: Option<&str>) -> Message {
-    let mut headers = m.headers().cloned().unwrap_or_default();
+    let props = m.properties();
+    let mut headers = props.headers().clone().unwrap_or_default();
     let mut deaths: Vec<AMQPValue> = headers
         .inner()
         .get("x-death")
@@ -1370,32 +1504,19 @@ fn with_x_death(m: &Message, queue: &str, reason: &str, dlx: &str, dlrk: Option<
         }
         deaths.remove(i);
     }
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s));
     let mut d = FieldTable::default();
     d.insert("count".into(), AMQPValue::LongLongInt(count));
-    d.insert(
-        "reason".into(),
-        AMQPValue::LongString(LongString::from(reason)),
-    );
-    d.insert(
-        "queue".into(),
-        AMQPValue::LongString(LongString::from(queue)),
-    );
+    d.insert("reason".into(), text(reason));
+    d.insert("queue".into(), text(queue));
     d.insert("time".into(), AMQPValue::Timestamp(now_ms() / 1000));
-    d.insert(
-        "exchange".into(),
-        AMQPValue::LongString(LongString::from(m.exchange.as_str())),
-    );
+    d.insert("exchange".into(), text(&m.exchange));
     d.insert(
         "routing-keys".into(),
-        AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::LongString(
-            LongString::from(m.routing_key.as_str()),
-        )])),
+        AMQPValue::FieldArray(FieldArray::from(vec![text(&m.routing_key)])),
     );
-    if let Some(exp) = m.properties.expiration() {
-        d.insert(
-            "original-expiration".into(),
-            AMQPValue::LongString(LongString::from(exp.as_str())),
-        );
+    if let Some(exp) = props.expiration() {
+        d.insert("original-expiration".into(), text(exp.as_str()));
     }
     deaths.insert(0, AMQPValue::FieldTable(d));
     headers.insert(
@@ -1403,65 +1524,45 @@ fn with_x_death(m: &Message, queue: &str, reason: &str, dlx: &str, dlrk: Option<
         AMQPValue::FieldArray(FieldArray::from(deaths)),
     );
     if !headers.contains_key("x-first-death-reason") {
-        headers.insert(
-            "x-first-death-reason".into(),
-            AMQPValue::LongString(LongString::from(reason)),
-        );
-        headers.insert(
-            "x-first-death-queue".into(),
-            AMQPValue::LongString(LongString::from(queue)),
-        );
-        headers.insert(
-            "x-first-death-exchange".into(),
-            AMQPValue::LongString(LongString::from(m.exchange.as_str())),
-        );
+        headers.insert("x-first-death-reason".into(), text(reason));
+        headers.insert("x-first-death-queue".into(), text(queue));
+        headers.insert("x-first-death-exchange".into(), text(&m.exchange));
     }
-    let mut props = m.properties.clone().with_headers(headers);
-    if m.properties.expiration().is_some() {
-        // The per-message TTL is removed when dead-lettered (kept as original-expiration).
-        let mut p2 = amq_protocol::protocol::BasicProperties::default();
-        if let Some(v) = props.content_type() {
-            p2 = p2.with_content_type(v.clone());
-        }
-        if let Some(v) = props.content_encoding() {
-            p2 = p2.with_content_encoding(v.clone());
-        }
-        if let Some(v) = props.headers() {
-            p2 = p2.with_headers(v.clone());
-        }
-        if let Some(v) = props.delivery_mode() {
-            p2 = p2.with_delivery_mode(*v);
-        }
-        if let Some(v) = props.priority() {
-            p2 = p2.with_priority(*v);
-        }
-        if let Some(v) = props.correlation_id() {
-            p2 = p2.with_correlation_id(v.clone());
-        }
-        if let Some(v) = props.reply_to() {
-            p2 = p2.with_reply_to(v.clone());
-        }
-        if let Some(v) = props.message_id() {
-            p2 = p2.with_message_id(v.clone());
-        }
-        if let Some(v) = props.timestamp() {
-            p2 = p2.with_timestamp(*v);
-        }
-        if let Some(v) = props.kind() {
-            p2 = p2.with_type(v.clone());
-        }
-        if let Some(v) = props.user_id() {
-            p2 = p2.with_user_id(v.clone());
-        }
-        if let Some(v) = props.app_id() {
-            p2 = p2.with_app_id(v.clone());
-        }
-        props = p2;
+    // The per-message TTL is removed when dead-lettered (kept as original-expiration).
+    let mut p = amq_protocol::protocol::BasicProperties::default().with_headers(headers);
+    if let Some(v) = props.content_type() {
+        p = p.with_content_type(v.clone());
     }
-    Message {
-        exchange: dlx.to_string(),
-        routing_key: dlrk.map_or_else(|| m.routing_key.clone(), str::to_string),
-        properties: props,
-        body: m.body.clone(),
+    if let Some(v) = props.content_encoding() {
+        p = p.with_content_encoding(v.clone());
     }
+    if let Some(v) = props.delivery_mode() {
+        p = p.with_delivery_mode(*v);
+    }
+    if let Some(v) = props.priority() {
+        p = p.with_priority(*v);
+    }
+    if let Some(v) = props.correlation_id() {
+        p = p.with_correlation_id(v.clone());
+    }
+    if let Some(v) = props.reply_to() {
+        p = p.with_reply_to(v.clone());
+    }
+    if let Some(v) = props.message_id() {
+        p = p.with_message_id(v.clone());
+    }
+    if let Some(v) = props.timestamp() {
+        p = p.with_timestamp(*v);
+    }
+    if let Some(v) = props.kind() {
+        p = p.with_type(v.clone());
+    }
+    if let Some(v) = props.user_id() {
+        p = p.with_user_id(v.clone());
+    }
+    if let Some(v) = props.app_id() {
+        p = p.with_app_id(v.clone());
+    }
+    let rk = dlrk.unwrap_or(&m.routing_key);
+    Message::new(dlx, rk, &p, m.body())
 }

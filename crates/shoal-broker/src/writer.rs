@@ -4,7 +4,7 @@
 //! message, and sends heartbeats when the connection is otherwise idle.
 
 use crate::codec::{put_content, put_frame, put_method};
-use crate::outbox::Out;
+use crate::outbox::{Backlog, Kick, Out, OUTBOX_MAX};
 use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{basic, AMQPClass};
 use std::collections::HashMap;
@@ -43,8 +43,10 @@ pub async fn run<W: AsyncWrite + Unpin>(
     mut w: W,
     mut rx: UnboundedReceiver<Out>,
     params: Arc<WireParams>,
+    backlog: Arc<Backlog>,
 ) {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut kick: Option<Kick> = None;
     let mut synced: Option<tokio::sync::watch::Receiver<u64>> = None;
     let mut acks: HashMap<u16, (u64, u64)> = HashMap::new();
     loop {
@@ -72,6 +74,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
         let frame_max = params.frame_max.load(Ordering::Relaxed);
         let mut item = Some(first);
         let mut close = false;
+        let mut delivered = 0usize;
         while let Some(it) = item.take() {
             match it {
                 Out::Confirm {
@@ -136,11 +139,12 @@ pub async fn run<W: AsyncWrite + Unpin>(
                                     consumer_tag: consumer_tag.as_ref().into(),
                                     delivery_tag: tag,
                                     redelivered,
-                                    exchange: msg.exchange.as_str().into(),
-                                    routing_key: msg.routing_key.as_str().into(),
+                                    exchange: (&*msg.exchange).into(),
+                                    routing_key: (&*msg.routing_key).into(),
                                 })),
                             );
-                            put_content(&mut buf, ch, &msg.properties, &msg.body, frame_max);
+                            put_content(&mut buf, ch, msg.raw_properties(), msg.body(), frame_max);
+                            delivered += 1;
                         }
                         Out::GetOk {
                             ch,
@@ -155,12 +159,12 @@ pub async fn run<W: AsyncWrite + Unpin>(
                                 AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
                                     delivery_tag: tag,
                                     redelivered,
-                                    exchange: msg.exchange.as_str().into(),
-                                    routing_key: msg.routing_key.as_str().into(),
+                                    exchange: (&*msg.exchange).into(),
+                                    routing_key: (&*msg.routing_key).into(),
                                     message_count: count,
                                 })),
                             );
-                            put_content(&mut buf, ch, &msg.properties, &msg.body, frame_max);
+                            put_content(&mut buf, ch, msg.raw_properties(), msg.body(), frame_max);
                         }
                         Out::Return {
                             ch,
@@ -174,13 +178,14 @@ pub async fn run<W: AsyncWrite + Unpin>(
                                 AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
                                     reply_code: code,
                                     reply_text: text.into(),
-                                    exchange: msg.exchange.as_str().into(),
-                                    routing_key: msg.routing_key.as_str().into(),
+                                    exchange: (&*msg.exchange).into(),
+                                    routing_key: (&*msg.routing_key).into(),
                                 })),
                             );
-                            put_content(&mut buf, ch, &msg.properties, &msg.body, frame_max);
+                            put_content(&mut buf, ch, msg.raw_properties(), msg.body(), frame_max);
                         }
                         Out::UseStore(rx) => synced = Some(rx),
+                        Out::UseKick(k) => kick = Some(k),
                         Out::Close => close = true,
                         Out::Confirm { .. } => {}
                     }
@@ -197,6 +202,14 @@ pub async fn run<W: AsyncWrite + Unpin>(
                 return;
             }
             buf.clear();
+        }
+        if delivered > 0 {
+            let left = backlog.pending.fetch_sub(delivered, Ordering::Relaxed) - delivered;
+            if left < OUTBOX_MAX / 2 && backlog.starved.swap(false, Ordering::Relaxed) {
+                if let Some(k) = &kick {
+                    (k.0)();
+                }
+            }
         }
         if close {
             let _ = w.flush().await;

@@ -1,6 +1,7 @@
 //! The chapter's three `amqp` (npm 0.2.7) examples against `shoal broker`,
 //! with only host and port changed: the basic `#` consumer, the topic example
-//! with three queues (each queue receives exactly the chapter's lines), and
+//! with three queues (each queue receives exactly the chapter's lines; its
+//! code is examples/broker/topic.js), and
 //! the direct and fanout variants.
 
 mod broker_support;
@@ -28,9 +29,17 @@ fn chapter_basic_consumer_gets_hello() {
 fn chapter_topic_three_queues_get_exactly_the_listed_messages() {
     let dir = TempDir::new("ch-topic");
     let b = Broker::start(dir.path());
+    // The chapter's code lives once, in examples/broker/topic.js.
+    let mut cmd = std::process::Command::new("node");
+    cmd.arg("-r")
+        .arg(fixture("chapter_harness.js"))
+        .arg(workspace().join("examples/broker/topic.js"))
+        .arg(b.port.to_string())
+        .env("EXPECT_LINES", "8")
+        .env("NODE_PATH", workspace().join("tests/node/node_modules"));
     let out = check(
-        &node("chapter_topic.js", b.port, &[]),
-        "chapter_topic.js",
+        &run_with_timeout(cmd, TIMEOUT),
+        "examples/broker/topic.js",
         &b,
     );
     let expected = [

@@ -65,3 +65,39 @@ fn pika_feature_suite() {
     }
     assert!(out.contains("ALL OK"), "{out}");
 }
+
+#[test]
+fn memory_alarm_blocks_and_unblocks_publishers() {
+    let dir = TempDir::new("alarm");
+    let cfg = fixture("alarm.toml");
+    let b = Broker::start_with(dir.path(), &["--config", cfg.to_str().expect("utf-8 path")]);
+    let out = check(
+        &python("pika_blocked.py", b.port, &[]),
+        "pika_blocked.py",
+        &b,
+    );
+    for l in ["ok blocked", "ok unblocked", "ok resumed"] {
+        assert!(out.lines().any(|x| x == l), "{l} missing:\n{out}");
+    }
+}
+
+#[test]
+fn users_vhosts_and_permissions_from_the_example_config() {
+    let dir = TempDir::new("perms");
+    let cfg = workspace().join("examples/broker.toml");
+    let b = Broker::start_with(dir.path(), &["--config", cfg.to_str().expect("utf-8 path")]);
+    let out = check(&python("pika_perms.py", b.port, &[]), "pika_perms.py", &b);
+    for c in [
+        "app-configures-app-prefix",
+        "app-refused-outside-prefix",
+        "app-publishes-and-reads",
+        "app-no-access-to-default-vhost",
+        "guest-no-access-to-staging",
+        "guest-default-vhost",
+    ] {
+        assert!(
+            out.lines().any(|l| l == format!("ok {c}")),
+            "check {c} missing:\n{out}"
+        );
+    }
+}

@@ -1,7 +1,7 @@
 // Test harness shared by the chapter fixtures (not chapter code): exit once
 // the expected number of lines has been logged (plus a short settle window so
 // that any extra, wrong delivery is seen), or fail after a timeout.
-module.exports = function (expected) {
+function install(expected) {
   var seen = 0;
   var log = console.log;
   console.log = function () {
@@ -11,4 +11,8 @@ module.exports = function (expected) {
     }
   };
   setTimeout(function () { log('TIMEOUT after ' + seen + ' lines'); process.exit(2); }, 30000);
-};
+}
+
+module.exports = install;
+// Preloaded with `node -r chapter_harness.js script.js`: EXPECT_LINES says how many.
+if (process.env.EXPECT_LINES) install(parseInt(process.env.EXPECT_LINES, 10));

@@ -1,14 +1,15 @@
-// The chapter's topic example with three queues, verbatim except host and port.
-require('./chapter_harness')(8);
-var PORT = parseInt(process.argv[2], 10);
+// The chapter's topic example, runnable against `shoal broker` (or RabbitMQ):
+//   shoal broker &
+//   NODE_PATH=tests/node/node_modules node examples/broker/topic.js [PORT]
+// Three queues with different patterns on the topic exchange 'topical'.
+// (Also the acceptance test crates/shoal/tests/broker_chapter.rs.)
+var PORT = parseInt(process.argv[2] || '5672', 10);
 
 var amqp = require('amqp');
 var consumer = amqp.createConnection({ host: 'localhost', port: PORT });
 
 consumer.on('ready', function() {
-
   // When all 3 queues are ready, publish.
-  //
   var cnt = 3;
   var queueReady = function() {
     if(--cnt > 0) {
@@ -24,12 +25,10 @@ consumer.on('ready', function() {
   var exchange = consumer.exchange('topical', {type: "topic"});
 
   consumer.queue('queue-1', function(q) {
-
     q.bind(exchange, 'animals.*.shorthaired');
     q.subscribe(function(message) {
       console.log('animals.*.shorthaired -> ' + message.data.toString('utf8'));
     });
-
     queueReady();
   });
 
@@ -38,7 +37,6 @@ consumer.on('ready', function() {
     q.subscribe(function(message) {
       console.log('# -> ' + message.data.toString('utf8'));
     });
-
     queueReady();
   });
 
@@ -47,16 +45,6 @@ consumer.on('ready', function() {
     q.subscribe(function(message) {
       console.log('*.cats.* -> ' + message.data.toString('utf8'));
     });
-
     queueReady();
   });
 });
-
-//  # -> Poodle!
-//  animals.*.shorthaired -> Shorthaired Cat!
-//  *.cats.* -> Shorthaired Cat!
-//  # -> Dachshund!
-//  # -> Shorthaired Cat!
-//  animals.*.shorthaired -> Shorthaired Dog!
-//  # -> Shorthaired Dog!
-//  # -> Misc!

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: `shoal broker` vs RabbitMQ (Debian's package), both
+# on loopback, driven by the same load generator (`amqp_perf`, the code behind
+# `shoal bench amqp`). Contenders alternate within each round; medians of
+# RUNS rounds and ratios are printed. Bounded: about 5 minutes.
+#
+#   bench/broker.sh              # RUNS=3 SECONDS_PER_RUN=10
+#   RUNS=1 SECONDS_PER_RUN=5 bench/broker.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+RUNS=${RUNS:-3}
+SECS=${SECONDS_PER_RUN:-10}
+RMQ_PORT=${RMQ_PORT:-25680}
+SHOAL_PORT=${SHOAL_PORT:-25690}
+WORK=$(mktemp -d /tmp/shoal-bench-broker.XXXXXX)
+OUT="$WORK/results.txt"
+
+echo "== building (release)" >&2
+cargo build --release -q -p shoal
+cargo build --release -q -p shoal-broker --example amqp_perf
+SHOAL=$ROOT/target/release/shoal
+PERF=$ROOT/target/release/examples/amqp_perf
+
+SHOAL_PID=""
+rmq_ctl() { rabbitmqctl -n rabbit@localhost "$@"; }
+cleanup() {
+  [ -n "$SHOAL_PID" ] && kill "$SHOAL_PID" 2>/dev/null || true
+  rmq_ctl stop >/dev/null 2>&1 || true
+  epmd -kill >/dev/null 2>&1 || true
+  [ -n "${KEEP:-}" ] || rm -rf "$WORK/rmq" "$WORK/shoal-data"
+}
+trap cleanup EXIT
+
+echo "== starting RabbitMQ on 127.0.0.1:$RMQ_PORT (data in $WORK/rmq)" >&2
+mkdir -p "$WORK/rmq"
+export RABBITMQ_NODENAME=rabbit@localhost RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
+  RABBITMQ_NODE_PORT=$RMQ_PORT RABBITMQ_DIST_PORT=$((RMQ_PORT + 20000)) \
+  ERL_EPMD_ADDRESS=127.0.0.1 \
+  RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
+  RABBITMQ_MNESIA_BASE="$WORK/rmq/mnesia" RABBITMQ_LOG_BASE="$WORK/rmq/log" \
+  RABBITMQ_ENABLED_PLUGINS_FILE="$WORK/rmq/enabled_plugins"
+echo "[]." > "$WORK/rmq/enabled_plugins"
+# Debian's rabbitmq-server drops to the rabbitmq user.
+chmod 755 "$WORK"
+id rabbitmq >/dev/null 2>&1 && chown -R rabbitmq: "$WORK/rmq"
+nohup /usr/sbin/rabbitmq-server > "$WORK/rmq.log" 2>&1 &
+for _ in $(seq 60); do rmq_ctl await_startup >/dev/null 2>&1 && break; sleep 1; done
+rmq_ctl await_startup >/dev/null
+RMQ_PID=$(rmq_ctl eval 'list_to_integer(os:getpid()).' | tr -dc '0-9')
+
+echo "== starting shoal broker on 127.0.0.1:$SHOAL_PORT" >&2
+SHOAL_RUNTIME_DIR="$WORK/run" "$SHOAL" -q broker --listen 127.0.0.1:$SHOAL_PORT \
+  --data-dir "$WORK/shoal-data" --no-admin --name bench > "$WORK/shoal.log" 2>&1 &
+SHOAL_PID=$!
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$SHOAL_PORT) 2>/dev/null && break; sleep 0.1; done
+
+port_of() { if [ "$1" = rabbitmq ]; then echo $RMQ_PORT; else echo $SHOAL_PORT; fi; }
+pid_of() { if [ "$1" = rabbitmq ]; then echo $RMQ_PID; else echo $SHOAL_PID; fi; }
+rss_mb() { ps -o rss= -p "$1" | awk '{printf "%.1f", $1/1024}'; }
+
+declare -A SCEN=(
+  [transient_1p1c]="-x 1 -y 1 -s 16 -a"
+  [persistent_confirm_1p1c]="-x 1 -y 1 -s 16 -p -c 100 -P 100"
+  [transient_4p4c_4q]="-x 4 -y 4 --queues 4 -s 16 -a"
+)
+ORDER=(transient_1p1c persistent_confirm_1p1c transient_4p4c_4q)
+
+for s in "${ORDER[@]}"; do
+  for r in $(seq "$RUNS"); do
+    if [ $((r % 2)) -eq 1 ]; then pair=(rabbitmq shoal); else pair=(shoal rabbitmq); fi
+    for c in "${pair[@]}"; do
+      j=$("$PERF" -H 127.0.0.1:$(port_of $c) ${SCEN[$s]} -z "$SECS" --queue-prefix "bench-$s-$r" --json)
+      rate=$(echo "$j" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["consume_rate"]))')
+      p99=$(echo "$j" | python3 -c 'import json,sys; print(json.load(sys.stdin)["latency_us"]["p99"])')
+      echo "$s $c $r $rate $p99" | tee -a "$OUT" >&2
+    done
+  done
+done
+
+echo "== RSS with 1,000,000 queued 100-byte messages" >&2
+for c in rabbitmq shoal; do
+  before=$(rss_mb "$(pid_of $c)")
+  "$PERF" -H 127.0.0.1:$(port_of $c) -x 1 -y 0 -s 100 -C 1000000 -c 1000 -z 300 \
+    --queue-prefix "bench-rss" --keep-queues --json > /dev/null
+  sleep 2
+  after=$(rss_mb "$(pid_of $c)")
+  echo "rss $c $before $after" | tee -a "$OUT" >&2
+done
+
+python3 - "$OUT" "$RUNS" "$SECS" <<'PY'
+import sys, statistics, collections
+rows = [l.split() for l in open(sys.argv[1])]
+runs, secs = sys.argv[2], sys.argv[3]
+rate = collections.defaultdict(list); p99 = collections.defaultdict(list); rss = {}
+for r in rows:
+    if r[0] == "rss":
+        rss[r[1]] = (float(r[2]), float(r[3]))
+    else:
+        rate[(r[0], r[1])].append(int(r[3])); p99[(r[0], r[1])].append(int(r[4]))
+print(f"\n| scenario ({runs} alternating runs x {secs}s, consume rate) | RabbitMQ | shoal | shoal/RabbitMQ |")
+print("| --- | --- | --- | --- |")
+for s in ["transient_1p1c", "persistent_confirm_1p1c", "transient_4p4c_4q"]:
+    a = statistics.median(rate[(s, "rabbitmq")]); b = statistics.median(rate[(s, "shoal")])
+    pa = statistics.median(p99[(s, "rabbitmq")]) / 1000; pb = statistics.median(p99[(s, "shoal")]) / 1000
+    print(f"| {s} | {a:,.0f} msg/s (p99 {pa:.1f} ms) | {b:,.0f} msg/s (p99 {pb:.1f} ms) | {b / a:.2f} |")
+if "rabbitmq" in rss and "shoal" in rss:
+    ra = rss["rabbitmq"]; sb = rss["shoal"]
+    da, db = ra[1] - ra[0], sb[1] - sb[0]
+    print(f"| RSS before → after 1,000,000 queued 100 B msgs | {ra[0]:.0f} → {ra[1]:.0f} MB | {sb[0]:.0f} → {sb[1]:.0f} MB | {db / da:.2f} of the growth |")
+    print(f"| bytes per queued message (RSS growth / 1e6) | {da * 1048576 / 1e6:.0f} B | {db * 1048576 / 1e6:.0f} B | |")
+PY
+echo "raw results: $OUT" >&2
