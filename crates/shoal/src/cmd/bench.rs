@@ -1,4 +1,5 @@
-//! `shoal bench`: load generators used by bench/ (`shoal bench statsd`).
+//! `shoal bench`: load generators used by bench/ (`shoal bench statsd`,
+//! `shoal bench amqp`).
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -27,6 +28,9 @@ Examples:
 With a counters-only mix every line is `<prefix>.<i>:1|c`, so the sum of the
 collector's counters over all flushes must equal `counter_metrics`.")]
     Statsd(Box<StatsdLoad>),
+    /// Publish and consume through an AMQP broker (PerfTest's flags) and
+    /// report rates and latency; see bench/broker.sh.
+    Amqp(Box<super::bench_amqp::BenchAmqpArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -60,6 +64,7 @@ pub struct StatsdLoad {
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
+        BenchCommand::Amqp(a) => super::bench_amqp::run(*a),
         BenchCommand::Statsd(a) => {
             let spec = LoadSpec {
                 target: a.target,

@@ -16,7 +16,9 @@ pub struct BenchAmqpArgs {
 }
 
 pub fn run(args: BenchAmqpArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(shoal_broker::perf::run_and_print(args.perf))?;
     Ok(())
 }

@@ -14,12 +14,13 @@ Examples:
   shoal ctl --name web scale 4
   shoal ctl --name web send '{\"cmd\":\"flush\"}'
   shoal ctl --name web stop
+  shoal ctl broker list-queues          # queues of broker \"broker\" (like rabbitmqctl list_queues)
 
 Control sockets live in $SHOAL_RUNTIME_DIR, else $XDG_RUNTIME_DIR/shoal, else /tmp/shoal-UID.")]
 pub struct CtlArgs {
-    /// The server's name (its --name).
-    #[arg(long, default_value = "cluster", global = true)]
-    pub name: String,
+    /// The server's name (its --name) [default: cluster; broker for `ctl broker`].
+    #[arg(long, global = true)]
+    pub name: Option<String>,
     /// Print the raw JSON reply.
     #[arg(long, global = true)]
     pub json: bool,
@@ -48,10 +49,17 @@ pub enum Request {
         /// The message, as JSON (e.g. '"ready"' or '{"cmd":"flush"}').
         message: String,
     },
+    /// Ask a `shoal broker` for its queues, exchanges, connections or overview.
+    #[command(subcommand)]
+    Broker(super::ctl_broker::BrokerCtl),
 }
 
 pub fn run(args: CtlArgs) -> anyhow::Result<()> {
+    let name = args.name.as_deref();
     let req = match &args.request {
+        Request::Broker(cmd) => {
+            return super::ctl_broker::run(cmd, name.unwrap_or("broker"), args.json);
+        }
         Request::Status => json!({"cmd": "status"}),
         Request::Reload => json!({"cmd": "reload"}),
         Request::Scale { workers } => json!({"cmd": "scale", "workers": workers}),
@@ -63,12 +71,9 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
             json!({"cmd": "send", "message": m})
         }
     };
+    let name = name.unwrap_or("cluster");
     let timeout = shoal_cluster::spec::parse_duration(&args.timeout).context("--timeout")?;
-    let path = shoal_core::control::socket_path(&args.name);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let reply = rt.block_on(shoal_core::control::request(&path, &req, timeout))?;
+    let reply = request(name, &req, timeout)?;
     if args.json {
         println!("{reply}");
     } else if reply["ok"] != true {
@@ -96,9 +101,18 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
         let e = reply["error"]
             .as_str()
             .unwrap_or("the server refused the request");
-        anyhow::bail!("{}: {e}", args.name);
+        anyhow::bail!("{name}: {e}");
     }
     Ok(())
+}
+
+/// Send one request to the control socket of the server called `name`.
+pub fn request(name: &str, req: &Value, timeout: std::time::Duration) -> anyhow::Result<Value> {
+    let path = shoal_core::control::socket_path(name);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(rt.block_on(shoal_core::control::request(&path, req, timeout))?)
 }
 
 /// A table a person can read, from a cluster's status (other servers' status

@@ -2,7 +2,7 @@
 //! socket) for its queues, exchanges, connections or overview, printed as a
 //! table like `rabbitmqctl list_queues`, or as JSON.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Subcommand;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -12,27 +12,17 @@ use std::time::Duration;
 #[command(after_help = "Examples:\n  \
 shoal ctl broker list-queues\n  \
 shoal ctl broker list-queues --json\n  \
-shoal ctl broker --name staging-broker overview")]
+shoal ctl --name staging-broker broker overview\n\n\
+The broker's control socket name defaults to `broker` (its `shoal broker --name`).")]
 pub enum BrokerCtl {
     /// Queues with ready/unacked messages and consumers (like `rabbitmqctl list_queues`).
-    ListQueues(CtlOpts),
+    ListQueues,
     /// Exchanges with type and binding count.
-    ListExchanges(CtlOpts),
+    ListExchanges,
     /// Open client connections.
-    ListConnections(CtlOpts),
+    ListConnections,
     /// Totals: messages, rates, connections, alarms.
-    Overview(CtlOpts),
-}
-
-/// Options shared by the broker control commands.
-#[derive(clap::Args, Debug)]
-pub struct CtlOpts {
-    /// The broker's control socket name (`shoal broker --name`).
-    #[arg(long, default_value = "broker")]
-    pub name: String,
-    /// Print the raw JSON reply.
-    #[arg(long)]
-    pub json: bool,
+    Overview,
 }
 
 fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -67,54 +57,59 @@ fn cell(v: &Value, k: &str) -> String {
     }
 }
 
-/// Run one broker control command.
-pub fn run(cmd: BrokerCtl) -> anyhow::Result<()> {
-    let (opts, req) = match &cmd {
-        BrokerCtl::ListQueues(o) => (o, "list-queues"),
-        BrokerCtl::ListExchanges(o) => (o, "list-exchanges"),
-        BrokerCtl::ListConnections(o) => (o, "list-connections"),
-        BrokerCtl::Overview(o) => (o, "overview"),
+/// Run one broker control command against the broker called `name`.
+pub fn run(cmd: &BrokerCtl, name: &str, as_json: bool) -> anyhow::Result<()> {
+    let req = match cmd {
+        BrokerCtl::ListQueues => "list-queues",
+        BrokerCtl::ListExchanges => "list-exchanges",
+        BrokerCtl::ListConnections => "list-connections",
+        BrokerCtl::Overview => "overview",
     };
-    let path = shoal_core::control::socket_path(&opts.name);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
-    let reply = rt.block_on(shoal_core::control::request(
-        &path,
-        &json!({ "cmd": req }),
-        Duration::from_secs(10),
-    ))?;
+    let reply = super::ctl::request(name, &json!({ "cmd": req }), Duration::from_secs(10))?;
     if reply["ok"] != Value::Bool(true) {
         bail!("broker refused {req}: {}", cell(&reply, "error"));
     }
-    if opts.json {
+    if as_json {
         println!("{}", serde_json::to_string_pretty(&reply)?);
         return Ok(());
     }
     let rows = |key: &str, cols: &[&str]| -> Vec<Vec<String>> {
         reply[key]
             .as_array()
-            .map(|a| a.iter().map(|r| cols.iter().map(|c| cell(r, c)).collect()).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|r| cols.iter().map(|c| cell(r, c)).collect())
+                    .collect()
+            })
             .unwrap_or_default()
     };
     match cmd {
-        BrokerCtl::ListQueues(_) => {
-            let cols = ["vhost", "name", "messages_ready", "messages_unacknowledged", "consumers", "durable"];
+        BrokerCtl::ListQueues => {
+            let cols = [
+                "vhost",
+                "name",
+                "messages_ready",
+                "messages_unacknowledged",
+                "consumers",
+                "durable",
+            ];
             print!(
                 "{}",
-                table(&["vhost", "name", "ready", "unacked", "consumers", "durable"], &rows("queues", &cols))
+                table(
+                    &["vhost", "name", "ready", "unacked", "consumers", "durable"],
+                    &rows("queues", &cols)
+                )
             );
         }
-        BrokerCtl::ListExchanges(_) => {
+        BrokerCtl::ListExchanges => {
             let cols = ["vhost", "name", "type", "durable", "bindings"];
             print!("{}", table(&cols, &rows("exchanges", &cols)));
         }
-        BrokerCtl::ListConnections(_) => {
+        BrokerCtl::ListConnections => {
             let cols = ["id", "peer", "user", "vhost"];
             print!("{}", table(&cols, &rows("connections", &cols)));
         }
-        BrokerCtl::Overview(_) => println!("{}", serde_json::to_string_pretty(&reply)?),
+        BrokerCtl::Overview => println!("{}", serde_json::to_string_pretty(&reply)?),
     }
     Ok(())
 }
@@ -125,7 +120,13 @@ mod tests {
 
     #[test]
     fn table_aligns_columns() {
-        let t = table(&["name", "ready"], &[vec!["a-long-name".into(), "3".into()], vec!["b".into(), "10".into()]]);
+        let t = table(
+            &["name", "ready"],
+            &[
+                vec!["a-long-name".into(), "3".into()],
+                vec!["b".into(), "10".into()],
+            ],
+        );
         assert_eq!(t, "name         ready\na-long-name  3\nb            10\n");
     }
 }
