@@ -290,45 +290,26 @@ async fn accept_loop(
             let t = shared.current.load().config.timeouts.client_header;
             // An HTTP client speaks first: until it does, hold only this small
             // task, not the connection's buffers and state (idle connections
-            // then cost little memory).
+            // then cost little memory). `peek` (not `readable`, which may wake
+            // spuriously) waits for a real byte.
+            let mut first = [0u8; 1];
             let ready = protocol == Protocol::Tcp
                 || tokio::select! {
-                    r = tokio::time::timeout(t, stream.readable()) => matches!(r, Ok(Ok(()))),
+                    r = tokio::time::timeout(t, stream.peek(&mut first)) => matches!(r, Ok(Ok(n)) if n > 0),
                     _ = shared.shutdown.cancelled() => false,
                 };
             if ready {
-                match tls {
-                    None => {
-                        Box::pin(serve_stream(
-                            stream,
-                            peer,
-                            local,
-                            false,
-                            protocol,
-                            &upstream,
-                            shared.clone(),
-                        ))
-                        .await
-                    }
-                    Some(acc) => match tokio::time::timeout(t, acc.accept(stream)).await {
-                        Ok(Ok(s)) => {
-                            Box::pin(serve_stream(
-                                s,
-                                peer,
-                                local,
-                                true,
-                                protocol,
-                                &upstream,
-                                shared.clone(),
-                            ))
-                            .await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(client = %peer, error = %e, "TLS handshake failed")
-                        }
-                        Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
-                    },
-                }
+                Box::pin(after_ready(
+                    stream,
+                    peer,
+                    local,
+                    tls,
+                    protocol,
+                    upstream,
+                    shared.clone(),
+                    t,
+                ))
+                .await;
             }
             shared
                 .metrics
@@ -336,6 +317,29 @@ async fn accept_loop(
                 .fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
+    }
+}
+
+/// Everything after the client spoke (TLS handshake, then HTTP or TCP).
+/// Boxed by the caller: its state (rustls, buffers) is large.
+#[allow(clippy::too_many_arguments)]
+async fn after_ready(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    protocol: Protocol,
+    upstream: Arc<str>,
+    shared: Arc<Shared>,
+    t: Duration,
+) {
+    match tls {
+        None => serve_stream(stream, peer, local, false, protocol, &upstream, shared).await,
+        Some(acc) => match tokio::time::timeout(t, acc.accept(stream)).await {
+            Ok(Ok(s)) => serve_stream(s, peer, local, true, protocol, &upstream, shared).await,
+            Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
+        },
     }
 }
 

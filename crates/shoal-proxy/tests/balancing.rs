@@ -97,7 +97,12 @@ async fn backup_gets_traffic_only_while_primaries_are_out() {
     primary.stop();
     // Once the primary is seen failing (its tasks stop asynchronously), the
     // backup takes everything.
-    assert!(eventually(20, || async { get(&c, p.addr, "x", "/").await.1 == "HOST backup" }).await);
+    assert!(
+        eventually(20, || async {
+            get(&c, p.addr, "x", "/").await.1 == "HOST backup"
+        })
+        .await
+    );
     let m = tally(&c, &p, 10).await;
     assert_eq!(m.get("HOST backup"), Some(&10), "{m:?}");
 }
