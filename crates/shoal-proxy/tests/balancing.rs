@@ -298,3 +298,34 @@ async fn a_library_user_plugs_in_their_own_balancer() {
         "falls back when b fails"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_health_checks_take_a_server_out_and_bring_it_back() {
+    let a = Backend::start("a", Behaviour::Name).await;
+    let b = Backend::start("b", Behaviour::Name).await;
+    let cfg = format!(
+        "{}\n[upstreams.lb_servers.health_check]\nkind = \"http\"\npath = \"/health\"\nexpect_status = 200\ninterval = \"100ms\"\nrise = 2\nfall = 2\n",
+        lb(&format!("{{ address = \"{}\" }}, {{ address = \"{}\" }}", a.addr, b.addr), "round_robin")
+    );
+    let p = start_proxy(config(&cfg)).await;
+    let c = client();
+    assert_eq!(tally(&c, &p, 10).await.len(), 2);
+    a.healthy.store(false, std::sync::atomic::Ordering::SeqCst);
+    let out = eventually(20, || async {
+        p.handle.status()["upstreams"][0]["servers"][0]["healthy"] == false
+    })
+    .await;
+    assert!(out, "health check never failed server a");
+    let m = tally(&c, &p, 10).await;
+    assert_eq!(m.get("HOST b"), Some(&10), "{m:?}");
+    assert!(p.handle.metrics_text().contains(&format!(
+        "shoal_proxy_upstream_healthy{{upstream=\"lb_servers\",server=\"{}\"}} 0",
+        a.addr
+    )));
+    a.healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    let back = eventually(20, || async {
+        tally(&c, &p, 4).await.contains_key("HOST a")
+    })
+    .await;
+    assert!(back, "server a never came back after passing checks");
+}

@@ -404,3 +404,79 @@ fn the_annotated_example_config_parses() {
     assert!(!c.listeners.is_empty());
     assert!(c.upstreams.contains_key("lb_servers"));
 }
+
+/// Make a self-signed certificate for `name` with openssl; returns (cert, key).
+fn cert(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (c, k) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    let st = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+        ])
+        .arg(format!("/CN={name}"))
+        .arg("-addext")
+        .arg(format!("subjectAltName=DNS:{name}"))
+        .arg("-keyout")
+        .arg(&k)
+        .arg("-out")
+        .arg(&c)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl must be installed");
+    assert!(st.success());
+    (c, k)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_termination_picks_the_certificate_by_sni() {
+    let one = node_host("one");
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, ka) = cert(dir.path(), "a.test");
+    let (cb, kb) = cert(dir.path(), "b.test");
+    let cfg = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n[[listeners.tls]]\ncert = \"{}\"\nkey = \"{}\"\nserver_names = [\"a.test\"]\n[[listeners.tls]]\ncert = \"{}\"\nkey = \"{}\"\nserver_names = [\"b.test\"]\n\n[[routes]]\ntarget = \"127.0.0.1:{}\"\n",
+        ca.display(), ka.display(), cb.display(), kb.display(), one.port
+    );
+    let p = start_proxy(config(&cfg)).await;
+    // Python's ssl verifies the chain and the name against the one CA given:
+    // it only succeeds if the proxy chose that name's certificate.
+    let script = r#"
+import socket, ssl, sys
+port, name, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ctx = ssl.create_default_context(cafile=ca)
+with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
+    with ctx.wrap_socket(raw, server_hostname=name) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: " + name.encode() + b"\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+print(data.decode())
+"#;
+    for (name, ca) in [("a.test", &ca), ("b.test", &cb)] {
+        let out = tokio::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(p.addr.port().to_string())
+            .arg(name)
+            .arg(ca)
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(60), out)
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains("HOST one"), "{text}");
+    }
+}
