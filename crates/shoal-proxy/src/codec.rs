@@ -14,12 +14,13 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use crate::config::HEADERS_CAP;
 
 /// A growable read buffer with a consumed prefix. Memory is taken on the
-/// first read, so idle connections that never send cost nothing here.
+/// first read (so idle connections that never send cost nothing here), and
+/// reads go into spare capacity without zeroing it first.
 pub struct ReadBuf {
+    /// `data[start..]` is unread; `data.len()` is the end of what was read.
     data: Vec<u8>,
     initial: usize,
     start: usize,
-    end: usize,
 }
 
 impl ReadBuf {
@@ -27,39 +28,37 @@ impl ReadBuf {
     pub fn new(cap: usize) -> Self {
         ReadBuf {
             data: Vec::new(),
-            initial: cap.max(1),
+            initial: cap.max(64),
             start: 0,
-            end: 0,
         }
     }
 
     /// The unread bytes.
     pub fn chunk(&self) -> &[u8] {
-        &self.data[self.start..self.end]
+        &self.data[self.start..]
     }
 
     /// Number of unread bytes.
     pub fn len(&self) -> usize {
-        self.end - self.start
+        self.data.len() - self.start
     }
 
     /// Whether nothing is buffered.
     pub fn is_empty(&self) -> bool {
-        self.start == self.end
+        self.start == self.data.len()
     }
 
     /// Drop everything buffered.
     pub fn clear(&mut self) {
+        self.data.clear();
         self.start = 0;
-        self.end = 0;
     }
 
     /// Mark `n` bytes as read.
     pub fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.end);
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
+        self.start = (self.start + n).min(self.data.len());
+        if self.start == self.data.len() {
+            self.clear();
         }
     }
 
@@ -67,24 +66,21 @@ impl ReadBuf {
     /// Returns the count read (0 at EOF). Fails with `OutOfMemory` kind when
     /// the unread data already fills `max`.
     pub async fn fill<R: AsyncRead + Unpin>(&mut self, r: &mut R, max: usize) -> io::Result<usize> {
-        if self.data.is_empty() {
-            self.data.resize(self.initial, 0);
+        if self.data.capacity() == 0 {
+            self.data.reserve_exact(self.initial);
         }
-        if self.end == self.data.len() {
+        if self.data.len() == self.data.capacity() {
             if self.start > 0 {
-                self.data.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
+                self.data.drain(..self.start);
                 self.start = 0;
-            } else if self.data.len() < max {
-                let new = (self.data.len() * 2).clamp(1024, max);
-                self.data.resize(new, 0);
+            } else if self.data.capacity() < max {
+                let want = (self.data.capacity() * 2).clamp(1024, max);
+                self.data.reserve_exact(want - self.data.len());
             } else {
                 return Err(io::Error::new(io::ErrorKind::OutOfMemory, "buffer full"));
             }
         }
-        let n = r.read(&mut self.data[self.end..]).await?;
-        self.end += n;
-        Ok(n)
+        r.read_buf(&mut self.data).await
     }
 }
 

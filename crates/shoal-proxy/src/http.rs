@@ -222,7 +222,11 @@ pub async fn serve<S>(
             }
         }
     }
-    let _ = client.shutdown().await;
+    // TLS needs its close_notify; unread bytes would make close() send a
+    // reset that can destroy the last response. Otherwise dropping closes.
+    if tls || !c.buf.is_empty() {
+        let _ = client.shutdown().await;
+    }
 }
 
 /// Send a response the proxy made, count and log it. Returns whether the

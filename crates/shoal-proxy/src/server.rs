@@ -245,6 +245,14 @@ fn bind_reuseport(addr: SocketAddr, n: usize) -> std::io::Result<Vec<TcpListener
     Ok(out)
 }
 
+/// What every connection of one listening socket shares.
+struct ListenerCtx {
+    local: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    upstream: Arc<str>,
+    protocol: Protocol,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     config: Arc<ListenerConfig>,
@@ -253,8 +261,12 @@ async fn accept_loop(
     permits: Arc<Semaphore>,
     shutdown: Shutdown,
 ) {
-    let local = listener.local_addr().unwrap_or(config.address);
-    let upstream: Arc<str> = Arc::from(config.upstream.clone().unwrap_or_default());
+    let ctx = Arc::new(ListenerCtx {
+        local: listener.local_addr().unwrap_or(config.address),
+        tls,
+        upstream: Arc::from(config.upstream.clone().unwrap_or_default()),
+        protocol: config.protocol,
+    });
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -273,70 +285,62 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let tls = tls.clone();
-        let upstream = upstream.clone();
-        let protocol = config.protocol;
-        tokio::spawn(async move {
-            use std::sync::atomic::Ordering;
-            shared
-                .metrics
-                .active_connections
-                .fetch_add(1, Ordering::Relaxed);
-            shared
-                .metrics
-                .connections_total
-                .fetch_add(1, Ordering::Relaxed);
-            let t = shared.current.load().config.timeouts.client_header;
-            // An HTTP client speaks first: until it does, hold only this small
-            // task, not the connection's buffers and state (idle connections
-            // then cost little memory). `peek` (not `readable`, which may wake
-            // spuriously) waits for a real byte.
-            let mut first = [0u8; 1];
-            let ready = protocol == Protocol::Tcp
-                || tokio::select! {
-                    r = tokio::time::timeout(t, stream.peek(&mut first)) => matches!(r, Ok(Ok(n)) if n > 0),
-                    _ = shared.shutdown.cancelled() => false,
-                };
-            if ready {
-                Box::pin(after_ready(
-                    stream,
-                    peer,
-                    local,
-                    tls,
-                    protocol,
-                    upstream,
-                    shared.clone(),
-                    t,
-                ))
-                .await;
-            }
-            shared
-                .metrics
-                .active_connections
-                .fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
-        });
+        tokio::spawn(connection(
+            stream,
+            peer,
+            ctx.clone(),
+            shared.clone(),
+            permit,
+        ));
     }
 }
 
+/// One accepted connection. Its future stays small while the client has not
+/// spoken (an HTTP client speaks first): until then it holds no buffers or
+/// connection state, so idle connections cost little memory. `peek` (not
+/// `readable`, which may wake spuriously) waits for a real byte.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ListenerCtx>,
+    shared: Arc<Shared>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    use std::sync::atomic::Ordering;
+    let m = &shared.metrics;
+    m.active_connections.fetch_add(1, Ordering::Relaxed);
+    m.connections_total.fetch_add(1, Ordering::Relaxed);
+    let t = shared.current.load().config.timeouts.client_header;
+    let ready = ctx.protocol == Protocol::Tcp || {
+        let mut first = [0u8; 1];
+        tokio::select! {
+            r = tokio::time::timeout(t, stream.peek(&mut first)) => matches!(r, Ok(Ok(n)) if n > 0),
+            _ = shared.shutdown.cancelled() => false,
+        }
+    };
+    if ready {
+        Box::pin(after_ready(stream, peer, &ctx, shared.clone(), t)).await;
+    }
+    shared
+        .metrics
+        .active_connections
+        .fetch_sub(1, Ordering::Relaxed);
+    drop(permit);
+}
+
 /// Everything after the client spoke (TLS handshake, then HTTP or TCP).
-/// Boxed by the caller: its state (rustls, buffers) is large.
-#[allow(clippy::too_many_arguments)]
 async fn after_ready(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    local: SocketAddr,
-    tls: Option<TlsAcceptor>,
-    protocol: Protocol,
-    upstream: Arc<str>,
+    ctx: &ListenerCtx,
     shared: Arc<Shared>,
     t: Duration,
 ) {
-    match tls {
-        None => serve_stream(stream, peer, local, false, protocol, &upstream, shared).await,
+    let (local, protocol, upstream) = (ctx.local, ctx.protocol, &*ctx.upstream);
+    match &ctx.tls {
+        None => serve_stream(stream, peer, local, false, protocol, upstream, shared).await,
         Some(acc) => match tokio::time::timeout(t, acc.accept(stream)).await {
-            Ok(Ok(s)) => serve_stream(s, peer, local, true, protocol, &upstream, shared).await,
+            Ok(Ok(s)) => serve_stream(s, peer, local, true, protocol, upstream, shared).await,
             Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
             Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
         },
