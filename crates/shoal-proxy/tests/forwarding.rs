@@ -480,3 +480,56 @@ print(data.decode())
         assert!(text.contains("HOST one"), "{text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_clients_get_a_decoded_body_and_pipelining_and_expect_work() {
+    // The Node server answers chunked; an HTTP/1.0 client gets plain bytes.
+    let one = node_host("one");
+    let p = start_proxy(config(&single(
+        format!("127.0.0.1:{}", one.port).parse().unwrap(),
+    )))
+    .await;
+    let out = raw(p.addr, b"GET / HTTP/1.0\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.0 200 "), "{out}");
+    assert!(
+        !out.to_ascii_lowercase().contains("transfer-encoding"),
+        "{out}"
+    );
+    assert!(out.ends_with("\r\n\r\nHOST one"), "{out:?}");
+
+    // Two pipelined requests in one write get two answers, in order.
+    let echo = Backend::start("echo", Behaviour::Echo).await;
+    let p = start_proxy(config(&single(echo.addr))).await;
+    let out = raw(
+        p.addr,
+        b"GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /second HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let (f, s) = (
+        out.find("GET /first").unwrap(),
+        out.find("GET /second").unwrap(),
+    );
+    assert!(f < s, "{out}");
+    assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 2, "{out}");
+
+    // Expect: 100-continue is answered by the proxy, then the body flows.
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(
+        b"POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100 Continue\r\n\r\n"));
+    s.write_all(b"hello").await.unwrap();
+    let resp = read_one_response(&mut s).await;
+    assert!(resp.contains("X-Body-Len: 5"), "{resp}");
+    assert!(
+        !resp.contains("Expect:"),
+        "the proxy consumed the expectation: {resp}"
+    );
+}
