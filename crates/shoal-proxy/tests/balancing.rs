@@ -136,7 +136,7 @@ async fn all_down_is_502_hang_is_504_busy_is_503() {
     drop(p);
 
     // 503: the only server is at max_conns with a slow request.
-    let slow = Backend::start("slow", Behaviour::Slow(Duration::from_secs(2))).await;
+    let slow = Backend::start("slow", Behaviour::Slow(Duration::from_secs(5))).await;
     let cfg = lb(
         &format!("{{ address = \"{}\", max_conns = 1 }}", slow.addr),
         "round_robin",
@@ -157,8 +157,9 @@ async fn all_down_is_502_hang_is_504_busy_is_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_conn_prefers_the_idle_server_under_slow_requests() {
-    let a = Backend::start("a", Behaviour::Slow(Duration::from_secs(3))).await;
-    let b = Backend::start("b", Behaviour::Slow(Duration::from_secs(3))).await;
+    // The slow request must outlast the fast ones even on a loaded machine.
+    let a = Backend::start("a", Behaviour::Slow(Duration::from_secs(8))).await;
+    let b = Backend::start("b", Behaviour::Slow(Duration::from_secs(8))).await;
     let cfg = lb(
         &format!(
             "{{ address = \"{}\" }}, {{ address = \"{}\" }}",
