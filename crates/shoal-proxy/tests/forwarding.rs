@@ -533,3 +533,24 @@ async fn http10_clients_get_a_decoded_body_and_pipelining_and_expect_work() {
         "the proxy consumed the expectation: {resp}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_finishes_on_the_old_config_after_reload() {
+    let a = Backend::start("a", Behaviour::Slow(Duration::from_secs(3))).await;
+    let b = Backend::start("b", Behaviour::Name).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.toml");
+    let text = |addr: std::net::SocketAddr| {
+        format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[[routes]]\ntarget = \"{addr}\"\n")
+    };
+    std::fs::write(&path, text(a.addr)).unwrap();
+    let p = start_proxy(shoal_proxy::Config::load(&path).unwrap()).await;
+    let c = client();
+    let (c2, addr) = (c.clone(), p.addr);
+    let slow = tokio::spawn(async move { get(&c2, addr, "x", "/slow").await });
+    assert!(eventually(20, || async { a.hits.load(Ordering::SeqCst) == 1 }).await);
+    std::fs::write(&path, text(b.addr)).unwrap();
+    p.handle.reload().unwrap();
+    assert_eq!(get(&c, p.addr, "x", "/").await.1, "HOST b");
+    assert_eq!(slow.await.unwrap(), (200, "HOST a".to_string()));
+}

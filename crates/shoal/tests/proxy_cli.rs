@@ -253,3 +253,56 @@ fn reload_by_sighup_and_by_control_socket() {
     assert_eq!(st["ok"], true);
     assert_eq!(st["generation"], 3, "{st}");
 }
+
+#[test]
+fn sigterm_lets_a_request_in_flight_finish() {
+    // A Node backend that answers after 2 s.
+    let mut child = Command::new("node")
+        .arg("-e")
+        .arg(
+            "const s = require('http').createServer((q, r) => { console.log('got'); setTimeout(() => r.end('late'), 2000); })\
+             .listen(0, '127.0.0.1', () => console.log('listening ' + s.address().port));",
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node");
+    let mut lines = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap();
+    let port: u16 = line
+        .trim()
+        .strip_prefix("listening ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let _backend = Proc(child);
+    let dir = TempDir::new("term");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut proxy = Proc(
+        shoal(&dir.0)
+            .args(["-q", "proxy", "--no-control", "--listen", &addr.to_string()])
+            .args(["--upstream", &format!("127.0.0.1:{port}")])
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_until(30, || TcpStream::connect(addr).is_ok()));
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    // Wait until the request reached the backend, then stop the proxy.
+    line.clear();
+    lines.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "got");
+    let pid = proxy.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("late"), "{out}");
+    assert!(wait_until(30, || matches!(proxy.0.try_wait(), Ok(Some(_)))));
+}
