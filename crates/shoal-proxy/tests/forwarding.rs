@@ -55,6 +55,36 @@ target = "127.0.0.1:{}"
     assert_eq!(get(&c, p.addr, "unknown.example", "/").await.0, 404);
 }
 
+/// Run `python3 -c script args...` (60 s at most); assert success, return stdout.
+async fn python(script: &str, args: &[String]) -> String {
+    let out = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("python timed out")
+        .expect("python3 must be installed");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// A proxy started from a config file (which the test may rewrite and reload).
+async fn file_proxy(text: &str) -> (tempfile::TempDir, std::path::PathBuf, Proxy) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(&path, text).unwrap();
+    let p = start_proxy(shoal_proxy::Config::load(&path).unwrap()).await;
+    (dir, path, p)
+}
+
 fn single(addr: std::net::SocketAddr) -> String {
     format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[[routes]]\ntarget = \"{addr}\"\n")
 }
@@ -191,22 +221,7 @@ async def main(url):
             print(await asyncio.wait_for(ws.recv(), 20))
 asyncio.run(main(sys.argv[1]))
 "#;
-    let out = tokio::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(format!("ws://{}/chat", p.addr))
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .expect("python timed out")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = python(script, &[format!("ws://{}/chat", p.addr)]).await;
     assert_eq!(stdout.trim(), "echo: hello\necho: world");
 }
 
@@ -214,14 +229,10 @@ asyncio.run(main(sys.argv[1]))
 async fn reload_under_load_loses_no_request_and_bad_config_is_refused() {
     let a = Backend::start("a", Behaviour::Name).await;
     let b = Backend::start("b", Behaviour::Name).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("proxy.toml");
     let text = |addr: std::net::SocketAddr| {
         format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[upstreams.web]\nservers = [ {{ address = \"{addr}\" }} ]\n\n[[routes]]\nupstream = \"web\"\n")
     };
-    std::fs::write(&path, text(a.addr)).unwrap();
-    let cfg = shoal_proxy::Config::load(&path).unwrap();
-    let p = start_proxy(cfg).await;
+    let (_dir, path, p) = file_proxy(&text(a.addr)).await;
     // The reloaded file must keep the same listener: rewrite with the bound port.
     let bound = |addr: std::net::SocketAddr| text(addr).replace("127.0.0.1:0", &p.addr.to_string());
     // Reloading a file whose listener differs is refused.
@@ -458,24 +469,12 @@ with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
 print(data.decode())
 "#;
     for (name, ca) in [("a.test", &ca), ("b.test", &cb)] {
-        let out = tokio::process::Command::new("python3")
-            .arg("-c")
-            .arg(script)
-            .arg(p.addr.port().to_string())
-            .arg(name)
-            .arg(ca)
-            .kill_on_drop(true)
-            .output();
-        let out = tokio::time::timeout(Duration::from_secs(60), out)
-            .await
-            .unwrap()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let args = [
+            p.addr.port().to_string(),
+            name.to_string(),
+            ca.display().to_string(),
+        ];
+        let text = python(script, &args).await;
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
         assert!(text.contains("HOST one"), "{text}");
     }
@@ -538,18 +537,12 @@ async fn http10_clients_get_a_decoded_body_and_pipelining_and_expect_work() {
 async fn a_request_in_flight_finishes_on_the_old_config_after_reload() {
     let a = Backend::start("a", Behaviour::Slow(Duration::from_secs(3))).await;
     let b = Backend::start("b", Behaviour::Name).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("proxy.toml");
-    let text = |addr: std::net::SocketAddr| {
-        format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[[routes]]\ntarget = \"{addr}\"\n")
-    };
-    std::fs::write(&path, text(a.addr)).unwrap();
-    let p = start_proxy(shoal_proxy::Config::load(&path).unwrap()).await;
+    let (_dir, path, p) = file_proxy(&single(a.addr)).await;
     let c = client();
     let (c2, addr) = (c.clone(), p.addr);
     let slow = tokio::spawn(async move { get(&c2, addr, "x", "/slow").await });
     assert!(eventually(20, || async { a.hits.load(Ordering::SeqCst) == 1 }).await);
-    std::fs::write(&path, text(b.addr)).unwrap();
+    std::fs::write(&path, single(b.addr)).unwrap();
     p.handle.reload().unwrap();
     assert_eq!(get(&c, p.addr, "x", "/").await.1, "HOST b");
     assert_eq!(slow.await.unwrap(), (200, "HOST a".to_string()));

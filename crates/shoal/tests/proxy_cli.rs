@@ -100,6 +100,16 @@ fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// Send `sig` (e.g. `-TERM`) to the proxy child by its pid.
+fn signal(p: &Proc, sig: &str) {
+    let pid = p.0.id().to_string();
+    assert!(Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
 fn shoal(runtime: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_shoal"));
     c.env("SHOAL_RUNTIME_DIR", runtime);
@@ -168,12 +178,7 @@ fn quick_form_balances_node_servers_and_stops_on_sigterm() {
         }
     }
     assert!((9..=11).contains(&one), "round robin split {one}/20");
-    let pid = proxy.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    signal(&proxy, "-TERM");
     assert!(
         wait_until(30, || matches!(proxy.0.try_wait(), Ok(Some(_)))),
         "did not stop on SIGTERM"
@@ -207,12 +212,7 @@ fn reload_by_sighup_and_by_control_socket() {
 
     // SIGHUP: the new file takes effect for new requests.
     write(p2);
-    let pid = proxy.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    signal(&proxy, "-HUP");
     assert!(
         wait_until(30, || get(addr).as_deref() == Some("HOST two")),
         "SIGHUP reload did not apply"
@@ -294,12 +294,7 @@ fn sigterm_lets_a_request_in_flight_finish() {
     line.clear();
     lines.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "got");
-    let pid = proxy.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    signal(&proxy, "-TERM");
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
