@@ -110,10 +110,7 @@ async fn backup_gets_traffic_only_while_primaries_are_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_down_is_502_hang_is_504_busy_is_503() {
     // 502: nothing listens.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = free_addr();
     let cfg = lb(&format!("{{ address = \"{dead}\" }}"), "round_robin");
     let p = start_proxy(config(&cfg)).await;
     let c = client();

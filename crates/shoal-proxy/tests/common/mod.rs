@@ -362,6 +362,14 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// An address on which nothing listens (bound once, then released).
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 /// Poll `f` until it returns true or `secs` pass.
 pub async fn eventually<F, Fut>(secs: u64, mut f: F) -> bool
 where
