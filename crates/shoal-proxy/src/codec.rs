@@ -272,6 +272,7 @@ pub fn parse_request(
     if hosts > 1 || (hosts == 0 && minor == 1) {
         return Err(reject(400, "Bad Request"));
     }
+    absolute_form(info)?;
     info.framing = Some(if chunked {
         Framing::Chunked
     } else {
@@ -291,6 +292,39 @@ pub fn parse_request(
         }
     }
     Ok(Some(n))
+}
+
+/// A request target in absolute form (`GET http://host/path HTTP/1.1`) is
+/// turned into origin form (`/path`), and its authority replaces the Host
+/// for routing (RFC 9112 §3.2.2). Origin form and `*` pass; others are 400.
+fn absolute_form(info: &mut RequestInfo) -> Result<(), Reject> {
+    let t = &info.target;
+    if t.starts_with('/') || t == "*" || info.method == "CONNECT" {
+        return Ok(());
+    }
+    let lower = t.get(..8).unwrap_or(t).to_ascii_lowercase();
+    let rest = if lower.starts_with("http://") {
+        &t[7..]
+    } else if lower.starts_with("https://") {
+        &t[8..]
+    } else {
+        return Err(reject(400, "Bad Request"));
+    };
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        return Err(reject(400, "Bad Request"));
+    }
+    let path = if path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path.to_string()
+    };
+    info.host = authority.to_string();
+    info.target = path;
+    Ok(())
 }
 
 /// What the proxy needs to know about a response.
@@ -843,6 +877,25 @@ mod tests {
         )
         .unwrap()
         .is_some());
+    }
+
+    #[test]
+    fn absolute_form_becomes_origin_form() {
+        let mut info = RequestInfo::default();
+        let mut h = Vec::new();
+        let t = b"GET http://www.mywebsite.com:8080/friends?x=1 HTTP/1.1\r\nHost: other\r\n\r\n";
+        parse_request(t, 100, &mut info, &mut h).unwrap().unwrap();
+        assert_eq!(info.target, "/friends?x=1");
+        assert_eq!(info.host, "www.mywebsite.com:8080");
+        assert_eq!(
+            req("GET ftp://x/ HTTP/1.1\r\nHost: a\r\n\r\n")
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert!(req("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap()
+            .is_some());
     }
 
     #[test]

@@ -350,11 +350,17 @@ where
     let started = Instant::now();
     let t = gen.config.timeouts;
     let path_end = c.info.target.find('?').unwrap_or(c.info.target.len());
+    // `OPTIONS *` is routed like `/`.
+    let route_path = if c.info.target == "*" {
+        "/"
+    } else {
+        &c.info.target[..path_end]
+    };
     c.host.clear();
     c.host.push_str(&normalize_host(&c.info.host));
     let upstream = gen
         .router
-        .route(&c.host, &c.info.target[..path_end])
+        .route(&c.host, route_path)
         .and_then(|n| gen.upstreams.get(n))
         .cloned();
     let body = c.info.body();
