@@ -442,7 +442,15 @@ where
             }
         };
         let mut stale_retry = true;
-        let (mut conn, mut reused) = match lease.peer.take_idle(t.upstream_keepalive) {
+        // A request that must not be replayed only takes a pooled connection
+        // that is still open now, and is not retried if it breaks anyway.
+        let idle = lease.peer.take_idle(t.upstream_keepalive);
+        let idle = if c.info.idempotent() {
+            idle
+        } else {
+            idle.filter(still_open)
+        };
+        let (mut conn, mut reused) = match idle {
             Some(s) => (s, true),
             None => match lease.peer.connect(t.connect).await {
                 Ok(s) => (s, false),
@@ -466,7 +474,9 @@ where
                 }
             };
             match r {
-                Err(UpstreamFailure::Broken) if reused && stale_retry && !body_consumed => {
+                Err(UpstreamFailure::Broken)
+                    if reused && stale_retry && !body_consumed && c.info.idempotent() =>
+                {
                     // The pooled connection had been closed by the server: use a fresh one.
                     stale_retry = false;
                     match lease.peer.connect(t.connect).await {
@@ -554,6 +564,13 @@ where
             Ok(false)
         }
     }
+}
+
+/// Whether an idle pooled connection is still open: a non-blocking peek
+/// finds nothing to read (EOF or stray bytes mean it is not usable).
+fn still_open(s: &TcpStream) -> bool {
+    let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    matches!(socket2::SockRef::from(s).peek(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
 enum SendError {

@@ -559,3 +559,53 @@ async fn reload_adds_and_removes_listeners() {
     assert!(closed, "removed listener still accepts");
     assert_eq!(get(&c, p.addr, "x", "/").await.1, "HOST a");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_connections_closed_by_the_server_are_not_a_failure() {
+    // A server that answers one request per connection, keep-alive style,
+    // then closes the idle connection 100 ms later (as servers with a short
+    // keep-alive timeout do).
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let served = Arc::new(AtomicUsize::new(0));
+    let served2 = served.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let served = served2.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                // Bodies here are small and arrive with the head.
+                served.fetch_add(1, Ordering::SeqCst);
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            });
+        }
+    });
+    let cfg = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[upstreams.web]\nservers = [ {{ address = \"{addr}\", max_fails = 1 }} ]\n\n[[routes]]\nupstream = \"web\"\n"
+    );
+    let p = start_proxy(config(&cfg)).await;
+    let c = client();
+    for method in ["GET", "POST", "GET", "POST"] {
+        let (s, body) = request(&c, p.addr, method, "x", "/", Bytes::from_static(b"hi")).await;
+        assert_eq!((s, body.as_str()), (200, "ok"), "{method}");
+        // Let the server close the pooled connection.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(served.load(Ordering::SeqCst), 4);
+    let st = p.handle.status();
+    assert_eq!(st["upstreams"][0]["servers"][0]["failures"], 0, "{st}");
+    server.abort();
+}
