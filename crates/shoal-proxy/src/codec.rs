@@ -564,6 +564,8 @@ pub struct ClientSide {
     pub keep_alive: bool,
     /// This is a `101 Switching Protocols` being passed through.
     pub upgrade: Option<String>,
+    /// A read-until-close body is sent chunked (HTTP/1.1 clients).
+    pub rechunk: bool,
 }
 
 /// Write the response head for the client into `out` (cleared first).
@@ -608,6 +610,9 @@ pub fn write_client_response(
             continue;
         }
         push_header(out, name, h.value(buf));
+    }
+    if side.rechunk {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
     }
     if let Some(u) = &side.upgrade {
         out.extend_from_slice(b"Connection: upgrade\r\n");

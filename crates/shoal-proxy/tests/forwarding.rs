@@ -609,3 +609,50 @@ async fn pooled_connections_closed_by_the_server_are_not_a_failure() {
     assert_eq!(st["upstreams"][0]["servers"][0]["failures"], 0, "{st}");
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_without_length_is_rechunked_and_the_client_stays_connected() {
+    // A server that sends no length and closes to end the body.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nhello ")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let _ = s.write_all(b"world").await;
+            });
+        }
+    });
+    let p = start_proxy(config(&single(addr))).await;
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"0\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.contains("Transfer-Encoding: chunked"), "{text}");
+        assert!(!text.contains("Connection: close"), "{text}");
+        let body = text.split("\r\n\r\n").nth(1).unwrap();
+        let decoded: String = body.split("\r\n").skip(1).step_by(2).collect();
+        assert_eq!(decoded, "hello world", "{text}");
+    }
+    server.abort();
+}
