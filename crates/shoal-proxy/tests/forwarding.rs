@@ -403,36 +403,20 @@ fn the_annotated_example_config_parses() {
     assert!(c.upstreams.contains_key("lb_servers"));
 }
 
-/// Make a self-signed certificate for `name` with openssl; returns (cert, key).
-fn cert(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (c, k) = (
+/// A checked-in self-signed test certificate for `name`: (cert, key).
+fn cert(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    (
         dir.join(format!("{name}.pem")),
         dir.join(format!("{name}.key")),
-    );
-    let st = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-        ])
-        .arg(format!("/CN={name}"))
-        .arg("-addext")
-        .arg(format!("subjectAltName=DNS:{name}"))
-        .arg("-keyout")
-        .arg(&k)
-        .arg("-out")
-        .arg(&c)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl must be installed");
-    assert!(st.success());
-    (c, k)
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_termination_picks_the_certificate_by_sni() {
     let one = node_host("one");
-    let dir = tempfile::tempdir().unwrap();
-    let (ca, ka) = cert(dir.path(), "a.test");
-    let (cb, kb) = cert(dir.path(), "b.test");
+    let (ca, ka) = cert("a.test");
+    let (cb, kb) = cert("b.test");
     let cfg = format!(
         "[[listeners]]\naddress = \"127.0.0.1:0\"\n[[listeners.tls]]\ncert = \"{}\"\nkey = \"{}\"\nserver_names = [\"a.test\"]\n[[listeners.tls]]\ncert = \"{}\"\nkey = \"{}\"\nserver_names = [\"b.test\"]\n\n[[routes]]\ntarget = \"127.0.0.1:{}\"\n",
         ca.display(), ka.display(), cb.display(), kb.display(), one.port
