@@ -327,3 +327,42 @@ async fn active_health_checks_take_a_server_out_and_bring_it_back() {
     .await;
     assert!(back, "server a never came back after passing checks");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_on_a_header_keeps_a_user_on_one_server() {
+    let bs = [
+        Backend::start("a", Behaviour::Name).await,
+        Backend::start("b", Behaviour::Name).await,
+        Backend::start("c", Behaviour::Name).await,
+    ];
+    let servers: Vec<String> = bs
+        .iter()
+        .map(|b| format!("{{ address = \"{}\" }}", b.addr))
+        .collect();
+    let cfg = lb(&servers.join(", "), "hash").replace(
+        "strategy = \"hash\"",
+        "strategy = \"hash\"\nhash_key = \"header:X-User\"",
+    );
+    let p = start_proxy(config(&cfg)).await;
+    let c = client();
+    let mut owners = std::collections::HashSet::new();
+    for user in 0..30 {
+        let mut seen = std::collections::HashSet::new();
+        for path in ["/a", "/b", "/c"] {
+            let req = hyper::Request::builder()
+                .uri(format!("http://{}{path}", p.addr))
+                .header("x-user", format!("user-{user}"))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap();
+            let resp = c.request(req).await.unwrap();
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            seen.insert(body);
+        }
+        assert_eq!(seen.len(), 1, "user-{user} moved between servers");
+        owners.extend(seen);
+    }
+    assert!(owners.len() >= 2, "users spread over servers: {owners:?}");
+}
