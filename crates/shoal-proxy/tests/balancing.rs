@@ -14,6 +14,19 @@ fn lb(servers: &str, strategy: &str) -> String {
     )
 }
 
+/// Start named `Name` backends; returns them and their TOML server list.
+async fn backends(names: &[&str]) -> (Vec<Backend>, String) {
+    let mut bs = Vec::new();
+    for n in names {
+        bs.push(Backend::start(n, Behaviour::Name).await);
+    }
+    let list: Vec<String> = bs
+        .iter()
+        .map(|b| format!("{{ address = \"{}\" }}", b.addr))
+        .collect();
+    (bs, list.join(", "))
+}
+
 async fn tally(c: &HttpClient, p: &Proxy, n: usize) -> HashMap<String, usize> {
     let mut m = HashMap::new();
     for _ in 0..n {
@@ -181,16 +194,8 @@ async fn least_conn_prefers_the_idle_server_under_slow_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ip_hash_keeps_a_client_on_one_server() {
-    let bs = [
-        Backend::start("a", Behaviour::Name).await,
-        Backend::start("b", Behaviour::Name).await,
-        Backend::start("c", Behaviour::Name).await,
-    ];
-    let servers: Vec<String> = bs
-        .iter()
-        .map(|b| format!("{{ address = \"{}\" }}", b.addr))
-        .collect();
-    let p = start_proxy(config(&lb(&servers.join(", "), "ip_hash"))).await;
+    let (_bs, servers) = backends(&["a", "b", "c"]).await;
+    let p = start_proxy(config(&lb(&servers, "ip_hash"))).await;
     // Clients from several /24s inside 127.0.0.0/8, each on its own connections.
     let mut seen = std::collections::HashSet::new();
     for net in 0..8u8 {
@@ -229,15 +234,8 @@ async fn raw_get(stream: tokio::net::TcpStream) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hash_on_path_is_sticky_and_random_spreads() {
-    let bs = [
-        Backend::start("a", Behaviour::Name).await,
-        Backend::start("b", Behaviour::Name).await,
-    ];
-    let servers: Vec<String> = bs
-        .iter()
-        .map(|b| format!("{{ address = \"{}\" }}", b.addr))
-        .collect();
-    let p = start_proxy(config(&lb(&servers.join(", "), "hash"))).await;
+    let (_bs, servers) = backends(&["a", "b"]).await;
+    let p = start_proxy(config(&lb(&servers, "hash"))).await;
     let c = client();
     let mut owners = std::collections::HashSet::new();
     for i in 0..20 {
@@ -248,7 +246,7 @@ async fn hash_on_path_is_sticky_and_random_spreads() {
     }
     assert_eq!(owners.len(), 2);
     drop(p);
-    let p = start_proxy(config(&lb(&servers.join(", "), "random"))).await;
+    let p = start_proxy(config(&lb(&servers, "random"))).await;
     let m = tally(&c, &p, 40).await;
     assert_eq!(m.len(), 2, "{m:?}");
 }
@@ -330,16 +328,8 @@ async fn active_health_checks_take_a_server_out_and_bring_it_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hash_on_a_header_keeps_a_user_on_one_server() {
-    let bs = [
-        Backend::start("a", Behaviour::Name).await,
-        Backend::start("b", Behaviour::Name).await,
-        Backend::start("c", Behaviour::Name).await,
-    ];
-    let servers: Vec<String> = bs
-        .iter()
-        .map(|b| format!("{{ address = \"{}\" }}", b.addr))
-        .collect();
-    let cfg = lb(&servers.join(", "), "hash").replace(
+    let (_bs, servers) = backends(&["a", "b", "c"]).await;
+    let cfg = lb(&servers, "hash").replace(
         "strategy = \"hash\"",
         "strategy = \"hash\"\nhash_key = \"header:X-User\"",
     );
