@@ -5,7 +5,7 @@
 #   (a) one backend directly, (b) nginx proxy, (c) HAProxy, (d) shoal proxy,
 # at 64 keep-alive connections and at one request per connection
 # (`Connection: close`). Each scenario is run ROUNDS times, alternating the
-# contenders; medians are reported with the ratios shoal/nginx and
+# contenders (the order rotates every round); medians are reported with the ratios shoal/nginx and
 # shoal/HAProxy. Then RSS with 10,000 idle client connections open.
 #
 # Usage: bench/proxy.sh [DURATION_SECONDS] [ROUNDS]     (defaults: 8 3)
@@ -144,7 +144,10 @@ for mode in keepalive close; do
     extra=()
     [ "$mode" = close ] && extra=(-H "Connection: close")
     for round in $(seq 1 "$ROUNDS"); do
-        for who in direct nginx haproxy shoal; do
+        # Rotate the order every round so no contender always runs last.
+        order=(direct nginx haproxy shoal)
+        rot=$(( (round - 1) % 4 ))
+        for who in "${order[@]:rot}" "${order[@]:0:rot}"; do
             case $who in direct) port=$B1;; nginx) port=$NGX;; haproxy) port=$HAP;; shoal) port=$SHO;; esac
             read -r r p50 p99 < <(run_wrk "$port" "${extra[@]}")
             R[$mode.$who.r]+="$r "; R[$mode.$who.p50]+="$p50 "; R[$mode.$who.p99]+="$p99 "

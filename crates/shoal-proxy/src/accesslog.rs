@@ -70,14 +70,16 @@ impl AccessLog {
     /// Queue one line.
     pub fn log(&self, e: &Entry<'_>) {
         let mut line = String::with_capacity(160);
+        let _ = write!(line, "{} - - [{}] ", e.client, clf_time(SystemTime::now()));
+        if e.method.is_empty() {
+            // A request line too broken to repeat (rejected with 400/431/408).
+            line.push_str("\"-\"");
+        } else {
+            let _ = write!(line, "\"{} {} HTTP/1.{}\"", e.method, e.target, e.minor);
+        }
         let _ = writeln!(
             line,
-            "{} - - [{}] \"{} {} HTTP/1.{}\" {} {} \"{}\" \"{}\"",
-            e.client,
-            clf_time(SystemTime::now()),
-            e.method,
-            e.target,
-            e.minor,
+            " {} {} \"{}\" \"{}\"",
             e.status,
             e.bytes,
             if e.referer.is_empty() { "-" } else { e.referer },

@@ -14,16 +14,8 @@ use crate::state::Shared;
 /// Serve admin requests on `listener` until `shutdown`.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdown) {
     loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let Some((stream, peer)) = crate::listener::accept(&listener, &shutdown).await else {
+            return;
         };
         let shared = shared.clone();
         tokio::spawn(async move {

@@ -14,12 +14,13 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use crate::config::HEADERS_CAP;
 
 /// A growable read buffer with a consumed prefix. Memory is taken on the
-/// first read, so idle connections that never send cost nothing here.
+/// first read (so idle connections that never send cost nothing here), and
+/// reads go into spare capacity without zeroing it first.
 pub struct ReadBuf {
+    /// `data[start..]` is unread; `data.len()` is the end of what was read.
     data: Vec<u8>,
     initial: usize,
     start: usize,
-    end: usize,
 }
 
 impl ReadBuf {
@@ -27,39 +28,37 @@ impl ReadBuf {
     pub fn new(cap: usize) -> Self {
         ReadBuf {
             data: Vec::new(),
-            initial: cap.max(1),
+            initial: cap.max(64),
             start: 0,
-            end: 0,
         }
     }
 
     /// The unread bytes.
     pub fn chunk(&self) -> &[u8] {
-        &self.data[self.start..self.end]
+        &self.data[self.start..]
     }
 
     /// Number of unread bytes.
     pub fn len(&self) -> usize {
-        self.end - self.start
+        self.data.len() - self.start
     }
 
     /// Whether nothing is buffered.
     pub fn is_empty(&self) -> bool {
-        self.start == self.end
+        self.start == self.data.len()
     }
 
     /// Drop everything buffered.
     pub fn clear(&mut self) {
+        self.data.clear();
         self.start = 0;
-        self.end = 0;
     }
 
     /// Mark `n` bytes as read.
     pub fn consume(&mut self, n: usize) {
-        self.start = (self.start + n).min(self.end);
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
+        self.start = (self.start + n).min(self.data.len());
+        if self.start == self.data.len() {
+            self.clear();
         }
     }
 
@@ -67,24 +66,21 @@ impl ReadBuf {
     /// Returns the count read (0 at EOF). Fails with `OutOfMemory` kind when
     /// the unread data already fills `max`.
     pub async fn fill<R: AsyncRead + Unpin>(&mut self, r: &mut R, max: usize) -> io::Result<usize> {
-        if self.data.is_empty() {
-            self.data.resize(self.initial, 0);
+        if self.data.capacity() == 0 {
+            self.data.reserve_exact(self.initial);
         }
-        if self.end == self.data.len() {
+        if self.data.len() == self.data.capacity() {
             if self.start > 0 {
-                self.data.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
+                self.data.drain(..self.start);
                 self.start = 0;
-            } else if self.data.len() < max {
-                let new = (self.data.len() * 2).clamp(1024, max);
-                self.data.resize(new, 0);
+            } else if self.data.capacity() < max {
+                let want = (self.data.capacity() * 2).clamp(1024, max);
+                self.data.reserve_exact(want - self.data.len());
             } else {
                 return Err(io::Error::new(io::ErrorKind::OutOfMemory, "buffer full"));
             }
         }
-        let n = r.read(&mut self.data[self.end..]).await?;
-        self.end += n;
-        Ok(n)
+        r.read_buf(&mut self.data).await
     }
 }
 
@@ -276,6 +272,7 @@ pub fn parse_request(
     if hosts > 1 || (hosts == 0 && minor == 1) {
         return Err(reject(400, "Bad Request"));
     }
+    absolute_form(info)?;
     info.framing = Some(if chunked {
         Framing::Chunked
     } else {
@@ -295,6 +292,39 @@ pub fn parse_request(
         }
     }
     Ok(Some(n))
+}
+
+/// A request target in absolute form (`GET http://host/path HTTP/1.1`) is
+/// turned into origin form (`/path`), and its authority replaces the Host
+/// for routing (RFC 9112 §3.2.2). Origin form and `*` pass; others are 400.
+fn absolute_form(info: &mut RequestInfo) -> Result<(), Reject> {
+    let t = &info.target;
+    if t.starts_with('/') || t == "*" || info.method == "CONNECT" {
+        return Ok(());
+    }
+    let lower = t.get(..8).unwrap_or(t).to_ascii_lowercase();
+    let rest = if lower.starts_with("http://") {
+        &t[7..]
+    } else if lower.starts_with("https://") {
+        &t[8..]
+    } else {
+        return Err(reject(400, "Bad Request"));
+    };
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() {
+        return Err(reject(400, "Bad Request"));
+    }
+    let path = if path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path.to_string()
+    };
+    info.host = authority.to_string();
+    info.target = path;
+    Ok(())
 }
 
 /// What the proxy needs to know about a response.
@@ -534,6 +564,8 @@ pub struct ClientSide {
     pub keep_alive: bool,
     /// This is a `101 Switching Protocols` being passed through.
     pub upgrade: Option<String>,
+    /// A read-until-close body is sent chunked (HTTP/1.1 clients).
+    pub rechunk: bool,
 }
 
 /// Write the response head for the client into `out` (cleared first).
@@ -578,6 +610,9 @@ pub fn write_client_response(
             continue;
         }
         push_header(out, name, h.value(buf));
+    }
+    if side.rechunk {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
     }
     if let Some(u) = &side.upgrade {
         out.extend_from_slice(b"Connection: upgrade\r\n");
@@ -847,6 +882,25 @@ mod tests {
         )
         .unwrap()
         .is_some());
+    }
+
+    #[test]
+    fn absolute_form_becomes_origin_form() {
+        let mut info = RequestInfo::default();
+        let mut h = Vec::new();
+        let t = b"GET http://www.mywebsite.com:8080/friends?x=1 HTTP/1.1\r\nHost: other\r\n\r\n";
+        parse_request(t, 100, &mut info, &mut h).unwrap().unwrap();
+        assert_eq!(info.target, "/friends?x=1");
+        assert_eq!(info.host, "www.mywebsite.com:8080");
+        assert_eq!(
+            req("GET ftp://x/ HTTP/1.1\r\nHost: a\r\n\r\n")
+                .unwrap_err()
+                .status,
+            400
+        );
+        assert!(req("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap()
+            .is_some());
     }
 
     #[test]

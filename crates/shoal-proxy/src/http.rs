@@ -81,8 +81,9 @@ async fn fill_t<R: AsyncRead + Unpin>(
 
 /// Copy one body framed by `framing` from `src` (starting with what `buf`
 /// holds) to `dst`, sending `prefix` (a head) first, in the same write as the
-/// first body bytes. With `decode`, chunked framing is removed (HTTP/1.0
-/// clients). Returns the body bytes written.
+/// first body bytes. With `transform`, chunked framing is removed (for
+/// HTTP/1.0 clients) and a read-until-close body is chunked (for HTTP/1.1
+/// clients, whose connection then stays open). Returns the body bytes read.
 #[allow(clippy::too_many_arguments)]
 async fn copy_body<R, W>(
     framing: Framing,
@@ -90,7 +91,7 @@ async fn copy_body<R, W>(
     buf: &mut ReadBuf,
     dst: &mut W,
     prefix: &mut Vec<u8>,
-    decode: bool,
+    transform: bool,
     scratch: &mut Vec<u8>,
     t: Duration,
 ) -> Result<u64, CopyError>
@@ -134,9 +135,9 @@ where
             loop {
                 scratch.clear();
                 let used = dec
-                    .feed(buf.chunk(), if decode { Some(scratch) } else { None })
+                    .feed(buf.chunk(), if transform { Some(scratch) } else { None })
                     .map_err(|_| CopyError::Bad)?;
-                let piece: &[u8] = if decode {
+                let piece: &[u8] = if transform {
                     scratch
                 } else {
                     &buf.chunk()[..used]
@@ -160,21 +161,34 @@ where
         }
         Framing::UntilClose => loop {
             let avail = buf.len();
+            scratch.clear();
+            if transform && avail > 0 {
+                // Re-chunk for an HTTP/1.1 client so its connection can stay open.
+                scratch.extend_from_slice(format!("{avail:x}\r\n").as_bytes());
+                scratch.extend_from_slice(buf.chunk());
+                scratch.extend_from_slice(b"\r\n");
+            }
+            let piece: &[u8] = if transform { scratch } else { buf.chunk() };
             if !prefix.is_empty() {
-                prefix.extend_from_slice(buf.chunk());
+                prefix.extend_from_slice(piece);
                 write_t(dst, prefix, t)
                     .await
                     .map_err(|_| CopyError::Write)?;
                 prefix.clear();
-            } else if avail > 0 {
-                write_t(dst, buf.chunk(), t)
-                    .await
-                    .map_err(|_| CopyError::Write)?;
+            } else if !piece.is_empty() {
+                write_t(dst, piece, t).await.map_err(|_| CopyError::Write)?;
             }
             buf.consume(avail);
             written += avail as u64;
             match tokio::time::timeout(t, buf.fill(src, BODY_BUF_MAX)).await {
-                Ok(Ok(0)) => break,
+                Ok(Ok(0)) => {
+                    if transform {
+                        write_t(dst, b"0\r\n\r\n", t)
+                            .await
+                            .map_err(|_| CopyError::Write)?;
+                    }
+                    break;
+                }
                 Ok(Ok(_)) => {}
                 _ => return Err(CopyError::Read),
             }
@@ -222,7 +236,11 @@ pub async fn serve<S>(
             }
         }
     }
-    let _ = client.shutdown().await;
+    // TLS needs its close_notify; unread bytes would make close() send a
+    // reset that can destroy the last response. Otherwise dropping closes.
+    if tls || !c.buf.is_empty() {
+        let _ = client.shutdown().await;
+    }
 }
 
 /// Send a response the proxy made, count and log it. Returns whether the
@@ -346,11 +364,17 @@ where
     let started = Instant::now();
     let t = gen.config.timeouts;
     let path_end = c.info.target.find('?').unwrap_or(c.info.target.len());
+    // `OPTIONS *` is routed like `/`.
+    let route_path = if c.info.target == "*" {
+        "/"
+    } else {
+        &c.info.target[..path_end]
+    };
     c.host.clear();
     c.host.push_str(&normalize_host(&c.info.host));
     let upstream = gen
         .router
-        .route(&c.host, &c.info.target[..path_end])
+        .route(&c.host, route_path)
         .and_then(|n| gen.upstreams.get(n))
         .cloned();
     let body = c.info.body();
@@ -432,7 +456,15 @@ where
             }
         };
         let mut stale_retry = true;
-        let (mut conn, mut reused) = match lease.peer.take_idle(t.upstream_keepalive) {
+        // A request that must not be replayed only takes a pooled connection
+        // that is still open now, and is not retried if it breaks anyway.
+        let idle = lease.peer.take_idle(t.upstream_keepalive);
+        let idle = if c.info.idempotent() {
+            idle
+        } else {
+            idle.filter(still_open)
+        };
+        let (mut conn, mut reused) = match idle {
             Some(s) => (s, true),
             None => match lease.peer.connect(t.connect).await {
                 Ok(s) => (s, false),
@@ -456,7 +488,9 @@ where
                 }
             };
             match r {
-                Err(UpstreamFailure::Broken) if reused && stale_retry && !body_consumed => {
+                Err(UpstreamFailure::Broken)
+                    if reused && stale_retry && !body_consumed && c.info.idempotent() =>
+                {
                     // The pooled connection had been closed by the server: use a fresh one.
                     stale_retry = false;
                     match lease.peer.connect(t.connect).await {
@@ -499,14 +533,16 @@ where
     }
     let framing = c.resp.framing.unwrap_or(Framing::None);
     let http10 = c.info.minor == 0;
+    let rechunk = framing == Framing::UntilClose && !http10 && c.info.keep_alive;
     let keep = c.info.keep_alive
         && !shared.shutdown.is_triggered()
-        && framing != Framing::UntilClose
+        && (framing != Framing::UntilClose || rechunk)
         && !(http10 && framing == Framing::Chunked);
     let side = ClientSide {
         http10,
         keep_alive: keep,
         upgrade: None,
+        rechunk,
     };
     codec::write_client_response(
         c.up_buf.chunk(),
@@ -522,7 +558,7 @@ where
         &mut c.up_buf,
         client,
         &mut c.out,
-        http10 && framing == Framing::Chunked,
+        (http10 && framing == Framing::Chunked) || rechunk,
         &mut c.scratch,
         t.upstream_header,
     )
@@ -544,6 +580,13 @@ where
             Ok(false)
         }
     }
+}
+
+/// Whether an idle pooled connection is still open: a non-blocking peek
+/// finds nothing to read (EOF or stray bytes mean it is not usable).
+fn still_open(s: &TcpStream) -> bool {
+    let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    matches!(socket2::SockRef::from(s).peek(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
 enum SendError {
@@ -680,6 +723,7 @@ where
         http10: false,
         keep_alive: false,
         upgrade: Some(proto),
+        rechunk: false,
     };
     codec::write_client_response(
         c.up_buf.chunk(),

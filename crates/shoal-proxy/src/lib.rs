@@ -16,6 +16,8 @@
 //!   framing, head rewriting (hop-by-hop out, X-Forwarded-* and Via in).
 //! - [`http`]: one client connection in HTTP mode: forward, retry, tunnel.
 //! - [`tcp`]: one client connection in TCP mode.
+//! - [`listener`]: SO_REUSEPORT sockets, accept loops, the first-byte wait,
+//!   and changing listeners on reload.
 //! - [`health`]: active HTTP/TCP health checks.
 //! - [`tls`]: rustls termination with SNI.
 //! - [`state`]: the swappable configuration generation shared by connections.
@@ -60,6 +62,7 @@ pub mod config;
 pub mod error;
 pub mod health;
 pub mod http;
+pub mod listener;
 pub mod metrics;
 pub mod router;
 pub mod server;

@@ -2,49 +2,29 @@
 //! listener and the control socket; runs accept loops under a connection cap;
 //! reloads on SIGHUP or `{"cmd":"reload"}`; stops gracefully on shutdown.
 
+use parking_lot::Mutex;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
-use tokio_rustls::TlsAcceptor;
 
 use shoal_core::{control, Shutdown};
 
 use crate::accesslog::AccessLog;
-use crate::config::{Config, ListenerConfig, Protocol};
+use crate::config::Config;
 use crate::error::{ProxyError, Result};
+use crate::listener::{self, ListenerSet, Pending};
 use crate::metrics::Metrics;
 use crate::state::{Generation, Shared};
-
-struct Bound {
-    /// One socket per worker thread, all on the same port (SO_REUSEPORT), so
-    /// that accepting is spread over the threads like nginx's `reuseport`.
-    listeners: Vec<TcpListener>,
-    config: ListenerConfig,
-    tls: Option<TlsAcceptor>,
-}
 
 /// A bound, not yet running proxy.
 pub struct Server {
     shared: Arc<Shared>,
-    bound: Vec<Bound>,
+    pending: Vec<Pending>,
+    listeners: Arc<ListenerSet>,
     admin: Option<TcpListener>,
     control: Option<(UnixListener, PathBuf)>,
-}
-
-/// Build the TLS acceptor of a listener, if it has certificates.
-fn tls_for(l: &ListenerConfig) -> Result<Option<TlsAcceptor>> {
-    if l.tls.is_empty() {
-        return Ok(None);
-    }
-    let alpn: &[&[u8]] = if l.protocol == Protocol::Http {
-        &[b"http/1.1"]
-    } else {
-        &[]
-    };
-    crate::tls::acceptor(&l.tls, alpn).map(Some)
 }
 
 impl Server {
@@ -52,19 +32,11 @@ impl Server {
     /// [`Server::local_addrs`]).
     pub async fn bind(config: Config) -> Result<Server> {
         config.check()?;
-        let mut bound = Vec::new();
+        let metrics = Arc::new(Metrics::default());
+        let shutdown = Shutdown::new();
+        let mut pending = Vec::new();
         for l in &config.listeners {
-            let tls = tls_for(l)?;
-            let listeners =
-                bind_reuseport(l.address, accept_threads()).map_err(|source| ProxyError::Bind {
-                    addr: l.address,
-                    source,
-                })?;
-            bound.push(Bound {
-                listeners,
-                config: l.clone(),
-                tls,
-            });
+            pending.push(listener::bind(l, &shutdown)?);
         }
         let admin = match config.admin {
             Some(a) => Some(
@@ -87,7 +59,6 @@ impl Server {
             }
             None => None,
         };
-        let metrics = Arc::new(Metrics::default());
         let log = match &config.access_log {
             Some(p) => Some(
                 AccessLog::open(p, metrics.clone())
@@ -96,7 +67,7 @@ impl Server {
             ),
             None => None,
         };
-        let shutdown = Shutdown::new();
+        let permits = Arc::new(Semaphore::new(config.limits.max_connections));
         let gen = Generation::new(config, None, shutdown.child());
         let shared = Arc::new(Shared {
             current: arc_swap::ArcSwap::from_pointee(gen),
@@ -104,9 +75,14 @@ impl Server {
             log,
             shutdown,
         });
+        let listeners = Arc::new(ListenerSet {
+            live: Mutex::new(Vec::new()),
+            permits,
+        });
         Ok(Server {
             shared,
-            bound,
+            pending,
+            listeners,
             admin,
             control,
         })
@@ -114,9 +90,9 @@ impl Server {
 
     /// The addresses the listeners got, in configuration order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.bound
+        self.pending
             .iter()
-            .filter_map(|b| b.listeners.first().and_then(|l| l.local_addr().ok()))
+            .map(|p| p.live.ctx.load().local)
             .collect()
     }
 
@@ -129,6 +105,14 @@ impl Server {
     pub fn handle(&self) -> Handle {
         Handle {
             shared: self.shared.clone(),
+            listeners: self.listeners.clone(),
+        }
+    }
+
+    fn handle_for(&self, shared: &Arc<Shared>) -> Handle {
+        Handle {
+            shared: shared.clone(),
+            listeners: self.listeners.clone(),
         }
     }
 
@@ -141,26 +125,11 @@ impl Server {
         let grace = cfg.config.timeouts.shutdown_grace;
         drop(cfg);
         crate::health::start(&shared.current.load());
-        let permits = Arc::new(Semaphore::new(max));
+        let permits = self.listeners.permits.clone();
+        let handle = self.handle_for(&shared);
         let mut tasks = Vec::new();
-        for b in self.bound {
-            tracing::info!(address = %b.config.address, protocol = ?b.config.protocol, tls = b.tls.is_some(), "listening");
-            let Bound {
-                listeners,
-                config,
-                tls,
-            } = b;
-            let config = Arc::new(config);
-            for listener in listeners {
-                tasks.push(tokio::spawn(accept_loop(
-                    listener,
-                    config.clone(),
-                    tls.clone(),
-                    shared.clone(),
-                    permits.clone(),
-                    shutdown.clone(),
-                )));
-            }
+        for p in self.pending {
+            tasks.extend(self.listeners.start(p, &shared));
         }
         if let Some(a) = self.admin {
             tracing::info!(address = ?a.local_addr().ok(), "admin listening (/metrics, /status)");
@@ -171,9 +140,7 @@ impl Server {
             )));
         }
         if let Some((l, path)) = self.control {
-            let h = Handle {
-                shared: shared.clone(),
-            };
+            let h = handle.clone();
             tracing::info!(path = %path.display(), "control socket ready");
             tasks.push(tokio::spawn(control::serve(
                 l,
@@ -186,9 +153,7 @@ impl Server {
             )));
         }
         let hup = {
-            let h = Handle {
-                shared: shared.clone(),
-            };
+            let h = handle.clone();
             let sd = shutdown.clone();
             let mut sig = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
             tokio::spawn(async move {
@@ -217,149 +182,11 @@ impl Server {
     }
 }
 
-/// Accepting threads: one per runtime worker.
-fn accept_threads() -> usize {
-    tokio::runtime::Handle::try_current()
-        .map(|h| h.metrics().num_workers())
-        .unwrap_or(1)
-        .clamp(1, 64)
-}
-
-/// Bind `n` listening sockets on `addr` with SO_REUSEPORT (port 0: the first
-/// picks the port, the others join it).
-fn bind_reuseport(addr: SocketAddr, n: usize) -> std::io::Result<Vec<TcpListener>> {
-    use socket2::{Domain, Socket, Type};
-    let mut out = Vec::with_capacity(n);
-    let mut at = addr;
-    for _ in 0..n {
-        let s = Socket::new(Domain::for_address(at), Type::STREAM, None)?;
-        s.set_reuse_address(true)?;
-        s.set_reuse_port(true)?;
-        s.set_nonblocking(true)?;
-        s.bind(&at.into())?;
-        s.listen(4096)?;
-        let l = TcpListener::from_std(s.into())?;
-        at = l.local_addr()?;
-        out.push(l);
-    }
-    Ok(out)
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    config: Arc<ListenerConfig>,
-    tls: Option<TlsAcceptor>,
-    shared: Arc<Shared>,
-    permits: Arc<Semaphore>,
-    shutdown: Shutdown,
-) {
-    let local = listener.local_addr().unwrap_or(config.address);
-    let upstream: Arc<str> = Arc::from(config.upstream.clone().unwrap_or_default());
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let tls = tls.clone();
-        let upstream = upstream.clone();
-        let protocol = config.protocol;
-        tokio::spawn(async move {
-            use std::sync::atomic::Ordering;
-            shared
-                .metrics
-                .active_connections
-                .fetch_add(1, Ordering::Relaxed);
-            shared
-                .metrics
-                .connections_total
-                .fetch_add(1, Ordering::Relaxed);
-            let t = shared.current.load().config.timeouts.client_header;
-            // An HTTP client speaks first: until it does, hold only this small
-            // task, not the connection's buffers and state (idle connections
-            // then cost little memory).
-            let ready = protocol == Protocol::Tcp
-                || tokio::select! {
-                    r = tokio::time::timeout(t, stream.readable()) => matches!(r, Ok(Ok(()))),
-                    _ = shared.shutdown.cancelled() => false,
-                };
-            if ready {
-                match tls {
-                    None => {
-                        Box::pin(serve_stream(
-                            stream,
-                            peer,
-                            local,
-                            false,
-                            protocol,
-                            &upstream,
-                            shared.clone(),
-                        ))
-                        .await
-                    }
-                    Some(acc) => match tokio::time::timeout(t, acc.accept(stream)).await {
-                        Ok(Ok(s)) => {
-                            Box::pin(serve_stream(
-                                s,
-                                peer,
-                                local,
-                                true,
-                                protocol,
-                                &upstream,
-                                shared.clone(),
-                            ))
-                            .await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(client = %peer, error = %e, "TLS handshake failed")
-                        }
-                        Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
-                    },
-                }
-            }
-            shared
-                .metrics
-                .active_connections
-                .fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
-        });
-    }
-}
-
-async fn serve_stream<S>(
-    s: S,
-    peer: SocketAddr,
-    local: SocketAddr,
-    tls: bool,
-    protocol: Protocol,
-    upstream: &str,
-    shared: Arc<Shared>,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
-{
-    match protocol {
-        Protocol::Http => crate::http::serve(s, peer, local, tls, shared).await,
-        Protocol::Tcp => crate::tcp::serve(s, peer, upstream, shared).await,
-    }
-}
-
 /// Reload and inspect a running proxy.
 #[derive(Clone)]
 pub struct Handle {
     shared: Arc<Shared>,
+    listeners: Arc<ListenerSet>,
 }
 
 impl Handle {
@@ -400,36 +227,27 @@ impl Handle {
         self.apply(new)
     }
 
-    /// Swap in `new` (already validated) as the next generation.
+    /// Swap in `new` as the next generation. Listeners are added, removed
+    /// or updated (TLS files re-read) to match; `admin`, `access_log` and
+    /// `limits.max_connections` need a restart. Must run inside the runtime.
     pub fn apply(&self, new: Config) -> Result<u64> {
         new.check()?;
         let old = self.shared.current.load_full();
-        let same = |a: &ListenerConfig, b: &ListenerConfig| {
-            a.address == b.address
-                && a.protocol == b.protocol
-                && a.upstream == b.upstream
-                && a.tls
-                    .iter()
-                    .map(|c| (&c.cert, &c.key))
-                    .eq(b.tls.iter().map(|c| (&c.cert, &c.key)))
-        };
-        if new.listeners.len() != old.config.listeners.len()
-            || !new
-                .listeners
-                .iter()
-                .zip(&old.config.listeners)
-                .all(|(a, b)| same(a, b))
-            || new.admin != old.config.admin
+        if new.admin != old.config.admin
             || new.access_log != old.config.access_log
+            || new.limits.max_connections != old.config.limits.max_connections
         {
             return Err(ProxyError::Reload(
-                "listeners, admin and access_log cannot change on reload; restart the proxy for that".into(),
+                "admin, access_log and limits.max_connections cannot change on reload; restart the proxy for that"
+                    .into(),
             ));
         }
+        let plan = self.listeners.prepare(&new.listeners, &self.shared)?;
         let gen = Generation::new(new, Some(&old), self.shared.shutdown.child());
         crate::health::start(&gen);
         let n = gen.number;
         self.shared.current.store(Arc::new(gen));
+        self.listeners.commit(plan, &self.shared);
         old.tasks.trigger();
         Ok(n)
     }

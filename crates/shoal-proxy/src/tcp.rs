@@ -25,12 +25,14 @@ where
         return;
     };
     let t = gen.config.timeouts;
+    // `hash` in TCP mode hashes the client's address.
+    let key = peer.ip().to_string();
     let ctx = Context {
         client_ip: peer.ip(),
         method: "",
         host: "",
         path: "",
-        key: b"",
+        key: key.as_bytes(),
     };
     let mut tried = Vec::new();
     let mut views = Vec::new();

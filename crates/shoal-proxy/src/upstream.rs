@@ -252,15 +252,18 @@ impl Upstream {
             let peers: Vec<Arc<Peer>> = servers
                 .iter()
                 .map(|s| {
-                    let stats = old
-                        .and_then(|o| {
-                            o.peers().find(|p| {
-                                p.config.address == s.address && p.config.backup == s.backup
-                            })
-                        })
-                        .map(|p| p.stats.clone())
-                        .unwrap_or_default();
-                    Arc::new(Peer::new((*s).clone(), cfg.keepalive, stats))
+                    // A server that stays keeps its counters and, when it is
+                    // still health-checked, its health verdict.
+                    let prev = old.and_then(|o| {
+                        o.peers()
+                            .find(|p| p.config.address == s.address && p.config.backup == s.backup)
+                    });
+                    let stats = prev.map(|p| p.stats.clone()).unwrap_or_default();
+                    let peer = Peer::new((*s).clone(), cfg.keepalive, stats);
+                    if let Some(p) = prev.filter(|_| cfg.health_check.is_some()) {
+                        peer.healthy.store(p.healthy(), Ordering::Relaxed);
+                    }
+                    Arc::new(peer)
                 })
                 .collect();
             let balancer: Arc<dyn Balance> = match &cfg.strategy {

@@ -14,6 +14,19 @@ fn lb(servers: &str, strategy: &str) -> String {
     )
 }
 
+/// Start named `Name` backends; returns them and their TOML server list.
+async fn backends(names: &[&str]) -> (Vec<Backend>, String) {
+    let mut bs = Vec::new();
+    for n in names {
+        bs.push(Backend::start(n, Behaviour::Name).await);
+    }
+    let list: Vec<String> = bs
+        .iter()
+        .map(|b| format!("{{ address = \"{}\" }}", b.addr))
+        .collect();
+    (bs, list.join(", "))
+}
+
 async fn tally(c: &HttpClient, p: &Proxy, n: usize) -> HashMap<String, usize> {
     let mut m = HashMap::new();
     for _ in 0..n {
@@ -97,7 +110,12 @@ async fn backup_gets_traffic_only_while_primaries_are_out() {
     primary.stop();
     // Once the primary is seen failing (its tasks stop asynchronously), the
     // backup takes everything.
-    assert!(eventually(20, || async { get(&c, p.addr, "x", "/").await.1 == "HOST backup" }).await);
+    assert!(
+        eventually(20, || async {
+            get(&c, p.addr, "x", "/").await.1 == "HOST backup"
+        })
+        .await
+    );
     let m = tally(&c, &p, 10).await;
     assert_eq!(m.get("HOST backup"), Some(&10), "{m:?}");
 }
@@ -105,10 +123,7 @@ async fn backup_gets_traffic_only_while_primaries_are_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_down_is_502_hang_is_504_busy_is_503() {
     // 502: nothing listens.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = free_addr();
     let cfg = lb(&format!("{{ address = \"{dead}\" }}"), "round_robin");
     let p = start_proxy(config(&cfg)).await;
     let c = client();
@@ -131,7 +146,7 @@ async fn all_down_is_502_hang_is_504_busy_is_503() {
     drop(p);
 
     // 503: the only server is at max_conns with a slow request.
-    let slow = Backend::start("slow", Behaviour::Slow(Duration::from_secs(2))).await;
+    let slow = Backend::start("slow", Behaviour::Slow(Duration::from_secs(5))).await;
     let cfg = lb(
         &format!("{{ address = \"{}\", max_conns = 1 }}", slow.addr),
         "round_robin",
@@ -152,8 +167,9 @@ async fn all_down_is_502_hang_is_504_busy_is_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_conn_prefers_the_idle_server_under_slow_requests() {
-    let a = Backend::start("a", Behaviour::Slow(Duration::from_secs(3))).await;
-    let b = Backend::start("b", Behaviour::Slow(Duration::from_secs(3))).await;
+    // The slow request must outlast the fast ones even on a loaded machine.
+    let a = Backend::start("a", Behaviour::Slow(Duration::from_secs(8))).await;
+    let b = Backend::start("b", Behaviour::Slow(Duration::from_secs(8))).await;
     let cfg = lb(
         &format!(
             "{{ address = \"{}\" }}, {{ address = \"{}\" }}",
@@ -178,16 +194,8 @@ async fn least_conn_prefers_the_idle_server_under_slow_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ip_hash_keeps_a_client_on_one_server() {
-    let bs = [
-        Backend::start("a", Behaviour::Name).await,
-        Backend::start("b", Behaviour::Name).await,
-        Backend::start("c", Behaviour::Name).await,
-    ];
-    let servers: Vec<String> = bs
-        .iter()
-        .map(|b| format!("{{ address = \"{}\" }}", b.addr))
-        .collect();
-    let p = start_proxy(config(&lb(&servers.join(", "), "ip_hash"))).await;
+    let (_bs, servers) = backends(&["a", "b", "c"]).await;
+    let p = start_proxy(config(&lb(&servers, "ip_hash"))).await;
     // Clients from several /24s inside 127.0.0.0/8, each on its own connections.
     let mut seen = std::collections::HashSet::new();
     for net in 0..8u8 {
@@ -226,15 +234,8 @@ async fn raw_get(stream: tokio::net::TcpStream) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hash_on_path_is_sticky_and_random_spreads() {
-    let bs = [
-        Backend::start("a", Behaviour::Name).await,
-        Backend::start("b", Behaviour::Name).await,
-    ];
-    let servers: Vec<String> = bs
-        .iter()
-        .map(|b| format!("{{ address = \"{}\" }}", b.addr))
-        .collect();
-    let p = start_proxy(config(&lb(&servers.join(", "), "hash"))).await;
+    let (_bs, servers) = backends(&["a", "b"]).await;
+    let p = start_proxy(config(&lb(&servers, "hash"))).await;
     let c = client();
     let mut owners = std::collections::HashSet::new();
     for i in 0..20 {
@@ -245,7 +246,7 @@ async fn hash_on_path_is_sticky_and_random_spreads() {
     }
     assert_eq!(owners.len(), 2);
     drop(p);
-    let p = start_proxy(config(&lb(&servers.join(", "), "random"))).await;
+    let p = start_proxy(config(&lb(&servers, "random"))).await;
     let m = tally(&c, &p, 40).await;
     assert_eq!(m.len(), 2, "{m:?}");
 }
@@ -292,4 +293,66 @@ async fn a_library_user_plugs_in_their_own_balancer() {
         "HOST a",
         "falls back when b fails"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_health_checks_take_a_server_out_and_bring_it_back() {
+    let a = Backend::start("a", Behaviour::Name).await;
+    let b = Backend::start("b", Behaviour::Name).await;
+    let cfg = format!(
+        "{}\n[upstreams.lb_servers.health_check]\nkind = \"http\"\npath = \"/health\"\nexpect_status = 200\ninterval = \"100ms\"\nrise = 2\nfall = 2\n",
+        lb(&format!("{{ address = \"{}\" }}, {{ address = \"{}\" }}", a.addr, b.addr), "round_robin")
+    );
+    let p = start_proxy(config(&cfg)).await;
+    let c = client();
+    assert_eq!(tally(&c, &p, 10).await.len(), 2);
+    a.healthy.store(false, std::sync::atomic::Ordering::SeqCst);
+    let out = eventually(20, || async {
+        p.handle.status()["upstreams"][0]["servers"][0]["healthy"] == false
+    })
+    .await;
+    assert!(out, "health check never failed server a");
+    let m = tally(&c, &p, 10).await;
+    assert_eq!(m.get("HOST b"), Some(&10), "{m:?}");
+    assert!(p.handle.metrics_text().contains(&format!(
+        "shoal_proxy_upstream_healthy{{upstream=\"lb_servers\",server=\"{}\"}} 0",
+        a.addr
+    )));
+    a.healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    let back = eventually(20, || async {
+        tally(&c, &p, 4).await.contains_key("HOST a")
+    })
+    .await;
+    assert!(back, "server a never came back after passing checks");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_on_a_header_keeps_a_user_on_one_server() {
+    let (_bs, servers) = backends(&["a", "b", "c"]).await;
+    let cfg = lb(&servers, "hash").replace(
+        "strategy = \"hash\"",
+        "strategy = \"hash\"\nhash_key = \"header:X-User\"",
+    );
+    let p = start_proxy(config(&cfg)).await;
+    let c = client();
+    let mut owners = std::collections::HashSet::new();
+    for user in 0..30 {
+        let mut seen = std::collections::HashSet::new();
+        for path in ["/a", "/b", "/c"] {
+            let req = hyper::Request::builder()
+                .uri(format!("http://{}{path}", p.addr))
+                .header("x-user", format!("user-{user}"))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap();
+            let resp = c.request(req).await.unwrap();
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            seen.insert(body);
+        }
+        assert_eq!(seen.len(), 1, "user-{user} moved between servers");
+        owners.extend(seen);
+    }
+    assert!(owners.len() >= 2, "users spread over servers: {owners:?}");
 }

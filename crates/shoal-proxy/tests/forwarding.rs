@@ -55,6 +55,36 @@ target = "127.0.0.1:{}"
     assert_eq!(get(&c, p.addr, "unknown.example", "/").await.0, 404);
 }
 
+/// Run `python3 -c script args...` (60 s at most); assert success, return stdout.
+async fn python(script: &str, args: &[String]) -> String {
+    let out = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("python timed out")
+        .expect("python3 must be installed");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// A proxy started from a config file (which the test may rewrite and reload).
+async fn file_proxy(text: &str) -> (tempfile::TempDir, std::path::PathBuf, Proxy) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(&path, text).unwrap();
+    let p = start_proxy(shoal_proxy::Config::load(&path).unwrap()).await;
+    (dir, path, p)
+}
+
 fn single(addr: std::net::SocketAddr) -> String {
     format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[[routes]]\ntarget = \"{addr}\"\n")
 }
@@ -191,22 +221,7 @@ async def main(url):
             print(await asyncio.wait_for(ws.recv(), 20))
 asyncio.run(main(sys.argv[1]))
 "#;
-    let out = tokio::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(format!("ws://{}/chat", p.addr))
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .expect("python timed out")
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = python(script, &[format!("ws://{}/chat", p.addr)]).await;
     assert_eq!(stdout.trim(), "echo: hello\necho: world");
 }
 
@@ -214,24 +229,10 @@ asyncio.run(main(sys.argv[1]))
 async fn reload_under_load_loses_no_request_and_bad_config_is_refused() {
     let a = Backend::start("a", Behaviour::Name).await;
     let b = Backend::start("b", Behaviour::Name).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("proxy.toml");
     let text = |addr: std::net::SocketAddr| {
         format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[upstreams.web]\nservers = [ {{ address = \"{addr}\" }} ]\n\n[[routes]]\nupstream = \"web\"\n")
     };
-    std::fs::write(&path, text(a.addr)).unwrap();
-    let cfg = shoal_proxy::Config::load(&path).unwrap();
-    let p = start_proxy(cfg).await;
-    // The reloaded file must keep the same listener: rewrite with the bound port.
-    let bound = |addr: std::net::SocketAddr| text(addr).replace("127.0.0.1:0", &p.addr.to_string());
-    // Reloading a file whose listener differs is refused.
-    std::fs::write(&path, bound(b.addr)).unwrap();
-    assert!(
-        p.handle.reload().is_err(),
-        "listener change must be refused"
-    );
-    std::fs::write(&path, text(a.addr)).unwrap();
-
+    let (_dir, path, p) = file_proxy(&text(a.addr)).await;
     let ok = Arc::new(AtomicUsize::new(0));
     let sent = Arc::new(AtomicUsize::new(0));
     let from_b = Arc::new(AtomicUsize::new(0));
@@ -308,10 +309,7 @@ async fn tcp_mode_balances_raw_connections_and_skips_dead_servers() {
             }
         });
     }
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = free_addr();
     let cfg = format!(
         "[[listeners]]\naddress = \"127.0.0.1:0\"\nprotocol = \"tcp\"\nupstream = \"brokers\"\n\n[upstreams.brokers]\nservers = [ {{ address = \"{}\" }}, {{ address = \"{}\" }}, {{ address = \"{dead}\", fail_timeout = \"60s\" }} ]\n",
         addrs[0], addrs[1]
@@ -403,4 +401,242 @@ fn the_annotated_example_config_parses() {
     let c = shoal_proxy::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert!(!c.listeners.is_empty());
     assert!(c.upstreams.contains_key("lb_servers"));
+}
+
+/// A checked-in self-signed test certificate for `name`: (cert, key).
+fn cert(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_termination_picks_the_certificate_by_sni() {
+    let one = node_host("one");
+    let (ca, ka) = cert("a.test");
+    let (cb, kb) = cert("b.test");
+    let cfg = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n[[listeners.tls]]\ncert = \"{}\"\nkey = \"{}\"\nserver_names = [\"a.test\"]\n[[listeners.tls]]\ncert = \"{}\"\nkey = \"{}\"\nserver_names = [\"b.test\"]\n\n[[routes]]\ntarget = \"127.0.0.1:{}\"\n",
+        ca.display(), ka.display(), cb.display(), kb.display(), one.port
+    );
+    let p = start_proxy(config(&cfg)).await;
+    // Python's ssl verifies the chain and the name against the one CA given:
+    // it only succeeds if the proxy chose that name's certificate.
+    let script = r#"
+import socket, ssl, sys
+port, name, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ctx = ssl.create_default_context(cafile=ca)
+with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
+    with ctx.wrap_socket(raw, server_hostname=name) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: " + name.encode() + b"\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+print(data.decode())
+"#;
+    for (name, ca) in [("a.test", &ca), ("b.test", &cb)] {
+        let args = [
+            p.addr.port().to_string(),
+            name.to_string(),
+            ca.display().to_string(),
+        ];
+        let text = python(script, &args).await;
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains("HOST one"), "{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_clients_get_a_decoded_body_and_pipelining_and_expect_work() {
+    // The Node server answers chunked; an HTTP/1.0 client gets plain bytes.
+    let one = node_host("one");
+    let p = start_proxy(config(&single(
+        format!("127.0.0.1:{}", one.port).parse().unwrap(),
+    )))
+    .await;
+    let out = raw(p.addr, b"GET / HTTP/1.0\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.0 200 "), "{out}");
+    assert!(
+        !out.to_ascii_lowercase().contains("transfer-encoding"),
+        "{out}"
+    );
+    assert!(out.ends_with("\r\n\r\nHOST one"), "{out:?}");
+
+    // Two pipelined requests in one write get two answers, in order.
+    let echo = Backend::start("echo", Behaviour::Echo).await;
+    let p = start_proxy(config(&single(echo.addr))).await;
+    let out = raw(
+        p.addr,
+        b"GET /first HTTP/1.1\r\nHost: a\r\n\r\nGET /second HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let (f, s) = (
+        out.find("GET /first").unwrap(),
+        out.find("GET /second").unwrap(),
+    );
+    assert!(f < s, "{out}");
+    assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 2, "{out}");
+
+    // Expect: 100-continue is answered by the proxy, then the body flows.
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(
+        b"POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100 Continue\r\n\r\n"));
+    s.write_all(b"hello").await.unwrap();
+    let resp = read_one_response(&mut s).await;
+    assert!(resp.contains("X-Body-Len: 5"), "{resp}");
+    assert!(
+        !resp.contains("Expect:"),
+        "the proxy consumed the expectation: {resp}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_finishes_on_the_old_config_after_reload() {
+    let a = Backend::start("a", Behaviour::Slow(Duration::from_secs(3))).await;
+    let b = Backend::start("b", Behaviour::Name).await;
+    let (_dir, path, p) = file_proxy(&single(a.addr)).await;
+    let c = client();
+    let (c2, addr) = (c.clone(), p.addr);
+    let slow = tokio::spawn(async move { get(&c2, addr, "x", "/slow").await });
+    assert!(eventually(20, || async { a.hits.load(Ordering::SeqCst) == 1 }).await);
+    std::fs::write(&path, single(b.addr)).unwrap();
+    p.handle.reload().unwrap();
+    assert_eq!(get(&c, p.addr, "x", "/").await.1, "HOST b");
+    assert_eq!(slow.await.unwrap(), (200, "HOST a".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_and_removes_listeners() {
+    let a = Backend::start("a", Behaviour::Name).await;
+    let (_dir, path, p) = file_proxy(&single(a.addr)).await;
+    let extra = free_addr();
+    let two = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n[[listeners]]\naddress = \"{extra}\"\n\n[[routes]]\ntarget = \"{}\"\n",
+        a.addr
+    );
+    std::fs::write(&path, two).unwrap();
+    p.handle.reload().expect("reload with a new listener");
+    let c = client();
+    assert_eq!(get(&c, extra, "x", "/").await.1, "HOST a");
+    assert_eq!(get(&c, p.addr, "x", "/").await.1, "HOST a");
+    // Drop it again: the new address stops accepting, the first one serves on.
+    std::fs::write(&path, single(a.addr)).unwrap();
+    p.handle.reload().expect("reload without it");
+    let closed = eventually(20, || async {
+        tokio::net::TcpStream::connect(extra).await.is_err()
+    })
+    .await;
+    assert!(closed, "removed listener still accepts");
+    assert_eq!(get(&c, p.addr, "x", "/").await.1, "HOST a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_connections_closed_by_the_server_are_not_a_failure() {
+    // A server that answers one request per connection, keep-alive style,
+    // then closes the idle connection 100 ms later (as servers with a short
+    // keep-alive timeout do).
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let served = Arc::new(AtomicUsize::new(0));
+    let served2 = served.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            let served = served2.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                // Bodies here are small and arrive with the head.
+                served.fetch_add(1, Ordering::SeqCst);
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            });
+        }
+    });
+    let cfg = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[upstreams.web]\nservers = [ {{ address = \"{addr}\", max_fails = 1 }} ]\n\n[[routes]]\nupstream = \"web\"\n"
+    );
+    let p = start_proxy(config(&cfg)).await;
+    let c = client();
+    for method in ["GET", "POST", "GET", "POST"] {
+        let (s, body) = request(&c, p.addr, method, "x", "/", Bytes::from_static(b"hi")).await;
+        assert_eq!((s, body.as_str()), (200, "ok"), "{method}");
+        // Let the server close the pooled connection.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(served.load(Ordering::SeqCst), 4);
+    let st = p.handle.status();
+    assert_eq!(st["upstreams"][0]["servers"][0]["failures"], 0, "{st}");
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_without_length_is_rechunked_and_the_client_stays_connected() {
+    // A server that sends no length and closes to end the body.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nhello ")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let _ = s.write_all(b"world").await;
+            });
+        }
+    });
+    let p = start_proxy(config(&single(addr))).await;
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"0\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.contains("Transfer-Encoding: chunked"), "{text}");
+        assert!(!text.contains("Connection: close"), "{text}");
+        let body = text.split("\r\n\r\n").nth(1).unwrap();
+        let decoded: String = body.split("\r\n").skip(1).step_by(2).collect();
+        assert_eq!(decoded, "hello world", "{text}");
+    }
+    server.abort();
 }

@@ -100,6 +100,18 @@ fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// Send `sig` (e.g. `-TERM`) to the proxy child by its pid.
+fn signal(p: &Proc, sig: &str) {
+    let pid = p.0.id().to_string();
+    // The shell's built-in `kill`: no procps needed.
+    let cmd = format!("kill {sig} {pid}");
+    assert!(Command::new("sh")
+        .args(["-c", &cmd])
+        .status()
+        .unwrap()
+        .success());
+}
+
 fn shoal(runtime: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_shoal"));
     c.env("SHOAL_RUNTIME_DIR", runtime);
@@ -168,12 +180,7 @@ fn quick_form_balances_node_servers_and_stops_on_sigterm() {
         }
     }
     assert!((9..=11).contains(&one), "round robin split {one}/20");
-    let pid = proxy.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    signal(&proxy, "-TERM");
     assert!(
         wait_until(30, || matches!(proxy.0.try_wait(), Ok(Some(_)))),
         "did not stop on SIGTERM"
@@ -207,12 +214,7 @@ fn reload_by_sighup_and_by_control_socket() {
 
     // SIGHUP: the new file takes effect for new requests.
     write(p2);
-    let pid = proxy.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    signal(&proxy, "-HUP");
     assert!(
         wait_until(30, || get(addr).as_deref() == Some("HOST two")),
         "SIGHUP reload did not apply"
@@ -252,4 +254,52 @@ fn reload_by_sighup_and_by_control_socket() {
     let st = ask("status");
     assert_eq!(st["ok"], true);
     assert_eq!(st["generation"], 3, "{st}");
+}
+
+#[test]
+fn sigterm_lets_a_request_in_flight_finish() {
+    // A Node backend that answers after 2 s.
+    let mut child = Command::new("node")
+        .arg("-e")
+        .arg(
+            "const s = require('http').createServer((q, r) => { console.log('got'); setTimeout(() => r.end('late'), 2000); })\
+             .listen(0, '127.0.0.1', () => console.log('listening ' + s.address().port));",
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node");
+    let mut lines = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    lines.read_line(&mut line).unwrap();
+    let port: u16 = line
+        .trim()
+        .strip_prefix("listening ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let _backend = Proc(child);
+    let dir = TempDir::new("term");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut proxy = Proc(
+        shoal(&dir.0)
+            .args(["-q", "proxy", "--no-control", "--listen", &addr.to_string()])
+            .args(["--upstream", &format!("127.0.0.1:{port}")])
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_until(30, || TcpStream::connect(addr).is_ok()));
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    // Wait until the request reached the backend, then stop the proxy.
+    line.clear();
+    lines.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "got");
+    signal(&proxy, "-TERM");
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("late"), "{out}");
+    assert!(wait_until(30, || matches!(proxy.0.try_wait(), Ok(Some(_)))));
 }

@@ -96,6 +96,8 @@ pub enum Behaviour {
 pub struct Backend {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
+    /// What `GET /health` answers: 200 when true, 503 when false.
+    pub healthy: Arc<std::sync::atomic::AtomicBool>,
     stop: Shutdown,
 }
 
@@ -115,23 +117,34 @@ impl Backend {
         let addr = l.local_addr().unwrap();
         let stop = Shutdown::new();
         let hits = Arc::new(AtomicUsize::new(0));
-        let (s2, h2, name) = (stop.clone(), hits.clone(), name.to_string());
+        let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (s2, h2, name, ok2) = (
+            stop.clone(),
+            hits.clone(),
+            name.to_string(),
+            healthy.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 let (sock, _) = tokio::select! {
                     _ = s2.cancelled() => return,
                     r = l.accept() => match r { Ok(x) => x, Err(_) => continue },
                 };
-                let (s3, h3, name) = (s2.clone(), h2.clone(), name.clone());
+                let (s3, h3, name, ok3) = (s2.clone(), h2.clone(), name.clone(), ok2.clone());
                 tokio::spawn(async move {
                     tokio::select! {
                         _ = s3.cancelled() => {}
-                        _ = backend_conn(sock, &name, b, h3) => {}
+                        _ = backend_conn(sock, &name, b, h3, ok3) => {}
                     }
                 });
             }
         });
-        Backend { addr, hits, stop }
+        Backend {
+            addr,
+            hits,
+            healthy,
+            stop,
+        }
     }
 
     pub fn stop(&self) {
@@ -139,7 +152,13 @@ impl Backend {
     }
 }
 
-async fn backend_conn(mut s: TcpStream, name: &str, b: Behaviour, hits: Arc<AtomicUsize>) {
+async fn backend_conn(
+    mut s: TcpStream,
+    name: &str,
+    b: Behaviour,
+    hits: Arc<AtomicUsize>,
+    healthy: Arc<std::sync::atomic::AtomicBool>,
+) {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 8192];
     loop {
@@ -171,9 +190,21 @@ async fn backend_conn(mut s: TcpStream, name: &str, b: Behaviour, hits: Arc<Atom
                 Ok(k) => buf.extend_from_slice(&tmp[..k]),
             }
         };
-        hits.fetch_add(1, Ordering::SeqCst);
         let head = String::from_utf8_lossy(&buf[..head_len]).into_owned();
         buf.drain(..head_len);
+        if path == "/health" {
+            let (code, text) = if healthy.load(Ordering::SeqCst) {
+                (200, "OK")
+            } else {
+                (503, "Unavailable")
+            };
+            let resp = format!("HTTP/1.1 {code} {text}\r\nContent-Length: 0\r\n\r\n");
+            if s.write_all(resp.as_bytes()).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        hits.fetch_add(1, Ordering::SeqCst);
         // Read the body.
         let body: Vec<u8> = if chunked {
             loop {
@@ -329,6 +360,14 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// An address on which nothing listens (bound once, then released).
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 /// Poll `f` until it returns true or `secs` pass.

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shoal_proxy::config::{parse_duration, resolve, Strategy, StrategyName};
+use shoal_proxy::config::{
+    parse_duration, resolve, CertificateConfig, HashKey, Strategy, StrategyName,
+};
 use shoal_proxy::{Config, ServerConfig};
 
 /// Balance HTTP requests or TCP connections over upstream servers, with
@@ -20,6 +22,7 @@ use shoal_proxy::{Config, ServerConfig};
   shoal proxy --listen 127.0.0.1:8080 --upstream 127.0.0.1:8001 --upstream 127.0.0.1:8002\n  \
   shoal proxy --listen 127.0.0.1:8080 --upstream 127.0.0.1:8001,weight=10 --upstream 127.0.0.1:8002,weight=20\n  \
   shoal proxy --listen 127.0.0.1:5673 --tcp --upstream 127.0.0.1:5672 --upstream 127.0.0.1:5674,backup\n  \
+  shoal proxy --listen 127.0.0.1:8443 --cert site.pem --key site.key --upstream 127.0.0.1:8001\n  \
   kill -HUP <pid>   # or: shoal ctl --name proxy reload")]
 pub struct ProxyArgs {
     /// The TOML configuration (see examples/proxy.toml for every key).
@@ -30,29 +33,8 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "FILE")]
     pub check: Option<PathBuf>,
 
-    /// Quick form: the address to listen on (needs at least one --upstream).
-    #[arg(short, long, value_name = "ADDR", requires = "upstream")]
-    pub listen: Option<String>,
-
-    /// Quick form: an upstream server, `HOST:PORT[,weight=N][,max_fails=N][,fail_timeout=10s][,max_conns=N][,backup][,down]`. Repeat for more.
-    #[arg(short, long, value_name = "SERVER")]
-    pub upstream: Vec<String>,
-
-    /// Quick form: round_robin (default), least_conn, ip_hash, hash (on the path) or random.
-    #[arg(short, long, default_value = "round_robin")]
-    pub strategy: StrategyName,
-
-    /// Quick form: balance raw TCP connections instead of HTTP requests.
-    #[arg(long)]
-    pub tcp: bool,
-
-    /// Quick form: serve /metrics and /status on this address.
-    #[arg(long, value_name = "ADDR")]
-    pub admin: Option<String>,
-
-    /// Quick form: write an nginx "combined" access log to FILE (`-` for stdout).
-    #[arg(long, value_name = "FILE")]
-    pub access_log: Option<String>,
+    #[command(flatten)]
+    pub quick: Box<QuickArgs>,
 
     /// Name of the control socket (`shoal ctl --name NAME reload|status`).
     #[arg(long, default_value = "proxy")]
@@ -65,6 +47,46 @@ pub struct ProxyArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+/// The quick form's options (no configuration file).
+#[derive(Args, Debug)]
+pub struct QuickArgs {
+    /// Quick form: the address to listen on (needs at least one --upstream).
+    #[arg(short, long, value_name = "ADDR", requires = "upstream")]
+    pub listen: Option<String>,
+
+    /// Quick form: an upstream server, `HOST:PORT[,weight=N][,max_fails=N][,fail_timeout=10s][,max_conns=N][,backup][,down]`. Repeat for more.
+    #[arg(short, long, value_name = "SERVER")]
+    pub upstream: Vec<String>,
+
+    /// Quick form: round_robin (default), least_conn, ip_hash, hash (on the path) or random.
+    #[arg(short, long, default_value = "round_robin")]
+    pub strategy: StrategyName,
+
+    /// Quick form, strategy hash: what to hash, `path` (default) or `header:NAME`.
+    #[arg(long, value_name = "KEY")]
+    pub hash_key: Option<String>,
+
+    /// Quick form: terminate TLS with this PEM certificate chain (needs --key).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// Quick form: the PEM private key for --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// Quick form: balance raw TCP connections instead of HTTP requests.
+    #[arg(long)]
+    pub tcp: bool,
+
+    /// Quick form: serve /metrics and /status on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
+
+    /// Quick form: write an nginx "combined" access log to FILE (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub access_log: Option<String>,
 }
 
 fn parse_server(spec: &str) -> anyhow::Result<ServerConfig> {
@@ -132,19 +154,34 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         println!("{}: ok", path.display());
         return Ok(());
     }
-    let mut config = match (&args.config, &args.listen) {
+    let mut config = match (&args.config, &args.quick.listen) {
         (Some(path), _) => Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?,
         (None, Some(listen)) => {
             let addr = resolve(listen).map_err(|e| anyhow::anyhow!("--listen: {e}"))?;
-            let servers = args.upstream.iter().map(|s| parse_server(s)).collect::<anyhow::Result<Vec<_>>>()?;
+            let servers = args.quick.upstream.iter().map(|s| parse_server(s)).collect::<anyhow::Result<Vec<_>>>()?;
             if servers.iter().all(|s| s.backup) {
                 bail!("at least one --upstream must not be a backup");
             }
-            let mut c = Config::quick(addr, servers, Strategy::Builtin(args.strategy), args.tcp)?;
-            if let Some(a) = &args.admin {
+            let mut c = Config::quick(addr, servers, Strategy::Builtin(args.quick.strategy), args.quick.tcp)?;
+            if let Some(a) = &args.quick.admin {
                 c.admin = Some(resolve(a).map_err(|e| anyhow::anyhow!("--admin: {e}"))?);
             }
-            c.access_log = args.access_log.clone();
+            c.access_log = args.quick.access_log.clone();
+            if let Some(k) = &args.quick.hash_key {
+                let key = match k.strip_prefix("header:") {
+                    Some(h) if !h.is_empty() => HashKey::Header(h.to_ascii_lowercase()),
+                    _ if k == "path" => HashKey::Path,
+                    _ => bail!("--hash-key {k:?}: expected path or header:NAME"),
+                };
+                for u in c.upstreams.values_mut() {
+                    u.hash_key = key.clone();
+                }
+            }
+            if let (Some(cert), Some(key)) = (&args.quick.cert, &args.quick.key) {
+                for l in &mut c.listeners {
+                    l.tls = vec![CertificateConfig { cert: cert.clone(), key: key.clone(), server_names: vec![] }];
+                }
+            }
             c
         }
         (None, None) => bail!("give --config FILE, --check FILE, or --listen ADDR with --upstream SERVER (see --help)"),

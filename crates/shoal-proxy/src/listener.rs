@@ -1,0 +1,302 @@
+//! Listening sockets: one SO_REUSEPORT socket per worker thread per address,
+//! the accept loops under the shared connection cap, the small per-connection
+//! task that waits for a client's first byte, and changing the set of
+//! listeners (added, removed, new TLS certificates) on reload.
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use shoal_core::Shutdown;
+
+use crate::config::{ListenerConfig, Protocol};
+use crate::error::{ProxyError, Result};
+use crate::state::Shared;
+
+/// What every connection of one listener uses; replaced on reload.
+pub struct ListenerCtx {
+    pub config: ListenerConfig,
+    /// The bound address (the real port when the config said 0).
+    pub local: SocketAddr,
+    pub tls: Option<TlsAcceptor>,
+    pub upstream: Arc<str>,
+}
+
+/// One configured listener while it runs.
+pub struct Live {
+    pub ctx: ArcSwap<ListenerCtx>,
+    /// Stops this listener's accept loops (a child of the server's shutdown).
+    pub stop: Shutdown,
+}
+
+/// Sockets bound for a listener whose accept loops have not started yet.
+pub struct Pending {
+    pub sockets: Vec<TcpListener>,
+    pub live: Arc<Live>,
+}
+
+/// Every running listener, plus what new accept loops need.
+pub struct ListenerSet {
+    pub live: Mutex<Vec<Arc<Live>>>,
+    pub permits: Arc<Semaphore>,
+}
+
+/// Build the TLS acceptor of a listener, if it has certificates (reads the files).
+pub fn tls_for(l: &ListenerConfig) -> Result<Option<TlsAcceptor>> {
+    if l.tls.is_empty() {
+        return Ok(None);
+    }
+    let alpn: &[&[u8]] = if l.protocol == Protocol::Http {
+        &[b"http/1.1"]
+    } else {
+        &[]
+    };
+    crate::tls::acceptor(&l.tls, alpn).map(Some)
+}
+
+/// Accepting threads: one per runtime worker.
+fn accept_threads() -> usize {
+    tokio::runtime::Handle::try_current()
+        .map(|h| h.metrics().num_workers())
+        .unwrap_or(1)
+        .clamp(1, 64)
+}
+
+/// Bind `n` listening sockets on `addr` with SO_REUSEPORT (port 0: the first
+/// picks the port, the others join it).
+fn bind_reuseport(addr: SocketAddr, n: usize) -> std::io::Result<Vec<TcpListener>> {
+    use socket2::{Domain, Socket, Type};
+    let mut out = Vec::with_capacity(n);
+    let mut at = addr;
+    for _ in 0..n {
+        let s = Socket::new(Domain::for_address(at), Type::STREAM, None)?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&at.into())?;
+        s.listen(4096)?;
+        let l = TcpListener::from_std(s.into())?;
+        at = l.local_addr()?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Bind a listener's sockets and load its TLS material.
+pub fn bind(l: &ListenerConfig, parent: &Shutdown) -> Result<Pending> {
+    let tls = tls_for(l)?;
+    let sockets =
+        bind_reuseport(l.address, accept_threads()).map_err(|source| ProxyError::Bind {
+            addr: l.address,
+            source,
+        })?;
+    let local = sockets
+        .first()
+        .and_then(|s| s.local_addr().ok())
+        .unwrap_or(l.address);
+    let ctx = ListenerCtx {
+        config: l.clone(),
+        local,
+        tls,
+        upstream: Arc::from(l.upstream.clone().unwrap_or_default()),
+    };
+    let live = Arc::new(Live {
+        ctx: ArcSwap::from_pointee(ctx),
+        stop: parent.child(),
+    });
+    Ok(Pending { sockets, live })
+}
+
+impl ListenerSet {
+    /// Start the accept loops of `p` and register it; returns the tasks.
+    pub fn start(&self, p: Pending, shared: &Arc<Shared>) -> Vec<tokio::task::JoinHandle<()>> {
+        {
+            let ctx = p.live.ctx.load();
+            tracing::info!(address = %ctx.local, protocol = ?ctx.config.protocol, tls = ctx.tls.is_some(), "listening");
+        }
+        let tasks = p
+            .sockets
+            .into_iter()
+            .map(|s| {
+                tokio::spawn(accept_loop(
+                    s,
+                    p.live.clone(),
+                    shared.clone(),
+                    self.permits.clone(),
+                ))
+            })
+            .collect();
+        self.live.lock().push(p.live);
+        tasks
+    }
+
+    /// Prepare to make the running listeners match `wanted`: listeners at an
+    /// address that stays get the new settings (TLS files are re-read); new
+    /// addresses are bound now. Nothing changes until [`ListenerSet::commit`];
+    /// an error here leaves everything as it was.
+    pub fn prepare(&self, wanted: &[ListenerConfig], shared: &Shared) -> Result<Plan> {
+        let live = self.live.lock();
+        let mut plan = Plan {
+            updates: Vec::new(),
+            added: Vec::new(),
+            keep: Vec::new(),
+        };
+        for l in wanted {
+            plan.keep.push(l.address);
+            match live
+                .iter()
+                .find(|e| e.ctx.load().config.address == l.address)
+            {
+                Some(e) => {
+                    let ctx = ListenerCtx {
+                        config: l.clone(),
+                        local: e.ctx.load().local,
+                        tls: tls_for(l)?,
+                        upstream: Arc::from(l.upstream.clone().unwrap_or_default()),
+                    };
+                    plan.updates.push((e.clone(), ctx));
+                }
+                None => plan.added.push(bind(l, &shared.shutdown)?),
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Apply a prepared plan: update, start new listeners, stop removed ones
+    /// (their open connections finish).
+    pub fn commit(&self, plan: Plan, shared: &Arc<Shared>) {
+        for (e, ctx) in plan.updates {
+            e.ctx.store(Arc::new(ctx));
+        }
+        self.live.lock().retain(|e| {
+            let keep = plan.keep.contains(&e.ctx.load().config.address);
+            if !keep {
+                tracing::info!(address = %e.ctx.load().local, "listener removed by reload");
+                e.stop.trigger();
+            }
+            keep
+        });
+        for p in plan.added {
+            // These accept loops end with the listener's stop token.
+            drop(self.start(p, shared));
+        }
+    }
+}
+
+/// Listener changes prepared by [`ListenerSet::prepare`].
+pub struct Plan {
+    updates: Vec<(Arc<Live>, ListenerCtx)>,
+    added: Vec<Pending>,
+    keep: Vec<SocketAddr>,
+}
+
+/// Accept one connection, backing off briefly on errors (EMFILE and friends)
+/// instead of spinning; `None` once `stop` fires.
+pub async fn accept(
+    listener: &TcpListener,
+    stop: &Shutdown,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            r = listener.accept() => match r {
+                Ok(x) => return Some(x),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    live: Arc<Live>,
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+) {
+    loop {
+        let permit = tokio::select! {
+            _ = live.stop.cancelled() => return,
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let Some((stream, peer)) = accept(&listener, &live.stop).await else {
+            return;
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(connection(
+            stream,
+            peer,
+            live.ctx.load_full(),
+            shared.clone(),
+            permit,
+        ));
+    }
+}
+
+/// One accepted connection. Its future stays small while the client has not
+/// spoken (an HTTP client speaks first): until then it holds no buffers or
+/// connection state, so idle connections cost little memory. `peek` (not
+/// `readable`, which may wake spuriously) waits for a real byte.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ListenerCtx>,
+    shared: Arc<Shared>,
+    permit: OwnedSemaphorePermit,
+) {
+    use std::sync::atomic::Ordering;
+    let m = &shared.metrics;
+    m.active_connections.fetch_add(1, Ordering::Relaxed);
+    m.connections_total.fetch_add(1, Ordering::Relaxed);
+    let t = shared.current.load().config.timeouts.client_header;
+    let ready = ctx.config.protocol == Protocol::Tcp || {
+        let mut first = [0u8; 1];
+        tokio::select! {
+            r = tokio::time::timeout(t, stream.peek(&mut first)) => matches!(r, Ok(Ok(n)) if n > 0),
+            _ = shared.shutdown.cancelled() => false,
+        }
+    };
+    if ready {
+        Box::pin(after_ready(stream, peer, &ctx, shared.clone(), t)).await;
+    }
+    shared
+        .metrics
+        .active_connections
+        .fetch_sub(1, Ordering::Relaxed);
+    drop(permit);
+}
+
+/// Everything after the client spoke (TLS handshake, then HTTP or TCP).
+async fn after_ready(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    ctx: &ListenerCtx,
+    shared: Arc<Shared>,
+    t: Duration,
+) {
+    match &ctx.tls {
+        None => serve_stream(stream, peer, ctx, false, shared).await,
+        Some(acc) => match tokio::time::timeout(t, acc.accept(stream)).await {
+            Ok(Ok(s)) => serve_stream(s, peer, ctx, true, shared).await,
+            Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
+        },
+    }
+}
+
+async fn serve_stream<S>(s: S, peer: SocketAddr, ctx: &ListenerCtx, tls: bool, shared: Arc<Shared>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+{
+    match ctx.config.protocol {
+        Protocol::Http => crate::http::serve(s, peer, ctx.local, tls, shared).await,
+        Protocol::Tcp => crate::tcp::serve(s, peer, &ctx.upstream, shared).await,
+    }
+}
