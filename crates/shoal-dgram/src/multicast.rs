@@ -35,6 +35,27 @@ fn ipv4_interface(spec: Option<&str>) -> Result<Ipv4Addr> {
     }
 }
 
+/// The IPv6 interface index for `spec`; 0 (the kernel's choice) for `None`.
+fn ipv6_interface(spec: Option<&str>) -> Result<u32> {
+    Ok(spec.map(ipv6_interface_index).transpose()?.unwrap_or(0))
+}
+
+/// Joining or leaving a group: the same checks, the other socket call.
+#[derive(Clone, Copy)]
+enum Op {
+    Join,
+    Leave,
+}
+
+impl Op {
+    fn verb(self) -> &'static str {
+        match self {
+            Op::Join => "join",
+            Op::Leave => "leave",
+        }
+    }
+}
+
 impl DgramSocket {
     fn same_family(&self, ip: &IpAddr, what: &str) -> Result<()> {
         if Family::of(ip) != self.family() {
@@ -52,36 +73,24 @@ impl DgramSocket {
     /// Join `group` on `interface` (IP_ADD_MEMBERSHIP / IPV6_JOIN_GROUP).
     /// Several groups may be joined on one socket.
     pub fn add_membership(&self, group: IpAddr, interface: Option<&str>) -> Result<()> {
-        self.same_family(&group, "group")?;
-        let s = self.sock_ref();
-        match group {
-            IpAddr::V4(g) => s.join_multicast_v4(&g, &ipv4_interface(interface)?),
-            IpAddr::V6(g) => s.join_multicast_v6(
-                &g,
-                interface
-                    .map(ipv6_interface_index)
-                    .transpose()?
-                    .unwrap_or(0),
-            ),
-        }
-        .map_err(io_err(format!("join multicast group {group}")))
+        self.membership(Op::Join, group, interface)
     }
 
     /// Leave `group` on `interface`.
     pub fn drop_membership(&self, group: IpAddr, interface: Option<&str>) -> Result<()> {
+        self.membership(Op::Leave, group, interface)
+    }
+
+    fn membership(&self, op: Op, group: IpAddr, interface: Option<&str>) -> Result<()> {
         self.same_family(&group, "group")?;
         let s = self.sock_ref();
-        match group {
-            IpAddr::V4(g) => s.leave_multicast_v4(&g, &ipv4_interface(interface)?),
-            IpAddr::V6(g) => s.leave_multicast_v6(
-                &g,
-                interface
-                    .map(ipv6_interface_index)
-                    .transpose()?
-                    .unwrap_or(0),
-            ),
+        match (group, op) {
+            (IpAddr::V4(g), Op::Join) => s.join_multicast_v4(&g, &ipv4_interface(interface)?),
+            (IpAddr::V4(g), Op::Leave) => s.leave_multicast_v4(&g, &ipv4_interface(interface)?),
+            (IpAddr::V6(g), Op::Join) => s.join_multicast_v6(&g, ipv6_interface(interface)?),
+            (IpAddr::V6(g), Op::Leave) => s.leave_multicast_v6(&g, ipv6_interface(interface)?),
         }
-        .map_err(io_err(format!("leave multicast group {group}")))
+        .map_err(io_err(format!("{} multicast group {group}", op.verb())))
     }
 
     /// Join `group` for datagrams from `source` only (source-specific
@@ -94,19 +103,7 @@ impl DgramSocket {
         group: IpAddr,
         interface: Option<&str>,
     ) -> Result<()> {
-        self.same_family(&group, "group")?;
-        match (source, group) {
-            (IpAddr::V4(src), IpAddr::V4(g)) => self
-                .sock_ref()
-                .join_ssm_v4(&src, &g, &ipv4_interface(interface)?)
-                .map_err(io_err(format!("join {g} for source {src}"))),
-            (IpAddr::V6(_), IpAddr::V6(_)) => {
-                self.ssm_v6(libc::MCAST_JOIN_SOURCE_GROUP, source, group, interface)
-            }
-            _ => Err(Error::Invalid(
-                "source and group must be of the same family".into(),
-            )),
-        }
+        self.source_membership(Op::Join, source, group, interface)
     }
 
     /// Leave a source-specific membership.
@@ -116,14 +113,33 @@ impl DgramSocket {
         group: IpAddr,
         interface: Option<&str>,
     ) -> Result<()> {
+        self.source_membership(Op::Leave, source, group, interface)
+    }
+
+    fn source_membership(
+        &self,
+        op: Op,
+        source: IpAddr,
+        group: IpAddr,
+        interface: Option<&str>,
+    ) -> Result<()> {
         self.same_family(&group, "group")?;
         match (source, group) {
-            (IpAddr::V4(src), IpAddr::V4(g)) => self
-                .sock_ref()
-                .leave_ssm_v4(&src, &g, &ipv4_interface(interface)?)
-                .map_err(io_err(format!("leave {g} for source {src}"))),
+            (IpAddr::V4(src), IpAddr::V4(g)) => {
+                let s = self.sock_ref();
+                let ifc = ipv4_interface(interface)?;
+                match op {
+                    Op::Join => s.join_ssm_v4(&src, &g, &ifc),
+                    Op::Leave => s.leave_ssm_v4(&src, &g, &ifc),
+                }
+                .map_err(io_err(format!("{} {g} for source {src}", op.verb())))
+            }
             (IpAddr::V6(_), IpAddr::V6(_)) => {
-                self.ssm_v6(libc::MCAST_LEAVE_SOURCE_GROUP, source, group, interface)
+                let opt = match op {
+                    Op::Join => libc::MCAST_JOIN_SOURCE_GROUP,
+                    Op::Leave => libc::MCAST_LEAVE_SOURCE_GROUP,
+                };
+                self.ssm_v6(opt, source, group, interface)
             }
             _ => Err(Error::Invalid(
                 "source and group must be of the same family".into(),
@@ -158,10 +174,7 @@ impl DgramSocket {
             st
         }
         let req = libc::group_source_req {
-            gsr_interface: interface
-                .map(ipv6_interface_index)
-                .transpose()?
-                .unwrap_or(0),
+            gsr_interface: ipv6_interface(interface)?,
             gsr_group: storage(group),
             gsr_source: storage(source),
         };
