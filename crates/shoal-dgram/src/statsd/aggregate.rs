@@ -326,6 +326,21 @@ pub fn ingest(
     }
 }
 
+/// The interval that `datagram` alone makes, for the tests of the flush and
+/// the sinks.
+#[cfg(test)]
+pub(crate) fn interval_of(datagram: &str) -> Interval {
+    let mut i = Interval::default();
+    ingest(
+        datagram.as_bytes(),
+        &mut i,
+        &mut KeyBuf::default(),
+        &ShardStats::default(),
+        &BadSample::default(),
+    );
+    i
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -415,19 +415,7 @@ fn timer_out(mut t: TimerValues, secs: f64, pcts: &[f64], totals: &mut TimerTota
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::statsd::aggregate::{ingest, BadSample, KeyBuf, ShardStats};
-
-    fn interval(d: &str) -> Interval {
-        let mut i = Interval::default();
-        ingest(
-            d.as_bytes(),
-            &mut i,
-            &mut KeyBuf::default(),
-            &ShardStats::default(),
-            &BadSample::default(),
-        );
-        i
-    }
+    use crate::statsd::aggregate::interval_of as interval;
 
     #[test]
     fn timer_figures_match_statsd() {

@@ -86,21 +86,13 @@ pub async fn send(addr: &str, payload: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::statsd::aggregate::{ingest, BadSample, Interval, KeyBuf, ShardStats};
+    use crate::statsd::aggregate::interval_of;
     use crate::statsd::flush::{FlushRules, State};
 
     #[test]
     fn legacy_namespace_lines() {
-        let mut i = Interval::default();
         let d = "hits:4|c|#env:prod\nt:3|ms\ng:2|g\ns:x|s";
-        ingest(
-            d.as_bytes(),
-            &mut i,
-            &mut KeyBuf::default(),
-            &ShardStats::default(),
-            &BadSample::default(),
-        );
-        let snap = State::new(FlushRules::default()).flush(vec![i], 2.0, 100);
+        let snap = State::new(FlushRules::default()).flush(vec![interval_of(d)], 2.0, 100);
         let text = render(&snap, &Health::default());
         for want in [
             "stats.hits;env=prod 2 100\n",

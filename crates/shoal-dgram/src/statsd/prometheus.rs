@@ -239,22 +239,14 @@ pub fn render(snap: &Snapshot, health: &Health, last_bad: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::statsd::aggregate::{ingest, BadSample, Interval, KeyBuf, ShardStats};
+    use crate::statsd::aggregate::interval_of;
     use crate::statsd::flush::{FlushRules, State};
 
     #[test]
     fn renders_types_labels_and_health() {
-        let mut i = Interval::default();
         let d =
             "api.req-ok:2|c|#env:prod,canary\napi.req-ok:1|c\nmem:5|g\nlat:10|ms\nlat:20|ms\nu:a|s";
-        ingest(
-            d.as_bytes(),
-            &mut i,
-            &mut KeyBuf::default(),
-            &ShardStats::default(),
-            &BadSample::default(),
-        );
-        let snap = State::new(FlushRules::default()).flush(vec![i], 1.0, 7);
+        let snap = State::new(FlushRules::default()).flush(vec![interval_of(d)], 1.0, 7);
         let text = render(
             &snap,
             &Health {
