@@ -7,7 +7,8 @@
 //! `name:1:2:3|ms`) share the type, rate and tags. The validity rules follow
 //! the Etsy statsd daemon (`lib/helpers.js`): values must be numbers (sets
 //! take any string), timers must not be negative, a sample rate must be a
-//! number in (0, 1]. DogStatsD's `|c:container` and `|T<timestamp>` fields are
+//! positive number (`@2` is accepted as statsd accepts it, and counts each
+//! value as half). DogStatsD's `|c:container` and `|T<timestamp>` fields are
 //! accepted and ignored.
 
 use std::fmt;
@@ -51,7 +52,7 @@ pub enum BadLine {
     UnknownType,
     /// A value that is not a finite number (or a negative timer).
     BadValue,
-    /// A sample rate that is not `@` followed by a number in (0, 1].
+    /// A sample rate that is not `@` followed by a positive finite number.
     BadRate,
     /// A field after the type that is none of `@rate`, `#tags`, `c:...`, `T...`.
     BadField,
@@ -66,7 +67,7 @@ impl fmt::Display for BadLine {
             BadLine::NoType => "missing '|type'",
             BadLine::UnknownType => "unknown metric type",
             BadLine::BadValue => "value is not a valid number",
-            BadLine::BadRate => "sample rate is not @<number in (0,1]>",
+            BadLine::BadRate => "sample rate is not @<positive number>",
             BadLine::BadField => "unknown field after the type",
             BadLine::NotUtf8 => "not UTF-8",
         })
@@ -125,7 +126,7 @@ pub fn parse_line(line: &[u8]) -> Result<Line<'_>, BadLine> {
                     .ok()
                     .and_then(|r| r.trim().parse::<f64>().ok())
                     .ok_or(BadLine::BadRate)?;
-                if !(rate > 0.0 && rate <= 1.0) {
+                if !(rate > 0.0 && rate.is_finite()) {
                     return Err(BadLine::BadRate);
                 }
             }
@@ -253,6 +254,15 @@ mod tests {
     }
 
     #[test]
+    fn sample_rate_above_one_is_accepted_as_statsd_does() {
+        // statsd's helpers.js takes any `@<number>` not starting with '-',
+        // and divides by it: `@2` counts a value as half.
+        let l = parse_line(b"a:4|c|@2").unwrap();
+        assert_eq!(l.rate, 2.0);
+        assert_eq!(parse_line(b"a:1|ms|@10").unwrap().rate, 10.0);
+    }
+
+    #[test]
     fn gauges_deltas_and_sets() {
         let l = parse_line(b"gaugor:-10|g").unwrap();
         assert_eq!(vals(&l), vec![Value::Delta(-10.0)]);
@@ -292,6 +302,7 @@ mod tests {
         assert_eq!(parse_line(b"a:1|c|@x"), Err(BadLine::BadRate));
         assert_eq!(parse_line(b"a:1|c|@0"), Err(BadLine::BadRate));
         assert_eq!(parse_line(b"a:1|c|@-0.5"), Err(BadLine::BadRate));
+        assert_eq!(parse_line(b"a:1|c|@inf"), Err(BadLine::BadRate));
         assert_eq!(parse_line(b"a:1|c|zz"), Err(BadLine::BadField));
         assert_eq!(parse_line(b"a:1:x|ms"), Err(BadLine::BadValue));
         assert_eq!(parse_line(b"a\xff:1|c"), Err(BadLine::NotUtf8));
