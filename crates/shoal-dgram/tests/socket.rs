@@ -128,6 +128,23 @@ fn member(group: &str, port: u16) -> DgramSocket {
     s
 }
 
+/// A sender bound to `from` whose multicast leaves by 127.0.0.1: nothing
+/// leaves the host.
+fn sender_from(from: IpAddr) -> DgramSocket {
+    let s = DgramSocket::bind(&SocketOptions::new(Family::V4), 0, Some(from)).unwrap();
+    s.set_multicast_interface("127.0.0.1").unwrap();
+    s
+}
+
+/// Send all of `text` to `group` on `port`.
+async fn send_text(s: &DgramSocket, text: &str, port: u16, group: &str) {
+    let n = s
+        .send(text.as_bytes(), 0, text.len(), port, group)
+        .await
+        .unwrap();
+    assert_eq!(n, text.len());
+}
+
 fn free_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -143,21 +160,12 @@ async fn multicast_two_groups_on_loopback() {
     let a2 = member("230.1.2.3", port);
     let b = member("230.3.2.1", port);
     // The sender is pinned to the loopback interface: nothing leaves the host.
-    let sender = DgramSocket::bind(&SocketOptions::new(Family::V4), 0, Some(LO)).unwrap();
-    sender.set_multicast_interface("127.0.0.1").unwrap();
+    let sender = sender_from(LO);
     sender.set_multicast_ttl(1).unwrap();
     sender.set_multicast_loopback(true).unwrap();
     for n in 1..=3 {
-        let msg = format!("This is message #{n}");
-        sender
-            .send(msg.as_bytes(), 0, msg.len(), port, "230.1.2.3")
-            .await
-            .unwrap();
-        let other = format!("group two #{n}");
-        sender
-            .send(other.as_bytes(), 0, other.len(), port, "230.3.2.1")
-            .await
-            .unwrap();
+        send_text(&sender, &format!("This is message #{n}"), port, "230.1.2.3").await;
+        send_text(&sender, &format!("group two #{n}"), port, "230.3.2.1").await;
     }
     for s in [&a1, &a2] {
         for n in 1..=3 {
@@ -170,12 +178,13 @@ async fn multicast_two_groups_on_loopback() {
         assert_eq!(recv_text(&b).await.0, format!("group two #{n}"));
     }
     // A member replies to the other group, as the chapter's last example does.
-    let reply = DgramSocket::bind(&SocketOptions::new(Family::V4), 0, Some(LO)).unwrap();
-    reply.set_multicast_interface("127.0.0.1").unwrap();
-    reply
-        .send(b"Calling original group!", 0, 23, port, "230.1.2.3")
-        .await
-        .unwrap();
+    send_text(
+        &sender_from(LO),
+        "Calling original group!",
+        port,
+        "230.1.2.3",
+    )
+    .await;
     assert_eq!(recv_text(&a1).await.0, "Calling original group!");
     assert_eq!(recv_text(&a2).await.0, "Calling original group!");
     // After leaving, nothing more arrives for the group (b still gets its own).
@@ -197,20 +206,10 @@ async fn source_specific_membership_filters_senders() {
     r.add_source_specific_membership(LO, group, Some("127.0.0.1"))
         .unwrap();
     let other: IpAddr = "127.0.0.2".parse().unwrap();
-    let wrong = DgramSocket::bind(&SocketOptions::new(Family::V4), 0, Some(other)).unwrap();
-    wrong.set_multicast_interface("127.0.0.1").unwrap();
-    let right = DgramSocket::bind(&SocketOptions::new(Family::V4), 0, Some(LO)).unwrap();
-    right.set_multicast_interface("127.0.0.1").unwrap();
     // The datagram from 127.0.0.2 is sent first; only the one from the
     // joined source may arrive.
-    wrong
-        .send(b"from .2", 0, 7, port, "232.1.2.3")
-        .await
-        .unwrap();
-    right
-        .send(b"from .1", 0, 7, port, "232.1.2.3")
-        .await
-        .unwrap();
+    send_text(&sender_from(other), "from .2", port, "232.1.2.3").await;
+    send_text(&sender_from(LO), "from .1", port, "232.1.2.3").await;
     let (text, rinfo) = recv_text(&r).await;
     assert_eq!((text.as_str(), rinfo.address), ("from .1", LO));
     r.drop_source_specific_membership(LO, group, Some("127.0.0.1"))
@@ -230,22 +229,12 @@ async fn one_socket_in_several_groups() {
             .unwrap();
     }
     s.set_multicast_all(false).unwrap();
-    let sender = DgramSocket::bind(&SocketOptions::new(Family::V4), 0, Some(LO)).unwrap();
-    sender.set_multicast_interface("127.0.0.1").unwrap();
-    sender
-        .send(b"to one", 0, 6, port, "230.1.2.3")
-        .await
-        .unwrap();
-    sender
-        .send(b"to two", 0, 6, port, "230.3.2.1")
-        .await
-        .unwrap();
+    let sender = sender_from(LO);
+    send_text(&sender, "to one", port, "230.1.2.3").await;
+    send_text(&sender, "to two", port, "230.3.2.1").await;
     // Not joined: must not arrive (IP_MULTICAST_ALL off).
-    sender
-        .send(b"to three", 0, 8, port, "230.9.9.9")
-        .await
-        .unwrap();
-    sender.send(b"end", 0, 3, port, "230.1.2.3").await.unwrap();
+    send_text(&sender, "to three", port, "230.9.9.9").await;
+    send_text(&sender, "end", port, "230.1.2.3").await;
     let mut got = Vec::new();
     for _ in 0..3 {
         got.push(recv_text(&s).await.0);
