@@ -19,19 +19,7 @@ fn f(v: &Value) -> f64 {
 
 #[test]
 fn python_statsd_client_values_are_exact() {
-    let c = Collector::start(&[
-        "--udp",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--json",
-        "--flush",
-        "1h",
-        "--percentile",
-        "50",
-        "--percentile",
-        "90",
-    ]);
+    let c = Collector::start_json_http(&["--percentile", "50", "--percentile", "90"]);
     let script = r#"
 import statsd, sys
 c = statsd.StatsClient(sys.argv[1], int(sys.argv[2]))
@@ -125,15 +113,7 @@ with c.pipeline() as p:
 
 #[test]
 fn node_hot_shots_client_with_tags() {
-    let c = Collector::start(&[
-        "--udp",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--json",
-        "--flush",
-        "1h",
-    ]);
+    let c = Collector::start_json_http(&[]);
     let script = r#"
 const StatsD = require('hot-shots');
 const c = new StatsD({ host: '127.0.0.1', port: Number(process.argv[1]),
@@ -184,19 +164,7 @@ c.close((err) => { if (err) { console.error(err); process.exit(3); } });
 
 #[test]
 fn malformed_lines_are_counted_and_the_rest_is_used() {
-    let c = Collector::start(&[
-        "--udp",
-        "127.0.0.1:0",
-        "--tcp",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--json",
-        "--flush",
-        "1h",
-        "--max-datagram",
-        "512",
-    ]);
+    let c = Collector::start_json_http(&["--tcp", "127.0.0.1:0", "--max-datagram", "512"]);
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     let d1 =
         "raw.c:1|c|@0.1\ngarbage line\nraw.g:10|g\nraw.t:abc|ms\n\nraw.c:2|c\nraw.multi:1:2:3|ms";

@@ -182,14 +182,18 @@ impl Collector {
     /// Start with UDP on 127.0.0.1:0, the JSON sink, no HTTP, and flushes
     /// only on request (1h interval), plus `extra`.
     pub fn start_json(extra: &[&str]) -> Collector {
-        let mut args = vec![
-            "--udp",
-            "127.0.0.1:0",
-            "--no-http",
-            "--json",
-            "--flush",
-            "1h",
-        ];
+        Collector::start_on_request(&["--no-http"], extra)
+    }
+
+    /// As [`Collector::start_json`], with `/metrics` served on 127.0.0.1:0.
+    pub fn start_json_http(extra: &[&str]) -> Collector {
+        Collector::start_on_request(&["--http", "127.0.0.1:0"], extra)
+    }
+
+    fn start_on_request(http: &[&str], extra: &[&str]) -> Collector {
+        let mut args = vec!["--udp", "127.0.0.1:0"];
+        args.extend_from_slice(http);
+        args.extend_from_slice(&["--json", "--flush", "1h"]);
         args.extend_from_slice(extra);
         Collector::start(&args)
     }
