@@ -148,53 +148,24 @@ impl Netns {
         ip(&["netns", "add", &n.a])?;
         ip(&["netns", "add", &n.b])?;
         for ns in [&n.a, &n.b] {
-            let _ = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    ns,
-                    "sysctl",
-                    "-qw",
-                    "net.ipv6.conf.all.accept_dad=0",
-                ])
-                .status();
-            let _ = Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    ns,
-                    "sysctl",
-                    "-qw",
-                    "net.ipv6.conf.default.accept_dad=0",
-                ])
-                .status();
+            for conf in ["all", "default"] {
+                let key = format!("net.ipv6.conf.{conf}.accept_dad=0");
+                let _ = Command::new("ip")
+                    .args(["netns", "exec", ns, "sysctl", "-qw", &key])
+                    .status();
+            }
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
         ip(&[
             "link", "add", "va", "netns", &n.a, "type", "veth", "peer", "name", "vb", "netns", &n.b,
         ])?;
-        ip(&[
-            "-n",
-            &n.a,
-            "addr",
-            "add",
-            "fd00:5d6::1/64",
-            "dev",
-            "va",
-            "nodad",
-        ])?;
-        ip(&[
-            "-n",
-            &n.b,
-            "addr",
-            "add",
-            "fd00:5d6::2/64",
-            "dev",
-            "vb",
-            "nodad",
-        ])?;
-        ip(&["-n", &n.a, "link", "set", "va", "up"])?;
-        ip(&["-n", &n.b, "link", "set", "vb", "up"])?;
+        for (ns, dev, addr) in [
+            (&n.a, "va", "fd00:5d6::1/64"),
+            (&n.b, "vb", "fd00:5d6::2/64"),
+        ] {
+            ip(&["-n", ns, "addr", "add", addr, "dev", dev, "nodad"])?;
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+        }
         Ok(n)
     }
 
