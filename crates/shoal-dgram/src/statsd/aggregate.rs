@@ -302,19 +302,28 @@ pub fn ingest(
     let mut wrong = 0u64;
     let mut dropped = 0u64;
     for l in parse::lines(datagram) {
-        match parse::parse_line(l) {
+        // A line of several segments (statsd's `name:1|c:2|ms`) is still one
+        // line: a bad segment makes it a bad line, while its good segments
+        // are aggregated as statsd does.
+        let (mut taken, mut why_bad) = (false, None);
+        parse::parse_segments(l, |segment| match segment {
             Ok(line) => {
                 if interval.add(&line, key) {
-                    good += 1;
+                    taken = true;
                 } else {
                     dropped += 1;
                 }
             }
             Err(why) => {
-                wrong += 1;
-                bad.record(l, why);
-                tracing::debug!(line = %String::from_utf8_lossy(l), %why, "bad statsd line");
+                why_bad.get_or_insert(why);
             }
+        });
+        if let Some(why) = why_bad {
+            wrong += 1;
+            bad.record(l, why);
+            tracing::debug!(line = %String::from_utf8_lossy(l), %why, "bad statsd line");
+        } else if taken {
+            good += 1;
         }
     }
     stats.metrics.fetch_add(good, Ordering::Relaxed);
@@ -371,6 +380,32 @@ mod tests {
         assert_eq!(i.timers["t"].values, vec![5.0, 7.0, 9.0]);
         assert_eq!(i.timers["t"].count, 5.0);
         assert_eq!(i.sets["s"].len(), 2);
+    }
+
+    #[test]
+    fn several_types_on_one_line_as_statsd_takes_them() {
+        // statsd's stats.js splits `name:` off, then each `:`-separated
+        // `value|type[|@rate]` is a metric of its own; `|#tags` go to all.
+        // A line with a bad segment counts as one bad line; its good
+        // segments are still taken.
+        let mut i = Interval::default();
+        assert_eq!(
+            feed(&mut i, "m:2|c:5|ms|@0.5:7|g|#env:prod\nn:1|c:x|c:3|c"),
+            (1, 1)
+        );
+        assert_eq!(i.counters["m;env=prod"], 2.0);
+        assert_eq!(i.timers["m;env=prod"].values, vec![5.0]);
+        assert_eq!(i.timers["m;env=prod"].count, 2.0);
+        assert_eq!(i.gauges["m;env=prod"].set, Some(7.0));
+        assert_eq!(i.counters["n"], 4.0);
+    }
+
+    #[test]
+    fn a_sample_rate_above_one_scales_down() {
+        let mut i = Interval::default();
+        assert_eq!(feed(&mut i, "c:4|c|@2\nt:1|ms|@4"), (2, 0));
+        assert_eq!(i.counters["c"], 2.0);
+        assert_eq!(i.timers["t"].count, 0.25);
     }
 
     #[test]

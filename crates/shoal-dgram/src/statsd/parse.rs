@@ -4,7 +4,9 @@
 //! `c` (counter), `g` (gauge; a leading `+`/`-` makes it a delta), `ms`
 //! (timer), `h` (histogram) and `d` (distribution), both aggregated as
 //! timers, and `s` (set). Several values before the first `|` (DogStatsD's
-//! `name:1:2:3|ms`) share the type, rate and tags. The validity rules follow
+//! `name:1:2:3|ms`) share the type, rate and tags; several segments
+//! (statsd's `name:1|c:2|ms`) each have their own type and rate
+//! ([`parse_segments`]). The validity rules follow
 //! the Etsy statsd daemon (`lib/helpers.js`): values must be numbers (sets
 //! take any string), timers must not be negative, a sample rate must be a
 //! positive number (`@2` is accepted as statsd accepts it, and counts each
@@ -97,15 +99,89 @@ fn text(b: &[u8]) -> Result<&str, BadLine> {
 
 /// Parse one line (without its newline). Values are validated here, so that
 /// [`Line::for_each_value`] never fails afterwards. Works on bytes: only the
-/// name, the values and the tags are checked as UTF-8.
+/// name, the values and the tags are checked as UTF-8. The line is one
+/// segment: for statsd's `name:1|c:2|ms` use [`parse_segments`].
 pub fn parse_line(line: &[u8]) -> Result<Line<'_>, BadLine> {
+    let (name, rest) = name_and_rest(line)?;
+    segment(name, rest, None)
+}
+
+/// Parse one line that may carry several `value|type[|@rate]` segments after
+/// its name, as the statsd daemon takes them (`name:1|c:2|ms|@0.5`: a `:`
+/// ending the type or the rate starts the next segment), and call `f` with
+/// each segment's result. The tags (`|#...`, wherever they stand) belong to
+/// every segment, as in statsd, which splits them off the line first. A line
+/// with one segment gives what [`parse_line`] gives.
+pub fn parse_segments<'a>(line: &'a [u8], mut f: impl FnMut(Result<Line<'a>, BadLine>)) {
+    let (name, mut rest) = match name_and_rest(line) {
+        Ok(x) => x,
+        Err(why) => return f(Err(why)),
+    };
+    // The last `#` field, as parse_line keeps the last one.
+    let tags = match rest
+        .split(|&b| b == b'|')
+        .skip(1)
+        .filter(|field| field.first() == Some(&b'#'))
+        .last()
+        .map(|field| text(&field[1..]))
+        .transpose()
+    {
+        Ok(tags) => tags.unwrap_or(""),
+        Err(why) => return f(Err(why)),
+    };
+    loop {
+        let (seg, next) = split_segment(rest);
+        f(segment(name, seg, Some(tags)));
+        match next {
+            Some(n) => rest = n,
+            None => return,
+        }
+    }
+}
+
+/// The first segment of `rest` and what follows its ending `:`, if any. Only
+/// a `:` in the type field or in an `@rate` field ends a segment: the values
+/// (DogStatsD's `1:2:3|ms`), tags and `c:` container fields keep theirs.
+fn split_segment(rest: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let Some(pipe) = find(rest, b'|') else {
+        return (rest, None);
+    };
+    let mut at = pipe + 1;
+    let mut first = true;
+    loop {
+        let field = &rest[at..];
+        let end = find(field, b'|').unwrap_or(field.len());
+        if first || field.first() == Some(&b'@') {
+            if let Some(colon) = find(&field[..end], b':') {
+                return (&rest[..at + colon], Some(&rest[at + colon + 1..]));
+            }
+        }
+        if end == field.len() {
+            return (rest, None);
+        }
+        at += end + 1;
+        first = false;
+    }
+}
+
+/// The trimmed name before the first `:`, and the rest after it.
+fn name_and_rest(line: &[u8]) -> Result<(&str, &[u8]), BadLine> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let colon = find(line, b':').ok_or(BadLine::NoName)?;
     let name = text(line[..colon].trim_ascii())?;
     if name.is_empty() {
         return Err(BadLine::NoName);
     }
-    let rest = &line[colon + 1..];
+    Ok((name, &line[colon + 1..]))
+}
+
+/// One `values|type[|fields]` segment of `name`'s line. With `line_tags`,
+/// the tags were read off the whole line already and `#` fields are skipped.
+fn segment<'a>(
+    name: &'a str,
+    rest: &'a [u8],
+    line_tags: Option<&'a str>,
+) -> Result<Line<'a>, BadLine> {
     let pipe = find(rest, b'|').ok_or(BadLine::NoType)?;
     let values = text(&rest[..pipe])?;
     let mut fields = rest[pipe + 1..].split(|&b| b == b'|');
@@ -118,7 +194,7 @@ pub fn parse_line(line: &[u8]) -> Result<Line<'_>, BadLine> {
         Some(_) => return Err(BadLine::UnknownType),
     };
     let mut rate = 1.0;
-    let mut tags = "";
+    let mut tags = line_tags.unwrap_or("");
     for field in fields {
         match field.first() {
             Some(b'@') => {
@@ -130,6 +206,7 @@ pub fn parse_line(line: &[u8]) -> Result<Line<'_>, BadLine> {
                     return Err(BadLine::BadRate);
                 }
             }
+            Some(b'#') if line_tags.is_some() => {}
             Some(b'#') => tags = text(&field[1..])?,
             // DogStatsD container id / timestamp: accepted, not used.
             Some(b'c') if field.get(1) == Some(&b':') => {}
@@ -286,6 +363,54 @@ mod tests {
             parse_line(b"x:1|d|#a:b|c:abc|T1656581400").unwrap().kind,
             MetricType::Timer
         );
+    }
+
+    /// A segment's type, rate, values and tags, or why it was refused.
+    type Segment<'a> = Result<(MetricType, f64, String, &'a str), BadLine>;
+
+    fn segments(line: &[u8]) -> Vec<Segment<'_>> {
+        let mut out = Vec::new();
+        parse_segments(line, |r| {
+            out.push(r.map(|l| (l.kind, l.rate, l.values.to_string(), l.tags)))
+        });
+        out
+    }
+
+    #[test]
+    fn several_segments_on_one_line() {
+        use MetricType::*;
+        // statsd's `name:value|type[|@rate]:value|type...`; tags for all.
+        assert_eq!(
+            segments(b"a:1|c:2.5|ms|@0.1:+3|g|#env:prod"),
+            vec![
+                Ok((Counter, 1.0, "1".into(), "env:prod")),
+                Ok((Timer, 0.1, "2.5".into(), "env:prod")),
+                Ok((Gauge, 1.0, "+3".into(), "env:prod")),
+            ]
+        );
+        // One bad segment leaves the others; an empty last one is bad, as
+        // in statsd.
+        assert_eq!(
+            segments(b"a:x|c:2|c:"),
+            vec![
+                Err(BadLine::BadValue),
+                Ok((Counter, 1.0, "2".into(), "")),
+                Err(BadLine::NoType),
+            ]
+        );
+        // DogStatsD's forms keep their colons: several values of one type,
+        // tags with values, the container field.
+        assert_eq!(
+            segments(b"d:1:2|ms|#k:v|c:abc|T1"),
+            vec![Ok((Timer, 1.0, "1:2".into(), "k:v"))]
+        );
+        assert_eq!(segments(b"nocolon"), vec![Err(BadLine::NoName)]);
+        // A one-segment line gives what parse_line gives.
+        for l in [&b"g:1|c|@0.5|#t"[..], b"g:1|x", b"g:1|c|zz", b"g:-1|ms"] {
+            let mut got = Vec::new();
+            parse_segments(l, |r| got.push(r));
+            assert_eq!(got, vec![parse_line(l)]);
+        }
     }
 
     #[test]
