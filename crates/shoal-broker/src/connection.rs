@@ -1119,14 +1119,20 @@ impl Conn {
         Ok(())
     }
 
-    fn on_header(&mut self, ch: u16, h: AMQPContentHeader) -> AmqpResult<()> {
+    /// The channel a content frame comes on: an error if it is not open,
+    /// `None` while it is closing (its content is dropped then).
+    fn content_chan(&mut self, ch: u16) -> AmqpResult<Option<&mut Chan>> {
         let c = self
             .channels
             .get_mut(&ch)
             .ok_or_else(|| AmqpError::channel_error(format!("content on closed channel {ch}")))?;
-        if c.closing {
+        Ok((!c.closing).then_some(c))
+    }
+
+    fn on_header(&mut self, ch: u16, h: AMQPContentHeader) -> AmqpResult<()> {
+        let Some(c) = self.content_chan(ch)? else {
             return Ok(());
-        }
+        };
         let Some(p) = c.pending.as_mut() else {
             return Err(AmqpError::unexpected_frame(format!(
                 "content header without basic.publish on channel {ch}"
@@ -1161,13 +1167,9 @@ impl Conn {
     }
 
     fn on_body(&mut self, ch: u16, b: Bytes) -> AmqpResult<()> {
-        let c = self
-            .channels
-            .get_mut(&ch)
-            .ok_or_else(|| AmqpError::channel_error(format!("content on closed channel {ch}")))?;
-        if c.closing {
+        let Some(c) = self.content_chan(ch)? else {
             return Ok(());
-        }
+        };
         let Some(p) = c.pending.as_mut().filter(|p| p.props.is_some()) else {
             return Err(AmqpError::unexpected_frame(format!(
                 "content body without header on channel {ch}"
