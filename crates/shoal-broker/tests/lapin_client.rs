@@ -405,30 +405,19 @@ async fn durable_exchanges_queues_and_bindings_survive_restart() {
         durable: true,
         ..Default::default()
     };
-    ch.exchange_declare(
-        "d.src".into(),
-        lapin::ExchangeKind::Topic,
-        durable,
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.exchange_declare(
-        "d.dst".into(),
-        lapin::ExchangeKind::Fanout,
-        durable,
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.exchange_declare(
-        "d.temp".into(),
-        lapin::ExchangeKind::Fanout,
-        ExchangeDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    for (name, kind, options) in [
+        ("d.src", lapin::ExchangeKind::Topic, durable),
+        ("d.dst", lapin::ExchangeKind::Fanout, durable),
+        (
+            "d.temp",
+            lapin::ExchangeKind::Fanout,
+            ExchangeDeclareOptions::default(),
+        ),
+    ] {
+        ch.exchange_declare(name.into(), kind, options, FieldTable::default())
+            .await
+            .unwrap();
+    }
     ch.exchange_bind(
         "d.dst".into(),
         "d.src".into(),
