@@ -114,30 +114,36 @@ pub fn metrics_text(b: &Broker) -> String {
     let mut one = |name: &str, kind: Kind, help: &str, v: f64| {
         w.family(name, kind, help).sample(name, &[], v);
     };
-    one(
-        "shoal_broker_connections_total",
-        Kind::Counter,
-        "Connections accepted.",
-        m.connections_total.load(Ordering::Relaxed) as f64,
-    );
-    one(
-        "shoal_broker_connections_refused_total",
-        Kind::Counter,
-        "Connections refused at the cap.",
-        m.connections_refused.load(Ordering::Relaxed) as f64,
-    );
-    one(
-        "shoal_broker_protocol_errors_total",
-        Kind::Counter,
-        "Connections closed for protocol errors.",
-        m.protocol_errors.load(Ordering::Relaxed) as f64,
-    );
-    one(
-        "shoal_broker_auth_failures_total",
-        Kind::Counter,
-        "Refused logins.",
-        m.auth_failures.load(Ordering::Relaxed) as f64,
-    );
+    let counters = [
+        (
+            "shoal_broker_connections_total",
+            "Connections accepted.",
+            &m.connections_total,
+        ),
+        (
+            "shoal_broker_connections_refused_total",
+            "Connections refused at the cap.",
+            &m.connections_refused,
+        ),
+        (
+            "shoal_broker_protocol_errors_total",
+            "Connections closed for protocol errors.",
+            &m.protocol_errors,
+        ),
+        (
+            "shoal_broker_auth_failures_total",
+            "Refused logins.",
+            &m.auth_failures,
+        ),
+    ];
+    for (name, help, count) in counters {
+        one(
+            name,
+            Kind::Counter,
+            help,
+            count.load(Ordering::Relaxed) as f64,
+        );
+    }
     one(
         "shoal_broker_connections",
         Kind::Gauge,

@@ -59,6 +59,66 @@ enum TxOp {
     Reject(u64, bool, bool),
 }
 
+/// Which way a bind method changes the bindings.
+#[derive(Clone, Copy)]
+enum Bind {
+    Add,
+    Remove,
+}
+
+/// A bind method's fields, whichever class it came in.
+struct BindParts {
+    source: String,
+    dest: Dest,
+    key: String,
+    arguments: FieldTable,
+    nowait: bool,
+}
+
+/// exchange.bind/unbind and queue.bind/unbind, read one way (see `Conn::binding`).
+trait BindMethod {
+    const OP: Bind;
+    fn parts(self) -> BindParts;
+    /// The method that answers it.
+    fn ok() -> AMQPClass;
+}
+
+/// One row a method: its direction, the field naming the source exchange,
+/// the destination's kind and field, whether it has nowait, and its answer.
+/// (queue.unbind has no nowait: it is always answered.)
+macro_rules! bind_methods {
+    ($($m:ty: $op:ident, $src:ident -> $kind:ident($dest:ident), $nw:ident, $ok:expr;)*) => {$(
+        impl BindMethod for $m {
+            const OP: Bind = Bind::$op;
+            fn parts(self) -> BindParts {
+                BindParts {
+                    nowait: bind_methods!(@nowait self, $nw),
+                    source: self.$src.as_str().to_string(),
+                    dest: Dest::$kind(self.$dest.as_str().to_string()),
+                    key: self.routing_key.as_str().to_string(),
+                    arguments: self.arguments,
+                }
+            }
+            fn ok() -> AMQPClass {
+                $ok
+            }
+        }
+    )*};
+    (@nowait $b:ident, nowait) => { $b.nowait };
+    (@nowait $b:ident, always) => { false };
+}
+
+bind_methods! {
+    exchange::Bind: Add, source -> Exchange(destination), nowait,
+        AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {}));
+    exchange::Unbind: Remove, source -> Exchange(destination), nowait,
+        AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {}));
+    queue::Bind: Add, exchange -> Queue(queue), nowait,
+        AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {}));
+    queue::Unbind: Remove, exchange -> Queue(queue), always,
+        AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {}));
+}
+
 #[derive(Default)]
 struct Chan {
     closing: bool,
@@ -615,6 +675,32 @@ impl Conn {
         let _ = self.out.send(Out::Method(ch, class));
     }
 
+    /// exchange.bind/unbind and queue.bind/unbind: write access to the
+    /// destination, read access to the source exchange, the change in the
+    /// vhost, then the *-ok method unless nowait.
+    fn binding<M: BindMethod>(&mut self, ch: u16, m: M) -> AmqpResult<()> {
+        let b = m.parts();
+        let (kind, name) = match &b.dest {
+            Dest::Exchange(x) => ("exchange", x.as_str()),
+            Dest::Queue(q) => ("queue", q.as_str()),
+        };
+        self.allowed(Access::Write, kind, name)?;
+        self.allowed(Access::Read, "exchange", &b.source)?;
+        let v = self.vhost()?;
+        match M::OP {
+            Bind::Add => v
+                .lock()
+                .bind(self.id, &b.source, b.dest, &b.key, b.arguments)?,
+            Bind::Remove => v
+                .lock()
+                .unbind(self.id, &b.source, b.dest, &b.key, &b.arguments)?,
+        }
+        if !b.nowait {
+            self.reply(ch, M::ok());
+        }
+        Ok(())
+    }
+
     fn on_channel_method(&mut self, ch: u16, method: AMQPClass) -> AmqpResult<()> {
         let key = chan_key(self.id, ch);
         match method {
@@ -767,40 +853,8 @@ impl Conn {
                     );
                 }
             }
-            exchange::AMQPMethod::Bind(b) => {
-                self.allowed(Access::Write, "exchange", b.destination.as_str())?;
-                self.allowed(Access::Read, "exchange", b.source.as_str())?;
-                v.lock().bind(
-                    self.id,
-                    b.source.as_str(),
-                    Dest::Exchange(b.destination.to_string()),
-                    b.routing_key.as_str(),
-                    b.arguments,
-                )?;
-                if !b.nowait {
-                    self.reply(
-                        ch,
-                        AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
-                    );
-                }
-            }
-            exchange::AMQPMethod::Unbind(b) => {
-                self.allowed(Access::Write, "exchange", b.destination.as_str())?;
-                self.allowed(Access::Read, "exchange", b.source.as_str())?;
-                v.lock().unbind(
-                    self.id,
-                    b.source.as_str(),
-                    Dest::Exchange(b.destination.to_string()),
-                    b.routing_key.as_str(),
-                    &b.arguments,
-                )?;
-                if !b.nowait {
-                    self.reply(
-                        ch,
-                        AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
-                    );
-                }
-            }
+            exchange::AMQPMethod::Bind(b) => self.binding(ch, b)?,
+            exchange::AMQPMethod::Unbind(b) => self.binding(ch, b)?,
             other => {
                 return Err(AmqpError::command_invalid(format!(
                     "{other:?} is not a client method"
@@ -841,38 +895,8 @@ impl Conn {
                     );
                 }
             }
-            queue::AMQPMethod::Bind(b) => {
-                self.allowed(Access::Write, "queue", b.queue.as_str())?;
-                self.allowed(Access::Read, "exchange", b.exchange.as_str())?;
-                v.lock().bind(
-                    self.id,
-                    b.exchange.as_str(),
-                    Dest::Queue(b.queue.to_string()),
-                    b.routing_key.as_str(),
-                    b.arguments,
-                )?;
-                if !b.nowait {
-                    self.reply(
-                        ch,
-                        AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
-                    );
-                }
-            }
-            queue::AMQPMethod::Unbind(b) => {
-                self.allowed(Access::Write, "queue", b.queue.as_str())?;
-                self.allowed(Access::Read, "exchange", b.exchange.as_str())?;
-                v.lock().unbind(
-                    self.id,
-                    b.exchange.as_str(),
-                    Dest::Queue(b.queue.to_string()),
-                    b.routing_key.as_str(),
-                    &b.arguments,
-                )?;
-                self.reply(
-                    ch,
-                    AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
-                );
-            }
+            queue::AMQPMethod::Bind(b) => self.binding(ch, b)?,
+            queue::AMQPMethod::Unbind(b) => self.binding(ch, b)?,
             queue::AMQPMethod::Purge(p) => {
                 self.allowed(Access::Read, "queue", p.queue.as_str())?;
                 let n = v.lock().purge_queue(self.id, p.queue.as_str())?;
@@ -1095,14 +1119,20 @@ impl Conn {
         Ok(())
     }
 
-    fn on_header(&mut self, ch: u16, h: AMQPContentHeader) -> AmqpResult<()> {
+    /// The channel a content frame comes on: an error if it is not open,
+    /// `None` while it is closing (its content is dropped then).
+    fn content_chan(&mut self, ch: u16) -> AmqpResult<Option<&mut Chan>> {
         let c = self
             .channels
             .get_mut(&ch)
             .ok_or_else(|| AmqpError::channel_error(format!("content on closed channel {ch}")))?;
-        if c.closing {
+        Ok((!c.closing).then_some(c))
+    }
+
+    fn on_header(&mut self, ch: u16, h: AMQPContentHeader) -> AmqpResult<()> {
+        let Some(c) = self.content_chan(ch)? else {
             return Ok(());
-        }
+        };
         let Some(p) = c.pending.as_mut() else {
             return Err(AmqpError::unexpected_frame(format!(
                 "content header without basic.publish on channel {ch}"
@@ -1137,13 +1167,9 @@ impl Conn {
     }
 
     fn on_body(&mut self, ch: u16, b: Bytes) -> AmqpResult<()> {
-        let c = self
-            .channels
-            .get_mut(&ch)
-            .ok_or_else(|| AmqpError::channel_error(format!("content on closed channel {ch}")))?;
-        if c.closing {
+        let Some(c) = self.content_chan(ch)? else {
             return Ok(());
-        }
+        };
         let Some(p) = c.pending.as_mut().filter(|p| p.props.is_some()) else {
             return Err(AmqpError::unexpected_frame(format!(
                 "content body without header on channel {ch}"

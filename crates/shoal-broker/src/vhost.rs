@@ -1530,39 +1530,27 @@ fn with_x_death(m: &Message, queue: &str, reason: &str, dlx: &str, dlrk: Option<
     }
     // The per-message TTL is removed when dead-lettered (kept as original-expiration).
     let mut p = amq_protocol::protocol::BasicProperties::default().with_headers(headers);
-    if let Some(v) = props.content_type() {
-        p = p.with_content_type(v.clone());
+    // These properties are kept as they were (expiration and cluster-id are not).
+    macro_rules! keep {
+        ($($get:ident => $set:ident),*) => {$(
+            if let Some(v) = props.$get().clone() {
+                p = p.$set(v);
+            }
+        )*};
     }
-    if let Some(v) = props.content_encoding() {
-        p = p.with_content_encoding(v.clone());
-    }
-    if let Some(v) = props.delivery_mode() {
-        p = p.with_delivery_mode(*v);
-    }
-    if let Some(v) = props.priority() {
-        p = p.with_priority(*v);
-    }
-    if let Some(v) = props.correlation_id() {
-        p = p.with_correlation_id(v.clone());
-    }
-    if let Some(v) = props.reply_to() {
-        p = p.with_reply_to(v.clone());
-    }
-    if let Some(v) = props.message_id() {
-        p = p.with_message_id(v.clone());
-    }
-    if let Some(v) = props.timestamp() {
-        p = p.with_timestamp(*v);
-    }
-    if let Some(v) = props.kind() {
-        p = p.with_type(v.clone());
-    }
-    if let Some(v) = props.user_id() {
-        p = p.with_user_id(v.clone());
-    }
-    if let Some(v) = props.app_id() {
-        p = p.with_app_id(v.clone());
-    }
+    keep!(
+        content_type => with_content_type,
+        content_encoding => with_content_encoding,
+        delivery_mode => with_delivery_mode,
+        priority => with_priority,
+        correlation_id => with_correlation_id,
+        reply_to => with_reply_to,
+        message_id => with_message_id,
+        timestamp => with_timestamp,
+        kind => with_type,
+        user_id => with_user_id,
+        app_id => with_app_id
+    );
     let rk = dlrk.unwrap_or(&m.routing_key);
     Message::new(dlx, rk, &p, m.body())
 }

@@ -144,26 +144,10 @@ async fn lapin_confirms_prefetch_and_acks() {
         .basic_qos(50, BasicQosOptions::default())
         .await
         .unwrap();
-    let mut consumer = conch
-        .basic_consume(
-            "lapin.q".into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let mut seen = 0u32;
-    while seen < 1000 {
-        let d = tokio::time::timeout(T, consumer.next())
-            .await
-            .expect("delivery timeout")
-            .expect("stream ended")
-            .expect("delivery");
+    consume_range(&conch, "lapin.q", 0..1000, |seen, d| {
         assert_eq!(d.data, seen.to_be_bytes(), "FIFO order");
-        d.ack(BasicAckOptions::default()).await.unwrap();
-        seen += 1;
-    }
+    })
+    .await;
     let q = pubch
         .queue_declare(
             "lapin.q".into(),
@@ -421,30 +405,19 @@ async fn durable_exchanges_queues_and_bindings_survive_restart() {
         durable: true,
         ..Default::default()
     };
-    ch.exchange_declare(
-        "d.src".into(),
-        lapin::ExchangeKind::Topic,
-        durable,
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.exchange_declare(
-        "d.dst".into(),
-        lapin::ExchangeKind::Fanout,
-        durable,
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.exchange_declare(
-        "d.temp".into(),
-        lapin::ExchangeKind::Fanout,
-        ExchangeDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    for (name, kind, options) in [
+        ("d.src", lapin::ExchangeKind::Topic, durable),
+        ("d.dst", lapin::ExchangeKind::Fanout, durable),
+        (
+            "d.temp",
+            lapin::ExchangeKind::Fanout,
+            ExchangeDeclareOptions::default(),
+        ),
+    ] {
+        ch.exchange_declare(name.into(), kind, options, FieldTable::default())
+            .await
+            .unwrap();
+    }
     ch.exchange_bind(
         "d.dst".into(),
         "d.src".into(),
@@ -533,7 +506,24 @@ async fn publish_n(ch: &lapin::Channel, queue: &str, n: u32, size: usize, mode: 
     }
 }
 
-async fn consume_in_order(ch: &lapin::Channel, queue: &str, n: u32, size: usize) {
+/// Confirm mode on `ch`, and `queue` declared with `options`.
+async fn confirm_and_declare(ch: &lapin::Channel, queue: &str, options: QueueDeclareOptions) {
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    ch.queue_declare(queue.into(), options, FieldTable::default())
+        .await
+        .unwrap();
+}
+
+/// Consume the messages numbered `range` (publish order) from `queue` on
+/// one consumer, acking each after `check(number, delivery)`.
+async fn consume_range(
+    ch: &lapin::Channel,
+    queue: &str,
+    range: std::ops::Range<u32>,
+    check: impl Fn(u32, &lapin::message::Delivery),
+) {
     let mut consumer = ch
         .basic_consume(
             queue.into(),
@@ -543,20 +533,27 @@ async fn consume_in_order(ch: &lapin::Channel, queue: &str, n: u32, size: usize)
         )
         .await
         .unwrap();
-    for i in 0..n {
+    for i in range {
         let d = tokio::time::timeout(T, consumer.next())
             .await
             .expect("delivery timeout")
             .expect("stream ended")
             .expect("delivery");
+        check(i, &d);
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+}
+
+async fn consume_in_order(ch: &lapin::Channel, queue: &str, n: u32, size: usize) {
+    consume_range(ch, queue, 0..n, |i, d| {
         assert_eq!(d.data.len(), size);
         assert_eq!(&d.data[..4], &i.to_be_bytes(), "order");
         assert!(
             d.data[4..].iter().all(|b| *b == (i % 251) as u8),
             "body of {i}"
         );
-        d.ack(BasicAckOptions::default()).await.unwrap();
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -565,16 +562,7 @@ async fn messages_beyond_the_queue_memory_budget_are_paged_and_read_back() {
     let b = TestBroker::start_with(|c| c.queue_memory_budget = 20_000).await;
     let conn = lapin_conn(&b).await;
     let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    ch.queue_declare(
-        "paged".into(),
-        QueueDeclareOptions::durable(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    confirm_and_declare(&ch, "paged", QueueDeclareOptions::durable()).await;
     publish_persistent(&ch, "paged", 2000, 1000).await;
     consume_in_order(&ch, "paged", 1000, 1000).await;
     conn.close(200, "bye".into()).await.unwrap();
@@ -584,37 +572,14 @@ async fn messages_beyond_the_queue_memory_budget_are_paged_and_read_back() {
     let b = TestBroker::start_in(dir, |c| c.queue_memory_budget = 20_000).await;
     let conn = lapin_conn(&b).await;
     let ch = conn.create_channel().await.unwrap();
-    let mut consumer = ch
-        .basic_consume(
-            "paged".into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    for i in 1000..2000u32 {
-        let d = tokio::time::timeout(T, consumer.next())
-            .await
-            .expect("delivery timeout")
-            .expect("stream ended")
-            .expect("delivery");
+    consume_range(&ch, "paged", 1000..2000, |i, d| {
         assert_eq!(&d.data[..4], &i.to_be_bytes(), "order after restart");
         assert!(d.redelivered);
-        d.ack(BasicAckOptions::default()).await.unwrap();
-    }
+    })
+    .await;
     // Transient messages past the budget are paged too (to records that a
     // restart ignores) and come back intact.
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    ch.queue_declare(
-        "tpaged".into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    confirm_and_declare(&ch, "tpaged", QueueDeclareOptions::default()).await;
     publish_n(&ch, "tpaged", 1000, 1000, 1).await;
     consume_in_order(&ch, "tpaged", 1000, 1000).await;
     b.stop().await;

@@ -15,13 +15,7 @@ fn lines_sorted(out: &str) -> Vec<String> {
 
 #[test]
 fn chapter_basic_consumer_gets_hello() {
-    let dir = TempDir::new("ch-basic");
-    let b = Broker::start(dir.path());
-    let out = check(
-        &node("chapter_basic.js", b.port, &[]),
-        "chapter_basic.js",
-        &b,
-    );
+    let out = client_on_fresh_broker("ch-basic", &[], node, "chapter_basic.js");
     assert_eq!(out.trim(), "Hello!");
 }
 
@@ -71,13 +65,7 @@ fn chapter_topic_three_queues_get_exactly_the_listed_messages() {
 
 #[test]
 fn chapter_direct_and_fanout_variants() {
-    let dir = TempDir::new("ch-direct");
-    let b = Broker::start(dir.path());
-    let out = check(
-        &node("chapter_direct_fanout.js", b.port, &[]),
-        "chapter_direct_fanout.js",
-        &b,
-    );
+    let out = client_on_fresh_broker("ch-direct", &[], node, "chapter_direct_fanout.js");
     let mut exp: Vec<String> = [
         "direct room-1 -> to room 1",
         "fanout a -> broadcast A",

@@ -54,28 +54,16 @@ const CHECKS: &[&str] = &[
 
 #[test]
 fn pika_feature_suite() {
-    let dir = TempDir::new("pika");
-    let b = Broker::start(dir.path());
-    let out = check(&python("pika_suite.py", b.port, &[]), "pika_suite.py", &b);
-    for c in CHECKS {
-        assert!(
-            out.lines().any(|l| l == format!("ok {c}")),
-            "check {c} missing:\n{out}"
-        );
-    }
+    let out = client_on_fresh_broker("pika", &[], python, "pika_suite.py");
+    assert_checks(&out, CHECKS);
     assert!(out.contains("ALL OK"), "{out}");
 }
 
 #[test]
 fn memory_alarm_blocks_and_unblocks_publishers() {
-    let dir = TempDir::new("alarm");
     let cfg = fixture("alarm.toml");
-    let b = Broker::start_with(dir.path(), &["--config", cfg.to_str().expect("utf-8 path")]);
-    let out = check(
-        &python("pika_blocked.py", b.port, &[]),
-        "pika_blocked.py",
-        &b,
-    );
+    let config = ["--config", cfg.to_str().expect("utf-8 path")];
+    let out = client_on_fresh_broker("alarm", &config, python, "pika_blocked.py");
     for l in ["ok blocked", "ok unblocked", "ok resumed"] {
         assert!(out.lines().any(|x| x == l), "{l} missing:\n{out}");
     }
@@ -83,21 +71,16 @@ fn memory_alarm_blocks_and_unblocks_publishers() {
 
 #[test]
 fn users_vhosts_and_permissions_from_the_example_config() {
-    let dir = TempDir::new("perms");
     let cfg = workspace().join("examples/broker.toml");
-    let b = Broker::start_with(dir.path(), &["--config", cfg.to_str().expect("utf-8 path")]);
-    let out = check(&python("pika_perms.py", b.port, &[]), "pika_perms.py", &b);
-    for c in [
+    let config = ["--config", cfg.to_str().expect("utf-8 path")];
+    let out = client_on_fresh_broker("perms", &config, python, "pika_perms.py");
+    let checks = [
         "app-configures-app-prefix",
         "app-refused-outside-prefix",
         "app-publishes-and-reads",
         "app-no-access-to-default-vhost",
         "guest-no-access-to-staging",
         "guest-default-vhost",
-    ] {
-        assert!(
-            out.lines().any(|l| l == format!("ok {c}")),
-            "check {c} missing:\n{out}"
-        );
-    }
+    ];
+    assert_checks(&out, &checks);
 }

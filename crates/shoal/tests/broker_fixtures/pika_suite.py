@@ -249,27 +249,29 @@ assert len(got) == 4, len(got)
 ok("qos-prefetch")
 qc.close()
 
+
+def comes_back(queue, body, hand_back):
+    """Take `body` unacked from `queue` on a second channel, let
+    `hand_back(channel)` return it, and see it come again, redelivered, on the
+    main channel. Returns the second channel."""
+    ch.queue_declare(queue, exclusive=True)
+    ch.basic_publish("", queue, body)
+    wait_count(queue, 1)
+    other = c.channel()
+    other.basic_get(queue)
+    hand_back(other)
+    m, _, got = get_body(ch, queue)
+    assert m.redelivered and got == body
+    return other
+
+
 # --- basic.recover requeues unacked with redelivered
-ch.queue_declare("suite.rec", exclusive=True)
-ch.basic_publish("", "suite.rec", b"again")
-wait_count("suite.rec", 1)
-rc = c.channel()
-m, _, _ = rc.basic_get("suite.rec")
-rc.basic_recover(requeue=True)
-m2, _, body = get_body(ch, "suite.rec")
-assert m2.redelivered and body == b"again"
+rc = comes_back("suite.rec", b"again", lambda rc: rc.basic_recover(requeue=True))
 ok("recover")
 rc.close()
 
 # --- channel close requeues unacked
-ch.queue_declare("suite.cc", exclusive=True)
-ch.basic_publish("", "suite.cc", b"held")
-wait_count("suite.cc", 1)
-c2 = c.channel()
-m, _, _ = c2.basic_get("suite.cc")
-c2.close()
-m, _, body = get_body(ch, "suite.cc")
-assert m.redelivered and body == b"held"
+comes_back("suite.cc", b"held", lambda c2: c2.close())
 ok("close-requeues")
 
 # --- priorities

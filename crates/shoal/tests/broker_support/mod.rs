@@ -236,3 +236,27 @@ pub fn check(o: &Output, what: &str, broker: &Broker) -> String {
     );
     out
 }
+
+/// Start a broker in a fresh scratch directory named after `tag` (`extra`:
+/// more `shoal broker` arguments), run the fixture `script` against it with
+/// `client` ([`node`] or [`python`]) and return its stdout, asserting success.
+pub fn client_on_fresh_broker(
+    tag: &str,
+    extra: &[&str],
+    client: fn(&str, u16, &[&str]) -> Output,
+    script: &str,
+) -> String {
+    let dir = TempDir::new(tag);
+    let b = Broker::start_with(dir.path(), extra);
+    check(&client(script, b.port, &[]), script, &b)
+}
+
+/// Assert that `out` has a line `ok <check>` for each check.
+pub fn assert_checks(out: &str, checks: &[&str]) {
+    for c in checks {
+        assert!(
+            out.lines().any(|l| l == format!("ok {c}")),
+            "check {c} missing:\n{out}"
+        );
+    }
+}
