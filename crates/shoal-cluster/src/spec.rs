@@ -229,8 +229,7 @@ impl ClusterSpec {
 
 /// Parse a duration like `10s`, `500ms` or `1m 30s`.
 pub fn parse_duration(s: &str) -> Result<Duration, ClusterError> {
-    humantime::parse_duration(s)
-        .map_err(|e| ClusterError::Spec(format!("{s:?} is not a duration like 10s or 500ms ({e})")))
+    shoal_core::parse_duration(s).map_err(ClusterError::Spec)
 }
 
 #[cfg(test)]

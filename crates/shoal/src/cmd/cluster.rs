@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use shoal_cluster::{Cluster, ClusterSpec, ListenSpec, Ready, WorkerCount};
-use shoal_core::Shutdown;
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -90,7 +89,9 @@ pub struct ClusterArgs {
 }
 
 fn duration(flag: &str, s: &str) -> anyhow::Result<Duration> {
-    shoal_cluster::spec::parse_duration(s).with_context(|| format!("--{flag}"))
+    shoal_core::parse_duration(s)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("--{flag}"))
 }
 
 impl ClusterArgs {
@@ -148,12 +149,7 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let spec = args.spec()?;
     // One thread: the primary only supervises, and PR_SET_PDEATHSIG ties the
     // workers to the thread that started them, which must live as long as we do.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let shutdown = Shutdown::new();
-        shutdown.trigger_on_signals()?;
+    super::run_with_signals(super::Threads::One, None, |shutdown| async move {
         let (cluster, running) = Cluster::new(spec, shutdown.clone()).await?;
         if args.json {
             let mut events = cluster.subscribe();
