@@ -133,7 +133,8 @@ pub struct ClusterSpec {
     pub reuse_port: bool,
     /// Readiness detection.
     pub ready: Ready,
-    /// How long a worker being stopped gets between SIGTERM and SIGKILL.
+    /// How long a worker being stopped gets, from its IPC disconnect (SIGTERM
+    /// follows shortly after), before SIGKILL.
     pub grace: Duration,
     /// How long a new worker may take to become ready during a reload.
     pub ready_timeout: Duration,

@@ -51,8 +51,9 @@ pub struct ClusterArgs {
     /// [default: delay:500].
     #[arg(long, value_name = "MODE")]
     pub ready: Option<String>,
-    /// How long a worker asked to stop gets between SIGTERM and SIGKILL
-    /// (e.g. 10s, 500ms) [default: 10s].
+    /// How long a worker asked to stop gets before SIGKILL (e.g. 10s, 500ms):
+    /// it is sent the IPC disconnect, then SIGTERM unless it exited within
+    /// 250 ms (or half the grace, if shorter) [default: 10s].
     #[arg(long, value_name = "DURATION")]
     pub grace: Option<String>,
     /// How long a new worker may take to become ready during a reload [default: 60s].
