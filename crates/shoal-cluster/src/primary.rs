@@ -88,6 +88,7 @@ pub(crate) enum Cmd {
     Stop,
     Restart(u32),
     DelayReady(u64),
+    Terminate(u64),
     ForceKill(u64),
     ReloadTimeout(u64),
     StopDeadline,
@@ -409,6 +410,11 @@ enum WState {
     Stopping,
 }
 
+/// How long a worker asked to go gets, after the IPC disconnect, to exit on
+/// its own (as a Node worker with a 'disconnect' handler does) before it is
+/// sent SIGTERM; at most half the grace period, which bounds the whole stop.
+const DISCONNECT_BEFORE_TERM: Duration = Duration::from_millis(250);
+
 struct Live {
     id: u32,
     pid: u32,
@@ -516,6 +522,15 @@ impl Primary {
         });
     }
 
+    /// The listening addresses as text, for events and status.
+    fn listen_strings(&self) -> Vec<String> {
+        self.listeners
+            .addrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
     fn setup(&mut self) {
         self.setup_event();
         self.fill_slots();
@@ -532,12 +547,7 @@ impl Primary {
         self.emit(Event::Setup {
             exec,
             workers: self.target,
-            listen: self
-                .listeners
-                .addrs()
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
+            listen: self.listen_strings(),
         });
     }
 
@@ -725,6 +735,11 @@ impl Primary {
                 }
             }
             Cmd::DelayReady(key) => self.on_ready(key),
+            Cmd::Terminate(key) => {
+                if let Some(w) = self.workers.get(&key) {
+                    let _ = w.killer.kill(libc::SIGTERM);
+                }
+            }
             Cmd::ForceKill(key) => {
                 if let Some(w) = self.workers.get(&key) {
                     tracing::warn!(
@@ -940,7 +955,9 @@ impl Primary {
         self.after(delay, Cmd::Restart(id));
     }
 
-    /// IPC disconnect, SIGTERM now, SIGKILL after the grace period.
+    /// IPC disconnect; SIGTERM a moment later (at once without a connected
+    /// channel) if the worker has not exited on its own; SIGKILL after the
+    /// grace period, counted from the disconnect.
     fn stop_worker(&mut self, key: u64) {
         let Some(w) = self.workers.get_mut(&key) else {
             return;
@@ -950,10 +967,22 @@ impl Primary {
         }
         w.state = WState::Stopping;
         w.asked_to_go = true;
-        if let Some(s) = w.sender.clone() {
-            tokio::spawn(async move { s.disconnect().await });
+        let disconnecting = match (&w.sender, w.disconnected) {
+            (Some(s), false) => {
+                let s = s.clone();
+                tokio::spawn(async move { s.disconnect().await });
+                true
+            }
+            _ => false,
+        };
+        if disconnecting {
+            self.after(
+                DISCONNECT_BEFORE_TERM.min(self.spec.grace / 2),
+                Cmd::Terminate(key),
+            );
+        } else {
+            let _ = w.killer.kill(libc::SIGTERM);
         }
-        let _ = w.killer.kill(libc::SIGTERM);
         self.after(self.spec.grace, Cmd::ForceKill(key));
     }
 
@@ -1094,12 +1123,7 @@ impl Primary {
             name: self.spec.name.clone(),
             target: self.target,
             reloading: self.reload.is_some(),
-            listen: self
-                .listeners
-                .addrs()
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
+            listen: self.listen_strings(),
             primary: PrimaryInfo {
                 pid: std::process::id(),
                 rss_bytes: me.rss_bytes,

@@ -133,7 +133,8 @@ pub struct ClusterSpec {
     pub reuse_port: bool,
     /// Readiness detection.
     pub ready: Ready,
-    /// How long a worker being stopped gets between SIGTERM and SIGKILL.
+    /// How long a worker being stopped gets, from its IPC disconnect (SIGTERM
+    /// follows shortly after), before SIGKILL.
     pub grace: Duration,
     /// How long a new worker may take to become ready during a reload.
     pub ready_timeout: Duration,
@@ -229,8 +230,7 @@ impl ClusterSpec {
 
 /// Parse a duration like `10s`, `500ms` or `1m 30s`.
 pub fn parse_duration(s: &str) -> Result<Duration, ClusterError> {
-    humantime::parse_duration(s)
-        .map_err(|e| ClusterError::Spec(format!("{s:?} is not a duration like 10s or 500ms ({e})")))
+    shoal_core::parse_duration(s).map_err(ClusterError::Spec)
 }
 
 #[cfg(test)]

@@ -10,10 +10,13 @@
 //! - [`control`]: the Unix control socket (one JSON request line, one JSON reply
 //!   line) behind `shoal ctl`, shared by the cluster, proxy and broker.
 //! - [`metrics`]: a small writer for the Prometheus text exposition format.
+//! - [`duration`]: the one parser for durations such as `10s` or `500ms`.
 
 pub mod config;
 pub mod control;
+pub mod duration;
 pub mod metrics;
 pub mod shutdown;
 
+pub use duration::parse_duration;
 pub use shutdown::Shutdown;

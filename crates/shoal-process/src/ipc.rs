@@ -290,6 +290,20 @@ async fn write_with_fd(stream: &UnixStream, bytes: &[u8], mut fd: Option<RawFd>)
     Ok(())
 }
 
+/// Write a message (with its handle's fd, if any) and tell the sender how
+/// that went; false when the write failed and the writer must stop.
+async fn write_reporting(
+    stream: &UnixStream,
+    bytes: &[u8],
+    fd: Option<RawFd>,
+    done: oneshot::Sender<Result<()>>,
+) -> bool {
+    let r = write_with_fd(stream, bytes, fd).await;
+    let ok = r.is_ok();
+    let _ = done.send(r.map_err(Error::from));
+    ok
+}
+
 async fn writer(
     stream: Arc<UnixStream>,
     mut out: mpsc::Receiver<Outgoing>,
@@ -312,10 +326,7 @@ async fn writer(
                 Some(Control::Ack) => {
                     in_flight = None;
                     if let Some((bytes, h, done)) = queue.pop_front() {
-                        let r = write_with_fd(&stream, &bytes, Some(h.as_raw_fd())).await;
-                        let failed = r.is_err();
-                        let _ = done.send(r.map_err(Error::from));
-                        if failed {
+                        if !write_reporting(&stream, &bytes, Some(h.as_raw_fd()), done).await {
                             break;
                         }
                         in_flight = Some((bytes, h, 0));
@@ -341,10 +352,7 @@ async fn writer(
                     break;
                 }
                 Some(Outgoing::Msg { bytes, handle: None, done }) => {
-                    let r = write_with_fd(&stream, &bytes, None).await;
-                    let failed = r.is_err();
-                    let _ = done.send(r.map_err(Error::from));
-                    if failed {
+                    if !write_reporting(&stream, &bytes, None, done).await {
                         break;
                     }
                 }
@@ -352,10 +360,7 @@ async fn writer(
                     if in_flight.is_some() {
                         queue.push_back((bytes, h, done));
                     } else {
-                        let r = write_with_fd(&stream, &bytes, Some(h.as_raw_fd())).await;
-                        let failed = r.is_err();
-                        let _ = done.send(r.map_err(Error::from));
-                        if failed {
+                        if !write_reporting(&stream, &bytes, Some(h.as_raw_fd()), done).await {
                             break;
                         }
                         in_flight = Some((bytes, h, 0));

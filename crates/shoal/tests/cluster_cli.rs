@@ -313,6 +313,25 @@ fn write_script(dir: &Path, name: &str, body: &str) -> String {
     p.display().to_string()
 }
 
+/// GET / until `want` different bodies came back (or the time is up), every
+/// answer a 200; the bodies, sorted. Time-bounded, not count-bounded: on a
+/// loaded machine a worker that is "online" may still be starting, or not
+/// scheduled for a while.
+fn distinct_answers(addr: &str, want: usize) -> Vec<String> {
+    let mut from = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + T;
+    while Instant::now() < deadline {
+        let (code, body) = get(addr, "/").expect("request failed");
+        assert_eq!(code, 200);
+        from.insert(body);
+        if from.len() == want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    from.into_iter().collect()
+}
+
 #[test]
 fn chapter_server_both_workers_answer_and_ctl_works() {
     let mut p = Primary::start(
@@ -322,23 +341,7 @@ fn chapter_server_both_workers_answer_and_ctl_works() {
     );
     let addr = p.addr();
     p.all_online(2);
-    let mut from = std::collections::BTreeSet::new();
-    // Time-bounded, not count-bounded: on a loaded machine a worker that is
-    // "online" by delay may still be starting, or not scheduled for a while.
-    let deadline = Instant::now() + T;
-    while Instant::now() < deadline {
-        let (code, body) = get(&addr, "/").expect("request failed");
-        assert_eq!(code, 200);
-        from.insert(body);
-        if from.len() == 2 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert_eq!(
-        from.into_iter().collect::<Vec<_>>(),
-        ["Hello from 1", "Hello from 2"]
-    );
+    assert_eq!(distinct_answers(&addr, 2), ["Hello from 1", "Hello from 2"]);
 
     let st = p.ctl_json(&["status"]);
     assert_eq!(st["ok"], true, "{st}");
@@ -714,20 +717,7 @@ srv.serve_forever()
     let addr = p.addr();
     p.wait_for("online 1", |v| v["event"] == "online" && v["id"] == 1);
     p.all_online(2);
-    let mut from = std::collections::BTreeSet::new();
-    // Time-bounded, not count-bounded: on a loaded machine a worker that is
-    // "online" by delay may still be starting, or not scheduled for a while.
-    let deadline = Instant::now() + T;
-    while Instant::now() < deadline {
-        let (code, body) = get(&addr, "/").expect("request failed");
-        assert_eq!(code, 200);
-        from.insert(body);
-        if from.len() == 2 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert_eq!(from.into_iter().collect::<Vec<_>>(), ["py 1", "py 2"]);
+    assert_eq!(distinct_answers(&addr, 2), ["py 1", "py 2"]);
 }
 
 #[test]
@@ -935,4 +925,26 @@ fn a_worker_ignoring_sigterm_is_killed_after_the_grace_period() {
     assert!(p.wait_exit().success(), "{}", p.log());
     p.wait_log("[stubborn 1] ignoring SIGTERM");
     p.wait_log("SIGKILL");
+}
+
+#[test]
+fn a_worker_that_exits_on_disconnect_does_so_before_sigterm() {
+    // Like a Node worker that closes its server on 'disconnect' and then
+    // exits: it needs a moment, and gets it before SIGTERM.
+    let mut p = Primary::start(
+        "polite",
+        &["-w", "1", "--ready", "ipc"],
+        &[
+            "node",
+            "-e",
+            "process.on('SIGTERM', () => { console.log('got SIGTERM'); process.exit(3) }); process.on('disconnect', () => setTimeout(() => process.exit(0), 50)); process.send('ready'); setInterval(() => {}, 1000)",
+        ],
+    );
+    p.all_online(1);
+    p.signal("TERM");
+    let e = p.event("exit");
+    assert_eq!(e["code"], 0, "{e}");
+    assert_eq!(e["exited_after_disconnect"], true, "{e}");
+    assert!(p.wait_exit().success(), "{}", p.log());
+    assert!(!p.log().contains("[polite 1] got SIGTERM"), "{}", p.log());
 }

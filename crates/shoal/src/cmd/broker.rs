@@ -1,6 +1,5 @@
 //! `shoal broker`: run the AMQP 0-9-1 broker (RabbitMQ's clients work unchanged).
 
-use anyhow::Context;
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,15 +57,7 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     if let Some(n) = args.name {
         config.name = n;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
-    rt.block_on(async move {
-        let shutdown = shoal_core::Shutdown::new();
-        shutdown
-            .trigger_on_signals()
-            .context("cannot install signal handlers")?;
+    super::run_with_signals(super::Threads::PerCore, None, |shutdown| async move {
         shoal_broker::run(config, shutdown).await?;
         Ok(())
     })

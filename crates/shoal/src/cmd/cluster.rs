@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use shoal_cluster::{Cluster, ClusterSpec, ListenSpec, Ready, WorkerCount};
-use shoal_core::Shutdown;
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -52,8 +51,9 @@ pub struct ClusterArgs {
     /// [default: delay:500].
     #[arg(long, value_name = "MODE")]
     pub ready: Option<String>,
-    /// How long a worker asked to stop gets between SIGTERM and SIGKILL
-    /// (e.g. 10s, 500ms) [default: 10s].
+    /// How long a worker asked to stop gets before SIGKILL (e.g. 10s, 500ms):
+    /// it is sent the IPC disconnect, then SIGTERM unless it exited within
+    /// 250 ms (or half the grace, if shorter) [default: 10s].
     #[arg(long, value_name = "DURATION")]
     pub grace: Option<String>,
     /// How long a new worker may take to become ready during a reload [default: 60s].
@@ -90,7 +90,9 @@ pub struct ClusterArgs {
 }
 
 fn duration(flag: &str, s: &str) -> anyhow::Result<Duration> {
-    shoal_cluster::spec::parse_duration(s).with_context(|| format!("--{flag}"))
+    shoal_core::parse_duration(s)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("--{flag}"))
 }
 
 impl ClusterArgs {
@@ -148,12 +150,7 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let spec = args.spec()?;
     // One thread: the primary only supervises, and PR_SET_PDEATHSIG ties the
     // workers to the thread that started them, which must live as long as we do.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let shutdown = Shutdown::new();
-        shutdown.trigger_on_signals()?;
+    super::run_with_signals(super::Threads::One, None, |shutdown| async move {
         let (cluster, running) = Cluster::new(spec, shutdown.clone()).await?;
         if args.json {
             let mut events = cluster.subscribe();

@@ -72,7 +72,9 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
         }
     };
     let name = name.unwrap_or("cluster");
-    let timeout = shoal_cluster::spec::parse_duration(&args.timeout).context("--timeout")?;
+    let timeout = shoal_core::parse_duration(&args.timeout)
+        .map_err(anyhow::Error::msg)
+        .context("--timeout")?;
     let reply = request(name, &req, timeout)?;
     if args.json {
         println!("{reply}");

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use shoal_dgram::statsd::parse_duration;
+use shoal_core::parse_duration;
 use shoal_dgram::{DgramSocket, Family, SocketOptions};
 
 /// Send and receive UDP datagrams and multicast, as the chapter's dgram
@@ -119,15 +119,7 @@ pub struct SendArgs {
 }
 
 pub fn run(args: DgramArgs) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("start the tokio runtime")?;
-    rt.block_on(async move {
-        let shutdown = shoal_core::Shutdown::new();
-        shutdown
-            .trigger_on_signals()
-            .context("install signal handlers")?;
+    super::run_with_signals(super::Threads::One, None, |shutdown| async move {
         match args.command {
             DgramCommand::Listen(a) => listen(*a, shutdown).await,
             DgramCommand::Send(a) => send(*a, shutdown).await,

@@ -10,3 +10,60 @@ pub mod ctl_broker;
 pub mod dgram;
 pub mod proxy;
 pub mod stats;
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use shoal_core::Shutdown;
+
+/// The threads of a subcommand's tokio runtime.
+#[derive(Clone, Copy, Debug)]
+pub enum Threads {
+    /// The current thread only (a supervisor, or a small tool).
+    One,
+    /// One worker thread per core.
+    PerCore,
+    /// Exactly this many worker threads (at least one).
+    Exactly(usize),
+}
+
+/// What every serving subcommand does around its library: start a tokio
+/// runtime, make the root [`Shutdown`] and tie it to TERM/INT (and the other
+/// signals it handles), run `body` with it until it ends, and, when
+/// `stop_wait` is given, wait at most that long for the runtime's leftover
+/// tasks instead of for all of them.
+pub fn run_with_signals<F, Fut>(
+    threads: Threads,
+    stop_wait: Option<Duration>,
+    body: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(Shutdown) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let mut builder = match threads {
+        Threads::One => tokio::runtime::Builder::new_current_thread(),
+        Threads::PerCore => tokio::runtime::Builder::new_multi_thread(),
+        Threads::Exactly(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.max(1));
+            b
+        }
+    };
+    let rt = builder
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let result = rt.block_on(async move {
+        let shutdown = Shutdown::new();
+        shutdown
+            .trigger_on_signals()
+            .context("cannot install signal handlers")?;
+        body(shutdown).await
+    });
+    if let Some(wait) = stop_wait {
+        rt.shutdown_timeout(wait);
+    }
+    result
+}

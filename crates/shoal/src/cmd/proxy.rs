@@ -6,9 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shoal_proxy::config::{
-    parse_duration, resolve, CertificateConfig, HashKey, Strategy, StrategyName,
-};
+use shoal_core::parse_duration;
+use shoal_proxy::config::{resolve, CertificateConfig, HashKey, Strategy, StrategyName};
 use shoal_proxy::{Config, ServerConfig};
 
 /// Balance HTTP requests or TCP connections over upstream servers, with
@@ -189,22 +188,20 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
     if !args.no_control {
         config.control_name = Some(args.name.clone());
     }
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    rt.enable_all();
-    if let Some(n) = args.threads {
-        rt.worker_threads(n.max(1));
-    }
-    let rt = rt.build().context("cannot start the async runtime")?;
-    rt.block_on(async move {
-        let shutdown = shoal_core::Shutdown::new();
-        shutdown.trigger_on_signals()?;
-        let server = shoal_proxy::Server::bind(config).await?;
-        for a in server.local_addrs() {
-            tracing::info!(address = %a, "shoal proxy ready");
-        }
-        server.run(shutdown).await?;
-        Ok::<(), anyhow::Error>(())
-    })?;
-    rt.shutdown_timeout(Duration::from_secs(1));
-    Ok(())
+    let threads = args
+        .threads
+        .map_or(super::Threads::PerCore, super::Threads::Exactly);
+    // Once stopped, the proxy waits at most a second for tasks still running.
+    super::run_with_signals(
+        threads,
+        Some(Duration::from_secs(1)),
+        |shutdown| async move {
+            let server = shoal_proxy::Server::bind(config).await?;
+            for a in server.local_addrs() {
+                tracing::info!(address = %a, "shoal proxy ready");
+            }
+            server.run(shutdown).await?;
+            Ok(())
+        },
+    )
 }

@@ -1,12 +1,12 @@
 //! `shoal stats`: the statsd-compatible collector (see docs/dgram.md).
 
-use anyhow::Context;
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use shoal_dgram::statsd::{self, parse_duration, FileConfig, HttpSetting};
+use shoal_core::parse_duration;
+use shoal_dgram::statsd::{self, FileConfig, HttpSetting};
 
 /// Receive statsd metrics over UDP (and TCP), aggregate them per flush
 /// interval exactly as the statsd daemon does, and publish them to Prometheus
@@ -125,16 +125,7 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
         ),
     };
     let config = file.merge(args.overrides()).into_config(&path, &text)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("start the tokio runtime")?;
-    rt.block_on(async move {
-        let shutdown = shoal_core::Shutdown::new();
-        shutdown
-            .trigger_on_signals()
-            .context("install signal handlers")?;
+    super::run_with_signals(super::Threads::Exactly(2), None, |shutdown| async move {
         let running = statsd::start(config, shutdown).await?;
         let show = |a: Option<SocketAddr>| a.map_or("-".to_string(), |a| a.to_string());
         let udp: Vec<String> = running.udp.iter().map(|a| a.to_string()).collect();
