@@ -9,11 +9,15 @@
 # shoal/HAProxy. Then RSS with 10,000 idle client connections open.
 #
 # Usage: bench/proxy.sh [DURATION_SECONDS] [ROUNDS]     (defaults: 8 3)
+#   MODES="close" and WHO="nginx shoal" narrow a run (defaults: both modes, all
+#   four targets); IDLE_N=0 skips the idle-connection memory measurement.
 # Needs: nginx, haproxy, wrk, python3; a release build (cargo build --release -p shoal).
 set -euo pipefail
 
 DUR=${1:-8}
 ROUNDS=${2:-3}
+MODES=${MODES:-keepalive close}
+WHO=${WHO:-direct nginx haproxy shoal}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SHOAL=${SHOAL:-$ROOT/target/release/shoal}
 WORK=$(mktemp -d /tmp/shoal-bench-proxy.XXXXXX)
@@ -140,13 +144,13 @@ run_wrk() {
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 declare -A R
-for mode in keepalive close; do
+for mode in $MODES; do
     extra=()
     [ "$mode" = close ] && extra=(-H "Connection: close")
     for round in $(seq 1 "$ROUNDS"); do
         # Rotate the order every round so no contender always runs last.
-        order=(direct nginx haproxy shoal)
-        rot=$(( (round - 1) % 4 ))
+        read -r -a order <<<"$WHO"
+        rot=$(( (round - 1) % ${#order[@]} ))
         for who in "${order[@]:rot}" "${order[@]:0:rot}"; do
             case $who in direct) port=$B1;; nginx) port=$NGX;; haproxy) port=$HAP;; shoal) port=$SHO;; esac
             read -r r p50 p99 < <(run_wrk "$port" "${extra[@]}")
@@ -156,26 +160,30 @@ for mode in keepalive close; do
     done
 done
 
-med() { echo "${R[$1]}" | tr ' ' '\n' | grep -v '^$' | median; }
+med() { echo "${R[$1]:-}" | tr ' ' '\n' | awk 'NF' | median; }
 
 echo
 echo "## wrk -t2 -c64 -d${DUR}s, medians of $ROUNDS alternating rounds"
 echo
 echo "| mode | target | req/s | p50 ms | p99 ms |"
 echo "| --- | --- | --- | --- | --- |"
-for mode in keepalive close; do
-    for who in direct nginx haproxy shoal; do
+for mode in $MODES; do
+    for who in $WHO; do
         echo "| $mode | $who | $(med $mode.$who.r) | $(med $mode.$who.p50) | $(med $mode.$who.p99) |"
     done
 done
 echo
-for mode in keepalive close; do
+for mode in $MODES; do
+    [[ " $WHO " == *" shoal "* && " $WHO " == *" nginx "* ]] || continue
     s=$(med $mode.shoal.r); n=$(med $mode.nginx.r); h=$(med $mode.haproxy.r)
     sp=$(med $mode.shoal.p99); np=$(med $mode.nginx.p99); hp=$(med $mode.haproxy.p99)
     awk -v m="$mode" -v s="$s" -v n="$n" -v h="$h" -v sp="$sp" -v np="$np" -v hp="$hp" 'BEGIN {
-        printf "%s: shoal/nginx req/s %.2f, shoal/HAProxy req/s %.2f; p99 shoal %.2f ms vs nginx %.2f ms, HAProxy %.2f ms\n", m, s/n, s/h, sp, np, hp }'
+        printf "%s: shoal/nginx req/s %.2f; p99 shoal %.2f ms vs nginx %.2f ms", m, s/n, sp, np
+        if (h > 0) printf "; shoal/HAProxy req/s %.2f, HAProxy p99 %.2f ms", s/h, hp
+        printf "\n" }'
 done
 
+[ "${IDLE_N:-5000}" = 0 ] && exit 0
 echo
 # The open-file limit here is 20,000: hold IDLE_N idle connections and scale the growth to 10,000.
 IDLE_N=${IDLE_N:-5000}
@@ -194,6 +202,7 @@ echo
 echo "| proxy | RSS after the load runs (MiB) | RSS with $IDLE_N idle conns (MiB) | growth per 10k idle conns (MiB) |"
 echo "| --- | --- | --- | --- |"
 for who in nginx haproxy shoal; do
+    [[ " $WHO " == *" $who "* ]] || continue
     case $who in nginx) pid=$NGX_PID port=$NGX;; haproxy) pid=$HAP_PID port=$HAP;; shoal) pid=$SHO_PID port=$SHO;; esac
     before=$(rss "$pid")
     coproc IDLER { python3 "$IDLE" "$port" "$IDLE_N"; }

@@ -701,6 +701,15 @@ impl ItoaBuf {
     }
 }
 
+/// The state after `b` when the chunked grammar requires `want` here.
+fn expect(b: u8, want: u8, next: St) -> Result<St, BadChunk> {
+    if b == want {
+        Ok(next)
+    } else {
+        Err(BadChunk)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum St {
     Size,
@@ -803,18 +812,8 @@ impl Chunked {
                     self.size = 0;
                     self.digits = 0;
                 }
-                St::DataCr => {
-                    if b != b'\r' {
-                        return Err(BadChunk);
-                    }
-                    self.st = St::DataLf;
-                }
-                St::DataLf => {
-                    if b != b'\n' {
-                        return Err(BadChunk);
-                    }
-                    self.st = St::Size;
-                }
+                St::DataCr => self.st = expect(b, b'\r', St::DataLf)?,
+                St::DataLf => self.st = expect(b, b'\n', St::Size)?,
                 St::TrailerStart => {
                     self.st = if b == b'\r' {
                         St::EndLf
@@ -827,18 +826,8 @@ impl Chunked {
                         self.st = St::TrailerLf;
                     }
                 }
-                St::TrailerLf => {
-                    if b != b'\n' {
-                        return Err(BadChunk);
-                    }
-                    self.st = St::TrailerStart;
-                }
-                St::EndLf => {
-                    if b != b'\n' {
-                        return Err(BadChunk);
-                    }
-                    self.st = St::Done;
-                }
+                St::TrailerLf => self.st = expect(b, b'\n', St::TrailerStart)?,
+                St::EndLf => self.st = expect(b, b'\n', St::Done)?,
                 St::Done => break,
             }
             i += 1;

@@ -79,6 +79,26 @@ async fn fill_t<R: AsyncRead + Unpin>(
     }
 }
 
+/// Write `piece` of a body, behind `prefix` (a head not sent yet) in one
+/// write when there is one; `prefix` is empty afterwards.
+async fn send_piece<W: AsyncWrite + Unpin>(
+    dst: &mut W,
+    prefix: &mut Vec<u8>,
+    piece: &[u8],
+    t: Duration,
+) -> Result<(), CopyError> {
+    if !prefix.is_empty() {
+        prefix.extend_from_slice(piece);
+        write_t(dst, prefix, t)
+            .await
+            .map_err(|_| CopyError::Write)?;
+        prefix.clear();
+    } else if !piece.is_empty() {
+        write_t(dst, piece, t).await.map_err(|_| CopyError::Write)?;
+    }
+    Ok(())
+}
+
 /// Copy one body framed by `framing` from `src` (starting with what `buf`
 /// holds) to `dst`, sending `prefix` (a head) first, in the same write as the
 /// first body bytes. With `transform`, chunked framing is removed (for
@@ -110,17 +130,7 @@ where
             let mut left = n;
             loop {
                 let take = (left.min(buf.len() as u64)) as usize;
-                if !prefix.is_empty() {
-                    prefix.extend_from_slice(&buf.chunk()[..take]);
-                    write_t(dst, prefix, t)
-                        .await
-                        .map_err(|_| CopyError::Write)?;
-                    prefix.clear();
-                } else if take > 0 {
-                    write_t(dst, &buf.chunk()[..take], t)
-                        .await
-                        .map_err(|_| CopyError::Write)?;
-                }
+                send_piece(dst, prefix, &buf.chunk()[..take], t).await?;
                 buf.consume(take);
                 left -= take as u64;
                 written += take as u64;
@@ -142,15 +152,7 @@ where
                 } else {
                     &buf.chunk()[..used]
                 };
-                if !prefix.is_empty() {
-                    prefix.extend_from_slice(piece);
-                    write_t(dst, prefix, t)
-                        .await
-                        .map_err(|_| CopyError::Write)?;
-                    prefix.clear();
-                } else if !piece.is_empty() {
-                    write_t(dst, piece, t).await.map_err(|_| CopyError::Write)?;
-                }
+                send_piece(dst, prefix, piece, t).await?;
                 written += piece.len() as u64;
                 buf.consume(used);
                 if dec.done() {
@@ -169,15 +171,7 @@ where
                 scratch.extend_from_slice(b"\r\n");
             }
             let piece: &[u8] = if transform { scratch } else { buf.chunk() };
-            if !prefix.is_empty() {
-                prefix.extend_from_slice(piece);
-                write_t(dst, prefix, t)
-                    .await
-                    .map_err(|_| CopyError::Write)?;
-                prefix.clear();
-            } else if !piece.is_empty() {
-                write_t(dst, piece, t).await.map_err(|_| CopyError::Write)?;
-            }
+            send_piece(dst, prefix, piece, t).await?;
             buf.consume(avail);
             written += avail as u64;
             match tokio::time::timeout(t, buf.fill(src, BODY_BUF_MAX)).await {

@@ -67,9 +67,42 @@ fn accept_threads() -> usize {
         .clamp(1, 64)
 }
 
+/// Ask the kernel to hand over connections only once the client has sent
+/// data (`TCP_DEFER_ACCEPT`, nginx's `listen ... deferred`), waiting up to
+/// `secs` seconds. Until then an idle connection costs the proxy no task and
+/// no memory, and `accept` returns with the request already readable. Only
+/// for client-speaks-first protocols (HTTP, and TLS's ClientHello).
+#[cfg(target_os = "linux")]
+fn set_defer_accept(s: &socket2::Socket, secs: u32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let v = libc::c_int::try_from(secs).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `s` is an open socket; the option value is a c_int that lives
+    // for the duration of the call, and its size is passed with it.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            std::ptr::from_ref(&v).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_defer_accept(_: &socket2::Socket, _: u32) -> std::io::Result<()> {
+    Ok(())
+}
+
 /// Bind `n` listening sockets on `addr` with SO_REUSEPORT (port 0: the first
-/// picks the port, the others join it).
-fn bind_reuseport(addr: SocketAddr, n: usize) -> std::io::Result<Vec<TcpListener>> {
+/// picks the port, the others join it). `defer` > 0 sets `TCP_DEFER_ACCEPT`
+/// to that many seconds.
+fn bind_reuseport(addr: SocketAddr, n: usize, defer: u32) -> std::io::Result<Vec<TcpListener>> {
     use socket2::{Domain, Socket, Type};
     let mut out = Vec::with_capacity(n);
     let mut at = addr;
@@ -79,6 +112,9 @@ fn bind_reuseport(addr: SocketAddr, n: usize) -> std::io::Result<Vec<TcpListener
         s.set_reuse_port(true)?;
         s.set_nonblocking(true)?;
         s.bind(&at.into())?;
+        if defer > 0 {
+            set_defer_accept(&s, defer)?;
+        }
         s.listen(4096)?;
         let l = TcpListener::from_std(s.into())?;
         at = l.local_addr()?;
@@ -87,11 +123,18 @@ fn bind_reuseport(addr: SocketAddr, n: usize) -> std::io::Result<Vec<TcpListener
     Ok(out)
 }
 
-/// Bind a listener's sockets and load its TLS material.
-pub fn bind(l: &ListenerConfig, parent: &Shutdown) -> Result<Pending> {
+/// Bind a listener's sockets and load its TLS material. HTTP listeners defer
+/// accepting until the client sends (for up to `client_header`, as nginx does
+/// with `deferred`); the first-byte wait in [`connection`] stays for the
+/// connections the kernel hands over when that period ends.
+pub fn bind(l: &ListenerConfig, parent: &Shutdown, client_header: Duration) -> Result<Pending> {
     let tls = tls_for(l)?;
+    let defer = match l.protocol {
+        Protocol::Http => u32::try_from(client_header.as_secs().max(1)).unwrap_or(u32::MAX),
+        Protocol::Tcp => 0,
+    };
     let sockets =
-        bind_reuseport(l.address, accept_threads()).map_err(|source| ProxyError::Bind {
+        bind_reuseport(l.address, accept_threads(), defer).map_err(|source| ProxyError::Bind {
             addr: l.address,
             source,
         })?;
@@ -139,7 +182,12 @@ impl ListenerSet {
     /// address that stays get the new settings (TLS files are re-read); new
     /// addresses are bound now. Nothing changes until [`ListenerSet::commit`];
     /// an error here leaves everything as it was.
-    pub fn prepare(&self, wanted: &[ListenerConfig], shared: &Shared) -> Result<Plan> {
+    pub fn prepare(
+        &self,
+        wanted: &[ListenerConfig],
+        client_header: Duration,
+        shared: &Shared,
+    ) -> Result<Plan> {
         let live = self.live.lock();
         let mut plan = Plan {
             updates: Vec::new(),
@@ -161,7 +209,7 @@ impl ListenerSet {
                     };
                     plan.updates.push((e.clone(), ctx));
                 }
-                None => plan.added.push(bind(l, &shared.shutdown)?),
+                None => plan.added.push(bind(l, &shared.shutdown, client_header)?),
             }
         }
         Ok(plan)

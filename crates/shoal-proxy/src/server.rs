@@ -36,7 +36,7 @@ impl Server {
         let shutdown = Shutdown::new();
         let mut pending = Vec::new();
         for l in &config.listeners {
-            pending.push(listener::bind(l, &shutdown)?);
+            pending.push(listener::bind(l, &shutdown, config.timeouts.client_header)?);
         }
         let admin = match config.admin {
             Some(a) => Some(
@@ -242,7 +242,9 @@ impl Handle {
                     .into(),
             ));
         }
-        let plan = self.listeners.prepare(&new.listeners, &self.shared)?;
+        let plan =
+            self.listeners
+                .prepare(&new.listeners, new.timeouts.client_header, &self.shared)?;
         let gen = Generation::new(new, Some(&old), self.shared.shutdown.child());
         crate::health::start(&gen);
         let n = gen.number;

@@ -640,3 +640,34 @@ async fn a_body_without_length_is_rechunked_and_the_client_stays_connected() {
     }
     server.abort();
 }
+
+/// The `shoal_proxy_active_connections` gauge.
+fn active_connections(p: &Proxy) -> f64 {
+    let text = p.handle.metrics_text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("shoal_proxy_active_connections "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no active_connections gauge in:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_clients_wait_in_the_kernel_until_they_send() {
+    let echo = Backend::start("echo", Behaviour::Echo).await;
+    let p = start_proxy(config(&single(echo.addr))).await;
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        silent.push(tokio::net::TcpStream::connect(p.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // TCP_DEFER_ACCEPT: connected, but not handed to the proxy yet.
+    assert_eq!(active_connections(&p), 0.0);
+    // Once a client speaks it is accepted and served as usual.
+    let s = &mut silent[7];
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let resp = read_one_response(s).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("GET / HTTP/1.1"), "{resp}");
+    assert_eq!(active_connections(&p), 1.0);
+}
