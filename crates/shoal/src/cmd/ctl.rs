@@ -14,6 +14,7 @@ Examples:
   shoal ctl --name web scale 4
   shoal ctl --name web send '{\"cmd\":\"flush\"}'
   shoal ctl --name web stop
+  shoal ctl --name proxy status         # a proxy's upstream servers: state, connections, responses
   shoal ctl broker list-queues          # queues of broker \"broker\" (like rabbitmqctl list_queues)
 
 Control sockets live in $SHOAL_RUNTIME_DIR, else $XDG_RUNTIME_DIR/shoal, else /tmp/shoal-UID.")]
@@ -85,6 +86,12 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
         .filter(|_| matches!(args.request, Request::Status))
     {
         print!("{}", status_table(st));
+    } else if let Some(ups) = reply
+        .get("upstreams")
+        .and_then(Value::as_array)
+        .filter(|_| matches!(args.request, Request::Status))
+    {
+        print!("{}", proxy_table(&reply, ups));
     } else {
         let mut rest = reply.clone();
         if let Some(o) = rest.as_object_mut() {
@@ -165,6 +172,73 @@ fn status_table(st: &Value) -> String {
     out
 }
 
+/// A table of a proxy's upstream servers, from its status reply.
+fn proxy_table(reply: &Value, upstreams: &[Value]) -> String {
+    let listeners: Vec<String> = reply["listeners"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|l| {
+                    let tls = if l["tls"] == true { "+tls" } else { "" };
+                    format!("{} ({}{tls})", cell(&l["address"]), cell(&l["protocol"]))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = format!(
+        "proxy  generation {}  active connections {}  requests {}  listen {}\n",
+        reply["generation"],
+        reply["active_connections"],
+        reply["requests_total"],
+        listeners.join(", ")
+    );
+    out.push_str(&format!(
+        "{:<12} {:<22} {:>6}  {:<9} {:>6} {:>5} {:>8} {:>8} {:>8}\n",
+        "UPSTREAM", "SERVER", "WEIGHT", "STATE", "ACTIVE", "IDLE", "FAILS", "2xx", "5xx"
+    ));
+    for up in upstreams {
+        for s in up["servers"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            let state = if s["down"] == true {
+                "down"
+            } else if s["failed_out"] == true {
+                "failed"
+            } else if s["healthy"] != true {
+                "unhealthy"
+            } else if s["backup"] == true {
+                "backup"
+            } else {
+                "up"
+            };
+            out.push_str(&format!(
+                "{:<12} {:<22} {:>6}  {:<9} {:>6} {:>5} {:>8} {:>8} {:>8}\n",
+                cell(&up["name"]),
+                cell(&s["address"]),
+                cell(&s["weight"]),
+                state,
+                cell(&s["active"]),
+                cell(&s["idle"]),
+                cell(&s["failures"]),
+                cell(&s["responses"]["2xx"]),
+                cell(&s["responses"]["5xx"]),
+            ));
+        }
+    }
+    out
+}
+
+/// A JSON value as table text: strings bare, null empty, the rest as JSON.
+pub(crate) fn cell(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
 fn mib(b: Option<f64>) -> String {
     format!("{:.1} MiB", b.unwrap_or(0.0) / (1024.0 * 1024.0))
 }
@@ -175,5 +249,42 @@ fn uptime(s: f64) -> String {
         0..=59 => format!("{s}s"),
         60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
         _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_status_becomes_a_table_of_servers() {
+        let reply = json!({
+            "ok": true, "generation": 2, "active_connections": 1, "requests_total": 9,
+            "listeners": [{"address": "127.0.0.1:8080", "protocol": "http", "tls": true}],
+            "upstreams": [{"name": "web", "servers": [
+                {"address": "10.0.0.1:80", "weight": 3, "down": false, "failed_out": false,
+                 "healthy": true, "backup": false, "active": 1, "idle": 2, "failures": 0,
+                 "responses": {"2xx": 7, "5xx": 1}},
+                {"address": "10.0.0.2:80", "weight": 1, "down": false, "failed_out": true,
+                 "healthy": true, "backup": false, "active": 0, "idle": 0, "failures": 4,
+                 "responses": {"2xx": 0, "5xx": 0}}
+            ]}]
+        });
+        let ups = reply["upstreams"].as_array().unwrap();
+        let t = proxy_table(&reply, ups);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 4, "{t}");
+        assert!(
+            lines[0].contains("generation 2") && lines[0].contains("127.0.0.1:8080 (http+tls)"),
+            "{t}"
+        );
+        let row: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(
+            row,
+            ["web", "10.0.0.1:80", "3", "up", "1", "2", "0", "7", "1"]
+        );
+        let row: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(row[3], "failed");
+        assert_eq!(row[6], "4");
     }
 }

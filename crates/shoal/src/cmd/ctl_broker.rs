@@ -50,11 +50,7 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 fn cell(v: &Value, k: &str) -> String {
-    match &v[k] {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
+    super::ctl::cell(&v[k])
 }
 
 /// Run one broker control command against the broker called `name`.
