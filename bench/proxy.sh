@@ -75,7 +75,7 @@ http {
         keepalive_requests 1000000;
     }
     server {
-        listen 127.0.0.1:$NGX;
+        listen 127.0.0.1:$NGX deferred;
         location / {
             proxy_pass http://lb_servers;
             proxy_http_version 1.1;
@@ -96,7 +96,7 @@ defaults
     timeout server 60s
     http-reuse always
 frontend fe
-    bind 127.0.0.1:$HAP
+    bind 127.0.0.1:$HAP defer-accept
     default_backend be
 backend be
     balance roundrobin
