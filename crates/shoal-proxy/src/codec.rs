@@ -167,6 +167,26 @@ fn offset(buf: &[u8], part: &[u8]) -> (usize, usize) {
     (s, s + part.len())
 }
 
+/// Note where a header's name and value sit in `buf`.
+#[inline]
+fn record_header(headers: &mut Vec<HeaderPos>, buf: &[u8], name: &[u8], value: &[u8]) {
+    headers.push(HeaderPos {
+        name: offset(buf, name),
+        value: offset(buf, value),
+    });
+}
+
+/// Fold one `Content-Length` value into the one seen so far: `None` when it
+/// is malformed or differs from an earlier one (both are smuggling signs).
+#[inline]
+fn merge_content_length(seen: Option<u64>, value: &[u8]) -> Option<u64> {
+    let len = parse_content_length(value)?;
+    match seen {
+        Some(prev) if prev != len => None,
+        _ => Some(len),
+    }
+}
+
 fn parse_content_length(v: &[u8]) -> Option<u64> {
     let v = v.trim_ascii();
     if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
@@ -223,16 +243,11 @@ pub fn parse_request(
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         let value = h.value;
-        headers.push(HeaderPos {
-            name: offset(buf, name),
-            value: offset(buf, value),
-        });
+        record_header(headers, buf, name, value);
         if name.eq_ignore_ascii_case(b"content-length") {
-            let len = parse_content_length(value).ok_or(reject(400, "Bad Request"))?;
-            if content_length.is_some_and(|prev| prev != len) {
-                return Err(reject(400, "Bad Request"));
-            }
-            content_length = Some(len);
+            content_length = Some(
+                merge_content_length(content_length, value).ok_or(reject(400, "Bad Request"))?,
+            );
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             if te_seen || minor == 0 || !value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
                 return Err(reject(400, "Bad Request"));
@@ -381,16 +396,9 @@ pub fn parse_response(
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
         let value = h.value;
-        headers.push(HeaderPos {
-            name: offset(buf, name),
-            value: offset(buf, value),
-        });
+        record_header(headers, buf, name, value);
         if name.eq_ignore_ascii_case(b"content-length") {
-            let len = parse_content_length(value).ok_or(BadResponse)?;
-            if content_length.is_some_and(|p| p != len) {
-                return Err(BadResponse);
-            }
-            content_length = Some(len);
+            content_length = Some(merge_content_length(content_length, value).ok_or(BadResponse)?);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // Only a final `chunked` delimits; anything else reads to close.
             chunked = value
