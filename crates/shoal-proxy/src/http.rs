@@ -50,6 +50,22 @@ struct Conn {
     proto: &'static str,
 }
 
+impl Conn {
+    /// Write the upstream's response head (the first `head` bytes of
+    /// `up_buf`), rewritten for the client, into `out`, and drop it from
+    /// `up_buf`.
+    fn take_response_head(&mut self, head: usize, side: &ClientSide) {
+        codec::write_client_response(
+            self.up_buf.chunk(),
+            &self.resp_headers,
+            &self.resp,
+            side,
+            &mut self.out,
+        );
+        self.up_buf.consume(head);
+    }
+}
+
 /// How a body copy ended badly.
 enum CopyError {
     /// The side being read from failed or ended early.
@@ -538,14 +554,7 @@ where
         upgrade: None,
         rechunk,
     };
-    codec::write_client_response(
-        c.up_buf.chunk(),
-        &c.resp_headers,
-        &c.resp,
-        &side,
-        &mut c.out,
-    );
-    c.up_buf.consume(head);
+    c.take_response_head(head, &side);
     let copied = copy_body(
         framing,
         &mut conn,
@@ -719,14 +728,7 @@ where
         upgrade: Some(proto),
         rechunk: false,
     };
-    codec::write_client_response(
-        c.up_buf.chunk(),
-        &c.resp_headers,
-        &c.resp,
-        &side,
-        &mut c.out,
-    );
-    c.up_buf.consume(head);
+    c.take_response_head(head, &side);
     c.out.extend_from_slice(c.up_buf.chunk());
     let t = shared.current.load().config.timeouts.idle;
     write_t(client, &c.out, t).await?;
