@@ -33,6 +33,9 @@ pub struct FileConfig {
     pub limits: FileLimits,
     pub admin: Option<FileAdmin>,
     pub access_log: Option<FileAccessLog>,
+    /// Worker threads; 0 or absent: one per core.
+    #[serde(default)]
+    pub workers: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,6 +226,9 @@ pub struct Config {
     pub source: Option<PathBuf>,
     /// Control socket name (`shoal ctl --name NAME`); `None` binds none.
     pub control_name: Option<String>,
+    /// Worker threads, each with its own runtime, sockets and upstream
+    /// pools (nginx's `worker_processes`); 0: one per core.
+    pub workers: usize,
 }
 
 /// One listening socket.
@@ -442,6 +448,7 @@ impl Config {
             access_log: None,
             source: None,
             control_name: None,
+            workers: 0,
         };
         c.check()?;
         Ok(c)
@@ -786,6 +793,15 @@ fn validate(file: FileConfig, path: &Path, text: &str) -> Result<Config> {
         Some(a) => Some(resolve(&a.address).map_err(|m| bad("admin.address", m))?),
         None => None,
     };
+    if file.workers > crate::workers::MAX_WORKERS {
+        return Err(bad(
+            "workers",
+            format!(
+                "at most {} worker threads (0 means one per core)",
+                crate::workers::MAX_WORKERS
+            ),
+        ));
+    }
     let c = Config {
         listeners,
         upstreams,
@@ -796,6 +812,7 @@ fn validate(file: FileConfig, path: &Path, text: &str) -> Result<Config> {
         access_log: file.access_log.map(|a| a.path),
         source: None,
         control_name: None,
+        workers: file.workers,
     };
     c.check()?;
     Ok(c)

@@ -7,6 +7,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -22,7 +23,10 @@ use crate::config::HashKey;
 use crate::error::UpstreamFailure;
 use crate::router::normalize_host;
 use crate::state::{Generation, Shared};
+use crate::timer::{lazy, Timer};
 use crate::upstream::{Lease, NoPeer, PeerId};
+use shoal_core::Shutdown;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 /// Request bodies up to this size are read whole before forwarding, so that
 /// the request can be retried on another server.
@@ -48,6 +52,12 @@ struct Conn {
     peer: SocketAddr,
     fallback_host: String,
     proto: &'static str,
+    /// Limits waits for the client's next request head.
+    client_timer: Timer,
+    /// Limits waits for an upstream's response head.
+    up_timer: Timer,
+    /// The worker's shutdown token.
+    stop: Shutdown,
 }
 
 impl Conn {
@@ -77,7 +87,7 @@ enum CopyError {
 }
 
 async fn write_t<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8], t: Duration) -> io::Result<()> {
-    match tokio::time::timeout(t, w.write_all(bytes)).await {
+    match lazy(t, w.write_all(bytes)).await {
         Ok(r) => r,
         Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
     }
@@ -89,7 +99,7 @@ async fn fill_t<R: AsyncRead + Unpin>(
     max: usize,
     t: Duration,
 ) -> Result<usize, CopyError> {
-    match tokio::time::timeout(t, buf.fill(r, max)).await {
+    match lazy(t, buf.fill(r, max)).await {
         Ok(Ok(0)) | Ok(Err(_)) | Err(_) => Err(CopyError::Read),
         Ok(Ok(n)) => Ok(n),
     }
@@ -190,7 +200,7 @@ where
             send_piece(dst, prefix, piece, t).await?;
             buf.consume(avail);
             written += avail as u64;
-            match tokio::time::timeout(t, buf.fill(src, BODY_BUF_MAX)).await {
+            match lazy(t, buf.fill(src, BODY_BUF_MAX)).await {
                 Ok(Ok(0)) => {
                     if transform {
                         write_t(dst, b"0\r\n\r\n", t)
@@ -207,13 +217,16 @@ where
     Ok(written)
 }
 
-/// Serve one client connection until it closes, errs, or shutdown.
+/// Serve one client connection until it closes, errs, or `stop` fires (a
+/// worker's child of the server's shutdown: idle keep-alive connections
+/// close then).
 pub async fn serve<S>(
     mut client: S,
     peer: SocketAddr,
     local: SocketAddr,
     tls: bool,
     shared: Arc<Shared>,
+    stop: &Shutdown,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -234,10 +247,16 @@ pub async fn serve<S>(
         peer,
         fallback_host: local.to_string(),
         proto: if tls { "https" } else { "http" },
+        client_timer: Timer::new(),
+        up_timer: Timer::new(),
+        stop: stop.clone(),
     };
+    // Registered once for the connection's life, not once per request.
+    let mut stopped = std::pin::pin!(stop.token().clone().cancelled_owned());
     let mut served = 0u64;
     loop {
-        match one_request(&mut client, &mut c, &shared, served == 0).await {
+        let first = served == 0;
+        match one_request(&mut client, &mut c, &shared, stopped.as_mut(), first).await {
             Ok(true) => served += 1,
             Ok(false) => break,
             Err(e) => {
@@ -302,6 +321,7 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
     c: &mut Conn,
     shared: &Shared,
     gen: &Generation,
+    mut stopped: Pin<&mut WaitForCancellationFutureOwned>,
     first: bool,
 ) -> io::Result<Option<usize>> {
     let limits = gen.config.limits;
@@ -332,8 +352,9 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
             t.client_header
         };
         let read = tokio::select! {
-            r = tokio::time::timeout(wait, c.buf.fill(client, limits.max_header_bytes)) => r,
-            _ = shared.shutdown.cancelled(), if idle => return Ok(None),
+            biased;
+            r = c.client_timer.limit(wait, c.buf.fill(client, limits.max_header_bytes)) => r,
+            _ = stopped.as_mut(), if idle => return Ok(None),
         };
         match read {
             Ok(Ok(0)) => return Ok(None),
@@ -362,13 +383,14 @@ async fn one_request<S>(
     client: &mut S,
     c: &mut Conn,
     shared: &Shared,
+    stopped: Pin<&mut WaitForCancellationFutureOwned>,
     first: bool,
 ) -> io::Result<bool>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let gen = shared.current.load_full();
-    let Some(head_len) = read_head(client, c, shared, &gen, first).await? else {
+    let Some(head_len) = read_head(client, c, shared, &gen, stopped, first).await? else {
         return Ok(false);
     };
     let started = Instant::now();
@@ -424,7 +446,7 @@ where
         Framing::None => Some(0usize),
         Framing::Length(n) if n <= BUFFER_BODY => {
             while (c.buf.len() as u64) < n {
-                let r = tokio::time::timeout(t.idle, c.buf.fill(client, BODY_BUF_MAX)).await;
+                let r = lazy(t.idle, c.buf.fill(client, BODY_BUF_MAX)).await;
                 match r {
                     Ok(Ok(k)) if k > 0 => {}
                     _ => return Ok(false),
@@ -545,7 +567,7 @@ where
     let http10 = c.info.minor == 0;
     let rechunk = framing == Framing::UntilClose && !http10 && c.info.keep_alive;
     let keep = c.info.keep_alive
-        && !shared.shutdown.is_triggered()
+        && !c.stop.is_triggered()
         && (framing != Framing::UntilClose || rechunk)
         && !(http10 && framing == Framing::Chunked);
     let side = ClientSide {
@@ -676,7 +698,11 @@ async fn read_response_head<S: AsyncWrite + Unpin>(
                 Err(_) => return Err(UpstreamFailure::BadResponse),
             }
         }
-        match tokio::time::timeout(t, c.up_buf.fill(conn, limits.max_header_bytes)).await {
+        match c
+            .up_timer
+            .limit(t, c.up_buf.fill(conn, limits.max_header_bytes))
+            .await
+        {
             Err(_) => return Err(UpstreamFailure::Timeout),
             Ok(Ok(0)) => {
                 return Err(if got_any {

@@ -20,10 +20,13 @@
 //!   and changing listeners on reload.
 //! - [`health`]: active HTTP/TCP health checks.
 //! - [`tls`]: rustls termination with SNI.
+//! - [`timer`]: time limits that read the clock and arm timers lazily.
 //! - [`state`]: the swappable configuration generation shared by connections.
 //! - [`metrics`]: counters and their Prometheus rendering.
 //! - [`accesslog`]: nginx `combined` access log writer.
 //! - [`admin`]: the `/metrics` and `/status` listener.
+//! - [`workers`]: the worker threads, one runtime each, that serve
+//!   connections (nginx's worker processes).
 //! - [`server`]: listeners, accept loops, reload, control socket, shutdown;
 //!   [`run`] is the entry point the CLI and tests share.
 //!
@@ -68,8 +71,10 @@ pub mod router;
 pub mod server;
 pub mod state;
 pub mod tcp;
+pub mod timer;
 pub mod tls;
 pub mod upstream;
+pub mod workers;
 
 pub use balance::Balance;
 pub use config::{Config, ServerConfig, Strategy};

@@ -34,9 +34,11 @@ pub struct Live {
     pub stop: Shutdown,
 }
 
-/// Sockets bound for a listener whose accept loops have not started yet.
+/// Sockets bound for a listener whose accept loops have not started yet:
+/// one per worker thread, registered with that worker's runtime when its
+/// accept loop starts there.
 pub struct Pending {
-    pub sockets: Vec<TcpListener>,
+    pub sockets: Vec<std::net::TcpListener>,
     pub live: Arc<Live>,
 }
 
@@ -44,6 +46,8 @@ pub struct Pending {
 pub struct ListenerSet {
     pub live: Mutex<Vec<Arc<Live>>>,
     pub permits: Arc<Semaphore>,
+    /// The worker runtimes; socket `i` of a listener is served by worker `i`.
+    pub workers: Vec<tokio::runtime::Handle>,
 }
 
 /// Build the TLS acceptor of a listener, if it has certificates (reads the files).
@@ -57,14 +61,6 @@ pub fn tls_for(l: &ListenerConfig) -> Result<Option<TlsAcceptor>> {
         &[]
     };
     crate::tls::acceptor(&l.tls, alpn).map(Some)
-}
-
-/// Accepting threads: one per runtime worker.
-fn accept_threads() -> usize {
-    tokio::runtime::Handle::try_current()
-        .map(|h| h.metrics().num_workers())
-        .unwrap_or(1)
-        .clamp(1, 64)
 }
 
 /// Ask the kernel to hand over connections only once the client has sent
@@ -102,7 +98,11 @@ fn set_defer_accept(_: &socket2::Socket, _: u32) -> std::io::Result<()> {
 /// Bind `n` listening sockets on `addr` with SO_REUSEPORT (port 0: the first
 /// picks the port, the others join it). `defer` > 0 sets `TCP_DEFER_ACCEPT`
 /// to that many seconds.
-fn bind_reuseport(addr: SocketAddr, n: usize, defer: u32) -> std::io::Result<Vec<TcpListener>> {
+fn bind_reuseport(
+    addr: SocketAddr,
+    n: usize,
+    defer: u32,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
     use socket2::{Domain, Socket, Type};
     let mut out = Vec::with_capacity(n);
     let mut at = addr;
@@ -116,25 +116,31 @@ fn bind_reuseport(addr: SocketAddr, n: usize, defer: u32) -> std::io::Result<Vec
             set_defer_accept(&s, defer)?;
         }
         s.listen(4096)?;
-        let l = TcpListener::from_std(s.into())?;
+        let l: std::net::TcpListener = s.into();
         at = l.local_addr()?;
         out.push(l);
     }
     Ok(out)
 }
 
-/// Bind a listener's sockets and load its TLS material. HTTP listeners defer
+/// Bind a listener's sockets, one per worker (`workers`), and load its TLS
+/// material. HTTP listeners defer
 /// accepting until the client sends (for up to `client_header`, as nginx does
 /// with `deferred`); the first-byte wait in [`connection`] stays for the
 /// connections the kernel hands over when that period ends.
-pub fn bind(l: &ListenerConfig, parent: &Shutdown, client_header: Duration) -> Result<Pending> {
+pub fn bind(
+    l: &ListenerConfig,
+    parent: &Shutdown,
+    client_header: Duration,
+    workers: usize,
+) -> Result<Pending> {
     let tls = tls_for(l)?;
     let defer = match l.protocol {
         Protocol::Http => u32::try_from(client_header.as_secs().max(1)).unwrap_or(u32::MAX),
         Protocol::Tcp => 0,
     };
     let sockets =
-        bind_reuseport(l.address, accept_threads(), defer).map_err(|source| ProxyError::Bind {
+        bind_reuseport(l.address, workers.max(1), defer).map_err(|source| ProxyError::Bind {
             addr: l.address,
             source,
         })?;
@@ -165,13 +171,17 @@ impl ListenerSet {
         let tasks = p
             .sockets
             .into_iter()
-            .map(|s| {
-                tokio::spawn(accept_loop(
-                    s,
-                    p.live.clone(),
-                    shared.clone(),
-                    self.permits.clone(),
-                ))
+            .enumerate()
+            .map(|(i, s)| {
+                let (live, shared, permits) =
+                    (p.live.clone(), shared.clone(), self.permits.clone());
+                self.workers[i % self.workers.len()].spawn(async move {
+                    // Registering here ties the socket to this worker's reactor.
+                    match TcpListener::from_std(s) {
+                        Ok(l) => accept_loop(l, live, shared, permits).await,
+                        Err(e) => tracing::error!(error = %e, "cannot register a listening socket"),
+                    }
+                })
             })
             .collect();
         self.live.lock().push(p.live);
@@ -209,7 +219,12 @@ impl ListenerSet {
                     };
                     plan.updates.push((e.clone(), ctx));
                 }
-                None => plan.added.push(bind(l, &shared.shutdown, client_header)?),
+                None => plan.added.push(bind(
+                    l,
+                    &shared.shutdown,
+                    client_header,
+                    self.workers.len(),
+                )?),
             }
         }
         Ok(plan)
@@ -269,6 +284,9 @@ async fn accept_loop(
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
 ) {
+    // This worker's own child of the server's shutdown, so that connections
+    // here wait on a token no other core touches.
+    let stop = shared.shutdown.child();
     loop {
         let permit = tokio::select! {
             _ = live.stop.cancelled() => return,
@@ -283,6 +301,7 @@ async fn accept_loop(
             peer,
             live.ctx.load_full(),
             shared.clone(),
+            stop.clone(),
             permit,
         ));
     }
@@ -297,6 +316,7 @@ async fn connection(
     peer: SocketAddr,
     ctx: Arc<ListenerCtx>,
     shared: Arc<Shared>,
+    stop: Shutdown,
     permit: OwnedSemaphorePermit,
 ) {
     use std::sync::atomic::Ordering;
@@ -307,12 +327,13 @@ async fn connection(
     let ready = ctx.config.protocol == Protocol::Tcp || {
         let mut first = [0u8; 1];
         tokio::select! {
-            r = tokio::time::timeout(t, stream.peek(&mut first)) => matches!(r, Ok(Ok(n)) if n > 0),
-            _ = shared.shutdown.cancelled() => false,
+            biased;
+            r = crate::timer::lazy(t, stream.peek(&mut first)) => matches!(r, Ok(Ok(n)) if n > 0),
+            _ = stop.cancelled() => false,
         }
     };
     if ready {
-        Box::pin(after_ready(stream, peer, &ctx, shared.clone(), t)).await;
+        Box::pin(after_ready(stream, peer, &ctx, shared.clone(), &stop, t)).await;
     }
     shared
         .metrics
@@ -327,24 +348,31 @@ async fn after_ready(
     peer: SocketAddr,
     ctx: &ListenerCtx,
     shared: Arc<Shared>,
+    stop: &Shutdown,
     t: Duration,
 ) {
     match &ctx.tls {
-        None => serve_stream(stream, peer, ctx, false, shared).await,
+        None => serve_stream(stream, peer, ctx, false, shared, stop).await,
         Some(acc) => match tokio::time::timeout(t, acc.accept(stream)).await {
-            Ok(Ok(s)) => serve_stream(s, peer, ctx, true, shared).await,
+            Ok(Ok(s)) => serve_stream(s, peer, ctx, true, shared, stop).await,
             Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
             Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
         },
     }
 }
 
-async fn serve_stream<S>(s: S, peer: SocketAddr, ctx: &ListenerCtx, tls: bool, shared: Arc<Shared>)
-where
+async fn serve_stream<S>(
+    s: S,
+    peer: SocketAddr,
+    ctx: &ListenerCtx,
+    tls: bool,
+    shared: Arc<Shared>,
+    stop: &Shutdown,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
 {
     match ctx.config.protocol {
-        Protocol::Http => crate::http::serve(s, peer, ctx.local, tls, shared).await,
+        Protocol::Http => crate::http::serve(s, peer, ctx.local, tls, shared, stop).await,
         Protocol::Tcp => crate::tcp::serve(s, peer, &ctx.upstream, shared).await,
     }
 }

@@ -17,6 +17,7 @@ use crate::error::{ProxyError, Result};
 use crate::listener::{self, ListenerSet, Pending};
 use crate::metrics::Metrics;
 use crate::state::{Generation, Shared};
+use crate::workers::{self, Workers};
 
 /// A bound, not yet running proxy.
 pub struct Server {
@@ -25,18 +26,27 @@ pub struct Server {
     listeners: Arc<ListenerSet>,
     admin: Option<TcpListener>,
     control: Option<(UnixListener, PathBuf)>,
+    /// Dropped last: stops the worker threads.
+    workers: Workers,
 }
 
 impl Server {
-    /// Bind everything `config` asks for. Port 0 picks a free port (see
+    /// Bind everything `config` asks for and start the worker threads
+    /// (`config.workers`, one per core when 0). Port 0 picks a free port (see
     /// [`Server::local_addrs`]).
     pub async fn bind(config: Config) -> Result<Server> {
         config.check()?;
         let metrics = Arc::new(Metrics::default());
         let shutdown = Shutdown::new();
+        let n = workers::resolve_count(config.workers);
         let mut pending = Vec::new();
         for l in &config.listeners {
-            pending.push(listener::bind(l, &shutdown, config.timeouts.client_header)?);
+            pending.push(listener::bind(
+                l,
+                &shutdown,
+                config.timeouts.client_header,
+                n,
+            )?);
         }
         let admin = match config.admin {
             Some(a) => Some(
@@ -68,7 +78,9 @@ impl Server {
             None => None,
         };
         let permits = Arc::new(Semaphore::new(config.limits.max_connections));
-        let gen = Generation::new(config, None, shutdown.child());
+        let workers = Workers::start(n).map_err(ProxyError::Io)?;
+        tracing::debug!(workers = n, "worker threads started");
+        let gen = Generation::new(config, None, shutdown.child(), n);
         let shared = Arc::new(Shared {
             current: arc_swap::ArcSwap::from_pointee(gen),
             metrics,
@@ -78,6 +90,7 @@ impl Server {
         let listeners = Arc::new(ListenerSet {
             live: Mutex::new(Vec::new()),
             permits,
+            workers: workers.handles(),
         });
         Ok(Server {
             shared,
@@ -85,6 +98,7 @@ impl Server {
             listeners,
             admin,
             control,
+            workers,
         })
     }
 
@@ -131,6 +145,7 @@ impl Server {
         for p in self.pending {
             tasks.extend(self.listeners.start(p, &shared));
         }
+        tracing::info!(workers = self.workers.len(), "worker threads serving");
         if let Some(a) = self.admin {
             tracing::info!(address = ?a.local_addr().ok(), "admin listening (/metrics, /status)");
             tasks.push(tokio::spawn(crate::admin::serve(
@@ -242,10 +257,19 @@ impl Handle {
                     .into(),
             ));
         }
+        let mut new = new;
+        if new.workers != old.config.workers {
+            // Also the case when --threads overrode the file at startup.
+            tracing::warn!(
+                running = old.workers,
+                "the worker count changes only on restart; keeping the running workers"
+            );
+            new.workers = old.config.workers;
+        }
         let plan =
             self.listeners
                 .prepare(&new.listeners, new.timeouts.client_header, &self.shared)?;
-        let gen = Generation::new(new, Some(&old), self.shared.shutdown.child());
+        let gen = Generation::new(new, Some(&old), self.shared.shutdown.child(), old.workers);
         crate::health::start(&gen);
         let n = gen.number;
         self.shared.current.store(Arc::new(gen));

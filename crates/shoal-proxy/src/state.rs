@@ -23,17 +23,28 @@ pub struct Generation {
     pub tasks: Shutdown,
     /// Increases by one per reload.
     pub number: u64,
+    /// Worker threads (each keeps its own idle upstream connections).
+    pub workers: usize,
 }
 
 impl Generation {
-    /// Compile `config`; servers that also exist in `old` keep their counters.
-    pub fn new(config: Config, old: Option<&Generation>, tasks: Shutdown) -> Generation {
+    /// Compile `config` for `workers` worker threads; servers that also
+    /// exist in `old` keep their counters.
+    pub fn new(
+        config: Config,
+        old: Option<&Generation>,
+        tasks: Shutdown,
+        workers: usize,
+    ) -> Generation {
         let upstreams = config
             .upstreams
             .iter()
             .map(|(name, u)| {
                 let prev = old.and_then(|o| o.upstreams.get(name)).map(|a| a.as_ref());
-                (name.clone(), Arc::new(Upstream::new(name, u, prev)))
+                (
+                    name.clone(),
+                    Arc::new(Upstream::new(name, u, prev, workers)),
+                )
             })
             .collect();
         Generation {
@@ -41,6 +52,7 @@ impl Generation {
             upstreams,
             tasks,
             number: old.map_or(1, |o| o.number + 1),
+            workers,
             config,
         }
     }

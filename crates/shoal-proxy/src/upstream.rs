@@ -13,11 +13,22 @@ use tokio::net::TcpStream;
 use crate::balance::{self, Balance, Context, PeerView};
 use crate::config::{HashKey, HealthCheckConfig, ServerConfig, Strategy, UpstreamConfig};
 
-/// Milliseconds since this process's first call (a cheap monotonic clock
-/// that fits in an atomic).
+/// Milliseconds on a cheap monotonic clock that fits in an atomic, never 0.
+/// It reads `CLOCK_MONOTONIC_COARSE` (the kernel's last tick, a few
+/// milliseconds coarse, no hardware clock read), which is plenty for
+/// `fail_timeout` and idle limits and is called several times per request.
 pub fn now_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to; the clock id is a constant.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    if rc != 0 {
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        return EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1;
+    }
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000 + 1
 }
 
 /// Counters for one server, kept across reloads while the server stays.
@@ -53,14 +64,16 @@ pub struct Peer {
     active: AtomicUsize,
     /// Active health check verdict (true when no check is configured).
     healthy: AtomicBool,
-    /// Idle keep-alive connections, newest last.
-    pool: Mutex<Vec<(TcpStream, u64)>>,
+    /// Idle keep-alive connections, newest last: one pool per worker thread
+    /// (a connection is registered with its worker's reactor), each holding
+    /// at most `pool_max`, as nginx's `keepalive` counts per worker process.
+    pools: Box<[Mutex<Vec<(TcpStream, u64)>>]>,
     pool_max: usize,
     pub stats: Arc<PeerStats>,
 }
 
 impl Peer {
-    fn new(config: ServerConfig, pool_max: usize, stats: Arc<PeerStats>) -> Self {
+    fn new(config: ServerConfig, pool_max: usize, stats: Arc<PeerStats>, workers: usize) -> Self {
         Peer {
             config,
             fails: AtomicU32::new(0),
@@ -68,7 +81,9 @@ impl Peer {
             window_start: AtomicU64::new(0),
             active: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
-            pool: Mutex::new(Vec::new()),
+            pools: (0..workers.max(1))
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
             pool_max,
             stats,
         }
@@ -105,7 +120,7 @@ impl Peer {
         if was != up {
             tracing::warn!(server = %self.config.name, healthy = up, "health check changed state");
             if !up {
-                self.pool.lock().clear();
+                self.clear_pools();
             }
         }
     }
@@ -143,7 +158,7 @@ impl Peer {
         self.last_fail.store(now, Ordering::Relaxed);
         if self.fails.load(Ordering::Relaxed) >= self.config.max_fails {
             tracing::warn!(server = %self.config.name, fail_timeout = ?self.config.fail_timeout, "server marked unavailable (max_fails reached)");
-            self.pool.lock().clear();
+            self.clear_pools();
         }
     }
 
@@ -155,10 +170,23 @@ impl Peer {
         }
     }
 
-    /// Take an idle connection younger than `max_idle`, if any.
+    /// Close every idle connection.
+    fn clear_pools(&self) {
+        for p in self.pools.iter() {
+            p.lock().clear();
+        }
+    }
+
+    /// The calling worker's idle pool.
+    fn pool(&self) -> &Mutex<Vec<(TcpStream, u64)>> {
+        &self.pools[crate::workers::index() % self.pools.len()]
+    }
+
+    /// Take an idle connection younger than `max_idle` from the calling
+    /// worker's pool, if any.
     pub fn take_idle(&self, max_idle: Duration) -> Option<TcpStream> {
         let now = now_ms();
-        let mut pool = self.pool.lock();
+        let mut pool = self.pool().lock();
         while let Some((s, since)) = pool.pop() {
             if now.saturating_sub(since) < max_idle.as_millis() as u64 {
                 return Some(s);
@@ -169,15 +197,15 @@ impl Peer {
 
     /// Return a connection that finished a response cleanly.
     pub fn put_idle(&self, s: TcpStream) {
-        let mut pool = self.pool.lock();
+        let mut pool = self.pool().lock();
         if pool.len() < self.pool_max {
             pool.push((s, now_ms()));
         }
     }
 
-    /// Idle pooled connections now.
+    /// Idle pooled connections now, over all workers.
     pub fn idle_count(&self) -> usize {
-        self.pool.lock().len()
+        self.pools.iter().map(|p| p.lock().len()).sum()
     }
 
     /// Open a new connection with `timeout`.
@@ -240,8 +268,9 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Build from configuration; `old` supplies counters of servers that stay.
-    pub fn new(name: &str, cfg: &UpstreamConfig, old: Option<&Upstream>) -> Self {
+    /// Build from configuration; `old` supplies counters of servers that
+    /// stay. `workers`: how many worker threads keep idle pools.
+    pub fn new(name: &str, cfg: &UpstreamConfig, old: Option<&Upstream>, workers: usize) -> Self {
         let mut tiers = Vec::new();
         for backup in [false, true] {
             let servers: Vec<&ServerConfig> =
@@ -259,7 +288,7 @@ impl Upstream {
                             .find(|p| p.config.address == s.address && p.config.backup == s.backup)
                     });
                     let stats = prev.map(|p| p.stats.clone()).unwrap_or_default();
-                    let peer = Peer::new((*s).clone(), cfg.keepalive, stats);
+                    let peer = Peer::new((*s).clone(), cfg.keepalive, stats, workers);
                     if let Some(p) = prev.filter(|_| cfg.health_check.is_some()) {
                         peer.healthy.store(p.healthy(), Ordering::Relaxed);
                     }
@@ -401,7 +430,7 @@ mod tests {
             servers,
             health_check: None,
         };
-        Upstream::new("t", &cfg, None)
+        Upstream::new("t", &cfg, None, 1)
     }
 
     fn srv(port: u16) -> ServerConfig {
@@ -460,6 +489,7 @@ mod tests {
             },
             4,
             Default::default(),
+            1,
         );
         p.fail();
         assert!(p.usable(now_ms()));

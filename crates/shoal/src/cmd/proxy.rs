@@ -43,8 +43,10 @@ pub struct ProxyArgs {
     #[arg(long)]
     pub no_control: bool,
 
-    /// Worker threads (default: one per core).
-    #[arg(long)]
+    /// Worker threads, each serving its own share of connections with its own
+    /// upstream keep-alive pool (default: the file's `workers`, else one per
+    /// core).
+    #[arg(long, visible_alias = "workers", value_name = "N")]
     pub threads: Option<usize>,
 }
 
@@ -188,12 +190,14 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
     if !args.no_control {
         config.control_name = Some(args.name.clone());
     }
-    let threads = args
-        .threads
-        .map_or(super::Threads::PerCore, super::Threads::Exactly);
-    // Once stopped, the proxy waits at most a second for tasks still running.
+    if let Some(n) = args.threads {
+        config.workers = n.max(1);
+    }
+    // The proxy's own worker threads serve connections; this runtime only
+    // runs the control plane (signals, reload, health checks, admin). Once
+    // stopped, the proxy waits at most a second for tasks still running.
     super::run_with_signals(
-        threads,
+        super::Threads::One,
         Some(Duration::from_secs(1)),
         |shutdown| async move {
             let server = shoal_proxy::Server::bind(config).await?;

@@ -1,0 +1,106 @@
+//! Worker threads, the way nginx runs worker processes: each thread has its
+//! own current-thread tokio runtime, accepts from its own SO_REUSEPORT socket
+//! of every listener and serves those connections start to finish, with its
+//! own idle pool of upstream connections. A connection's task never moves to
+//! another core and never waits for a wake-up from one, which on a small
+//! machine is worth about a tenth of the CPU a request costs (see
+//! docs/BENCHMARKS.md). The control plane (reload, health checks, admin,
+//! access log) stays on the runtime that called [`crate::Server::bind`].
+
+use std::cell::Cell;
+use std::io;
+use std::thread::JoinHandle;
+
+use shoal_core::Shutdown;
+use tokio::runtime::{Builder, Handle};
+
+thread_local! {
+    /// This thread's worker number; 0 on threads that are not workers.
+    static INDEX: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The number of the worker running the caller (0 outside the workers).
+/// Per-worker state, such as upstream idle pools, is indexed by it.
+pub fn index() -> usize {
+    INDEX.with(|i| i.get())
+}
+
+/// One worker per core when the configuration says 0.
+pub fn resolve_count(configured: usize) -> usize {
+    if configured > 0 {
+        return configured.min(MAX_WORKERS);
+    }
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_WORKERS)
+}
+
+/// Upper bound on worker threads.
+pub const MAX_WORKERS: usize = 64;
+
+/// Running worker threads. Dropping this stops them: tasks still running on
+/// them are cancelled, as a runtime's shutdown does.
+pub struct Workers {
+    handles: Vec<Handle>,
+    threads: Vec<JoinHandle<()>>,
+    stop: Shutdown,
+}
+
+impl Workers {
+    /// Start `n` (at least one) worker threads named `shoal-proxy-N`.
+    pub fn start(n: usize) -> io::Result<Workers> {
+        let n = n.clamp(1, MAX_WORKERS);
+        let stop = Shutdown::new();
+        let mut handles = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
+            let rt = Builder::new_current_thread().enable_all().build()?;
+            handles.push(rt.handle().clone());
+            let stopped = stop.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("shoal-proxy-{i}"))
+                .spawn(move || {
+                    INDEX.with(|x| x.set(i));
+                    rt.block_on(stopped.cancelled());
+                    // Dropping the runtime here cancels what still runs on it.
+                    drop(rt);
+                });
+            match t {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    stop.trigger();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Workers {
+            handles,
+            threads,
+            stop,
+        })
+    }
+
+    /// How many workers run.
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Always false: there is at least one worker.
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// The runtimes, to spawn a task on worker `i` with `handles()[i].spawn`.
+    pub fn handles(&self) -> Vec<Handle> {
+        self.handles.clone()
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop.trigger();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
