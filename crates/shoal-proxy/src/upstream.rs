@@ -50,6 +50,10 @@ impl PeerStats {
     }
 }
 
+/// One worker's idle connections to a server, with when each went idle
+/// ([`now_ms`]), newest last.
+type IdlePool = Vec<(TcpStream, u64)>;
+
 /// One upstream server and its live state.
 #[derive(Debug)]
 pub struct Peer {
@@ -67,7 +71,7 @@ pub struct Peer {
     /// Idle keep-alive connections, newest last: one pool per worker thread
     /// (a connection is registered with its worker's reactor), each holding
     /// at most `pool_max`, as nginx's `keepalive` counts per worker process.
-    pools: Box<[Mutex<Vec<(TcpStream, u64)>>]>,
+    pools: Box<[Mutex<IdlePool>]>,
     pool_max: usize,
     pub stats: Arc<PeerStats>,
 }
@@ -178,7 +182,7 @@ impl Peer {
     }
 
     /// The calling worker's idle pool.
-    fn pool(&self) -> &Mutex<Vec<(TcpStream, u64)>> {
+    fn pool(&self) -> &Mutex<IdlePool> {
         &self.pools[crate::workers::index() % self.pools.len()]
     }
 
