@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::config::StrategyName;
+use crate::workers::PerWorker;
 
 /// What a balancer may look at about the request.
 #[derive(Debug, Clone, Copy)]
@@ -36,7 +37,8 @@ pub struct PeerView {
     pub index: usize,
     /// Configured weight (at least 1).
     pub weight: u32,
-    /// Requests or connections in flight to this server.
+    /// Requests or connections in flight to this server (0 when the
+    /// balancer's [`Balance::uses_active`] says it does not look).
     pub active: usize,
     /// Whether the server may be chosen now.
     pub available: bool,
@@ -47,14 +49,32 @@ pub struct PeerView {
 pub trait Balance: Send + Sync + 'static {
     /// Pick one of `peers` for the request described by `ctx`.
     fn select(&self, ctx: &Context<'_>, peers: &[PeerView]) -> Option<usize>;
+
+    /// Whether [`PeerView::active`] matters to this balancer. When false,
+    /// `active` is passed as 0 and the proxy skips adding up the workers'
+    /// counters on every request.
+    fn uses_active(&self) -> bool {
+        true
+    }
 }
 
-/// Build a fresh balancer for a tier of `weights.len()` servers.
-pub fn builtin(name: StrategyName, weights: &[u32], peer_keys: &[String]) -> Box<dyn Balance> {
+/// Build a fresh balancer for a tier of `weights.len()` servers, used by
+/// `workers` worker threads.
+pub fn builtin(
+    name: StrategyName,
+    weights: &[u32],
+    peer_keys: &[String],
+    workers: usize,
+) -> Box<dyn Balance> {
+    let n = weights.len();
     match name {
-        StrategyName::RoundRobin => Box::new(SmoothWeighted::new(weights.len())),
-        StrategyName::LeastConn => Box::new(LeastConn::new(weights.len())),
-        StrategyName::IpHash => Box::new(IpHash::new(weights.len())),
+        StrategyName::RoundRobin => Box::new(SmoothWeighted::per_worker(n, workers)),
+        StrategyName::LeastConn => Box::new(LeastConn {
+            rr: SmoothWeighted::per_worker(n, workers),
+        }),
+        StrategyName::IpHash => Box::new(IpHash {
+            fallback: SmoothWeighted::per_worker(n, workers),
+        }),
         StrategyName::Hash => Box::new(ConsistentHash::new(weights, peer_keys)),
         StrategyName::Random => Box::new(RandomTwo),
     }
@@ -63,20 +83,31 @@ pub fn builtin(name: StrategyName, weights: &[u32], peer_keys: &[String]) -> Box
 /// nginx's smooth weighted round robin: each pick adds every available
 /// server's weight to its running score, takes the highest, and subtracts the
 /// total from the winner. Weights 1:2 give a, b, b, a, b, b... interleaved.
+///
+/// Like nginx without a shared `zone`, each worker keeps its own scores: the
+/// sequence is exact per worker, and over all workers every server's share
+/// is off by at most one pick per worker.
 pub struct SmoothWeighted {
-    current: Mutex<Vec<i64>>,
+    current: PerWorker<Mutex<Vec<i64>>>,
 }
 
 impl SmoothWeighted {
-    /// A round robin over `n` servers.
+    /// A round robin over `n` servers with one sequence.
     pub fn new(n: usize) -> Self {
-        SmoothWeighted {
-            current: Mutex::new(vec![0; n]),
+        SmoothWeighted::per_worker(n, 1)
+    }
+
+    /// A round robin over `n` servers, one sequence per worker thread.
+    pub fn per_worker(n: usize, workers: usize) -> Self {
+        let current = PerWorker::<Mutex<Vec<i64>>>::new(workers);
+        for c in current.iter() {
+            c.lock().resize(n, 0);
         }
+        SmoothWeighted { current }
     }
 
     fn pick(&self, peers: &[PeerView], filter: impl Fn(&PeerView) -> bool) -> Option<usize> {
-        let mut cur = self.current.lock();
+        let mut cur = self.current.local().lock();
         let mut total = 0i64;
         let mut best: Option<(usize, i64)> = None;
         for p in peers.iter().filter(|p| p.available && filter(p)) {
@@ -100,6 +131,10 @@ impl SmoothWeighted {
 impl Balance for SmoothWeighted {
     fn select(&self, _ctx: &Context<'_>, peers: &[PeerView]) -> Option<usize> {
         self.pick(peers, |_| true)
+    }
+
+    fn uses_active(&self) -> bool {
+        false
     }
 }
 
@@ -189,6 +224,10 @@ impl Balance for IpHash {
         }
         self.fallback.select(ctx, peers)
     }
+
+    fn uses_active(&self) -> bool {
+        false
+    }
 }
 
 /// FNV-1a, 64 bit, followed by murmur3's finaliser so that similar keys
@@ -242,6 +281,10 @@ impl Balance for ConsistentHash {
             }
         }
         None
+    }
+
+    fn uses_active(&self) -> bool {
+        false
     }
 }
 

@@ -253,10 +253,20 @@ pub async fn serve<S>(
     };
     // Registered once for the connection's life, not once per request.
     let mut stopped = std::pin::pin!(stop.token().clone().cancelled_owned());
+    // The configuration generation, re-read before each request (a reload
+    // applies from the next request on) but cloned only when it changed, so
+    // the request path touches no reference count other cores share.
+    let mut gen = shared.current.load_full();
     let mut served = 0u64;
     loop {
         let first = served == 0;
-        match one_request(&mut client, &mut c, &shared, stopped.as_mut(), first).await {
+        {
+            let now = shared.current.load();
+            if !Arc::ptr_eq(&now, &gen) {
+                gen = arc_swap::Guard::into_inner(now);
+            }
+        }
+        match one_request(&mut client, &mut c, &shared, &gen, stopped.as_mut(), first).await {
             Ok(true) => served += 1,
             Ok(false) => break,
             Err(e) => {
@@ -383,14 +393,14 @@ async fn one_request<S>(
     client: &mut S,
     c: &mut Conn,
     shared: &Shared,
+    gen: &Generation,
     stopped: Pin<&mut WaitForCancellationFutureOwned>,
     first: bool,
 ) -> io::Result<bool>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let gen = shared.current.load_full();
-    let Some(head_len) = read_head(client, c, shared, &gen, stopped, first).await? else {
+    let Some(head_len) = read_head(client, c, shared, gen, stopped, first).await? else {
         return Ok(false);
     };
     let started = Instant::now();
@@ -407,8 +417,7 @@ where
     let upstream = gen
         .router
         .route(&c.host, route_path)
-        .and_then(|n| gen.upstreams.get(n))
-        .cloned();
+        .and_then(|n| gen.upstreams.get(n));
     let body = c.info.body();
     let Some(upstream) = upstream else {
         let keep = body == Framing::None && c.info.keep_alive;
@@ -734,7 +743,7 @@ async fn tunnel<S>(
     c: &mut Conn,
     shared: &Shared,
     head: usize,
-    lease: Lease,
+    lease: Lease<'_>,
     started: Instant,
 ) -> io::Result<bool>
 where

@@ -9,6 +9,7 @@ use shoal_core::metrics::{Kind, TextWriter};
 
 use crate::state::Generation;
 use crate::upstream::Peer;
+use crate::workers::PerWorker;
 
 /// Latency histogram bucket bounds, seconds.
 pub const BUCKETS: [f64; 12] = [
@@ -18,20 +19,26 @@ pub const BUCKETS: [f64; 12] = [
 /// Statuses the proxy answers itself (each gets a counter).
 pub const LOCAL_STATUSES: [u16; 9] = [400, 404, 408, 431, 501, 502, 503, 504, 505];
 
-/// Counters shared by every connection.
+/// What every request updates, kept per worker (see [`PerWorker`]).
 #[derive(Default)]
+pub struct RequestCounters {
+    /// Requests answered (any status).
+    requests: AtomicU64,
+    /// Latency histogram: counts per bucket (non-cumulative) + overflow.
+    buckets: [AtomicU64; 13],
+    latency_sum_us: AtomicU64,
+}
+
+/// Counters shared by every connection.
 pub struct Metrics {
     /// Client connections open now (HTTP and TCP).
     pub active_connections: AtomicI64,
     /// Client connections accepted since start.
     pub connections_total: AtomicU64,
-    /// Requests answered (any status).
-    pub requests_total: AtomicU64,
+    /// Requests, by worker.
+    per_request: PerWorker<RequestCounters>,
     /// Responses the proxy made itself, indexed like [`LOCAL_STATUSES`].
     pub local: [AtomicU64; 9],
-    /// Latency histogram: counts per bucket (non-cumulative) + overflow.
-    buckets: [AtomicU64; 13],
-    latency_sum_us: AtomicU64,
     /// WebSocket/Upgrade tunnels opened.
     pub tunnels_total: AtomicU64,
     /// TCP-mode connections proxied.
@@ -44,6 +51,29 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Zeroed counters for `workers` worker threads.
+    pub fn new(workers: usize) -> Metrics {
+        Metrics {
+            active_connections: AtomicI64::new(0),
+            connections_total: AtomicU64::new(0),
+            per_request: PerWorker::new(workers),
+            local: Default::default(),
+            tunnels_total: AtomicU64::new(0),
+            tcp_sessions_total: AtomicU64::new(0),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            log_dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Requests answered since start.
+    pub fn requests_total(&self) -> u64 {
+        self.per_request
+            .iter()
+            .map(|c| c.requests.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// Count a response the proxy made itself.
     pub fn local_status(&self, status: u16) {
         if let Some(i) = LOCAL_STATUSES.iter().position(|s| *s == status) {
@@ -53,15 +83,24 @@ impl Metrics {
 
     /// Record one request's total time.
     pub fn observe(&self, d: Duration) {
-        self.requests_total.fetch_add(1, Ordering::Relaxed);
+        let c = self.per_request.local();
+        c.requests.fetch_add(1, Ordering::Relaxed);
         let s = d.as_secs_f64();
         let i = BUCKETS
             .iter()
             .position(|b| s <= *b)
             .unwrap_or(BUCKETS.len());
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us
+        c.buckets[i].fetch_add(1, Ordering::Relaxed);
+        c.latency_sum_us
             .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Histogram bucket `i` summed over workers.
+    fn bucket(&self, i: usize) -> u64 {
+        self.per_request
+            .iter()
+            .map(|c| c.buckets[i].load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Render everything in the Prometheus text format.
@@ -149,7 +188,7 @@ impl Metrics {
         );
         let mut cum = 0u64;
         for (i, b) in BUCKETS.iter().enumerate() {
-            cum += self.buckets[i].load(Ordering::Relaxed);
+            cum += self.bucket(i);
             let le = b.to_string();
             w.sample(
                 "shoal_proxy_request_duration_seconds_bucket",
@@ -157,7 +196,7 @@ impl Metrics {
                 cum as f64,
             );
         }
-        cum += self.buckets[BUCKETS.len()].load(Ordering::Relaxed);
+        cum += self.bucket(BUCKETS.len());
         w.sample(
             "shoal_proxy_request_duration_seconds_bucket",
             &[("le", "+Inf")],
@@ -166,7 +205,11 @@ impl Metrics {
         w.sample(
             "shoal_proxy_request_duration_seconds_sum",
             &[],
-            self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6,
+            self.per_request
+                .iter()
+                .map(|c| c.latency_sum_us.load(Ordering::Relaxed))
+                .sum::<u64>() as f64
+                / 1e6,
         );
         w.sample(
             "shoal_proxy_request_duration_seconds_count",
@@ -186,7 +229,7 @@ impl Metrics {
                     w.sample(
                         "shoal_proxy_upstream_responses_total",
                         &[("upstream", name), ("server", &p.config.name), ("code", c)],
-                        g(&p.stats.responses[i]),
+                        p.stats.responses(i) as f64,
                     );
                 }
             }

@@ -36,9 +36,9 @@ impl Server {
     /// [`Server::local_addrs`]).
     pub async fn bind(config: Config) -> Result<Server> {
         config.check()?;
-        let metrics = Arc::new(Metrics::default());
-        let shutdown = Shutdown::new();
         let n = workers::resolve_count(config.workers);
+        let metrics = Arc::new(Metrics::new(n));
+        let shutdown = Shutdown::new();
         let mut pending = Vec::new();
         for l in &config.listeners {
             pending.push(listener::bind(

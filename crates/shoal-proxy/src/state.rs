@@ -72,7 +72,7 @@ impl Generation {
                 "tls": !l.tls.is_empty(),
             })).collect::<Vec<_>>(),
             "active_connections": metrics.active_connections.load(Ordering::Relaxed),
-            "requests_total": metrics.requests_total.load(Ordering::Relaxed),
+            "requests_total": metrics.requests_total(),
             "upstreams": ups,
         })
     }

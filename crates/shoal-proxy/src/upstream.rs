@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 
 use crate::balance::{self, Balance, Context, PeerView};
 use crate::config::{HashKey, HealthCheckConfig, ServerConfig, Strategy, UpstreamConfig};
+use crate::workers::PerWorker;
 
 /// Milliseconds on a cheap monotonic clock that fits in an atomic, never 0.
 /// It reads `CLOCK_MONOTONIC_COARSE` (the kernel's last tick, a few
@@ -32,10 +33,10 @@ pub fn now_ms() -> u64 {
 }
 
 /// Counters for one server, kept across reloads while the server stays.
-#[derive(Default, Debug)]
+#[derive(Debug)]
 pub struct PeerStats {
-    /// Responses by status class: index 0 = 1xx ... 4 = 5xx.
-    pub responses: [AtomicU64; 5],
+    /// Responses by status class (index 0 = 1xx ... 4 = 5xx), per worker.
+    responses: PerWorker<[AtomicU64; 5]>,
     /// Failed attempts (connect errors, resets, timeouts, bad responses).
     pub failures: AtomicU64,
     /// Connections opened to this server.
@@ -43,10 +44,27 @@ pub struct PeerStats {
 }
 
 impl PeerStats {
+    /// Zeroed counters for `workers` worker threads.
+    pub fn new(workers: usize) -> PeerStats {
+        PeerStats {
+            responses: PerWorker::new(workers),
+            failures: AtomicU64::new(0),
+            connects: AtomicU64::new(0),
+        }
+    }
+
     /// Count a response with `status`.
     pub fn count_status(&self, status: u16) {
         let class = (status / 100).clamp(1, 5) as usize - 1;
-        self.responses[class].fetch_add(1, Ordering::Relaxed);
+        self.responses.local()[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Responses of status class `i` (0 = 1xx ... 4 = 5xx) so far.
+    pub fn responses(&self, i: usize) -> u64 {
+        self.responses
+            .iter()
+            .map(|r| r[i].load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -64,8 +82,12 @@ pub struct Peer {
     last_fail: AtomicU64,
     /// When the current failure window started.
     window_start: AtomicU64,
-    /// Requests or connections in flight.
-    active: AtomicUsize,
+    /// Requests or connections in flight, counted by the worker that
+    /// started them.
+    active: PerWorker<AtomicUsize>,
+    /// In flight over all workers, kept exactly (one shared counter) only
+    /// for a server with `max_conns`, which must not be exceeded.
+    reserved: AtomicUsize,
     /// Active health check verdict (true when no check is configured).
     healthy: AtomicBool,
     /// Idle keep-alive connections, newest last: one pool per worker thread
@@ -83,7 +105,8 @@ impl Peer {
             fails: AtomicU32::new(0),
             last_fail: AtomicU64::new(0),
             window_start: AtomicU64::new(0),
-            active: AtomicUsize::new(0),
+            active: PerWorker::new(workers),
+            reserved: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
             pools: (0..workers.max(1))
                 .map(|_| Mutex::new(Vec::new()))
@@ -100,7 +123,34 @@ impl Peer {
 
     /// Requests in flight.
     pub fn active(&self) -> usize {
-        self.active.load(Ordering::Relaxed)
+        self.active.iter().map(|a| a.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Count a request in flight; with `max_conns`, only if that leaves
+    /// room. Returns whether it was counted.
+    fn reserve(&self) -> bool {
+        let max = self.config.max_conns;
+        if max > 0 {
+            let ok = self
+                .reserved
+                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |a| {
+                    (a < max).then_some(a + 1)
+                })
+                .is_ok();
+            if !ok {
+                return false;
+            }
+        }
+        self.active.local().fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Undo [`Peer::reserve`].
+    fn release(&self) {
+        if self.config.max_conns > 0 {
+            self.reserved.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.active.local().fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Whether passive failure accounting has taken the server out now.
@@ -233,16 +283,20 @@ impl Peer {
     }
 }
 
-/// A peer reserved for one request: counts as active until dropped.
-pub struct Lease {
-    pub peer: Arc<Peer>,
+/// A peer reserved for one request: counts as active until dropped. It
+/// borrows the peer from its [`Upstream`] (no reference count to touch on the
+/// request path).
+pub struct Lease<'a> {
+    pub peer: &'a Peer,
     /// Tier (0 primary, 1 backup) and index, for "already tried" bookkeeping.
     pub id: PeerId,
 }
 
-impl Drop for Lease {
+impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        self.peer.active.fetch_sub(1, Ordering::Relaxed);
+        // A connection's task stays on its worker, so this is the slot
+        // `reserve` counted in.
+        self.peer.release();
     }
 }
 
@@ -291,7 +345,9 @@ impl Upstream {
                         o.peers()
                             .find(|p| p.config.address == s.address && p.config.backup == s.backup)
                     });
-                    let stats = prev.map(|p| p.stats.clone()).unwrap_or_default();
+                    let stats = prev
+                        .map(|p| p.stats.clone())
+                        .unwrap_or_else(|| Arc::new(PeerStats::new(workers)));
                     let peer = Peer::new((*s).clone(), cfg.keepalive, stats, workers);
                     if let Some(p) = prev.filter(|_| cfg.health_check.is_some()) {
                         peer.healthy.store(p.healthy(), Ordering::Relaxed);
@@ -304,7 +360,7 @@ impl Upstream {
                 Strategy::Builtin(n) => {
                     let weights: Vec<u32> = servers.iter().map(|s| s.weight).collect();
                     let keys: Vec<String> = servers.iter().map(|s| s.address.to_string()).collect();
-                    Arc::from(balance::builtin(*n, &weights, &keys))
+                    Arc::from(balance::builtin(*n, &weights, &keys, workers))
                 }
             };
             tiers.push(Tier { peers, balancer });
@@ -329,7 +385,7 @@ impl Upstream {
         ctx: &Context<'_>,
         tried: &[PeerId],
         views: &mut Vec<PeerView>,
-    ) -> Result<Lease, NoPeer> {
+    ) -> Result<Lease<'_>, NoPeer> {
         let now = now_ms();
         let mut busy = false;
         for (t, tier) in self.tiers.iter().enumerate() {
@@ -339,14 +395,18 @@ impl Upstream {
             for _ in 0..4 {
                 views.clear();
                 let mut any = false;
+                let wants_active = tier.balancer.uses_active();
                 for (i, p) in tier.peers.iter().enumerate() {
                     let id = (t, i as u16);
                     let mut available = p.usable(now) && !tried.contains(&id) && !full.contains(&i);
-                    let active = p.active();
-                    if available && p.config.max_conns > 0 && active >= p.config.max_conns {
+                    let max = p.config.max_conns;
+                    if available && max > 0 && p.reserved.load(Ordering::Relaxed) >= max {
                         available = false;
                         busy = true;
                     }
+                    // Summing the workers' counters reads lines other cores
+                    // write: only for balancers that look at it.
+                    let active = if wants_active { p.active() } else { 0 };
                     any |= available;
                     views.push(PeerView {
                         index: i,
@@ -369,16 +429,9 @@ impl Upstream {
                     tracing::error!(upstream = %self.name, index = i, "balancer chose an unavailable server; ignoring");
                     break;
                 };
-                let max = p.config.max_conns;
-                let reserved = p
-                    .active
-                    .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |a| {
-                        (max == 0 || a < max).then_some(a + 1)
-                    })
-                    .is_ok();
-                if reserved {
+                if p.reserve() {
                     return Ok(Lease {
-                        peer: p.clone(),
+                        peer: p,
                         id: (t, i as u16),
                     });
                 }
@@ -408,11 +461,11 @@ impl Upstream {
                     "idle": p.idle_count(),
                     "failures": s.failures.load(Ordering::Relaxed),
                     "responses": {
-                        "1xx": s.responses[0].load(Ordering::Relaxed),
-                        "2xx": s.responses[1].load(Ordering::Relaxed),
-                        "3xx": s.responses[2].load(Ordering::Relaxed),
-                        "4xx": s.responses[3].load(Ordering::Relaxed),
-                        "5xx": s.responses[4].load(Ordering::Relaxed),
+                        "1xx": s.responses(0),
+                        "2xx": s.responses(1),
+                        "3xx": s.responses(2),
+                        "4xx": s.responses(3),
+                        "5xx": s.responses(4),
                     },
                 })
             })
@@ -492,7 +545,7 @@ mod tests {
                 ..srv(1)
             },
             4,
-            Default::default(),
+            Arc::new(PeerStats::new(1)),
             1,
         );
         p.fail();

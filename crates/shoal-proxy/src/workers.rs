@@ -104,3 +104,42 @@ impl Drop for Workers {
         }
     }
 }
+
+/// A value per worker thread, each on its own cache line: a worker updates
+/// its own slot without pulling a line another core keeps writing (a shared
+/// counter bumped by every request costs a cross-core transfer each time).
+/// Readers that want the total add the slots up.
+pub struct PerWorker<T> {
+    slots: Box<[Padded<T>]>,
+}
+
+/// Aligned to two cache lines (the adjacent-line prefetcher pairs them).
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T: Default> PerWorker<T> {
+    /// One default value per worker, for `n` (at least one) workers.
+    pub fn new(n: usize) -> Self {
+        PerWorker {
+            slots: (0..n.max(1)).map(|_| Padded(T::default())).collect(),
+        }
+    }
+}
+
+impl<T> PerWorker<T> {
+    /// The calling worker's slot (slot 0 outside the workers).
+    pub fn local(&self) -> &T {
+        &self.slots[index() % self.slots.len()].0
+    }
+
+    /// Every slot, for totals.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.slots.iter().map(|p| &p.0)
+    }
+}
+
+impl<T> std::fmt::Debug for PerWorker<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PerWorker({} slots)", self.slots.len())
+    }
+}
