@@ -525,7 +525,7 @@ where
                 Err(SendError::Upstream) => Err(UpstreamFailure::Broken),
                 Ok(consumed) => {
                     body_consumed |= consumed;
-                    read_response_head(&mut conn, c, &gen, head_req, client).await
+                    read_response_head(&mut conn, c, gen, head_req, client).await
                 }
             };
             match r {
