@@ -111,6 +111,9 @@ fn bind_reuseport(
         s.set_reuse_address(true)?;
         s.set_reuse_port(true)?;
         s.set_nonblocking(true)?;
+        // Accepted sockets inherit TCP_NODELAY: one setsockopt per listener
+        // instead of one per connection.
+        s.set_tcp_nodelay(true)?;
         s.bind(&at.into())?;
         if defer > 0 {
             set_defer_accept(&s, defer)?;
@@ -295,7 +298,6 @@ async fn accept_loop(
         let Some((stream, peer)) = accept(&listener, &live.stop).await else {
             return;
         };
-        let _ = stream.set_nodelay(true);
         tokio::spawn(connection(
             stream,
             peer,
@@ -307,10 +309,12 @@ async fn accept_loop(
     }
 }
 
-/// One accepted connection. Its future stays small while the client has not
-/// spoken (an HTTP client speaks first): until then it holds no buffers or
-/// connection state, so idle connections cost little memory. `peek` (not
-/// `readable`, which may wake spuriously) waits for a real byte.
+/// One accepted connection, counted while it lasts. There is no separate
+/// wait for the client's first byte: HTTP and TLS listeners defer accepting
+/// until the client has sent (`TCP_DEFER_ACCEPT`), so the request is
+/// normally readable at once; a connection the kernel hands over empty when
+/// that period ends waits in the request-head read, under the same
+/// `client_header` limit and shutdown.
 async fn connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
@@ -319,30 +323,14 @@ async fn connection(
     stop: Shutdown,
     permit: OwnedSemaphorePermit,
 ) {
-    use std::sync::atomic::Ordering;
-    let m = &shared.metrics;
-    m.active_connections.fetch_add(1, Ordering::Relaxed);
-    m.connections_total.fetch_add(1, Ordering::Relaxed);
+    shared.metrics.connection_opened();
     let t = shared.current.load().config.timeouts.client_header;
-    let ready = ctx.config.protocol == Protocol::Tcp || {
-        let mut first = [0u8; 1];
-        tokio::select! {
-            biased;
-            r = crate::timer::lazy(t, stream.peek(&mut first)) => matches!(r, Ok(Ok(n)) if n > 0),
-            _ = stop.cancelled() => false,
-        }
-    };
-    if ready {
-        Box::pin(after_ready(stream, peer, &ctx, shared.clone(), &stop, t)).await;
-    }
-    shared
-        .metrics
-        .active_connections
-        .fetch_sub(1, Ordering::Relaxed);
+    after_ready(stream, peer, &ctx, shared.clone(), &stop, t).await;
+    shared.metrics.connection_closed();
     drop(permit);
 }
 
-/// Everything after the client spoke (TLS handshake, then HTTP or TCP).
+/// A connection's life: the TLS handshake if any, then HTTP or TCP.
 async fn after_ready(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,

@@ -19,9 +19,15 @@ pub const BUCKETS: [f64; 12] = [
 /// Statuses the proxy answers itself (each gets a counter).
 pub const LOCAL_STATUSES: [u16; 9] = [400, 404, 408, 431, 501, 502, 503, 504, 505];
 
-/// What every request updates, kept per worker (see [`PerWorker`]).
+/// What every request and connection updates, kept per worker (see
+/// [`PerWorker`]).
 #[derive(Default)]
 pub struct RequestCounters {
+    /// Client connections open now (HTTP and TCP); a worker's slot can go
+    /// below zero only if a connection ended on another worker, never.
+    active_connections: AtomicI64,
+    /// Client connections accepted.
+    connections: AtomicU64,
     /// Requests answered (any status).
     requests: AtomicU64,
     /// Latency histogram: counts per bucket (non-cumulative) + overflow.
@@ -31,10 +37,6 @@ pub struct RequestCounters {
 
 /// Counters shared by every connection.
 pub struct Metrics {
-    /// Client connections open now (HTTP and TCP).
-    pub active_connections: AtomicI64,
-    /// Client connections accepted since start.
-    pub connections_total: AtomicU64,
     /// Requests, by worker.
     per_request: PerWorker<RequestCounters>,
     /// Responses the proxy made itself, indexed like [`LOCAL_STATUSES`].
@@ -54,8 +56,6 @@ impl Metrics {
     /// Zeroed counters for `workers` worker threads.
     pub fn new(workers: usize) -> Metrics {
         Metrics {
-            active_connections: AtomicI64::new(0),
-            connections_total: AtomicU64::new(0),
             per_request: PerWorker::new(workers),
             local: Default::default(),
             tunnels_total: AtomicU64::new(0),
@@ -64,6 +64,27 @@ impl Metrics {
             reloads_failed: AtomicU64::new(0),
             log_dropped: AtomicU64::new(0),
         }
+    }
+
+    /// A client connection was accepted (on the calling worker).
+    pub fn connection_opened(&self) {
+        let c = self.per_request.local();
+        c.active_connections.fetch_add(1, Ordering::Relaxed);
+        c.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A client connection accepted by the calling worker ended.
+    pub fn connection_closed(&self) {
+        let c = self.per_request.local();
+        c.active_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Client connections open now.
+    pub fn active_connections(&self) -> i64 {
+        self.per_request
+            .iter()
+            .map(|c| c.active_connections.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Requests answered since start.
@@ -115,7 +136,7 @@ impl Metrics {
         .sample(
             "shoal_proxy_active_connections",
             &[],
-            self.active_connections.load(Ordering::Relaxed) as f64,
+            self.active_connections() as f64,
         );
         w.family(
             "shoal_proxy_connections_total",
@@ -125,7 +146,10 @@ impl Metrics {
         .sample(
             "shoal_proxy_connections_total",
             &[],
-            g(&self.connections_total),
+            self.per_request
+                .iter()
+                .map(|c| c.connections.load(Ordering::Relaxed))
+                .sum::<u64>() as f64,
         );
         w.family(
             "shoal_proxy_tunnels_total",

@@ -59,7 +59,6 @@ impl Generation {
 
     /// JSON for `/status` and `{"cmd":"status"}`.
     pub fn status_json(&self, metrics: &Metrics) -> serde_json::Value {
-        use std::sync::atomic::Ordering;
         let mut ups: Vec<serde_json::Value> =
             self.upstreams.values().map(|u| u.status_json()).collect();
         ups.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
@@ -71,7 +70,7 @@ impl Generation {
                 "protocol": format!("{:?}", l.protocol).to_lowercase(),
                 "tls": !l.tls.is_empty(),
             })).collect::<Vec<_>>(),
-            "active_connections": metrics.active_connections.load(Ordering::Relaxed),
+            "active_connections": metrics.active_connections(),
             "requests_total": metrics.requests_total(),
             "upstreams": ups,
         })

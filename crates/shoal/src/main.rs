@@ -7,6 +7,13 @@ mod cmd;
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: the proxy allocates and frees a
+/// connection's buffers for every short-lived connection, and glibc's
+/// consolidation of those chunks showed up as about a tenth of the proxy's
+/// CPU with one request per connection (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = cli::Cli::parse();
     cli::init_logging(&cli.global);
