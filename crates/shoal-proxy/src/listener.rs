@@ -341,11 +341,26 @@ async fn after_ready(
 ) {
     match &ctx.tls {
         None => serve_stream(stream, peer, ctx, false, shared, stop).await,
-        Some(acc) => match tokio::time::timeout(t, acc.accept(stream)).await {
-            Ok(Ok(s)) => serve_stream(s, peer, ctx, true, shared, stop).await,
-            Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
-            Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
-        },
+        // Boxed: a TLS session is large, and inline it would make every
+        // plain connection's task as large (and its spawn as costly).
+        Some(acc) => Box::pin(after_handshake(acc, stream, peer, ctx, shared, stop, t)).await,
+    }
+}
+
+/// The TLS handshake (within `t`), then HTTP or TCP over the session.
+async fn after_handshake(
+    acc: &TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    ctx: &ListenerCtx,
+    shared: Arc<Shared>,
+    stop: &Shutdown,
+    t: Duration,
+) {
+    match tokio::time::timeout(t, acc.accept(stream)).await {
+        Ok(Ok(s)) => serve_stream(s, peer, ctx, true, shared, stop).await,
+        Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
     }
 }
 
