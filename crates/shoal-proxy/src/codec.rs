@@ -48,6 +48,13 @@ impl ReadBuf {
         self.start == self.data.len()
     }
 
+    /// Give the memory back (the next read takes it again). Anything
+    /// unread is dropped.
+    pub fn release(&mut self) {
+        self.data = Vec::new();
+        self.start = 0;
+    }
+
     /// Drop everything buffered.
     pub fn clear(&mut self) {
         self.data.clear();

@@ -372,7 +372,7 @@ async fn serve_stream<S>(
     shared: Arc<Shared>,
     stop: &Shutdown,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+    S: crate::http::ClientStream,
 {
     match ctx.config.protocol {
         Protocol::Http => crate::http::serve(s, peer, ctx.local, tls, shared, stop).await,
