@@ -77,10 +77,9 @@ struct Conn {
     peer: SocketAddr,
     fallback_host: String,
     proto: &'static str,
-    /// Limits waits for the client's next request head.
-    client_timer: Timer,
-    /// Limits waits for an upstream's response head.
-    up_timer: Timer,
+    /// Limits waits for the client's next request and for an upstream's
+    /// response head (never both at once).
+    timer: Timer,
     /// The worker's shutdown token.
     stop: Shutdown,
 }
@@ -280,8 +279,7 @@ pub async fn serve<S: ClientStream>(
         peer,
         fallback_host: local.to_string(),
         proto: if tls { "https" } else { "http" },
-        client_timer: Timer::new(),
-        up_timer: Timer::new(),
+        timer: Timer::new(),
         stop: stop.clone(),
     };
     // Registered once for the connection's life, not once per request.
@@ -299,7 +297,7 @@ pub async fn serve<S: ClientStream>(
             let ready = std::future::poll_fn(|cx| client.poll_idle_ready(cx));
             let waited = tokio::select! {
                 biased;
-                r = c.client_timer.limit(gen.config.timeouts.idle, ready) => r,
+                r = c.timer.limit(gen.config.timeouts.idle, ready) => r,
                 _ = stopped.as_mut() => break,
             };
             if !matches!(waited, Ok(Ok(()))) {
@@ -419,7 +417,7 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
         };
         let read = tokio::select! {
             biased;
-            r = c.client_timer.limit(wait, c.buf.fill(client, limits.max_header_bytes)) => r,
+            r = c.timer.limit(wait, c.buf.fill(client, limits.max_header_bytes)) => r,
             _ = stopped.as_mut(), if idle => return Ok(None),
         };
         match read {
@@ -764,7 +762,7 @@ async fn read_response_head<S: AsyncWrite + Unpin>(
             }
         }
         match c
-            .up_timer
+            .timer
             .limit(t, c.up_buf.fill(conn, limits.max_header_bytes))
             .await
         {
