@@ -327,6 +327,40 @@ async fn active_health_checks_take_a_server_out_and_bring_it_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_health_checks_follow_a_server_that_stops_listening_and_returns() {
+    let a = Backend::start("a", Behaviour::Name).await;
+    let b = Backend::start("b", Behaviour::Name).await;
+    let a_addr = a.addr;
+    let cfg = format!(
+        "{}\n[upstreams.lb_servers.health_check]\nkind = \"tcp\"\ninterval = \"100ms\"\nrise = 2\nfall = 2\n",
+        lb(&format!("{{ address = \"{}\" }}, {{ address = \"{}\" }}", a.addr, b.addr), "round_robin")
+    );
+    let p = start_proxy(config(&cfg)).await;
+    let c = client();
+    assert_eq!(tally(&c, &p, 10).await.len(), 2);
+    // Stop listening on a: connects are refused, and the checker (not a
+    // request, none is sent meanwhile) takes it out.
+    a.stop();
+    drop(a);
+    let out = eventually(20, || async {
+        p.handle.status()["upstreams"][0]["servers"][0]["healthy"] == false
+    })
+    .await;
+    assert!(out, "tcp check never failed server a");
+    let m = tally(&c, &p, 10).await;
+    assert_eq!(m.get("HOST b"), Some(&10), "{m:?}");
+    // Listen again on the same address: two good connects bring it back.
+    let _a = Backend::start_on(a_addr, "a", Behaviour::Name).await;
+    let back = eventually(20, || async {
+        p.handle.status()["upstreams"][0]["servers"][0]["healthy"] == true
+    })
+    .await;
+    assert!(back, "tcp check never passed server a again");
+    let m = tally(&c, &p, 10).await;
+    assert!(m.contains_key("HOST a"), "{m:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hash_on_a_header_keeps_a_user_on_one_server() {
     let (_bs, servers) = backends(&["a", "b", "c"]).await;
     let cfg = lb(&servers, "hash").replace(
