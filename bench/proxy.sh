@@ -6,7 +6,8 @@
 # at 64 keep-alive connections and at one request per connection
 # (`Connection: close`). Each scenario is run ROUNDS times, alternating the
 # contenders (the order rotates every round); medians are reported with the ratios shoal/nginx and
-# shoal/HAProxy. Then RSS with 10,000 idle client connections open.
+# shoal/HAProxy. Then RSS with idle client connections open: silent ones and
+# keep-alive ones after a request.
 #
 # Usage: bench/proxy.sh [DURATION_SECONDS] [ROUNDS]     (defaults: 8 3)
 #   MODES="close" and WHO="nginx shoal" narrow a run (defaults: both modes, all
@@ -186,30 +187,46 @@ done
 [ "${IDLE_N:-5000}" = 0 ] && exit 0
 echo
 # The open-file limit here is 20,000: hold IDLE_N idle connections and scale the growth to 10,000.
+# Two kinds of idle client: one that connected and never spoke (every proxy
+# here defers accepting it), and a keep-alive client that made one request
+# and now waits (the usual idle connection of a browser or a pool).
 IDLE_N=${IDLE_N:-5000}
 echo "## RSS after the runs, and growth per 10,000 idle client connections (measured with $IDLE_N)"
 IDLE=$WORK/idle.py
 cat >"$IDLE" <<'EOF'
-import socket, sys, time
-port, n = int(sys.argv[1]), int(sys.argv[2])
+import socket, sys
+port, n, kind = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 socks = []
 for i in range(n):
     s = socket.socket(); s.connect(("127.0.0.1", port)); socks.append(s)
+    if kind == "keepalive":
+        s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+if kind == "keepalive":
+    for s in socks:
+        got = b""
+        while b"\r\n\r\n" not in got or not got.endswith(b"ok"):
+            chunk = s.recv(4096)
+            if not chunk:
+                sys.exit("connection closed before the response")
+            got += chunk
 print("open", flush=True)
 sys.stdin.readline()
 EOF
 echo
-echo "| proxy | RSS after the load runs (MiB) | RSS with $IDLE_N idle conns (MiB) | growth per 10k idle conns (MiB) |"
-echo "| --- | --- | --- | --- |"
-for who in nginx haproxy shoal; do
-    [[ " $WHO " == *" $who "* ]] || continue
-    case $who in nginx) pid=$NGX_PID port=$NGX;; haproxy) pid=$HAP_PID port=$HAP;; shoal) pid=$SHO_PID port=$SHO;; esac
-    before=$(rss "$pid")
-    coproc IDLER { python3 "$IDLE" "$port" "$IDLE_N"; }
-    read -r _ <&"${IDLER[0]}"
-    sleep 1
-    with=$(rss "$pid")
-    echo >&"${IDLER[1]}"
-    wait "$IDLER_PID" 2>/dev/null || true
-    awk -v w="$who" -v b="$before" -v a="$with" -v n="$IDLE_N" 'BEGIN { printf "| %s | %.1f | %.1f | %.1f |\n", w, b/1024, a/1024, (a-b)/1024*10000/n }'
+echo "| proxy | idle kind | RSS before (MiB) | RSS with $IDLE_N idle conns (MiB) | growth per 10k idle conns (MiB) |"
+echo "| --- | --- | --- | --- | --- |"
+for kind in silent keepalive; do
+    for who in nginx haproxy shoal; do
+        [[ " $WHO " == *" $who "* ]] || continue
+        case $who in nginx) pid=$NGX_PID port=$NGX;; haproxy) pid=$HAP_PID port=$HAP;; shoal) pid=$SHO_PID port=$SHO;; esac
+        before=$(rss "$pid")
+        coproc IDLER { python3 "$IDLE" "$port" "$IDLE_N" "$kind"; }
+        read -r _ <&"${IDLER[0]}"
+        sleep 1
+        with=$(rss "$pid")
+        echo >&"${IDLER[1]}"
+        wait "$IDLER_PID" 2>/dev/null || true
+        sleep 1
+        awk -v w="$who" -v k="$kind" -v b="$before" -v a="$with" -v n="$IDLE_N" 'BEGIN { printf "| %s | %s | %.1f | %.1f | %.1f |\n", w, k, b/1024, a/1024, (a-b)/1024*10000/n }'
+    done
 done
