@@ -122,6 +122,12 @@ fn parse_server(spec: &str) -> anyhow::Result<ServerConfig> {
 
 fn summary(c: &Config) -> String {
     let mut out = String::new();
+    let workers = shoal_proxy::workers::resolve_count(c.workers);
+    if c.workers == 0 {
+        out.push_str(&format!("workers {workers} (one per core)\n"));
+    } else {
+        out.push_str(&format!("workers {workers}\n"));
+    }
     for l in &c.listeners {
         out.push_str(&format!(
             "listener {} {:?}{}\n",
