@@ -876,6 +876,19 @@ upstream = "lb"
     }
 
     #[test]
+    fn workers_default_to_per_core_and_are_bounded() {
+        assert_eq!(parse(BASE).unwrap().workers, 0);
+        assert_eq!(parse(&format!("workers = 3\n{BASE}")).unwrap().workers, 3);
+        let e = parse(&format!("workers = 65\n{BASE}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(":1:") && e.contains("workers") && e.contains("at most 64"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn target_routes_make_an_implicit_upstream() {
         let text = format!("{BASE}\n[[routes]]\nhost = \"WWW.Example.com:80\"\npath = \"/friends\"\ntarget = \"127.0.0.1:9001\"\n");
         let c = parse(&text).unwrap();
