@@ -13,6 +13,15 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::config::HEADERS_CAP;
 
+/// Spare read buffers of the usual size, per thread (so per worker), for
+/// connections that gave theirs back while idle: taking one is a pop, not an
+/// allocation. At most this many are kept.
+const SPARES_MAX: usize = 64;
+
+thread_local! {
+    static SPARES: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A growable read buffer with a consumed prefix. Memory is taken on the
 /// first read (so idle connections that never send cost nothing here), and
 /// reads go into spare capacity without zeroing it first.
@@ -48,11 +57,21 @@ impl ReadBuf {
         self.start == self.data.len()
     }
 
-    /// Give the memory back (the next read takes it again). Anything
-    /// unread is dropped.
+    /// Give the memory back (the next read takes it again): a buffer of
+    /// the initial size goes to this thread's spares. Anything unread is
+    /// dropped.
     pub fn release(&mut self) {
-        self.data = Vec::new();
+        let mut data = std::mem::take(&mut self.data);
         self.start = 0;
+        if data.capacity() == self.initial {
+            data.clear();
+            SPARES.with(|s| {
+                let mut s = s.borrow_mut();
+                if s.len() < SPARES_MAX {
+                    s.push(data);
+                }
+            });
+        }
     }
 
     /// Drop everything buffered.
@@ -74,7 +93,11 @@ impl ReadBuf {
     /// the unread data already fills `max`.
     pub async fn fill<R: AsyncRead + Unpin>(&mut self, r: &mut R, max: usize) -> io::Result<usize> {
         if self.data.capacity() == 0 {
-            self.data.reserve_exact(self.initial);
+            let initial = self.initial;
+            self.data = SPARES
+                .with(|s| s.borrow_mut().pop())
+                .filter(|b| b.capacity() == initial)
+                .unwrap_or_else(|| Vec::with_capacity(initial));
         }
         if self.data.len() == self.data.capacity() {
             if self.start > 0 {

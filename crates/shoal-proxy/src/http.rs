@@ -77,22 +77,23 @@ struct Conn {
     peer: SocketAddr,
     fallback_host: String,
     proto: &'static str,
-    /// Limits waits for the client's next request and for an upstream's
-    /// response head (never both at once).
-    timer: Timer,
+    /// Limits waits for the client's next request head.
+    client_timer: Timer,
+    /// Limits waits for an upstream's response head. A timer of its own:
+    /// with one timer for both, different `idle` and `upstream_header`
+    /// limits would re-arm it twice per request.
+    up_timer: Timer,
     /// The worker's shutdown token.
     stop: Shutdown,
 }
 
 impl Conn {
-    /// Between requests: give back the buffers' memory. An idle keep-alive
-    /// connection then costs its task and this struct, as nginx's cost a
-    /// few hundred bytes, instead of two 8 KiB buffers.
+    /// Between requests: give the two read buffers back to the worker's
+    /// spares. An idle keep-alive connection then costs its task and this
+    /// struct instead of two 8 KiB buffers more.
     fn release_buffers(&mut self) {
         self.buf.release();
         self.up_buf.release();
-        self.out = Vec::new();
-        self.scratch = Vec::new();
     }
 
     /// Write the upstream's response head (the first `head` bytes of
@@ -279,7 +280,8 @@ pub async fn serve<S: ClientStream>(
         peer,
         fallback_host: local.to_string(),
         proto: if tls { "https" } else { "http" },
-        timer: Timer::new(),
+        client_timer: Timer::new(),
+        up_timer: Timer::new(),
         stop: stop.clone(),
     };
     // Registered once for the connection's life, not once per request.
@@ -297,7 +299,7 @@ pub async fn serve<S: ClientStream>(
             let ready = std::future::poll_fn(|cx| client.poll_idle_ready(cx));
             let waited = tokio::select! {
                 biased;
-                r = c.timer.limit(gen.config.timeouts.idle, ready) => r,
+                r = c.client_timer.limit(gen.config.timeouts.idle, ready) => r,
                 _ = stopped.as_mut() => break,
             };
             if !matches!(waited, Ok(Ok(()))) {
@@ -417,7 +419,7 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
         };
         let read = tokio::select! {
             biased;
-            r = c.timer.limit(wait, c.buf.fill(client, limits.max_header_bytes)) => r,
+            r = c.client_timer.limit(wait, c.buf.fill(client, limits.max_header_bytes)) => r,
             _ = stopped.as_mut(), if idle => return Ok(None),
         };
         match read {
@@ -762,7 +764,7 @@ async fn read_response_head<S: AsyncWrite + Unpin>(
             }
         }
         match c
-            .timer
+            .up_timer
             .limit(t, c.up_buf.fill(conn, limits.max_header_bytes))
             .await
         {
