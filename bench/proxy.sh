@@ -12,6 +12,9 @@
 # Usage: bench/proxy.sh [DURATION_SECONDS] [ROUNDS]     (defaults: 8 3)
 #   MODES="close" and WHO="nginx shoal" narrow a run (defaults: both modes, all
 #   four targets); IDLE_N=0 skips the idle-connection memory measurement.
+#   WHO="nginx shoal hyper" adds crates/shoal-proxy/examples/hyper_forward.rs,
+#   a thread-per-core hyper proxy, to compare shoal's own HTTP/1 engine with
+#   hyper (build it first: cargo build --release --example hyper_forward -p shoal-proxy).
 # Needs: nginx, haproxy, wrk, python3; a release build (cargo build --release -p shoal).
 set -euo pipefail
 
@@ -22,7 +25,8 @@ WHO=${WHO:-direct nginx haproxy shoal}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SHOAL=${SHOAL:-$ROOT/target/release/shoal}
 WORK=$(mktemp -d /tmp/shoal-bench-proxy.XXXXXX)
-B1=19101 B2=19102 NGX=19180 HAP=19181 SHO=19182
+HYPER=${HYPER:-$ROOT/target/release/examples/hyper_forward}
+B1=19101 B2=19102 NGX=19180 HAP=19181 SHO=19182 HYP=19183
 PIDS=()
 
 cleanup() {
@@ -120,7 +124,13 @@ nginx -p "$WORK/backend" -c "$WORK/backend/nginx.conf" 2>/dev/null & PIDS+=($!)
 nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" 2>/dev/null & NGX_PID=$!; PIDS+=($NGX_PID)
 haproxy -db -f "$WORK/haproxy.cfg" >/dev/null 2>&1 & HAP_PID=$!; PIDS+=($HAP_PID)
 SHOAL_RUNTIME_DIR=$WORK "$SHOAL" -q proxy --no-control --config "$WORK/shoal.toml" & SHO_PID=$!; PIDS+=($SHO_PID)
-for p in $B1 $B2 $NGX $HAP $SHO; do wait_port "$p"; done
+PORTS=($B1 $B2 $NGX $HAP $SHO)
+if [[ " $WHO " == *" hyper "* ]]; then
+    [ -x "$HYPER" ] || { echo "build first: cargo build --release --example hyper_forward -p shoal-proxy" >&2; exit 1; }
+    "$HYPER" "127.0.0.1:$HYP" "127.0.0.1:$B1" "127.0.0.1:$B2" >/dev/null 2>&1 & PIDS+=($!)
+    PORTS+=($HYP)
+fi
+for p in "${PORTS[@]}"; do wait_port "$p"; done
 
 # Resident memory (KiB) of a process and its children (nginx workers).
 rss() {
@@ -153,7 +163,7 @@ for mode in $MODES; do
         read -r -a order <<<"$WHO"
         rot=$(( (round - 1) % ${#order[@]} ))
         for who in "${order[@]:rot}" "${order[@]:0:rot}"; do
-            case $who in direct) port=$B1;; nginx) port=$NGX;; haproxy) port=$HAP;; shoal) port=$SHO;; esac
+            case $who in direct) port=$B1;; nginx) port=$NGX;; haproxy) port=$HAP;; shoal) port=$SHO;; hyper) port=$HYP;; esac
             read -r r p50 p99 < <(run_wrk "$port" "${extra[@]}")
             R[$mode.$who.r]+="$r "; R[$mode.$who.p50]+="$p50 "; R[$mode.$who.p99]+="$p99 "
             echo "round $round $mode $who: $r req/s p50 ${p50}ms p99 ${p99}ms" >&2
@@ -182,6 +192,11 @@ for mode in $MODES; do
         printf "%s: shoal/nginx req/s %.2f; p99 shoal %.2f ms vs nginx %.2f ms", m, s/n, sp, np
         if (h > 0) printf "; shoal/HAProxy req/s %.2f, HAProxy p99 %.2f ms", s/h, hp
         printf "\n" }'
+    y=$(med $mode.hyper.r); yp=$(med $mode.hyper.p99)
+    if [ -n "$y" ]; then
+        awk -v m="$mode" -v s="$s" -v y="$y" -v sp="$sp" -v yp="$yp" 'BEGIN {
+            printf "%s: shoal/hyper req/s %.2f; p99 shoal %.2f ms vs hyper %.2f ms\n", m, s/y, sp, yp }'
+    fi
 done
 
 [ "${IDLE_N:-5000}" = 0 ] && exit 0
