@@ -59,20 +59,6 @@ impl ClientStream for TcpStream {
 
 impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {}
 
-/// An idle keep-alive connection that has waited this long for its next
-/// request is parked: its task ends and a small one waits for the socket
-/// (see [`crate::listener`]), so that many idle clients cost little memory.
-pub const PARK_AFTER: Duration = Duration::from_secs(1);
-
-/// How [`serve`] left a connection.
-pub enum Ended<S> {
-    /// Closed (or to be closed by dropping `S`).
-    Closed,
-    /// Idle for [`PARK_AFTER`] after `served` requests: wait for the client
-    /// elsewhere, then call [`serve`] again with `served`.
-    Parked { client: S, served: u64 },
-}
-
 /// Per-connection scratch space reused by every request.
 struct Conn {
     buf: ReadBuf,
@@ -266,11 +252,9 @@ where
     Ok(written)
 }
 
-/// Serve one client connection until it closes, errs, `stop` fires (a
+/// Serve one client connection until it closes, errs, or `stop` fires (a
 /// worker's child of the server's shutdown: idle keep-alive connections
-/// close then), or it has been idle for [`PARK_AFTER`] (plain TCP only).
-/// `served`: requests already served on it (0 for a new connection).
-#[allow(clippy::too_many_arguments)]
+/// close then).
 pub async fn serve<S: ClientStream>(
     mut client: S,
     peer: SocketAddr,
@@ -278,8 +262,7 @@ pub async fn serve<S: ClientStream>(
     tls: bool,
     shared: Arc<Shared>,
     stop: &Shutdown,
-    served: u64,
-) -> Ended<S> {
+) {
     let mut c = Conn {
         buf: ReadBuf::new(8 * 1024),
         up_buf: ReadBuf::new(8 * 1024),
@@ -307,24 +290,20 @@ pub async fn serve<S: ClientStream>(
     // applies from the next request on) but cloned only when it changed, so
     // the request path touches no reference count other cores share.
     let mut gen = shared.current.load_full();
-    let mut served = served;
+    let mut served = 0u64;
     loop {
         let first = served == 0;
         if S::WAITS_UNBUFFERED && !first && c.buf.is_empty() {
-            // Idle between requests: wait for the next one without buffers,
-            // for PARK_AFTER at most here.
+            // Idle between requests: wait for the next one without buffers.
             c.release_buffers();
-            let idle = gen.config.timeouts.idle;
             let ready = std::future::poll_fn(|cx| client.poll_idle_ready(cx));
             let waited = tokio::select! {
                 biased;
-                r = c.client_timer.limit(idle.min(PARK_AFTER), ready) => r,
+                r = c.client_timer.limit(gen.config.timeouts.idle, ready) => r,
                 _ = stopped.as_mut() => break,
             };
-            match waited {
-                Ok(Ok(())) => {}
-                Err(_) if idle > PARK_AFTER => return Ended::Parked { client, served },
-                _ => break,
+            if !matches!(waited, Ok(Ok(()))) {
+                break;
             }
         }
         {
@@ -357,7 +336,6 @@ pub async fn serve<S: ClientStream>(
     if tls || !c.buf.is_empty() {
         let _ = client.shutdown().await;
     }
-    Ended::Closed
 }
 
 /// Send a response the proxy made, count and log it. Returns whether the

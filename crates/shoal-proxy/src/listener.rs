@@ -16,11 +16,7 @@ use shoal_core::Shutdown;
 
 use crate::config::{ListenerConfig, Protocol};
 use crate::error::{ProxyError, Result};
-use crate::http::Ended;
 use crate::state::Shared;
-use std::future::Future;
-use std::pin::Pin;
-use tokio::net::TcpStream;
 
 /// What every connection of one listener uses; replaced on reload.
 pub struct ListenerCtx {
@@ -309,7 +305,6 @@ async fn accept_loop(
             shared.clone(),
             stop.clone(),
             permit,
-            0,
         ));
     }
 }
@@ -319,141 +314,68 @@ async fn accept_loop(
 /// until the client has sent (`TCP_DEFER_ACCEPT`), so the request is
 /// normally readable at once; a connection the kernel hands over empty when
 /// that period ends waits in the request-head read, under the same
-/// `client_header` limit and shutdown. `served`: requests already served (a
-/// connection coming back from [`park`]).
+/// `client_header` limit and shutdown.
 async fn connection(
-    stream: TcpStream,
+    stream: tokio::net::TcpStream,
     peer: SocketAddr,
     ctx: Arc<ListenerCtx>,
     shared: Arc<Shared>,
     stop: Shutdown,
     permit: OwnedSemaphorePermit,
-    served: u64,
 ) {
-    if served == 0 {
-        shared.metrics.connection_opened();
-    }
+    shared.metrics.connection_opened();
     let t = shared.current.load().config.timeouts.client_header;
-    let parked = match (&ctx.tls, ctx.config.protocol) {
-        (None, Protocol::Http) => {
-            crate::http::serve(
-                stream,
-                peer,
-                ctx.local,
-                false,
-                shared.clone(),
-                &stop,
-                served,
-            )
-            .await
-        }
-        (None, Protocol::Tcp) => {
-            crate::tcp::serve(stream, peer, &ctx.upstream, shared.clone()).await;
-            Ended::Closed
-        }
-        // Boxed: a TLS session is large, and inline it would make every
-        // plain connection's task as large (and its spawn as costly).
-        (Some(acc), _) => {
-            Box::pin(after_handshake(
-                acc,
-                stream,
-                peer,
-                &ctx,
-                shared.clone(),
-                &stop,
-                t,
-            ))
-            .await;
-            Ended::Closed
-        }
-    };
-    match parked {
-        Ended::Parked { client, served } => {
-            tokio::spawn(park(client, peer, ctx, shared, stop, permit, served));
-        }
-        Ended::Closed => {
-            shared.metrics.connection_closed();
-            drop(permit);
-        }
-    }
+    after_ready(stream, peer, &ctx, shared.clone(), &stop, t).await;
+    shared.metrics.connection_closed();
+    drop(permit);
 }
 
-/// An idle keep-alive connection, parked: this small task holds the socket
-/// (and its place under `max_connections`) until the client sends its next
-/// request, the `idle` limit runs out, or shutdown; then the connection goes
-/// back to a full task. An idle client so costs this task and its socket
-/// instead of a connection's task, state and buffers.
-async fn park(
-    stream: TcpStream,
-    peer: SocketAddr,
-    ctx: Arc<ListenerCtx>,
-    shared: Arc<Shared>,
-    stop: Shutdown,
-    permit: OwnedSemaphorePermit,
-    served: u64,
-) {
-    let left = shared
-        .current
-        .load()
-        .config
-        .timeouts
-        .idle
-        .saturating_sub(crate::http::PARK_AFTER);
-    let ready = tokio::select! {
-        biased;
-        r = tokio::time::timeout(left, stream.readable()) => matches!(r, Ok(Ok(()))),
-        _ = stop.cancelled() => false,
-    };
-    if ready {
-        tokio::spawn(resume::task(
-            stream, peer, ctx, shared, stop, permit, served,
-        ));
-    } else {
-        shared.metrics.connection_closed();
-        drop(permit);
-    }
-}
-
-/// The way back from [`park`] to [`connection`], as a boxed trait object:
-/// that breaks the cycle in their types (a connection spawns a parked task
-/// that spawns a connection), and the compiler checks the `Send` of such a
-/// cycle only across a module boundary.
-mod resume {
-    use super::*;
-
-    pub(super) fn task(
-        stream: TcpStream,
-        peer: SocketAddr,
-        ctx: Arc<ListenerCtx>,
-        shared: Arc<Shared>,
-        stop: Shutdown,
-        permit: OwnedSemaphorePermit,
-        served: u64,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        Box::pin(connection(stream, peer, ctx, shared, stop, permit, served))
-    }
-}
-
-/// The TLS handshake (within `t`), then HTTP or TCP over the session.
-async fn after_handshake(
-    acc: &TlsAcceptor,
-    stream: TcpStream,
+/// A connection's life: the TLS handshake if any, then HTTP or TCP.
+async fn after_ready(
+    stream: tokio::net::TcpStream,
     peer: SocketAddr,
     ctx: &ListenerCtx,
     shared: Arc<Shared>,
     stop: &Shutdown,
     t: Duration,
 ) {
-    let s = match tokio::time::timeout(t, acc.accept(stream)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
-        Err(_) => return tracing::debug!(client = %peer, "TLS handshake timed out"),
-    };
+    match &ctx.tls {
+        None => serve_stream(stream, peer, ctx, false, shared, stop).await,
+        // Boxed: a TLS session is large, and inline it would make every
+        // plain connection's task as large (and its spawn as costly).
+        Some(acc) => Box::pin(after_handshake(acc, stream, peer, ctx, shared, stop, t)).await,
+    }
+}
+
+/// The TLS handshake (within `t`), then HTTP or TCP over the session.
+async fn after_handshake(
+    acc: &TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    ctx: &ListenerCtx,
+    shared: Arc<Shared>,
+    stop: &Shutdown,
+    t: Duration,
+) {
+    match tokio::time::timeout(t, acc.accept(stream)).await {
+        Ok(Ok(s)) => serve_stream(s, peer, ctx, true, shared, stop).await,
+        Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
+    }
+}
+
+async fn serve_stream<S>(
+    s: S,
+    peer: SocketAddr,
+    ctx: &ListenerCtx,
+    tls: bool,
+    shared: Arc<Shared>,
+    stop: &Shutdown,
+) where
+    S: crate::http::ClientStream,
+{
     match ctx.config.protocol {
-        // A TLS session is never parked (it may hold decrypted bytes).
-        Protocol::Http => {
-            crate::http::serve(s, peer, ctx.local, true, shared, stop, 0).await;
-        }
+        Protocol::Http => crate::http::serve(s, peer, ctx.local, tls, shared, stop).await,
         Protocol::Tcp => crate::tcp::serve(s, peer, &ctx.upstream, shared).await,
     }
 }
