@@ -677,3 +677,38 @@ async fn silent_clients_wait_in_the_kernel_until_they_send() {
     assert!(resp.contains("GET / HTTP/1.1"), "{resp}");
     assert_eq!(active_connections(&p), 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_waits_without_buffers_then_is_served_then_closed_at_the_idle_limit(
+) {
+    let one = node_host("one");
+    let cfg = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[upstreams.web]\nservers = [ {{ address = \"127.0.0.1:{}\" }} ]\n\n[[routes]]\nupstream = \"web\"\n\n[timeouts]\nidle = \"3s\"\n",
+        one.port
+    );
+    let p = start_proxy(config(&cfg)).await;
+    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    let req = b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    s.write_all(req).await.unwrap();
+    assert!(read_one_response(&mut s).await.contains("HOST one"));
+    // Idle for a while: the connection gave its buffers back and waits for
+    // readability; the next request on the same socket must still be served.
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    s.write_all(req).await.unwrap();
+    assert!(read_one_response(&mut s).await.contains("HOST one"));
+    // Then the idle limit (3 s) closes it.
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(std::time::Duration::from_secs(8), s.read_to_end(&mut rest))
+        .await
+        .expect("closed within the idle limit")
+        .unwrap();
+    assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&rest));
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(2_000)
+            && waited <= std::time::Duration::from_millis(4_500),
+        "closed after {waited:?}"
+    );
+    assert_eq!(p.handle.status()["active_connections"], 0);
+}
