@@ -64,6 +64,7 @@ impl Generation {
         ups.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
         serde_json::json!({
             "generation": self.number,
+            "workers": self.workers,
             "config": self.config.source.as_ref().map(|p| p.display().to_string()),
             "listeners": self.config.listeners.iter().map(|l| serde_json::json!({
                 "address": l.address.to_string(),

@@ -185,8 +185,12 @@ fn proxy_table(reply: &Value, upstreams: &[Value]) -> String {
                 .collect()
         })
         .unwrap_or_default();
+    let workers = match &reply["workers"] {
+        serde_json::Value::Null => String::new(),
+        n => format!("  workers {n}"),
+    };
     let mut out = format!(
-        "proxy  generation {}  active connections {}  requests {}  listen {}\n",
+        "proxy  generation {}{workers}  active connections {}  requests {}  listen {}\n",
         reply["generation"],
         reply["active_connections"],
         reply["requests_total"],
@@ -259,7 +263,7 @@ mod tests {
     #[test]
     fn proxy_status_becomes_a_table_of_servers() {
         let reply = json!({
-            "ok": true, "generation": 2, "active_connections": 1, "requests_total": 9,
+            "ok": true, "generation": 2, "workers": 2, "active_connections": 1, "requests_total": 9,
             "listeners": [{"address": "127.0.0.1:8080", "protocol": "http", "tls": true}],
             "upstreams": [{"name": "web", "servers": [
                 {"address": "10.0.0.1:80", "weight": 3, "down": false, "failed_out": false,
@@ -275,7 +279,8 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 4, "{t}");
         assert!(
-            lines[0].contains("generation 2") && lines[0].contains("127.0.0.1:8080 (http+tls)"),
+            lines[0].contains("generation 2  workers 2")
+                && lines[0].contains("127.0.0.1:8080 (http+tls)"),
             "{t}"
         );
         let row: Vec<&str> = lines[2].split_whitespace().collect();
