@@ -17,8 +17,10 @@
 //! Thread per core: `N` OS threads (default: the number of cores), each with
 //! its own `tokio` current-thread runtime, its own `SO_REUSEPORT` listening
 //! socket (backlog 4096, `TCP_DEFER_ACCEPT` like nginx `deferred` and shoal's
-//! HTTP listener, `TCP_NODELAY` on accepted sockets) and its own upstream
-//! client. Nothing is shared between threads.
+//! HTTP listener, `TCP_NODELAY` set on the listening socket so that accepted
+//! sockets inherit it, as shoal does) and its own upstream client. Nothing is
+//! shared between threads. The global allocator is mimalloc (`no_thp`), the
+//! one the `shoal` binary uses.
 //!
 //! Upstream clients (`--client`):
 //! - `pool` (default, the faster one on the benchmark): a per-thread,
@@ -62,6 +64,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
+
+/// The `shoal` binary's allocator, so that the comparison is of the HTTP
+/// engines, not of glibc malloc against mimalloc.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The response body: the upstream's, or our own 502.
 type Body = Either<Incoming, Full<Bytes>>;
@@ -157,13 +164,15 @@ fn main() {
 }
 
 /// One `SO_REUSEPORT` listening socket (the kernel spreads connections over
-/// the threads' sockets).
+/// the threads' sockets). Accepted sockets inherit its `TCP_NODELAY`, which
+/// saves a `setsockopt` per connection.
 fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
     s.set_nonblocking(true)?;
+    s.set_tcp_nodelay(true)?;
     s.bind(&addr.into())?;
     defer_accept(&s, 30)?;
     s.listen(4096)?;
@@ -231,7 +240,6 @@ fn worker(
                     continue;
                 }
             };
-            let _ = stream.set_nodelay(true);
             // The peer address is fixed for the connection: format it once.
             let xff =
                 HeaderValue::from_str(&peer.ip().to_string()).expect("an IP is a header value");
