@@ -145,12 +145,16 @@ fn parse_args() -> Args {
 
 fn main() {
     let args = parse_args();
-    let mut handles = Vec::with_capacity(args.threads);
-    for i in 0..args.threads {
-        let listener = bind(args.listen).unwrap_or_else(|e| {
+    // shoal's own listener setup: one SO_REUSEPORT socket per thread (the
+    // kernel spreads connections over them), TCP_NODELAY inherited by
+    // accepted sockets, TCP_DEFER_ACCEPT like nginx's `deferred`.
+    let listeners = shoal_proxy::listener::bind_reuseport(args.listen, args.threads, 30)
+        .unwrap_or_else(|e| {
             eprintln!("hyper_forward: bind {}: {e}", args.listen);
             std::process::exit(1)
         });
+    let mut handles = Vec::with_capacity(args.threads);
+    for (i, listener) in listeners.into_iter().enumerate() {
         let upstreams = args.upstreams.clone();
         let client = args.client;
         let header_timeout = args.header_timeout;
@@ -163,49 +167,6 @@ fn main() {
     for h in handles {
         let _ = h.join();
     }
-}
-
-/// One `SO_REUSEPORT` listening socket (the kernel spreads connections over
-/// the threads' sockets). Accepted sockets inherit its `TCP_NODELAY`, which
-/// saves a `setsockopt` per connection.
-fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    s.set_reuse_address(true)?;
-    s.set_reuse_port(true)?;
-    s.set_nonblocking(true)?;
-    s.set_tcp_nodelay(true)?;
-    s.bind(&addr.into())?;
-    defer_accept(&s, 30)?;
-    s.listen(4096)?;
-    Ok(s.into())
-}
-
-/// `TCP_DEFER_ACCEPT`: `accept` returns once the client has sent data (nginx
-/// `listen ... deferred`; shoal's HTTP listener does the same).
-#[cfg(target_os = "linux")]
-fn defer_accept(s: &socket2::Socket, secs: libc::c_int) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid socket fd and a c_int option value of the right size.
-    let r = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_DEFER_ACCEPT,
-            (&secs as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn defer_accept(_: &socket2::Socket, _: i32) -> std::io::Result<()> {
-    Ok(())
 }
 
 /// One thread: a current-thread runtime and the accept loop. Tasks are

@@ -96,9 +96,10 @@ fn set_defer_accept(_: &socket2::Socket, _: u32) -> std::io::Result<()> {
 }
 
 /// Bind `n` listening sockets on `addr` with SO_REUSEPORT (port 0: the first
-/// picks the port, the others join it). `defer` > 0 sets `TCP_DEFER_ACCEPT`
-/// to that many seconds.
-fn bind_reuseport(
+/// picks the port, the others join it), non-blocking, with `TCP_NODELAY` for
+/// accepted sockets to inherit. `defer` > 0 sets `TCP_DEFER_ACCEPT` to that
+/// many seconds.
+pub fn bind_reuseport(
     addr: SocketAddr,
     n: usize,
     defer: u32,
