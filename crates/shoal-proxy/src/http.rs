@@ -5,6 +5,8 @@
 //! responses become a two-way tunnel, and the proxy answers 400/404/408/431/
 //! 502/503/504 itself.
 
+use std::fmt::Write as _;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -59,7 +61,11 @@ impl ClientStream for TcpStream {
 
 impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {}
 
-/// Per-connection scratch space reused by every request.
+/// The workspace of a request in progress: buffers, parsed heads and
+/// scratch space. A connection holds one only while it has a request to
+/// serve; between requests it goes back to its worker's spares (see
+/// [`Conn::take`]), as nginx frees a keep-alive connection's request pool,
+/// so an idle keep-alive connection costs little more than its task.
 struct Conn {
     buf: ReadBuf,
     up_buf: ReadBuf,
@@ -73,27 +79,106 @@ struct Conn {
     host: String,
     views: Vec<PeerView>,
     tried: Vec<PeerId>,
-    client_ip: String,
+    /// The client's address, and its IP as text for `X-Forwarded-For`
+    /// (kept from the last connection that used this workspace when the
+    /// address is the same).
     peer: SocketAddr,
+    client_ip: String,
+    /// The listener's address as text, the `Host` of requests without one.
+    local: Option<SocketAddr>,
     fallback_host: String,
     proto: &'static str,
-    /// Limits waits for the client's next request head.
+    /// Limits waits for the client's next request head; the connection's
+    /// own, lent to the workspace while it serves a request.
     client_timer: Timer,
     /// Limits waits for an upstream's response head. A timer of its own:
     /// with one timer for both, different `idle` and `upstream_header`
-    /// limits would re-arm it twice per request.
+    /// limits would re-arm it twice per request. It stays with the
+    /// workspace, armed or not: whichever connection uses it next polls it
+    /// with its own waker.
     up_timer: Timer,
-    /// The worker's shutdown token.
-    stop: Shutdown,
+}
+
+/// Most spare workspaces a worker keeps.
+const SPARE_WORKSPACES: usize = 64;
+/// Scratch vectors that grew past this many elements are not kept spare.
+const SPARE_VEC_MAX: usize = 64;
+
+thread_local! {
+    // Boxed: a workspace is handed out and kept as a `Box`, so taking and
+    // giving one back moves a pointer, not the struct.
+    #[allow(clippy::vec_box)]
+    static WORKSPACES: std::cell::RefCell<Vec<Box<Conn>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Conn {
-    /// Between requests: give the two read buffers back to the worker's
-    /// spares. An idle keep-alive connection then costs its task and this
-    /// struct instead of two 8 KiB buffers more.
-    fn release_buffers(&mut self) {
+    /// A workspace for a request of the client `peer` on the listener at
+    /// `local`: one of this worker's spares if there is one.
+    fn take(peer: SocketAddr, local: SocketAddr, tls: bool, timer: Timer) -> Box<Conn> {
+        let mut c = WORKSPACES
+            .with(|w| w.borrow_mut().pop())
+            .unwrap_or_else(|| {
+                Box::new(Conn {
+                    buf: ReadBuf::new(8 * 1024),
+                    up_buf: ReadBuf::new(8 * 1024),
+                    info: RequestInfo::default(),
+                    headers: Vec::new(),
+                    resp: ResponseInfo::default(),
+                    resp_headers: Vec::new(),
+                    out: Vec::new(),
+                    scratch: Vec::new(),
+                    key: Vec::new(),
+                    host: String::new(),
+                    views: Vec::new(),
+                    tried: Vec::new(),
+                    peer,
+                    client_ip: String::new(),
+                    local: None,
+                    fallback_host: String::new(),
+                    proto: "http",
+                    client_timer: Timer::new(),
+                    up_timer: Timer::new(),
+                })
+            });
+        if c.client_ip.is_empty() || c.peer.ip() != peer.ip() {
+            c.client_ip.clear();
+            let _ = write!(c.client_ip, "{}", peer.ip());
+        }
+        c.peer = peer;
+        if c.local != Some(local) {
+            c.fallback_host.clear();
+            let _ = write!(c.fallback_host, "{local}");
+            c.local = Some(local);
+        }
+        c.proto = if tls { "https" } else { "http" };
+        c.client_timer = timer;
+        c
+    }
+
+    /// Give the workspace back to this worker's spares (or free it), with
+    /// its read buffers going to their own spares; returns the connection's
+    /// timer. Anything still buffered is dropped.
+    fn give_back(mut self: Box<Conn>) -> Timer {
+        let timer = std::mem::take(&mut self.client_timer);
         self.buf.release();
         self.up_buf.release();
+        let oversized = self.headers.capacity() > SPARE_VEC_MAX
+            || self.resp_headers.capacity() > SPARE_VEC_MAX
+            || self.views.capacity() > SPARE_VEC_MAX
+            || self.tried.capacity() > SPARE_VEC_MAX
+            || self.out.capacity() > 4096
+            || self.scratch.capacity() > 4096
+            || self.key.capacity() > 4096
+            || self.host.capacity() > 4096;
+        if !oversized {
+            WORKSPACES.with(|w| {
+                let mut w = w.borrow_mut();
+                if w.len() < SPARE_WORKSPACES {
+                    w.push(self);
+                }
+            });
+        }
+        timer
     }
 
     /// Write the upstream's response head (the first `head` bytes of
@@ -252,89 +337,116 @@ where
     Ok(written)
 }
 
+/// How an idle keep-alive connection's wait ended.
+enum Idle {
+    /// The client sent (or closed: the read will tell).
+    Readable,
+    /// The idle limit passed, the socket failed, or the worker stops.
+    Close,
+}
+
 /// Serve one client connection until it closes, errs, or `stop` fires (a
 /// worker's child of the server's shutdown: idle keep-alive connections
 /// close then).
-pub async fn serve<S: ClientStream>(
+///
+/// A plain function returning the future rather than an `async fn`: an
+/// `async fn` keeps each argument twice in its state, and this state is
+/// most of what an idle keep-alive connection costs.
+#[allow(clippy::manual_async_fn)] // see above: on purpose
+pub fn serve<'a, S: ClientStream + 'a>(
     mut client: S,
     peer: SocketAddr,
     local: SocketAddr,
     tls: bool,
-    shared: Arc<Shared>,
-    stop: &Shutdown,
-) {
-    let mut c = Conn {
-        buf: ReadBuf::new(8 * 1024),
-        up_buf: ReadBuf::new(8 * 1024),
-        info: RequestInfo::default(),
-        headers: Vec::new(),
-        resp: ResponseInfo::default(),
-        resp_headers: Vec::new(),
-        out: Vec::new(),
-        scratch: Vec::new(),
-        key: Vec::new(),
-        host: String::new(),
-        views: Vec::new(),
-        tried: Vec::new(),
-        client_ip: peer.ip().to_string(),
-        peer,
-        fallback_host: local.to_string(),
-        proto: if tls { "https" } else { "http" },
-        client_timer: Timer::new(),
-        up_timer: Timer::new(),
-        stop: stop.clone(),
-    };
-    // Registered once for the connection's life, not once per request.
-    let mut stopped = std::pin::pin!(stop.token().clone().cancelled_owned());
-    // The configuration generation, re-read before each request (a reload
-    // applies from the next request on) but cloned only when it changed, so
-    // the request path touches no reference count other cores share.
-    let mut gen = shared.current.load_full();
-    let mut served = 0u64;
-    loop {
-        let first = served == 0;
-        if S::WAITS_UNBUFFERED && !first && c.buf.is_empty() {
-            // Idle between requests: wait for the next one without buffers.
-            c.release_buffers();
-            let ready = std::future::poll_fn(|cx| client.poll_idle_ready(cx));
-            let waited = tokio::select! {
-                biased;
-                r = c.client_timer.limit(gen.config.timeouts.idle, ready) => r,
-                _ = stopped.as_mut() => break,
-            };
-            if !matches!(waited, Ok(Ok(()))) {
-                break;
+    shared: &'a Shared,
+    stop: &'a Shutdown,
+) -> impl Future<Output = ()> + Send + 'a {
+    async move {
+        // The connection's own timer for waits on the client; while a
+        // request is served it is lent to the workspace.
+        let mut timer = Timer::new();
+        let mut work: Option<Box<Conn>> = None;
+        // Registered once for the connection's life, not once per request.
+        let mut stopped = std::pin::pin!(stop.token().clone().cancelled_owned());
+        // The configuration generation, re-read before each request (a
+        // reload applies from the next request on) but cloned only when it
+        // changed, so the request path touches no reference count other
+        // cores share.
+        let mut gen = shared.current.load_full();
+        let mut first = true;
+        loop {
+            if S::WAITS_UNBUFFERED && !first && work.as_ref().is_some_and(|c| c.buf.is_empty()) {
+                // Idle between requests: give the workspace back and wait
+                // for the next request with nothing but the socket and the
+                // timer.
+                if let Some(c) = work.take() {
+                    timer = c.give_back();
+                }
+                let idle = gen.config.timeouts.idle;
+                let mut armed = false;
+                // A `move` closure over `&mut`s: borrowing `client` shared
+                // would need `S: Sync`.
+                let (waiting, mut stopping, timing) = (&mut client, stopped.as_mut(), &mut timer);
+                let waited = std::future::poll_fn(move |cx| {
+                    if let Poll::Ready(r) = waiting.poll_idle_ready(cx) {
+                        return Poll::Ready(if r.is_ok() {
+                            Idle::Readable
+                        } else {
+                            Idle::Close
+                        });
+                    }
+                    if stopping.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Idle::Close);
+                    }
+                    if !armed {
+                        timing.arm(idle);
+                        armed = true;
+                    }
+                    timing.poll_fired(cx).map(|()| Idle::Close)
+                })
+                .await;
+                if matches!(waited, Idle::Close) {
+                    break;
+                }
+            }
+            {
+                let now = shared.current.load();
+                if !Arc::ptr_eq(&now, &gen) {
+                    gen = arc_swap::Guard::into_inner(now);
+                }
+            }
+            let c = work
+                .get_or_insert_with(|| Conn::take(peer, local, tls, std::mem::take(&mut timer)));
+            // Boxed, so that the task of an idle connection is only as large
+            // as the idle wait needs, not as large as a request in flight.
+            let request = Box::pin(one_request(
+                &mut client,
+                c,
+                shared,
+                &gen,
+                stop,
+                stopped.as_mut(),
+                first,
+            ));
+            match request.await {
+                Ok(true) => first = false,
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::debug!(client = %peer, error = %e, "client connection ended");
+                    break;
+                }
             }
         }
-        {
-            let now = shared.current.load();
-            if !Arc::ptr_eq(&now, &gen) {
-                gen = arc_swap::Guard::into_inner(now);
-            }
+        // TLS needs its close_notify; unread bytes would make close() send
+        // a reset that can destroy the last response. Otherwise dropping
+        // closes.
+        let unread = work.as_ref().is_some_and(|c| !c.buf.is_empty());
+        if let Some(c) = work {
+            c.give_back();
         }
-        // Boxed, so that the task of an idle connection is only as large as
-        // the idle wait needs, not as large as a request in flight.
-        let request = Box::pin(one_request(
-            &mut client,
-            &mut c,
-            &shared,
-            &gen,
-            stopped.as_mut(),
-            first,
-        ));
-        match request.await {
-            Ok(true) => served += 1,
-            Ok(false) => break,
-            Err(e) => {
-                tracing::debug!(client = %peer, error = %e, "client connection ended");
-                break;
-            }
+        if tls || unread {
+            let _ = client.shutdown().await;
         }
-    }
-    // TLS needs its close_notify; unread bytes would make close() send a
-    // reset that can destroy the last response. Otherwise dropping closes.
-    if tls || !c.buf.is_empty() {
-        let _ = client.shutdown().await;
     }
 }
 
@@ -450,6 +562,7 @@ async fn one_request<S>(
     c: &mut Conn,
     shared: &Shared,
     gen: &Generation,
+    stop: &Shutdown,
     stopped: Pin<&mut WaitForCancellationFutureOwned>,
     first: bool,
 ) -> io::Result<bool>
@@ -632,7 +745,7 @@ where
     let http10 = c.info.minor == 0;
     let rechunk = framing == Framing::UntilClose && !http10 && c.info.keep_alive;
     let keep = c.info.keep_alive
-        && !c.stop.is_triggered()
+        && !stop.is_triggered()
         && (framing != Framing::UntilClose || rechunk)
         && !(http10 && framing == Framing::Chunked);
     let side = ClientSide {

@@ -316,48 +316,45 @@ async fn accept_loop(
 /// normally readable at once; a connection the kernel hands over empty when
 /// that period ends waits in the request-head read, under the same
 /// `client_header` limit and shutdown.
-async fn connection(
+///
+/// Plain HTTP, by far the most common connection, runs inline in the task;
+/// TLS and TCP connections run boxed, so that their larger state does not
+/// make every task as large. A plain function returning the future, as an
+/// `async fn` would keep every argument twice in the task.
+#[allow(clippy::manual_async_fn)] // see above: on purpose
+fn connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     ctx: Arc<ListenerCtx>,
     shared: Arc<Shared>,
     stop: Shutdown,
     permit: OwnedSemaphorePermit,
-) {
-    shared.metrics.connection_opened();
-    let t = shared.current.load().config.timeouts.client_header;
-    after_ready(stream, peer, &ctx, shared.clone(), &stop, t).await;
-    shared.metrics.connection_closed();
-    drop(permit);
-}
-
-/// A connection's life: the TLS handshake if any, then HTTP or TCP.
-async fn after_ready(
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    ctx: &ListenerCtx,
-    shared: Arc<Shared>,
-    stop: &Shutdown,
-    t: Duration,
-) {
-    match &ctx.tls {
-        None => serve_stream(stream, peer, ctx, false, shared, stop).await,
-        // Boxed: a TLS session is large, and inline it would make every
-        // plain connection's task as large (and its spawn as costly).
-        Some(acc) => Box::pin(after_handshake(acc, stream, peer, ctx, shared, stop, t)).await,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        shared.metrics.connection_opened();
+        if ctx.tls.is_none() && ctx.config.protocol == Protocol::Http {
+            crate::http::serve(stream, peer, ctx.local, false, &shared, &stop).await;
+        } else {
+            Box::pin(other_connection(stream, peer, &ctx, &shared, &stop)).await;
+        }
+        shared.metrics.connection_closed();
+        drop(permit);
     }
 }
 
-/// The TLS handshake (within `t`), then HTTP or TCP over the session.
-async fn after_handshake(
-    acc: &TlsAcceptor,
+/// A TLS or TCP connection: the TLS handshake if any (within the
+/// `client_header` limit), then HTTP or TCP.
+async fn other_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     ctx: &ListenerCtx,
-    shared: Arc<Shared>,
+    shared: &Arc<Shared>,
     stop: &Shutdown,
-    t: Duration,
 ) {
+    let Some(acc) = &ctx.tls else {
+        return serve_stream(stream, peer, ctx, false, shared, stop).await;
+    };
+    let t = shared.current.load().config.timeouts.client_header;
     match tokio::time::timeout(t, acc.accept(stream)).await {
         Ok(Ok(s)) => serve_stream(s, peer, ctx, true, shared, stop).await,
         Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
@@ -370,13 +367,13 @@ async fn serve_stream<S>(
     peer: SocketAddr,
     ctx: &ListenerCtx,
     tls: bool,
-    shared: Arc<Shared>,
+    shared: &Arc<Shared>,
     stop: &Shutdown,
 ) where
     S: crate::http::ClientStream,
 {
     match ctx.config.protocol {
         Protocol::Http => crate::http::serve(s, peer, ctx.local, tls, shared, stop).await,
-        Protocol::Tcp => crate::tcp::serve(s, peer, &ctx.upstream, shared).await,
+        Protocol::Tcp => crate::tcp::serve(s, peer, &ctx.upstream, shared.clone()).await,
     }
 }

@@ -42,28 +42,21 @@ async fn poll_once<F: Future>(mut fut: Pin<&mut F>) -> Poll<F::Output> {
     std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await
 }
 
-/// A connection's reusable timer (see the module docs).
+/// A connection's reusable timer (see the module docs). It takes memory
+/// only once a limit first has to wait, so a default one is free to make and
+/// to move.
+#[derive(Default)]
 pub struct Timer {
-    sleep: Pin<Box<Sleep>>,
-    /// When `sleep` fires; `None` until first armed.
+    /// Made on the first wait; its deadline is `armed`.
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// When `sleep` fires; `None` until armed and after it fired.
     armed: Option<Instant>,
 }
 
-impl Default for Timer {
-    fn default() -> Self {
-        Timer::new()
-    }
-}
-
 impl Timer {
-    /// A timer that is not armed yet. Must be made inside a tokio runtime.
+    /// A timer that is not armed yet.
     pub fn new() -> Timer {
-        // The initial deadline is never waited on: `limit` arms it first.
-        let far = Instant::now() + Duration::from_secs(86_400 * 365);
-        Timer {
-            sleep: Box::pin(tokio::time::sleep_until(far)),
-            armed: None,
-        }
+        Timer::default()
     }
 
     /// Run `fut` for at most about `t` (up to `t / 8`, at most 250 ms,
@@ -74,21 +67,38 @@ impl Timer {
         if let Poll::Ready(v) = poll_once(fut.as_mut()).await {
             return Ok(v);
         }
+        self.arm(t);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Ok(v));
+            }
+            self.poll_fired(cx).map(|()| Err(TimedOut))
+        })
+        .await
+    }
+
+    /// Make the timer fire about `t` from now (up to `t / 8`, at most
+    /// 250 ms, earlier), keeping the armed deadline when it is close enough.
+    /// For waits that poll the timer themselves with [`Timer::poll_fired`].
+    pub fn arm(&mut self, t: Duration) {
         let want = Instant::now() + t;
         let slack = (t / 8).min(MAX_SLACK);
-        let keep = matches!(self.armed, Some(at) if at <= want && want - at <= slack);
-        if !keep {
-            self.sleep.as_mut().reset(want);
-            self.armed = Some(want);
+        if matches!(self.armed, Some(at) if at <= want && want - at <= slack) {
+            return;
         }
-        tokio::select! {
-            biased;
-            v = fut => Ok(v),
-            _ = self.sleep.as_mut() => {
-                // Fired: the next limit arms afresh.
-                self.armed = None;
-                Err(TimedOut)
-            }
+        self.armed = Some(want);
+        match &mut self.sleep {
+            Some(s) => s.as_mut().reset(want),
+            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(want))),
+        }
+    }
+
+    /// Poll the armed deadline: ready once it has passed (the next
+    /// [`Timer::arm`] then arms afresh). Pending forever when not armed.
+    pub fn poll_fired(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        match (&mut self.sleep, self.armed) {
+            (Some(s), Some(_)) => s.as_mut().poll(cx).map(|()| self.armed = None),
+            _ => Poll::Pending,
         }
     }
 }

@@ -712,3 +712,55 @@ async fn an_idle_keep_alive_connection_waits_without_buffers_then_is_served_then
     );
     assert_eq!(p.handle.status()["active_connections"], 0);
 }
+
+/// Send `req` from a socket bound to `from` and read the response to the end.
+async fn from_ip(from: std::net::IpAddr, to: std::net::SocketAddr, req: &[u8]) -> String {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind(std::net::SocketAddr::new(from, 0)).unwrap();
+    let mut s = s.connect(to).await.unwrap();
+    s.write_all(req).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_request_workspace_carries_nothing_from_its_last_client() {
+    // One worker, so every request below runs in the same few workspaces,
+    // which keep the client's address text and the listener's between uses.
+    let echo = Backend::start("echo", Behaviour::Echo).await;
+    let cfg = format!(
+        "workers = 1\n\n[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[[routes]]\ntarget = \"{}\"\n",
+        echo.addr
+    );
+    let p = start_proxy(config(&cfg)).await;
+    let (a, b) = (p.addrs[0], p.addrs[1]);
+    let one: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let two: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    for round in 0..3 {
+        // HTTP/1.0 without Host: the proxy fills in the listener's address.
+        let r = from_ip(
+            one,
+            a,
+            b"GET /a HTTP/1.0\r\nX-Only-A: yes\r\nX-Forwarded-For: 10.9.9.9\r\n\r\n",
+        )
+        .await;
+        assert!(r.contains(&format!("Host: {a}\r\n")), "round {round}: {r}");
+        assert!(
+            r.contains("X-Forwarded-For: 10.9.9.9, 127.0.0.1\r\n"),
+            "round {round}: {r}"
+        );
+        assert!(r.contains("X-Only-A: yes"), "round {round}: {r}");
+        let r = from_ip(two, b, b"GET /b HTTP/1.0\r\n\r\n").await;
+        assert!(r.contains(&format!("Host: {b}\r\n")), "round {round}: {r}");
+        assert!(
+            r.contains("X-Forwarded-For: 127.0.0.2\r\n"),
+            "round {round}: {r}"
+        );
+        assert!(
+            !r.contains("X-Only-A") && !r.contains("10.9.9.9"),
+            "round {round}: {r}"
+        );
+        assert!(r.contains("GET /b HTTP/1.1"), "round {round}: {r}");
+    }
+}
