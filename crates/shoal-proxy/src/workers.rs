@@ -9,7 +9,9 @@
 
 use std::cell::Cell;
 use std::io;
+use std::sync::OnceLock;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use shoal_core::Shutdown;
 use tokio::runtime::{Builder, Handle};
@@ -33,6 +35,24 @@ pub fn resolve_count(configured: usize) -> usize {
     std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(MAX_WORKERS)
+}
+
+/// What each worker thread runs about once a second (see [`set_housekeeping`]).
+static HOUSEKEEPING: OnceLock<fn()> = OnceLock::new();
+
+/// How often a worker runs the housekeeping function.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
+
+/// Have every worker thread call `f` about once a second, for the program
+/// to return memory its allocator holds free to the system: a burst of
+/// requests leaves freed buffers behind, and an allocator that returns
+/// memory only while the thread allocates (mimalloc purges on later
+/// activity) would otherwise keep them while the worker sits idle. The
+/// `shoal` binary passes mimalloc's `mi_collect`; with glibc's malloc it
+/// would be `malloc_trim`. Set once, before the first server starts; later
+/// calls are ignored.
+pub fn set_housekeeping(f: fn()) {
+    let _ = HOUSEKEEPING.set(f);
 }
 
 /// Upper bound on worker threads.
@@ -61,6 +81,16 @@ impl Workers {
                 .name(format!("shoal-proxy-{i}"))
                 .spawn(move || {
                     INDEX.with(|x| x.set(i));
+                    if let Some(&f) = HOUSEKEEPING.get() {
+                        rt.spawn(async move {
+                            let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
+                            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                            loop {
+                                tick.tick().await;
+                                f();
+                            }
+                        });
+                    }
                     rt.block_on(stopped.cancelled());
                     // Dropping the runtime here cancels what still runs on it.
                     drop(rt);
