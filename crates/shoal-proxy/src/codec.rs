@@ -22,6 +22,9 @@ thread_local! {
     static SPARES: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Most a buffer grows to for streaming (see [`ReadBuf::fill`]).
+const STREAM_MAX: usize = 64 * 1024;
+
 /// A growable read buffer with a consumed prefix. Memory is taken on the
 /// first read (so idle connections that never send cost nothing here), and
 /// reads go into spare capacity without zeroing it first.
@@ -30,6 +33,8 @@ pub struct ReadBuf {
     data: Vec<u8>,
     initial: usize,
     start: usize,
+    /// The last read filled all the room there was: more is likely waiting.
+    brimmed: bool,
 }
 
 impl ReadBuf {
@@ -39,6 +44,7 @@ impl ReadBuf {
             data: Vec::new(),
             initial: cap.max(64),
             start: 0,
+            brimmed: false,
         }
     }
 
@@ -63,6 +69,7 @@ impl ReadBuf {
     pub fn release(&mut self) {
         let mut data = std::mem::take(&mut self.data);
         self.start = 0;
+        self.brimmed = false;
         if data.capacity() == self.initial {
             data.clear();
             SPARES.with(|s| {
@@ -91,6 +98,11 @@ impl ReadBuf {
     /// Read more bytes from `r`, growing up to `max` bytes of unread data.
     /// Returns the count read (0 at EOF). Fails with `OutOfMemory` kind when
     /// the unread data already fills `max`.
+    ///
+    /// A buffer starts small (most heads and bodies are), and one that is
+    /// being streamed through grows: when the last read filled all the room
+    /// there was, an emptied buffer doubles (up to 64 KiB, and `max`) before
+    /// the next read, so a large body moves in fewer, larger reads.
     pub async fn fill<R: AsyncRead + Unpin>(&mut self, r: &mut R, max: usize) -> io::Result<usize> {
         if self.data.capacity() == 0 {
             let initial = self.initial;
@@ -109,8 +121,17 @@ impl ReadBuf {
             } else {
                 return Err(io::Error::new(io::ErrorKind::OutOfMemory, "buffer full"));
             }
+        } else if self.brimmed && self.data.is_empty() {
+            let cap = self.data.capacity();
+            let want = (cap * 2).min(STREAM_MAX).min(max);
+            if want > cap {
+                self.data = Vec::with_capacity(want);
+            }
         }
-        r.read_buf(&mut self.data).await
+        let room = self.data.capacity() - self.data.len();
+        let n = r.read_buf(&mut self.data).await?;
+        self.brimmed = n == room;
+        Ok(n)
     }
 }
 
@@ -1007,5 +1028,42 @@ mod tests {
         parse_response(r, 100, true, &mut info, &mut h).unwrap();
         assert_eq!(info.framing, Some(Framing::None));
         assert!(parse_response(b"garbage\r\n\r\n", 100, false, &mut info, &mut h).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_buffer_grows_while_a_body_streams_through_it_and_not_otherwise() {
+        // A reader with plenty waiting fills the buffer each time: it
+        // doubles between reads, up to 64 KiB.
+        let body = vec![7u8; 1 << 20];
+        let mut src: &[u8] = &body;
+        let mut b = ReadBuf::new(4096);
+        let mut sizes = Vec::new();
+        for _ in 0..6 {
+            let n = b.fill(&mut src, 1 << 20).await.unwrap();
+            sizes.push(n);
+            b.consume(n);
+        }
+        assert_eq!(sizes, [4096, 8192, 16384, 32768, 65536, 65536]);
+        // Released, it starts small again.
+        b.release();
+        let n = b.fill(&mut src, 1 << 20).await.unwrap();
+        assert_eq!(n, 4096);
+        // Small reads (a head, a short body) never grow it.
+        let mut b = ReadBuf::new(4096);
+        for _ in 0..4 {
+            let mut small: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
+            let n = b.fill(&mut small, 1 << 20).await.unwrap();
+            b.consume(n);
+        }
+        let mut big: &[u8] = &body;
+        assert_eq!(b.fill(&mut big, 1 << 20).await.unwrap(), 4096);
+        // Nor past `max`.
+        let mut b = ReadBuf::new(4096);
+        let mut src: &[u8] = &body;
+        for want in [4096, 6000, 6000] {
+            let n = b.fill(&mut src, 6000).await.unwrap();
+            assert_eq!(n, want);
+            b.consume(n);
+        }
     }
 }

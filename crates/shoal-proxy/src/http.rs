@@ -99,6 +99,11 @@ struct Conn {
     up_timer: Timer,
 }
 
+/// The size a request's read buffers start at, for the client's side and
+/// the upstream's: one page, as nginx's `proxy_buffer_size`. A longer head
+/// grows the buffer; a large body grows it while it streams (to 64 KiB).
+const READ_BUF: usize = 4096;
+
 /// Most spare workspaces a worker keeps.
 const SPARE_WORKSPACES: usize = 64;
 /// Scratch vectors that grew past this many elements are not kept spare.
@@ -119,8 +124,8 @@ impl Conn {
             .with(|w| w.borrow_mut().pop())
             .unwrap_or_else(|| {
                 Box::new(Conn {
-                    buf: ReadBuf::new(8 * 1024),
-                    up_buf: ReadBuf::new(8 * 1024),
+                    buf: ReadBuf::new(READ_BUF),
+                    up_buf: ReadBuf::new(READ_BUF),
                     info: RequestInfo::default(),
                     headers: Vec::new(),
                     resp: ResponseInfo::default(),
