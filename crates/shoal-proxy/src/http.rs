@@ -9,7 +9,6 @@ use std::fmt::Write as _;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
@@ -29,7 +28,6 @@ use crate::state::{Generation, Shared};
 use crate::timer::{lazy, Timer};
 use crate::upstream::{Lease, NoPeer, PeerId};
 use shoal_core::Shutdown;
-use tokio_util::sync::WaitForCancellationFutureOwned;
 
 /// Request bodies up to this size are read whole before forwarding, so that
 /// the request can be retried on another server.
@@ -88,8 +86,8 @@ struct Conn {
     local: Option<SocketAddr>,
     fallback_host: String,
     proto: &'static str,
-    /// Limits waits for the client's next request head; the connection's
-    /// own, lent to the workspace while it serves a request.
+    /// Limits waits for the client's request head. Like `up_timer`, it
+    /// stays with the workspace, armed or not.
     client_timer: Timer,
     /// Limits waits for an upstream's response head. A timer of its own:
     /// with one timer for both, different `idle` and `upstream_header`
@@ -119,7 +117,7 @@ thread_local! {
 impl Conn {
     /// A workspace for a request of the client `peer` on the listener at
     /// `local`: one of this worker's spares if there is one.
-    fn take(peer: SocketAddr, local: SocketAddr, tls: bool, timer: Timer) -> Box<Conn> {
+    fn take(peer: SocketAddr, local: SocketAddr, tls: bool) -> Box<Conn> {
         let mut c = WORKSPACES
             .with(|w| w.borrow_mut().pop())
             .unwrap_or_else(|| {
@@ -156,15 +154,13 @@ impl Conn {
             c.local = Some(local);
         }
         c.proto = if tls { "https" } else { "http" };
-        c.client_timer = timer;
         c
     }
 
     /// Give the workspace back to this worker's spares (or free it), with
-    /// its read buffers going to their own spares; returns the connection's
-    /// timer. Anything still buffered is dropped.
-    fn give_back(mut self: Box<Conn>) -> Timer {
-        let timer = std::mem::take(&mut self.client_timer);
+    /// its read buffers going to their own spares. Anything still buffered
+    /// is dropped.
+    fn give_back(mut self: Box<Conn>) {
         self.buf.release();
         self.up_buf.release();
         let oversized = self.headers.capacity() > SPARE_VEC_MAX
@@ -183,7 +179,6 @@ impl Conn {
                 }
             });
         }
-        timer
     }
 
     /// Write the upstream's response head (the first `head` bytes of
@@ -342,37 +337,28 @@ where
     Ok(written)
 }
 
-/// How an idle keep-alive connection's wait ended.
-enum Idle {
-    /// The client sent (or closed: the read will tell).
-    Readable,
-    /// The idle limit passed, the socket failed, or the worker stops.
-    Close,
-}
-
 /// Serve one client connection until it closes, errs, or `stop` fires (a
 /// worker's child of the server's shutdown: idle keep-alive connections
-/// close then).
+/// close then). `admitted` keeps the connection counted and under
+/// `max_connections` until this ends.
 ///
-/// A plain function returning the future rather than an `async fn`: an
-/// `async fn` keeps each argument twice in its state, and this state is
-/// most of what an idle keep-alive connection costs.
+/// Between requests the connection holds no workspace, timer or shutdown
+/// registration: it waits in its worker's [`crate::idle`] set. And this is
+/// a plain function returning the future rather than an `async fn`, which
+/// would keep each argument twice in its state: this state is most of what
+/// an idle keep-alive connection costs.
 #[allow(clippy::manual_async_fn)] // see above: on purpose
-pub fn serve<'a, S: ClientStream + 'a>(
+pub fn serve<S: ClientStream + 'static>(
     mut client: S,
     peer: SocketAddr,
-    local: SocketAddr,
+    ctx: Arc<crate::listener::ListenerCtx>,
     tls: bool,
-    shared: &'a Shared,
-    stop: &'a Shutdown,
-) -> impl Future<Output = ()> + Send + 'a {
+    admitted: crate::listener::Admitted,
+    stop: Shutdown,
+) -> impl Future<Output = ()> + Send + 'static {
     async move {
-        // The connection's own timer for waits on the client; while a
-        // request is served it is lent to the workspace.
-        let mut timer = Timer::new();
+        let shared = &**admitted.shared();
         let mut work: Option<Box<Conn>> = None;
-        // Registered once for the connection's life, not once per request.
-        let mut stopped = std::pin::pin!(stop.token().clone().cancelled_owned());
         // The configuration generation, re-read before each request (a
         // reload applies from the next request on) but cloned only when it
         // changed, so the request path touches no reference count other
@@ -382,35 +368,19 @@ pub fn serve<'a, S: ClientStream + 'a>(
         loop {
             if S::WAITS_UNBUFFERED && !first && work.as_ref().is_some_and(|c| c.buf.is_empty()) {
                 // Idle between requests: give the workspace back and wait
-                // for the next request with nothing but the socket and the
-                // timer.
+                // for the next request with nothing but the socket.
                 if let Some(c) = work.take() {
-                    timer = c.give_back();
+                    c.give_back();
                 }
-                let idle = gen.config.timeouts.idle;
-                let mut armed = false;
-                // A `move` closure over `&mut`s: borrowing `client` shared
+                // A `move` closure over `&mut client`: borrowing it shared
                 // would need `S: Sync`.
-                let (waiting, mut stopping, timing) = (&mut client, stopped.as_mut(), &mut timer);
-                let waited = std::future::poll_fn(move |cx| {
-                    if let Poll::Ready(r) = waiting.poll_idle_ready(cx) {
-                        return Poll::Ready(if r.is_ok() {
-                            Idle::Readable
-                        } else {
-                            Idle::Close
-                        });
-                    }
-                    if stopping.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Idle::Close);
-                    }
-                    if !armed {
-                        timing.arm(idle);
-                        armed = true;
-                    }
-                    timing.poll_fired(cx).map(|()| Idle::Close)
+                let waiting = &mut client;
+                let idle = gen.config.timeouts.idle;
+                let woke = crate::idle::wait(shared.idle.local(), idle, &stop, move |cx| {
+                    waiting.poll_idle_ready(cx)
                 })
                 .await;
-                if matches!(waited, Idle::Close) {
+                if woke == crate::idle::Wake::Close {
                     break;
                 }
             }
@@ -420,19 +390,10 @@ pub fn serve<'a, S: ClientStream + 'a>(
                     gen = arc_swap::Guard::into_inner(now);
                 }
             }
-            let c = work
-                .get_or_insert_with(|| Conn::take(peer, local, tls, std::mem::take(&mut timer)));
+            let c = work.get_or_insert_with(|| Conn::take(peer, ctx.local, tls));
             // Boxed, so that the task of an idle connection is only as large
             // as the idle wait needs, not as large as a request in flight.
-            let request = Box::pin(one_request(
-                &mut client,
-                c,
-                shared,
-                &gen,
-                stop,
-                stopped.as_mut(),
-                first,
-            ));
+            let request = Box::pin(one_request(&mut client, c, shared, &gen, &stop, first));
             match request.await {
                 Ok(true) => first = false,
                 Ok(false) => break,
@@ -504,7 +465,7 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
     c: &mut Conn,
     shared: &Shared,
     gen: &Generation,
-    mut stopped: Pin<&mut WaitForCancellationFutureOwned>,
+    stop: &Shutdown,
     first: bool,
 ) -> io::Result<Option<usize>> {
     let limits = gen.config.limits;
@@ -537,7 +498,7 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
         let read = tokio::select! {
             biased;
             r = c.client_timer.limit(wait, c.buf.fill(client, limits.max_header_bytes)) => r,
-            _ = stopped.as_mut(), if idle => return Ok(None),
+            _ = stop.cancelled(), if idle => return Ok(None),
         };
         match read {
             Ok(Ok(0)) => return Ok(None),
@@ -568,13 +529,12 @@ async fn one_request<S>(
     shared: &Shared,
     gen: &Generation,
     stop: &Shutdown,
-    stopped: Pin<&mut WaitForCancellationFutureOwned>,
     first: bool,
 ) -> io::Result<bool>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let Some(head_len) = read_head(client, c, shared, gen, stopped, first).await? else {
+    let Some(head_len) = read_head(client, c, shared, gen, stop, first).await? else {
         return Ok(false);
     };
     let started = Instant::now();

@@ -65,6 +65,7 @@ pub mod config;
 pub mod error;
 pub mod health;
 pub mod http;
+pub mod idle;
 pub mod listener;
 pub mod metrics;
 pub mod router;

@@ -299,46 +299,56 @@ async fn accept_loop(
         let Some((stream, peer)) = accept(&listener, &live.stop).await else {
             return;
         };
-        tokio::spawn(connection(
-            stream,
-            peer,
-            live.ctx.load_full(),
-            shared.clone(),
-            stop.clone(),
-            permit,
-        ));
+        let ctx = live.ctx.load_full();
+        let admitted = Admitted::new(shared.clone(), permit);
+        // Plain HTTP, by far the most common connection, is the task
+        // itself; TLS and TCP connections, whose state is larger, run in a
+        // task of their own type, so that they do not make every task large.
+        // There is no separate wait for the client's first byte: HTTP and
+        // TLS listeners defer accepting until the client has sent
+        // (`TCP_DEFER_ACCEPT`); a connection the kernel hands over empty
+        // when that period ends waits in the request-head read, under the
+        // same `client_header` limit and shutdown.
+        if ctx.tls.is_none() && ctx.config.protocol == Protocol::Http {
+            tokio::spawn(crate::http::serve(
+                stream,
+                peer,
+                ctx,
+                false,
+                admitted,
+                stop.clone(),
+            ));
+        } else {
+            tokio::spawn(other_connection(stream, peer, ctx, admitted, stop.clone()));
+        }
     }
 }
 
-/// One accepted connection, counted while it lasts. There is no separate
-/// wait for the client's first byte: HTTP and TLS listeners defer accepting
-/// until the client has sent (`TCP_DEFER_ACCEPT`), so the request is
-/// normally readable at once; a connection the kernel hands over empty when
-/// that period ends waits in the request-head read, under the same
-/// `client_header` limit and shutdown.
-///
-/// Plain HTTP, by far the most common connection, runs inline in the task;
-/// TLS and TCP connections run boxed, so that their larger state does not
-/// make every task as large. A plain function returning the future, as an
-/// `async fn` would keep every argument twice in the task.
-#[allow(clippy::manual_async_fn)] // see above: on purpose
-fn connection(
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    ctx: Arc<ListenerCtx>,
+/// An accepted connection: counted as open, and holding its place under
+/// `max_connections`, until this is dropped.
+pub struct Admitted {
     shared: Arc<Shared>,
-    stop: Shutdown,
-    permit: OwnedSemaphorePermit,
-) -> impl std::future::Future<Output = ()> + Send {
-    async move {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Admitted {
+    fn new(shared: Arc<Shared>, permit: OwnedSemaphorePermit) -> Admitted {
         shared.metrics.connection_opened();
-        if ctx.tls.is_none() && ctx.config.protocol == Protocol::Http {
-            crate::http::serve(stream, peer, ctx.local, false, &shared, &stop).await;
-        } else {
-            Box::pin(other_connection(stream, peer, &ctx, &shared, &stop)).await;
+        Admitted {
+            shared,
+            _permit: permit,
         }
-        shared.metrics.connection_closed();
-        drop(permit);
+    }
+
+    /// What the connection's tasks share.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.shared.metrics.connection_closed();
     }
 }
 
@@ -347,16 +357,22 @@ fn connection(
 async fn other_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
-    ctx: &ListenerCtx,
-    shared: &Arc<Shared>,
-    stop: &Shutdown,
+    ctx: Arc<ListenerCtx>,
+    admitted: Admitted,
+    stop: Shutdown,
 ) {
     let Some(acc) = &ctx.tls else {
-        return serve_stream(stream, peer, ctx, false, shared, stop).await;
+        return serve_stream(stream, peer, &ctx, false, admitted, stop).await;
     };
-    let t = shared.current.load().config.timeouts.client_header;
+    let t = admitted
+        .shared()
+        .current
+        .load()
+        .config
+        .timeouts
+        .client_header;
     match tokio::time::timeout(t, acc.accept(stream)).await {
-        Ok(Ok(s)) => serve_stream(s, peer, ctx, true, shared, stop).await,
+        Ok(Ok(s)) => serve_stream(s, peer, &ctx, true, admitted, stop).await,
         Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
     }
@@ -365,15 +381,18 @@ async fn other_connection(
 async fn serve_stream<S>(
     s: S,
     peer: SocketAddr,
-    ctx: &ListenerCtx,
+    ctx: &Arc<ListenerCtx>,
     tls: bool,
-    shared: &Arc<Shared>,
-    stop: &Shutdown,
+    admitted: Admitted,
+    stop: Shutdown,
 ) where
-    S: crate::http::ClientStream,
+    S: crate::http::ClientStream + 'static,
 {
     match ctx.config.protocol {
-        Protocol::Http => crate::http::serve(s, peer, ctx.local, tls, shared, stop).await,
-        Protocol::Tcp => crate::tcp::serve(s, peer, &ctx.upstream, shared.clone()).await,
+        Protocol::Http => crate::http::serve(s, peer, ctx.clone(), tls, admitted, stop).await,
+        Protocol::Tcp => {
+            let shared = admitted.shared().clone();
+            crate::tcp::serve(s, peer, &ctx.upstream, shared).await;
+        }
     }
 }

@@ -86,7 +86,11 @@ impl Server {
             metrics,
             log,
             shutdown,
+            idle: workers::PerWorker::new(n),
         });
+        for h in workers.handles() {
+            h.spawn(crate::idle::sweeper(shared.clone()));
+        }
         let listeners = Arc::new(ListenerSet {
             live: Mutex::new(Vec::new()),
             permits,

@@ -85,4 +85,6 @@ pub struct Shared {
     pub log: Option<AccessLog>,
     /// Fires on shutdown: idle keep-alive connections close.
     pub shutdown: Shutdown,
+    /// Each worker's idle keep-alive connections.
+    pub idle: crate::workers::PerWorker<crate::idle::IdleSet>,
 }

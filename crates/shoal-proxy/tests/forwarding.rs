@@ -764,3 +764,34 @@ async fn a_reused_request_workspace_carries_nothing_from_its_last_client() {
         assert!(r.contains("GET /b HTTP/1.1"), "round {round}: {r}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_proxy_closes_idle_keep_alive_connections_at_once() {
+    let echo = Backend::start("echo", Behaviour::Echo).await;
+    let p = start_proxy(config(&single(echo.addr))).await;
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(read_one_response(&mut s).await.contains("GET / HTTP/1.1"));
+        idle.push(s);
+    }
+    // The idle limit is 60 s: only the stop can close them this soon.
+    let started = std::time::Instant::now();
+    drop(p);
+    for mut s in idle {
+        let mut rest = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest))
+            .await
+            .expect("closed by the stop")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
