@@ -357,13 +357,14 @@ pub fn serve<S: ClientStream + 'static>(
     stop: Shutdown,
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
-        let shared = &**admitted.shared();
+        // `admitted.shared()` at each use rather than kept in a local:
+        // a local would take a word of every idle connection's task.
         let mut work: Option<Box<Conn>> = None;
         // The configuration generation, re-read before each request (a
         // reload applies from the next request on) but cloned only when it
         // changed, so the request path touches no reference count other
         // cores share.
-        let mut gen = shared.current.load_full();
+        let mut gen = admitted.shared().current.load_full();
         let mut first = true;
         loop {
             if S::WAITS_UNBUFFERED && !first && work.as_ref().is_some_and(|c| c.buf.is_empty()) {
@@ -376,16 +377,17 @@ pub fn serve<S: ClientStream + 'static>(
                 // would need `S: Sync`.
                 let waiting = &mut client;
                 let idle = gen.config.timeouts.idle;
-                let woke = crate::idle::wait(shared.idle.local(), idle, &stop, move |cx| {
-                    waiting.poll_idle_ready(cx)
-                })
-                .await;
+                let woke =
+                    crate::idle::wait(admitted.shared().idle.local(), idle, &stop, move |cx| {
+                        waiting.poll_idle_ready(cx)
+                    })
+                    .await;
                 if woke == crate::idle::Wake::Close {
                     break;
                 }
             }
             {
-                let now = shared.current.load();
+                let now = admitted.shared().current.load();
                 if !Arc::ptr_eq(&now, &gen) {
                     gen = arc_swap::Guard::into_inner(now);
                 }
@@ -393,7 +395,14 @@ pub fn serve<S: ClientStream + 'static>(
             let c = work.get_or_insert_with(|| Conn::take(peer, ctx.local, tls));
             // Boxed, so that the task of an idle connection is only as large
             // as the idle wait needs, not as large as a request in flight.
-            let request = Box::pin(one_request(&mut client, c, shared, &gen, &stop, first));
+            let request = Box::pin(one_request(
+                &mut client,
+                c,
+                admitted.shared(),
+                &gen,
+                &stop,
+                first,
+            ));
             match request.await {
                 Ok(true) => first = false,
                 Ok(false) => break,

@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use shoal_core::Shutdown;
@@ -45,7 +44,6 @@ pub struct Pending {
 /// Every running listener, plus what new accept loops need.
 pub struct ListenerSet {
     pub live: Mutex<Vec<Arc<Live>>>,
-    pub permits: Arc<Semaphore>,
     /// The worker runtimes; socket `i` of a listener is served by worker `i`.
     pub workers: Vec<tokio::runtime::Handle>,
 }
@@ -177,12 +175,11 @@ impl ListenerSet {
             .into_iter()
             .enumerate()
             .map(|(i, s)| {
-                let (live, shared, permits) =
-                    (p.live.clone(), shared.clone(), self.permits.clone());
+                let (live, shared) = (p.live.clone(), shared.clone());
                 self.workers[i % self.workers.len()].spawn(async move {
                     // Registering here ties the socket to this worker's reactor.
                     match TcpListener::from_std(s) {
-                        Ok(l) => accept_loop(l, live, shared, permits).await,
+                        Ok(l) => accept_loop(l, live, shared).await,
                         Err(e) => tracing::error!(error = %e, "cannot register a listening socket"),
                     }
                 })
@@ -282,25 +279,24 @@ pub async fn accept(
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    live: Arc<Live>,
-    shared: Arc<Shared>,
-    permits: Arc<Semaphore>,
-) {
+async fn accept_loop(listener: TcpListener, live: Arc<Live>, shared: Arc<Shared>) {
     // This worker's own child of the server's shutdown, so that connections
     // here wait on a token no other core touches.
     let stop = shared.shutdown.child();
     loop {
-        let permit = tokio::select! {
-            _ = live.stop.cancelled() => return,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
+        // This worker's share of `max_connections`: when it is full, leave
+        // new connections in the kernel's queue until one ends here.
+        while shared.metrics.local_active_connections() >= shared.worker_connections {
+            tokio::select! {
+                _ = live.stop.cancelled() => return,
+                _ = shared.room.local().notified() => {}
+            }
+        }
         let Some((stream, peer)) = accept(&listener, &live.stop).await else {
             return;
         };
         let ctx = live.ctx.load_full();
-        let admitted = Admitted::new(shared.clone(), permit);
+        let admitted = Admitted::new(shared.clone());
         // Plain HTTP, by far the most common connection, is the task
         // itself; TLS and TCP connections, whose state is larger, run in a
         // task of their own type, so that they do not make every task large.
@@ -324,20 +320,17 @@ async fn accept_loop(
     }
 }
 
-/// An accepted connection: counted as open, and holding its place under
-/// `max_connections`, until this is dropped.
+/// An accepted connection: counted as open on its worker, and so holding
+/// its place under the worker's share of `max_connections`, until this is
+/// dropped (on the same worker: a connection's task never moves).
 pub struct Admitted {
     shared: Arc<Shared>,
-    _permit: OwnedSemaphorePermit,
 }
 
 impl Admitted {
-    fn new(shared: Arc<Shared>, permit: OwnedSemaphorePermit) -> Admitted {
+    fn new(shared: Arc<Shared>) -> Admitted {
         shared.metrics.connection_opened();
-        Admitted {
-            shared,
-            _permit: permit,
-        }
+        Admitted { shared }
     }
 
     /// What the connection's tasks share.
@@ -348,7 +341,10 @@ impl Admitted {
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        self.shared.metrics.connection_closed();
+        let was = self.shared.metrics.connection_closed();
+        if was >= self.shared.worker_connections {
+            self.shared.room.local().notify_one();
+        }
     }
 }
 

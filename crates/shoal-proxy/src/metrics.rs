@@ -73,10 +73,19 @@ impl Metrics {
         c.connections.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A client connection accepted by the calling worker ended.
-    pub fn connection_closed(&self) {
+    /// A client connection accepted by the calling worker ended. Returns
+    /// how many the worker had open before.
+    pub fn connection_closed(&self) -> i64 {
         let c = self.per_request.local();
-        c.active_connections.fetch_sub(1, Ordering::Relaxed);
+        c.active_connections.fetch_sub(1, Ordering::Relaxed)
+    }
+
+    /// Client connections open on the calling worker.
+    pub fn local_active_connections(&self) -> i64 {
+        self.per_request
+            .local()
+            .active_connections
+            .load(Ordering::Relaxed)
     }
 
     /// Client connections open now.

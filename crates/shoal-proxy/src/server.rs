@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
 
 use shoal_core::{control, Shutdown};
 
@@ -77,7 +76,7 @@ impl Server {
             ),
             None => None,
         };
-        let permits = Arc::new(Semaphore::new(config.limits.max_connections));
+        let worker_connections = config.limits.max_connections.div_ceil(n).max(1) as i64;
         let workers = Workers::start(n).map_err(ProxyError::Io)?;
         tracing::debug!(workers = n, "worker threads started");
         let gen = Generation::new(config, None, shutdown.child(), n);
@@ -87,13 +86,14 @@ impl Server {
             log,
             shutdown,
             idle: workers::PerWorker::new(n),
+            worker_connections,
+            room: workers::PerWorker::new(n),
         });
         for h in workers.handles() {
             h.spawn(crate::idle::sweeper(shared.clone()));
         }
         let listeners = Arc::new(ListenerSet {
             live: Mutex::new(Vec::new()),
-            permits,
             workers: workers.handles(),
         });
         Ok(Server {
@@ -139,11 +139,9 @@ impl Server {
     pub async fn run(self, shutdown: Shutdown) -> Result<()> {
         let shared = self.shared.clone();
         let cfg = shared.current.load();
-        let max = cfg.config.limits.max_connections;
         let grace = cfg.config.timeouts.shutdown_grace;
         drop(cfg);
         crate::health::start(&shared.current.load());
-        let permits = self.listeners.permits.clone();
         let handle = self.handle_for(&shared);
         let mut tasks = Vec::new();
         for p in self.pending {
@@ -193,8 +191,13 @@ impl Server {
         for t in tasks {
             let _ = t.await;
         }
-        let all = max.min(u32::MAX as usize) as u32;
-        if !shoal_core::shutdown::within_grace(grace, permits.acquire_many(all)).await {
+        let metrics = shared.metrics.clone();
+        let all_closed = async move {
+            while metrics.active_connections() > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        };
+        if !shoal_core::shutdown::within_grace(grace, all_closed).await {
             tracing::warn!(?grace, "grace period over; closing remaining connections");
         }
         Ok(())

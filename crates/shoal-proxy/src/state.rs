@@ -87,4 +87,10 @@ pub struct Shared {
     pub shutdown: Shutdown,
     /// Each worker's idle keep-alive connections.
     pub idle: crate::workers::PerWorker<crate::idle::IdleSet>,
+    /// How many client connections each worker may have open: its share of
+    /// `limits.max_connections` (nginx's `worker_connections` is likewise
+    /// per worker).
+    pub worker_connections: i64,
+    /// Signalled on a worker when a connection ends while it was full.
+    pub room: crate::workers::PerWorker<tokio::sync::Notify>,
 }

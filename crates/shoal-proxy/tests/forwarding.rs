@@ -795,3 +795,34 @@ async fn stopping_the_proxy_closes_idle_keep_alive_connections_at_once() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_max_connections_wait_in_the_backlog_until_one_ends() {
+    let echo = Backend::start("echo", Behaviour::Echo).await;
+    let cfg = format!(
+        "workers = 1\n\n[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[[routes]]\ntarget = \"{}\"\n\n[limits]\nmax_connections = 2\n",
+        echo.addr
+    );
+    let p = start_proxy(config(&cfg)).await;
+    let req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+        s.write_all(req).await.unwrap();
+        assert!(read_one_response(&mut s).await.contains("GET / HTTP/1.1"));
+        open.push(s);
+    }
+    // A third connection is left in the kernel's queue: no answer yet.
+    let mut third = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    third.write_all(req).await.unwrap();
+    let waited =
+        tokio::time::timeout(Duration::from_millis(500), read_one_response(&mut third)).await;
+    assert!(waited.is_err(), "served over the limit");
+    // One ends: the third is let in and served.
+    drop(open.pop());
+    let r = tokio::time::timeout(Duration::from_secs(3), read_one_response(&mut third))
+        .await
+        .expect("served once a connection ended");
+    assert!(r.contains("GET / HTTP/1.1"), "{r}");
+    assert_eq!(p.handle.status()["active_connections"], 2);
+}
