@@ -37,13 +37,13 @@ pub fn resolve_count(configured: usize) -> usize {
         .min(MAX_WORKERS)
 }
 
-/// What each worker thread runs about once a second (see [`set_housekeeping`]).
+/// What each worker thread runs every [`HOUSEKEEPING_EVERY`] (see [`set_housekeeping`]).
 static HOUSEKEEPING: OnceLock<fn()> = OnceLock::new();
 
 /// How often a worker runs the housekeeping function.
-const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
+const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(250);
 
-/// Have every worker thread call `f` about once a second, for the program
+/// Have every worker thread call `f` four times a second, for the program
 /// to return memory its allocator holds free to the system: a burst of
 /// requests leaves freed buffers behind, and an allocator that returns
 /// memory only while the thread allocates (mimalloc purges on later
