@@ -7,7 +7,7 @@
 # (`Connection: close`). Each scenario is run ROUNDS times, alternating the
 # contenders (the order rotates every round); medians are reported with the ratios shoal/nginx and
 # shoal/HAProxy. Then RSS with idle client connections open: silent ones and
-# keep-alive ones after a request.
+# keep-alive ones after a request, 1 s after the last response and settled.
 #
 # Usage: bench/proxy.sh [DURATION_SECONDS] [ROUNDS]     (defaults: 8 3)
 #   MODES="close" and WHO="nginx shoal" narrow a run (defaults: both modes, all
@@ -228,7 +228,11 @@ print("open", flush=True)
 sys.stdin.readline()
 EOF
 echo
-echo "| proxy | idle kind | RSS before (MiB) | RSS with $IDLE_N idle conns (MiB) | growth per 10k idle conns (MiB) |"
+# RSS is read 1 s after the last client got its response, and again once it
+# has settled (unchanged for 2 s, at most 10 s): a proxy may give back what
+# the burst of requests took a little later (shoal's workers return freed
+# memory to the system a few times a second and park long-idle connections).
+echo "| proxy | idle kind | RSS before (MiB) | RSS with $IDLE_N idle conns, 1 s / settled (MiB) | growth per 10k idle conns, 1 s / settled (MiB) |"
 echo "| --- | --- | --- | --- | --- |"
 for kind in silent keepalive; do
     for who in nginx haproxy shoal; do
@@ -239,9 +243,16 @@ for kind in silent keepalive; do
         read -r _ <&"${IDLER[0]}"
         sleep 1
         with=$(rss "$pid")
+        settled=$with same=0
+        for _ in $(seq 18); do
+            sleep 0.5
+            now=$(rss "$pid")
+            if [ "$now" = "$settled" ]; then same=$((same + 1)); else same=0; settled=$now; fi
+            [ "$same" -ge 4 ] && break
+        done
         echo >&"${IDLER[1]}"
         wait "$IDLER_PID" 2>/dev/null || true
         sleep 1
-        awk -v w="$who" -v k="$kind" -v b="$before" -v a="$with" -v n="$IDLE_N" 'BEGIN { printf "| %s | %s | %.1f | %.1f | %.1f |\n", w, k, b/1024, a/1024, (a-b)/1024*10000/n }'
+        awk -v w="$who" -v k="$kind" -v b="$before" -v a="$with" -v s="$settled" -v n="$IDLE_N" 'BEGIN { printf "| %s | %s | %.1f | %.1f / %.1f | %.1f / %.1f |\n", w, k, b/1024, a/1024, s/1024, (a-b)/1024*10000/n, (s-b)/1024*10000/n }'
     done
 done

@@ -47,6 +47,15 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
     fn poll_idle_ready(&self, _cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
+
+    /// The plain socket, out of tokio's hands, for a connection that parks
+    /// (see [`crate::idle::Parked`]); `None` for streams that cannot.
+    fn into_parkable(self) -> Option<std::net::TcpStream>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 impl ClientStream for TcpStream {
@@ -54,6 +63,10 @@ impl ClientStream for TcpStream {
 
     fn poll_idle_ready(&self, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
         self.poll_read_ready(cx)
+    }
+
+    fn into_parkable(self) -> Option<std::net::TcpStream> {
+        self.into_std().ok()
     }
 }
 
@@ -355,6 +368,7 @@ pub fn serve<S: ClientStream + 'static>(
     tls: bool,
     admitted: crate::listener::Admitted,
     stop: Shutdown,
+    resumed: bool,
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
         // `admitted.shared()` at each use rather than kept in a local:
@@ -365,7 +379,9 @@ pub fn serve<S: ClientStream + 'static>(
         // changed, so the request path touches no reference count other
         // cores share.
         let mut gen = admitted.shared().current.load_full();
-        let mut first = true;
+        // A resumed connection (see `crate::idle::Parked`) has served a
+        // request before, and its next one is readable.
+        let mut first = !resumed;
         loop {
             if S::WAITS_UNBUFFERED && !first && work.as_ref().is_some_and(|c| c.buf.is_empty()) {
                 // Idle between requests: give the workspace back and wait
@@ -377,13 +393,37 @@ pub fn serve<S: ClientStream + 'static>(
                 // would need `S: Sync`.
                 let waiting = &mut client;
                 let idle = gen.config.timeouts.idle;
-                let woke =
-                    crate::idle::wait(admitted.shared().idle.local(), idle, &stop, move |cx| {
-                        waiting.poll_idle_ready(cx)
-                    })
-                    .await;
-                if woke == crate::idle::Wake::Close {
-                    break;
+                let parked = &admitted.shared().parked;
+                let since = crate::upstream::now_ms();
+                let woke = crate::idle::wait(
+                    admitted.shared().idle.local(),
+                    idle,
+                    parked.local().is_open(),
+                    &stop,
+                    move |cx| waiting.poll_idle_ready(cx),
+                )
+                .await;
+                match woke {
+                    crate::idle::Wake::Readable => {}
+                    crate::idle::Wake::Close => break,
+                    crate::idle::Wake::Park => {
+                        drop(gen);
+                        let shared = admitted.shared().clone();
+                        if let Some(stream) = client.into_parkable() {
+                            let c = crate::idle::ParkedConn {
+                                stream,
+                                peer,
+                                ctx,
+                                admitted,
+                                stop,
+                                deadline: since + idle.as_millis() as u64,
+                            };
+                            if let Err(c) = shared.parked.local().park(c) {
+                                tracing::debug!(client = %c.peer, "could not park an idle connection; closed");
+                            }
+                        }
+                        return;
+                    }
                 }
             }
             {

@@ -313,6 +313,7 @@ async fn accept_loop(listener: TcpListener, live: Arc<Live>, shared: Arc<Shared>
                 false,
                 admitted,
                 stop.clone(),
+                false,
             ));
         } else {
             tokio::spawn(other_connection(stream, peer, ctx, admitted, stop.clone()));
@@ -385,7 +386,9 @@ async fn serve_stream<S>(
     S: crate::http::ClientStream + 'static,
 {
     match ctx.config.protocol {
-        Protocol::Http => crate::http::serve(s, peer, ctx.clone(), tls, admitted, stop).await,
+        Protocol::Http => {
+            crate::http::serve(s, peer, ctx.clone(), tls, admitted, stop, false).await
+        }
         Protocol::Tcp => {
             let shared = admitted.shared().clone();
             crate::tcp::serve(s, peer, &ctx.upstream, shared).await;

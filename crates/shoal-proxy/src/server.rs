@@ -86,6 +86,7 @@ impl Server {
             log,
             shutdown,
             idle: workers::PerWorker::new(n),
+            parked: workers::PerWorker::new(n),
             worker_connections,
             room: workers::PerWorker::new(n),
         });
@@ -287,7 +288,24 @@ impl Handle {
 
     /// The status document.
     pub fn status(&self) -> serde_json::Value {
-        self.shared.current.load().status_json(&self.shared.metrics)
+        let mut v = self.shared.current.load().status_json(&self.shared.metrics);
+        // Keep-alive connections between requests, like nginx's "Waiting":
+        // those waiting in their tasks and those parked without one.
+        v["idle_connections"] = self
+            .shared
+            .idle
+            .iter()
+            .map(|s| s.len())
+            .sum::<usize>()
+            .into();
+        v["parked_connections"] = self
+            .shared
+            .parked
+            .iter()
+            .map(|p| p.len())
+            .sum::<usize>()
+            .into();
+        v
     }
 
     /// The Prometheus text.

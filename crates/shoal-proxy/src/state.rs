@@ -87,6 +87,8 @@ pub struct Shared {
     pub shutdown: Shutdown,
     /// Each worker's idle keep-alive connections.
     pub idle: crate::workers::PerWorker<crate::idle::IdleSet>,
+    /// Each worker's parked connections (idle for a while, no task).
+    pub parked: crate::workers::PerWorker<crate::idle::Parked>,
     /// How many client connections each worker may have open: its share of
     /// `limits.max_connections` (nginx's `worker_connections` is likewise
     /// per worker).

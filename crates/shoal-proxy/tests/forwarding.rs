@@ -694,6 +694,8 @@ async fn an_idle_keep_alive_connection_waits_without_buffers_then_is_served_then
     // Idle for a while: the connection gave its buffers back and waits for
     // readability; the next request on the same socket must still be served.
     tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
+    // By now it has left its task: it waits parked, with no task at all.
+    assert_eq!(p.handle.status()["parked_connections"], 1);
     s.write_all(req).await.unwrap();
     assert!(read_one_response(&mut s).await.contains("HOST one"));
     // Then the idle limit (3 s) closes it.
@@ -770,7 +772,7 @@ async fn stopping_the_proxy_closes_idle_keep_alive_connections_at_once() {
     let echo = Backend::start("echo", Behaviour::Echo).await;
     let p = start_proxy(config(&single(echo.addr))).await;
     let mut idle = Vec::new();
-    for _ in 0..20 {
+    for _ in 0..10 {
         let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
         s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
             .await
@@ -778,6 +780,18 @@ async fn stopping_the_proxy_closes_idle_keep_alive_connections_at_once() {
         assert!(read_one_response(&mut s).await.contains("GET / HTTP/1.1"));
         idle.push(s);
     }
+    // Half of them wait long enough to leave their tasks (parked).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(p.handle.status()["parked_connections"], 10);
+    for _ in 0..10 {
+        let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(read_one_response(&mut s).await.contains("GET / HTTP/1.1"));
+        idle.push(s);
+    }
+    assert_eq!(p.handle.status()["idle_connections"], 10);
     // The idle limit is 60 s: only the stop can close them this soon.
     let started = std::time::Instant::now();
     drop(p);
