@@ -189,8 +189,14 @@ fn proxy_table(reply: &Value, upstreams: &[Value]) -> String {
         serde_json::Value::Null => String::new(),
         n => format!("  workers {n}"),
     };
+    // Of the open connections, those between requests: waiting in their
+    // tasks, or parked without one (nginx's "Waiting" is the sum).
+    let waiting = match (&reply["idle_connections"], &reply["parked_connections"]) {
+        (serde_json::Value::Null, _) | (_, serde_json::Value::Null) => String::new(),
+        (i, p) => format!(" (idle {i}, parked {p})"),
+    };
     let mut out = format!(
-        "proxy  generation {}{workers}  active connections {}  requests {}  listen {}\n",
+        "proxy  generation {}{workers}  active connections {}{waiting}  requests {}  listen {}\n",
         reply["generation"],
         reply["active_connections"],
         reply["requests_total"],
