@@ -63,7 +63,7 @@ async fn one(mut stream: TcpStream, shared: &Shared) {
             );
         }
         ("GET", "/status") => {
-            let body = gen.status_json(&shared.metrics).to_string();
+            let body = shared.status_json().to_string();
             codec::simple_response(200, "application/json", body.as_bytes(), true, &mut out);
         }
         _ => codec::simple_response(

@@ -288,24 +288,7 @@ impl Handle {
 
     /// The status document.
     pub fn status(&self) -> serde_json::Value {
-        let mut v = self.shared.current.load().status_json(&self.shared.metrics);
-        // Keep-alive connections between requests, like nginx's "Waiting":
-        // those waiting in their tasks and those parked without one.
-        v["idle_connections"] = self
-            .shared
-            .idle
-            .iter()
-            .map(|s| s.len())
-            .sum::<usize>()
-            .into();
-        v["parked_connections"] = self
-            .shared
-            .parked
-            .iter()
-            .map(|p| p.len())
-            .sum::<usize>()
-            .into();
-        v
+        self.shared.status_json()
     }
 
     /// The Prometheus text.

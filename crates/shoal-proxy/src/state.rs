@@ -78,6 +78,18 @@ impl Generation {
     }
 }
 
+impl Shared {
+    /// The `/status` JSON: the generation's upstreams and counters, plus
+    /// the keep-alive connections between requests (nginx's "Waiting"):
+    /// those waiting in their tasks and those parked without one.
+    pub fn status_json(&self) -> serde_json::Value {
+        let mut v = self.current.load().status_json(&self.metrics);
+        v["idle_connections"] = self.idle.iter().map(|s| s.len()).sum::<usize>().into();
+        v["parked_connections"] = self.parked.iter().map(|p| p.len()).sum::<usize>().into();
+        v
+    }
+}
+
 /// What every connection task shares.
 pub struct Shared {
     pub current: ArcSwap<Generation>,

@@ -382,6 +382,12 @@ async fn admin_serves_metrics_and_status_and_access_log_is_combined() {
     assert_eq!(s, 200);
     let v: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(v["upstreams"][0]["servers"][0]["responses"]["2xx"], 3);
+    // Connections between requests, as nginx's "Waiting" (the client's
+    // pooled connections may or may not still be open).
+    assert!(
+        v["idle_connections"].is_u64() && v["parked_connections"].is_u64(),
+        "{v}"
+    );
     assert!(
         eventually(20, || async {
             std::fs::read_to_string(&log)
