@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use shoal_core::Shutdown;
+use slab::Slab;
 use tokio::io::unix::AsyncFd;
 
 use crate::listener::{Admitted, ListenerCtx};
@@ -27,18 +28,11 @@ pub const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// One worker's idle connections.
 #[derive(Default)]
 pub struct IdleSet {
-    inner: Mutex<Slots>,
-}
-
-#[derive(Default)]
-struct Slots {
-    slots: Vec<Slot>,
-    /// Indexes of unused slots.
-    free: Vec<u32>,
+    slots: Mutex<Slab<Slot>>,
 }
 
 struct Slot {
-    /// `None`: unused, or already woken.
+    /// `None`: already woken.
     waker: Option<Waker>,
     /// When the idle limit passes ([`now_ms`]).
     deadline: u64,
@@ -51,8 +45,7 @@ struct Slot {
 impl IdleSet {
     /// Number of connections waiting (for status output and tests).
     pub fn len(&self) -> usize {
-        let s = self.inner.lock();
-        s.slots.len() - s.free.len()
+        self.slots.lock().len()
     }
 
     /// Whether no connection waits.
@@ -67,8 +60,8 @@ impl IdleSet {
     pub fn sweep(&self, now: u64, all: bool) {
         let mut woken = Vec::new();
         {
-            let mut s = self.inner.lock();
-            for slot in &mut s.slots {
+            let mut slots = self.slots.lock();
+            for (_, slot) in slots.iter_mut() {
                 let verdict = if all || slot.deadline <= now {
                     Wake::Close
                 } else if slot.park_at <= now {
@@ -169,17 +162,17 @@ where
 /// A connection's slot while it waits; dropping it frees the slot.
 struct Entry<'a> {
     set: &'a IdleSet,
-    key: Option<u32>,
+    key: Option<usize>,
 }
 
 impl Entry<'_> {
     /// Register (again) to be woken; returns the sweeper's verdict instead
     /// if it has given one.
     fn park(&mut self, waker: &Waker, deadline: u64, park_at: u64) -> Option<Wake> {
-        let mut s = self.set.inner.lock();
+        let mut slots = self.set.slots.lock();
         match self.key {
             Some(k) => {
-                let slot = &mut s.slots[k as usize];
+                let slot = &mut slots[k];
                 if let Some(v) = slot.verdict.take() {
                     return Some(v);
                 }
@@ -187,26 +180,14 @@ impl Entry<'_> {
                     Some(w) if w.will_wake(waker) => {}
                     w => *w = Some(waker.clone()),
                 }
-                slot.deadline = deadline;
             }
             None => {
-                let slot = Slot {
+                self.key = Some(slots.insert(Slot {
                     waker: Some(waker.clone()),
                     deadline,
                     park_at,
                     verdict: None,
-                };
-                let k = match s.free.pop() {
-                    Some(k) => {
-                        s.slots[k as usize] = slot;
-                        k
-                    }
-                    None => {
-                        s.slots.push(slot);
-                        (s.slots.len() - 1) as u32
-                    }
-                };
-                self.key = Some(k);
+                }));
             }
         }
         None
@@ -216,20 +197,17 @@ impl Entry<'_> {
 impl Drop for Entry<'_> {
     fn drop(&mut self) {
         if let Some(k) = self.key {
-            let mut s = self.set.inner.lock();
-            s.slots[k as usize] = Slot {
-                waker: None,
-                deadline: u64::MAX,
-                park_at: u64::MAX,
-                verdict: None,
-            };
-            s.free.push(k);
-            // A burst of idle connections that has gone leaves no large
-            // vectors behind.
-            if s.free.len() == s.slots.len() && s.slots.capacity() > 1024 {
-                *s = Slots::default();
-            }
+            let mut slots = self.set.slots.lock();
+            slots.remove(k);
+            shrink_if_drained(&mut slots);
         }
+    }
+}
+
+/// A burst of connections that has gone leaves no large vector behind.
+fn shrink_if_drained<T>(slab: &mut Slab<T>) {
+    if slab.is_empty() && slab.capacity() > 1024 {
+        *slab = Slab::new();
     }
 }
 
@@ -242,22 +220,16 @@ impl Drop for Entry<'_> {
 pub struct Parked {
     /// The worker's epoll set for parked sockets; -1 until its sweeper runs.
     epoll: AtomicI32,
-    inner: Mutex<ParkedSlots>,
+    conns: Mutex<Slab<ParkedConn>>,
 }
 
 impl Default for Parked {
     fn default() -> Self {
         Parked {
             epoll: AtomicI32::new(-1),
-            inner: Mutex::default(),
+            conns: Mutex::default(),
         }
     }
-}
-
-#[derive(Default)]
-struct ParkedSlots {
-    conns: Vec<Option<ParkedConn>>,
-    free: Vec<u32>,
 }
 
 /// A parked connection: what its new task will need.
@@ -279,8 +251,7 @@ impl Parked {
 
     /// Number of parked connections.
     pub fn len(&self) -> usize {
-        let s = self.inner.lock();
-        s.conns.len() - s.free.len()
+        self.conns.lock().len()
     }
 
     /// Whether no connection is parked.
@@ -296,34 +267,24 @@ impl Parked {
             return Err(c);
         }
         let fd = c.stream.as_raw_fd();
-        let mut s = self.inner.lock();
-        let key = match s.free.pop() {
-            Some(k) => k,
-            None => {
-                s.conns.push(None);
-                (s.conns.len() - 1) as u32
-            }
-        };
+        let mut conns = self.conns.lock();
+        let entry = conns.vacant_entry();
         let mut ev = libc::epoll_event {
             events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32,
-            u64: u64::from(key),
+            u64: entry.key() as u64,
         };
         // SAFETY: `ep` is this set's epoll descriptor (open while the
         // sweeper runs), `fd` an open socket, `ev` a valid event.
         if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
-            s.free.push(key);
             return Err(c);
         }
-        s.conns[key as usize] = Some(c);
+        entry.insert(c);
         Ok(())
     }
 
     /// Take the connection at `key` out (and its socket out of the set).
-    fn take(&self, key: u32) -> Option<ParkedConn> {
-        let mut s = self.inner.lock();
-        let c = s.conns.get_mut(key as usize)?.take()?;
-        s.free.push(key);
-        drop(s);
+    fn take(&self, key: usize) -> Option<ParkedConn> {
+        let c = self.conns.lock().try_remove(key)?;
         self.unwatch(&c);
         Some(c)
     }
@@ -344,19 +305,15 @@ impl Parked {
     /// Take out the connections whose limit is at or before `now` (all of
     /// them with `all`), to be closed.
     fn expire(&self, now: u64, all: bool) -> Vec<ParkedConn> {
-        let mut out = Vec::new();
-        let mut s = self.inner.lock();
-        let ParkedSlots { conns, free } = &mut *s;
-        for (k, slot) in conns.iter_mut().enumerate() {
-            if slot.as_ref().is_some_and(|c| all || c.deadline <= now) {
-                out.extend(slot.take());
-                free.push(k as u32);
-            }
-        }
-        if free.len() == conns.len() && conns.capacity() > 1024 {
-            *s = ParkedSlots::default();
-        }
-        drop(s);
+        let mut conns = self.conns.lock();
+        let due: Vec<usize> = conns
+            .iter()
+            .filter(|(_, c)| all || c.deadline <= now)
+            .map(|(k, _)| k)
+            .collect();
+        let out: Vec<ParkedConn> = due.into_iter().map(|k| conns.remove(k)).collect();
+        shrink_if_drained(&mut conns);
+        drop(conns);
         for c in &out {
             self.unwatch(c);
         }
@@ -421,8 +378,7 @@ fn resume_ready(parked: &Parked, ep: &AsyncFd<OwnedFd>) -> bool {
         return false;
     }
     for ev in &events[..n as usize] {
-        let key = ev.u64 as u32;
-        if let Some(c) = parked.take(key) {
+        if let Some(c) = parked.take(ev.u64 as usize) {
             resume(c);
         }
     }
