@@ -773,29 +773,30 @@ async fn a_reused_request_workspace_carries_nothing_from_its_last_client() {
     }
 }
 
+/// A keep-alive client of an echo-backed proxy that has made one request and
+/// had its answer, its connection still open.
+async fn served_once(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_one_response(&mut s).await.contains("GET / HTTP/1.1"));
+    s
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_the_proxy_closes_idle_keep_alive_connections_at_once() {
     let echo = Backend::start("echo", Behaviour::Echo).await;
     let p = start_proxy(config(&single(echo.addr))).await;
     let mut idle = Vec::new();
     for _ in 0..10 {
-        let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-            .await
-            .unwrap();
-        assert!(read_one_response(&mut s).await.contains("GET / HTTP/1.1"));
-        idle.push(s);
+        idle.push(served_once(p.addr).await);
     }
     // Half of them wait long enough to leave their tasks (parked).
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(p.handle.status()["parked_connections"], 10);
     for _ in 0..10 {
-        let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-            .await
-            .unwrap();
-        assert!(read_one_response(&mut s).await.contains("GET / HTTP/1.1"));
-        idle.push(s);
+        idle.push(served_once(p.addr).await);
     }
     assert_eq!(p.handle.status()["idle_connections"], 10);
     // The idle limit is 60 s: only the stop can close them this soon.
@@ -827,10 +828,7 @@ async fn connections_over_max_connections_wait_in_the_backlog_until_one_ends() {
     let req = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
     let mut open = Vec::new();
     for _ in 0..2 {
-        let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-        s.write_all(req).await.unwrap();
-        assert!(read_one_response(&mut s).await.contains("GET / HTTP/1.1"));
-        open.push(s);
+        open.push(served_once(p.addr).await);
     }
     // A third connection is left in the kernel's queue: no answer yet.
     let mut third = tokio::net::TcpStream::connect(p.addr).await.unwrap();
