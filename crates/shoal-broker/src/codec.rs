@@ -1,6 +1,8 @@
 //! Frame codec on top of `amq-protocol`: [`decode`] checks the frame header
 //! (type, size against `frame_max`, frame-end octet) before parsing, so an
-//! oversized or garbage frame is refused without allocating; body frames are
+//! oversized or garbage frame is refused without allocating, and a method or
+//! content header whose field tables nest too deeply ([`crate::nesting`]) is
+//! refused before the recursive parser sees it; body frames are
 //! sliced out of the read buffer without copying. The `put_*` functions
 //! append encoded frames to the writer's buffer.
 
@@ -53,6 +55,12 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Inbound>, Amq
         frame.advance(7);
         frame.truncate(size);
         return Ok(Some(Inbound::Body(ch, frame.freeze())));
+    }
+    if crate::nesting::check_frame(kind, &buf[7..total - 1]).is_err() {
+        return Err(AmqpError::frame_error(format!(
+            "field tables nest deeper than {} levels",
+            crate::nesting::MAX_DEPTH
+        )));
     }
     let parsed = match parse_frame(&buf[..total]) {
         Ok((_, f)) => f,

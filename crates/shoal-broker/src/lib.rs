@@ -8,6 +8,7 @@
 //!   protocol exceptions with RabbitMQ's reply codes.
 //! - [`codec`]: frame decoding with size checks before parsing, and frame
 //!   encoding, on top of `amq-protocol`.
+//! - [`nesting`]: the bound on field-table nesting, checked on raw frames.
 //! - [`server`]: the accept loop, the broker-wide state, the periodic tick
 //!   (TTL, `x-expires`, alarms) and graceful shutdown.
 //! - [`connection`]: one client connection: handshake, channels, methods.
@@ -29,6 +30,7 @@ pub mod connection;
 pub mod error;
 pub mod exchange;
 pub mod message;
+pub mod nesting;
 pub mod outbox;
 pub mod perf;
 pub mod queue;
