@@ -1,0 +1,201 @@
+//! Hostile clients against an in-process broker: frames built by hand that
+//! nest field tables thousands deep, clients that stall the handshake, and
+//! clients that pipeline without reading. Each must cost the broker one
+//! connection at most; everyone else keeps being served.
+
+mod common;
+
+use amq_protocol::frame::AMQPFrame;
+use amq_protocol::protocol::{basic, channel, AMQPClass};
+use common::*;
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::BasicProperties;
+use tokio::io::AsyncWriteExt;
+
+/// A field table that nests `depth` tables: `{k: {k: ... {}}}`.
+fn nested_tables(depth: usize) -> Vec<u8> {
+    let mut t = vec![0, 0, 0, 0];
+    for _ in 1..depth {
+        let mut body = vec![1, b'k', b'F'];
+        body.extend_from_slice(&t);
+        t = (body.len() as u32).to_be_bytes().to_vec();
+        t.extend_from_slice(&body);
+    }
+    t
+}
+
+/// A field table holding one array that nests `depth` arrays.
+fn nested_arrays(depth: usize) -> Vec<u8> {
+    let mut v = vec![b'A', 0, 0, 0, 0];
+    for _ in 1..depth {
+        let mut next = vec![b'A'];
+        next.extend_from_slice(&(v.len() as u32).to_be_bytes());
+        next.extend_from_slice(&v);
+        v = next;
+    }
+    let mut body = vec![1, b'k'];
+    body.extend_from_slice(&v);
+    let mut t = (body.len() as u32).to_be_bytes().to_vec();
+    t.extend_from_slice(&body);
+    t
+}
+
+/// One frame: type, channel, payload, frame-end.
+fn frame(kind: u8, ch: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![kind];
+    f.extend_from_slice(&ch.to_be_bytes());
+    f.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    f.extend_from_slice(payload);
+    f.push(0xCE);
+    f
+}
+
+/// connection.start-ok with the given client-properties table, PLAIN guest.
+fn start_ok(client_properties: &[u8]) -> Vec<u8> {
+    let mut p = vec![0, 10, 0, 11];
+    p.extend_from_slice(client_properties);
+    p.extend_from_slice(b"\x05PLAIN");
+    let resp = b"\0guest\0guest";
+    p.extend_from_slice(&(resp.len() as u32).to_be_bytes());
+    p.extend_from_slice(resp);
+    p.extend_from_slice(b"\x05en_US");
+    frame(1, 0, &p)
+}
+
+/// A content header for basic (class 60) with only the `headers` property.
+fn header_with_headers(ch: u16, body_size: u64, headers: &[u8]) -> Vec<u8> {
+    let mut p = vec![0, 60, 0, 0];
+    p.extend_from_slice(&body_size.to_be_bytes());
+    p.extend_from_slice(&0x2000u16.to_be_bytes());
+    p.extend_from_slice(headers);
+    frame(2, ch, &p)
+}
+
+/// The broker still serves a real client end to end.
+async fn still_serves(b: &TestBroker, queue: &str) {
+    let conn = lapin_conn(b).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.basic_publish(
+        "".into(),
+        queue.into(),
+        BasicPublishOptions::default(),
+        b"still here",
+        BasicProperties::default(),
+    )
+    .await
+    .unwrap();
+    let got = tokio::time::timeout(
+        T,
+        ch.basic_get(queue.into(), BasicGetOptions { no_ack: true }),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .expect("a message");
+    assert_eq!(got.delivery.data, b"still here");
+    let _ = conn.close(200, "bye".into()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_client_properties_close_that_connection_with_501_before_login() {
+    let b = TestBroker::start().await;
+    // 2,000 nested tables (14 KB) and 5,000 nested arrays (25 KB): both were
+    // enough to overflow a runtime worker's stack and abort the broker.
+    for props in [nested_tables(2_000), nested_arrays(5_000)] {
+        let (mut s, mut buf) = raw_start(b.addr).await;
+        s.write_all(&start_ok(&props)).await.unwrap();
+        expect_close(&mut s, &mut buf, 501).await;
+    }
+    // Sixty-four levels are allowed: the login goes on to connection.tune.
+    let (mut s, mut buf) = raw_start(b.addr).await;
+    s.write_all(&start_ok(&nested_tables(64))).await.unwrap();
+    match read_frame(&mut s, &mut buf).await {
+        Some(AMQPFrame::Method(0, AMQPClass::Connection(c))) => {
+            assert!(format!("{c:?}").starts_with("Tune"), "{c:?}")
+        }
+        other => panic!("expected connection.tune, got {other:?}"),
+    }
+    still_serves(&b, "after-nested-login").await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_message_headers_close_that_connection_with_501() {
+    let b = TestBroker::start().await;
+    let (mut s, mut buf) = raw_open(b.addr, 0).await;
+    let open = AMQPFrame::Method(
+        1,
+        AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
+    );
+    s.write_all(&encode(&open)).await.unwrap();
+    match read_frame(&mut s, &mut buf).await {
+        Some(AMQPFrame::Method(1, AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)))) => {}
+        other => panic!("expected channel.open-ok, got {other:?}"),
+    }
+    let publish = AMQPFrame::Method(
+        1,
+        AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+            exchange: "".into(),
+            routing_key: "nowhere".into(),
+            mandatory: false,
+            immediate: false,
+        })),
+    );
+    s.write_all(&encode(&publish)).await.unwrap();
+    s.write_all(&header_with_headers(1, 0, &nested_tables(3_000)))
+        .await
+        .unwrap();
+    expect_close(&mut s, &mut buf, 501).await;
+    still_serves(&b, "after-nested-headers").await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_nested_within_the_limit_reach_the_consumer_unchanged() {
+    let b = TestBroker::start().await;
+    let conn = lapin_conn(&b).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        "nested".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    // An x-death-like shape, ten levels deep.
+    let mut inner = FieldTable::default();
+    inner.insert("count".into(), AMQPValue::LongLongInt(3));
+    for level in 0..9 {
+        let mut outer = FieldTable::default();
+        outer.insert(format!("level{level}").into(), AMQPValue::FieldTable(inner));
+        inner = outer;
+    }
+    let props = BasicProperties::default().with_headers(inner.clone());
+    ch.basic_publish(
+        "".into(),
+        "nested".into(),
+        BasicPublishOptions::default(),
+        b"deep",
+        props,
+    )
+    .await
+    .unwrap();
+    let got = tokio::time::timeout(
+        T,
+        ch.basic_get("nested".into(), BasicGetOptions { no_ack: true }),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .expect("a message");
+    assert_eq!(got.delivery.properties.headers().as_ref(), Some(&inner));
+    b.stop().await;
+}
