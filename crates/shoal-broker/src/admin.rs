@@ -101,7 +101,7 @@ pub fn overview(b: &Broker) -> Value {
         "uptime_s": b.started.elapsed().as_secs(),
         "queue_totals": totals,
         "message_stats": {"publish": published, "deliver_get": delivered, "ack": acked},
-        "object_totals": {"connections": b.connections().len(), "queues": queues, "vhosts": b.vhosts.len()},
+        "object_totals": {"connections": b.connections().len(), "connections_handshaking": b.metrics.handshaking.load(Ordering::Relaxed), "queues": queues, "vhosts": b.vhosts.len()},
         "alarm": *b.alarm.borrow(),
     })
 }
@@ -135,6 +135,11 @@ pub fn metrics_text(b: &Broker) -> String {
             "Refused logins.",
             &m.auth_failures,
         ),
+        (
+            "shoal_broker_handshake_timeouts_total",
+            "Connections closed for not completing the handshake within handshake_timeout.",
+            &m.handshake_timeouts,
+        ),
     ];
     for (name, help, count) in counters {
         one(
@@ -149,6 +154,12 @@ pub fn metrics_text(b: &Broker) -> String {
         Kind::Gauge,
         "Open connections.",
         b.connections().len() as f64,
+    );
+    one(
+        "shoal_broker_connections_handshaking",
+        Kind::Gauge,
+        "Connections accepted that have not completed the handshake.",
+        m.handshaking.load(Ordering::Relaxed) as f64,
     );
     one(
         "shoal_broker_alarm",

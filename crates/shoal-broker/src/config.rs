@@ -9,6 +9,7 @@ use shoal_core::config::{load_toml, parse_toml, ConfigError};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The file as written.
 #[derive(Debug, Deserialize, Default)]
@@ -30,6 +31,17 @@ pub struct FileConfig {
     pub channel_max: Option<u16>,
     /// Most client connections at once.
     pub max_connections: Option<usize>,
+    /// Time from accept to `connection.open-ok` before a connection that
+    /// has not logged in is closed, e.g. `"10s"` (RabbitMQ's
+    /// `handshake_timeout`).
+    pub handshake_timeout: Option<String>,
+    /// Largest message body accepted, in bytes (RabbitMQ's
+    /// `max_message_size`, default 128 MiB, at most 512 MiB).
+    pub max_message_size: Option<u64>,
+    /// How long a write to a client may stall (the client not reading)
+    /// before the connection is closed, e.g. `"15s"` (RabbitMQ's
+    /// `tcp_listen_options.send_timeout`).
+    pub send_timeout: Option<String>,
     /// Estimated bytes of ready messages above which publishers are blocked.
     pub memory_high_watermark: Option<u64>,
     /// Free disk space (bytes) below which publishers are blocked.
@@ -154,6 +166,12 @@ pub struct Config {
     pub channel_max: u16,
     /// Connection cap.
     pub max_connections: usize,
+    /// Deadline from accept to `connection.open-ok`.
+    pub handshake_timeout: Duration,
+    /// Largest message body accepted.
+    pub max_message_size: u64,
+    /// Longest a write to a client may stall before the connection closes.
+    pub send_timeout: Duration,
     /// Memory alarm threshold (bytes of queued bodies).
     pub memory_high_watermark: u64,
     /// Disk alarm threshold (free bytes).
@@ -167,6 +185,12 @@ pub struct Config {
     /// Permissions by (user, vhost).
     pub permissions: HashMap<(String, String), Permission>,
 }
+
+/// RabbitMQ's default `max_message_size`: 128 MiB.
+pub const MAX_MESSAGE_SIZE_DEFAULT: u64 = 128 << 20;
+
+/// RabbitMQ's ceiling for `max_message_size`: 512 MiB.
+pub const MAX_MESSAGE_SIZE_LIMIT: u64 = 512 << 20;
 
 /// Default AMQP address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5672";
@@ -224,6 +248,31 @@ impl Config {
         let channel_max = fc.channel_max.unwrap_or(2047);
         if channel_max == 0 {
             return Err(bad("channel_max", "must be at least 1".into()));
+        }
+        let duration = |key: &str, v: Option<&str>, default: Duration| match v {
+            None => Ok(default),
+            Some(v) => match shoal_core::duration::parse_duration(v) {
+                Ok(d) if d.is_zero() => Err(bad(key, "must be longer than zero".into())),
+                Ok(d) => Ok(d),
+                Err(e) => Err(bad(key, e)),
+            },
+        };
+        let handshake_timeout = duration(
+            "handshake_timeout",
+            fc.handshake_timeout.as_deref(),
+            Duration::from_secs(10),
+        )?;
+        let send_timeout = duration(
+            "send_timeout",
+            fc.send_timeout.as_deref(),
+            Duration::from_secs(15),
+        )?;
+        let max_message_size = fc.max_message_size.unwrap_or(MAX_MESSAGE_SIZE_DEFAULT);
+        if max_message_size == 0 || max_message_size > MAX_MESSAGE_SIZE_LIMIT {
+            return Err(bad(
+                "max_message_size",
+                format!("must be between 1 and {MAX_MESSAGE_SIZE_LIMIT} bytes (512 MiB)"),
+            ));
         }
         let mut users = HashMap::new();
         if fc.users.is_empty() {
@@ -304,6 +353,9 @@ impl Config {
             frame_max,
             channel_max,
             max_connections: fc.max_connections.unwrap_or(10_000),
+            handshake_timeout,
+            max_message_size,
+            send_timeout,
             memory_high_watermark: fc.memory_high_watermark.unwrap_or(1 << 30),
             disk_free_limit: fc.disk_free_limit.unwrap_or(50 << 20),
             queue_memory_budget: fc.queue_memory_budget.unwrap_or(64 << 20),

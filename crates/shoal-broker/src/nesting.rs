@@ -57,14 +57,14 @@ fn method_table_offset(p: &[u8]) -> Option<usize> {
     let class = u16::from_be_bytes([*p.first()?, *p.get(1)?]);
     let method = u16::from_be_bytes([*p.get(2)?, *p.get(3)?]);
     let before: &[Field] = match (class, method) {
-        (10, 10) => &[Octet, Octet],                               // connection.start
-        (10, 11) => &[],                                           // connection.start-ok
-        (40, 10) => &[Short, ShortStr, ShortStr, Octet],           // exchange.declare
+        (10, 10) => &[Octet, Octet],                     // connection.start
+        (10, 11) => &[],                                 // connection.start-ok
+        (40, 10) => &[Short, ShortStr, ShortStr, Octet], // exchange.declare
         (40, 30) | (40, 40) => &[Short, ShortStr, ShortStr, ShortStr, Octet], // exchange.(un)bind
-        (50, 10) => &[Short, ShortStr, Octet],                     // queue.declare
+        (50, 10) => &[Short, ShortStr, Octet],           // queue.declare
         (50, 20) => &[Short, ShortStr, ShortStr, ShortStr, Octet], // queue.bind
-        (50, 50) => &[Short, ShortStr, ShortStr, ShortStr],        // queue.unbind
-        (60, 20) => &[Short, ShortStr, ShortStr, Octet],           // basic.consume
+        (50, 50) => &[Short, ShortStr, ShortStr, ShortStr], // queue.unbind
+        (60, 20) => &[Short, ShortStr, ShortStr, Octet], // basic.consume
         _ => return None,
     };
     let mut at = 4;
@@ -215,7 +215,11 @@ mod tests {
     #[test]
     fn shallow_tables_pass_and_deep_ones_are_refused() {
         for depth in [1, 2, 4, MAX_DEPTH] {
-            assert_eq!(check_table(&encoded(&nested_tables(depth))), Ok(()), "{depth}");
+            assert_eq!(
+                check_table(&encoded(&nested_tables(depth))),
+                Ok(()),
+                "{depth}"
+            );
         }
         assert_eq!(
             check_table(&encoded(&nested_tables(MAX_DEPTH + 1))),
@@ -254,19 +258,23 @@ mod tests {
         assert_eq!(check_table(&[]), Ok(()));
         assert_eq!(check_table(&[0, 0, 0, 9, 1]), Ok(()));
         assert_eq!(check_table(&[0, 0, 0, 3, 1, b'k', b'?']), Ok(()));
-        assert_eq!(check_table(&[0xff, 0xff, 0xff, 0xff, 1, b'k', b'F']), Ok(()));
+        assert_eq!(
+            check_table(&[0xff, 0xff, 0xff, 0xff, 1, b'k', b'F']),
+            Ok(())
+        );
     }
 
     #[test]
     fn frames_find_their_tables() {
         use amq_protocol::protocol::{basic, connection, AMQPClass};
         let deep = nested_tables(MAX_DEPTH + 1);
-        let start_ok = AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
-            client_properties: deep.clone(),
-            mechanism: "PLAIN".into(),
-            response: "\0guest\0guest".into(),
-            locale: "en_US".into(),
-        }));
+        let start_ok =
+            AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
+                client_properties: deep.clone(),
+                mechanism: "PLAIN".into(),
+                response: "\0guest\0guest".into(),
+                locale: "en_US".into(),
+            }));
         let consume = AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
             queue: "q".into(),
             consumer_tag: "tag".into(),

@@ -29,6 +29,10 @@ pub struct Metrics {
     pub auth_failures: AtomicU64,
     /// Messages published (all vhosts).
     pub published: AtomicU64,
+    /// Connections closed because the handshake did not finish in time.
+    pub handshake_timeouts: AtomicU64,
+    /// Connections accepted that have not yet completed the handshake.
+    pub handshaking: AtomicU64,
 }
 
 /// What the admin API shows about a connection.
@@ -140,6 +144,34 @@ impl Broker {
     }
 }
 
+/// Logs refusals at the connection cap at most once a second, with the
+/// number refused since the last line, so a flood cannot flood the log.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<Instant>,
+    unlogged: u64,
+}
+
+impl RefusalLog {
+    fn note(&mut self, peer: SocketAddr, cap: usize) {
+        self.unlogged += 1;
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        tracing::warn!(
+            %peer,
+            max_connections = cap,
+            refused = self.unlogged,
+            "connection cap reached: refusing connections (shoal_broker_connections_refused_total counts them)"
+        );
+        self.last = Some(Instant::now());
+        self.unlogged = 0;
+    }
+}
+
 fn vhost_dir_name(name: &str) -> String {
     if name == "/" {
         return "default".to_string();
@@ -182,8 +214,23 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| BrokerError::io("local_addr", e))?;
-    let admin_addr = config.admin_listen;
-    let broker = Broker::open(config)?;
+    // Every listener is opened before anything is served: a broker that
+    // cannot open one of them refuses to start, naming the address.
+    let admin = match config.admin_listen {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .map_err(|e| BrokerError::io(format!("bind admin_listen {a}"), e))?,
+        ),
+        None => None,
+    };
+    let sock = shoal_core::control::socket_path(&config.name);
+    let control = shoal_core::control::bind(&sock)
+        .await
+        .map_err(|e| BrokerError::io(format!("bind control socket {}", sock.display()), e))?;
+    let broker = Broker::open(config).inspect_err(|_| {
+        let _ = std::fs::remove_file(&sock);
+    })?;
     tracing::info!(%addr, data_dir = %broker.config.data_dir.display(), "broker listening (AMQP 0-9-1)");
 
     let tick_b = broker.clone();
@@ -198,34 +245,26 @@ pub async fn serve(
         }
     });
 
-    if let Some(a) = admin_addr {
-        match TcpListener::bind(a).await {
-            Ok(l) => {
-                tracing::info!(addr = %l.local_addr().map(|x| x.to_string()).unwrap_or_default(), "admin HTTP API listening");
-                tokio::spawn(crate::admin::serve(l, broker.clone(), shutdown.clone()));
-            }
-            Err(e) => tracing::warn!(addr = %a, error = %e, "admin HTTP API disabled: cannot bind"),
-        }
+    if let Some(l) = admin {
+        tracing::info!(addr = %l.local_addr().map(|x| x.to_string()).unwrap_or_default(), "admin HTTP API listening");
+        tokio::spawn(crate::admin::serve(l, broker.clone(), shutdown.clone()));
     }
 
-    let sock = shoal_core::control::socket_path(&broker.config.name);
-    match shoal_core::control::bind(&sock).await {
-        Ok(l) => {
-            let b = broker.clone();
-            tokio::spawn(shoal_core::control::serve(
-                l,
-                sock.clone(),
-                shutdown.clone(),
-                move |req| {
-                    let b = b.clone();
-                    async move { crate::admin::control(&b, req) }
-                },
-            ));
-        }
-        Err(e) => tracing::warn!(path = %sock.display(), error = %e, "control socket disabled"),
+    {
+        let b = broker.clone();
+        tokio::spawn(shoal_core::control::serve(
+            control,
+            sock,
+            shutdown.clone(),
+            move |req| {
+                let b = b.clone();
+                async move { crate::admin::control(&b, req) }
+            },
+        ));
     }
 
     let mut tasks = tokio::task::JoinSet::new();
+    let mut refusals = RefusalLog::default();
     let mut backoff = Duration::from_millis(5);
     loop {
         let (stream, peer) = tokio::select! {
@@ -246,7 +285,7 @@ pub async fn serve(
                 .metrics
                 .connections_refused
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%peer, "connection cap reached, refusing");
+            refusals.note(peer, broker.config.max_connections);
             drop(stream);
             continue;
         }

@@ -11,6 +11,7 @@ use common::*;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 /// A field table that nests `depth` tables: `{k: {k: ... {}}}`.
@@ -197,5 +198,80 @@ async fn headers_nested_within_the_limit_reach_the_consumer_unchanged() {
     .unwrap()
     .expect("a message");
     assert_eq!(got.delivery.properties.headers().as_ref(), Some(&inner));
+    b.stop().await;
+}
+
+/// Trickle `bytes` one at a time, `gap` apart, until the broker closes the
+/// socket; returns how long that took, or None if it was still open at `limit`.
+async fn trickle_until_closed(
+    s: &mut tokio::net::TcpStream,
+    bytes: &[u8],
+    gap: Duration,
+    limit: Duration,
+) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let started = tokio::time::Instant::now();
+    let mut i = 0;
+    let mut sink = [0u8; 4096];
+    while started.elapsed() < limit {
+        if i < bytes.len() && s.write_all(&bytes[i..=i]).await.is_err() {
+            return Some(started.elapsed());
+        }
+        i += 1;
+        match tokio::time::timeout(gap, s.read(&mut sink)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_trickles_the_handshake_is_closed_at_handshake_timeout() {
+    let b = TestBroker::start_with(|c| c.handshake_timeout = Duration::from_secs(1)).await;
+    // After the protocol header: start-ok one byte at a time. Each byte used
+    // to restart a 60 s read timer, so such a client was never closed.
+    let (mut s, _) = raw_start(b.addr).await;
+    let login = start_ok(&[0, 0, 0, 0]);
+    let took = trickle_until_closed(&mut s, &login, Duration::from_millis(200), T).await;
+    assert!(took.is_some(), "still open after {T:?}");
+    // Before the protocol header is complete, the same deadline applies.
+    let mut s = tokio::net::TcpStream::connect(b.addr).await.unwrap();
+    let took = trickle_until_closed(&mut s, b"AMQP", Duration::from_millis(200), T).await;
+    assert!(took.is_some(), "still open after {T:?}");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_stuck_in_the_handshake_do_not_lock_out_real_clients() {
+    let b = TestBroker::start_with(|c| {
+        c.handshake_timeout = Duration::from_secs(1);
+        c.max_connections = 4;
+    })
+    .await;
+    // Fill every slot with a client that sent the header and went quiet.
+    let mut stuck = Vec::new();
+    for _ in 0..4 {
+        stuck.push(raw_start(b.addr).await);
+    }
+    // A real client gets in once the stuck ones have been closed.
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(5),
+            lapin::Connection::connect(&b.uri(), lapin::ConnectionProperties::default()),
+        )
+        .await;
+        if let Ok(Ok(conn)) = attempt {
+            let _ = conn.close(200, "bye".into()).await;
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a real client was locked out by four stuck handshakes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(stuck);
     b.stop().await;
 }

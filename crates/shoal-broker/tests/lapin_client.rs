@@ -401,3 +401,25 @@ async fn messages_beyond_the_queue_memory_budget_are_paged_and_read_back() {
     consume_in_order(&ch, "tpaged", 1000, 1000).await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_admin_port_stops_the_broker_from_starting_and_names_the_address() {
+    let busy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = busy.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = shoal_broker::Config {
+        data_dir: dir.path().join("data"),
+        admin_listen: Some(admin),
+        name: format!("busy-admin-{}-{}", std::process::id(), rand_suffix()),
+        ..shoal_broker::Config::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let result = tokio::time::timeout(
+        T,
+        shoal_broker::serve(listener, config, shoal_core::Shutdown::new()),
+    )
+    .await
+    .expect("serve returned");
+    let err = result.expect_err("the broker started without its admin API");
+    assert!(err.to_string().contains(&admin.to_string()), "{err}");
+}
