@@ -162,6 +162,12 @@ pub fn metrics_text(b: &Broker) -> String {
         m.handshaking.load(Ordering::Relaxed) as f64,
     );
     one(
+        "shoal_broker_message_bytes_receiving",
+        Kind::Gauge,
+        "Bytes of message bodies received but not yet complete (counted toward the memory alarm).",
+        m.assembling.load(Ordering::Relaxed) as f64,
+    );
+    one(
         "shoal_broker_alarm",
         Kind::Gauge,
         "1 while publishers are blocked by a resource alarm.",

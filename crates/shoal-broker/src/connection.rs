@@ -50,6 +50,34 @@ struct Pending {
     size: u64,
     parts: Vec<Bytes>,
     got: u64,
+    held: HeldBody,
+}
+
+/// Body bytes of one message being received, counted in the broker's
+/// [`crate::server::Metrics::assembling`] (and so toward the memory alarm)
+/// until the message is complete or abandoned.
+struct HeldBody {
+    broker: Arc<Broker>,
+    bytes: u64,
+}
+
+impl HeldBody {
+    fn add(&mut self, n: u64) {
+        self.bytes += n;
+        self.broker
+            .metrics
+            .assembling
+            .fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl Drop for HeldBody {
+    fn drop(&mut self) {
+        self.broker
+            .metrics
+            .assembling
+            .fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 enum TxOp {
@@ -132,6 +160,8 @@ struct Conn {
     broker: Arc<Broker>,
     id: u64,
     peer: SocketAddr,
+    /// The socket, for [`peer_hung_up`] while the connection is not read.
+    fd: std::os::fd::RawFd,
     out: Outbox,
     backlog: Arc<Backlog>,
     params: Arc<WireParams>,
@@ -208,6 +238,42 @@ impl Drop for PreLogin {
     }
 }
 
+/// Whether the peer of TCP socket `fd` has closed its side (the socket is
+/// in CLOSE_WAIT or closed), seen without reading the data buffered before
+/// the FIN.
+fn peer_hung_up(fd: std::os::fd::RawFd) -> bool {
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `fd` is this connection's open socket (owned by the read half
+    // that outlives every caller), `info` and `len` are valid out-pointers.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    const TCP_CLOSE: u8 = 7;
+    const TCP_CLOSE_WAIT: u8 = 8;
+    rc != 0 || matches!(info.tcpi_state, TCP_CLOSE | TCP_CLOSE_WAIT)
+}
+
+/// Frames that carry or start a message: basic.publish, content headers
+/// and bodies.
+fn is_content(frame: &Inbound) -> bool {
+    match frame {
+        Inbound::Body(..) => true,
+        Inbound::Frame(f) => matches!(
+            **f,
+            AMQPFrame::Header(..)
+                | AMQPFrame::Body(..)
+                | AMQPFrame::Method(_, AMQPClass::Basic(basic::AMQPMethod::Publish(_)))
+        ),
+    }
+}
+
 /// Serve one accepted TCP connection until it closes or `shutdown` fires.
 pub async fn serve(
     broker: Arc<Broker>,
@@ -219,6 +285,7 @@ pub async fn serve(
     let _ = stream.set_nodelay(true);
     let pre_login = PreLogin::new(broker.clone());
     let handshake_deadline = tokio::time::Instant::now() + broker.config.handshake_timeout;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let (mut rd, mut wr) = stream.into_split();
     let mut hdr = [0u8; 8];
     match tokio::time::timeout_at(handshake_deadline, rd.read_exact(&mut hdr)).await {
@@ -240,17 +307,19 @@ pub async fn serve(
             return;
         }
     }
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let params = Arc::new(WireParams {
         frame_max: AtomicU32::new(broker.config.frame_max),
         heartbeat: AtomicU32::new(0),
+        send_timeout: broker.config.send_timeout,
     });
     let backlog = Arc::new(Backlog::default());
+    let (tx, rx) = Outbox::channel(backlog.clone());
     let writer = tokio::spawn(writer::run(wr, rx, params.clone(), backlog.clone()));
     let mut c = Conn {
         broker: broker.clone(),
         id,
         peer,
+        fd,
         out: tx,
         backlog,
         params,
@@ -278,7 +347,15 @@ pub async fn serve(
     broker.conn_closed(id);
     let _ = c.out.send(Out::Close);
     drop(c);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    let clean = matches!(
+        tokio::time::timeout(Duration::from_secs(5), writer).await,
+        Ok(Ok(true))
+    );
+    if !clean {
+        // The socket failed or the client stopped reading: nothing to be
+        // polite about.
+        return;
+    }
     // Read and discard until the peer closes (bounded), so that frames it sent
     // after its close (e.g. acks queued behind connection.close) do not turn
     // our close into a reset.
@@ -297,6 +374,17 @@ impl Conn {
         loop {
             // Handle every complete frame already buffered.
             loop {
+                if self.backlog.replies_over_high() {
+                    // The client is not reading its replies: stop reading
+                    // its requests until the writer catches up.
+                    tokio::select! {
+                        _ = self.backlog.wait_drained() => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                    if self.backlog.writer_gone.load(Ordering::Relaxed) {
+                        return;
+                    }
+                }
                 let frame = match decode(&mut buf, self.frame_max.max(4096) + 8) {
                     Ok(Some(f)) => f,
                     Ok(None) => break,
@@ -418,6 +506,16 @@ impl Conn {
         alarm: &mut tokio::sync::watch::Receiver<bool>,
         shutdown: &Shutdown,
     ) -> AmqpResult<Step> {
+        // Under a resource alarm, a publisher stops being read at its next
+        // publish, content header or body frame (RabbitMQ blocks the same
+        // way), so message bodies cannot grow memory past the alarm.
+        if is_content(&frame)
+            && *alarm.borrow()
+            && self.state == State::Running
+            && self.wait_alarm(alarm, shutdown).await
+        {
+            return Ok(Step::Stop);
+        }
         let frame = match frame {
             Inbound::Body(ch, b) => return self.on_body(ch, b).map(|_| Step::Continue),
             Inbound::Frame(f) => *f,
@@ -441,11 +539,6 @@ impl Conn {
                     return Err(AmqpError::command_invalid(
                         "channel method before connection.open",
                     ));
-                }
-                if let AMQPClass::Basic(basic::AMQPMethod::Publish(_)) = &method {
-                    if *alarm.borrow() {
-                        self.wait_alarm(alarm, shutdown).await;
-                    }
                 }
                 let (cid, mid) = (method.get_amqp_class_id(), method.get_amqp_method_id());
                 match self.on_channel_method(ch, method) {
@@ -478,7 +571,7 @@ impl Conn {
         &mut self,
         alarm: &mut tokio::sync::watch::Receiver<bool>,
         shutdown: &Shutdown,
-    ) {
+    ) -> bool {
         if self.blocked_cap {
             let _ = self
                 .out
@@ -489,10 +582,18 @@ impl Conn {
                 ))));
         }
         tracing::info!(peer = %self.peer, "publisher blocked by resource alarm");
+        // A blocked connection is not read, so a peer that hangs up is seen
+        // in the socket's TCP state, checked once a second: its half-received
+        // message is released rather than held for the alarm's lifetime.
+        let mut check = tokio::time::interval(Duration::from_secs(1));
         while *alarm.borrow_and_update() {
             tokio::select! {
                 r = alarm.changed() => if r.is_err() { break },
                 _ = shutdown.cancelled() => break,
+                _ = check.tick() => if peer_hung_up(self.fd) {
+                    tracing::info!(peer = %self.peer, "blocked publisher hung up");
+                    return true;
+                },
             }
         }
         if self.blocked_cap {
@@ -502,6 +603,7 @@ impl Conn {
                     connection::Unblocked {},
                 ))));
         }
+        false
     }
 
     fn vhost(&self) -> AmqpResult<Arc<Mutex<VHost>>> {
@@ -818,6 +920,10 @@ impl Conn {
                     size: 0,
                     parts: Vec::new(),
                     got: 0,
+                    held: HeldBody {
+                        broker: self.broker.clone(),
+                        bytes: 0,
+                    },
                 });
             }
             basic::AMQPMethod::Qos(q) => {
@@ -1042,6 +1148,7 @@ impl Conn {
                 p.size
             )));
         }
+        p.held.add(b.len() as u64);
         p.parts.push(b);
         if p.got == p.size {
             self.complete(ch)?;

@@ -1,11 +1,22 @@
 //! What a connection's writer task is asked to send: method frames, content
 //! deliveries (encoded by the writer, outside any lock), publisher confirms
-//! (held until the store has synced the message), heartbeats.
+//! (held until the store has synced the message), heartbeats; and the
+//! [`Backlog`] of what is queued but not yet written, which bounds it.
+//!
+//! Two bounds, as RabbitMQ's flow control has: deliveries stop at
+//! [`OUTBOX_MAX`] per connection (the vhost holds the rest in the queue), and
+//! replies to the client's own methods (method replies, `get-ok` and
+//! `return` with their bodies, confirms) are weighed in bytes: past
+//! [`REPLIES_HIGH`] the connection stops reading from its client until the
+//! writer has brought them under [`REPLIES_LOW`], so a client that pipelines
+//! and never reads cannot grow the broker.
 
 use crate::message::MessageRef;
 use amq_protocol::protocol::AMQPClass;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{error::SendError, UnboundedReceiver, UnboundedSender};
+use tokio::sync::Notify;
 
 /// One item for the writer.
 #[derive(Debug)]
@@ -69,8 +80,48 @@ pub enum Out {
     Close,
 }
 
-/// The sending side of a connection's writer queue.
-pub type Outbox = UnboundedSender<Out>;
+impl Out {
+    /// Bytes this item weighs in [`Backlog::replies`]: deliveries are
+    /// bounded by count instead ([`Backlog::pending`]), control items weigh
+    /// nothing, replies weigh an estimate of their size in memory.
+    pub fn weight(&self) -> usize {
+        const ITEM: usize = 128;
+        match self {
+            Out::Deliver { .. } | Out::UseStore(_) | Out::UseKick(_) | Out::Close => 0,
+            Out::Method(..) | Out::Confirm { .. } => ITEM,
+            Out::GetOk { msg, .. } | Out::Return { msg, .. } => {
+                ITEM + msg.body().len() + msg.raw_properties().len()
+            }
+        }
+    }
+}
+
+/// The sending side of a connection's writer queue; every item sent is
+/// weighed into the connection's [`Backlog`].
+#[derive(Clone, Debug)]
+pub struct Outbox {
+    tx: UnboundedSender<Out>,
+    backlog: Arc<Backlog>,
+}
+
+impl Outbox {
+    /// A writer queue accounted in `backlog`: the sender, and the receiver
+    /// for the writer task.
+    pub fn channel(backlog: Arc<Backlog>) -> (Outbox, UnboundedReceiver<Out>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (Outbox { tx, backlog }, rx)
+    }
+
+    /// Queue `out` for the writer; fails once the writer has ended.
+    pub fn send(&self, out: Out) -> Result<(), SendError<Out>> {
+        let w = out.weight();
+        self.tx.send(out)?;
+        if w > 0 {
+            self.backlog.replies.fetch_add(w, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
 
 /// Re-run delivery for a connection's consumers.
 #[derive(Clone)]
@@ -82,17 +133,67 @@ impl std::fmt::Debug for Kick {
     }
 }
 
-/// Deliveries queued for a connection's writer but not yet written: the
-/// vhost stops delivering to a connection past [`OUTBOX_MAX`], so a slow
-/// consumer leaves messages in its queue (where flow control and limits
-/// apply) instead of in memory buffers.
+/// What is queued for a connection's writer but not yet written: the
+/// vhost stops delivering to a connection past [`OUTBOX_MAX`] deliveries,
+/// so a slow consumer leaves messages in its queue (where flow control and
+/// limits apply) instead of in memory buffers; the connection stops reading
+/// from its client past [`REPLIES_HIGH`] bytes of replies.
 #[derive(Debug, Default)]
 pub struct Backlog {
     /// Deliveries queued, not yet written.
-    pub pending: std::sync::atomic::AtomicUsize,
+    pub pending: AtomicUsize,
     /// A delivery was held back because of the backlog.
-    pub starved: std::sync::atomic::AtomicBool,
+    pub starved: AtomicBool,
+    /// Weight ([`Out::weight`]) of replies queued, not yet written.
+    pub replies: AtomicUsize,
+    /// The writer has ended: nothing queued will be written.
+    pub writer_gone: AtomicBool,
+    /// Woken when `replies` falls under [`REPLIES_LOW`] or the writer ends.
+    pub drained: Notify,
+}
+
+impl Backlog {
+    /// Whether the connection should stop reading from its client.
+    pub fn replies_over_high(&self) -> bool {
+        self.replies.load(Ordering::Relaxed) > REPLIES_HIGH
+    }
+
+    /// The writer wrote items weighing `weight`.
+    pub fn replies_written(&self, weight: usize) {
+        if weight == 0 {
+            return;
+        }
+        let before = self.replies.fetch_sub(weight, Ordering::Relaxed);
+        if before - weight < REPLIES_LOW && before >= REPLIES_LOW {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// The writer has ended.
+    pub fn writer_ended(&self) {
+        self.writer_gone.store(true, Ordering::Relaxed);
+        self.drained.notify_waiters();
+    }
+
+    /// Wait until replies are under [`REPLIES_LOW`] or the writer has ended.
+    pub async fn wait_drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            if self.replies.load(Ordering::Relaxed) < REPLIES_LOW
+                || self.writer_gone.load(Ordering::Relaxed)
+            {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// Most deliveries queued for one connection's writer.
 pub const OUTBOX_MAX: usize = 4096;
+
+/// Bytes of queued replies past which a connection stops reading.
+pub const REPLIES_HIGH: usize = 16 << 20;
+
+/// Bytes of queued replies under which a paused connection reads again.
+pub const REPLIES_LOW: usize = 8 << 20;

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub handshake_timeouts: AtomicU64,
     /// Connections accepted that have not yet completed the handshake.
     pub handshaking: AtomicU64,
+    /// Bytes of message bodies received but not yet complete.
+    pub assembling: AtomicU64,
 }
 
 /// What the admin API shows about a connection.
@@ -129,6 +131,7 @@ impl Broker {
         for v in self.vhosts.values() {
             bytes += v.lock().tick();
         }
+        bytes += self.metrics.assembling.load(Ordering::Relaxed);
         let free = disk_free(&self.config.data_dir);
         let mem_alarm = bytes > self.config.memory_high_watermark;
         let disk_alarm = free.is_some_and(|f| f < self.config.disk_free_limit);

@@ -2,6 +2,8 @@
 //! batches (one `write` for many deliveries), coalesces publisher confirms
 //! into `multiple` acks, holds confirms back until the store has synced the
 //! message, and sends heartbeats when the connection is otherwise idle.
+//! A socket write that stalls past `send_timeout` (the client stopped
+//! reading) ends the writer, which ends the connection.
 
 use crate::codec::{put_content, put_frame, put_method};
 use crate::outbox::{Backlog, Kick, Out, OUTBOX_MAX};
@@ -21,6 +23,34 @@ pub struct WireParams {
     pub frame_max: AtomicU32,
     /// Negotiated heartbeat (s, 0 = off).
     pub heartbeat: AtomicU32,
+    /// Longest a socket write may stall.
+    pub send_timeout: Duration,
+}
+
+/// Write all of `buf`; false when the socket failed or the write stalled
+/// past `limit`.
+async fn put<W: AsyncWrite + Unpin>(w: &mut W, buf: &[u8], limit: Duration) -> bool {
+    match tokio::time::timeout(limit, w.write_all(buf)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            tracing::info!(
+                send_timeout = ?limit,
+                "closing connection: the client has not read for send_timeout"
+            );
+            false
+        }
+    }
+}
+
+/// Marks the backlog's writer as ended however `run` returns, waking a
+/// connection paused on it.
+struct EndGuard(Arc<Backlog>);
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        self.0.writer_ended();
+    }
 }
 
 const BATCH_BYTES: usize = 256 * 1024;
@@ -38,13 +68,16 @@ fn flush_acks(buf: &mut Vec<u8>, pending: &mut HashMap<u16, (u64, u64)>) {
     }
 }
 
-/// Run until the queue closes, `Out::Close` arrives or the socket fails.
+/// Run until the queue closes, `Out::Close` arrives or the socket fails;
+/// true when it ended cleanly (not on a failed or stalled write).
 pub async fn run<W: AsyncWrite + Unpin>(
     mut w: W,
     mut rx: UnboundedReceiver<Out>,
     params: Arc<WireParams>,
     backlog: Arc<Backlog>,
-) {
+) -> bool {
+    let _end = EndGuard(backlog.clone());
+    let limit = params.send_timeout;
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut kick: Option<Kick> = None;
     let mut synced: Option<tokio::sync::watch::Receiver<u64>> = None;
@@ -58,8 +91,8 @@ pub async fn run<W: AsyncWrite + Unpin>(
                 Ok(None) => break,
                 Err(_) => {
                     put_frame(&mut buf, &AMQPFrame::Heartbeat);
-                    if w.write_all(&buf).await.is_err() {
-                        return;
+                    if !put(&mut w, &buf, limit).await {
+                        return false;
                     }
                     buf.clear();
                     continue;
@@ -75,7 +108,9 @@ pub async fn run<W: AsyncWrite + Unpin>(
         let mut item = Some(first);
         let mut close = false;
         let mut delivered = 0usize;
+        let mut weight = 0usize;
         while let Some(it) = item.take() {
+            weight += it.weight();
             match it {
                 Out::Confirm {
                     ch,
@@ -88,8 +123,8 @@ pub async fn run<W: AsyncWrite + Unpin>(
                             if *rx.borrow() < wait_seq {
                                 flush_acks(&mut buf, &mut acks);
                                 if !buf.is_empty() {
-                                    if w.write_all(&buf).await.is_err() {
-                                        return;
+                                    if !put(&mut w, &buf, limit).await {
+                                        return false;
                                     }
                                     buf.clear();
                                 }
@@ -198,11 +233,12 @@ pub async fn run<W: AsyncWrite + Unpin>(
         }
         flush_acks(&mut buf, &mut acks);
         if !buf.is_empty() {
-            if w.write_all(&buf).await.is_err() {
-                return;
+            if !put(&mut w, &buf, limit).await {
+                return false;
             }
             buf.clear();
         }
+        backlog.replies_written(weight);
         if delivered > 0 {
             let left = backlog.pending.fetch_sub(delivered, Ordering::Relaxed) - delivered;
             if left < OUTBOX_MAX / 2 && backlog.starved.swap(false, Ordering::Relaxed) {
@@ -214,7 +250,8 @@ pub async fn run<W: AsyncWrite + Unpin>(
         if close {
             let _ = w.flush().await;
             let _ = w.shutdown().await;
-            return;
+            return true;
         }
     }
+    true
 }

@@ -275,3 +275,126 @@ async fn clients_stuck_in_the_handshake_do_not_lock_out_real_clients() {
     drop(stuck);
     b.stop().await;
 }
+
+/// basic.publish on channel 1, then a content header announcing `size`.
+fn publish_start(routing_key: &str, mandatory: bool, size: u64) -> Vec<u8> {
+    let publish = AMQPFrame::Method(
+        1,
+        AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+            exchange: "".into(),
+            routing_key: routing_key.into(),
+            mandatory,
+            immediate: false,
+        })),
+    );
+    let mut out = encode(&publish);
+    let mut h = vec![0, 60, 0, 0];
+    h.extend_from_slice(&size.to_be_bytes());
+    h.extend_from_slice(&0u16.to_be_bytes());
+    out.extend_from_slice(&frame(2, 1, &h));
+    out
+}
+
+/// Body frames for `size` bytes, each at most 64 KiB (under the frame_max
+/// that `raw_open` negotiates).
+fn body_frames(size: usize) -> impl Iterator<Item = Vec<u8>> {
+    const CHUNK: usize = 64 * 1024 - 8;
+    let zeros = vec![0u8; CHUNK];
+    (0..size.div_ceil(CHUNK)).map(move |i| {
+        let n = CHUNK.min(size - i * CHUNK);
+        frame(3, 1, &zeros[..n])
+    })
+}
+
+/// A connection past open-ok with channel 1 open.
+async fn raw_channel(b: &TestBroker) -> (tokio::net::TcpStream, Vec<u8>) {
+    let (mut s, mut buf) = raw_open(b.addr, 0).await;
+    let open = AMQPFrame::Method(
+        1,
+        AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
+    );
+    s.write_all(&encode(&open)).await.unwrap();
+    match read_frame(&mut s, &mut buf).await {
+        Some(AMQPFrame::Method(1, AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)))) => {}
+        other => panic!("expected channel.open-ok, got {other:?}"),
+    }
+    (s, buf)
+}
+
+/// Write `chunks` without reading; returns how many bytes went out before a
+/// write made no progress for `stall`, or None if every chunk was written.
+async fn write_until_stall(
+    s: &mut tokio::net::TcpStream,
+    chunks: impl Iterator<Item = Vec<u8>>,
+    stall: Duration,
+) -> Option<usize> {
+    let mut sent = 0;
+    for c in chunks {
+        match tokio::time::timeout(stall, s.write_all(&c)).await {
+            Ok(Ok(())) => sent += c.len(),
+            Ok(Err(e)) => panic!("write failed after {sent} bytes: {e}"),
+            Err(_) => return Some(sent),
+        }
+    }
+    None
+}
+
+/// Mandatory publishes of 1 MiB to a routing key no queue has: each comes
+/// back as a basic.return carrying the whole body.
+fn unroutable_publishes(n: usize) -> impl Iterator<Item = Vec<u8>> {
+    (0..n).flat_map(|_| {
+        std::iter::once(publish_start("no-such-queue", true, 1 << 20)).chain(body_frames(1 << 20))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_pipelines_and_never_reads_is_no_longer_read() {
+    let b = TestBroker::start().await;
+    let (mut s, _) = raw_channel(&b).await;
+    // 400 MiB of returns would have been queued in the broker's memory.
+    let sent = write_until_stall(&mut s, unroutable_publishes(400), Duration::from_secs(3)).await;
+    let sent = sent.expect("the broker read 400 MiB of publishes whose returns nobody read");
+    assert!(sent < 100 << 20, "stalled only after {sent} bytes");
+    drop(s);
+    still_serves(&b, "after-pipelining").await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_after_send_timeout() {
+    let b = TestBroker::start_with(|c| c.send_timeout = Duration::from_secs(1)).await;
+    let (mut s, _) = raw_channel(&b).await;
+    // Publish without ever reading: once the broker's writes to this client
+    // have stalled for send_timeout, it closes the connection and our
+    // writes fail.
+    let r = tokio::time::timeout(T, async {
+        for c in unroutable_publishes(usize::MAX) {
+            s.write_all(&c).await?;
+        }
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
+    assert!(matches!(r, Ok(Err(_))), "connection still open: {r:?}");
+    still_serves(&b, "after-send-timeout").await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_being_received_count_toward_the_memory_alarm() {
+    let b = TestBroker::start_with(|c| c.memory_high_watermark = 16 << 20).await;
+    let (mut s, _) = raw_channel(&b).await;
+    let size = 100 << 20;
+    let frames = std::iter::once(publish_start("big", false, size as u64)).chain(body_frames(size));
+    let sent = write_until_stall(&mut s, frames, Duration::from_secs(3))
+        .await
+        .expect("the broker took a 100 MiB body past a 16 MiB memory alarm");
+    assert!(sent < 64 << 20, "stalled only after {sent} bytes");
+    // The client crashes (its connection is reset): the half-received body
+    // is released with the connection, the alarm clears and publishers go
+    // on.
+    #[allow(deprecated)] // linger 0 resets at once; it does not block
+    s.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(s);
+    still_serves(&b, "after-alarm").await;
+    b.stop().await;
+}
