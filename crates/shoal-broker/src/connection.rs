@@ -50,7 +50,9 @@ struct Pending {
     size: u64,
     parts: Vec<Bytes>,
     got: u64,
-    held: HeldBody,
+    /// Counted only once a body spans frames: a message that arrives in
+    /// one frame is never held across reads and costs no shared counter.
+    held: Option<HeldBody>,
 }
 
 /// Body bytes of one message being received, counted in the broker's
@@ -260,6 +262,15 @@ fn peer_hung_up(fd: std::os::fd::RawFd) -> bool {
     rc != 0 || matches!(info.tcpi_state, TCP_CLOSE | TCP_CLOSE_WAIT)
 }
 
+/// The channel content on `ch` is for, or None when that channel is closing
+/// (its content is dropped).
+fn content_chan(channels: &mut HashMap<u16, Chan>, ch: u16) -> AmqpResult<Option<&mut Chan>> {
+    let c = channels
+        .get_mut(&ch)
+        .ok_or_else(|| AmqpError::channel_error(format!("content on closed channel {ch}")))?;
+    Ok((!c.closing).then_some(c))
+}
+
 /// Frames that carry or start a message: basic.publish, content headers
 /// and bodies.
 fn is_content(frame: &Inbound) -> bool {
@@ -425,9 +436,6 @@ impl Conn {
                 closing_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(2));
             }
             let handshaking = matches!(self.state, State::StartOk | State::TuneOk | State::Open);
-            if !handshaking {
-                self.pre_login.done();
-            }
             let hb = if self.heartbeat > 0 && self.state == State::Running {
                 Duration::from_secs(u64::from(self.heartbeat) * 2)
             } else {
@@ -467,18 +475,19 @@ impl Conn {
         }
     }
 
+    /// Queue a connection-level method (channel 0) for the writer.
+    fn send_conn(&self, method: connection::AMQPMethod) {
+        let _ = self.out.send(m(AMQPClass::Connection(method)));
+    }
+
     fn hard_close(&mut self, e: AmqpError) {
         self.state = State::Closing;
-        let _ = self
-            .out
-            .send(m(AMQPClass::Connection(connection::AMQPMethod::Close(
-                connection::Close {
-                    reply_code: e.code,
-                    reply_text: e.text.into(),
-                    class_id: e.class_id,
-                    method_id: e.method_id,
-                },
-            ))));
+        self.send_conn(connection::AMQPMethod::Close(connection::Close {
+            reply_code: e.code,
+            reply_text: e.text.into(),
+            class_id: e.class_id,
+            method_id: e.method_id,
+        }));
     }
 
     fn soft_close(&mut self, ch: u16, e: AmqpError) {
@@ -573,13 +582,9 @@ impl Conn {
         shutdown: &Shutdown,
     ) -> bool {
         if self.blocked_cap {
-            let _ = self
-                .out
-                .send(m(AMQPClass::Connection(connection::AMQPMethod::Blocked(
-                    connection::Blocked {
-                        reason: "low on memory or disk".into(),
-                    },
-                ))));
+            self.send_conn(connection::AMQPMethod::Blocked(connection::Blocked {
+                reason: "low on memory or disk".into(),
+            }));
         }
         tracing::info!(peer = %self.peer, "publisher blocked by resource alarm");
         // A blocked connection is not read, so a peer that hangs up is seen
@@ -597,11 +602,7 @@ impl Conn {
             }
         }
         if self.blocked_cap {
-            let _ = self
-                .out
-                .send(m(AMQPClass::Connection(connection::AMQPMethod::Unblocked(
-                    connection::Unblocked {},
-                ))));
+            self.send_conn(connection::AMQPMethod::Unblocked(connection::Unblocked {}));
         }
         false
     }
@@ -920,10 +921,7 @@ impl Conn {
                     size: 0,
                     parts: Vec::new(),
                     got: 0,
-                    held: HeldBody {
-                        broker: self.broker.clone(),
-                        bytes: 0,
-                    },
+                    held: None,
                 });
             }
             basic::AMQPMethod::Qos(q) => {
@@ -1086,17 +1084,9 @@ impl Conn {
 
     /// The channel a content frame comes on: an error if it is not open,
     /// `None` while it is closing (its content is dropped then).
-    fn content_chan(&mut self, ch: u16) -> AmqpResult<Option<&mut Chan>> {
-        let c = self
-            .channels
-            .get_mut(&ch)
-            .ok_or_else(|| AmqpError::channel_error(format!("content on closed channel {ch}")))?;
-        Ok((!c.closing).then_some(c))
-    }
-
     fn on_header(&mut self, ch: u16, h: AMQPContentHeader) -> AmqpResult<()> {
         let max = self.broker.config.max_message_size;
-        let Some(c) = self.content_chan(ch)? else {
+        let Some(c) = content_chan(&mut self.channels, ch)? else {
             return Ok(());
         };
         let Some(p) = c.pending.as_mut() else {
@@ -1133,7 +1123,8 @@ impl Conn {
     }
 
     fn on_body(&mut self, ch: u16, b: Bytes) -> AmqpResult<()> {
-        let Some(c) = self.content_chan(ch)? else {
+        let broker = &self.broker;
+        let Some(c) = content_chan(&mut self.channels, ch)? else {
             return Ok(());
         };
         let Some(p) = c.pending.as_mut().filter(|p| p.props.is_some()) else {
@@ -1148,7 +1139,14 @@ impl Conn {
                 p.size
             )));
         }
-        p.held.add(b.len() as u64);
+        if p.got < p.size {
+            p.held
+                .get_or_insert_with(|| HeldBody {
+                    broker: broker.clone(),
+                    bytes: 0,
+                })
+                .add(b.len() as u64);
+        }
         p.parts.push(b);
         if p.got == p.size {
             self.complete(ch)?;

@@ -64,15 +64,6 @@ fn start_ok(client_properties: &[u8]) -> Vec<u8> {
     frame(1, 0, &p)
 }
 
-/// A content header for basic (class 60) with only the `headers` property.
-fn header_with_headers(ch: u16, body_size: u64, headers: &[u8]) -> Vec<u8> {
-    let mut p = vec![0, 60, 0, 0];
-    p.extend_from_slice(&body_size.to_be_bytes());
-    p.extend_from_slice(&0x2000u16.to_be_bytes());
-    p.extend_from_slice(headers);
-    frame(2, ch, &p)
-}
-
 /// The broker still serves a real client end to end.
 async fn still_serves(b: &TestBroker, queue: &str) {
     let conn = lapin_conn(b).await;
@@ -131,27 +122,9 @@ async fn deeply_nested_client_properties_close_that_connection_with_501_before_l
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deeply_nested_message_headers_close_that_connection_with_501() {
     let b = TestBroker::start().await;
-    let (mut s, mut buf) = raw_open(b.addr, 0).await;
-    let open = AMQPFrame::Method(
-        1,
-        AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
-    );
-    s.write_all(&encode(&open)).await.unwrap();
-    match read_frame(&mut s, &mut buf).await {
-        Some(AMQPFrame::Method(1, AMQPClass::Channel(channel::AMQPMethod::OpenOk(_)))) => {}
-        other => panic!("expected channel.open-ok, got {other:?}"),
-    }
-    let publish = AMQPFrame::Method(
-        1,
-        AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-            exchange: "".into(),
-            routing_key: "nowhere".into(),
-            mandatory: false,
-            immediate: false,
-        })),
-    );
-    s.write_all(&encode(&publish)).await.unwrap();
-    s.write_all(&header_with_headers(1, 0, &nested_tables(3_000)))
+    let (mut s, mut buf) = raw_channel(&b).await;
+    let nested = nested_tables(3_000);
+    s.write_all(&publish_start("nowhere", false, 0, Some(&nested)))
         .await
         .unwrap();
     expect_close(&mut s, &mut buf, 501).await;
@@ -276,8 +249,9 @@ async fn clients_stuck_in_the_handshake_do_not_lock_out_real_clients() {
     b.stop().await;
 }
 
-/// basic.publish on channel 1, then a content header announcing `size`.
-fn publish_start(routing_key: &str, mandatory: bool, size: u64) -> Vec<u8> {
+/// basic.publish on channel 1, then a content header announcing `size`,
+/// with only the `headers` property when `headers` (a table) is given.
+fn publish_start(routing_key: &str, mandatory: bool, size: u64, headers: Option<&[u8]>) -> Vec<u8> {
     let publish = AMQPFrame::Method(
         1,
         AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
@@ -290,7 +264,9 @@ fn publish_start(routing_key: &str, mandatory: bool, size: u64) -> Vec<u8> {
     let mut out = encode(&publish);
     let mut h = vec![0, 60, 0, 0];
     h.extend_from_slice(&size.to_be_bytes());
-    h.extend_from_slice(&0u16.to_be_bytes());
+    let flags: u16 = if headers.is_some() { 0x2000 } else { 0 };
+    h.extend_from_slice(&flags.to_be_bytes());
+    h.extend_from_slice(headers.unwrap_or_default());
     out.extend_from_slice(&frame(2, 1, &h));
     out
 }
@@ -343,7 +319,8 @@ async fn write_until_stall(
 /// back as a basic.return carrying the whole body.
 fn unroutable_publishes(n: usize) -> impl Iterator<Item = Vec<u8>> {
     (0..n).flat_map(|_| {
-        std::iter::once(publish_start("no-such-queue", true, 1 << 20)).chain(body_frames(1 << 20))
+        std::iter::once(publish_start("no-such-queue", true, 1 << 20, None))
+            .chain(body_frames(1 << 20))
     })
 }
 
@@ -384,7 +361,8 @@ async fn bodies_being_received_count_toward_the_memory_alarm() {
     let b = TestBroker::start_with(|c| c.memory_high_watermark = 16 << 20).await;
     let (mut s, _) = raw_channel(&b).await;
     let size = 100 << 20;
-    let frames = std::iter::once(publish_start("big", false, size as u64)).chain(body_frames(size));
+    let frames =
+        std::iter::once(publish_start("big", false, size as u64, None)).chain(body_frames(size));
     let sent = write_until_stall(&mut s, frames, Duration::from_secs(3))
         .await
         .expect("the broker took a 100 MiB body past a 16 MiB memory alarm");

@@ -3,7 +3,7 @@
 //! tuning, the vhost check; and the connection-level methods after it
 //! (close, blocked, update-secret).
 
-use super::{m, Conn, State, Step};
+use super::{Conn, State, Step};
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::value_as_str;
 use crate::outbox::Out;
@@ -34,17 +34,13 @@ impl Conn {
         props.insert("information".into(), s("AMQP 0-9-1 broker, part of Shoal"));
         props.insert("cluster_name".into(), s("shoal"));
         props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
-        let _ = self
-            .out
-            .send(m(AMQPClass::Connection(connection::AMQPMethod::Start(
-                connection::Start {
-                    version_major: 0,
-                    version_minor: 9,
-                    server_properties: props,
-                    mechanisms: "PLAIN AMQPLAIN".into(),
-                    locales: "en_US".into(),
-                },
-            ))));
+        self.send_conn(connection::AMQPMethod::Start(connection::Start {
+            version_major: 0,
+            version_minor: 9,
+            server_properties: props,
+            mechanisms: "PLAIN AMQPLAIN".into(),
+            locales: "en_US".into(),
+        }));
     }
 
     pub(super) fn on_connection_method(&mut self, method: AMQPClass) -> AmqpResult<Step> {
@@ -57,11 +53,7 @@ impl Conn {
         match (&self.state, cm) {
             (State::Closing, connection::AMQPMethod::CloseOk(_)) => Ok(Step::Stop),
             (State::Closing, connection::AMQPMethod::Close(_)) => {
-                let _ = self
-                    .out
-                    .send(m(AMQPClass::Connection(connection::AMQPMethod::CloseOk(
-                        connection::CloseOk {},
-                    ))));
+                self.send_conn(connection::AMQPMethod::CloseOk(connection::CloseOk {}));
                 Ok(Step::Stop)
             }
             (State::Closing, _) => Ok(Step::Continue),
@@ -128,11 +120,8 @@ impl Conn {
                 self.vhost_name = name.clone();
                 self.broker.conn_update(self.id, &self.user, &name);
                 self.state = State::Running;
-                let _ = self
-                    .out
-                    .send(m(AMQPClass::Connection(connection::AMQPMethod::OpenOk(
-                        connection::OpenOk {},
-                    ))));
+                self.pre_login.done();
+                self.send_conn(connection::AMQPMethod::OpenOk(connection::OpenOk {}));
                 Ok(Step::Continue)
             }
             (State::Running, connection::AMQPMethod::Close(c)) => {
@@ -140,20 +129,16 @@ impl Conn {
                 if let Some(v) = &self.vhost {
                     v.lock().connection_closed(self.id);
                 }
-                let _ = self
-                    .out
-                    .send(m(AMQPClass::Connection(connection::AMQPMethod::CloseOk(
-                        connection::CloseOk {},
-                    ))));
+                self.send_conn(connection::AMQPMethod::CloseOk(connection::CloseOk {}));
                 Ok(Step::Stop)
             }
             (_, connection::AMQPMethod::Blocked(_) | connection::AMQPMethod::Unblocked(_)) => {
                 Ok(Step::Continue)
             }
             (State::Running, connection::AMQPMethod::UpdateSecret(_)) => {
-                let _ = self.out.send(m(AMQPClass::Connection(
-                    connection::AMQPMethod::UpdateSecretOk(connection::UpdateSecretOk {}),
-                )));
+                self.send_conn(connection::AMQPMethod::UpdateSecretOk(
+                    connection::UpdateSecretOk {},
+                ));
                 Ok(Step::Continue)
             }
             (_, other) => Err(AmqpError::command_invalid(format!(
@@ -211,15 +196,11 @@ impl Conn {
             }
         }
         self.state = State::TuneOk;
-        let _ = self
-            .out
-            .send(m(AMQPClass::Connection(connection::AMQPMethod::Tune(
-                connection::Tune {
-                    channel_max: self.channel_max,
-                    frame_max: self.frame_max,
-                    heartbeat: self.heartbeat,
-                },
-            ))));
+        self.send_conn(connection::AMQPMethod::Tune(connection::Tune {
+            channel_max: self.channel_max,
+            frame_max: self.frame_max,
+            heartbeat: self.heartbeat,
+        }));
         Ok(())
     }
 }
