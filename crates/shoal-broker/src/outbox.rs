@@ -112,14 +112,34 @@ impl Outbox {
         (Outbox { tx, backlog }, rx)
     }
 
-    /// Queue `out` for the writer; fails once the writer has ended.
+    /// Queue `out` for the writer, counted in the backlog (a delivery in
+    /// `pending`, a reply by weight in `replies`); fails once the writer has
+    /// ended.
     pub fn send(&self, out: Out) -> Result<(), SendError<Out>> {
+        // Counted before it is sent: the writer may take it and subtract
+        // it before `send` returns.
         let w = out.weight();
-        self.tx.send(out)?;
-        if w > 0 {
-            self.backlog.replies.fetch_add(w, Ordering::Relaxed);
+        let delivery = matches!(out, Out::Deliver { .. });
+        self.count(w, delivery, true);
+        self.tx
+            .send(out)
+            .inspect_err(|_| self.count(w, delivery, false))
+    }
+
+    fn count(&self, weight: usize, delivery: bool, add: bool) {
+        let counter = if delivery {
+            &self.backlog.pending
+        } else if weight > 0 {
+            &self.backlog.replies
+        } else {
+            return;
+        };
+        let n = if delivery { 1 } else { weight };
+        if add {
+            counter.fetch_add(n, Ordering::Relaxed);
+        } else {
+            counter.fetch_sub(n, Ordering::Relaxed);
         }
-        Ok(())
     }
 }
 
@@ -197,3 +217,62 @@ pub const REPLIES_HIGH: usize = 16 << 20;
 
 /// Bytes of queued replies under which a paused connection reads again.
 pub const REPLIES_LOW: usize = 8 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amq_protocol::protocol::basic;
+
+    /// The writer may take an item the moment it is queued; its weight must
+    /// already be counted, or the writer's subtraction underflows (a panic
+    /// in debug builds, a huge backlog that never drains in release).
+    #[test]
+    fn a_reply_taken_by_the_writer_at_once_never_underflows_the_backlog() {
+        let backlog = Arc::new(Backlog::default());
+        let (out, mut rx) = Outbox::channel(backlog.clone());
+        const N: usize = 200_000;
+        let writer = {
+            let backlog = backlog.clone();
+            std::thread::spawn(move || {
+                let mut seen = 0;
+                while seen < N {
+                    match rx.try_recv() {
+                        Ok(item) => {
+                            let w = item.weight();
+                            assert!(backlog.replies.load(Ordering::Relaxed) >= w);
+                            backlog.replies_written(w);
+                            seen += 1;
+                        }
+                        Err(_) => std::hint::spin_loop(),
+                    }
+                }
+            })
+        };
+        for _ in 0..N {
+            let ack = AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                delivery_tag: 1,
+                multiple: false,
+            }));
+            out.send(Out::Method(1, ack)).unwrap();
+        }
+        writer.join().expect("writer saw an item before its weight");
+        assert_eq!(backlog.replies.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_send_to_a_gone_writer_leaves_nothing_counted() {
+        let backlog = Arc::new(Backlog::default());
+        let (out, rx) = Outbox::channel(backlog.clone());
+        drop(rx);
+        assert!(out
+            .send(Out::Confirm {
+                ch: 1,
+                tag: 1,
+                nack: false,
+                wait_seq: 0
+            })
+            .is_err());
+        assert_eq!(backlog.replies.load(Ordering::Relaxed), 0);
+        assert_eq!(backlog.pending.load(Ordering::Relaxed), 0);
+    }
+}

@@ -1209,9 +1209,6 @@ impl VHost {
                 q.push_front(m);
                 break;
             }
-            c.backlog
-                .pending
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             q.stat_delivered += 1;
             self.stats.delivered += 1;
             if c.no_ack {
