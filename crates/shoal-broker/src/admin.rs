@@ -225,6 +225,12 @@ pub fn metrics_text(b: &Broker) -> String {
             vec![],
         ),
         (
+            "shoal_broker_store_write_errors_total",
+            Kind::Counter,
+            "Message store batches whose write or fsync failed (each is retried; none is confirmed until written).",
+            vec![],
+        ),
+        (
             "shoal_broker_queue_messages_ready",
             Kind::Gauge,
             "Messages ready in a queue.",
@@ -256,6 +262,7 @@ pub fn metrics_text(b: &Broker) -> String {
             g.stats.dropped as f64,
             st.segments as f64,
             st.live as f64,
+            st.write_errors as f64,
         ];
         for (i, val) in vals.into_iter().enumerate() {
             fams[i].3.push((vl.clone(), val));
@@ -265,9 +272,9 @@ pub fn metrics_text(b: &Broker) -> String {
                 ("vhost".to_string(), vname.clone()),
                 ("queue".to_string(), q.name.clone()),
             ];
-            fams[8].3.push((ql.clone(), q.len as f64));
-            fams[9].3.push((ql.clone(), q.unacked as f64));
-            fams[10].3.push((ql, q.consumers.len() as f64));
+            fams[9].3.push((ql.clone(), q.len as f64));
+            fams[10].3.push((ql.clone(), q.unacked as f64));
+            fams[11].3.push((ql, q.consumers.len() as f64));
         }
     }
     for (name, kind, help, rows) in fams {

@@ -128,17 +128,22 @@ impl Broker {
 
     fn tick(&self) {
         let mut bytes = 0;
+        let mut store_failing = false;
         for v in self.vhosts.values() {
-            bytes += v.lock().tick();
+            let mut g = v.lock();
+            bytes += g.tick();
+            store_failing |= g.store.stats().failing;
         }
         bytes += self.metrics.assembling.load(Ordering::Relaxed);
         let free = disk_free(&self.config.data_dir);
         let mem_alarm = bytes > self.config.memory_high_watermark;
-        let disk_alarm = free.is_some_and(|f| f < self.config.disk_free_limit);
+        // A store whose writes fail (disk full, I/O error) holds its
+        // confirms; publishers are blocked until its retries succeed.
+        let disk_alarm = store_failing || free.is_some_and(|f| f < self.config.disk_free_limit);
         let on = mem_alarm || disk_alarm;
         if *self.alarm.borrow() != on {
             if on {
-                tracing::warn!(queued_bytes = bytes, disk_free = ?free, "resource alarm set: blocking publishers");
+                tracing::warn!(queued_bytes = bytes, disk_free = ?free, store_failing, "resource alarm set: blocking publishers");
             } else {
                 tracing::info!("resource alarm cleared");
             }

@@ -4,7 +4,9 @@
 //! record is acknowledged is deleted (reclamation). Appends go to an
 //! in-memory batch; one syncer thread writes each batch and `fdatasync`s it,
 //! so many publishes share one fsync under load, and then advances
-//! [`Store::synced`], which publisher confirms wait on.
+//! [`Store::synced`], which publisher confirms wait on (see [`syncer`] for
+//! what happens when a write fails: nothing is confirmed, nothing is torn,
+//! the batch is retried).
 //!
 //! Transient messages paged out of memory are appended too, flagged so that
 //! recovery skips them.
@@ -18,11 +20,12 @@ use crate::error::BrokerError;
 use crate::message::Message;
 use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, HashSet};
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+
+mod syncer;
 
 /// Record flag: a transient message paged to disk, dropped at recovery.
 const FLAG_TRANSIENT: u8 = 1;
@@ -69,6 +72,8 @@ impl Chunk {
     }
 }
 
+/// Everything appended, acknowledged or reclaimed since the syncer last
+/// took work; written and synced as one unit.
 #[derive(Default)]
 struct Batch {
     msgs: Vec<Chunk>,
@@ -96,6 +101,14 @@ impl Batch {
             _ => list.push((seg, bytes.to_vec())),
         }
     }
+    /// Put a batch that failed to be written back in front of `self` (what
+    /// was added since), so it is retried first and in order.
+    fn prepend(&mut self, mut failed: Batch) {
+        failed.msgs.append(&mut self.msgs);
+        failed.acks.append(&mut self.acks);
+        failed.deletes.append(&mut self.deletes);
+        *self = failed;
+    }
 }
 
 struct Inner {
@@ -108,6 +121,34 @@ struct Inner {
     written_seq: u64,
 }
 
+impl Inner {
+    /// Start a new segment; the old one is reclaimed if nothing in it is live.
+    fn roll(&mut self) {
+        let old = self.cur_seg;
+        self.cur_seg += 1;
+        self.cur_len = 0;
+        if self.live.get(&old).copied().unwrap_or(0) == 0 {
+            self.live.remove(&old);
+            self.batch.deletes.push(old);
+        }
+    }
+
+    /// Roll the current segment when every record in it has been removed,
+    /// so its space is reclaimed too: at once when the store is quiet, and
+    /// under load once it holds [`ROLL_EMPTY_AT`] bytes (rolling on every
+    /// batch would create a file per fsync).
+    fn roll_if_reclaimable(&mut self) {
+        let empty = self.live.get(&self.cur_seg).copied().unwrap_or(0) == 0;
+        if empty && self.cur_len > 0 && (self.batch.is_empty() || self.cur_len >= ROLL_EMPTY_AT) {
+            self.roll();
+        }
+    }
+}
+
+/// Bytes an all-acknowledged current segment may hold under load before it
+/// is rolled and reclaimed.
+pub const ROLL_EMPTY_AT: u64 = 1 << 20;
+
 /// Store statistics.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StoreStats {
@@ -115,6 +156,10 @@ pub struct StoreStats {
     pub segments: usize,
     /// Live records.
     pub live: u64,
+    /// Batches whose write or sync failed (each is retried).
+    pub write_errors: u64,
+    /// The last write failed and has not yet been retried successfully.
+    pub failing: bool,
 }
 
 /// The store of one vhost.
@@ -124,8 +169,8 @@ pub struct Store {
     cond: Condvar,
     stop: AtomicBool,
     synced: tokio::sync::watch::Sender<u64>,
-    dirty_acks: Mutex<HashSet<u32>>,
-    last_ack_sync: Mutex<std::time::Instant>,
+    write_errors: AtomicU64,
+    failing: AtomicBool,
 }
 
 /// How often acknowledgement files are fsynced under load.
@@ -144,15 +189,36 @@ impl Store {
     pub fn open(dir: &Path) -> Result<(Arc<Store>, Vec<Recovered>), BrokerError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| BrokerError::io(format!("create {}", dir.display()), e))?;
-        let mut segs: Vec<u32> = std::fs::read_dir(dir)
+        let mut segs = Vec::new();
+        let mut ack_files = Vec::new();
+        for e in std::fs::read_dir(dir)
             .map_err(|e| BrokerError::io(format!("read {}", dir.display()), e))?
             .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                name.strip_suffix(".seg")?.parse::<u32>().ok()
-            })
-            .collect();
+        {
+            let Ok(name) = e.file_name().into_string() else {
+                continue;
+            };
+            if let Some(n) = name
+                .strip_suffix(".seg")
+                .and_then(|n| n.parse::<u32>().ok())
+            {
+                segs.push(n);
+            } else if let Some(n) = name
+                .strip_suffix(".ack")
+                .and_then(|n| n.parse::<u32>().ok())
+            {
+                ack_files.push(n);
+            }
+        }
         segs.sort_unstable();
+        // An acknowledgement file without its segment (the segment's
+        // deletion got there first) marks nothing; removed, so a new segment
+        // with its number cannot inherit its marks.
+        for n in &ack_files {
+            if segs.binary_search(n).is_err() {
+                let _ = std::fs::remove_file(ack_path(dir, *n));
+            }
+        }
         let mut recovered = Vec::new();
         let mut live = HashMap::new();
         let mut empty = Vec::new();
@@ -168,7 +234,7 @@ impl Store {
             let _ = std::fs::remove_file(seg_path(dir, seg));
             let _ = std::fs::remove_file(ack_path(dir, seg));
         }
-        let cur_seg = segs.last().map_or(1, |s| s + 1);
+        let cur_seg = segs.iter().chain(&ack_files).max().map_or(1, |s| s + 1);
         let (synced, _) = tokio::sync::watch::channel(0u64);
         let store = Arc::new(Store {
             dir: dir.to_path_buf(),
@@ -183,13 +249,13 @@ impl Store {
             cond: Condvar::new(),
             stop: AtomicBool::new(false),
             synced,
-            dirty_acks: Mutex::new(HashSet::new()),
-            last_ack_sync: Mutex::new(std::time::Instant::now()),
+            write_errors: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
         });
         let s2 = store.clone();
         std::thread::Builder::new()
             .name("shoal-store-sync".into())
-            .spawn(move || s2.sync_loop())
+            .spawn(move || syncer::run(&s2))
             .map_err(|e| BrokerError::io("spawn store syncer", e))?;
         Ok((store, recovered))
     }
@@ -234,13 +300,7 @@ impl Store {
 
         let mut g = self.inner.lock();
         if g.cur_len > 0 && g.cur_len + rec.len() as u64 > SEGMENT_BYTES {
-            let old = g.cur_seg;
-            g.cur_seg += 1;
-            g.cur_len = 0;
-            if g.live.get(&old).copied().unwrap_or(0) == 0 {
-                g.live.remove(&old);
-                g.batch.deletes.push(old);
-            }
+            g.roll();
         }
         let sref = StoreRef {
             seg: g.cur_seg,
@@ -256,17 +316,21 @@ impl Store {
         (sref, seq)
     }
 
-    /// Mark a record removed (acked, dropped, expired, purged).
+    /// Mark a record removed (acked, dropped, expired, purged). A segment
+    /// left with no live record is deleted; the current one is rolled first
+    /// by the syncer (see [`Inner::roll_if_reclaimable`]).
     pub fn ack(&self, r: StoreRef) {
         let mut g = self.inner.lock();
-        Batch::push(&mut g.batch.acks, r.seg, &r.pos.to_le_bytes());
         let left = match g.live.get_mut(&r.seg) {
             Some(n) => {
                 *n = n.saturating_sub(1);
                 *n
             }
+            // Its segment is gone already: writing an ack file for it would
+            // leave an orphan that could mark a later segment's records.
             None => return,
         };
+        Batch::push(&mut g.batch.acks, r.seg, &r.pos.to_le_bytes());
         if left == 0 && r.seg != g.cur_seg {
             g.live.remove(&r.seg);
             g.batch.deletes.push(r.seg);
@@ -321,6 +385,8 @@ impl Store {
         StoreStats {
             segments: g.live.len(),
             live: g.live.values().sum(),
+            write_errors: self.write_errors.load(Ordering::Relaxed),
+            failing: self.failing.load(Ordering::Relaxed),
         }
     }
 
@@ -334,122 +400,6 @@ impl Store {
         while *rx.borrow_and_update() < target && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
-    }
-
-    fn sync_loop(self: Arc<Self>) {
-        let mut segs: HashMap<u32, File> = HashMap::new();
-        let mut acks: HashMap<u32, File> = HashMap::new();
-        loop {
-            let (batch, seq) = {
-                let mut g = self.inner.lock();
-                while g.batch.is_empty() && !self.stop.load(Ordering::SeqCst) {
-                    if !self.dirty_acks.lock().is_empty() {
-                        // Sync pending acknowledgements once things are quiet.
-                        let r = self.cond.wait_for(&mut g, ACK_SYNC_EVERY);
-                        if r.timed_out() && g.batch.is_empty() {
-                            drop(g);
-                            if let Err(e) = self.sync_acks(&acks, true) {
-                                tracing::error!(error = %e, "ack file sync failed");
-                            }
-                            g = self.inner.lock();
-                        }
-                    } else {
-                        self.cond.wait(&mut g);
-                    }
-                }
-                if g.batch.is_empty() {
-                    break;
-                }
-                let batch = std::mem::take(&mut g.batch);
-                // Keep the records readable (Store::read) until they are in their files.
-                g.inflight = batch
-                    .msgs
-                    .iter()
-                    .map(|c| Chunk {
-                        seg: c.seg,
-                        start: c.start,
-                        bytes: c.bytes.clone(),
-                    })
-                    .collect();
-                (batch, g.written_seq)
-            };
-            let r = self.write_batch(batch, &mut segs, &mut acks);
-            self.inner.lock().inflight.clear();
-            if let Err(e) = r {
-                tracing::error!(error = %e, dir = %self.dir.display(), "message store write failed; confirms are held back");
-                std::thread::sleep(std::time::Duration::from_millis(200));
-                continue;
-            }
-            self.synced.send_replace(seq);
-        }
-        if let Err(e) = self.sync_acks(&acks, true) {
-            tracing::error!(error = %e, "ack file sync failed at close");
-        }
-    }
-
-    fn sync_acks(&self, acks: &HashMap<u32, File>, force: bool) -> std::io::Result<()> {
-        let mut last = self.last_ack_sync.lock();
-        if !force && last.elapsed() < ACK_SYNC_EVERY {
-            return Ok(());
-        }
-        let dirty: Vec<u32> = self.dirty_acks.lock().drain().collect();
-        for seg in dirty {
-            if let Some(f) = acks.get(&seg) {
-                f.sync_data()?;
-            }
-        }
-        *last = std::time::Instant::now();
-        Ok(())
-    }
-
-    fn write_batch(
-        &self,
-        batch: Batch,
-        segs: &mut HashMap<u32, File>,
-        acks: &mut HashMap<u32, File>,
-    ) -> std::io::Result<()> {
-        let open = |p: PathBuf| OpenOptions::new().create(true).append(true).open(p);
-        let mut touched_s = HashSet::new();
-        let mut touched_a = HashSet::new();
-        for c in &batch.msgs {
-            if let std::collections::hash_map::Entry::Vacant(e) = segs.entry(c.seg) {
-                e.insert(open(seg_path(&self.dir, c.seg))?);
-            }
-            if let Some(f) = segs.get_mut(&c.seg) {
-                f.write_all(&c.bytes)?;
-            }
-            touched_s.insert(c.seg);
-        }
-        let deleting: HashSet<u32> = batch.deletes.iter().copied().collect();
-        for (seg, bytes) in &batch.acks {
-            if deleting.contains(seg) {
-                continue;
-            }
-            if !acks.contains_key(seg) {
-                acks.insert(*seg, open(ack_path(&self.dir, *seg))?);
-            }
-            if let Some(f) = acks.get_mut(seg) {
-                f.write_all(bytes)?;
-            }
-            touched_a.insert(*seg);
-        }
-        for seg in touched_s {
-            if let Some(f) = segs.get(&seg) {
-                f.sync_data()?;
-            }
-        }
-        // Acknowledgement files are synced at most every ACK_SYNC_EVERY (and on
-        // close): a lost ack only means a redelivery flagged `redelivered`,
-        // while message data is synced before any confirm is sent.
-        self.dirty_acks.lock().extend(touched_a);
-        self.sync_acks(acks, false)?;
-        for seg in batch.deletes {
-            segs.remove(&seg);
-            acks.remove(&seg);
-            let _ = std::fs::remove_file(seg_path(&self.dir, seg));
-            let _ = std::fs::remove_file(ack_path(&self.dir, seg));
-        }
-        Ok(())
     }
 }
 
@@ -551,6 +501,8 @@ mod tests {
     use amq_protocol::protocol::BasicProperties;
     use amq_protocol::types::ShortString;
     use bytes::Bytes;
+    use std::fs::OpenOptions;
+    use std::io::Write;
 
     fn msg(body: &str) -> Message {
         let props = BasicProperties::default()

@@ -1,0 +1,275 @@
+//! The store's syncer thread: takes the pending [`Batch`], writes its
+//! records at the positions [`Store::append`] gave them, appends its
+//! acknowledgements, fsyncs the segments, and only then advances
+//! [`Store::synced`] (publisher confirms wait on it) and deletes the
+//! segments the batch reclaimed.
+//!
+//! A batch is all or nothing. When a write or an fsync fails (ENOSPC, EIO):
+//! every file the batch touched is truncated back to its length before the
+//! batch, so no torn record is left in the middle of a segment and nothing
+//! the kernel may have dropped after a failed fsync is trusted; `synced`
+//! does not move, so nothing in the batch is confirmed; and the batch goes
+//! back in front of what was appended since, to be retried with backoff.
+//! Acknowledgements and deletions are retried with it, never dropped. While
+//! writes fail the store reports [`StoreStats::failing`], which raises the
+//! broker's disk alarm and blocks publishers.
+
+use super::{ack_path, seg_path, Batch, Chunk, Store, ACK_SYNC_EVERY};
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// First wait before a failed batch is retried; doubled up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// Longest wait between retries of a failed batch.
+const RETRY_MAX: Duration = Duration::from_secs(1);
+/// Retries of a failing batch once the store is closing, before giving up
+/// on records that were never confirmed.
+const RETRIES_AT_CLOSE: u32 = 5;
+
+/// An open segment or acknowledgement file and the length of what has been
+/// written to it (the file itself may hold more after a failed write, until
+/// it is truncated back).
+struct Tracked {
+    file: File,
+    len: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Segment,
+    Acks,
+}
+
+/// The files the syncer has open.
+struct Files {
+    dir: PathBuf,
+    open: HashMap<(Kind, u32), Tracked>,
+    /// Acknowledgement files written since they were last fsynced.
+    acks_dirty: HashSet<u32>,
+    acks_synced_at: Instant,
+}
+
+impl Files {
+    fn new(dir: &Path) -> Files {
+        Files {
+            dir: dir.to_path_buf(),
+            open: HashMap::new(),
+            acks_dirty: HashSet::new(),
+            acks_synced_at: Instant::now(),
+        }
+    }
+
+    /// The open file, opened (and created) if needed; `created` is set when
+    /// a new file appeared in the directory.
+    fn file(&mut self, kind: Kind, seg: u32, created: &mut bool) -> io::Result<&mut Tracked> {
+        use std::collections::hash_map::Entry;
+        match self.open.entry((kind, seg)) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(e) => {
+                let path = match kind {
+                    Kind::Segment => seg_path(&self.dir, seg),
+                    Kind::Acks => ack_path(&self.dir, seg),
+                };
+                let existed = path.exists();
+                let file = OpenOptions::new()
+                    .create(true)
+                    .read(true)
+                    .write(true)
+                    .truncate(false)
+                    .open(&path)?;
+                let len = file.metadata()?.len();
+                *created |= !existed;
+                Ok(e.insert(Tracked { file, len }))
+            }
+        }
+    }
+
+    /// Write and sync `batch`, all or nothing: on an error every file it
+    /// touched is cut back to where it was.
+    fn write(&mut self, batch: &Batch) -> io::Result<()> {
+        let mut before: HashMap<(Kind, u32), u64> = HashMap::new();
+        let r = self.write_unguarded(batch, &mut before);
+        if r.is_err() {
+            for (key, len) in before {
+                if let Some(t) = self.open.get_mut(&key) {
+                    t.len = len;
+                    if let Err(e) = t.file.set_len(len) {
+                        // The retry writes at the same positions, so what is
+                        // left past `len` is overwritten before it is synced.
+                        tracing::warn!(error = %e, seg = key.1, "could not truncate after a failed write");
+                    }
+                }
+            }
+        }
+        r
+    }
+
+    fn write_unguarded(
+        &mut self,
+        batch: &Batch,
+        before: &mut HashMap<(Kind, u32), u64>,
+    ) -> io::Result<()> {
+        let mut created = false;
+        let mut segs = Vec::new();
+        for c in &batch.msgs {
+            let t = self.file(Kind::Segment, c.seg, &mut created)?;
+            before.entry((Kind::Segment, c.seg)).or_insert(t.len);
+            t.file.write_all_at(&c.bytes, c.start)?;
+            t.len = t.len.max(c.start + c.bytes.len() as u64);
+            if !segs.contains(&c.seg) {
+                segs.push(c.seg);
+            }
+        }
+        let deleting: HashSet<u32> = batch.deletes.iter().copied().collect();
+        for (seg, bytes) in &batch.acks {
+            if deleting.contains(seg) {
+                continue;
+            }
+            let t = self.file(Kind::Acks, *seg, &mut created)?;
+            before.entry((Kind::Acks, *seg)).or_insert(t.len);
+            t.file.write_all_at(bytes, t.len)?;
+            t.len += bytes.len() as u64;
+            self.acks_dirty.insert(*seg);
+        }
+        for seg in segs {
+            if let Some(t) = self.open.get(&(Kind::Segment, seg)) {
+                t.file.sync_data()?;
+            }
+        }
+        if created {
+            // A new file's name must be durable too, or a crash can lose the
+            // whole file with its confirmed records.
+            File::open(&self.dir)?.sync_all()?;
+        }
+        if self.acks_synced_at.elapsed() >= ACK_SYNC_EVERY {
+            self.sync_acks();
+        }
+        Ok(())
+    }
+
+    /// Fsync the acknowledgement files written since their last sync. They
+    /// are synced at most every [`ACK_SYNC_EVERY`] (and when the store is
+    /// quiet or closing): an acknowledgement lost in a crash means a
+    /// redelivery flagged `redelivered`, never a lost message, so it does not
+    /// cost an fsync per batch.
+    fn sync_acks(&mut self) {
+        for seg in std::mem::take(&mut self.acks_dirty) {
+            if let Some(t) = self.open.get(&(Kind::Acks, seg)) {
+                if let Err(e) = t.file.sync_data() {
+                    tracing::error!(error = %e, seg, "acknowledgement file sync failed; after a crash its messages may be redelivered");
+                }
+            }
+        }
+        self.acks_synced_at = Instant::now();
+    }
+
+    /// Delete reclaimed segments and their acknowledgement files.
+    fn reclaim(&mut self, segs: &[u32]) {
+        for &seg in segs {
+            self.open.remove(&(Kind::Segment, seg));
+            self.open.remove(&(Kind::Acks, seg));
+            self.acks_dirty.remove(&seg);
+            for path in [seg_path(&self.dir, seg), ack_path(&self.dir, seg)] {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, path = %path.display(), "could not delete a reclaimed segment file");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The syncer thread's loop, until the store is closed.
+pub(super) fn run(store: &Arc<Store>) {
+    let mut files = Files::new(&store.dir);
+    let mut backoff = RETRY_FIRST;
+    let mut failures = 0u32;
+    loop {
+        let (batch, seq) = {
+            let mut g = store.inner.lock();
+            while g.batch.is_empty() && !store.stop.load(Ordering::SeqCst) {
+                if files.acks_dirty.is_empty() {
+                    store.cond.wait(&mut g);
+                } else {
+                    // Sync pending acknowledgements once things are quiet.
+                    let r = store.cond.wait_for(&mut g, ACK_SYNC_EVERY);
+                    if r.timed_out() && g.batch.is_empty() {
+                        drop(g);
+                        files.sync_acks();
+                        g = store.inner.lock();
+                    }
+                }
+            }
+            if g.batch.is_empty() {
+                break;
+            }
+            let batch = std::mem::take(&mut g.batch);
+            // Keep the records readable (Store::read) until they are in their files.
+            g.inflight = batch
+                .msgs
+                .iter()
+                .map(|c| Chunk {
+                    seg: c.seg,
+                    start: c.start,
+                    bytes: c.bytes.clone(),
+                })
+                .collect();
+            (batch, g.written_seq)
+        };
+        match files.write(&batch) {
+            Ok(()) => {
+                if failures > 0 {
+                    tracing::info!(
+                        failures,
+                        "message store writes succeed again; held confirms are sent"
+                    );
+                }
+                failures = 0;
+                backoff = RETRY_FIRST;
+                store.failing.store(false, Ordering::Relaxed);
+                files.reclaim(&batch.deletes);
+                store.synced.send_replace(seq);
+                let mut g = store.inner.lock();
+                g.inflight.clear();
+                g.roll_if_reclaimable();
+            }
+            Err(e) => {
+                failures += 1;
+                store.write_errors.fetch_add(1, Ordering::Relaxed);
+                store.failing.store(true, Ordering::Relaxed);
+                let records: usize = batch.msgs.iter().map(|c| c.bytes.len()).sum();
+                tracing::error!(
+                    error = %e,
+                    dir = %store.dir.display(),
+                    failures,
+                    pending_bytes = records,
+                    "message store write failed; nothing in it is confirmed, it is retried"
+                );
+                {
+                    let mut g = store.inner.lock();
+                    g.inflight.clear();
+                    g.batch.prepend(batch);
+                }
+                if store.stop.load(Ordering::SeqCst) && failures >= RETRIES_AT_CLOSE {
+                    tracing::error!(
+                        pending_bytes = records,
+                        "message store closing with records it could not write; none of them was confirmed"
+                    );
+                    break;
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+        }
+    }
+    files.sync_acks();
+}
