@@ -6,89 +6,16 @@
 //!
 //! Needs CAP_SYS_ADMIN to mount tmpfs (CI runs as root).
 
+#[path = "common/small_disk.rs"]
+mod small_disk;
+use small_disk::SmallDisk;
+
 use shoal_broker::message::Message;
 use shoal_broker::store::{Store, StoreRef};
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// A tmpfs of a fixed size mounted for one test, unmounted on drop.
-struct SmallDisk {
-    mount: PathBuf,
-    filler: PathBuf,
-}
-
-impl SmallDisk {
-    fn new(name: &str, bytes: u64) -> SmallDisk {
-        let mount =
-            std::env::temp_dir().join(format!("shoal-disk-full-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&mount).unwrap();
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}")])
-            .arg("tmpfs")
-            .arg(&mount)
-            .status()
-            .expect("run mount");
-        assert!(
-            st.success(),
-            "mounting a tmpfs at {} failed: these tests need CAP_SYS_ADMIN",
-            mount.display()
-        );
-        let filler = mount.join("filler");
-        SmallDisk { mount, filler }
-    }
-
-    fn store_dir(&self) -> PathBuf {
-        self.mount.join("store")
-    }
-
-    /// Fill the disk until the kernel says ENOSPC, then give back `room`
-    /// bytes.
-    fn fill_leaving(&self, room: u64) {
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.filler)
-            .unwrap();
-        let chunk = vec![0xa5u8; 4096];
-        loop {
-            match f.write(&chunk) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => {
-                    assert_eq!(e.raw_os_error(), Some(libc_enospc()), "{e}");
-                    break;
-                }
-            }
-        }
-        let len = f.metadata().unwrap().len();
-        f.set_len(len.saturating_sub(room)).unwrap();
-    }
-
-    fn free(&self) {
-        File::options()
-            .write(true)
-            .open(&self.filler)
-            .unwrap()
-            .set_len(0)
-            .unwrap();
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
-        let _ = std::fs::remove_dir(&self.mount);
-    }
-}
-
-fn libc_enospc() -> i32 {
-    28
-}
 
 /// The store's files copied aside, as a crash at this moment would leave
 /// them, and recovered: the queue and body of every live record.

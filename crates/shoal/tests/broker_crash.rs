@@ -1,10 +1,13 @@
 //! Durability: amqplib publishes persistent messages with confirms to a
 //! durable queue; the broker is killed with SIGKILL mid-stream, restarted on
 //! the same data directory, and every confirmed message must be delivered
-//! exactly once (none twice). Also: a graceful SIGTERM keeps durable
-//! definitions and unconfirmed-but-stored messages.
+//! exactly once (none twice). The same when the disk fills up mid-stream
+//! and is freed again. Also: a graceful SIGTERM keeps durable definitions
+//! and unconfirmed-but-stored messages.
 
 mod broker_support;
+#[path = "../../shoal-broker/tests/common/small_disk.rs"]
+mod small_disk;
 use broker_support::*;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
@@ -25,69 +28,144 @@ fn consume_all(b: &Broker) -> (Vec<u64>, String) {
     (ids, out)
 }
 
-#[test]
-fn kill_9_mid_stream_loses_no_confirmed_message() {
-    let dir = TempDir::new("crash");
-    let mut b = Broker::start(dir.path());
-    let mut publisher = Command::new("node")
-        .arg(fixture("crash_publish.js"))
-        .arg(b.port.to_string())
-        .arg("200000")
-        .env("NODE_PATH", workspace().join("tests/node/node_modules"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn publisher");
-    let stdout = publisher.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut confirmed = HashSet::new();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    // Kill the broker once a few thousand messages are confirmed.
-    while confirmed.len() < 3000 && Instant::now() < deadline {
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(l) => {
-                if let Some(id) = l.strip_prefix("c ").and_then(|x| x.parse::<u64>().ok()) {
-                    confirmed.insert(id);
+/// crash_publish.js publishing `n` messages, and the ids it has printed as
+/// confirmed, read as they come.
+struct Publisher {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    confirmed: HashSet<u64>,
+}
+
+impl Publisher {
+    fn start(b: &Broker, n: u64) -> Publisher {
+        let mut child = Command::new("node")
+            .arg(fixture("crash_publish.js"))
+            .arg(b.port.to_string())
+            .arg(n.to_string())
+            .env("NODE_PATH", workspace().join("tests/node/node_modules"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn publisher");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
                 }
             }
-            Err(_) => break,
+        });
+        Publisher {
+            child,
+            lines,
+            confirmed: HashSet::new(),
         }
     }
-    assert!(
-        confirmed.len() >= 3000,
-        "only {} confirmed\n{}",
-        confirmed.len(),
-        b.log_text()
-    );
-    b.kill();
-    // Whatever the publisher printed before the kill was confirmed too.
-    while let Ok(l) = rx.recv_timeout(Duration::from_secs(5)) {
-        if let Some(id) = l.strip_prefix("c ").and_then(|x| x.parse::<u64>().ok()) {
-            confirmed.insert(id);
-        }
-    }
-    let _ = publisher.kill();
-    let _ = publisher.wait();
 
-    let b2 = Broker::start(dir.path());
-    let (ids, out) = consume_all(&b2);
+    /// Read confirms until `done` holds, nothing came for `quiet`, or
+    /// `limit` passed.
+    fn read_until(
+        &mut self,
+        quiet: Duration,
+        limit: Duration,
+        done: impl Fn(&HashSet<u64>) -> bool,
+    ) {
+        let deadline = Instant::now() + limit;
+        while !done(&self.confirmed) && Instant::now() < deadline {
+            match self.lines.recv_timeout(quiet) {
+                Ok(l) => {
+                    if let Some(id) = l.strip_prefix("c ").and_then(|x| x.parse::<u64>().ok()) {
+                        self.confirmed.insert(id);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Stop it, after reading what it printed before the broker went away
+    /// (confirmed too).
+    fn finish(mut self) -> HashSet<u64> {
+        self.read_until(Duration::from_secs(5), Duration::from_secs(30), |_| false);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.confirmed
+    }
+}
+
+/// Every confirmed id is delivered by a broker restarted on the data, and
+/// none twice.
+fn assert_all_recovered(b: &Broker, confirmed: &HashSet<u64>) {
+    let (ids, out) = consume_all(b);
     let got: HashSet<u64> = ids.iter().copied().collect();
     assert_eq!(got.len(), ids.len(), "a message was delivered twice");
     let missing: Vec<_> = confirmed.difference(&got).take(10).collect();
     assert!(
         missing.is_empty(),
-        "{} confirmed messages lost, e.g. {missing:?}; got {} (tail: {})",
+        "{} of {} confirmed messages lost, e.g. {missing:?}; got {} (tail: {})",
         confirmed.difference(&got).count(),
+        confirmed.len(),
         ids.len(),
         out.lines().last().unwrap_or("")
     );
+}
+
+#[test]
+fn kill_9_mid_stream_loses_no_confirmed_message() {
+    let dir = TempDir::new("crash");
+    let mut b = Broker::start(dir.path());
+    let mut publisher = Publisher::start(&b, 200_000);
+    // Kill the broker once a few thousand messages are confirmed.
+    publisher.read_until(Duration::from_secs(60), Duration::from_secs(90), |c| {
+        c.len() >= 3000
+    });
+    assert!(
+        publisher.confirmed.len() >= 3000,
+        "only {} confirmed\n{}",
+        publisher.confirmed.len(),
+        b.log_text()
+    );
+    b.kill();
+    let confirmed = publisher.finish();
+    let b2 = Broker::start(dir.path());
+    assert_all_recovered(&b2, &confirmed);
+}
+
+#[test]
+fn a_disk_that_fills_up_and_is_freed_loses_no_confirmed_message() {
+    let dir = TempDir::new("diskfull");
+    let disk = small_disk::SmallDisk::new("broker", 8 << 20);
+    disk.fill_leaving(512 << 10);
+    let cfg = fixture("disk_full.toml");
+    let args = ["--config", cfg.to_str().unwrap()];
+    let mut b = Broker::start_storing(dir.path(), &disk.store_dir(), &args);
+    let mut publisher = Publisher::start(&b, 100_000);
+    // The store's writes fail once the disk is full: confirms stop.
+    publisher.read_until(Duration::from_secs(3), Duration::from_secs(60), |_| false);
+    let log = b.log_text();
+    assert!(
+        log.contains("message store write failed"),
+        "the disk never filled up ({} confirmed)\n{log}",
+        publisher.confirmed.len()
+    );
+    let at_full = publisher.confirmed.len();
+    // Room again: the held batch is written and confirms go on.
+    disk.free();
+    publisher.read_until(Duration::from_secs(30), Duration::from_secs(60), |c| {
+        c.len() >= at_full + 3000
+    });
+    assert!(
+        publisher.confirmed.len() >= at_full + 3000,
+        "confirms did not resume after the disk was freed: {} then {}\n{}",
+        at_full,
+        publisher.confirmed.len(),
+        b.log_text()
+    );
+    b.kill();
+    let confirmed = publisher.finish();
+    let b2 = Broker::start_storing(dir.path(), &disk.store_dir(), &args);
+    assert_all_recovered(&b2, &confirmed);
 }
 
 #[test]

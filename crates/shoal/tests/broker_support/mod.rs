@@ -63,6 +63,12 @@ impl Broker {
     }
 
     pub fn start_with(data: &Path, extra: &[&str]) -> Broker {
+        Self::start_storing(data, &data.join("store"), extra)
+    }
+
+    /// Start with logs and runtime files in `data` and the message store in
+    /// `store` (a small disk, say).
+    pub fn start_storing(data: &Path, store: &Path, extra: &[&str]) -> Broker {
         for _attempt in 0..5 {
             let port = free_port();
             let admin_port = free_port();
@@ -77,7 +83,7 @@ impl Broker {
                 .arg("--admin")
                 .arg(format!("127.0.0.1:{admin_port}"))
                 .arg("--data-dir")
-                .arg(data.join("store"))
+                .arg(store)
                 .args(extra)
                 .env("SHOAL_RUNTIME_DIR", &runtime)
                 .stdout(Stdio::null())
