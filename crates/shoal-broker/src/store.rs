@@ -187,6 +187,17 @@ impl Store {
     /// Open the store in `dir` (created if missing) and read back every live
     /// record. Appends go to a fresh segment. Spawns the syncer thread.
     pub fn open(dir: &Path) -> Result<(Arc<Store>, Vec<Recovered>), BrokerError> {
+        let mut recovered = Vec::new();
+        let store = Store::open_with(dir, |r| recovered.push(r))?;
+        Ok((store, recovered))
+    }
+
+    /// [`Store::open`], handing each live record to `on_record` as its
+    /// segment is read, so recovery holds one segment's bytes at a time.
+    pub fn open_with(
+        dir: &Path,
+        mut on_record: impl FnMut(Recovered),
+    ) -> Result<Arc<Store>, BrokerError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| BrokerError::io(format!("create {}", dir.display()), e))?;
         let mut segs = Vec::new();
@@ -219,11 +230,10 @@ impl Store {
                 let _ = std::fs::remove_file(ack_path(dir, *n));
             }
         }
-        let mut recovered = Vec::new();
         let mut live = HashMap::new();
         let mut empty = Vec::new();
         for &seg in &segs {
-            let n = recover_segment(dir, seg, &mut recovered)?;
+            let n = recover_segment(dir, seg, &mut on_record)?;
             if n == 0 {
                 empty.push(seg);
             } else {
@@ -257,7 +267,7 @@ impl Store {
             .name("shoal-store-sync".into())
             .spawn(move || syncer::run(&s2))
             .map_err(|e| BrokerError::io("spawn store syncer", e))?;
-        Ok((store, recovered))
+        Ok(store)
     }
 
     /// Append `msg` for `queue`; returns its location and the write sequence
@@ -410,9 +420,20 @@ impl Drop for Store {
     }
 }
 
-fn recover_segment(dir: &Path, seg: u32, out: &mut Vec<Recovered>) -> Result<u64, BrokerError> {
-    let data = std::fs::read(seg_path(dir, seg))
+fn recover_segment(
+    dir: &Path,
+    seg: u32,
+    on_record: &mut impl FnMut(Recovered),
+) -> Result<u64, BrokerError> {
+    use std::io::Read;
+    let file = File::open(seg_path(dir, seg))
         .map_err(|e| BrokerError::io(format!("read segment {seg}"), e))?;
+    let size = file
+        .metadata()
+        .map_err(|e| BrokerError::io(format!("read segment {seg}"), e))?
+        .len();
+    // Read record by record: recovery holds one record, not the segment.
+    let mut data = std::io::BufReader::with_capacity(1 << 20, file);
     let acked: HashSet<u32> = match std::fs::read(ack_path(dir, seg)) {
         Ok(a) => a
             .chunks_exact(4)
@@ -420,17 +441,31 @@ fn recover_segment(dir: &Path, seg: u32, out: &mut Vec<Recovered>) -> Result<u64
             .collect(),
         Err(_) => HashSet::new(),
     };
-    let mut pos = 0usize;
+    let mut pos = 0u64;
     let mut live = 0;
-    while pos + 8 <= data.len() {
-        let len =
-            u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
-        let crc = u32::from_le_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]]);
-        let Some(payload) = data.get(pos + 8..pos + 8 + len) else {
+    let mut payload = Vec::new();
+    while pos + 8 <= size {
+        let mut head = [0u8; 8];
+        if data.read_exact(&mut head).is_err() {
+            tracing::warn!(
+                seg,
+                pos,
+                "unreadable record header, rest of segment ignored"
+            );
+            break;
+        }
+        let len = u64::from(u32::from_le_bytes([head[0], head[1], head[2], head[3]]));
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if pos + 8 + len > size {
             tracing::warn!(seg, pos, "torn record at segment tail, ignored");
             break;
-        };
-        if crc32fast::hash(payload) != crc {
+        }
+        payload.resize(len as usize, 0);
+        if data.read_exact(&mut payload).is_err() {
+            tracing::warn!(seg, pos, "unreadable record, rest of segment ignored");
+            break;
+        }
+        if crc32fast::hash(&payload) != crc {
             tracing::warn!(
                 seg,
                 pos,
@@ -440,6 +475,7 @@ fn recover_segment(dir: &Path, seg: u32, out: &mut Vec<Recovered>) -> Result<u64
         }
         let here = pos as u32;
         pos += 8 + len;
+        let payload = &payload[..];
         if acked.contains(&here) {
             continue;
         }
@@ -447,7 +483,7 @@ fn recover_segment(dir: &Path, seg: u32, out: &mut Vec<Recovered>) -> Result<u64
             Some((_, _, _, flags)) if flags & FLAG_TRANSIENT != 0 => {}
             Some((queue, msg, expires_ms, _)) => {
                 live += 1;
-                out.push(Recovered {
+                on_record(Recovered {
                     queue,
                     msg,
                     expires_ms,

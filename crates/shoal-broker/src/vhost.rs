@@ -194,19 +194,11 @@ impl VHost {
     ) -> Result<VHost, crate::error::BrokerError> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| crate::error::BrokerError::io(format!("create {}", dir.display()), e))?;
-        let (store, recovered) = Store::open(&dir.join("msgs"))?;
-        let mut v = VHost {
-            name: name.to_string(),
-            exchanges: HashMap::new(),
-            queues: HashMap::new(),
-            channels: HashMap::new(),
-            store,
-            stats: VStats::default(),
-            page_budget,
-            defs_path: dir.join("definitions.json"),
-        };
+        let defs_path = dir.join("definitions.json");
+        let mut exchanges = HashMap::new();
+        let mut queues: HashMap<String, Queue> = HashMap::new();
         for (n, k) in PREDECLARED {
-            v.exchanges.insert(
+            exchanges.insert(
                 n.to_string(),
                 Exchange {
                     name: n.to_string(),
@@ -219,12 +211,12 @@ impl VHost {
                 },
             );
         }
-        if let Ok(text) = std::fs::read_to_string(&v.defs_path) {
+        if let Ok(text) = std::fs::read_to_string(&defs_path) {
             let defs: Defs = serde_json::from_str(&text).map_err(|e| {
-                crate::error::BrokerError::Store(format!("{}: {e}", v.defs_path.display()))
+                crate::error::BrokerError::Store(format!("{}: {e}", defs_path.display()))
             })?;
             for e in defs.exchanges {
-                v.exchanges.insert(
+                exchanges.insert(
                     e.name.clone(),
                     Exchange {
                         name: e.name,
@@ -239,38 +231,52 @@ impl VHost {
             }
             for q in defs.queues {
                 let args = QueueArgs::parse(&q.arguments).unwrap_or_default();
-                v.queues.insert(
+                queues.insert(
                     q.name.clone(),
                     Queue::new(q.name, true, None, q.auto_delete, q.arguments, args),
                 );
             }
             for b in defs.bindings {
-                if let Some(ex) = v.exchanges.get_mut(&b.source) {
+                if let Some(ex) = exchanges.get_mut(&b.source) {
                     ex.bindings.push(Binding::new(b.dest, b.key, b.arguments));
                 }
             }
         }
+        // Records are handed over one at a time as segments are read, so
+        // recovery keeps in memory what running would: bodies up to the
+        // page budget per queue, an index entry for the rest.
         let now = now_ms();
-        for r in recovered {
-            match v.queues.get_mut(&r.queue) {
-                Some(q) if r.expires_ms == 0 || r.expires_ms > now => {
-                    let paged = q.bytes > page_budget;
-                    q.push_back(QMsg {
-                        msg: if paged {
-                            paged_stub(r.msg.priority())
-                        } else {
-                            Arc::new(r.msg)
-                        },
-                        redelivered: true,
-                        expires_ms: r.expires_ms,
-                        sref: Some(r.sref),
-                        paged,
-                    })
-                }
-                _ => v.store.ack(r.sref),
+        let mut gone = Vec::new();
+        let store = Store::open_with(&dir.join("msgs"), |r| match queues.get_mut(&r.queue) {
+            Some(q) if r.expires_ms == 0 || r.expires_ms > now => {
+                let paged = q.bytes > page_budget;
+                q.push_back(QMsg {
+                    msg: if paged {
+                        paged_stub(r.msg.priority())
+                    } else {
+                        Arc::new(r.msg)
+                    },
+                    redelivered: true,
+                    expires_ms: r.expires_ms,
+                    sref: Some(r.sref),
+                    paged,
+                })
             }
+            _ => gone.push(r.sref),
+        })?;
+        for r in gone {
+            store.ack(r);
         }
-        Ok(v)
+        Ok(VHost {
+            name: name.to_string(),
+            exchanges,
+            queues,
+            channels: HashMap::new(),
+            store,
+            stats: VStats::default(),
+            page_budget,
+            defs_path,
+        })
     }
 
     fn save_definitions(&self) {

@@ -194,3 +194,57 @@ fn sigterm_keeps_durable_definitions_and_messages() {
     let (ids, _) = consume_all(&b3);
     assert!(ids.is_empty(), "acked messages came back: {}", ids.len());
 }
+
+/// Peak resident memory of a process (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kb * 1024
+}
+
+#[test]
+fn a_restart_on_a_store_larger_than_the_memory_budget_stays_within_it() {
+    const COUNT: u64 = 192;
+    const SIZE: u64 = 1 << 20;
+    let dir = TempDir::new("bigstore");
+    let cfg = fixture("small_budget.toml");
+    let args = ["--config", cfg.to_str().unwrap()];
+    let mut b = Broker::start_with(dir.path(), &args);
+    let out = check(
+        &node(
+            "big_messages.js",
+            b.port,
+            &["publish", &COUNT.to_string(), &SIZE.to_string()],
+        ),
+        "big_messages.js publish",
+        &b,
+    );
+    assert!(out.contains("done"));
+    b.kill();
+
+    // 192 MiB on disk, 8 MiB of bodies allowed in memory: recovery pages
+    // the rest instead of reading the whole store into memory.
+    let b2 = Broker::start_with(dir.path(), &args);
+    let pid = b2.child.as_ref().expect("broker").id();
+    let peak = peak_rss(pid);
+    assert!(
+        peak < 64 << 20,
+        "recovering a {} MiB store peaked at {} MiB resident",
+        (COUNT * SIZE) >> 20,
+        peak >> 20
+    );
+    let out = check(
+        &node("big_messages.js", b2.port, &["consume"]),
+        "big_messages.js consume",
+        &b2,
+    );
+    assert_eq!(
+        out.trim(),
+        format!("got {COUNT} {} true", COUNT * SIZE),
+        "paged messages read back wrong"
+    );
+}

@@ -115,7 +115,11 @@ impl Broker {
                     return false;
                 }
             }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            // The port is bound before the store is recovered: ready once
+            // the broker says it is listening.
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                && self.log_text().contains("broker listening")
+            {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
