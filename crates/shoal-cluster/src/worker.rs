@@ -5,11 +5,10 @@
 //! output relayed line by line with a `[name id]` prefix.
 
 use std::ffi::OsString;
-use std::io::Write;
 
 use serde_json::Value;
 use shoal_process::{spawn, ChildEvent, ExitStatus, Killer, SpawnOptions, Stdio};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
@@ -193,13 +192,23 @@ fn notify_socket(name: &str) -> std::io::Result<tokio::net::UnixDatagram> {
     tokio::net::UnixDatagram::from_std(s)
 }
 
-/// Copy lines from a worker's pipe to our stdout or stderr, prefixed.
+/// Longest piece of a worker's output relayed as one line; a longer line is
+/// split, so a worker that never prints a newline cannot grow the primary.
+const MAX_LINE: u64 = 64 * 1024;
+
+/// Copy lines from a worker's pipe to our stdout or stderr, prefixed,
+/// through [`shoal_core::output`]: a reader of ours that is slow or gone
+/// costs lines (counted), never supervision.
 async fn relay<R: AsyncRead + Unpin>(r: R, prefix: String, to_stdout: bool) {
     let mut lines = BufReader::new(r);
     let mut buf = Vec::new();
     loop {
         buf.clear();
-        match lines.read_until(b'\n', &mut buf).await {
+        match (&mut lines)
+            .take(MAX_LINE)
+            .read_until(b'\n', &mut buf)
+            .await
+        {
             Ok(0) | Err(_) => break,
             Ok(_) => {
                 if buf.last() != Some(&b'\n') {
@@ -208,11 +217,11 @@ async fn relay<R: AsyncRead + Unpin>(r: R, prefix: String, to_stdout: bool) {
                 let mut line = Vec::with_capacity(prefix.len() + buf.len());
                 line.extend_from_slice(prefix.as_bytes());
                 line.extend_from_slice(&buf);
-                let _ = if to_stdout {
-                    std::io::stdout().lock().write_all(&line)
+                if to_stdout {
+                    shoal_core::output::stdout(&line);
                 } else {
-                    std::io::stderr().lock().write_all(&line)
-                };
+                    shoal_core::output::stderr(&line);
+                }
             }
         }
     }

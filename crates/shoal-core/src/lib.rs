@@ -11,11 +11,14 @@
 //!   line) behind `shoal ctl`, shared by the cluster, proxy and broker.
 //! - [`metrics`]: a small writer for the Prometheus text exposition format.
 //! - [`duration`]: the one parser for durations such as `10s` or `500ms`.
+//! - [`output`]: stdout and stderr that a stuck or closed reader cannot
+//!   block or crash.
 
 pub mod config;
 pub mod control;
 pub mod duration;
 pub mod metrics;
+pub mod output;
 pub mod shutdown;
 
 pub use duration::parse_duration;

@@ -52,7 +52,11 @@ pub enum Command {
     Bench(cmd::bench::BenchArgs),
 }
 
-pub fn init_logging(g: &GlobalArgs) {
+/// Log to stderr through [`shoal_core::output`], so a log reader that stops
+/// reading or goes away costs log lines, never the server (a failed write is
+/// not reported: tracing's own report of it would panic on a closed stderr).
+/// Keep the guard until the process ends.
+pub fn init_logging(g: &GlobalArgs) -> shoal_core::output::Guard {
     use tracing_subscriber::EnvFilter;
     let default = if g.quiet {
         "warn"
@@ -64,9 +68,12 @@ pub fn init_logging(g: &GlobalArgs) {
         }
     };
     let filter = EnvFilter::try_from_env("SHOAL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let guard = shoal_core::output::init();
+    use shoal_core::output::{Queued, Which};
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| Queued(Which::Stderr))
+        .log_internal_errors(false)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if g.log_json {
@@ -74,6 +81,7 @@ pub fn init_logging(g: &GlobalArgs) {
     } else {
         b.init();
     }
+    guard
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {

@@ -42,10 +42,11 @@ fn release_free_memory() {
 fn main() {
     shoal_proxy::workers::set_housekeeping(release_free_memory);
     let cli = cli::Cli::parse();
-    cli::init_logging(&cli.global);
+    let output = cli::init_logging(&cli.global);
     if let Err(e) = cli::dispatch(cli) {
         // `{:#}` prints the whole context chain on one line.
-        eprintln!("shoal: error: {e:#}");
+        shoal_core::output::stderr(format!("shoal: error: {e:#}\n").as_bytes());
+        drop(output);
         std::process::exit(1);
     }
 }

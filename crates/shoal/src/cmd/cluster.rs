@@ -155,14 +155,13 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
         if args.json {
             let mut events = cluster.subscribe();
             tokio::spawn(async move {
-                use std::io::Write;
                 loop {
                     match events.recv().await {
                         Ok(e) => {
-                            if let Ok(line) = serde_json::to_string(&e) {
-                                let mut out = std::io::stdout().lock();
-                                let _ = writeln!(out, "{line}");
-                                let _ = out.flush();
+                            if let Ok(mut line) = serde_json::to_string(&e) {
+                                line.push('\n');
+                                // Never blocks: a stuck reader costs lines.
+                                shoal_core::output::stdout(line.as_bytes());
                             }
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {

@@ -173,8 +173,8 @@ async fn listen(a: ListenArgs, shutdown: shoal_core::Shutdown) -> anyhow::Result
         None => None,
     };
     let groups: Vec<String> = a.group.iter().map(|g| g.to_string()).collect();
-    eprintln!(
-        "Listening for datagrams on {}{}",
+    let listening = format!(
+        "Listening for datagrams on {}{}\n",
         sock.address()?,
         if groups.is_empty() {
             String::new()
@@ -182,6 +182,7 @@ async fn listen(a: ListenArgs, shutdown: shoal_core::Shutdown) -> anyhow::Result
             format!(" (groups {})", groups.join(", "))
         }
     );
+    shoal_core::output::stderr(listening.as_bytes());
     let mut seen = 0u64;
     loop {
         let m = tokio::select! {
@@ -189,21 +190,30 @@ async fn listen(a: ListenArgs, shutdown: shoal_core::Shutdown) -> anyhow::Result
             m = sock.recv() => m?,
         };
         let text = String::from_utf8_lossy(&m.data);
-        if a.json {
-            let line = serde_json::json!({
+        let line = if a.json {
+            serde_json::json!({
                 "label": a.label,
                 "message": text,
                 "address": m.rinfo.address,
                 "family": m.rinfo.family,
                 "port": m.rinfo.port,
                 "size": m.rinfo.size,
-            });
-            println!("{line}");
+            })
+            .to_string()
         } else {
-            println!(
+            format!(
                 "{} received message {} from {}:{}",
                 a.label, text, m.rinfo.address, m.rinfo.port
-            );
+            )
+        };
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                // Whoever read our output is gone (`| head`): stop as a
+                // filter does, without a panic.
+                break;
+            }
         }
         if let Some((r, to)) = &replier {
             r.send_to(a.reply.as_bytes(), *to).await?;
@@ -278,6 +288,6 @@ async fn send(a: SendArgs, shutdown: shoal_core::Shutdown) -> anyhow::Result<()>
             _ = tokio::time::sleep(every) => {}
         }
     }
-    eprintln!("sent {n} message(s) to each of {}", a.to);
+    shoal_core::output::stderr(format!("sent {n} message(s) to each of {}\n", a.to).as_bytes());
     Ok(())
 }

@@ -130,8 +130,8 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
         let show = |a: Option<SocketAddr>| a.map_or("-".to_string(), |a| a.to_string());
         let udp: Vec<String> = running.udp.iter().map(|a| a.to_string()).collect();
         // One stable line for scripts and tests to wait on.
-        eprintln!(
-            "shoal stats: ready udp={} tcp={} http={} control={}",
+        let ready = format!(
+            "shoal stats: ready udp={} tcp={} http={} control={}\n",
             udp.join(","),
             show(running.tcp),
             show(running.http),
@@ -140,6 +140,7 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
                 .as_ref()
                 .map_or("-".to_string(), |p| p.display().to_string())
         );
+        shoal_core::output::stderr(ready.as_bytes());
         running.wait().await?;
         Ok(())
     })
