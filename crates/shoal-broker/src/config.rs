@@ -184,6 +184,28 @@ pub struct Config {
     pub vhosts: Vec<String>,
     /// Permissions by (user, vhost).
     pub permissions: HashMap<(String, String), Permission>,
+    /// The file this was loaded from, reread on SIGHUP (`None`: defaults).
+    pub source: Option<PathBuf>,
+}
+
+/// Who may log in and what they may do: the part of the configuration a
+/// running broker rereads on SIGHUP.
+#[derive(Debug, Clone, Default)]
+pub struct Accounts {
+    /// Users by name.
+    pub users: HashMap<String, User>,
+    /// Permissions by (user, vhost).
+    pub permissions: HashMap<(String, String), Permission>,
+}
+
+impl Config {
+    /// The users and permissions of this configuration.
+    pub fn accounts(&self) -> Accounts {
+        Accounts {
+            users: self.users.clone(),
+            permissions: self.permissions.clone(),
+        }
+    }
 }
 
 /// RabbitMQ's default `max_message_size`: 128 MiB.
@@ -212,7 +234,9 @@ impl Config {
     /// Load and validate `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let (file, text) = load_toml::<FileConfig>(path)?;
-        Config::from_file(file, path, &text)
+        let mut c = Config::from_file(file, path, &text)?;
+        c.source = Some(path.to_path_buf());
+        Ok(c)
     }
 
     /// Parse and validate TOML text (named `file` in errors).
@@ -362,6 +386,7 @@ impl Config {
             users,
             vhosts,
             permissions,
+            source: None,
         })
     }
 }

@@ -178,6 +178,8 @@ struct Conn {
     user: String,
     vhost: Option<Arc<Mutex<VHost>>>,
     vhost_name: String,
+    /// The user's permissions on the open vhost, taken at `connection.open`.
+    permission: Option<crate::config::Permission>,
     channels: HashMap<u16, Chan>,
     cancel_notify: bool,
     blocked_cap: bool,
@@ -343,6 +345,7 @@ pub async fn serve(
         user: String::new(),
         vhost: None,
         vhost_name: String::new(),
+        permission: None,
         channels: HashMap::new(),
         cancel_notify: false,
         blocked_cap: false,
@@ -614,12 +617,11 @@ impl Conn {
     }
 
     fn allowed(&self, access: Access, kind: &str, name: &str) -> AmqpResult<()> {
-        let perm = self
-            .broker
-            .config
-            .permissions
-            .get(&(self.user.clone(), self.vhost_name.clone()));
-        if perm.is_some_and(|p| p.allows(access, name)) {
+        if self
+            .permission
+            .as_ref()
+            .is_some_and(|p| p.allows(access, name))
+        {
             return Ok(());
         }
         let what = match access {

@@ -3,7 +3,7 @@
 //! memory and disk alarms), the admin HTTP server and the control socket,
 //! and on shutdown closes every connection with 320 and fsyncs the stores.
 
-use crate::config::Config;
+use crate::config::{Accounts, Config};
 use crate::error::BrokerError;
 use crate::vhost::VHost;
 use parking_lot::Mutex;
@@ -67,6 +67,8 @@ pub struct Broker {
     next_conn: AtomicU64,
     /// When the broker started.
     pub started: Instant,
+    /// Users and permissions, replaced on SIGHUP.
+    accounts: parking_lot::RwLock<Arc<Accounts>>,
 }
 
 impl Broker {
@@ -85,6 +87,7 @@ impl Broker {
         }
         let (alarm, _) = tokio::sync::watch::channel(false);
         Ok(Arc::new(Broker {
+            accounts: parking_lot::RwLock::new(Arc::new(config.accounts())),
             config,
             vhosts,
             metrics: Metrics::default(),
@@ -106,6 +109,42 @@ impl Broker {
                 since: Some(Instant::now()),
             },
         );
+    }
+
+    /// The users and permissions in force (a snapshot: a reload replaces it
+    /// for later logins and vhost opens, as RabbitMQ applies permission
+    /// changes to new connections).
+    pub fn accounts(&self) -> Arc<Accounts> {
+        self.accounts.read().clone()
+    }
+
+    /// Reread users and permissions from the configuration file (SIGHUP).
+    /// A file that does not load leaves everything as it was; other
+    /// settings (listeners, vhosts, limits) need a restart and are only
+    /// reported when they changed.
+    pub fn reload_accounts(&self) {
+        let Some(path) = &self.config.source else {
+            tracing::info!("SIGHUP: started without --config, nothing to reload");
+            return;
+        };
+        match Config::load(path) {
+            Ok(c) => {
+                if c.vhosts != self.config.vhosts {
+                    tracing::warn!(file = %path.display(), "SIGHUP: vhosts changed in the file; adding or removing vhosts needs a restart");
+                }
+                let a = c.accounts();
+                tracing::info!(
+                    file = %path.display(),
+                    users = a.users.len(),
+                    permissions = a.permissions.len(),
+                    "SIGHUP: users and permissions reloaded (other settings need a restart)"
+                );
+                *self.accounts.write() = Arc::new(a);
+            }
+            Err(e) => {
+                tracing::error!("SIGHUP: reload failed, users and permissions unchanged: {e}");
+            }
+        }
     }
 
     pub(crate) fn conn_update(&self, id: u64, user: &str, vhost: &str) {
@@ -148,6 +187,24 @@ impl Broker {
                 tracing::info!("resource alarm cleared");
             }
             self.alarm.send_replace(on);
+        }
+    }
+}
+
+async fn reload_on_hangup(
+    mut hup: tokio::signal::unix::Signal,
+    broker: Arc<Broker>,
+    shutdown: Shutdown,
+) {
+    loop {
+        tokio::select! {
+            got = hup.recv() => {
+                if got.is_none() {
+                    break;
+                }
+                broker.reload_accounts();
+            }
+            _ = shutdown.cancelled() => break,
         }
     }
 }
@@ -240,6 +297,12 @@ pub async fn serve(
         let _ = std::fs::remove_file(&sock);
     })?;
     tracing::info!(%addr, data_dir = %broker.config.data_dir.display(), "broker listening (AMQP 0-9-1)");
+
+    // SIGHUP rereads users and permissions, as nginx users expect of a
+    // hangup; never the default action (which would end the broker).
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| BrokerError::io("install the SIGHUP handler", e))?;
+    tokio::spawn(reload_on_hangup(hup, broker.clone(), shutdown.clone()));
 
     let tick_b = broker.clone();
     let tick_s = shutdown.clone();

@@ -1,8 +1,9 @@
-//! Servers whose output readers stall or go away: `shoal … 2>&1 | head`, a
-//! log shipper that dies, a terminal paused with ^S. Losing the reader may
-//! cost output lines, never the server: it goes on serving, answers its
-//! control socket, obeys SIGTERM (exit 0, control socket removed) and
-//! survives SIGHUP.
+//! Servers and the signals and output readers users give them: `shoal …
+//! 2>&1 | head`, a log shipper that dies, a terminal paused with ^S, a
+//! `kill -HUP` out of habit. Losing the reader may cost output lines, never
+//! the server: it goes on serving, answers its control socket and obeys
+//! SIGTERM (exit 0, control socket removed). SIGHUP reloads what can be
+//! reloaded and never ends a server.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -324,4 +325,131 @@ fn a_primary_whose_stdout_nobody_reads_still_supervises() {
         st.is_some_and(|st| st.success()),
         "SIGTERM with a full stdout: {st:?}"
     );
+}
+
+/// Start `shoal args…` with stderr to `log` (a file), and wait for `ready`
+/// in it.
+fn start_logging_to(rt: &Path, log: &Path, args: &[&str], ready: &str) -> Server {
+    let child = Command::new(shoal())
+        .args(args)
+        .env("SHOAL_RUNTIME_DIR", rt)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("spawn shoal");
+    let s = Server { child };
+    wait_for_log(log, ready);
+    s
+}
+
+fn wait_for_log(log: &Path, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in the log:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sighup_leaves_the_stats_collector_running() {
+    let rt = Scratch::new("stats-hup");
+    let log = rt.path().join("stats.log");
+    let udp = format!("127.0.0.1:{}", free_port());
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut s = start_logging_to(
+        rt.path(),
+        &log,
+        &["stats", "--udp", &udp, "--http", &http, "--flush", "200ms"],
+        "stats collector listening",
+    );
+    s.signal("HUP");
+    wait_for_log(&log, "SIGHUP ignored");
+    // Still collecting and flushing after the hangup.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.send_to(b"after.hup:1|c", &udp).unwrap();
+    wait_for_log(&log, "counters=1");
+    assert!(s.running(), "SIGHUP ended the collector");
+    s.signal("TERM");
+    let st = s
+        .wait_exit(Duration::from_secs(20))
+        .expect("exit after SIGTERM");
+    assert!(st.success(), "{st:?}");
+}
+
+fn login(port: u16, user: &str, pass: &str) -> String {
+    let out = Command::new("node")
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/broker_fixtures/login.js"))
+        .args([&port.to_string(), user, pass])
+        .env(
+            "NODE_PATH",
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/node/node_modules"),
+        )
+        .output()
+        .expect("run node");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn sighup_reloads_the_brokers_users_and_permissions() {
+    let rt = Scratch::new("broker-hup");
+    let log = rt.path().join("broker.log");
+    let cfg = rt.path().join("broker.toml");
+    let users = |who: &str| {
+        format!(
+            "[[users]]\nname = \"{who}\"\npassword = \"pw-{who}\"\n\n\
+             [[permissions]]\nuser = \"{who}\"\nvhost = \"/\"\n\
+             configure = \".*\"\nwrite = \".*\"\nread = \".*\"\n"
+        )
+    };
+    std::fs::write(&cfg, users("alice")).unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let admin = format!("127.0.0.1:{}", free_port());
+    let data = rt.path().join("data");
+    let mut s = start_logging_to(
+        rt.path(),
+        &log,
+        &[
+            "broker",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            &listen,
+            "--admin",
+            &admin,
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        "broker listening",
+    );
+    assert_eq!(login(port, "alice", "pw-alice"), "ok");
+    assert!(login(port, "bob", "pw-bob").starts_with("refused"));
+
+    std::fs::write(&cfg, users("bob")).unwrap();
+    s.signal("HUP");
+    wait_for_log(&log, "users and permissions reloaded");
+    assert!(s.running(), "SIGHUP ended the broker");
+    assert_eq!(login(port, "bob", "pw-bob"), "ok");
+    assert!(login(port, "alice", "pw-alice").starts_with("refused"));
+
+    // A file that no longer loads changes nothing.
+    std::fs::write(&cfg, "[[users]]\nname = 3\n").unwrap();
+    s.signal("HUP");
+    wait_for_log(&log, "reload failed");
+    assert_eq!(login(port, "bob", "pw-bob"), "ok");
+
+    s.signal("TERM");
+    let st = s
+        .wait_exit(Duration::from_secs(20))
+        .expect("exit after SIGTERM");
+    assert!(st.success(), "{st:?}");
+    assert!(!rt.path().join("broker.sock").exists());
 }

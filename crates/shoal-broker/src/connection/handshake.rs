@@ -95,18 +95,20 @@ impl Conn {
                         AmqpError::not_allowed(format!("vhost {name} not found")).on(cid, mid)
                     );
                 };
-                if !self
+                let perm = self
                     .broker
-                    .config
+                    .accounts()
                     .permissions
-                    .contains_key(&(self.user.clone(), name.clone()))
-                {
+                    .get(&(self.user.clone(), name.clone()))
+                    .cloned();
+                let Some(perm) = perm else {
                     return Err(AmqpError::not_allowed(format!(
                         "access to vhost '{name}' refused for user '{}'",
                         self.user
                     ))
                     .on(cid, mid));
-                }
+                };
+                self.permission = Some(perm);
                 let _ = self.out.send(Out::UseStore(v.lock().store.synced()));
                 let (kv, id) = (Arc::downgrade(&v), self.id);
                 let _ = self
@@ -171,8 +173,9 @@ impl Conn {
                 )))
             }
         };
+        let accounts = self.broker.accounts();
         let ok = creds.as_ref().and_then(|(u, p)| {
-            let user = self.broker.config.users.get(u)?;
+            let user = accounts.users.get(u)?;
             if &user.password != p {
                 return None;
             }

@@ -126,6 +126,15 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
     };
     let config = file.merge(args.overrides()).into_config(&path, &text)?;
     super::run_with_signals(super::Threads::Exactly(2), None, |shutdown| async move {
+        // A hangup (the terminal closed, or `kill -HUP` out of habit) must
+        // not end the collector and lose the interval: nothing it reads is
+        // reloadable, so it is logged and ignored.
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP ignored: shoal stats rereads nothing at runtime (restart it to change settings)");
+            }
+        });
         let running = statsd::start(config, shutdown).await?;
         let show = |a: Option<SocketAddr>| a.map_or("-".to_string(), |a| a.to_string());
         let udp: Vec<String> = running.udp.iter().map(|a| a.to_string()).collect();
