@@ -94,13 +94,17 @@ enum Control {
 
 /// A socketpair for a new child: our end as a [`Channel`], and the child's end
 /// (close-on-exec; the spawner places it at the wanted descriptor number).
+/// The child's end is blocking, as Node gives it: a child in any language
+/// can use plain blocking reads and writes on it. (Each end of a socketpair
+/// is its own open file, so [`Channel::from_fd`] making ours non-blocking
+/// does not touch theirs.)
 pub fn pair() -> io::Result<(Channel, OwnedFd)> {
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::Stream,
         None,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        SockFlag::SOCK_CLOEXEC,
     )
     .map_err(io::Error::from)?;
     Ok((Channel::from_fd(ours)?, theirs))

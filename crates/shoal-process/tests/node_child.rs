@@ -395,3 +395,48 @@ async fn a_listener_and_a_udp_socket_passed_to_node() {
     cp.kill(libc::SIGKILL).unwrap();
     tokio::time::timeout(T, cp.wait()).await.unwrap();
 }
+
+/// A child in another language gets the channel as Node gives it: a
+/// blocking descriptor, so plain `write(2)` calls neither fail with EAGAIN
+/// when the parent is a little behind nor come back short for big messages.
+#[tokio::test]
+async fn a_python_child_gets_a_blocking_channel_and_its_writes_all_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = script(
+        &dir,
+        "child.py",
+        r#"
+import fcntl, json, os
+fd = int(os.environ["NODE_CHANNEL_FD"])
+blocking = not (fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK)
+# 3,000 messages of 4 KiB and one of 1 MiB, each with a single os.write:
+# far more than the socket buffer holds while the parent is not reading.
+pad = "x" * 4096
+for i in range(3000):
+    os.write(fd, (json.dumps({"i": i, "pad": pad}) + "\n").encode())
+big = (json.dumps({"big": "y" * (1 << 20)}) + "\n").encode()
+n = os.write(fd, big)
+os.write(fd, (json.dumps({"blocking": blocking, "big_written": n == len(big)}) + "\n").encode())
+"#,
+    );
+    let mut cp = fork(
+        &child,
+        Vec::<String>::new(),
+        ForkOptions {
+            exec_path: Some("python3".into()),
+            silent: true,
+            ..ForkOptions::default()
+        },
+    )
+    .unwrap();
+    // Let the child fill the socket before reading anything.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..3000 {
+        let m = message(&mut cp).await;
+        assert_eq!(m["i"], i, "message {i} lost or out of order");
+    }
+    let big = message(&mut cp).await;
+    assert_eq!(big["big"].as_str().map(str::len), Some(1 << 20));
+    let last = message(&mut cp).await;
+    assert_eq!(last, json!({"blocking": true, "big_written": true}));
+}
