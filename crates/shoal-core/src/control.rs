@@ -6,6 +6,13 @@
 //! line back: `{"ok":true,...}` or `{"ok":false,"error":"..."}`. Requests are
 //! capped at [`MAX_REQUEST`] bytes; a malformed request gets an error reply and
 //! the server goes on.
+//!
+//! A client that connects and sends nothing, or half a line, is answered with
+//! an error and closed after [`REQUEST_TIMEOUT`]; at most
+//! [`MAX_CONNECTIONS`] are served at once and the rest are told the server is
+//! busy and closed at once. So stuck or runaway clients can hold only a few
+//! descriptors, and a cluster primary always has the ones it needs to restart
+//! a worker.
 
 use serde_json::{json, Value};
 use std::future::Future;
@@ -20,6 +27,13 @@ use crate::Shutdown;
 
 /// Largest request line accepted, in bytes.
 pub const MAX_REQUEST: usize = 1 << 20;
+
+/// Longest a client may take to send its request line, and the server to
+/// write its reply.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Control connections served at once.
+pub const MAX_CONNECTIONS: usize = 32;
 
 /// The directory holding control sockets: `$SHOAL_RUNTIME_DIR`, else
 /// `$XDG_RUNTIME_DIR/shoal`, else `/tmp/shoal-<uid>`.
@@ -92,23 +106,54 @@ where
     F: Future<Output = Value> + Send + 'static,
 {
     let handler = Arc::new(handler);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut last_warning: Option<std::time::Instant> = None;
+    let mut unlogged = 0u64;
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => break,
             r = listener.accept() => match r {
                 Ok((s, _)) => s,
                 Err(e) => {
-                    tracing::warn!(error = %e, "control socket accept failed");
+                    // Out of descriptors, say: wait a little, and say so at
+                    // most once a second.
+                    unlogged += 1;
+                    if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        tracing::warn!(error = %e, failures = unlogged, "control socket accept failed");
+                        last_warning = Some(std::time::Instant::now());
+                        unlogged = 0;
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Too many open: answer without waiting and close.
+            let mut reply = serde_json::to_vec(&err(format!(
+                "busy: {MAX_CONNECTIONS} control connections are open; try again"
+            )))
+            .unwrap_or_default();
+            reply.push(b'\n');
+            let _ = stream.try_write(&reply);
+            unlogged += 1;
+            if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                tracing::warn!(
+                    max = MAX_CONNECTIONS,
+                    refused = unlogged,
+                    "control socket busy: connections refused"
+                );
+                last_warning = Some(std::time::Instant::now());
+                unlogged = 0;
+            }
+            continue;
         };
         let handler = handler.clone();
         tokio::spawn(async move {
             if let Err(e) = handle_one(stream, handler.as_ref()).await {
                 tracing::debug!(error = %e, "control connection ended with an error");
             }
+            drop(slot);
         });
     }
     let _ = std::fs::remove_file(&path);
@@ -122,8 +167,20 @@ where
     let (r, mut w) = stream.into_split();
     let mut line = Vec::new();
     let mut reader = BufReader::new(r).take(MAX_REQUEST as u64 + 1);
-    reader.read_until(b'\n', &mut line).await?;
-    let reply = if line.len() > MAX_REQUEST {
+    let read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line)).await;
+    let timed_out = match read {
+        Ok(r) => {
+            r?;
+            false
+        }
+        Err(_) => true,
+    };
+    let reply = if timed_out {
+        err(format!(
+            "no complete request line within {}s",
+            REQUEST_TIMEOUT.as_secs()
+        ))
+    } else if line.len() > MAX_REQUEST {
         err(format!("request longer than {MAX_REQUEST} bytes"))
     } else {
         match serde_json::from_slice::<Value>(&line) {
@@ -134,8 +191,13 @@ where
     };
     let mut out = serde_json::to_vec(&reply)?;
     out.push(b'\n');
-    w.write_all(&out).await?;
-    w.shutdown().await
+    let write = async {
+        w.write_all(&out).await?;
+        w.shutdown().await
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, write)
+        .await
+        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "reply not read")))
 }
 
 /// Send one request to the server at `path` and return its reply.
@@ -203,5 +265,55 @@ mod tests {
         sd.trigger();
         task.await.unwrap();
         assert!(!path.exists());
+    }
+}
+
+#[cfg(test)]
+mod limits {
+    use super::*;
+
+    /// Clients that connect and send nothing are answered and closed at
+    /// the timeout; past the cap they are told the server is busy at once;
+    /// and a real request is served once the idle ones are gone.
+    #[tokio::test]
+    async fn idle_clients_are_closed_at_the_timeout_and_capped_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.sock");
+        let listener = bind(&path).await.unwrap();
+        let sd = Shutdown::new();
+        tokio::spawn(serve(
+            listener,
+            path.clone(),
+            sd.clone(),
+            |_v: Value| async { ok(json!({})) },
+        ));
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            idle.push(UnixStream::connect(&path).await.unwrap());
+        }
+        // Let the server take them all.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut extra = UnixStream::connect(&path).await.unwrap();
+        let mut reply = String::new();
+        tokio::time::timeout(Duration::from_secs(1), extra.read_to_string(&mut reply))
+            .await
+            .expect("a client past the cap waits instead of being told")
+            .unwrap();
+        assert!(reply.contains("busy"), "{reply}");
+
+        tokio::time::sleep(REQUEST_TIMEOUT - Duration::from_millis(100)).await;
+        for mut c in idle {
+            let mut reply = String::new();
+            tokio::time::timeout(Duration::from_secs(2), c.read_to_string(&mut reply))
+                .await
+                .expect("an idle client was not closed at the timeout")
+                .unwrap();
+            assert!(reply.contains("no complete request"), "{reply}");
+        }
+        let r = request(&path, &json!({"cmd":"status"}), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(r["ok"], true);
+        sd.trigger();
     }
 }

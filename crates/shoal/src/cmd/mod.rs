@@ -42,6 +42,7 @@ where
     F: FnOnce(Shutdown) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    raise_open_files_limit();
     let mut builder = match threads {
         Threads::One => tokio::runtime::Builder::new_current_thread(),
         Threads::PerCore => tokio::runtime::Builder::new_multi_thread(),
@@ -66,4 +67,27 @@ where
         rt.shutdown_timeout(wait);
     }
     result
+}
+
+/// Raise the soft limit on open descriptors to the hard one, as Go's runtime
+/// does for its servers: a proxy or broker with thousands of connections
+/// should not fail at the soft default of 1024 while the system allows more.
+/// Workers started from here inherit it.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `lim`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) != 0 {
+                tracing::debug!("could not raise the open-files limit");
+            }
+        }
+    }
 }

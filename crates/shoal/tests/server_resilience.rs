@@ -3,7 +3,8 @@
 //! `kill -HUP` out of habit. Losing the reader may cost output lines, never
 //! the server: it goes on serving, answers its control socket and obeys
 //! SIGTERM (exit 0, control socket removed). SIGHUP reloads what can be
-//! reloaded and never ends a server.
+//! reloaded and never ends a server. Control-socket clients that connect
+//! and say nothing cannot use up a primary's descriptors.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -452,4 +453,67 @@ fn sighup_reloads_the_brokers_users_and_permissions() {
         .expect("exit after SIGTERM");
     assert!(st.success(), "{st:?}");
     assert!(!rt.path().join("broker.sock").exists());
+}
+
+#[test]
+fn idle_control_clients_cannot_starve_a_primary_of_descriptors() {
+    let rt = Scratch::new("ctl-fds");
+    // A primary with few descriptors, so that idle control connections
+    // would use them all up.
+    let shoal = shoal();
+    let script = format!(
+        "ulimit -Sn 128 && ulimit -Hn 128 && exec {shoal} cluster --name f -w 1 -- node -e 'setInterval(() => {{}}, 1000)'"
+    );
+    let child = Command::new("bash")
+        .args(["-c", &script])
+        .env("SHOAL_RUNTIME_DIR", rt.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut s = Server { child };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        match ctl(rt.path(), "f", &["status"]) {
+            Some(st) if worker_pid(&st, 1).is_some() => break st,
+            _ => {
+                assert!(s.running(), "the primary ended");
+                assert!(Instant::now() < deadline, "ctl status never answered");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    let sock = rt.path().join("f.sock");
+    let idle: Vec<_> = (0..300)
+        .filter_map(|_| std::os::unix::net::UnixStream::connect(&sock).ok())
+        .collect();
+    assert!(idle.len() > 128, "could not open the idle clients");
+    std::thread::sleep(Duration::from_millis(300));
+    let victim = worker_pid(&status, 1).unwrap();
+    Command::new("kill")
+        .args(["-KILL", &victim.to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = ctl(rt.path(), "f", &["status"]);
+        if now
+            .as_ref()
+            .and_then(|st| worker_pid(st, 1))
+            .is_some_and(|p| p != victim)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker 1 was not replaced while idle control clients were open: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(idle);
+    s.signal("TERM");
+    assert!(s
+        .wait_exit(Duration::from_secs(30))
+        .is_some_and(|st| st.success()));
 }
