@@ -44,9 +44,25 @@ fn main() {
     let cli = cli::Cli::parse();
     let output = cli::init_logging(&cli.global);
     if let Err(e) = cli::dispatch(cli) {
-        // `{:#}` prints the whole context chain on one line.
-        shoal_core::output::stderr(format!("shoal: error: {e:#}\n").as_bytes());
+        shoal_core::output::stderr(format!("shoal: error: {}\n", error_line(&e)).as_bytes());
         drop(output);
         std::process::exit(1);
     }
+}
+
+/// The error and its causes on one line, each cause once: several of the
+/// libraries' errors already name their cause in their own message.
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
