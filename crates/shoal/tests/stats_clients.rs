@@ -292,10 +292,14 @@ fn new_series_past_max_series_are_counted_and_dropped() {
     assert_eq!(f(&j["counters"]["one"]["count"]), 2.0, "{j}");
     assert!(j["counters"].get("three").is_none(), "{j}");
     assert_eq!(j["health"]["series_dropped"], 1);
-    // A new interval has room again.
-    s.send_to(b"three:1|c", c.udp).unwrap();
-    c.wait_metrics(4);
-    assert_eq!(f(&c.flush_json()["counters"]["three"]["count"]), 1.0);
+    // The cap is the collector's, not the interval's: a new interval does
+    // not make room while the two series are kept.
+    s.send_to(b"three:1|c\ntwo:1|c", c.udp).unwrap();
+    c.wait_metrics(5);
+    let j = c.flush_json();
+    assert!(j["counters"].get("three").is_none(), "{j}");
+    assert_eq!(f(&j["counters"]["two"]["count"]), 1.0, "{j}");
+    assert_eq!(j["health"]["series_dropped"], 1, "{j}");
 }
 
 #[test]
@@ -330,4 +334,73 @@ fn sigterm_right_after_sending_loses_nothing_queued() {
     assert!(status.success(), "{status}");
     let j = c.next_json();
     assert_eq!(f(&j["counters"]["drain.c"]["count"]), 200.0, "{j}");
+}
+
+/// `--max-series` bounds what the whole collector keeps, across flushes and
+/// sockets, not one socket's interval: a stream of ever-new names from a
+/// real client stops at the cap, and the rest are counted.
+#[test]
+fn the_series_cap_holds_for_the_whole_collector_across_flushes() {
+    let c = Collector::start_json_http(&["--max-series", "100"]);
+    for wave in 0..3 {
+        let script = format!(
+            "import statsd, sys\nc = statsd.StatsClient(sys.argv[1], int(sys.argv[2]))\n\
+             for i in range(80):\n    c.incr('wave{wave}.n%d' % i)\n"
+        );
+        run_client(Command::new("python3").args([
+            "-c",
+            &script,
+            &c.udp.ip().to_string(),
+            &c.udp.port().to_string(),
+        ]));
+        c.wait_metrics(80 * (wave + 1));
+        let j = c.flush_json();
+        let kept = j["counters"].as_object().map_or(0, |o| o.len());
+        assert!(kept <= 100, "{kept} series after wave {wave}");
+    }
+    let m = c.metrics();
+    assert_eq!(sample(&m, "shoal_stats_series"), Some(100.0), "{m}");
+    assert_eq!(
+        sample(&m, "shoal_stats_series_dropped_total"),
+        Some(140.0),
+        "{m}"
+    );
+    // The first 100 names are the ones kept; wave 2 got none in.
+    assert!(sample(&m, "wave0_n79_total").is_some() || m.contains("wave0_n79"));
+    assert!(
+        !m.contains("wave2_n0"),
+        "a series past the cap reached /metrics"
+    );
+}
+
+/// A series with no update for `--series-ttl` is forgotten (reported as 0
+/// until then, as statsd does), and comes back when it is sent again.
+#[test]
+fn idle_series_expire_after_the_series_ttl() {
+    let c = Collector::start_json_http(&["--series-ttl", "1s"]);
+    let send = |name: &str| {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.send_to(format!("{name}:1|c").as_bytes(), c.udp).unwrap();
+    };
+    send("ttl.idle");
+    c.wait_metrics(1);
+    let j = c.flush_json();
+    assert_eq!(f(&j["counters"]["ttl.idle"]["count"]), 1.0, "{j}");
+    let j = c.flush_json();
+    assert_eq!(
+        f(&j["counters"]["ttl.idle"]["count"]),
+        0.0,
+        "idle, not yet expired: {j}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let j = c.flush_json();
+    assert!(j["counters"].get("ttl.idle").is_none(), "not expired: {j}");
+    assert_eq!(
+        sample(&c.metrics(), "shoal_stats_series_expired_total"),
+        Some(1.0)
+    );
+    send("ttl.idle");
+    c.wait_metrics(2);
+    let j = c.flush_json();
+    assert_eq!(f(&j["counters"]["ttl.idle"]["count"]), 1.0, "{j}");
 }

@@ -43,9 +43,13 @@ pub struct FileConfig {
     pub receive_buffer: Option<usize>,
     /// Largest datagram accepted, in bytes; longer ones are counted and dropped.
     pub max_datagram: Option<usize>,
-    /// Distinct series a receive socket collects per interval; lines of new
-    /// series beyond it are counted and dropped.
+    /// Distinct series the collector keeps in all (and each receive socket
+    /// per interval); lines of new series beyond it are counted and dropped.
     pub max_series: Option<usize>,
+    /// How long a series may go without an update before it is forgotten
+    /// (`0s`: never).
+    #[serde(default, with = "humantime_serde")]
+    pub series_ttl: Option<Duration>,
     /// Control socket name (`shoal ctl`), under the runtime directory.
     pub name: Option<String>,
 }
@@ -81,7 +85,7 @@ pub struct Config {
     pub receive_buffer: usize,
     /// Receive buffer per datagram.
     pub max_datagram: usize,
-    /// Series per shard and interval.
+    /// Series kept in all, and per shard and interval.
     pub max_series: usize,
     /// Control socket path, if any.
     pub control: Option<PathBuf>,
@@ -142,6 +146,7 @@ impl FileConfig {
             receive_buffer: over.receive_buffer.or(self.receive_buffer),
             max_datagram: over.max_datagram.or(self.max_datagram),
             max_series: over.max_series.or(self.max_series),
+            series_ttl: over.series_ttl.or(self.series_ttl),
             name: over.name.or(self.name),
         }
     }
@@ -195,6 +200,10 @@ impl FileConfig {
         }
         if let Some(m) = self.max_series {
             c.max_series = m;
+        }
+        c.rules.max_series = c.max_series;
+        if let Some(t) = self.series_ttl {
+            c.rules.series_ttl = (!t.is_zero()).then(|| t.as_secs().max(1));
         }
         if let Some(n) = self.name {
             c.control = Some(shoal_core::control::socket_path(&n));

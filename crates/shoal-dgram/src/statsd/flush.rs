@@ -7,6 +7,12 @@
 //! percentile P: count_P, mean_P, upper_P (lower_topP for negative P), sum_P,
 //! sum_squares_P. Gauges keep their value across intervals (deleted after
 //! `gauges_max_ttl` idle flushes when `delete_gauges`). Sets: unique count.
+//!
+//! Bounded, where statsd is not: the collector keeps at most
+//! `max_series` series in all (a new series past it is dropped and counted
+//! in [`State::series_dropped`]), and a series with no update for
+//! `series_ttl` is forgotten ([`State::series_expired`]), so a stream of
+//! ever-new names cannot grow memory or `/metrics` without bound.
 
 use std::collections::{HashMap, HashSet};
 
@@ -27,7 +33,18 @@ pub struct FlushRules {
     pub delete_gauges: bool,
     /// Flushes a gauge may stay idle before `delete_gauges` drops it (≥ 1).
     pub gauges_max_ttl: u32,
+    /// Series kept in all (counters, gauges, timers and sets together).
+    pub max_series: usize,
+    /// Seconds a series may go without an update before it is forgotten
+    /// (`None`: kept forever, as statsd does).
+    pub series_ttl: Option<u64>,
 }
+
+/// Default of [`FlushRules::max_series`].
+pub const MAX_SERIES_DEFAULT: usize = 1_000_000;
+
+/// Default of [`FlushRules::series_ttl`]: an hour.
+pub const SERIES_TTL_DEFAULT: u64 = 3600;
 
 impl Default for FlushRules {
     fn default() -> Self {
@@ -38,6 +55,8 @@ impl Default for FlushRules {
             delete_sets: false,
             delete_gauges: false,
             gauges_max_ttl: 1,
+            max_series: MAX_SERIES_DEFAULT,
+            series_ttl: Some(SERIES_TTL_DEFAULT),
         }
     }
 }
@@ -118,22 +137,35 @@ pub struct Snapshot {
 struct GaugeState {
     value: f64,
     ttl: u32,
+    last: u64,
 }
 
 #[derive(Default)]
 struct TimerTotals {
     count: f64,
     sum: f64,
+    last: u64,
 }
 
-/// What persists between flushes: known keys, gauge values, running totals.
+#[derive(Default)]
+struct CounterTotal {
+    total: f64,
+    last: u64,
+}
+
+/// What persists between flushes: known keys, gauge values, running totals,
+/// and when each series was last updated.
 #[derive(Default)]
 pub struct State {
     rules: FlushRules,
-    counters: HashMap<String, f64>,
+    counters: HashMap<String, CounterTotal>,
     gauges: HashMap<String, GaugeState>,
     timers: HashMap<String, TimerTotals>,
-    sets: HashSet<String>,
+    sets: HashMap<String, u64>,
+    /// New series dropped since start because `max_series` were kept.
+    pub series_dropped: u64,
+    /// Series forgotten since start after `series_ttl` without an update.
+    pub series_expired: u64,
 }
 
 impl State {
@@ -142,6 +174,21 @@ impl State {
         State {
             rules,
             ..Default::default()
+        }
+    }
+
+    /// Series kept now.
+    pub fn series(&self) -> usize {
+        self.counters.len() + self.gauges.len() + self.timers.len() + self.sets.len()
+    }
+
+    /// Whether one more series may be kept; counts the drop if not.
+    fn admit(&mut self) -> bool {
+        if self.series() < self.rules.max_series {
+            true
+        } else {
+            self.series_dropped += 1;
+            false
         }
     }
 
@@ -164,10 +211,11 @@ impl State {
             interval_secs: secs,
             ..Default::default()
         };
-        self.flush_counters(merged.counters, secs, &mut snap);
-        self.flush_gauges(merged.gauges, &mut snap);
-        self.flush_timers(merged.timers, secs, &mut snap);
-        self.flush_sets(merged.sets, &mut snap);
+        self.expire(&merged, timestamp);
+        self.flush_counters(merged.counters, secs, timestamp, &mut snap);
+        self.flush_gauges(merged.gauges, timestamp, &mut snap);
+        self.flush_timers(merged.timers, secs, timestamp, &mut snap);
+        self.flush_sets(merged.sets, timestamp, &mut snap);
         snap.counters.sort_by(|a, b| a.0.cmp(&b.0));
         snap.gauges.sort_by(|a, b| a.0.cmp(&b.0));
         snap.timers.sort_by(|a, b| a.0.cmp(&b.0));
@@ -175,26 +223,58 @@ impl State {
         snap
     }
 
-    fn flush_counters(&mut self, mut now: HashMap<String, f64>, secs: f64, snap: &mut Snapshot) {
+    /// Forget the series idle for `series_ttl` (those updated in this
+    /// interval are not idle).
+    fn expire(&mut self, merged: &Merged, now: u64) {
+        if self.rules.series_ttl.is_none() {
+            return;
+        }
+        let before = self.series();
+        let ttl = self.rules.series_ttl;
+        let gone = |last: u64| ttl.is_some_and(|t| now.saturating_sub(last) >= t);
+        self.counters
+            .retain(|k, c| merged.counters.contains_key(k) || !gone(c.last));
+        self.gauges
+            .retain(|k, g| merged.gauges.contains_key(k) || !gone(g.last));
+        self.timers
+            .retain(|k, t| merged.timers.contains_key(k) || !gone(t.last));
+        self.sets
+            .retain(|k, last| merged.sets.contains_key(k) || !gone(*last));
+        self.series_expired += (before - self.series()) as u64;
+    }
+
+    fn flush_counters(
+        &mut self,
+        mut now: HashMap<String, f64>,
+        secs: f64,
+        at: u64,
+        snap: &mut Snapshot,
+    ) {
         let delete = self.rules.delete_counters;
-        self.counters.retain(|k, total| {
+        self.counters.retain(|k, c| {
             let count = match now.remove(k) {
-                Some(c) => c,
+                Some(n) => {
+                    c.last = at;
+                    n
+                }
                 None if delete => return false,
                 None => 0.0,
             };
-            *total += count;
+            c.total += count;
             snap.counters.push((
                 k.clone(),
                 CounterOut {
                     count,
                     rate: count / secs,
-                    total: *total,
+                    total: c.total,
                 },
             ));
             true
         });
         for (k, count) in now {
+            if !self.admit() {
+                continue;
+            }
             snap.counters.push((
                 k.clone(),
                 CounterOut {
@@ -203,13 +283,22 @@ impl State {
                     total: count,
                 },
             ));
-            self.counters.insert(k, count);
+            self.counters.insert(
+                k,
+                CounterTotal {
+                    total: count,
+                    last: at,
+                },
+            );
         }
     }
 
-    fn flush_gauges(&mut self, now: HashMap<String, GaugeOp>, snap: &mut Snapshot) {
+    fn flush_gauges(&mut self, now: HashMap<String, GaugeOp>, at: u64, snap: &mut Snapshot) {
         let ttl = self.rules.gauges_max_ttl.max(1);
         for (k, op) in now {
+            if !self.gauges.contains_key(&k) && !self.admit() {
+                continue;
+            }
             let g = self.gauges.entry(k).or_default();
             g.value = match op.set {
                 Some(v) => v + op.delta,
@@ -218,6 +307,7 @@ impl State {
                 None => g.value + op.delta,
             };
             g.ttl = ttl + 1;
+            g.last = at;
         }
         let delete = self.rules.delete_gauges;
         self.gauges.retain(|k, g| {
@@ -236,13 +326,17 @@ impl State {
         &mut self,
         mut now: HashMap<String, TimerValues>,
         secs: f64,
+        at: u64,
         snap: &mut Snapshot,
     ) {
         let delete = self.rules.delete_timers;
         let pcts = &self.rules.percentiles;
         self.timers.retain(|k, totals| {
             let t = match now.remove(k) {
-                Some(t) => t,
+                Some(t) => {
+                    totals.last = at;
+                    t
+                }
                 None if delete => return false,
                 None => TimerValues::default(),
             };
@@ -251,17 +345,26 @@ impl State {
             true
         });
         for (k, t) in now {
-            let mut totals = TimerTotals::default();
-            snap.timers
-                .push((k.clone(), timer_out(t, secs, pcts, &mut totals)));
+            if !self.admit() {
+                continue;
+            }
+            let mut totals = TimerTotals {
+                last: at,
+                ..TimerTotals::default()
+            };
+            snap.timers.push((
+                k.clone(),
+                timer_out(t, secs, &self.rules.percentiles, &mut totals),
+            ));
             self.timers.insert(k, totals);
         }
     }
 
-    fn flush_sets(&mut self, mut now: HashMap<String, HashSet<u64>>, snap: &mut Snapshot) {
+    fn flush_sets(&mut self, mut now: HashMap<String, HashSet<u64>>, at: u64, snap: &mut Snapshot) {
         let delete = self.rules.delete_sets;
-        self.sets.retain(|k| match now.remove(k) {
+        self.sets.retain(|k, last| match now.remove(k) {
             Some(s) => {
+                *last = at;
                 snap.sets.push((k.clone(), s.len() as u64));
                 true
             }
@@ -272,8 +375,11 @@ impl State {
             }
         });
         for (k, s) in now {
+            if !self.admit() {
+                continue;
+            }
             snap.sets.push((k.clone(), s.len() as u64));
-            self.sets.insert(k);
+            self.sets.insert(k, at);
         }
     }
 }
@@ -534,5 +640,36 @@ mod tests {
         assert_eq!(snap.gauges.len(), 1, "kept for gauges_max_ttl flushes");
         let snap = st.flush(vec![], 1.0, 3);
         assert!(snap.gauges.is_empty());
+    }
+
+    #[test]
+    fn every_kind_counts_toward_max_series_and_expires_after_the_ttl() {
+        let mut st = State::new(FlushRules {
+            max_series: 3,
+            series_ttl: Some(60),
+            ..Default::default()
+        });
+        let snap = st.flush(
+            vec![interval("c:1|c\ng:5|g\nt:1|ms\ns:x|s\nc2:1|c")],
+            1.0,
+            100,
+        );
+        // Counters are admitted first, then gauges, timers, sets.
+        assert_eq!(st.series(), 3);
+        assert_eq!(st.series_dropped, 2);
+        assert_eq!(snap.counters.len(), 2);
+        assert_eq!(snap.gauges.len(), 1);
+        assert!(snap.timers.is_empty() && snap.sets.is_empty());
+        // Updating a kept series is never refused; idle ones stay until the ttl.
+        st.flush(vec![interval("g:7|g")], 1.0, 130);
+        assert_eq!((st.series(), st.series_expired), (3, 0));
+        // At 160 the counters (last seen at 100) go; the gauge (130) stays.
+        let snap = st.flush(vec![], 1.0, 160);
+        assert_eq!(st.series_expired, 2);
+        assert!(snap.counters.is_empty());
+        assert_eq!(snap.gauges, vec![("g".to_string(), 7.0)]);
+        // Room again for new series.
+        st.flush(vec![interval("t:1|ms\ns:x|s")], 1.0, 161);
+        assert_eq!(st.series(), 3);
     }
 }

@@ -64,6 +64,8 @@ pub fn render(snap: &Snapshot, health: &Health) -> String {
         ("bad_lines_seen", health.bad_lines),
         ("oversized_datagrams", health.oversized),
         ("series_dropped", health.series_dropped),
+        ("series_expired", health.series_expired),
+        ("series", health.series),
         ("kernel_drops", health.kernel_drops),
     ] {
         let _ = writeln!(out, "stats.shoal.{name} {v} {ts}");

@@ -19,8 +19,13 @@ pub struct Health {
     pub bad_lines: u64,
     /// Datagrams longer than `max_datagram`, dropped.
     pub oversized: u64,
-    /// Lines dropped because a shard already held `max_series` series.
+    /// Lines of new series dropped: a shard already held `max_series` in
+    /// its interval, or the collector already kept `max_series` in all.
     pub series_dropped: u64,
+    /// Series forgotten after `series_ttl` without an update.
+    pub series_expired: u64,
+    /// Series kept now (a gauge: `since` keeps the current value).
+    pub series: u64,
     /// Datagrams the kernel dropped on our sockets (full receive buffer).
     pub kernel_drops: u64,
     /// The host-wide UDP `RcvbufErrors` counter, since we started.
@@ -55,6 +60,8 @@ impl Health {
             bad_lines: self.bad_lines.saturating_sub(earlier.bad_lines),
             oversized: self.oversized.saturating_sub(earlier.oversized),
             series_dropped: self.series_dropped.saturating_sub(earlier.series_dropped),
+            series_expired: self.series_expired.saturating_sub(earlier.series_expired),
+            series: self.series,
             kernel_drops: self.kernel_drops.saturating_sub(earlier.kernel_drops),
             rcvbuf_errors: self.rcvbuf_errors.saturating_sub(earlier.rcvbuf_errors),
         }

@@ -158,7 +158,7 @@ pub fn render(snap: &Snapshot, health: &Health, last_bad: &str) -> String {
             w.sample(sample, &l, *v);
         }
     }
-    let own: [(&str, Kind, &str, f64); 10] = [
+    let own: [(&str, Kind, &str, f64); 12] = [
         (
             "shoal_stats_packets_received_total",
             Kind::Counter,
@@ -194,6 +194,18 @@ pub fn render(snap: &Snapshot, health: &Health, last_bad: &str) -> String {
             Kind::Counter,
             "Lines dropped: their new series would pass max_series",
             health.series_dropped as f64,
+        ),
+        (
+            "shoal_stats_series_expired_total",
+            Kind::Counter,
+            "Series forgotten after series_ttl without an update",
+            health.series_expired as f64,
+        ),
+        (
+            "shoal_stats_series",
+            Kind::Gauge,
+            "Series the collector keeps (at most max_series)",
+            health.series as f64,
         ),
         (
             "shoal_stats_kernel_drops_total",

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -35,11 +35,25 @@ struct Shared {
     inodes: Vec<u64>,
     rcvbuf_base: u64,
     last: Mutex<Arc<Snapshot>>,
+    /// The flush state's series figures, as of the last flush.
+    kept: KeptSeries,
+}
+
+/// What the flush state keeps, published after each flush.
+#[derive(Default)]
+struct KeptSeries {
+    series: AtomicU64,
+    dropped: AtomicU64,
+    expired: AtomicU64,
 }
 
 impl Shared {
     fn health(&self) -> Health {
-        Health::collect(&self.shards, &self.inodes, self.rcvbuf_base)
+        let mut h = Health::collect(&self.shards, &self.inodes, self.rcvbuf_base);
+        h.series = self.kept.series.load(Ordering::Relaxed);
+        h.series_dropped += self.kept.dropped.load(Ordering::Relaxed);
+        h.series_expired = self.kept.expired.load(Ordering::Relaxed);
+        h
     }
 }
 
@@ -140,6 +154,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         inodes,
         rcvbuf_base: health::host_rcvbuf_errors(),
         last: Mutex::new(Arc::new(Snapshot::default())),
+        kept: KeptSeries::default(),
     });
     let tcp = tcp.map(|(l, bound)| {
         tokio::spawn(serve_tcp(
@@ -299,6 +314,18 @@ async fn flush_once(
         })
         .collect();
     let snap = Arc::new(state.flush(intervals, secs, unix_now()));
+    shared
+        .kept
+        .series
+        .store(state.series() as u64, Ordering::Relaxed);
+    shared
+        .kept
+        .dropped
+        .store(state.series_dropped, Ordering::Relaxed);
+    shared
+        .kept
+        .expired
+        .store(state.series_expired, Ordering::Relaxed);
     let health = shared.health();
     let delta = health.since(prev_health);
     *prev_health = health.clone();
@@ -329,6 +356,8 @@ async fn flush_once(
         bad_lines = delta.bad_lines,
         oversized = delta.oversized,
         series_dropped = delta.series_dropped,
+        series_expired = delta.series_expired,
+        series_kept = delta.series,
         kernel_drops = delta.kernel_drops,
         last_bad_line = %last_bad,
         "flush"

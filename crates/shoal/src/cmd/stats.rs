@@ -73,11 +73,16 @@ pub struct StatsOptions {
     /// Largest datagram accepted; longer ones are counted and dropped. [default: 65535]
     #[arg(long, value_name = "BYTES")]
     pub max_datagram: Option<usize>,
-    /// Distinct series per receive socket and interval; lines of new series
-    /// beyond it are counted (shoal_stats_series_dropped_total) and dropped.
-    /// [default: 1000000]
+    /// Distinct series the collector keeps in all (counters, gauges, timers,
+    /// sets); lines of new series beyond it are counted
+    /// (shoal_stats_series_dropped_total) and dropped. [default: 1000000]
     #[arg(long, value_name = "N")]
     pub max_series: Option<usize>,
+    /// Forget a series after this long without an update (counted in
+    /// shoal_stats_series_expired_total); `0s` keeps series forever, as
+    /// statsd does. [default: 1h]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub series_ttl: Option<Duration>,
     /// Control socket name (under $SHOAL_RUNTIME_DIR). [default: stats]
     #[arg(long)]
     pub name: Option<String>,
@@ -105,6 +110,7 @@ impl StatsOptions {
             receive_buffer: self.receive_buffer,
             max_datagram: self.max_datagram,
             max_series: self.max_series,
+            series_ttl: self.series_ttl,
             name: self.name.clone(),
             ..FileConfig::default()
         }
