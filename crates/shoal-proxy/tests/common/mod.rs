@@ -281,6 +281,15 @@ pub struct Proxy {
     stop: Shutdown,
 }
 
+impl Proxy {
+    /// Wait (up to 10 s) until the status field `key` equals `want`: the
+    /// counters move just after the socket events a client sees.
+    pub async fn wait_status(&self, key: &str, want: u64) {
+        let ok = eventually(10, || async { self.handle.status()[key] == want }).await;
+        assert!(ok, "{key} never reached {want}: {}", self.handle.status());
+    }
+}
+
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.stop.trigger();
