@@ -18,8 +18,8 @@ use tokio::net::TcpStream;
 use crate::accesslog::Entry;
 use crate::balance::{Context, PeerView};
 use crate::codec::{
-    self, parse_request, parse_response, Chunked, ClientSide, Forwarding, Framing, HeaderPos,
-    ReadBuf, RequestInfo, ResponseInfo,
+    self, parse_request, parse_response, Chunked, ChunkedOut, ClientSide, Forwarding, Framing,
+    HeaderPos, ReadBuf, RequestInfo, ResponseInfo,
 };
 use crate::config::HashKey;
 use crate::error::UpstreamFailure;
@@ -176,12 +176,14 @@ impl Conn {
     fn give_back(mut self: Box<Conn>) {
         self.buf.release();
         self.up_buf.release();
+        // A body streamed through `scratch` (chunked framing is written
+        // anew there) leaves it as large as a read: keep a page of each.
+        self.out.shrink_to(4096);
+        self.scratch.shrink_to(4096);
         let oversized = self.headers.capacity() > SPARE_VEC_MAX
             || self.resp_headers.capacity() > SPARE_VEC_MAX
             || self.views.capacity() > SPARE_VEC_MAX
             || self.tried.capacity() > SPARE_VEC_MAX
-            || self.out.capacity() > 4096
-            || self.scratch.capacity() > 4096
             || self.key.capacity() > 4096
             || self.host.capacity() > 4096;
         if !oversized {
@@ -300,19 +302,21 @@ where
             }
         }
         Framing::Chunked => {
+            // Never the bytes as received: the framing is validated and
+            // written anew (see `crate::chunked`).
             let mut dec = Chunked::default();
+            let mode = if transform {
+                ChunkedOut::Data
+            } else {
+                ChunkedOut::Reencoded
+            };
             loop {
                 scratch.clear();
                 let used = dec
-                    .feed(buf.chunk(), if transform { Some(scratch) } else { None })
+                    .feed(buf.chunk(), scratch, mode)
                     .map_err(|_| CopyError::Bad)?;
-                let piece: &[u8] = if transform {
-                    scratch
-                } else {
-                    &buf.chunk()[..used]
-                };
-                send_piece(dst, prefix, piece, t).await?;
-                written += piece.len() as u64;
+                send_piece(dst, prefix, scratch, t).await?;
+                written += scratch.len() as u64;
                 buf.consume(used);
                 if dec.done() {
                     break;
@@ -680,15 +684,10 @@ where
             }
         };
         let mut stale_retry = true;
-        // A request that must not be replayed only takes a pooled connection
-        // that is still open now, and is not retried if it breaks anyway.
-        let idle = lease.peer.take_idle(t.upstream_keepalive);
-        let idle = if c.info.idempotent() {
-            idle
-        } else {
-            idle.filter(still_open)
-        };
-        let (mut conn, mut reused) = match idle {
+        // Only a pooled connection that is still quiet now (see
+        // `Peer::take_idle`); a request that must not be replayed is not
+        // retried if it breaks anyway.
+        let (mut conn, mut reused) = match lease.peer.take_idle(t.upstream_keepalive) {
             Some(s) => (s, true),
             None => match lease.peer.connect(t.connect).await {
                 Ok(s) => (s, false),
@@ -705,6 +704,10 @@ where
             let sent = send_request(client, &mut conn, c, body, buffered_len, t.idle).await;
             let r = match sent {
                 Err(SendError::Client) => return Ok(false),
+                Err(SendError::BadBody) => {
+                    tracing::info!(client = %c.peer, "malformed chunked request body");
+                    return local_response(client, c, shared, 400, false, Some(started)).await;
+                }
                 Err(SendError::Upstream) => Err(UpstreamFailure::Broken),
                 Ok(consumed) => {
                     body_consumed |= consumed;
@@ -790,8 +793,21 @@ where
             Ok(keep)
         }
         Err(e) => {
-            if matches!(e, CopyError::Read | CopyError::Bad) {
-                tracing::warn!(server = %lease.peer.config.name, "upstream response body ended early");
+            let unsent = !c.out.is_empty();
+            match e {
+                CopyError::Bad => {
+                    tracing::warn!(server = %lease.peer.config.name, "malformed chunked response body")
+                }
+                CopyError::Read => {
+                    tracing::warn!(server = %lease.peer.config.name, "upstream response body ended early")
+                }
+                CopyError::Write => {}
+            }
+            drop(lease);
+            if unsent && !matches!(e, CopyError::Write) {
+                // Nothing reached the client yet: it gets a 502, not a
+                // truncated response.
+                return local_response(client, c, shared, 502, false, Some(started)).await;
             }
             finish(c, shared, status, 0, Some(started));
             Ok(false)
@@ -799,16 +815,11 @@ where
     }
 }
 
-/// Whether an idle pooled connection is still open: a non-blocking peek
-/// finds nothing to read (EOF or stray bytes mean it is not usable).
-fn still_open(s: &TcpStream) -> bool {
-    let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-    matches!(socket2::SockRef::from(s).peek(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-}
-
 enum SendError {
-    /// The client went away or sent a bad body.
+    /// The client went away.
     Client,
+    /// The client's chunked body is malformed (answered 400).
+    BadBody,
     /// Writing to the upstream failed.
     Upstream,
 }
@@ -849,7 +860,8 @@ async fn send_request<S: AsyncRead + Unpin>(
     match r {
         Ok(_) => Ok(true),
         Err(CopyError::Write) => Err(SendError::Upstream),
-        Err(_) => Err(SendError::Client),
+        Err(CopyError::Bad) => Err(SendError::BadBody),
+        Err(CopyError::Read) => Err(SendError::Client),
     }
 }
 

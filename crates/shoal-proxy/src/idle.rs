@@ -385,9 +385,22 @@ fn resume_ready(parked: &Parked, ep: &AsyncFd<OwnedFd>) -> bool {
     n as usize == BATCH
 }
 
+/// Close the calling worker's pooled upstream connections that are past
+/// their limit or that their server closed or wrote to.
+fn sweep_upstream_pools(shared: &Shared, now: u64) {
+    let gen = shared.current.load();
+    let max_idle = gen.config.timeouts.upstream_keepalive;
+    for up in gen.upstreams.values() {
+        for peer in up.peers() {
+            peer.sweep_idle(now, max_idle);
+        }
+    }
+}
+
 /// The sweeper of the calling worker: wakes idle connections past their
 /// limit or their park time, resumes parked connections whose clients send
-/// and closes those past their limit. Once the server stops it wakes every
+/// and closes those past their limit, and drops stale pooled upstream
+/// connections. Once the server stops it wakes every
 /// idle connection (they close) and closes every parked one, at every tick,
 /// for connections that were about to wait just then; it ends with the
 /// worker.
@@ -413,6 +426,7 @@ pub async fn sweeper(shared: Arc<Shared>) {
                 let now = now_ms();
                 set.sweep(now, false);
                 drop(parked.expire(now, false));
+                sweep_upstream_pools(&shared, now);
             }
             g = ready => {
                 if let (Some(mut g), Some(ep)) = (g, &ep) {

@@ -12,8 +12,9 @@
 //! - [`upstream`]: servers with max_fails/fail_timeout, backup/down,
 //!   max_conns, health state, keep-alive pools; selection over them.
 //! - [`router`]: host and path-prefix routing to upstreams.
-//! - [`codec`]: HTTP/1.x head parsing with the smuggling checks, chunked
-//!   framing, head rewriting (hop-by-hop out, X-Forwarded-* and Via in).
+//! - [`codec`]: HTTP/1.x head parsing with the smuggling checks, head
+//!   rewriting (hop-by-hop out, X-Forwarded-* and Via in).
+//! - [`chunked`]: strict chunked framing, validated and written anew.
 //! - [`http`]: one client connection in HTTP mode: forward, retry, tunnel.
 //! - [`tcp`]: one client connection in TCP mode.
 //! - [`listener`]: SO_REUSEPORT sockets, accept loops, the first-byte wait,
@@ -60,6 +61,7 @@
 pub mod accesslog;
 pub mod admin;
 pub mod balance;
+pub mod chunked;
 pub mod codec;
 pub mod config;
 pub mod error;

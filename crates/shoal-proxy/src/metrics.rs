@@ -280,6 +280,14 @@ impl Metrics {
         per_peer(
             &mut w,
             gen,
+            "shoal_proxy_upstream_pool_discards_total",
+            Kind::Counter,
+            "Idle pooled connections closed because the server closed them, sent unrequested bytes, or idled past the limit.",
+            |p| g(&p.stats.pool_discards),
+        );
+        per_peer(
+            &mut w,
+            gen,
             "shoal_proxy_upstream_up",
             Kind::Gauge,
             "1 when the server may get traffic (not down, healthy, not failed out).",

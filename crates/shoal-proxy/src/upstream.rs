@@ -41,6 +41,9 @@ pub struct PeerStats {
     pub failures: AtomicU64,
     /// Connections opened to this server.
     pub connects: AtomicU64,
+    /// Idle pooled connections closed because the server closed them,
+    /// sent bytes nobody asked for, or sat past the idle limit.
+    pub pool_discards: AtomicU64,
 }
 
 impl PeerStats {
@@ -50,6 +53,7 @@ impl PeerStats {
             responses: PerWorker::new(workers),
             failures: AtomicU64::new(0),
             connects: AtomicU64::new(0),
+            pool_discards: AtomicU64::new(0),
         }
     }
 
@@ -66,6 +70,13 @@ impl PeerStats {
             .map(|r| r[i].load(Ordering::Relaxed))
             .sum()
     }
+}
+
+/// Whether an idle connection is quiet: a non-blocking peek finds nothing
+/// to read. EOF, an error or stray bytes all mean it must not be reused.
+fn quiet(s: &TcpStream) -> bool {
+    let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    matches!(socket2::SockRef::from(s).peek(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// One worker's idle connections to a server, with when each went idle
@@ -237,23 +248,49 @@ impl Peer {
     }
 
     /// Take an idle connection younger than `max_idle` from the calling
-    /// worker's pool, if any.
+    /// worker's pool, if any, and only one that is still quiet: a pooled
+    /// connection the origin closed or wrote to (stray bytes after its last
+    /// response, which the next request would read as its answer) is closed.
     pub fn take_idle(&self, max_idle: Duration) -> Option<TcpStream> {
         let now = now_ms();
         let mut pool = self.pool().lock();
         while let Some((s, since)) = pool.pop() {
-            if now.saturating_sub(since) < max_idle.as_millis() as u64 {
+            if now.saturating_sub(since) < max_idle.as_millis() as u64 && quiet(&s) {
                 return Some(s);
             }
+            self.stats.pool_discards.fetch_add(1, Ordering::Relaxed);
         }
         None
     }
 
-    /// Return a connection that finished a response cleanly.
+    /// Return a connection that finished a response cleanly, unless the
+    /// origin has already sent more (it is then closed).
     pub fn put_idle(&self, s: TcpStream) {
+        if !quiet(&s) {
+            self.stats.pool_discards.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let mut pool = self.pool().lock();
         if pool.len() < self.pool_max {
             pool.push((s, now_ms()));
+        }
+    }
+
+    /// Close the calling worker's idle connections that are past
+    /// `max_idle`, closed by the origin or written to by it: run by each
+    /// worker's sweeper, so that such a connection leaves the pool within a
+    /// tick rather than when a request next finds it.
+    pub fn sweep_idle(&self, now: u64, max_idle: Duration) {
+        let mut pool = self.pool().lock();
+        let before = pool.len();
+        pool.retain(|(s, since)| {
+            now.saturating_sub(*since) < max_idle.as_millis() as u64 && quiet(s)
+        });
+        let gone = before - pool.len();
+        if gone > 0 {
+            self.stats
+                .pool_discards
+                .fetch_add(gone as u64, Ordering::Relaxed);
         }
     }
 
@@ -460,6 +497,7 @@ impl Upstream {
                     "active": p.active(),
                     "idle": p.idle_count(),
                     "failures": s.failures.load(Ordering::Relaxed),
+                    "pool_discards": s.pool_discards.load(Ordering::Relaxed),
                     "responses": {
                         "1xx": s.responses(0),
                         "2xx": s.responses(1),
