@@ -1,0 +1,6 @@
+//! libFuzzer target: [`shoal_fuzz::amqp_field_table`], run on a server-sized stack.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    shoal_fuzz::on_server_stack(shoal_fuzz::amqp_field_table, data);
+});

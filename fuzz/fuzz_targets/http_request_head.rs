@@ -1,0 +1,6 @@
+//! libFuzzer target: [`shoal_fuzz::http_request_head`], run on a server-sized stack.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    shoal_fuzz::on_server_stack(shoal_fuzz::http_request_head, data);
+});
