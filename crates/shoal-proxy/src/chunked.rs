@@ -78,6 +78,8 @@ pub struct Chunked {
     trailer: Vec<u8>,
     /// Bytes of the trailer section so far.
     trailers: usize,
+    /// Data bytes so far.
+    data: u64,
 }
 
 impl Default for Chunked {
@@ -89,6 +91,7 @@ impl Default for Chunked {
             line: 0,
             trailer: Vec::new(),
             trailers: 0,
+            data: 0,
         }
     }
 }
@@ -148,6 +151,11 @@ impl Chunked {
         self.st == St::Done
     }
 
+    /// How many data bytes the body has carried so far.
+    pub fn data_len(&self) -> u64 {
+        self.data
+    }
+
     /// Read from `input` up to the end of the body, appending the output
     /// `mode` asks for to `out`. Returns how many input bytes belong to the
     /// body; fewer than `input.len()` only once [`Chunked::done`].
@@ -166,6 +174,7 @@ impl Chunked {
                     let take = (left.min((input.len() - i) as u64)) as usize;
                     out.extend_from_slice(&input[i..i + take]);
                     i += take;
+                    self.data += take as u64;
                     let left = left - take as u64;
                     self.st = if left == 0 {
                         St::DataCr

@@ -193,6 +193,9 @@ pub struct RequestInfo {
     /// `Upgrade` protocol when the client asks to switch (and said so in `Connection`).
     pub upgrade: Option<String>,
     pub expect_continue: bool,
+    /// The target was in absolute form: `host` is its authority, and the
+    /// client's `Host` field is replaced by it upstream (RFC 9112 §3.2.2).
+    pub host_from_target: bool,
     pub referer: String,
     pub user_agent: String,
     /// Positions of `Connection`-listed tokens (removed as hop-by-hop).
@@ -247,18 +250,23 @@ fn parse_content_length(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
-/// Whether the request line's third token is a well-formed `HTTP/d.d`
-/// version: a version this proxy does not speak (`HTTP/2.0`) is 505, as
-/// nginx answers; anything else in that place is a malformed request, 400.
-fn well_formed_version(buf: &[u8]) -> bool {
+/// The request line's third token if it is a well-formed `HTTP/d.d`
+/// version: its major digit, minor digit and the minor's position in `buf`.
+/// A version this proxy does not speak (`HTTP/2.0`) is 505, as nginx
+/// answers; anything else in that place is a malformed request, 400.
+fn well_formed_version(buf: &[u8]) -> Option<(u8, u8, usize)> {
     let line_end = buf.iter().position(|&b| b == b'\r' || b == b'\n');
     let line = &buf[..line_end.unwrap_or(buf.len())];
-    let Some(version) = line.rsplit(|&b| b == b' ').next() else {
-        return false;
-    };
+    let mut tokens = line.split(|&b| b == b' ');
+    let (_method, _target, version) = (tokens.next()?, tokens.next()?, tokens.next()?);
+    if tokens.next().is_some() {
+        return None;
+    }
     match version.strip_prefix(b"HTTP/") {
-        Some([major, b'.', minor]) => major.is_ascii_digit() && minor.is_ascii_digit(),
-        _ => false,
+        Some([major, b'.', minor]) if major.is_ascii_digit() && minor.is_ascii_digit() => {
+            Some((major - b'0', minor - b'0', line.len() - 1))
+        }
+        _ => None,
     }
 }
 
@@ -282,9 +290,17 @@ pub fn parse_request(
         Err(httparse::Error::TooManyHeaders) => {
             return Err(reject(431, "Request Header Fields Too Large"))
         }
-        Err(httparse::Error::Version) if well_formed_version(buf) => {
-            return Err(reject(505, "HTTP Version Not Supported"))
-        }
+        Err(httparse::Error::Version) => match well_formed_version(buf) {
+            // HTTP/1.2 and later 1.x are served as 1.1 (RFC 9110 §2.5): the
+            // same head with the minor digit read as 1, same positions.
+            Some((1, minor, at)) if minor > 1 => {
+                let mut as_11 = buf.to_vec();
+                as_11[at] = b'1';
+                return parse_request(&as_11, max_headers, info, headers);
+            }
+            Some(_) => return Err(reject(505, "HTTP Version Not Supported")),
+            None => return Err(reject(400, "Bad Request")),
+        },
         Err(_) => return Err(reject(400, "Bad Request")),
     };
     let minor = req.version.unwrap_or(1);
@@ -298,6 +314,7 @@ pub fn parse_request(
     info.user_agent.clear();
     info.upgrade = None;
     info.expect_continue = false;
+    info.host_from_target = false;
     info.conn_tokens.clear();
     headers.clear();
 
@@ -353,7 +370,7 @@ pub fn parse_request(
     if te_seen && content_length.is_some() {
         return Err(reject(400, "Bad Request"));
     }
-    if hosts > 1 || (hosts == 0 && minor == 1) {
+    if hosts > 1 || (hosts == 0 && minor == 1) || !valid_host(info.host.as_bytes()) {
         return Err(reject(400, "Bad Request"));
     }
     absolute_form(info)?;
@@ -376,6 +393,14 @@ pub fn parse_request(
         }
     }
     Ok(Some(n))
+}
+
+/// Whether `h` can be a `Host` value: a reg-name, IPv4 or bracketed IP
+/// literal with an optional port (RFC 3986 §3.2.2), or empty. No spaces,
+/// userinfo (`@`), path, query or fragment characters.
+fn valid_host(h: &[u8]) -> bool {
+    h.iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b))
 }
 
 /// A request target in absolute form (`GET http://host/path HTTP/1.1`) is
@@ -406,8 +431,12 @@ fn absolute_form(info: &mut RequestInfo) -> Result<(), Reject> {
     } else {
         path.to_string()
     };
+    if !valid_host(authority.as_bytes()) {
+        return Err(reject(400, "Bad Request"));
+    }
     info.host = authority.to_string();
     info.target = path;
+    info.host_from_target = true;
     Ok(())
 }
 
@@ -451,6 +480,9 @@ pub fn parse_response(
         Err(_) => return Err(BadResponse),
     };
     let status = resp.code.unwrap_or(0);
+    if !(100..=599).contains(&status) {
+        return Err(BadResponse);
+    }
     info.status = status;
     info.minor = resp.version.unwrap_or(1);
     info.reason = offset(buf, resp.reason.unwrap_or("").as_bytes());
@@ -514,12 +546,12 @@ pub fn parse_response(
 
 /// Header names that belong to one connection and are never forwarded.
 fn hop_by_hop(name: &[u8]) -> bool {
-    const HOP: [&[u8]; 8] = [
+    // `Trailer` is end-to-end (RFC 9110 §6.6.2): it stays.
+    const HOP: [&[u8]; 7] = [
         b"connection",
         b"keep-alive",
         b"proxy-connection",
         b"te",
-        b"trailer",
         b"upgrade",
         b"transfer-encoding",
         b"content-length",
@@ -584,6 +616,7 @@ pub fn write_upstream_request(
         if name.eq_ignore_ascii_case(b"x-forwarded-proto")
             || name.eq_ignore_ascii_case(b"x-forwarded-host")
             || (info.expect_continue && name.eq_ignore_ascii_case(b"expect"))
+            || (info.host_from_target && name.eq_ignore_ascii_case(b"host"))
         {
             continue;
         }
@@ -591,6 +624,8 @@ pub fn write_upstream_request(
     }
     if info.host.is_empty() {
         push_header(out, b"Host", fwd.fallback_host.as_bytes());
+    } else if info.host_from_target {
+        push_header(out, b"Host", info.host.as_bytes());
     }
     out.extend_from_slice(b"X-Forwarded-For: ");
     if let Some(prev) = xff {
@@ -671,8 +706,10 @@ pub fn write_client_response(
     for h in headers {
         let name = h.name(buf);
         if name.eq_ignore_ascii_case(b"content-length") {
-            // Kept as sent when it delimits the body (also for HEAD and 304).
-            if framing != Framing::Chunked {
+            // Kept as sent when it delimits the body (also for HEAD and
+            // 304); never on 1xx or 204 (RFC 9110 §8.6).
+            let no_length = info.status == 204 || (100..200).contains(&info.status);
+            if framing != Framing::Chunked && !no_length {
                 push_header(out, name, h.value(buf));
             }
             continue;
@@ -736,7 +773,10 @@ pub fn reason_phrase(status: u16) -> &'static str {
         204 => "No Content",
         400 => "Bad Request",
         404 => "Not Found",
+        405 => "Method Not Allowed",
         408 => "Request Timeout",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
@@ -886,6 +926,103 @@ mod tests {
             !s.contains("X-Secret") && !s.contains("Keep-Alive") && !s.contains("Connection"),
             "{s}"
         );
+    }
+
+    /// Rewrite `text` for the upstream as the proxy would.
+    fn upstream_head(text: &[u8]) -> String {
+        let mut info = RequestInfo::default();
+        let mut h = Vec::new();
+        parse_request(text, 100, &mut info, &mut h)
+            .unwrap()
+            .unwrap();
+        let fwd = Forwarding {
+            client_ip: "127.0.0.1",
+            proto: "http",
+            fallback_host: "x",
+        };
+        let mut out = Vec::new();
+        write_upstream_request(text, &h, &info, &fwd, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn absolute_form_replaces_the_host_field() {
+        let s = upstream_head(
+            b"GET http://internal.example/admin HTTP/1.1\r\nHost: public.example\r\n\r\n",
+        );
+        assert!(s.starts_with("GET /admin HTTP/1.1\r\n"), "{s}");
+        assert!(s.contains("Host: internal.example\r\n"), "{s}");
+        assert!(!s.contains("public.example"), "{s}");
+    }
+
+    #[test]
+    fn later_http_1x_is_served_as_1_1_and_bad_hosts_are_400() {
+        let s = upstream_head(b"GET /v HTTP/1.2\r\nHost: a\r\nX-K: v\r\n\r\n");
+        assert!(
+            s.starts_with("GET /v HTTP/1.1\r\nHost: a\r\nX-K: v\r\n"),
+            "{s}"
+        );
+        assert_eq!(req("GET / HTTP/1.9\r\nHost: a\r\n"), Ok(None));
+        for host in ["a b@c", "a@b", "a/b", "a?b", "a#b", "\u{e9}"] {
+            let text = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            assert_eq!(req(&text).unwrap_err().status, 400, "{host}");
+        }
+        for host in [
+            "a.example:8080",
+            "[::1]:80",
+            "10.0.0.1",
+            "xn--bcher-kva.example",
+        ] {
+            let text = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            assert!(req(&text).unwrap().is_some(), "{host}");
+        }
+        assert_eq!(
+            req("GET http://a b/ HTTP/1.1\r\nHost: a\r\n\r\n")
+                .unwrap_err()
+                .status,
+            400
+        );
+    }
+
+    #[test]
+    fn statuses_outside_100_to_599_are_bad_responses() {
+        let mut info = ResponseInfo::default();
+        let mut h = Vec::new();
+        for head in [
+            "HTTP/1.1 000 X\r\n\r\n",
+            "HTTP/1.1 600 X\r\n\r\n",
+            "HTTP/1.1 099 X\r\n\r\n",
+        ] {
+            assert_eq!(
+                parse_response(head.as_bytes(), 100, false, &mut info, &mut h),
+                Err(BadResponse),
+                "{head}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_length_on_204_and_the_trailer_field_is_end_to_end() {
+        let resp = b"HTTP/1.1 204 No Content\r\nContent-Length: 10\r\nX-A: 1\r\n\r\n";
+        let mut info = ResponseInfo::default();
+        let mut h = Vec::new();
+        parse_response(resp, 100, false, &mut info, &mut h)
+            .unwrap()
+            .unwrap();
+        let side = ClientSide {
+            http10: false,
+            keep_alive: true,
+            upgrade: None,
+            rechunk: false,
+        };
+        let mut out = Vec::new();
+        write_client_response(resp, &h, &info, &side, &mut out);
+        let s = String::from_utf8(out).unwrap();
+        assert_eq!(s, "HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n");
+        let s = upstream_head(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTrailer: X-Sum\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        assert!(s.contains("Trailer: X-Sum\r\n"), "{s}");
     }
 
     #[test]

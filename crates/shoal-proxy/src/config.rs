@@ -185,6 +185,8 @@ pub struct FileTimeouts {
     pub upstream_keepalive: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub shutdown_grace: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub request: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -193,6 +195,8 @@ pub struct FileLimits {
     pub max_header_bytes: Option<usize>,
     pub max_headers: Option<usize>,
     pub max_connections: Option<usize>,
+    pub max_body_size: Option<u64>,
+    pub allow_trace: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -342,18 +346,26 @@ pub struct RouteConfig {
 pub struct Timeouts {
     /// Connecting to an upstream server (`proxy_connect_timeout`).
     pub connect: Duration,
-    /// Waiting for an upstream's response header, and between body reads
-    /// (`proxy_read_timeout`); expiry before any byte means 504.
+    /// A deadline for an upstream's whole response head, from when the
+    /// request was sent (504 past it), and the longest wait between reads
+    /// of a response body (`proxy_read_timeout`).
     pub upstream_header: Duration,
-    /// Reading a client's request header once it started (`client_header_timeout`).
+    /// A deadline for a client's whole request head, from its first byte
+    /// (from the connection's start for the first request); 408 past it
+    /// (nginx's `client_header_timeout`, HAProxy's `timeout http-request`).
     pub client_header: Duration,
     /// An idle client keep-alive connection (`keepalive_timeout`), and the
-    /// limit between body reads from a client.
+    /// longest wait between reads of a request body.
     pub idle: Duration,
     /// How long an idle upstream connection stays in the pool.
     pub upstream_keepalive: Duration,
     /// On shutdown, how long in-flight requests get to finish.
     pub shutdown_grace: Duration,
+    /// If set, a deadline for a whole exchange after its request head: the
+    /// request body, every upstream attempt and the response. Past it the
+    /// client gets 504 if no response had started, else the connection
+    /// closes.
+    pub request: Option<Duration>,
 }
 
 impl Default for Timeouts {
@@ -365,6 +377,7 @@ impl Default for Timeouts {
             idle: Duration::from_secs(75),
             upstream_keepalive: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
+            request: None,
         }
     }
 }
@@ -378,6 +391,13 @@ pub struct Limits {
     pub max_headers: usize,
     /// Most client connections at once (per listener set); extra wait.
     pub max_connections: usize,
+    /// Largest request body in bytes; larger gets 413 (nginx's
+    /// `client_max_body_size`). 0: no limit (bodies stream, they are not
+    /// held).
+    pub max_body_size: u64,
+    /// Whether TRACE requests are forwarded; refused with 405 otherwise
+    /// (a TRACE echoes the request, credentials included).
+    pub allow_trace: bool,
 }
 
 /// The most header fields a head may carry at all (stack array size).
@@ -389,6 +409,8 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             max_headers: 100,
             max_connections: 20_000,
+            max_body_size: 0,
+            allow_trace: false,
         }
     }
 }
@@ -546,6 +568,7 @@ fn validate(file: FileConfig, path: &Path, text: &str) -> Result<Config> {
         idle: ft.idle.unwrap_or(t.idle),
         upstream_keepalive: ft.upstream_keepalive.unwrap_or(t.upstream_keepalive),
         shutdown_grace: ft.shutdown_grace.unwrap_or(t.shutdown_grace),
+        request: ft.request.or(t.request).filter(|d| !d.is_zero()),
     };
     for (k, v) in [
         ("timeouts.connect", timeouts.connect),
@@ -562,6 +585,8 @@ fn validate(file: FileConfig, path: &Path, text: &str) -> Result<Config> {
         max_header_bytes: file.limits.max_header_bytes.unwrap_or(l.max_header_bytes),
         max_headers: file.limits.max_headers.unwrap_or(l.max_headers),
         max_connections: file.limits.max_connections.unwrap_or(l.max_connections),
+        max_body_size: file.limits.max_body_size.unwrap_or(l.max_body_size),
+        allow_trace: file.limits.allow_trace.unwrap_or(l.allow_trace),
     };
     if limits.max_header_bytes < 256 {
         return Err(bad(

@@ -34,6 +34,9 @@ use shoal_core::Shutdown;
 const BUFFER_BODY: u64 = 64 * 1024;
 /// Size a body buffer may grow to.
 const BODY_BUF_MAX: usize = 256 * 1024;
+/// Most interim (1xx) responses relayed before one final response; more is
+/// a bad response (502).
+const MAX_INTERIM: usize = 16;
 
 /// A client stream as the HTTP side uses it: plain TCP or TLS.
 pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
@@ -108,6 +111,9 @@ struct Conn {
     /// workspace, armed or not: whichever connection uses it next polls it
     /// with its own waker.
     up_timer: Timer,
+    /// A response to the request in progress has begun to go out (so a
+    /// request deadline can no longer answer 504).
+    answering: bool,
 }
 
 /// The size a request's read buffers start at, for the client's side and
@@ -154,6 +160,7 @@ impl Conn {
                     proto: "http",
                     client_timer: Timer::new(),
                     up_timer: Timer::new(),
+                    answering: false,
                 })
             });
         if c.client_ip.is_empty() || c.peer.ip() != peer.ip() {
@@ -200,6 +207,7 @@ impl Conn {
     /// `up_buf`), rewritten for the client, into `out`, and drop it from
     /// `up_buf`.
     fn take_response_head(&mut self, head: usize, side: &ClientSide) {
+        self.answering = true;
         codec::write_client_response(
             self.up_buf.chunk(),
             &self.resp_headers,
@@ -219,6 +227,8 @@ enum CopyError {
     Write,
     /// Malformed chunked encoding.
     Bad,
+    /// A chunked body larger than its limit.
+    TooLarge,
 }
 
 async fn write_t<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8], t: Duration) -> io::Result<()> {
@@ -275,6 +285,7 @@ async fn copy_body<R, W>(
     transform: bool,
     scratch: &mut Vec<u8>,
     t: Duration,
+    max_data: u64,
 ) -> Result<u64, CopyError>
 where
     R: AsyncRead + Unpin,
@@ -315,6 +326,9 @@ where
                 let used = dec
                     .feed(buf.chunk(), scratch, mode)
                     .map_err(|_| CopyError::Bad)?;
+                if dec.data_len() > max_data {
+                    return Err(CopyError::TooLarge);
+                }
                 send_piece(dst, prefix, scratch, t).await?;
                 written += scratch.len() as u64;
                 buf.consume(used);
@@ -479,6 +493,7 @@ async fn local_response<S: AsyncWrite + Unpin>(
     keep: bool,
     started: Option<Instant>,
 ) -> io::Result<bool> {
+    c.answering = true;
     let body = format!("{} {}\n", status, codec::reason_phrase(status));
     codec::simple_response(
         status,
@@ -523,6 +538,9 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> io::Result<Option<usize>> {
     let limits = gen.config.limits;
     let t = gen.config.timeouts;
+    // The head's deadline: set when it starts (its first byte, or the
+    // connection's start for the first request), never moved by later reads.
+    let mut deadline: Option<tokio::time::Instant> = None;
     loop {
         if !c.buf.is_empty() {
             match parse_request(
@@ -546,7 +564,10 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
         let wait = if idle && !first {
             t.idle
         } else {
-            t.client_header
+            let now = tokio::time::Instant::now();
+            deadline
+                .get_or_insert(now + t.client_header)
+                .saturating_duration_since(now)
         };
         let read = tokio::select! {
             biased;
@@ -557,9 +578,16 @@ async fn read_head<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(Ok(0)) => return Ok(None),
             Ok(Ok(_)) => {}
             Ok(Err(e)) if e.kind() == io::ErrorKind::OutOfMemory => {
+                // A head larger than the limit: 414 when the request line
+                // alone fills it (nginx), else 431.
+                let status = if c.buf.chunk().contains(&b'\n') {
+                    431
+                } else {
+                    414
+                };
                 c.info.method.clear();
                 c.info.target.clear();
-                local_response(client, c, shared, 431, false, None).await?;
+                local_response(client, c, shared, status, false, None).await?;
                 return Ok(None);
             }
             Ok(Err(e)) => return Err(e),
@@ -591,6 +619,55 @@ where
         return Ok(false);
     };
     let started = Instant::now();
+    let limits = gen.config.limits;
+    let refused = if c.info.method == "TRACE" && !limits.allow_trace {
+        Some(405)
+    } else if matches!(c.info.body(), Framing::Length(n) if limits.max_body_size > 0 && n > limits.max_body_size)
+    {
+        Some(413)
+    } else {
+        None
+    };
+    if let Some(status) = refused {
+        tracing::info!(client = %c.peer, status, method = %c.info.method, "refused request");
+        c.buf.consume(head_len);
+        return local_response(client, c, shared, status, false, Some(started)).await;
+    }
+    c.answering = false;
+    match gen.config.timeouts.request {
+        None => forward(client, c, shared, gen, stop, head_len, started).await,
+        Some(limit) => {
+            let exchange = forward(client, c, shared, gen, stop, head_len, started);
+            match tokio::time::timeout(limit, exchange).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!(client = %c.peer, target = %c.info.target, "request deadline passed");
+                    if c.answering {
+                        finish(c, shared, 504, 0, Some(started));
+                        Ok(false)
+                    } else {
+                        local_response(client, c, shared, 504, false, Some(started)).await
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Forward one request whose head (`head_len` bytes of `c.buf`) was read,
+/// and relay the answer. Returns whether to keep the connection.
+async fn forward<S>(
+    client: &mut S,
+    c: &mut Conn,
+    shared: &Shared,
+    gen: &Generation,
+    stop: &Shutdown,
+    head_len: usize,
+    started: Instant,
+) -> io::Result<bool>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let t = gen.config.timeouts;
     let path_end = c.info.target.find('?').unwrap_or(c.info.target.len());
     // `OPTIONS *` is routed like `/`.
@@ -701,12 +778,21 @@ where
             },
         };
         let outcome = loop {
-            let sent = send_request(client, &mut conn, c, body, buffered_len, t.idle).await;
+            let max_data = match gen.config.limits.max_body_size {
+                0 => u64::MAX,
+                n => n,
+            };
+            let sent =
+                send_request(client, &mut conn, c, body, buffered_len, t.idle, max_data).await;
             let r = match sent {
                 Err(SendError::Client) => return Ok(false),
                 Err(SendError::BadBody) => {
                     tracing::info!(client = %c.peer, "malformed chunked request body");
                     return local_response(client, c, shared, 400, false, Some(started)).await;
+                }
+                Err(SendError::TooLarge) => {
+                    tracing::info!(client = %c.peer, "chunked request body over max_body_size");
+                    return local_response(client, c, shared, 413, false, Some(started)).await;
                 }
                 Err(SendError::Upstream) => Err(UpstreamFailure::Broken),
                 Ok(consumed) => {
@@ -781,6 +867,7 @@ where
         (http10 && framing == Framing::Chunked) || rechunk,
         &mut c.scratch,
         t.upstream_header,
+        u64::MAX,
     )
     .await;
     match copied {
@@ -801,7 +888,7 @@ where
                 CopyError::Read => {
                     tracing::warn!(server = %lease.peer.config.name, "upstream response body ended early")
                 }
-                CopyError::Write => {}
+                CopyError::Write | CopyError::TooLarge => {}
             }
             drop(lease);
             if unsent && !matches!(e, CopyError::Write) {
@@ -820,6 +907,8 @@ enum SendError {
     Client,
     /// The client's chunked body is malformed (answered 400).
     BadBody,
+    /// The client's chunked body is over `max_body_size` (answered 413).
+    TooLarge,
     /// Writing to the upstream failed.
     Upstream,
 }
@@ -833,6 +922,7 @@ async fn send_request<S: AsyncRead + Unpin>(
     body: Framing,
     buffered_len: Option<usize>,
     t: Duration,
+    max_data: u64,
 ) -> Result<bool, SendError> {
     c.up_buf.clear();
     if let Some(n) = buffered_len {
@@ -854,6 +944,7 @@ async fn send_request<S: AsyncRead + Unpin>(
         false,
         &mut c.scratch,
         t,
+        max_data,
     )
     .await;
     c.out = head;
@@ -861,6 +952,7 @@ async fn send_request<S: AsyncRead + Unpin>(
         Ok(_) => Ok(true),
         Err(CopyError::Write) => Err(SendError::Upstream),
         Err(CopyError::Bad) => Err(SendError::BadBody),
+        Err(CopyError::TooLarge) => Err(SendError::TooLarge),
         Err(CopyError::Read) => Err(SendError::Client),
     }
 }
@@ -876,6 +968,9 @@ async fn read_response_head<S: AsyncWrite + Unpin>(
 ) -> Result<usize, UpstreamFailure> {
     let limits = gen.config.limits;
     let t = gen.config.timeouts.upstream_header;
+    // A deadline for the whole head, interim responses included.
+    let deadline = tokio::time::Instant::now() + t;
+    let mut interim = 0;
     let mut got_any = false;
     loop {
         if !c.up_buf.is_empty() {
@@ -890,8 +985,25 @@ async fn read_response_head<S: AsyncWrite + Unpin>(
                 Ok(Some(n)) => {
                     let s = c.resp.status;
                     if (100..200).contains(&s) && s != 101 {
+                        interim += 1;
+                        if interim > MAX_INTERIM {
+                            return Err(UpstreamFailure::BadResponse);
+                        }
                         if c.info.minor == 1 && !(s == 100 && c.info.expect_continue) {
-                            let _ = write_t(client, &c.up_buf.chunk()[..n], t).await;
+                            let side = ClientSide {
+                                http10: false,
+                                keep_alive: true,
+                                upgrade: None,
+                                rechunk: false,
+                            };
+                            codec::write_client_response(
+                                c.up_buf.chunk(),
+                                &c.resp_headers,
+                                &c.resp,
+                                &side,
+                                &mut c.scratch,
+                            );
+                            let _ = write_t(client, &c.scratch, t).await;
                         }
                         c.up_buf.consume(n);
                         continue;
@@ -902,9 +1014,10 @@ async fn read_response_head<S: AsyncWrite + Unpin>(
                 Err(_) => return Err(UpstreamFailure::BadResponse),
             }
         }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match c
             .up_timer
-            .limit(t, c.up_buf.fill(conn, limits.max_header_bytes))
+            .limit(left, c.up_buf.fill(conn, limits.max_header_bytes))
             .await
         {
             Err(_) => return Err(UpstreamFailure::Timeout),
