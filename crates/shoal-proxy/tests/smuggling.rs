@@ -276,3 +276,78 @@ async fn malformed_chunked_bodies_get_400_from_a_client_and_502_from_an_origin()
     let out = victim(p2.addr, "/").await;
     assert!(out.starts_with("HTTP/1.1 502 "), "{out:?}");
 }
+
+/// The h11 origin (tests/fixtures/h11_origin.py): its port, the process,
+/// and the lines it prints, one per request it parsed.
+struct H11 {
+    port: u16,
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl H11 {
+    async fn start() -> H11 {
+        let script = workspace().join("crates/shoal-proxy/tests/fixtures/h11_origin.py");
+        let mut child = tokio::process::Command::new("python3")
+            .arg(script)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 must be installed");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next_line().await.unwrap().unwrap_or_default();
+        let port = first
+            .strip_prefix("listening ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("h11 origin did not start (pip install h11): {first:?}"));
+        H11 { port, child, lines }
+    }
+
+    /// Every request target the origin has parsed so far.
+    async fn seen(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(Ok(Some(l))) =
+            tokio::time::timeout(Duration::from_millis(300), self.lines.next_line()).await
+        {
+            out.extend(l.strip_prefix("request ").map(str::to_string));
+        }
+        out
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h11_behind_the_proxy_sees_no_hidden_request() {
+    let mut h11 = H11::start().await;
+    let up: SocketAddr = ([127, 0, 0, 1], h11.port).into();
+    let attack = b"POST /attack HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\nGET /hidden HTTP/1.1\r\nHost: a\r\n\r\n";
+    // Sent straight to h11, the attack carries a second request: this
+    // origin is one the proxy must protect.
+    let mut s = TcpStream::connect(up).await.unwrap();
+    s.write_all(attack).await.unwrap();
+    let direct = h11.seen().await;
+    assert_eq!(
+        direct,
+        ["/attack", "/hidden"],
+        "h11 reads the bare-LF trailer end"
+    );
+    drop(s);
+
+    let p = start_proxy(proxy_config(up, "")).await;
+    let out = raw(p.addr, attack).await;
+    assert!(out.starts_with("HTTP/1.1 400 "), "{out:?}");
+    victims_get_their_own(p.addr, 3).await;
+    let seen = h11.seen().await;
+    assert!(!seen.iter().any(|t| t == "/hidden"), "{seen:?}");
+    assert_eq!(seen.len(), 3, "only the victims reached h11: {seen:?}");
+    // A well-formed chunked upload with a trailer reaches h11 whole.
+    let ok = raw(
+        p.addr,
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nX-Sum: 5\r\n\r\n",
+    )
+    .await;
+    assert!(
+        ok.starts_with("HTTP/1.1 200 ") && ok.ends_with("/upload"),
+        "{ok:?}"
+    );
+    let _ = h11.child.start_kill();
+}
