@@ -3,14 +3,16 @@
 #
 # Two fast backends (nginx `return 200`) on loopback; wrk against
 #   (a) one backend directly, (b) nginx proxy, (c) HAProxy, (d) shoal proxy,
-# at 64 keep-alive connections and at one request per connection
-# (`Connection: close`). Each scenario is run ROUNDS times, alternating the
+# at 64 keep-alive connections, at one request per connection
+# (`Connection: close`), and with keep-alive chunked uploads (`chunked`: a
+# POST whose 4 KiB body comes in four 1 KiB chunks with an extension and a
+# trailer field, which shoal validates and writes anew). Each scenario is run ROUNDS times, alternating the
 # contenders (the order rotates every round); medians are reported with the ratios shoal/nginx and
 # shoal/HAProxy. Then RSS with idle client connections open: silent ones and
 # keep-alive ones after a request, 1 s after the last response and settled.
 #
 # Usage: bench/proxy.sh [DURATION_SECONDS] [ROUNDS]     (defaults: 8 3)
-#   MODES="close" and WHO="nginx shoal" narrow a run (defaults: both modes, all
+#   MODES="close" and WHO="nginx shoal" narrow a run (defaults: all three modes, all
 #   four targets); IDLE_N=0 skips the idle-connection memory measurement.
 #   WHO="nginx shoal hyper" adds crates/shoal-proxy/examples/hyper_forward.rs,
 #   a thread-per-core hyper proxy, to compare shoal's own HTTP/1 engine with
@@ -20,7 +22,7 @@ set -euo pipefail
 
 DUR=${1:-8}
 ROUNDS=${2:-3}
-MODES=${MODES:-keepalive close}
+MODES=${MODES:-keepalive close chunked}
 WHO=${WHO:-direct nginx haproxy shoal}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SHOAL=${SHOAL:-$ROOT/target/release/shoal}
@@ -154,10 +156,22 @@ run_wrk() {
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
+# A keep-alive chunked upload, written whole (wrk.format would add a
+# Content-Length): four 1 KiB chunks, one with an extension, and a trailer.
+cat >"$WORK/chunked.lua" <<'LUA'
+local chunk = string.rep("x", 1024)
+local body = "400;ext=1\r\n" .. chunk .. "\r\n"
+for _ = 1, 3 do body = body .. "400\r\n" .. chunk .. "\r\n" end
+body = body .. "0\r\nX-Checksum: 1\r\n\r\n"
+local req = "POST /upload HTTP/1.1\r\nHost: bench\r\nTransfer-Encoding: chunked\r\n\r\n" .. body
+request = function() return req end
+LUA
+
 declare -A R
 for mode in $MODES; do
     extra=()
     [ "$mode" = close ] && extra=(-H "Connection: close")
+    [ "$mode" = chunked ] && extra=(-s "$WORK/chunked.lua")
     for round in $(seq 1 "$ROUNDS"); do
         # Rotate the order every round so no contender always runs last.
         read -r -a order <<<"$WHO"
