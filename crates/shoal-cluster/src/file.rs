@@ -42,6 +42,10 @@ pub struct FileConfig {
     /// Extra environment for the workers.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// `auto`, `on` or `off`: Node's cluster protocol.
+    pub node_cluster: Option<String>,
+    /// The address for a Node worker's `listen(port)` without a host.
+    pub bind_host: Option<String>,
 }
 
 /// `workers = 4` or `workers = "auto"`.
@@ -109,6 +113,19 @@ fn into_spec(path: &Path, text: &str, f: FileConfig) -> Result<ClusterSpec, Conf
             *slot = parse_duration(&v).map_err(|e| bad(key, e.to_string()))?;
         }
     }
+    if let Some(n) = f.node_cluster {
+        spec.node_cluster = n
+            .parse()
+            .map_err(|e: crate::ClusterError| bad("node_cluster", e.to_string()))?;
+    }
+    if let Some(h) = f.bind_host {
+        spec.bind_host = Some(h.parse().map_err(|_| {
+            bad(
+                "bind_host",
+                format!("{h:?}: expected an IP address (e.g. 127.0.0.1)"),
+            )
+        })?);
+    }
     spec.silent = f.silent.unwrap_or(spec.silent);
     spec.restart = f.restart.unwrap_or(spec.restart);
     spec.max_restarts = f.max_restarts.unwrap_or(spec.max_restarts);
@@ -162,7 +179,7 @@ mod tests {
         let e = parse(p, "command = [\"node\"]\nready = \"soon\"\n").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "c.toml:2: ready: --ready soon: expected ipc, notify or delay:MS (e.g. delay:500)"
+            "c.toml:2: ready: --ready soon: expected ipc, notify, listening or delay:MS (e.g. delay:500)"
         );
         let e = parse(p, "listen = [\"127.0.0.1:80\", \"nowhere\"]\n").unwrap_err();
         assert!(e.to_string().contains("listen[1]"), "{e}");

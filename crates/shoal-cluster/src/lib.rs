@@ -15,6 +15,9 @@
 //!   fds, ids, IPC channel, notify socket and output relay.
 //! - [`primary`]: the supervisor task and the [`Cluster`] handle (status,
 //!   reload, scale, fork, send, kill, disconnect, events).
+//! - [`node`]: Node's cluster protocol (`NODE_UNIQUE_ID`, `queryServer`,
+//!   shared and per-worker listening handles), so `listen(8080)` runs
+//!   unchanged.
 //! - [`event`]: the events (fork, online, listening, disconnect, exit, setup, ...).
 //! - [`control`]: answers on the `shoal ctl` control socket.
 //! - [`role`]: the worker's side: `is_primary`, `worker_id`, inherited
@@ -28,6 +31,7 @@ pub mod event;
 pub mod file;
 mod guard;
 pub mod listen;
+pub mod node;
 pub mod primary;
 pub mod procstat;
 pub mod role;

@@ -2,7 +2,7 @@
 //! worker as fds 3, 4, … per systemd's socket activation), or, with
 //! `--reuse-port`, one `SO_REUSEPORT` socket per worker.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
@@ -118,18 +118,29 @@ impl Listeners {
     /// Descriptors for one new worker, in order: duplicates of the shared
     /// listeners, or fresh `SO_REUSEPORT` listeners on the same addresses.
     pub fn for_worker(&self) -> std::io::Result<Vec<OwnedFd>> {
-        self.entries
-            .iter()
-            .map(|e| match (&e.addr, self.reuse_port) {
-                (ListenAddr::Tcp(a), true) => {
-                    let s = tcp_socket(a, true)?;
-                    s.bind(&SockAddr::from(*a))?;
-                    s.listen(BACKLOG)?;
-                    Ok(OwnedFd::from(s))
-                }
-                _ => e.socket.as_fd().try_clone_to_owned(),
-            })
+        (0..self.entries.len())
+            .map(|i| self.socket_for_worker(i).map(OwnedFd::from))
             .collect()
+    }
+
+    /// Listener `i` for one worker (see [`Listeners::for_worker`]); `None`
+    /// when there is no such listener or it cannot be had.
+    pub fn dup(&self, i: usize) -> Option<Socket> {
+        self.entries.get(i)?;
+        self.socket_for_worker(i).ok()
+    }
+
+    fn socket_for_worker(&self, i: usize) -> std::io::Result<Socket> {
+        let e = &self.entries[i];
+        match (&e.addr, self.reuse_port) {
+            (ListenAddr::Tcp(a), true) => {
+                let s = tcp_socket(a, true)?;
+                s.bind(&SockAddr::from(*a))?;
+                s.listen(BACKLOG)?;
+                Ok(s)
+            }
+            _ => e.socket.try_clone(),
+        }
     }
 }
 

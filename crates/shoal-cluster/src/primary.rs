@@ -180,6 +180,7 @@ impl Cluster {
             gave_up: Vec::new(),
             control,
             guard: crate::guard::Guard::start(),
+            node: crate::node::Servers::default(),
         };
         // Every log line of the primary says so: `primary{name=web}: worker 1 online`.
         let span = tracing::info_span!("primary", name = %primary.spec.name);
@@ -425,6 +426,12 @@ struct Live {
     started: Instant,
     asked_to_go: bool,
     disconnected: bool,
+    /// It has spoken Node's cluster protocol (a Node worker sends `online`
+    /// as it starts; one run as `node -e` never does).
+    node: bool,
+    /// It said it was leaving (Node's `exitedAfterDisconnect`); it is
+    /// replaced all the same, and its exit says so.
+    leaving: bool,
 }
 
 struct Reload {
@@ -450,6 +457,8 @@ struct Primary {
     gave_up: Vec<String>,
     control: Option<(Shutdown, std::path::PathBuf)>,
     guard: Option<crate::guard::Guard>,
+    /// Sockets bound for Node workers (see [`crate::node`]).
+    node: crate::node::Servers,
 }
 
 impl Primary {
@@ -522,13 +531,17 @@ impl Primary {
         });
     }
 
-    /// The listening addresses as text, for events and status.
+    /// The listening addresses as text, for events and status: the
+    /// `--listen` ones, then those Node workers asked for.
     fn listen_strings(&self) -> Vec<String> {
-        self.listeners
+        let mut out: Vec<String> = self
+            .listeners
             .addrs()
             .iter()
             .map(ToString::to_string)
-            .collect()
+            .collect();
+        out.extend(self.node.addresses());
+        out
     }
 
     fn setup(&mut self) {
@@ -606,6 +619,8 @@ impl Primary {
                         started: Instant::now(),
                         asked_to_go: false,
                         disconnected: false,
+                        node: false,
+                        leaving: false,
                     },
                 );
                 if let Some(g) = self.guard.as_mut() {
@@ -828,7 +843,88 @@ impl Primary {
                     }
                 }
             }
+            Report::Node(key, message) => self.on_node(key, message),
             Report::Exited(key, status) => self.on_exit(key, status),
+        }
+    }
+
+    /// A `NODE_CLUSTER` message from a Node worker (see [`crate::node`]).
+    fn on_node(&mut self, key: u64, message: Value) {
+        use crate::node::Act;
+        let Some(w) = self.workers.get_mut(&key) else {
+            return;
+        };
+        w.node = true;
+        let (id, pid, sender) = (w.id, w.pid, w.sender.clone());
+        let answer = match crate::node::parse(&message) {
+            Act::Online => {
+                tracing::debug!(id, "Node worker online");
+                None
+            }
+            Act::Query(q) => {
+                let a = self.node.query(
+                    key,
+                    &q,
+                    &self.listeners,
+                    self.spec.reuse_port,
+                    self.spec.bind_host,
+                );
+                if let Some(errno) = a.msg["errno"].as_i64().filter(|e| *e != 0) {
+                    let err = std::io::Error::from_raw_os_error(-errno as i32);
+                    tracing::warn!(id, key = %q.key, "worker {id} cannot listen: {err}");
+                }
+                Some(a)
+            }
+            Act::Listening {
+                address,
+                key: server,
+            } => {
+                let address = self.node.address_of(&server).unwrap_or(address);
+                self.emit(Event::Listening {
+                    id,
+                    pid,
+                    addresses: vec![address],
+                });
+                if matches!(self.spec.ready, Ready::Delay(_) | Ready::Listening) {
+                    self.on_ready(key);
+                }
+                None
+            }
+            Act::Close { key: server } => {
+                self.node.close(key, &server);
+                None
+            }
+            Act::ExitedAfterDisconnect { seq } => {
+                w.leaving = true;
+                Some(crate::node::Answer {
+                    msg: self.node.message(serde_json::json!({ "ack": seq })),
+                    handle: None,
+                })
+            }
+            Act::Bad { reason, seq } => {
+                tracing::warn!(id, message = %message, "worker {id} sent a malformed NODE_CLUSTER message: {reason}");
+                seq.map(|seq| crate::node::Answer {
+                    msg: self.node.message(
+                        serde_json::json!({ "ack": seq, "errno": -i64::from(libc::EINVAL) }),
+                    ),
+                    handle: None,
+                })
+            }
+            Act::Ignored(act) => {
+                tracing::debug!(id, act, "NODE_CLUSTER message ignored");
+                None
+            }
+        };
+        if let (Some(a), Some(s)) = (answer, sender) {
+            tokio::spawn(async move {
+                let r = match a.handle {
+                    Some(h) => s.send_native(&a.msg, h).await,
+                    None => s.send(&a.msg, None).await,
+                };
+                if let Err(e) = r {
+                    tracing::debug!(id, error = %e, "could not answer a Node worker");
+                }
+            });
         }
     }
 
@@ -880,6 +976,7 @@ impl Primary {
         if let Some(g) = self.guard.as_mut() {
             g.remove(w.pid);
         }
+        self.node.forget(key);
         if !w.disconnected {
             self.emit(Event::Disconnect {
                 id: w.id,
@@ -891,7 +988,7 @@ impl Primary {
             pid: w.pid,
             code: status.code,
             signal: status.signal_name().map(String::from),
-            exited_after_disconnect: w.asked_to_go,
+            exited_after_disconnect: w.asked_to_go || w.leaving,
         });
         let uptime = w.started.elapsed();
         // A reload whose new worker died before being ready fails.
@@ -968,6 +1065,19 @@ impl Primary {
         w.state = WState::Stopping;
         w.asked_to_go = true;
         let disconnecting = match (&w.sender, w.disconnected) {
+            (Some(s), false) if w.node => {
+                // Node's way: the worker closes its servers, lets their
+                // connections finish, then disconnects and exits. SIGTERM
+                // only at half the grace period.
+                let s = s.clone();
+                let msg = self
+                    .node
+                    .message(serde_json::json!({ "act": "disconnect" }));
+                tokio::spawn(async move { s.send(&msg, None).await });
+                self.after(self.spec.grace / 2, Cmd::Terminate(key));
+                self.after(self.spec.grace, Cmd::ForceKill(key));
+                return;
+            }
             (Some(s), false) => {
                 let s = s.clone();
                 tokio::spawn(async move { s.disconnect().await });

@@ -75,6 +75,9 @@ pub enum Ready {
     Notify,
     /// The worker is considered ready this long after it started.
     Delay(Duration),
+    /// A Node worker is ready once its server listens (Node's cluster
+    /// `listening`); with `Delay`, the default, that also counts, earlier.
+    Listening,
 }
 
 impl FromStr for Ready {
@@ -83,10 +86,11 @@ impl FromStr for Ready {
         match s {
             "ipc" => Ok(Ready::Ipc),
             "notify" => Ok(Ready::Notify),
+            "listening" => Ok(Ready::Listening),
             _ => match s.strip_prefix("delay:").map(str::parse::<u64>) {
                 Some(Ok(ms)) => Ok(Ready::Delay(Duration::from_millis(ms))),
                 _ => Err(ClusterError::Spec(format!(
-                    "--ready {s}: expected ipc, notify or delay:MS (e.g. delay:500)"
+                    "--ready {s}: expected ipc, notify, listening or delay:MS (e.g. delay:500)"
                 ))),
             },
         }
@@ -152,6 +156,11 @@ pub struct ClusterSpec {
     pub backoff_initial: Duration,
     /// Largest restart delay.
     pub backoff_max: Duration,
+    /// Whether workers speak Node's cluster protocol (see [`crate::node`]).
+    pub node_cluster: crate::node::NodeCluster,
+    /// The address for a Node worker's `listen(port)` without a host
+    /// (Node binds every interface, `::`).
+    pub bind_host: Option<std::net::IpAddr>,
     /// Serve `shoal ctl` on the control socket for `name`.
     pub control: bool,
     /// React to SIGHUP (reload) and SIGTTIN/SIGTTOU (scale up/down).
@@ -180,6 +189,8 @@ impl ClusterSpec {
             min_uptime: Duration::from_secs(1),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
+            node_cluster: crate::node::NodeCluster::Auto,
+            bind_host: None,
             control: true,
             signals: false,
         }

@@ -1,6 +1,7 @@
 //! Starting one worker process: its listeners at fds 3.. with `LISTEN_FDS`,
-//! `LISTEN_PID` (its own pid) and `LISTEN_FDNAMES`, `SHOAL_WORKER_ID`, the
-//! Node-compatible IPC channel after the listeners, `NOTIFY_SOCKET` for
+//! `LISTEN_PID` (its own pid) and `LISTEN_FDNAMES`, `SHOAL_WORKER_ID` (and
+//! `NODE_UNIQUE_ID` for a Node worker), the Node-compatible IPC channel
+//! after the listeners, `NOTIFY_SOCKET` for
 //! `--ready notify`, its own process group, death with the primary, and its
 //! output relayed line by line with a `[name id]` prefix.
 
@@ -23,6 +24,8 @@ use crate::spec::{ClusterSpec, Ready};
 pub(crate) enum Report {
     Ready(u64),
     Message(u64, Value),
+    /// A `NODE_CLUSTER` message (see [`crate::node`]).
+    Node(u64, Value),
     IpcError(u64, String),
     Disconnected(u64),
     Exited(u64, ExitStatus),
@@ -65,6 +68,11 @@ pub(crate) fn launch(
     env.extend(spec.env.iter().cloned());
     env.extend(extra_env.iter().cloned());
     env.insert(WORKER_ID_ENV.into(), id.to_string().into());
+    let node = spec.node_cluster.applies_to(&spec.exec);
+    if node {
+        // Node's cluster module reads it: `cluster.isWorker`, `worker.id`.
+        env.insert("NODE_UNIQUE_ID".into(), id.to_string().into());
+    }
     env.insert(CLUSTER_NAME_ENV.into(), spec.name.clone().into());
     if n > 0 {
         env.insert("LISTEN_FDS".into(), n.to_string().into());
@@ -156,6 +164,9 @@ pub(crate) fn launch(
                         let _ = reports.send(Report::Ready(key)).await;
                     }
                     Report::Message(key, v)
+                }
+                ChildEvent::Internal(v) if node && v["cmd"] == "NODE_CLUSTER" => {
+                    Report::Node(key, v)
                 }
                 ChildEvent::Internal(v) => {
                     tracing::debug!(id, message = %v, "internal message from worker ignored");

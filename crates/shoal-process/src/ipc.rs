@@ -208,13 +208,36 @@ impl Sender {
     /// for the peer's `NODE_HANDLE_ACK`). Resolves once the bytes are written.
     /// Our copy of the handle is closed once the peer acknowledged it.
     pub async fn send<T: Serialize + ?Sized>(&self, msg: &T, handle: Option<Handle>) -> Result<()> {
+        let kind = handle.as_ref().map(Handle::node_type);
+        self.send_typed(msg, handle, kind).await
+    }
+
+    /// Send `msg` with `handle` as a raw handle (`net.Native` or
+    /// `dgram.Native`): a Node peer gets the bare libuv handle rather than a
+    /// `net.Server` or `dgram.Socket` built around it, as Node's cluster
+    /// primary hands listening sockets to its workers.
+    pub async fn send_native<T: Serialize + ?Sized>(&self, msg: &T, handle: Handle) -> Result<()> {
+        let kind = if handle.dgram_type().is_some() {
+            "dgram.Native"
+        } else {
+            "net.Native"
+        };
+        self.send_typed(msg, Some(handle), Some(kind)).await
+    }
+
+    async fn send_typed<T: Serialize + ?Sized>(
+        &self,
+        msg: &T,
+        handle: Option<Handle>,
+        kind: Option<&str>,
+    ) -> Result<()> {
         if !self.connected() {
             return Err(Error::ChannelClosed);
         }
-        let bytes = match &handle {
-            None => encode(msg)?,
-            Some(h) => {
-                let mut m = json!({ "cmd": "NODE_HANDLE", "type": h.node_type(), "msg": msg });
+        let bytes = match (&handle, kind) {
+            (None, _) | (_, None) => encode(msg)?,
+            (Some(h), Some(kind)) => {
+                let mut m = json!({ "cmd": "NODE_HANDLE", "type": kind, "msg": msg });
                 if let Some(t) = h.dgram_type() {
                     m["dgramType"] = Value::from(t);
                 }

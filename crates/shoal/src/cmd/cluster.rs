@@ -14,7 +14,11 @@ Examples:
   # Everything from a file (flags given here win over it):
   shoal cluster --config examples/cluster/cluster.toml
 
-  # The chapter's server (listen({fd: 3})) on every core, sharing port 8080:
+  # The chapter's cluster program, unchanged (listen(8080) in each worker;
+  # Shoal speaks Node's cluster protocol and shares one socket):
+  shoal cluster -w 2 --bind-host 127.0.0.1 -- node examples/cluster/chapter_cluster.js
+
+  # A server that takes its socket as fd 3 (any language), on every core:
   shoal cluster -w auto -l 127.0.0.1:8080 -- node examples/cluster/server.js
 
   # Two gunicorn workers on one inherited socket (gunicorn reads LISTEN_FDS):
@@ -25,7 +29,9 @@ Examples:
 
 Workers get their listeners as fds 3, 4, ... with LISTEN_FDS, LISTEN_PID and
 LISTEN_FDNAMES (systemd socket activation), SHOAL_WORKER_ID (1..N) and a
-Node-compatible IPC channel (NODE_CHANNEL_FD).
+Node-compatible IPC channel (NODE_CHANNEL_FD). Node workers also get
+NODE_UNIQUE_ID: cluster.isWorker is true, and their servers get their
+sockets from Shoal as from Node's own primary.
 
 Signals: TERM/INT stop gracefully, HUP rolling reload, TTIN/TTOU one worker
 more/less. At runtime: shoal ctl --name NAME status|reload|scale N|stop|send JSON")]
@@ -79,6 +85,15 @@ pub struct ClusterArgs {
     /// Do not replace workers that exit; the primary ends when they all have.
     #[arg(long)]
     pub no_restart: bool,
+    /// Speak Node's cluster protocol to the workers (NODE_UNIQUE_ID;
+    /// `listen(8080)` asks the primary for the socket): `auto` when the
+    /// command is `node`, `on` or `off` [default: auto].
+    #[arg(long, value_name = "auto|on|off")]
+    pub node_cluster: Option<String>,
+    /// The address a Node worker's `listen(PORT)` binds when it names no
+    /// host (Node itself binds every interface, `::`), e.g. 127.0.0.1.
+    #[arg(long, value_name = "IP")]
+    pub bind_host: Option<std::net::IpAddr>,
     /// The worker command and its arguments (after `--`); required unless the
     /// config file has `command`.
     #[arg(
@@ -136,6 +151,12 @@ impl ClusterArgs {
         }
         if let Some(m) = self.max_restarts {
             spec.max_restarts = m;
+        }
+        if let Some(n) = &self.node_cluster {
+            spec.node_cluster = n.parse()?;
+        }
+        if let Some(h) = self.bind_host {
+            spec.bind_host = Some(h);
         }
         spec.silent |= self.silent;
         spec.restart &= !self.no_restart;
