@@ -1,4 +1,5 @@
-//! One queue: its messages (one FIFO per priority level), its arguments
+//! One queue: its messages (one FIFO per priority level, in publish order;
+//! a requeued message goes back to its original position), its arguments
 //! (TTL, length limits, overflow, dead-lettering, priorities, single active
 //! consumer), its consumers and counters. Routing, delivery and
 //! acknowledgement across queues and channels live in [`crate::vhost`].
@@ -8,7 +9,7 @@ use crate::message::{value_as_i64, value_as_str, MessageRef};
 use crate::outbox::Outbox;
 use crate::store::StoreRef;
 use amq_protocol::types::FieldTable;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 /// A message waiting in a queue (or delivered and not yet acknowledged).
 #[derive(Debug, Clone)]
@@ -24,6 +25,9 @@ pub struct QMsg {
     /// Body only on disk: `msg` is a shared stub with the right priority and
     /// the message is read back from `sref` when it is delivered.
     pub paged: bool,
+    /// Its position in the queue, given when it is enqueued; a requeued
+    /// message goes back in front of every message enqueued after it.
+    pub seq: u64,
 }
 
 /// A shared, empty stand-in for a paged-out message of priority `p`.
@@ -131,6 +135,41 @@ impl QueueArgs {
     }
 }
 
+/// One priority level: messages in publish order, and those requeued, keyed
+/// by their position. The next message is the one with the lowest position
+/// of the two heads, so the hot path (nothing requeued) is a plain FIFO.
+#[derive(Debug, Default)]
+struct Level {
+    ready: VecDeque<QMsg>,
+    returned: BTreeMap<u64, QMsg>,
+}
+
+impl Level {
+    /// Whether the next message is a requeued one.
+    fn returned_first(&self) -> bool {
+        match (self.returned.keys().next(), self.ready.front()) {
+            (Some(r), Some(m)) => *r < m.seq,
+            (r, _) => r.is_some(),
+        }
+    }
+
+    fn front(&self) -> Option<&QMsg> {
+        if self.returned_first() {
+            self.returned.values().next()
+        } else {
+            self.ready.front()
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<QMsg> {
+        if self.returned_first() {
+            self.returned.pop_first().map(|(_, m)| m)
+        } else {
+            self.ready.pop_front()
+        }
+    }
+}
+
 /// A consumer attached to a queue.
 #[derive(Debug)]
 pub struct Consumer {
@@ -167,7 +206,8 @@ pub struct Queue {
     pub arguments: FieldTable,
     /// Parsed arguments.
     pub args: QueueArgs,
-    levels: Vec<VecDeque<QMsg>>,
+    levels: Vec<Level>,
+    next_seq: u64,
     /// Ready messages.
     pub len: usize,
     /// Ready body bytes.
@@ -208,7 +248,8 @@ impl Queue {
             auto_delete,
             arguments,
             args,
-            levels: (0..levels).map(|_| VecDeque::new()).collect(),
+            levels: (0..levels).map(|_| Level::default()).collect(),
+            next_seq: 0,
             len: 0,
             bytes: 0,
             consumers: Vec::new(),
@@ -226,30 +267,36 @@ impl Queue {
         usize::from(m.msg.priority()).min(self.levels.len() - 1)
     }
 
-    /// Append at the tail of its priority level.
-    pub fn push_back(&mut self, m: QMsg) {
+    /// Append at the tail of its priority level, giving it the next position.
+    pub fn push_back(&mut self, mut m: QMsg) {
         self.len += 1;
         self.bytes += m.msg.body().len() as u64;
+        m.seq = self.next_seq;
+        self.next_seq += 1;
         let l = self.level(&m);
-        self.levels[l].push_back(m);
+        self.levels[l].ready.push_back(m);
     }
 
-    /// Put back at the head (requeue).
-    pub fn push_front(&mut self, m: QMsg) {
+    /// Put a message taken from this queue back at its original position
+    /// (requeue by nack/reject, recover, channel close, a failed delivery),
+    /// as RabbitMQ does: m1..m4 requeued in any order come out m1..m4 again,
+    /// ahead of messages published after them. O(log n) in the number of
+    /// requeued messages waiting.
+    pub fn requeue(&mut self, m: QMsg) {
         self.len += 1;
         self.bytes += m.msg.body().len() as u64;
         let l = self.level(&m);
-        self.levels[l].push_front(m);
+        self.levels[l].returned.insert(m.seq, m);
     }
 
     /// The next message to deliver (highest priority first).
     pub fn peek(&self) -> Option<&QMsg> {
-        self.levels.iter().rev().find_map(|l| l.front())
+        self.levels.iter().rev().find_map(Level::front)
     }
 
     /// Take the next message.
     pub fn pop(&mut self) -> Option<QMsg> {
-        let m = self.levels.iter_mut().rev().find_map(|l| l.pop_front())?;
+        let m = self.levels.iter_mut().rev().find_map(Level::pop_front)?;
         self.len -= 1;
         self.bytes -= m.msg.body().len() as u64;
         Some(m)
@@ -300,6 +347,7 @@ mod tests {
             expires_ms: 0,
             sref: None,
             paged: false,
+            seq: 0,
         }
     }
 
@@ -317,6 +365,30 @@ mod tests {
         assert_eq!(q.pop().unwrap().msg.body(), b"low");
         assert!(q.pop().is_none());
         assert_eq!(q.bytes, 0);
+    }
+
+    #[test]
+    fn requeued_messages_go_back_to_their_positions() {
+        let mut t = FieldTable::default();
+        t.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(2));
+        let args = QueueArgs::parse(&t).unwrap();
+        let mut q = Queue::new("q".into(), false, None, false, t, args);
+        for b in ["m1", "m2", "m3", "m4"] {
+            q.push_back(qm(b, 0));
+        }
+        let taken: Vec<QMsg> = (0..4).map(|_| q.pop().unwrap()).collect();
+        q.push_back(qm("m5", 0));
+        // Requeued one by one, in reverse and out of order.
+        for i in [3, 1, 0, 2] {
+            q.requeue(taken[i].clone());
+        }
+        q.push_back(qm("m6", 0));
+        q.push_back(qm("hi", 1));
+        let order: Vec<String> = std::iter::from_fn(|| q.pop())
+            .map(|m| String::from_utf8_lossy(m.msg.body()).into_owned())
+            .collect();
+        assert_eq!(order, ["hi", "m1", "m2", "m3", "m4", "m5", "m6"]);
+        assert_eq!((q.len, q.bytes), (0, 0));
     }
 
     #[test]

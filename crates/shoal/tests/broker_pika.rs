@@ -48,6 +48,7 @@ const CHECKS: &[&str] = &[
     "x-expires",
     "auto-delete-queue",
     "large-message",
+    "requeue-keeps-original-order",
     "bad-login-refused",
     "unknown-vhost-530",
 ];

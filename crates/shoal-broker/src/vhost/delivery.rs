@@ -169,7 +169,7 @@ impl VHost {
                 msg: m.msg.clone(),
             });
             if sent.is_err() {
-                q.push_front(m);
+                q.requeue(m);
                 break;
             }
             q.stat_delivered += 1;
@@ -332,7 +332,7 @@ impl VHost {
     pub fn reject(&mut self, key: u64, tag: u64, multiple: bool, requeue: bool) -> AmqpResult<()> {
         let done = self.take_unacked(key, tag, multiple)?;
         let mut touched: Vec<String> = Vec::new();
-        for u in done.into_iter().rev() {
+        for u in done {
             if !touched.contains(&u.queue) {
                 touched.push(u.queue.clone());
             }
@@ -354,7 +354,7 @@ impl VHost {
     pub fn recover(&mut self, key: u64) -> AmqpResult<()> {
         let all = self.take_unacked(key, 0, true)?;
         let mut touched: Vec<String> = Vec::new();
-        for u in all.into_iter().rev() {
+        for u in all {
             if !touched.contains(&u.queue) {
                 touched.push(u.queue.clone());
             }

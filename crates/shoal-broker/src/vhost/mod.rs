@@ -271,6 +271,7 @@ impl VHost {
                     expires_ms: r.expires_ms,
                     sref: Some(r.sref),
                     paged,
+                    seq: 0,
                 })
             }
             _ => gone.push(r.sref),
@@ -382,7 +383,7 @@ impl VHost {
             self.remove_consumer(qname, tag);
             touched.insert(qname.clone());
         }
-        for (_, u) in ch.unacked.into_iter().rev() {
+        for u in ch.unacked.into_values() {
             touched.insert(u.queue.clone());
             self.requeue(u);
         }
@@ -427,7 +428,7 @@ impl VHost {
         }
         q.unacked = q.unacked.saturating_sub(1);
         u.qm.redelivered = true;
-        q.push_front(u.qm);
+        q.requeue(u.qm);
     }
 
     fn remove_consumer(&mut self, qname: &str, tag: &str) {

@@ -112,6 +112,7 @@ impl VHost {
                         expires_ms: 0,
                         sref: None,
                         paged: false,
+                        seq: 0,
                     };
                     self.dead_letter(qname, vec![qm], "maxlen", depth);
                     return;
@@ -149,6 +150,7 @@ impl VHost {
             expires_ms,
             sref,
             paged,
+            seq: 0,
         });
         let mut dropped = Vec::new();
         while q.over_limit() {

@@ -405,6 +405,41 @@ m, _, body = get_body(ch, "suite.big")
 assert body == big
 ok("large-message")
 
+# --- requeue puts messages back at their original positions (RabbitMQ order)
+ch.queue_declare("suite.order", exclusive=True)
+for i in range(1, 5):
+    ch.basic_publish("", "suite.order", b"m%d" % i)
+wait_count("suite.order", 4)
+held = [ch.basic_get("suite.order")[0] for _ in range(4)]
+ch.basic_publish("", "suite.order", b"m5")
+for m in held:
+    ch.basic_nack(m.delivery_tag, requeue=True)
+wait_count("suite.order", 5)
+assert bodies("suite.order") == [b"m1", b"m2", b"m3", b"m4", b"m5"], "one by one"
+for i in range(1, 5):
+    ch.basic_publish("", "suite.order", b"m%d" % i)
+wait_count("suite.order", 4)
+held = [ch.basic_get("suite.order")[0] for _ in range(4)]
+ch.basic_reject(held[2].delivery_tag, requeue=True)
+ch.basic_nack(held[1].delivery_tag, multiple=True, requeue=True)
+ch.basic_reject(held[3].delivery_tag, requeue=True)
+wait_count("suite.order", 4)
+assert bodies("suite.order") == [b"m1", b"m2", b"m3", b"m4"], "out of order and multiple"
+oc = c.channel()
+for i in range(1, 5):
+    ch.basic_publish("", "suite.order", b"m%d" % i)
+wait_count("suite.order", 4)
+got = []
+oc.basic_consume("suite.order", lambda chn, m, p, b: got.append(b), auto_ack=False)
+end = time.time() + DEADLINE
+while len(got) < 4 and time.time() < end:
+    c.process_data_events(time_limit=0.05)
+ch.basic_publish("", "suite.order", b"m5")
+oc.close()
+wait_count("suite.order", 5)
+assert bodies("suite.order") == [b"m1", b"m2", b"m3", b"m4", b"m5"], "channel close"
+ok("requeue-keeps-original-order")
+
 c.close()
 
 # --- bad login: ACCESS_REFUSED 403
