@@ -49,6 +49,7 @@ const CHECKS: &[&str] = &[
     "auto-delete-queue",
     "large-message",
     "requeue-keeps-original-order",
+    "unbind-missing-ok",
     "bad-login-refused",
     "unknown-vhost-530",
 ];

@@ -169,17 +169,47 @@ impl VHost {
         key: &str,
         args: &FieldTable,
     ) -> AmqpResult<()> {
-        self.check_dest(conn, &dest)?;
-        self.exchange_for_bind(source)?;
-        let mut auto_delete = false;
-        let mut durable = false;
-        if let Some(src) = self.exchanges.get_mut(source) {
-            let before = src.bindings.len();
-            src.bindings
-                .retain(|b| !(b.dest == dest && b.key == key && &b.args == args));
-            auto_delete = src.auto_delete && src.bindings.is_empty() && before > 0;
-            durable = src.durable;
+        // As RabbitMQ: unbinding what is not there (a missing source
+        // exchange, destination or binding) answers unbind-ok; only the
+        // default exchange is refused, and another connection's exclusive
+        // queue is locked.
+        let default = |n: &str| {
+            n.is_empty().then(|| {
+                AmqpError::access_refused("operation not permitted on the default exchange")
+            })
+        };
+        if let Some(e) = default(source) {
+            return Err(e);
         }
+        if let Dest::Exchange(x) = &dest {
+            if let Some(e) = default(x) {
+                return Err(e);
+            }
+        }
+        let dest_exists = match &dest {
+            Dest::Queue(q) => self.queues.contains_key(q),
+            Dest::Exchange(x) => self.exchanges.contains_key(x),
+        };
+        if !dest_exists {
+            return Ok(());
+        }
+        let Some(src) = self.exchanges.get(source) else {
+            return Ok(());
+        };
+        let Some(at) = src
+            .bindings
+            .iter()
+            .position(|b| b.dest == dest && b.key == key && &b.args == args)
+        else {
+            return Ok(());
+        };
+        self.check_dest(conn, &dest)?;
+        let Some(src) = self.exchanges.get_mut(source) else {
+            return Ok(());
+        };
+        src.bindings.remove(at);
+        let auto_delete = src.auto_delete && src.bindings.is_empty();
+        let durable = src.durable;
         if auto_delete {
             self.exchanges.remove(source);
         }

@@ -440,6 +440,24 @@ wait_count("suite.order", 5)
 assert bodies("suite.order") == [b"m1", b"m2", b"m3", b"m4", b"m5"], "channel close"
 ok("requeue-keeps-original-order")
 
+# --- unbinding what is not there answers unbind-ok (RabbitMQ; aio-pika relies on it)
+uc = c.channel()
+uc.queue_declare("suite.unb", exclusive=True)
+uc.exchange_declare("t.unb", "direct")
+uc.queue_unbind("suite.unb", "t.unb", "never-bound")
+uc.queue_unbind("suite.unb-missing", "t.unb", "k")
+uc.queue_unbind("suite.unb", "t.unb-missing", "k")
+uc.exchange_unbind("t.unb", "t.unb-missing", "k")
+uc.exchange_unbind("t.unb-missing", "t.unb", "k")
+uc.exchange_unbind("t.unb", "t.direct", "never-bound")
+uc.queue_bind("suite.unb", "t.unb", "k")
+uc.queue_unbind("suite.unb", "t.unb", "k")
+uc.basic_publish("t.unb", "k", b"x")
+assert uc.queue_declare("suite.unb", passive=True).method.message_count == 0
+assert uc.is_open
+uc.close()
+ok("unbind-missing-ok")
+
 c.close()
 
 # --- bad login: ACCESS_REFUSED 403
