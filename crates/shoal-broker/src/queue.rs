@@ -8,7 +8,7 @@ use crate::error::{AmqpError, AmqpResult};
 use crate::message::{value_as_i64, value_as_str, MessageRef};
 use crate::outbox::Outbox;
 use crate::store::StoreRef;
-use amq_protocol::types::FieldTable;
+use amq_protocol::types::{AMQPValue, FieldTable};
 use std::collections::{BTreeMap, VecDeque};
 
 /// A message waiting in a queue (or delivered and not yet acknowledged).
@@ -133,6 +133,109 @@ impl QueueArgs {
             single_active,
         })
     }
+}
+
+/// The arguments RabbitMQ compares when a queue is declared again: left
+/// out, given with another value, or given when the queue has none, each is
+/// a 406 (other `x-` arguments are not compared).
+pub const EQUIVALENCE_ARGS: [&str; 11] = [
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-single-active-consumer",
+    "x-queue-type",
+];
+
+/// RabbitMQ's name for a field-table value's type.
+fn type_name(v: &AMQPValue) -> &'static str {
+    match v {
+        AMQPValue::Boolean(_) => "bool",
+        AMQPValue::ShortShortInt(_) => "byte",
+        AMQPValue::ShortShortUInt(_) => "unsignedbyte",
+        AMQPValue::ShortInt(_) => "short",
+        AMQPValue::ShortUInt(_) => "unsignedshort",
+        AMQPValue::LongInt(_) => "signedint",
+        AMQPValue::LongUInt(_) => "unsignedint",
+        AMQPValue::LongLongInt(_) => "long",
+        AMQPValue::Float(_) => "float",
+        AMQPValue::Double(_) => "double",
+        AMQPValue::DecimalValue(_) => "decimal",
+        AMQPValue::ShortString(_) => "shortstr",
+        AMQPValue::LongString(_) => "longstr",
+        AMQPValue::FieldArray(_) => "array",
+        AMQPValue::Timestamp(_) => "timestamp",
+        AMQPValue::FieldTable(_) => "table",
+        AMQPValue::ByteArray(_) => "binary",
+        AMQPValue::Void => "void",
+    }
+}
+
+/// A value as RabbitMQ prints it in an error.
+fn show(v: &AMQPValue) -> String {
+    if let Some(n) = value_as_i64(v) {
+        return n.to_string();
+    }
+    match v {
+        AMQPValue::Boolean(b) => b.to_string(),
+        AMQPValue::Float(f) => f.to_string(),
+        AMQPValue::Double(f) => f.to_string(),
+        _ => value_as_str(v).map_or_else(|| format!("{v:?}"), str::to_string),
+    }
+}
+
+/// Whether two argument values are equivalent: integers of any width with
+/// the same value, strings (short or long) with the same text, else equal.
+fn same_value(a: &AMQPValue, b: &AMQPValue) -> bool {
+    match (value_as_i64(a), value_as_i64(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => match (value_as_str(a), value_as_str(b)) {
+            (Some(x), Some(y)) => x == y,
+            _ => a == b,
+        },
+    }
+}
+
+/// RabbitMQ's equivalence check on a queue declared again (not passive):
+/// `current` are the queue's arguments, `received` the new declare's.
+/// The error text is RabbitMQ's, e.g. `inequivalent arg 'x-max-length' for
+/// queue 'q' in vhost '/': received none but current is the value '10' of
+/// type 'signedint'`.
+pub fn check_equivalent(
+    current: &FieldTable,
+    received: &FieldTable,
+    queue: &str,
+    vhost: &str,
+) -> AmqpResult<()> {
+    for key in EQUIVALENCE_ARGS {
+        let (cur, got) = (current.inner().get(key), received.inner().get(key));
+        let text = match (cur, got) {
+            (None, None) => continue,
+            (Some(c), Some(g)) if same_value(c, g) => continue,
+            (Some(c), Some(g)) => format!("received '{}' but current is '{}'", show(g), show(c)),
+            (c, g) => {
+                // x-queue-type left out means the default, classic.
+                let classic = |v: Option<&AMQPValue>| v.and_then(value_as_str) == Some("classic");
+                if key == "x-queue-type" && (classic(c) || classic(g)) {
+                    continue;
+                }
+                let side = |v: Option<&AMQPValue>| match v {
+                    None => "none".to_string(),
+                    Some(v) => format!("the value '{}' of type '{}'", show(v), type_name(v)),
+                };
+                format!("received {} but current is {}", side(g), side(c))
+            }
+        };
+        return Err(AmqpError::precondition_failed(format!(
+            "inequivalent arg '{key}' for queue '{queue}' in vhost '{vhost}': {text}"
+        )));
+    }
+    Ok(())
 }
 
 /// One priority level: messages in publish order, and those requeued, keyed
@@ -389,6 +492,37 @@ mod tests {
             .collect();
         assert_eq!(order, ["hi", "m1", "m2", "m3", "m4", "m5", "m6"]);
         assert_eq!((q.len, q.bytes), (0, 0));
+    }
+
+    #[test]
+    fn redeclare_equivalence_follows_rabbitmq() {
+        let table = |pairs: &[(&str, AMQPValue)]| {
+            let mut t = FieldTable::default();
+            for (k, v) in pairs {
+                t.insert((*k).into(), v.clone());
+            }
+            t
+        };
+        let cur = table(&[("x-max-length", AMQPValue::LongInt(10))]);
+        let err = |got: &FieldTable| check_equivalent(&cur, got, "q", "/").unwrap_err().text;
+        assert!(err(&table(&[])).ends_with(
+            "inequivalent arg 'x-max-length' for queue 'q' in vhost '/': received none but current is the value '10' of type 'signedint'"
+        ));
+        assert!(err(&table(&[("x-max-length", AMQPValue::LongInt(3))]))
+            .ends_with("received '3' but current is '10'"));
+        // Same value in another integer width, and unknown x- arguments, are fine.
+        let wider = table(&[
+            ("x-max-length", AMQPValue::LongLongInt(10)),
+            ("x-custom", AMQPValue::Boolean(true)),
+        ]);
+        assert!(check_equivalent(&cur, &wider, "q", "/").is_ok());
+        let got = table(&[
+            ("x-max-length", AMQPValue::LongInt(10)),
+            ("x-message-ttl", AMQPValue::LongLongInt(5)),
+        ]);
+        assert!(err(&got).ends_with("received the value '5' of type 'long' but current is none"));
+        let classic = table(&[("x-queue-type", AMQPValue::LongString("classic".into()))]);
+        assert!(check_equivalent(&FieldTable::default(), &classic, "q", "/").is_ok());
     }
 
     #[test]

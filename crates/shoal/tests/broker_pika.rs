@@ -50,6 +50,7 @@ const CHECKS: &[&str] = &[
     "large-message",
     "requeue-keeps-original-order",
     "unbind-missing-ok",
+    "redeclare-equivalence-406",
     "bad-login-refused",
     "unknown-vhost-530",
 ];

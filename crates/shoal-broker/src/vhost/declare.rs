@@ -296,14 +296,7 @@ impl VHost {
                     q.auto_delete,
                 ));
             }
-            for (k, v) in arguments.inner() {
-                if k.as_str().starts_with("x-") && q.arguments.inner().get(k) != Some(v) {
-                    return Err(AmqpError::precondition_failed(format!(
-                        "inequivalent arg '{k}' for queue '{name}' in vhost '{}'",
-                        self.name
-                    )));
-                }
-            }
+            crate::queue::check_equivalent(&q.arguments, &arguments, &name, &self.name)?;
             let (l, c) = (q.len as u32, q.consumers.len() as u32);
             if let Some(q) = self.queues.get_mut(&name) {
                 q.last_used_ms = now_ms();

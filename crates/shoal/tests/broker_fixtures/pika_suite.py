@@ -458,6 +458,25 @@ assert uc.is_open
 uc.close()
 ok("unbind-missing-ok")
 
+# --- redeclare equivalence on every argument, including one left out
+full = {"x-max-length": 10, "x-message-ttl": 60000, "x-dead-letter-exchange": "t.dlx",
+        "x-max-priority": 5, "x-expires": 600000}
+ch.queue_declare("suite.eqv", arguments=full)
+for arg in full:
+    less = {k: v for k, v in full.items() if k != arg}
+    t = expect_channel_error(c, 406, lambda x: x.queue_declare("suite.eqv", arguments=less))
+    assert t.startswith("PRECONDITION_FAILED - inequivalent arg '%s' for queue 'suite.eqv' in vhost '/': received none but current is the value '" % arg), t
+t = expect_channel_error(c, 406, lambda x: x.queue_declare("suite.eqv", arguments=dict(full, **{"x-max-length": 20})))
+assert t == "PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue 'suite.eqv' in vhost '/': received '20' but current is '10'", t
+t = expect_channel_error(c, 406, lambda x: x.queue_declare("suite.eqv"))
+assert "received none but current is the value '" in t, t
+t = expect_channel_error(c, 406, lambda x: x.queue_declare("suite.eqv", arguments={k: v for k, v in full.items() if k != "x-max-length"}))
+assert t == "PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue 'suite.eqv' in vhost '/': received none but current is the value '10' of type 'signedint'", t
+ch.queue_declare("suite.eqv", arguments=dict(full, **{"x-custom": "ignored"}))
+ch.queue_declare("suite.eqv", passive=True)
+ch.queue_delete("suite.eqv")
+ok("redeclare-equivalence-406")
+
 c.close()
 
 # --- bad login: ACCESS_REFUSED 403
