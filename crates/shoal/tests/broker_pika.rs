@@ -51,6 +51,7 @@ const CHECKS: &[&str] = &[
     "requeue-keeps-original-order",
     "unbind-missing-ok",
     "redeclare-equivalence-406",
+    "topic-edges",
     "bad-login-refused",
     "unknown-vhost-530",
 ];

@@ -477,6 +477,23 @@ ch.queue_declare("suite.eqv", passive=True)
 ch.queue_delete("suite.eqv")
 ok("redeclare-equivalence-406")
 
+# --- topic edges as RabbitMQ: the empty key has no words, empty words count
+ch.exchange_declare("t.edges", "topic")
+edge_keys = {"hash": "#", "star": "*", "starstar": "*.*", "aemptyb": "a.*.b", "hashstar": "#.*"}
+for n, k in edge_keys.items():
+    ch.queue_declare("suite.edge." + n, exclusive=True)
+    ch.queue_bind("suite.edge." + n, "t.edges", k)
+for rk in ["", "a..b", "."]:
+    ch.basic_publish("t.edges", rk, rk.encode() or b"<empty>")
+ch.queue_declare("suite.edge.sync", exclusive=True)
+ch.basic_publish("", "suite.edge.sync", b"sync")
+wait_count("suite.edge.sync", 1)
+wait_count("suite.edge.hash", 3)
+got = {n: bodies("suite.edge." + n) for n in edge_keys}
+assert got == {"hash": [b"<empty>", b"a..b", b"."], "star": [], "starstar": [b"."],
+               "aemptyb": [b"a..b"], "hashstar": [b"a..b", b"."]}, got
+ok("topic-edges")
+
 c.close()
 
 # --- bad login: ACCESS_REFUSED 403
