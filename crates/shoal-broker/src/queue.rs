@@ -238,6 +238,24 @@ pub fn check_equivalent(
     Ok(())
 }
 
+/// `x-queue-type`: `classic` (or left out) is what this broker has; RabbitMQ's
+/// `quorum` and `stream` queues are refused, like any other type, with a
+/// channel close 406 naming the argument (RabbitMQ's wording for a type it
+/// does not support), rather than silently given a classic queue.
+pub fn check_queue_type(args: &FieldTable, queue: &str, vhost: &str) -> AmqpResult<()> {
+    let Some(v) = args.inner().get("x-queue-type") else {
+        return Ok(());
+    };
+    let why = match value_as_str(v) {
+        Some("classic") => return Ok(()),
+        Some(t) => format!("\"unsupported queue type '{t}'\""),
+        None => format!("{{unacceptable_type,{}}}", type_name(v)),
+    };
+    Err(AmqpError::precondition_failed(format!(
+        "invalid arg 'x-queue-type' for queue '{queue}' in vhost '{vhost}': {why}"
+    )))
+}
+
 /// One priority level: messages in publish order, and those requeued, keyed
 /// by their position. The next message is the one with the lowest position
 /// of the two heads, so the hot path (nothing requeued) is a plain FIFO.
@@ -523,6 +541,23 @@ mod tests {
         assert!(err(&got).ends_with("received the value '5' of type 'long' but current is none"));
         let classic = table(&[("x-queue-type", AMQPValue::LongString("classic".into()))]);
         assert!(check_equivalent(&FieldTable::default(), &classic, "q", "/").is_ok());
+    }
+
+    #[test]
+    fn only_classic_queues() {
+        let typed = |t: &str| {
+            let mut a = FieldTable::default();
+            a.insert("x-queue-type".into(), AMQPValue::LongString(t.into()));
+            check_queue_type(&a, "q", "/")
+        };
+        assert!(typed("classic").is_ok());
+        assert!(check_queue_type(&FieldTable::default(), "q", "/").is_ok());
+        let e = typed("quorum").unwrap_err();
+        assert_eq!(e.code, 406);
+        assert!(e.text.ends_with(
+            "invalid arg 'x-queue-type' for queue 'q' in vhost '/': \"unsupported queue type 'quorum'\""
+        ));
+        assert_eq!(typed("stream").unwrap_err().code, 406);
     }
 
     #[test]

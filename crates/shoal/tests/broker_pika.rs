@@ -52,6 +52,7 @@ const CHECKS: &[&str] = &[
     "unbind-missing-ok",
     "redeclare-equivalence-406",
     "topic-edges",
+    "queue-type-classic-only",
     "bad-login-refused",
     "unknown-vhost-530",
 ];

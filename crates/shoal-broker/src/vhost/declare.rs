@@ -308,6 +308,7 @@ impl VHost {
                 "queue name '{name}' contains reserved prefix 'amq.*'"
             )));
         }
+        crate::queue::check_queue_type(&arguments, &name, &self.name)?;
         let args = QueueArgs::parse(&arguments)?;
         if let Some(dlx) = &args.dlx {
             if !dlx.is_empty() && !self.exchanges.contains_key(dlx) {

@@ -494,6 +494,17 @@ assert got == {"hash": [b"<empty>", b"a..b", b"."], "star": [], "starstar": [b".
                "aemptyb": [b"a..b"], "hashstar": [b"a..b", b"."]}, got
 ok("topic-edges")
 
+# --- x-queue-type: classic accepted, quorum and stream refused (406 naming the argument)
+ch.queue_declare("suite.classic", exclusive=True, arguments={"x-queue-type": "classic"})
+ch.queue_declare("suite.classic", exclusive=True)
+ch.basic_publish("", "suite.classic", b"c")
+assert get_body(ch, "suite.classic")[2] == b"c"
+for qt in ["quorum", "stream"]:
+    t = expect_channel_error(c, 406, lambda x: x.queue_declare("suite." + qt, durable=True, arguments={"x-queue-type": qt}))
+    assert t == "PRECONDITION_FAILED - invalid arg 'x-queue-type' for queue 'suite.%s' in vhost '/': \"unsupported queue type '%s'\"" % (qt, qt), t
+    expect_channel_error(c, 404, lambda x: x.queue_declare("suite." + qt, passive=True))
+ok("queue-type-classic-only")
+
 c.close()
 
 # --- bad login: ACCESS_REFUSED 403
