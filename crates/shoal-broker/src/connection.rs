@@ -942,6 +942,7 @@ impl Conn {
                     c.consumer_tag.as_str(),
                     c.no_ack,
                     c.exclusive,
+                    &c.arguments,
                 )?;
                 if !c.nowait {
                     self.reply(

@@ -153,7 +153,7 @@ pub const EQUIVALENCE_ARGS: [&str; 11] = [
 ];
 
 /// RabbitMQ's name for a field-table value's type.
-fn type_name(v: &AMQPValue) -> &'static str {
+pub(crate) fn type_name(v: &AMQPValue) -> &'static str {
     match v {
         AMQPValue::Boolean(_) => "bool",
         AMQPValue::ShortShortInt(_) => "byte",
@@ -306,6 +306,9 @@ pub struct Consumer {
     pub prefetch: u16,
     /// Delivered and not yet acknowledged.
     pub unacked: u32,
+    /// `x-priority` (default 0): higher-priority consumers get messages
+    /// while they have credit; equal priorities take turns.
+    pub priority: i64,
     /// Where its deliveries go.
     pub out: Outbox,
     /// Its connection's writer backlog.
@@ -333,10 +336,9 @@ pub struct Queue {
     pub len: usize,
     /// Ready body bytes.
     pub bytes: u64,
-    /// Consumers.
+    /// Consumers, highest priority first; within a priority, the next to be
+    /// served first (see [`Queue::served`]).
     pub consumers: Vec<Consumer>,
-    /// Round-robin cursor.
-    pub rr: usize,
     /// Delivered, unacknowledged.
     pub unacked: usize,
     /// Ever had a consumer (auto-delete only after the first one leaves).
@@ -374,7 +376,6 @@ impl Queue {
             len: 0,
             bytes: 0,
             consumers: Vec::new(),
-            rr: 0,
             unacked: 0,
             had_consumer: false,
             last_used_ms: crate::message::now_ms(),
@@ -430,6 +431,34 @@ impl Queue {
             out.push(m);
         }
         out
+    }
+
+    /// Attach a consumer behind those of its priority or higher (a single
+    /// active consumer queue keeps arrival order: the first is the active one).
+    pub fn add_consumer(&mut self, c: Consumer) {
+        let at = if self.args.single_active {
+            self.consumers.len()
+        } else {
+            self.consumers
+                .iter()
+                .position(|x| x.priority < c.priority)
+                .unwrap_or(self.consumers.len())
+        };
+        self.consumers.insert(at, c);
+    }
+
+    /// Consumer `idx` was given a message: move it behind the others of its
+    /// priority, so equal priorities take turns (round-robin).
+    pub fn served(&mut self, idx: usize) {
+        let Some(p) = self.consumers.get(idx).map(|c| c.priority) else {
+            return;
+        };
+        let end = idx
+            + self.consumers[idx..]
+                .iter()
+                .take_while(|c| c.priority == p)
+                .count();
+        self.consumers[idx..end].rotate_left(1);
     }
 
     /// Whether a length limit is exceeded.

@@ -53,6 +53,7 @@ const CHECKS: &[&str] = &[
     "redeclare-equivalence-406",
     "topic-edges",
     "queue-type-classic-only",
+    "consumer-priorities",
     "bad-login-refused",
     "unknown-vhost-530",
 ];

@@ -23,6 +23,7 @@ impl Conn {
             "connection.blocked",
             "authentication_failure_close",
             "per_consumer_qos",
+            "consumer_priorities",
         ] {
             caps.insert(cap.into(), AMQPValue::Boolean(true));
         }

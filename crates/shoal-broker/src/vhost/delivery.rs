@@ -30,16 +30,29 @@ impl VHost {
         tag: &str,
         no_ack: bool,
         exclusive: bool,
+        arguments: &FieldTable,
     ) -> AmqpResult<String> {
         let conn = chan_conn(key);
         let q = self.queue_for(conn, queue)?;
+        // Consumer arguments as RabbitMQ: `x-priority` (an integer) orders
+        // consumers; `x-cancel-on-ha-failover` is accepted and has nothing
+        // to do on a single node; others are ignored.
+        let priority = match arguments.inner().get("x-priority") {
+            None => 0,
+            Some(v) => crate::message::value_as_i64(v).ok_or_else(|| {
+                AmqpError::precondition_failed(format!(
+                    "invalid arg 'x-priority' for queue '{queue}' in vhost '{}': {{unacceptable_type,{}}}",
+                    self.name,
+                    crate::queue::type_name(v)
+                ))
+            })?,
+        };
         if exclusive && !q.consumers.is_empty() || q.consumers.iter().any(|c| c.exclusive) {
             return Err(AmqpError::access_refused(format!(
                 "queue '{queue}' in vhost '{}' in exclusive use",
                 self.name
             )));
         }
-        let vname = self.name.clone();
         let ch = self.chan(key)?;
         let tag = if tag.is_empty() {
             format!("amq.ctag-{}", random_suffix(22))
@@ -51,19 +64,19 @@ impl VHost {
                 "attempt to reuse consumer tag '{tag}'"
             )));
         }
-        let _ = vname;
         ch.consumers.insert(tag.clone(), queue.to_string());
         let prefetch = ch.prefetch;
         let out = ch.out.clone();
         let backlog = ch.backlog.clone();
         if let Some(q) = self.queues.get_mut(queue) {
-            q.consumers.push(Consumer {
+            q.add_consumer(Consumer {
                 tag: Arc::from(tag.as_str()),
                 chan: key,
                 no_ack,
                 exclusive,
                 prefetch,
                 unacked: 0,
+                priority,
                 out,
                 backlog,
             });
@@ -115,9 +128,11 @@ impl VHost {
             } else {
                 q.consumers.len()
             };
+            // Consumers are kept by priority, highest first, and a consumer
+            // that gets a message moves behind the others of its priority:
+            // the first one with credit is the one to deliver to.
             let mut chosen = None;
-            for i in 0..n {
-                let idx = (q.rr + i) % n;
+            for idx in 0..n {
                 let c = &q.consumers[idx];
                 let Some(ch) = self.channels.get(&c.chan) else {
                     continue;
@@ -145,7 +160,6 @@ impl VHost {
                 break;
             }
             let Some(idx) = chosen else { break };
-            q.rr = (idx + 1) % n.max(1);
             let Some(mut m) = q.pop() else { break };
             if !load(&self.store, &mut m) {
                 if let Some(r) = m.sref {
@@ -189,6 +203,9 @@ impl VHost {
                         consumer: Some(consumer_tag),
                     },
                 );
+            }
+            if !q.args.single_active {
+                q.served(idx);
             }
         }
         if !expired.is_empty() {

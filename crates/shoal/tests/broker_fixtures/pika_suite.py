@@ -505,6 +505,41 @@ for qt in ["quorum", "stream"]:
     expect_channel_error(c, 404, lambda x: x.queue_declare("suite." + qt, passive=True))
 ok("queue-type-classic-only")
 
+# --- consumer priorities: the high-priority consumer gets everything while it has credit
+caps = c._impl.server_capabilities
+assert caps.get("consumer_priorities") is True, caps
+ch.queue_declare("suite.cprio", exclusive=True)
+lo_ch, hi_ch = c.channel(), c.channel()
+lo_ch.basic_qos(prefetch_count=10)
+hi_ch.basic_qos(prefetch_count=5)
+lo, hi = [], []
+lo_ch.basic_consume("suite.cprio", lambda chn, m, p, b: lo.append(m), arguments={"x-priority": 1, "x-cancel-on-ha-failover": True})
+hi_ch.basic_consume("suite.cprio", lambda chn, m, p, b: hi.append(m), arguments={"x-priority": 10})
+for i in range(5):
+    ch.basic_publish("", "suite.cprio", b"p%d" % i)
+end = time.time() + DEADLINE
+while len(hi) + len(lo) < 5 and time.time() < end:
+    c.process_data_events(time_limit=0.05)
+assert (len(hi), len(lo)) == (5, 0), (len(hi), len(lo))
+for i in range(3):
+    ch.basic_publish("", "suite.cprio", b"q%d" % i)
+end = time.time() + DEADLINE
+while len(hi) + len(lo) < 8 and time.time() < end:
+    c.process_data_events(time_limit=0.05)
+assert (len(hi), len(lo)) == (5, 3), (len(hi), len(lo))
+hi_ch.basic_ack(hi[-1].delivery_tag, multiple=True)
+for i in range(4):
+    ch.basic_publish("", "suite.cprio", b"r%d" % i)
+end = time.time() + DEADLINE
+while len(hi) + len(lo) < 12 and time.time() < end:
+    c.process_data_events(time_limit=0.05)
+assert (len(hi), len(lo)) == (9, 3), (len(hi), len(lo))
+t = expect_channel_error(c, 406, lambda x: x.basic_consume("suite.cprio", lambda *a: None, arguments={"x-priority": "high"}))
+assert "x-priority" in t, t
+lo_ch.close()
+hi_ch.close()
+ok("consumer-priorities")
+
 c.close()
 
 # --- bad login: ACCESS_REFUSED 403
