@@ -38,19 +38,35 @@ enum Expiration {
 pub type MessageRef = Arc<Message>;
 
 impl Message {
-    /// Build from decoded properties and the body (given in parts).
+    /// Build from decoded properties and the body (given in parts); the
+    /// properties are encoded here (for messages the broker makes itself).
     pub fn from_parts(
         exchange: &str,
         routing_key: &str,
         props: &BasicProperties,
         body: &[Bytes],
     ) -> Message {
-        let size: usize = body.iter().map(|b| b.len()).sum();
-        let mut data = Vec::with_capacity(16 + size);
-        encode_properties_into(props, &mut data);
+        let mut raw = Vec::new();
+        encode_properties_into(props, &mut raw);
+        Self::from_wire(exchange, routing_key, props, &raw, body)
+    }
+
+    /// Build from properties as they came on the wire (`raw_props`, kept
+    /// byte for byte and sent to consumers as they are, as RabbitMQ does)
+    /// and their decoded form `props`, and the body in parts.
+    pub fn from_wire<B: AsRef<[u8]>>(
+        exchange: &str,
+        routing_key: &str,
+        props: &BasicProperties,
+        raw_props: &[u8],
+        body: &[B],
+    ) -> Message {
+        let size: usize = body.iter().map(|b| b.as_ref().len()).sum();
+        let mut data = Vec::with_capacity(raw_props.len() + size);
+        data.extend_from_slice(raw_props);
         let props_len = data.len() as u32;
         for b in body {
-            data.extend_from_slice(b);
+            data.extend_from_slice(b.as_ref());
         }
         let expiration = match props.expiration() {
             None => Expiration::None,
@@ -89,7 +105,13 @@ impl Message {
         body: &[u8],
     ) -> Option<Message> {
         let (_, props) = parse_properties(raw_props).ok()?;
-        Some(Self::new(exchange, routing_key, &props, body))
+        Some(Self::from_wire(
+            exchange,
+            routing_key,
+            &props,
+            raw_props,
+            &[body],
+        ))
     }
 
     /// The properties as encoded on the wire (flags + fields).

@@ -54,6 +54,7 @@ const CHECKS: &[&str] = &[
     "topic-edges",
     "queue-type-classic-only",
     "consumer-priorities",
+    "properties-as-sent",
     "bad-login-refused",
     "unknown-vhost-530",
 ];

@@ -540,6 +540,25 @@ lo_ch.close()
 hi_ch.close()
 ok("consumer-priorities")
 
+# --- properties and header tables reach consumers exactly as sent (order, types, nesting)
+import decimal
+ch.queue_declare("suite.props", exclusive=True)
+sent_headers = {"zeta": 1, "alpha": "x", "mid": {"b": 1, "a": [3, "z", {"y": 1, "c": 2}]},
+                "big": 2 ** 40, "flag": True, "dec": decimal.Decimal("1.5"), "bin": b"\x00\xff"}
+sent = pika.BasicProperties(content_type="application/json", headers=sent_headers,
+                            correlation_id="cid", reply_to="rq", priority=3, timestamp=1700000000)
+ch.basic_publish("", "suite.props", b"p", sent)
+got = drain(c, ch, "suite.props", 1)
+ch.basic_publish("", "suite.props", b"p", sent)
+m, props, _ = get_body(ch, "suite.props")
+for p in [got[0][1], props]:
+    h = p.headers
+    assert list(h) == ["zeta", "alpha", "mid", "big", "flag", "dec", "bin"], list(h)
+    assert list(h["mid"]) == ["b", "a"] and list(h["mid"]["a"][2]) == ["y", "c"], h["mid"]
+    assert h == sent_headers, h
+    assert (p.content_type, p.correlation_id, p.reply_to, p.priority, p.timestamp) == ("application/json", "cid", "rq", 3, 1700000000)
+ok("properties-as-sent")
+
 c.close()
 
 # --- bad login: ACCESS_REFUSED 403
