@@ -1170,12 +1170,29 @@ impl Conn {
     }
 
     fn complete(&mut self, ch: u16) -> AmqpResult<()> {
-        let c = self.chan_mut(ch)?;
-        let Some(p) = c.pending.take() else {
+        let Some(p) = self.chan_mut(ch)?.pending.take() else {
             return Ok(());
         };
-        let props = p.props.unwrap_or_default();
-        let msg = Message::from_wire(&p.exchange, &p.routing_key, &props, &p.raw_props, &p.parts);
+        let mut props = p.props.unwrap_or_default();
+        let mut raw = p.raw_props;
+        if props.reply_to().as_ref().map(|r| r.as_str()) == Some(crate::vhost::REPLY_TO) {
+            // Direct reply-to: name this channel's reply consumer, as RabbitMQ.
+            let token = self.vhost()?.lock().reply_token(chan_key(self.id, ch));
+            let rewritten = token.and_then(|t| {
+                let to = format!("{}{t}", crate::vhost::REPLY_TO_PREFIX);
+                let bytes = crate::message::with_reply_to(&raw, &to)?;
+                Some((to, bytes))
+            });
+            let Some((to, bytes)) = rewritten else {
+                let e = AmqpError::precondition_failed("fast reply consumer does not exist");
+                self.soft_close(ch, e.on(60, 40));
+                return Ok(());
+            };
+            props = props.with_reply_to(to.as_str().into());
+            raw = Bytes::from(bytes);
+        }
+        let msg = Message::from_wire(&p.exchange, &p.routing_key, &props, &raw, &p.parts);
+        let c = self.chan_mut(ch)?;
         if let Some(ops) = c.tx.as_mut() {
             ops.push(TxOp::Publish(Box::new(msg), p.mandatory));
             return Ok(());

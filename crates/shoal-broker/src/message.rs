@@ -164,6 +164,53 @@ impl Message {
     }
 }
 
+/// Encoded basic properties (flags + fields, as on the wire) with the
+/// `reply-to` field, which must be present, replaced by `reply_to`; every
+/// other byte is kept. `None` if `raw` is malformed or has no reply-to.
+pub fn with_reply_to(raw: &[u8], reply_to: &str) -> Option<Vec<u8>> {
+    let new_len = u8::try_from(reply_to.len()).ok()?;
+    // Property flag words: bit 15 first; bit 0 says another word follows.
+    let mut at = 0;
+    let flags = u16::from_be_bytes([*raw.first()?, *raw.get(1)?]);
+    loop {
+        let w = u16::from_be_bytes([*raw.get(at)?, *raw.get(at + 1)?]);
+        at += 2;
+        if w & 1 == 0 {
+            break;
+        }
+    }
+    const REPLY_TO_BIT: u16 = 1 << 9;
+    if flags & REPLY_TO_BIT == 0 {
+        return None;
+    }
+    let short = |at: usize| raw.get(at).map(|n| at + 1 + usize::from(*n));
+    // Fields before reply-to: content-type, content-encoding (shortstr),
+    // headers (table), delivery-mode, priority (octet), correlation-id.
+    for bit in (10..=15).rev() {
+        if flags & (1 << bit) == 0 {
+            continue;
+        }
+        at = match bit {
+            13 => {
+                let n = u32::from_be_bytes(raw.get(at..at + 4)?.try_into().ok()?);
+                at + 4 + usize::try_from(n).ok()?
+            }
+            12 | 11 => at + 1,
+            _ => short(at)?,
+        };
+    }
+    let end = short(at)?;
+    if end > raw.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(raw.len() + reply_to.len());
+    out.extend_from_slice(&raw[..at]);
+    out.push(new_len);
+    out.extend_from_slice(reply_to.as_bytes());
+    out.extend_from_slice(&raw[end..]);
+    Some(out)
+}
+
 /// Append encoded properties (flags + fields) to `out`.
 pub fn encode_properties_into(p: &BasicProperties, out: &mut Vec<u8>) {
     let buf = std::mem::take(out);
@@ -206,4 +253,43 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_to_is_replaced_in_place() {
+        let mut headers = FieldTable::default();
+        headers.insert("z".into(), AMQPValue::Boolean(true));
+        headers.insert("a".into(), AMQPValue::LongInt(7));
+        let props = BasicProperties::default()
+            .with_content_type("text/plain".into())
+            .with_headers(headers)
+            .with_delivery_mode(2)
+            .with_priority(4)
+            .with_correlation_id("c1".into())
+            .with_reply_to("amq.rabbitmq.reply-to".into())
+            .with_message_id("m1".into());
+        let mut raw = Vec::new();
+        encode_properties_into(&props, &mut raw);
+        let out = with_reply_to(&raw, "amq.rabbitmq.reply-to.tok").unwrap();
+        let (_, back) = parse_properties(&out[..]).unwrap();
+        assert_eq!(
+            back.reply_to().as_ref().unwrap().as_str(),
+            "amq.rabbitmq.reply-to.tok"
+        );
+        assert_eq!(back.message_id().as_ref().unwrap().as_str(), "m1");
+        assert_eq!(back.correlation_id().as_ref().unwrap().as_str(), "c1");
+        assert_eq!(back.headers(), props.headers());
+        assert_eq!(*back.priority(), Some(4));
+        // Without reply-to, or truncated: None, never a panic.
+        let mut plain = Vec::new();
+        encode_properties_into(&BasicProperties::default().with_priority(1), &mut plain);
+        assert!(with_reply_to(&plain, "x").is_none());
+        for n in 0..raw.len() {
+            let _ = with_reply_to(&raw[..n], "x");
+        }
+    }
 }

@@ -55,6 +55,7 @@ const CHECKS: &[&str] = &[
     "queue-type-classic-only",
     "consumer-priorities",
     "properties-as-sent",
+    "direct-reply-to",
     "bad-login-refused",
     "unknown-vhost-530",
 ];

@@ -32,6 +32,9 @@ impl VHost {
         exclusive: bool,
         arguments: &FieldTable,
     ) -> AmqpResult<String> {
+        if queue == REPLY_TO {
+            return self.consume_reply(key, tag, no_ack);
+        }
         let conn = chan_conn(key);
         let q = self.queue_for(conn, queue)?;
         // Consumer arguments as RabbitMQ: `x-priority` (an integer) orders
@@ -97,6 +100,10 @@ impl VHost {
         let Some(q) = ch.consumers.remove(tag) else {
             return Ok(false);
         };
+        if q == REPLY_TO {
+            self.drop_reply(key);
+            return Ok(true);
+        }
         self.remove_consumer(&q, tag);
         self.after_consumer_change(&q);
         Ok(true)

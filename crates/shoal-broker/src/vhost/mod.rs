@@ -7,13 +7,17 @@
 //! [`Store`].
 //!
 //! The operations are split by job: [`declare`] (exchanges, queues,
-//! bindings), [`routing`] (route, publish, dead-letter) and [`delivery`]
-//! (consumers, dispatch, get, ack/nack/reject, recover); this file holds the
+//! bindings), [`routing`] (route, publish, dead-letter), [`delivery`]
+//! (consumers, dispatch, get, ack/nack/reject, recover) and [`reply`]
+//! (direct reply-to); this file holds the
 //! state, recovery at open, definitions, channels and the periodic tick.
 
 mod declare;
 mod delivery;
+mod reply;
 mod routing;
+
+pub use reply::{REPLY_TO, REPLY_TO_PREFIX};
 
 use delivery::load;
 
@@ -74,6 +78,8 @@ pub struct ChanState {
     pub consumers: HashMap<String, String>,
     /// Its connection's writer backlog.
     pub backlog: Arc<Backlog>,
+    /// Its direct reply-to consumer: tag and token.
+    pub reply: Option<(Arc<str>, String)>,
 }
 
 /// Counters for `/metrics`.
@@ -162,6 +168,8 @@ pub struct VHost {
     /// Ready bytes a queue keeps in memory before paging persistent messages.
     pub page_budget: u64,
     defs_path: PathBuf,
+    /// Direct reply-to tokens → channel keys.
+    replies: HashMap<String, u64>,
 }
 
 const PREDECLARED: [(&str, Kind); 6] = [
@@ -288,6 +296,7 @@ impl VHost {
             stats: VStats::default(),
             page_budget,
             defs_path,
+            replies: HashMap::new(),
         })
     }
 
@@ -369,12 +378,14 @@ impl VHost {
                 cancel_notify,
                 consumers: HashMap::new(),
                 backlog,
+                reply: None,
             },
         );
     }
 
     /// Close a channel: cancel its consumers, requeue its unacked messages.
     pub fn close_channel(&mut self, key: u64) {
+        self.drop_reply(key);
         let Some(ch) = self.channels.remove(&key) else {
             return;
         };

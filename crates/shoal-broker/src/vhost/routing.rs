@@ -67,6 +67,17 @@ impl VHost {
                 )));
             }
         }
+        if msg.exchange.is_empty() {
+            if let Some(token) = msg.routing_key.strip_prefix(REPLY_TO_PREFIX) {
+                let token = token.to_string();
+                self.stats.published += 1;
+                let routed = self.publish_reply(&token, msg);
+                return Ok(Published {
+                    routed,
+                    ..Default::default()
+                });
+            }
+        }
         let exp = msg
             .expiration_ms()
             .map_err(AmqpError::precondition_failed)?;

@@ -559,6 +559,41 @@ for p in [got[0][1], props]:
     assert (p.content_type, p.correlation_id, p.reply_to, p.priority, p.timestamp) == ("application/json", "cid", "rq", 3, 1700000000)
 ok("properties-as-sent")
 
+# --- direct reply-to: round trip, rewritten reply_to, misuse errors
+assert c._impl.server_capabilities.get("direct_reply_to") is True
+ch.queue_declare("suite.rpc", auto_delete=True)
+rc = c.channel()
+replies = []
+rc.basic_consume("amq.rabbitmq.reply-to", lambda chn, m, p, b: replies.append((p, b)), auto_ack=True)
+rc.basic_publish("", "suite.rpc", b"ping", pika.BasicProperties(reply_to="amq.rabbitmq.reply-to", correlation_id="c1"))
+server = conn()
+sch = server.channel()
+m, req, body = get_body(sch, "suite.rpc")
+assert body == b"ping" and req.reply_to.startswith("amq.rabbitmq.reply-to.") and len(req.reply_to) > len("amq.rabbitmq.reply-to."), req.reply_to
+sch.basic_publish("", req.reply_to, b"pong", pika.BasicProperties(correlation_id=req.correlation_id))
+end = time.time() + DEADLINE
+while not replies and time.time() < end:
+    c.process_data_events(time_limit=0.05)
+assert [(p.correlation_id, b) for p, b in replies] == [("c1", b"pong")], replies
+t = expect_channel_error(c, 406, lambda x: x.basic_consume("amq.rabbitmq.reply-to", lambda *a: None, auto_ack=False))
+assert t == "PRECONDITION_FAILED - reply consumer cannot acknowledge", t
+def no_reply_consumer(x):
+    x.basic_publish("", "suite.rpc", b"q", pika.BasicProperties(reply_to="amq.rabbitmq.reply-to"))
+    x.queue_declare("", exclusive=True)
+t = expect_channel_error(c, 406, no_reply_consumer)
+assert t == "PRECONDITION_FAILED - fast reply consumer does not exist", t
+rc.close()
+# The reply consumer is gone: a late reply is unroutable, nothing breaks.
+sch.confirm_delivery()
+try:
+    sch.basic_publish("", req.reply_to, b"late", mandatory=True)
+    raise AssertionError("late reply should be returned")
+except UnroutableError:
+    pass
+server.close()
+ch.queue_delete("suite.rpc")
+ok("direct-reply-to")
+
 c.close()
 
 # --- bad login: ACCESS_REFUSED 403
