@@ -6,9 +6,9 @@
 //! `definitions.json`; persistent messages in durable queues go to the
 //! [`Store`].
 //!
-//! The operations are split by job: [`declare`] (exchanges, queues,
-//! bindings), [`routing`] (route, publish, dead-letter), [`delivery`]
-//! (consumers, dispatch, get, ack/nack/reject, recover) and [`reply`]
+//! The operations are split by job: `declare` (exchanges, queues,
+//! bindings), `routing` (route, publish, dead-letter), `delivery`
+//! (consumers, dispatch, get, ack/nack/reject, recover) and `reply`
 //! (direct reply-to); this file holds the
 //! state, recovery at open, definitions, channels and the periodic tick.
 
