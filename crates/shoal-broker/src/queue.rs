@@ -256,6 +256,15 @@ pub fn check_queue_type(args: &FieldTable, queue: &str, vhost: &str) -> AmqpResu
     )))
 }
 
+/// The next message position. One counter for every queue, so a message
+/// requeued into a queue that was deleted and declared again under the same
+/// name never shares a position (the key of [`Level::returned`]) with
+/// another; it goes in front of the new queue's messages.
+fn next_seq() -> u64 {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// One priority level: messages in publish order, and those requeued, keyed
 /// by their position. The next message is the one with the lowest position
 /// of the two heads, so the hot path (nothing requeued) is a plain FIFO.
@@ -331,7 +340,6 @@ pub struct Queue {
     /// Parsed arguments.
     pub args: QueueArgs,
     levels: Vec<Level>,
-    next_seq: u64,
     /// Ready messages.
     pub len: usize,
     /// Ready body bytes.
@@ -372,7 +380,6 @@ impl Queue {
             arguments,
             args,
             levels: (0..levels).map(|_| Level::default()).collect(),
-            next_seq: 0,
             len: 0,
             bytes: 0,
             consumers: Vec::new(),
@@ -393,8 +400,7 @@ impl Queue {
     pub fn push_back(&mut self, mut m: QMsg) {
         self.len += 1;
         self.bytes += m.msg.body().len() as u64;
-        m.seq = self.next_seq;
-        self.next_seq += 1;
+        m.seq = next_seq();
         let l = self.level(&m);
         self.levels[l].ready.push_back(m);
     }
@@ -587,6 +593,26 @@ mod tests {
             "invalid arg 'x-queue-type' for queue 'q' in vhost '/': \"unsupported queue type 'quorum'\""
         ));
         assert_eq!(typed("stream").unwrap_err().code, 406);
+    }
+
+    #[test]
+    fn requeue_into_a_redeclared_queue_loses_nothing() {
+        let new_q = || {
+            let t = FieldTable::default();
+            let args = QueueArgs::parse(&t).unwrap();
+            Queue::new("q".into(), false, None, false, t, args)
+        };
+        let mut old = new_q();
+        old.push_back(qm("old", 0));
+        let taken = old.pop().unwrap();
+        let mut q = new_q();
+        q.push_back(qm("new", 0));
+        let held = q.pop().unwrap();
+        q.requeue(held);
+        q.requeue(taken);
+        assert_eq!(q.len, 2);
+        assert_eq!(q.pop().unwrap().msg.body(), b"old");
+        assert_eq!(q.pop().unwrap().msg.body(), b"new");
     }
 
     #[test]
