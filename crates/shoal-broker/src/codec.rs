@@ -3,11 +3,12 @@
 //! oversized or garbage frame is refused without allocating, and a method or
 //! content header whose field tables nest too deeply ([`crate::nesting`]) is
 //! refused before the recursive parser sees it; body frames are
-//! sliced out of the read buffer without copying. The `put_*` functions
+//! sliced out of the read buffer without copying, and a content header
+//! keeps its property bytes as sent (see [`Inbound::Header`]). The `put_*` functions
 //! append encoded frames to the writer's buffer.
 
 use crate::error::AmqpError;
-use amq_protocol::frame::{gen_frame, parse_frame, AMQPFrame, WriteContext};
+use amq_protocol::frame::{gen_frame, parse_frame, AMQPContentHeader, AMQPFrame, WriteContext};
 use amq_protocol::protocol::AMQPClass;
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -23,7 +24,15 @@ pub enum Inbound {
     Frame(Box<AMQPFrame>),
     /// Content body (not copied).
     Body(u16, Bytes),
+    /// Content header: decoded, and its property section (flags and
+    /// fields) exactly as the client sent it, so the broker hands
+    /// consumers the same bytes (header tables keep their order and types;
+    /// decoding and re-encoding would sort them).
+    Header(u16, Box<AMQPContentHeader>, Bytes),
 }
+
+/// Bytes before a content header's properties: class, weight, body size.
+const HEADER_FIXED: usize = 12;
 
 /// Decode one frame from `buf`; `Ok(None)` means more bytes are needed.
 pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Inbound>, AmqpError> {
@@ -69,6 +78,18 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Inbound>, Amq
             return Err(AmqpError::frame_error(format!("cannot decode {what}: {e}")));
         }
     };
+    if let AMQPFrame::Header(ch, h) = parsed {
+        let frame = buf.split_to(total).freeze();
+        let start = 7 + HEADER_FIXED;
+        if total - 1 < start {
+            return Err(AmqpError::frame_error("content header too short"));
+        }
+        return Ok(Some(Inbound::Header(
+            ch,
+            Box::new(h),
+            frame.slice(start..total - 1),
+        )));
+    }
     buf.advance(total);
     Ok(Some(Inbound::Frame(Box::new(parsed))))
 }
@@ -137,13 +158,11 @@ mod tests {
         let f = decode(&mut buf, 131072).unwrap().unwrap();
         assert!(matches!(f, Inbound::Frame(ref b) if matches!(**b, AMQPFrame::Method(3, _))));
         match decode(&mut buf, 131072).unwrap().unwrap() {
-            Inbound::Frame(b) => match *b {
-                AMQPFrame::Header(3, h) => {
-                    assert_eq!(h.body_size, 11);
-                    assert_eq!(*h.properties.delivery_mode(), Some(2));
-                }
-                other => panic!("{other:?}"),
-            },
+            Inbound::Header(3, h, r) => {
+                assert_eq!(h.body_size, 11);
+                assert_eq!(*h.properties.delivery_mode(), Some(2));
+                assert_eq!(&r[..], &raw[..]);
+            }
             other => panic!("{other:?}"),
         }
         match decode(&mut buf, 131072).unwrap().unwrap() {
@@ -151,6 +170,43 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn header_properties_kept_as_sent() {
+        // Flags: headers only; a table whose keys are out of order ("z" then
+        // "a"), which a decode and re-encode would sort.
+        let table: &[u8] = &[1, b'z', b't', 1, 1, b'a', b'I', 0, 0, 0, 7];
+        let mut raw = vec![0x20, 0x00];
+        raw.extend_from_slice(&(table.len() as u32).to_be_bytes());
+        raw.extend_from_slice(table);
+        let mut out = Vec::new();
+        put_content(&mut out, 1, &raw, b"x", 131072);
+        let mut buf = BytesMut::from(&out[..]);
+        match decode(&mut buf, 131072).unwrap().unwrap() {
+            Inbound::Header(1, h, r) => {
+                assert_eq!(&r[..], &raw[..]);
+                let keys: Vec<String> = h
+                    .properties
+                    .headers()
+                    .as_ref()
+                    .unwrap()
+                    .inner()
+                    .keys()
+                    .map(|k| k.to_string())
+                    .collect();
+                assert_eq!(keys, ["a", "z"], "decoded form is sorted");
+                let m = crate::message::Message::from_wire("", "q", &h.properties, &r, &[b"x"]);
+                assert_eq!(m.raw_properties(), &raw[..]);
+                let m = crate::message::Message::from_raw("", "q", &raw, b"x").unwrap();
+                assert_eq!(
+                    m.raw_properties(),
+                    &raw[..],
+                    "recovered from the store as sent"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

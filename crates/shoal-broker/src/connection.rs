@@ -47,6 +47,8 @@ struct Pending {
     routing_key: String,
     mandatory: bool,
     props: Option<BasicProperties>,
+    /// The properties as sent (see [`Inbound::Header`]).
+    raw_props: Bytes,
     size: u64,
     parts: Vec<Bytes>,
     got: u64,
@@ -277,7 +279,7 @@ fn content_chan(channels: &mut HashMap<u16, Chan>, ch: u16) -> AmqpResult<Option
 /// and bodies.
 fn is_content(frame: &Inbound) -> bool {
     match frame {
-        Inbound::Body(..) => true,
+        Inbound::Body(..) | Inbound::Header(..) => true,
         Inbound::Frame(f) => matches!(
             **f,
             AMQPFrame::Header(..)
@@ -530,6 +532,9 @@ impl Conn {
         }
         let frame = match frame {
             Inbound::Body(ch, b) => return self.on_body(ch, b).map(|_| Step::Continue),
+            Inbound::Header(ch, h, raw) => {
+                return self.on_header(ch, *h, raw).map(|_| Step::Continue)
+            }
             Inbound::Frame(f) => *f,
         };
         match frame {
@@ -540,7 +545,12 @@ impl Conn {
             AMQPFrame::ProtocolHeader(_) => {
                 Err(AmqpError::frame_error("protocol header after start"))
             }
-            AMQPFrame::Header(ch, h) => self.on_header(ch, h).map(|_| Step::Continue),
+            AMQPFrame::Header(ch, h) => {
+                let mut raw = Vec::new();
+                crate::message::encode_properties_into(&h.properties, &mut raw);
+                self.on_header(ch, h, Bytes::from(raw))
+                    .map(|_| Step::Continue)
+            }
             AMQPFrame::Body(ch, b) => self.on_body(ch, Bytes::from(b)).map(|_| Step::Continue),
             AMQPFrame::Method(0, method) => self.on_connection_method(method),
             AMQPFrame::Method(ch, method) => {
@@ -920,6 +930,7 @@ impl Conn {
                     routing_key: p.routing_key.to_string(),
                     mandatory: p.mandatory,
                     props: None,
+                    raw_props: Bytes::new(),
                     size: 0,
                     parts: Vec::new(),
                     got: 0,
@@ -942,6 +953,7 @@ impl Conn {
                     c.consumer_tag.as_str(),
                     c.no_ack,
                     c.exclusive,
+                    &c.arguments,
                 )?;
                 if !c.nowait {
                     self.reply(
@@ -1086,7 +1098,7 @@ impl Conn {
 
     /// The channel a content frame comes on: an error if it is not open,
     /// `None` while it is closing (its content is dropped then).
-    fn on_header(&mut self, ch: u16, h: AMQPContentHeader) -> AmqpResult<()> {
+    fn on_header(&mut self, ch: u16, h: AMQPContentHeader, raw: Bytes) -> AmqpResult<()> {
         let max = self.broker.config.max_message_size;
         let Some(c) = content_chan(&mut self.channels, ch)? else {
             return Ok(());
@@ -1117,6 +1129,7 @@ impl Conn {
             return Ok(());
         }
         p.props = Some(h.properties);
+        p.raw_props = raw;
         p.size = h.body_size;
         if p.size == 0 {
             self.complete(ch)?;
@@ -1157,12 +1170,29 @@ impl Conn {
     }
 
     fn complete(&mut self, ch: u16) -> AmqpResult<()> {
-        let c = self.chan_mut(ch)?;
-        let Some(p) = c.pending.take() else {
+        let Some(p) = self.chan_mut(ch)?.pending.take() else {
             return Ok(());
         };
-        let props = p.props.unwrap_or_default();
-        let msg = Message::from_parts(&p.exchange, &p.routing_key, &props, &p.parts);
+        let mut props = p.props.unwrap_or_default();
+        let mut raw = p.raw_props;
+        if props.reply_to().as_ref().map(|r| r.as_str()) == Some(crate::vhost::REPLY_TO) {
+            // Direct reply-to: name this channel's reply consumer, as RabbitMQ.
+            let token = self.vhost()?.lock().reply_token(chan_key(self.id, ch));
+            let rewritten = token.and_then(|t| {
+                let to = format!("{}{t}", crate::vhost::REPLY_TO_PREFIX);
+                let bytes = crate::message::with_reply_to(&raw, &to)?;
+                Some((to, bytes))
+            });
+            let Some((to, bytes)) = rewritten else {
+                let e = AmqpError::precondition_failed("fast reply consumer does not exist");
+                self.soft_close(ch, e.on(60, 40));
+                return Ok(());
+            };
+            props = props.with_reply_to(to.as_str().into());
+            raw = Bytes::from(bytes);
+        }
+        let msg = Message::from_wire(&p.exchange, &p.routing_key, &props, &raw, &p.parts);
+        let c = self.chan_mut(ch)?;
         if let Some(ops) = c.tx.as_mut() {
             ops.push(TxOp::Publish(Box::new(msg), p.mandatory));
             return Ok(());

@@ -66,7 +66,13 @@ pub struct Binding {
 impl Binding {
     /// A binding; topic keys are split once here.
     pub fn new(dest: Dest, key: String, args: FieldTable) -> Self {
-        let topic = key.split('.').map(str::to_string).collect();
+        let mut topic: Vec<String> = Vec::new();
+        for w in topic_words(&key) {
+            // `#.#` matches what `#` matches: keep one.
+            if !(w == "#" && topic.last().is_some_and(|l| l == "#")) {
+                topic.push(w.to_string());
+            }
+        }
         Binding {
             dest,
             key,
@@ -116,7 +122,7 @@ impl Exchange {
                     .map(|b| b.dest.clone()),
             ),
             Kind::Topic => {
-                let words: Vec<&str> = rk.split('.').collect();
+                let words = topic_words(rk);
                 out.extend(
                     self.bindings
                         .iter()
@@ -137,7 +143,19 @@ impl Exchange {
     }
 }
 
-/// Topic match: `*` is exactly one word, `#` zero or more words.
+/// The words of a topic routing or binding key, split as RabbitMQ 3.x does:
+/// on every `.`, so `a..b` has an empty middle word and `a.` ends with one;
+/// the empty key has no words at all (so `#` matches it and `*` does not).
+pub fn topic_words(key: &str) -> Vec<&str> {
+    if key.is_empty() {
+        Vec::new()
+    } else {
+        key.split('.').collect()
+    }
+}
+
+/// Topic match: `*` is exactly one word (possibly empty), `#` zero or more
+/// words; `pattern` and `words` as split by [`topic_words`].
 pub fn topic_match<P: AsRef<str>>(pattern: &[P], words: &[&str]) -> bool {
     match pattern.split_first() {
         None => words.is_empty(),
@@ -198,15 +216,82 @@ mod tests {
     use super::*;
 
     fn m(p: &str, rk: &str) -> bool {
-        let pat: Vec<&str> = p.split('.').collect();
-        let words: Vec<&str> = rk.split('.').collect();
-        topic_match(&pat, &words)
+        let b = Binding::new(
+            Dest::Queue("q".into()),
+            p.to_string(),
+            FieldTable::default(),
+        );
+        topic_match(&b.topic, &topic_words(rk))
+    }
+
+    /// RabbitMQ 3.x (`rabbit_exchange_type_topic`: keys split on every `.`,
+    /// the empty key into no words, matched against the binding trie).
+    #[test]
+    fn topic_edges_as_rabbitmq() {
+        let cases: &[(&str, &str, bool)] = &[
+            // the empty routing key: zero words
+            ("#", "", true),
+            ("#.#", "", true),
+            ("", "", true),
+            ("*", "", false),
+            ("#.*", "", false),
+            ("*.#", "", false),
+            ("a", "", false),
+            ("", "a", false),
+            // empty words
+            ("a..b", "a..b", true),
+            ("a.*.b", "a..b", true),
+            ("a.#.b", "a..b", true),
+            ("a.b", "a..b", false),
+            ("a.*", "a.", true),
+            ("a.", "a.", true),
+            ("a.", "a", false),
+            ("a.*", "a", false),
+            ("*", ".", false),
+            ("*.*", ".", true),
+            (".", ".", true),
+            (".", "", false),
+            ("#", ".", true),
+            ("*.a", ".a", true),
+            // # and * at either end and in a row
+            ("#", "a.b", true),
+            ("#.#", "a", true),
+            ("#.#", "a.b.c", true),
+            ("*", "a", true),
+            ("*", "a.b", false),
+            ("*.#", "a", true),
+            ("*.#", "a.b.c", true),
+            ("#.*", "a", true),
+            ("#.*", "a.b", true),
+            ("*.#.*", "a", false),
+            ("*.#.*", "a.b", true),
+            ("*.#.*", "a.b.c.d", true),
+            ("*.*", "a", false),
+            ("*.*", "a.b", true),
+            ("a.#", "a", true),
+            ("#.a", "a", true),
+            ("#.a.#", "a", true),
+            ("#.a.#", "b.a.c", true),
+            ("#.a.#", "b.c", false),
+            ("a.#.#.b", "a.b", true),
+            ("a.*.#", "a", false),
+            ("a.*.#", "a.b", true),
+            ("#.b.#.c", "a.b.c", true),
+            ("#.b.#.c", "a.c.b", false),
+            // wildcard characters in a routing key are plain words
+            ("a.*", "a.#", true),
+            ("a.b", "a.*", false),
+        ];
+        for (pattern, key, want) in cases {
+            assert_eq!(m(pattern, key), *want, "binding {pattern:?} key {key:?}");
+        }
     }
 
     #[test]
     fn topic_wildcards() {
         assert!(m("#", "animals.dogs.poodles"));
         assert!(m("#", ""));
+        assert!(!m("*", ""));
         assert!(m("animals.*.shorthaired", "animals.cats.shorthaired"));
         assert!(!m("animals.*.shorthaired", "animals.misc"));
         assert!(m("*.cats.*", "animals.cats.shorthaired"));

@@ -14,8 +14,9 @@
 //! - [`connection`]: one client connection: handshake, channels, methods.
 //! - [`writer`]: a connection's writer task (batching, confirms, heartbeats).
 //! - [`outbox`]: what connections and queues ask a writer to send.
-//! - [`vhost`]: exchanges, queues, bindings, channel delivery state; routing,
-//!   delivery, acknowledgement, dead-lettering.
+//! - [`vhost`]: exchanges, queues, bindings, channel delivery state, split
+//!   by job: `declare` (exchanges, queues, bindings), `routing` (publish,
+//!   dead-lettering), `delivery` (consumers, dispatch, get, acknowledgement).
 //! - [`exchange`]: exchange types and routing (direct, fanout, topic, headers).
 //! - [`queue`]: one queue's messages, arguments and consumers.
 //! - [`message`]: the message type and argument helpers.

@@ -38,19 +38,35 @@ enum Expiration {
 pub type MessageRef = Arc<Message>;
 
 impl Message {
-    /// Build from decoded properties and the body (given in parts).
+    /// Build from decoded properties and the body (given in parts); the
+    /// properties are encoded here (for messages the broker makes itself).
     pub fn from_parts(
         exchange: &str,
         routing_key: &str,
         props: &BasicProperties,
         body: &[Bytes],
     ) -> Message {
-        let size: usize = body.iter().map(|b| b.len()).sum();
-        let mut data = Vec::with_capacity(16 + size);
-        encode_properties_into(props, &mut data);
+        let mut raw = Vec::new();
+        encode_properties_into(props, &mut raw);
+        Self::from_wire(exchange, routing_key, props, &raw, body)
+    }
+
+    /// Build from properties as they came on the wire (`raw_props`, kept
+    /// byte for byte and sent to consumers as they are, as RabbitMQ does)
+    /// and their decoded form `props`, and the body in parts.
+    pub fn from_wire<B: AsRef<[u8]>>(
+        exchange: &str,
+        routing_key: &str,
+        props: &BasicProperties,
+        raw_props: &[u8],
+        body: &[B],
+    ) -> Message {
+        let size: usize = body.iter().map(|b| b.as_ref().len()).sum();
+        let mut data = Vec::with_capacity(raw_props.len() + size);
+        data.extend_from_slice(raw_props);
         let props_len = data.len() as u32;
         for b in body {
-            data.extend_from_slice(b);
+            data.extend_from_slice(b.as_ref());
         }
         let expiration = match props.expiration() {
             None => Expiration::None,
@@ -89,7 +105,13 @@ impl Message {
         body: &[u8],
     ) -> Option<Message> {
         let (_, props) = parse_properties(raw_props).ok()?;
-        Some(Self::new(exchange, routing_key, &props, body))
+        Some(Self::from_wire(
+            exchange,
+            routing_key,
+            &props,
+            raw_props,
+            &[body],
+        ))
     }
 
     /// The properties as encoded on the wire (flags + fields).
@@ -142,6 +164,53 @@ impl Message {
     }
 }
 
+/// Encoded basic properties (flags + fields, as on the wire) with the
+/// `reply-to` field, which must be present, replaced by `reply_to`; every
+/// other byte is kept. `None` if `raw` is malformed or has no reply-to.
+pub fn with_reply_to(raw: &[u8], reply_to: &str) -> Option<Vec<u8>> {
+    let new_len = u8::try_from(reply_to.len()).ok()?;
+    // Property flag words: bit 15 first; bit 0 says another word follows.
+    let mut at = 0;
+    let flags = u16::from_be_bytes([*raw.first()?, *raw.get(1)?]);
+    loop {
+        let w = u16::from_be_bytes([*raw.get(at)?, *raw.get(at + 1)?]);
+        at += 2;
+        if w & 1 == 0 {
+            break;
+        }
+    }
+    const REPLY_TO_BIT: u16 = 1 << 9;
+    if flags & REPLY_TO_BIT == 0 {
+        return None;
+    }
+    let short = |at: usize| raw.get(at).map(|n| at + 1 + usize::from(*n));
+    // Fields before reply-to: content-type, content-encoding (shortstr),
+    // headers (table), delivery-mode, priority (octet), correlation-id.
+    for bit in (10..=15).rev() {
+        if flags & (1 << bit) == 0 {
+            continue;
+        }
+        at = match bit {
+            13 => {
+                let n = u32::from_be_bytes(raw.get(at..at + 4)?.try_into().ok()?);
+                at + 4 + usize::try_from(n).ok()?
+            }
+            12 | 11 => at + 1,
+            _ => short(at)?,
+        };
+    }
+    let end = short(at)?;
+    if end > raw.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(raw.len() + reply_to.len());
+    out.extend_from_slice(&raw[..at]);
+    out.push(new_len);
+    out.extend_from_slice(reply_to.as_bytes());
+    out.extend_from_slice(&raw[end..]);
+    Some(out)
+}
+
 /// Append encoded properties (flags + fields) to `out`.
 pub fn encode_properties_into(p: &BasicProperties, out: &mut Vec<u8>) {
     let buf = std::mem::take(out);
@@ -184,4 +253,43 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_to_is_replaced_in_place() {
+        let mut headers = FieldTable::default();
+        headers.insert("z".into(), AMQPValue::Boolean(true));
+        headers.insert("a".into(), AMQPValue::LongInt(7));
+        let props = BasicProperties::default()
+            .with_content_type("text/plain".into())
+            .with_headers(headers)
+            .with_delivery_mode(2)
+            .with_priority(4)
+            .with_correlation_id("c1".into())
+            .with_reply_to("amq.rabbitmq.reply-to".into())
+            .with_message_id("m1".into());
+        let mut raw = Vec::new();
+        encode_properties_into(&props, &mut raw);
+        let out = with_reply_to(&raw, "amq.rabbitmq.reply-to.tok").unwrap();
+        let (_, back) = parse_properties(&out[..]).unwrap();
+        assert_eq!(
+            back.reply_to().as_ref().unwrap().as_str(),
+            "amq.rabbitmq.reply-to.tok"
+        );
+        assert_eq!(back.message_id().as_ref().unwrap().as_str(), "m1");
+        assert_eq!(back.correlation_id().as_ref().unwrap().as_str(), "c1");
+        assert_eq!(back.headers(), props.headers());
+        assert_eq!(*back.priority(), Some(4));
+        // Without reply-to, or truncated: None, never a panic.
+        let mut plain = Vec::new();
+        encode_properties_into(&BasicProperties::default().with_priority(1), &mut plain);
+        assert!(with_reply_to(&plain, "x").is_none());
+        for n in 0..raw.len() {
+            let _ = with_reply_to(&raw[..n], "x");
+        }
+    }
 }

@@ -505,6 +505,7 @@ async fn consumer(a: PerfArgs, idx: usize, sh: Arc<Shared>) -> io::Result<Vec<u3
                         first_body = true;
                     }
                 }
+                Inbound::Header(..) => {}
                 Inbound::Body(_, b) => {
                     if first_body {
                         first_body = false;

@@ -21,6 +21,7 @@ fn amqplib_feature_suite() {
         "amq-prefix-403",
         "unknown-tag-406",
         "connection-survives",
+        "direct-reply-to",
     ];
     assert_checks(&out, &checks);
     assert!(out.contains("ALL OK"), "{out}");

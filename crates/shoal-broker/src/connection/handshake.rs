@@ -23,6 +23,8 @@ impl Conn {
             "connection.blocked",
             "authentication_failure_close",
             "per_consumer_qos",
+            "consumer_priorities",
+            "direct_reply_to",
         ] {
             caps.insert(cap.into(), AMQPValue::Boolean(true));
         }

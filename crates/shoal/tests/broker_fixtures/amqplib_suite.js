@@ -116,6 +116,25 @@ async function expectChannelError(conn, code, fn) {
   assert.strictEqual(m.content.toString(), 'still');
   ok('connection-survives');
 
+  // direct reply-to: an RPC round trip through amq.rabbitmq.reply-to
+  const rq = await conn.createChannel();
+  await rq.assertQueue('al.rpc', { exclusive: true });
+  const reply = new Promise((resolve) => rq.consume('amq.rabbitmq.reply-to', (x) => resolve(x), { noAck: true }));
+  await sleep(50);
+  rq.sendToQueue('al.rpc', Buffer.from('2+2'), { replyTo: 'amq.rabbitmq.reply-to', correlationId: 'r1' });
+  const req = await getOne(rq, 'al.rpc');
+  assert.ok(req.properties.replyTo.startsWith('amq.rabbitmq.reply-to.'), req.properties.replyTo);
+  const other = await amqp.connect(URL);
+  const oc = await other.createChannel();
+  oc.publish('', req.properties.replyTo, Buffer.from('4'), { correlationId: req.properties.correlationId });
+  const answer = await reply;
+  assert.strictEqual(answer.content.toString(), '4');
+  assert.strictEqual(answer.properties.correlationId, 'r1');
+  await other.close();
+  t = await expectChannelError(conn, 406, (c) => c.consume('amq.rabbitmq.reply-to', () => {}, { noAck: false }));
+  assert.ok(t.includes('reply consumer cannot acknowledge'), t);
+  ok('direct-reply-to');
+
   await conn.close();
   console.log('ALL OK');
 })().catch((e) => { console.error(e); process.exit(1); });
