@@ -1,7 +1,8 @@
 //! The process's stdout and stderr for servers, written so that a slow,
 //! stuck or vanished reader can never stop a server: lines go through a
-//! bounded queue to one writer thread per stream, a full queue drops new
-//! lines and counts them, and a write error (the reader of a pipe gone:
+//! bounded queue (16,384 writes and 8 MiB per stream) to one writer thread
+//! per stream, a full queue drops new lines and counts them (and says how
+//! many, on the same stream, once the reader has caught up), and a write error (the reader of a pipe gone:
 //! EPIPE) is ignored. So `shoal cluster | head`, a log shipper that hangs,
 //! or a terminal paused with ^S costs lines, never supervision, signals or
 //! the control socket.
@@ -19,7 +20,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::mem::ManuallyDrop;
 use std::os::fd::FromRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -27,6 +28,10 @@ use std::time::{Duration, Instant};
 /// Writes held per stream for a reader that is behind, before new ones are
 /// dropped.
 pub const BUFFERED_WRITES: usize = 16_384;
+
+/// Bytes held per stream for a reader that is behind, before new writes are
+/// dropped: the queue is bounded in memory too, whatever the line sizes.
+pub const BUFFERED_BYTES: usize = 8 << 20;
 
 /// How long [`Guard`]'s drop waits for queued output to be written.
 pub const FLUSH_AT_EXIT: Duration = Duration::from_secs(1);
@@ -38,7 +43,9 @@ enum Msg {
 
 struct Stream {
     tx: SyncSender<Msg>,
-    dropped: AtomicU64,
+    dropped: std::sync::Arc<AtomicU64>,
+    /// Bytes queued and not written yet.
+    queued: std::sync::Arc<AtomicUsize>,
 }
 
 static STDOUT: OnceLock<Stream> = OnceLock::new();
@@ -79,7 +86,13 @@ impl Drop for Guard {
     }
 }
 
-fn writer_thread(which: Which, rx: Receiver<Msg>) {
+fn writer_thread(
+    which: Which,
+    rx: Receiver<Msg>,
+    queued: std::sync::Arc<AtomicUsize>,
+    dropped: std::sync::Arc<AtomicU64>,
+) {
+    let mut reported = 0;
     // SAFETY: descriptors 1 and 2 stay open for the life of the process;
     // ManuallyDrop keeps this File from closing them.
     let mut out = ManuallyDrop::new(unsafe { File::from_raw_fd(which.fd()) });
@@ -87,6 +100,18 @@ fn writer_thread(which: Which, rx: Receiver<Msg>) {
         match msg {
             Msg::Bytes(b) => {
                 let _ = out.write_all(&b);
+                // Once caught up, say what was lost meanwhile.
+                if queued.fetch_sub(b.len(), Ordering::Relaxed) == b.len() {
+                    let now = dropped.load(Ordering::Relaxed);
+                    if now > reported {
+                        let note = format!(
+                            "shoal: {} line(s) of output dropped: the reader was too slow\n",
+                            now - reported
+                        );
+                        let _ = out.write_all(note.as_bytes());
+                        reported = now;
+                    }
+                }
             }
             Msg::Flushed(ack) => {
                 let _ = ack.send(());
@@ -100,17 +125,22 @@ pub fn init() -> Guard {
     for which in [Which::Stdout, Which::Stderr] {
         which.stream().get_or_init(|| {
             let (tx, rx) = mpsc::sync_channel(BUFFERED_WRITES);
+            let queued = std::sync::Arc::new(AtomicUsize::new(0));
+            let counted = queued.clone();
+            let dropped = std::sync::Arc::new(AtomicU64::new(0));
+            let lost = dropped.clone();
             let name = match which {
                 Which::Stdout => "shoal-stdout",
                 Which::Stderr => "shoal-stderr",
             };
             std::thread::Builder::new()
                 .name(name.into())
-                .spawn(move || writer_thread(which, rx))
+                .spawn(move || writer_thread(which, rx, counted, lost))
                 .expect("spawn an output writer thread");
             Stream {
                 tx,
-                dropped: AtomicU64::new(0),
+                dropped,
+                queued,
             }
         });
     }
@@ -120,12 +150,21 @@ pub fn init() -> Guard {
 /// Queue `bytes` (whole lines) for `which`; never blocks, never fails.
 pub fn write(which: Which, bytes: &[u8]) {
     match which.stream().get() {
-        Some(s) => match s.tx.try_send(Msg::Bytes(bytes.to_vec())) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+        Some(s) => {
+            // Counted before it is queued, so the writer never subtracts first.
+            if s.queued.fetch_add(bytes.len(), Ordering::Relaxed) + bytes.len() > BUFFERED_BYTES {
+                s.queued.fetch_sub(bytes.len(), Ordering::Relaxed);
                 s.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
             }
-        },
+            match s.tx.try_send(Msg::Bytes(bytes.to_vec())) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                    s.queued.fetch_sub(bytes.len(), Ordering::Relaxed);
+                    s.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         None => {
             // SAFETY: as in writer_thread.
             let mut f = ManuallyDrop::new(unsafe { File::from_raw_fd(which.fd()) });

@@ -517,3 +517,68 @@ fn idle_control_clients_cannot_starve_a_primary_of_descriptors() {
         .wait_exit(Duration::from_secs(30))
         .is_some_and(|st| st.success()));
 }
+
+#[test]
+fn a_stats_collector_whose_json_stdout_nobody_reads_still_flushes_and_stops() {
+    let rt = Scratch::new("stats-stuck");
+    let udp = format!("127.0.0.1:{}", free_port());
+    let http = format!("127.0.0.1:{}", free_port());
+    let log = rt.path().join("stats.log");
+    // stdout is a pipe nobody reads: the JSON sink fills it within a few
+    // flushes (each line carries every series).
+    let mut child = Command::new(shoal())
+        .args([
+            "stats", "--udp", &udp, "--http", &http, "--flush", "100ms", "--json",
+        ])
+        .env("SHOAL_RUNTIME_DIR", rt.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _unread = child.stdout.take();
+    let mut s = Server { child };
+    wait_for_log(&log, "stats collector listening");
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let names: String = (0..500)
+        .map(|i| format!("stuck.series.with.a.long.name.{i:04}:1|c\n"))
+        .collect();
+    for chunk in names.as_bytes().chunks(1400) {
+        sock.send_to(chunk, &udp).unwrap();
+    }
+    // Well past the point where a blocking write would have stopped the
+    // flush task: the pipe holds 64 KiB, each line is over 20 KiB.
+    std::thread::sleep(Duration::from_secs(2));
+    sock.send_to(b"after.the.pipe.filled:7|c", &udp).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let flushed = loop {
+        let body = http_get(&http, "/metrics");
+        if body.contains("after_the_pipe_filled") {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(flushed, "flushes stopped once stdout was full");
+    s.signal("TERM");
+    let st = s.wait_exit(Duration::from_secs(20));
+    assert!(
+        st.is_some_and(|st| st.success()),
+        "SIGTERM with a full stdout: {st:?}"
+    );
+}
+
+/// GET `path` from `addr` over HTTP/1.0; the whole answer, or "" on error.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut c) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = write!(c, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    out
+}

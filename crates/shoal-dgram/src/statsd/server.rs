@@ -331,12 +331,11 @@ async fn flush_once(
     *prev_health = health.clone();
     *shared.last.lock() = snap.clone();
     if config.json {
-        use std::io::Write;
-        let line = json_sink::to_json(&snap, &delta).to_string();
-        let mut out = std::io::stdout().lock();
-        if let Err(e) = writeln!(out, "{line}").and_then(|_| out.flush()) {
-            tracing::warn!(error = %e, "cannot write the JSON sink to stdout");
-        }
+        // Through the bounded output queue: a reader of stdout that is slow
+        // or stuck costs JSON lines (counted), never the flush task.
+        let mut line = json_sink::to_json(&snap, &delta).to_string();
+        line.push('\n');
+        shoal_core::output::stdout(line.as_bytes());
     }
     if let Some(addr) = &config.graphite {
         let payload = graphite::render(&snap, &delta);
