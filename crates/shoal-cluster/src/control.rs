@@ -1,5 +1,5 @@
 //! The cluster's answers on the control socket (`shoal ctl`): `status`,
-//! `reload`, `scale`, `stop`, `send`. Malformed requests get an error reply;
+//! `reload`, `restart`, `scale` (to N or by ±N), `signal`, `stop`, `send`. Malformed requests get an error reply;
 //! the primary goes on.
 
 use serde_json::{json, Value};
@@ -16,13 +16,41 @@ pub async fn handle(c: &Cluster, req: Value) -> Value {
             Ok(n) => ok(json!({ "replaced": n })),
             Err(e) => err(format!("reload failed: {e}")),
         }),
-        "scale" => match req.get("workers").and_then(Value::as_u64) {
-            Some(n) => c.scale(n as usize).await.map(|r| match r {
+        "scale" => {
+            let target = match (
+                req.get("workers").and_then(Value::as_u64),
+                req.get("by").and_then(Value::as_i64),
+            ) {
+                (Some(n), _) => n as i64,
+                (None, Some(by)) => match c.status().await {
+                    Ok(s) => s.target as i64 + by,
+                    Err(e) => return err(e),
+                },
+                _ => {
+                    return err("scale needs \"workers\" (a positive integer) or \"by\" (+N or -N)")
+                }
+            };
+            if target < 1 {
+                return err(format!("cannot scale to {target}: at least 1 worker"));
+            }
+            c.scale(target as usize).await.map(|r| match r {
                 Ok(n) => ok(json!({ "workers": n })),
                 Err(e) => err(e),
-            }),
-            None => return err("scale needs \"workers\": a positive integer"),
-        },
+            })
+        }
+        "restart" => c.restart_all().await.map(|r| match r {
+            Ok(n) => ok(json!({ "restarting": n })),
+            Err(e) => err(e),
+        }),
+        "signal" => {
+            let Some(sig) = req.get("signal").and_then(signal_number) else {
+                return err("signal needs \"signal\": a name (USR2, SIGHUP) or a number");
+            };
+            c.signal_all(sig).await.map(|r| match r {
+                Ok(n) => ok(json!({ "signalled": n })),
+                Err(e) => err(e),
+            })
+        }
         "stop" => c
             .disconnect()
             .await
@@ -36,9 +64,44 @@ pub async fn handle(c: &Cluster, req: Value) -> Value {
         },
         other => {
             return err(format!(
-                "unknown command {other:?}; try status, reload, scale, stop, send"
+                "unknown command {other:?}; try status, reload, restart, scale, signal, stop, send"
             ))
         }
     };
     r.unwrap_or_else(err)
+}
+
+/// A signal given as `"USR2"`, `"SIGUSR2"` or a number.
+fn signal_number(v: &Value) -> Option<i32> {
+    if let Some(n) = v.as_i64() {
+        return i32::try_from(n).ok().filter(|n| (1..=64).contains(n));
+    }
+    let name = v.as_str()?.trim().to_ascii_uppercase();
+    if let Ok(n) = name.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let full = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
+    full.parse::<nix::sys::signal::Signal>()
+        .ok()
+        .map(|s| s as i32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_name_or_number() {
+        assert_eq!(signal_number(&json!("USR2")), Some(libc::SIGUSR2));
+        assert_eq!(signal_number(&json!("sighup")), Some(libc::SIGHUP));
+        assert_eq!(signal_number(&json!(15)), Some(15));
+        assert_eq!(signal_number(&json!("9")), Some(9));
+        for bad in [json!("NOPE"), json!(0), json!(99), json!(null)] {
+            assert_eq!(signal_number(&bad), None, "{bad}");
+        }
+    }
 }

@@ -42,6 +42,8 @@ pub struct FileConfig {
     /// Extra environment for the workers.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Replace a worker over this much resident memory (`200M`, `1G`).
+    pub max_memory: Option<String>,
     /// `auto`, `on` or `off`: Node's cluster protocol.
     pub node_cluster: Option<String>,
     /// The address for a Node worker's `listen(port)` without a host.
@@ -112,6 +114,10 @@ fn into_spec(path: &Path, text: &str, f: FileConfig) -> Result<ClusterSpec, Conf
         if let Some(v) = value {
             *slot = parse_duration(&v).map_err(|e| bad(key, e.to_string()))?;
         }
+    }
+    if let Some(m) = f.max_memory {
+        spec.max_memory =
+            Some(crate::spec::parse_size(&m).map_err(|e| bad("max_memory", e.to_string()))?);
     }
     if let Some(n) = f.node_cluster {
         spec.node_cluster = n

@@ -39,6 +39,9 @@ pub struct WorkerInfo {
     pub rss_bytes: u64,
     /// CPU use since it started, in percent of one core.
     pub cpu_percent: f64,
+    /// How the previous worker with this id ended (`exit code 1 after
+    /// 0.3s`, `SIGKILL: over --max-memory`), if one did.
+    pub last_exit: Option<String>,
 }
 
 /// The primary's own resource use.
@@ -87,6 +90,10 @@ pub(crate) enum Cmd {
     Disconnect(u32, Reply<()>),
     Stop,
     Restart(u32),
+    RestartAll(Reply<usize>),
+    SignalAll(i32, Reply<usize>),
+    ReadyCheck(u64),
+    MemoryCheck,
     DelayReady(u64),
     Terminate(u64),
     ForceKill(u64),
@@ -254,6 +261,19 @@ impl Cluster {
         self.ask(|tx| Cmd::Scale(n, tx)).await
     }
 
+    /// Restart every worker at once (PM2's `restart`; not rolling): each is
+    /// asked to go and started again as soon as it has exited. Resolves
+    /// with how many were asked.
+    pub async fn restart_all(&self) -> Result<std::result::Result<usize, String>> {
+        self.ask(Cmd::RestartAll).await
+    }
+
+    /// Send `signal` to every worker (not their process groups); returns
+    /// how many were signalled.
+    pub async fn signal_all(&self, signal: i32) -> Result<std::result::Result<usize, String>> {
+        self.ask(|tx| Cmd::SignalAll(signal, tx)).await
+    }
+
     /// Start one more worker, with `env` added to its environment (the
     /// chapter's `cluster.fork([env])`).
     pub async fn fork(
@@ -402,6 +422,8 @@ struct Slot {
     restarts: u32,
     failures: u32,
     restart_pending: bool,
+    /// How the last worker in this slot ended.
+    last_exit: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -432,6 +454,10 @@ struct Live {
     /// It said it was leaving (Node's `exitedAfterDisconnect`); it is
     /// replaced all the same, and its exit says so.
     leaving: bool,
+    /// Asked to go by `restart`: started again at once when it exits.
+    restart_after: bool,
+    /// Why the primary replaced it, for its slot's `last_exit`.
+    replaced_for: Option<&'static str>,
 }
 
 struct Reload {
@@ -547,6 +573,9 @@ impl Primary {
     fn setup(&mut self) {
         self.setup_event();
         self.fill_slots();
+        if self.spec.max_memory.is_some() {
+            self.after(MEMORY_CHECK_EVERY, Cmd::MemoryCheck);
+        }
     }
 
     fn setup_event(&self) {
@@ -621,6 +650,8 @@ impl Primary {
                         disconnected: false,
                         node: false,
                         leaving: false,
+                        restart_after: false,
+                        replaced_for: None,
                     },
                 );
                 if let Some(g) = self.guard.as_mut() {
@@ -630,6 +661,7 @@ impl Primary {
                 if let Ready::Delay(d) = self.spec.ready {
                     self.after(d, Cmd::DelayReady(key));
                 }
+                self.after(self.spec.ready_timeout, Cmd::ReadyCheck(key));
                 Some(key)
             }
             Err(e) => {
@@ -750,6 +782,63 @@ impl Primary {
                 }
             }
             Cmd::DelayReady(key) => self.on_ready(key),
+            Cmd::ReadyCheck(key) => {
+                // A reload has its own limit (ReloadTimeout); at start or
+                // after a restart a worker that never reports ready is
+                // named, once, and left running.
+                let in_reload = self
+                    .reload
+                    .as_ref()
+                    .and_then(|r| r.pending)
+                    .is_some_and(|(_, new)| new == key);
+                if let Some(w) = self
+                    .workers
+                    .get(&key)
+                    .filter(|w| w.state == WState::Starting)
+                {
+                    if !in_reload {
+                        let (id, pid) = (w.id, w.pid);
+                        self.emit(Event::Error {
+                            id,
+                            message: format!(
+                                "worker {id} (pid {pid}) is not ready after {:?} (--ready {}); still waiting",
+                                self.spec.ready_timeout,
+                                ready_name(self.spec.ready)
+                            ),
+                        });
+                    }
+                }
+            }
+            Cmd::RestartAll(tx) => {
+                if self.stopping {
+                    let _ = tx.send(Err("the cluster is stopping".into()));
+                    return;
+                }
+                let keys: Vec<u64> = self
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| w.state != WState::Stopping)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in &keys {
+                    if let Some(w) = self.workers.get_mut(k) {
+                        w.restart_after = true;
+                        w.replaced_for = Some("restarted by ctl restart");
+                    }
+                    self.stop_worker(*k);
+                }
+                let _ = tx.send(Ok(keys.len()));
+            }
+            Cmd::SignalAll(sig, tx) => {
+                let n = self
+                    .workers
+                    .values()
+                    .filter(|w| w.state != WState::Stopping)
+                    .filter(|w| w.killer.kill(sig).is_ok())
+                    .count();
+                let _ = tx.send(Ok(n));
+            }
+            Cmd::MemoryCheck => self.check_memory(),
             Cmd::Terminate(key) => {
                 if let Some(w) = self.workers.get(&key) {
                     let _ = w.killer.kill(libc::SIGTERM);
@@ -991,6 +1080,20 @@ impl Primary {
             exited_after_disconnect: w.asked_to_go || w.leaving,
         });
         let uptime = w.started.elapsed();
+        let ended = match w.replaced_for {
+            Some(why) => format!("{status}: {why}"),
+            None => format!("{status} after {:.1}s", uptime.as_secs_f64()),
+        };
+        if let Some(slot) = self.slots.get_mut(&w.id) {
+            slot.last_exit = Some(ended);
+        }
+        if w.restart_after && !self.stopping && self.slots.contains_key(&w.id) {
+            if !self.workers.values().any(|o| o.id == w.id) {
+                self.slots.entry(w.id).and_modify(|s| s.restarts += 1);
+                self.start_in_slot(w.id);
+            }
+            return;
+        }
         // A reload whose new worker died before being ready fails.
         if let Some((_, new)) = self.reload.as_ref().and_then(|r| r.pending) {
             if new == key {
@@ -1112,6 +1215,48 @@ impl Primary {
         self.after(self.spec.grace + Duration::from_secs(5), Cmd::StopDeadline);
     }
 
+    /// Replace workers over `--max-memory`, one at a time, as a rolling
+    /// reload replaces them (the new one ready before the old one goes).
+    fn check_memory(&mut self) {
+        let Some(limit) = self.spec.max_memory else {
+            return;
+        };
+        if !self.stopping {
+            self.after(MEMORY_CHECK_EVERY, Cmd::MemoryCheck);
+        }
+        if self.reload.is_some() || self.stopping {
+            return;
+        }
+        let over = self.workers.iter().find_map(|(k, w)| {
+            let rss = procstat::usage(w.pid).unwrap_or_default().rss_bytes;
+            (w.state == WState::Online && rss > limit).then_some((*k, w.id, w.pid, rss))
+        });
+        if let Some((key, id, pid, rss)) = over {
+            self.emit(Event::Error {
+                id,
+                message: format!(
+                    "worker {id} (pid {pid}) uses {} MiB, over --max-memory {} MiB: replacing it",
+                    rss >> 20,
+                    limit >> 20
+                ),
+            });
+            if let Some(w) = self.workers.get_mut(&key) {
+                w.replaced_for = Some("over --max-memory");
+            }
+            self.emit(Event::Reload {
+                phase: "started".into(),
+                detail: format!("replacing worker {id}: over --max-memory"),
+            });
+            self.reload = Some(Reload {
+                queue: VecDeque::from([key]),
+                pending: None,
+                waiters: Vec::new(),
+                replaced: 0,
+            });
+            self.reload_step();
+        }
+    }
+
     fn start_reload(&mut self, tx: Option<Reply<usize>>) {
         if self.stopping {
             if let Some(tx) = tx {
@@ -1215,6 +1360,7 @@ impl Primary {
             },
             uptime_secs: (up * 10.0).round() / 10.0,
             restarts: self.slots.get(&w.id).map_or(0, |s| s.restarts),
+            last_exit: self.slots.get(&w.id).and_then(|s| s.last_exit.clone()),
             rss_bytes: u.rss_bytes,
             cpu_percent: if up > 0.0 {
                 (u.cpu_seconds / up * 1000.0).round() / 10.0
@@ -1242,6 +1388,19 @@ impl Primary {
             },
             workers,
         }
+    }
+}
+
+/// How often worker memory is compared with `--max-memory`.
+const MEMORY_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// `--ready`'s value as a user writes it.
+fn ready_name(r: Ready) -> String {
+    match r {
+        Ready::Ipc => "ipc".into(),
+        Ready::Notify => "notify".into(),
+        Ready::Listening => "listening".into(),
+        Ready::Delay(d) => format!("delay:{}", d.as_millis()),
     }
 }
 

@@ -156,6 +156,9 @@ pub struct ClusterSpec {
     pub backoff_initial: Duration,
     /// Largest restart delay.
     pub backoff_max: Duration,
+    /// A worker whose resident memory passes this many bytes is replaced,
+    /// as a rolling reload replaces it (PM2's `max_memory_restart`).
+    pub max_memory: Option<u64>,
     /// Whether workers speak Node's cluster protocol (see [`crate::node`]).
     pub node_cluster: crate::node::NodeCluster,
     /// The address for a Node worker's `listen(port)` without a host
@@ -189,6 +192,7 @@ impl ClusterSpec {
             min_uptime: Duration::from_secs(1),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
+            max_memory: None,
             node_cluster: crate::node::NodeCluster::Auto,
             bind_host: None,
             control: true,
@@ -239,6 +243,29 @@ impl ClusterSpec {
     }
 }
 
+/// Parse a size like `200M`, `1G`, `512K` or a number of bytes.
+pub fn parse_size(s: &str) -> Result<u64, ClusterError> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        None => (t, 1u64),
+        Some((i, _)) => {
+            let m = match t[i..].trim().to_ascii_uppercase().as_str() {
+                "K" | "KB" | "KIB" => 1 << 10,
+                "M" | "MB" | "MIB" => 1 << 20,
+                "G" | "GB" | "GIB" => 1 << 30,
+                _ => 0,
+            };
+            (&t[..i], m)
+        }
+    };
+    match (num.parse::<u64>(), mult) {
+        (Ok(n), m) if m > 0 && n > 0 => Ok(n.saturating_mul(m)),
+        _ => Err(ClusterError::Spec(format!(
+            "{s:?}: expected a size such as 200M, 1G or 512K"
+        ))),
+    }
+}
+
 /// Parse a duration like `10s`, `500ms` or `1m 30s`.
 pub fn parse_duration(s: &str) -> Result<Duration, ClusterError> {
     shoal_core::parse_duration(s).map_err(ClusterError::Spec)
@@ -269,6 +296,17 @@ mod tests {
         assert!("soon".parse::<Ready>().is_err());
         assert!("auto".parse::<WorkerCount>().unwrap().0 >= 1);
         assert!("0".parse::<WorkerCount>().is_err());
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("200M").unwrap(), 200 << 20);
+        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_size("512kb").unwrap(), 512 << 10);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        for bad in ["", "M", "12X", "-5M", "0"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -141,7 +141,16 @@ app.listen({port});
     let node_path = repo().join("tests/node/node_modules").display().to_string();
     let mut p = Primary::start_with_env(
         "express",
-        &["-w", "2", "--bind-host", "127.0.0.1", "--grace", "5s"],
+        &[
+            "-w",
+            "2",
+            "--bind-host",
+            "127.0.0.1",
+            "--grace",
+            "5s",
+            "--ready",
+            "listening",
+        ],
         &["node", &script],
         &[("NODE_PATH", &node_path)],
     );
@@ -209,7 +218,11 @@ http.createServer((q, r) => r.end('fine ' + cluster.worker.id)).listen({port}, '
 "#
         ),
     );
-    let mut p = Primary::start("bad", &["-w", "1"], &["node", &script]);
+    let mut p = Primary::start(
+        "bad",
+        &["-w", "1", "--ready", "listening"],
+        &["node", &script],
+    );
     p.all_online(1);
     p.wait_log(
         "worker 1 sent a malformed NODE_CLUSTER message: queryServer with a port outside 0..65535",

@@ -85,6 +85,10 @@ pub struct ClusterArgs {
     /// Do not replace workers that exit; the primary ends when they all have.
     #[arg(long)]
     pub no_restart: bool,
+    /// Replace a worker whose resident memory passes SIZE (e.g. 200M, 1G),
+    /// one at a time as a rolling reload does (PM2's --max-memory-restart).
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory: Option<String>,
     /// Speak Node's cluster protocol to the workers (NODE_UNIQUE_ID;
     /// `listen(8080)` asks the primary for the socket): `auto` when the
     /// command is `node`, `on` or `off` [default: auto].
@@ -116,6 +120,13 @@ impl ClusterArgs {
             Some(path) => shoal_cluster::file::load(path)?,
             None => ClusterSpec::new("", Vec::new()),
         };
+        if let Some(flag) = self.command.first().filter(|c| c.starts_with('-')) {
+            // Clap hands anything it does not know to COMMAND: a mistyped
+            // flag would otherwise be run as a program.
+            anyhow::bail!(
+                "unknown option {flag} (see `shoal cluster --help`; the worker command goes after `--`)"
+            );
+        }
         if let Some((exec, args)) = self.command.split_first() {
             spec.exec = exec.into();
             spec.args = args.iter().map(Into::into).collect();
@@ -151,6 +162,9 @@ impl ClusterArgs {
         }
         if let Some(m) = self.max_restarts {
             spec.max_restarts = m;
+        }
+        if let Some(m) = &self.max_memory {
+            spec.max_memory = Some(shoal_cluster::spec::parse_size(m).context("--max-memory")?);
         }
         if let Some(n) = &self.node_cluster {
             spec.node_cluster = n.parse()?;

@@ -11,7 +11,9 @@ Examples:
   shoal ctl status                      # table of the workers of cluster \"cluster\"
   shoal ctl --name web status --json    # the same, as JSON
   shoal ctl --name web reload           # rolling reload; returns when done
-  shoal ctl --name web scale 4
+  shoal ctl --name web scale 4         # or +1 / -1
+  shoal ctl --name web restart          # all at once (reload is rolling)
+  shoal ctl --name web signal USR2      # to every worker
   shoal ctl --name web send '{\"cmd\":\"flush\"}'
   shoal ctl --name web stop
   shoal ctl --name proxy status         # a proxy's upstream servers: state, connections, responses
@@ -38,10 +40,18 @@ pub enum Request {
     Status,
     /// Reload: a cluster replaces its workers one at a time; a proxy re-reads its config.
     Reload,
-    /// Set the number of workers.
+    /// Set the number of workers: `4`, or `+2` / `-1` relative to now.
     Scale {
-        /// The new number of workers.
-        workers: u64,
+        /// The new number of workers, or a change (`+N`, `-N`).
+        #[arg(allow_hyphen_values = true)]
+        workers: String,
+    },
+    /// Restart every worker at once (not rolling: use `reload` for that).
+    Restart,
+    /// Send a signal to every worker (e.g. `USR2`, `SIGHUP`, `10`).
+    Signal {
+        /// The signal's name or number.
+        signal: String,
     },
     /// Stop the server gracefully.
     Stop,
@@ -63,7 +73,24 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
         }
         Request::Status => json!({"cmd": "status"}),
         Request::Reload => json!({"cmd": "reload"}),
-        Request::Scale { workers } => json!({"cmd": "scale", "workers": workers}),
+        Request::Scale { workers } => {
+            let w = workers.trim();
+            if let Some(d) = w.strip_prefix('+').or(w.strip_prefix('-').map(|_| w)) {
+                let by: i64 = d
+                    .parse()
+                    .ok()
+                    .filter(|n: &i64| *n != 0)
+                    .with_context(|| format!("scale {w}: expected N, +N or -N"))?;
+                json!({"cmd": "scale", "by": by})
+            } else {
+                let n: u64 = w
+                    .parse()
+                    .with_context(|| format!("scale {w}: expected N, +N or -N"))?;
+                json!({"cmd": "scale", "workers": n})
+            }
+        }
+        Request::Restart => json!({"cmd": "restart"}),
+        Request::Signal { signal } => json!({"cmd": "signal", "signal": signal}),
         Request::Stop => json!({"cmd": "stop"}),
         Request::Send { message } => {
             let m: Value = serde_json::from_str(message).with_context(|| {
@@ -154,12 +181,12 @@ fn status_table(st: &Value) -> String {
             .unwrap_or_default(),
     ));
     out.push_str(&format!(
-        "{:>4}  {:>8}  {:<9} {:>10}  {:>8}  {:>9}  {:>6}\n",
-        "ID", "PID", "STATE", "UPTIME", "RESTARTS", "RSS", "CPU%"
+        "{:>4}  {:>8}  {:<9} {:>10}  {:>8}  {:>9}  {:>6}  {}\n",
+        "ID", "PID", "STATE", "UPTIME", "RESTARTS", "RSS", "CPU%", "LAST EXIT"
     ));
     for w in workers {
         out.push_str(&format!(
-            "{:>4}  {:>8}  {:<9} {:>10}  {:>8}  {:>9}  {:>6.1}\n",
+            "{:>4}  {:>8}  {:<9} {:>10}  {:>8}  {:>9}  {:>6.1}  {}\n",
             w["id"].to_string(),
             w["pid"].to_string(),
             w["state"].as_str().unwrap_or("?"),
@@ -167,6 +194,7 @@ fn status_table(st: &Value) -> String {
             w["restarts"].to_string(),
             mib(w["rss_bytes"].as_f64()),
             w["cpu_percent"].as_f64().unwrap_or(0.0),
+            w["last_exit"].as_str().unwrap_or("-"),
         ));
     }
     out

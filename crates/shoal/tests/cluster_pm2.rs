@@ -1,0 +1,179 @@
+//! What PM2's users rely on, under `shoal cluster`: memory limits that
+//! replace a worker without a failed request, `ctl restart`, `scale +N/-N`,
+//! `signal`, the last exit reason in `status`, and flag mistakes caught.
+
+mod cluster_support;
+
+use cluster_support::*;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// Online workers' (id, pid) from `ctl status --json`.
+fn pids(p: &Primary) -> Vec<(u64, u64)> {
+    let st = p.ctl_json(&["status"]);
+    let mut v: Vec<(u64, u64)> = st["status"]["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["state"] == "online")
+        .map(|w| (w["id"].as_u64().unwrap(), w["pid"].as_u64().unwrap()))
+        .collect();
+    v.sort();
+    v
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + T;
+    while !f() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_worker_over_max_memory_is_replaced_without_a_failed_request() {
+    let dir = TempDir::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Worker 1 leaks 8 MiB every 100 ms once it serves; worker 2 does not.
+    let script = write_script(
+        dir.path(),
+        "leak.js",
+        &format!(
+            r#"
+const cluster = require('cluster');
+const hoard = [];
+require('http').createServer((q, r) => r.end('w' + cluster.worker.id)).listen({port}, '127.0.0.1');
+if (cluster.worker.id === 1 && !process.env.CALM) {{
+  setInterval(() => hoard.push(Buffer.alloc(8 << 20, 1)), 100);
+}}
+"#
+        ),
+    );
+    let mut p = Primary::start(
+        "leaky",
+        &["-w", "2", "--max-memory", "150M", "--grace", "3s"],
+        &["node", &script],
+    );
+    p.all_online(2);
+    let addr = format!("127.0.0.1:{port}");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    let a2 = addr.clone();
+    let client = std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0u32, Vec::new());
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) && ok < 100_000 {
+            match get(&a2, "/") {
+                Some((200, _)) => ok += 1,
+                other => failed.push(format!("{other:?}")),
+            }
+        }
+        (ok, failed)
+    });
+    let e = p.wait_for("max-memory error", |v| {
+        v["event"] == "error"
+            && v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("--max-memory"))
+    });
+    assert_eq!(e["id"], 1, "{e}");
+    p.wait_for("reload done", |v| {
+        v["event"] == "reload" && v["phase"] == "done"
+    });
+    let old = e["message"].as_str().unwrap().to_string();
+    p.wait_for("the old worker's exit", |v| {
+        v["event"] == "exit" && v["id"] == 1 && old.contains(&format!("pid {}", v["pid"]))
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = client.join().unwrap();
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert!(ok > 10, "{ok}");
+    let st = p.ctl_json(&["status"]);
+    let w1 = st["status"]["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == 1 && w["state"] != "stopping")
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert!(
+        w1["last_exit"]
+            .as_str()
+            .is_some_and(|s| s.contains("over --max-memory")),
+        "{st}"
+    );
+}
+
+#[test]
+fn ctl_restart_scale_by_and_signal() {
+    let dir = TempDir::new();
+    let script = write_script(
+        dir.path(),
+        "sig.js",
+        r#"
+process.on('SIGUSR2', () => console.log('worker ' + process.env.SHOAL_WORKER_ID + ' got USR2'));
+process.send('ready');
+setInterval(() => {}, 1000);
+"#,
+    );
+    let mut p = Primary::start("pm", &["-w", "2", "--ready", "ipc"], &["node", &script]);
+    p.all_online(2);
+    let before = pids(&p);
+    assert_eq!(before.len(), 2);
+
+    assert_eq!(p.ctl_json(&["scale", "+1"])["workers"], 3);
+    wait_until("3 workers", || pids(&p).len() == 3);
+    assert_eq!(p.ctl_json(&["scale", "-2"])["workers"], 1);
+    wait_until("1 worker", || {
+        p.ctl_json(&["status"])["status"]["workers"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    });
+    let bad = p.ctl(&["scale", "-5"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("at least 1"));
+    assert_eq!(p.ctl_json(&["scale", "2"])["workers"], 2);
+    wait_until("2 workers", || pids(&p).len() == 2);
+
+    assert_eq!(p.ctl_json(&["signal", "USR2"])["signalled"], 2);
+    p.wait_log("worker 1 got USR2");
+    p.wait_log("worker 2 got USR2");
+
+    let now = pids(&p);
+    assert_eq!(p.ctl_json(&["restart"])["restarting"], 2);
+    wait_until("every worker restarted", || {
+        let after = pids(&p);
+        after.len() == 2 && after.iter().all(|(id, pid)| !now.contains(&(*id, *pid)))
+    });
+    let st = p.ctl_json(&["status"]);
+    for w in st["status"]["workers"].as_array().unwrap() {
+        assert!(
+            w["last_exit"]
+                .as_str()
+                .is_some_and(|s| s.contains("ctl restart")),
+            "{st}"
+        );
+    }
+    let table = String::from_utf8_lossy(&p.ctl(&["status"]).stdout).into_owned();
+    assert!(
+        table.contains("LAST EXIT") && table.contains("ctl restart"),
+        "{table}"
+    );
+}
+
+#[test]
+fn a_mistyped_flag_is_a_flag_error_not_a_command() {
+    let out = std::process::Command::new(shoal())
+        .args(["cluster", "--worker", "2", "--", "node", "app.js"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown option --worker"), "{err}");
+    assert!(!err.contains("not found in PATH"), "{err}");
+}
