@@ -82,6 +82,12 @@ impl ReadBuf {
         }
     }
 
+    /// Whether the last read filled all the room there was: more bytes are
+    /// likely waiting in the socket already.
+    pub fn brimmed(&self) -> bool {
+        self.brimmed
+    }
+
     /// Drop everything buffered.
     pub fn clear(&mut self) {
         self.data.clear();

@@ -34,6 +34,8 @@ use shoal_core::Shutdown;
 const BUFFER_BODY: u64 = 64 * 1024;
 /// Size a body buffer may grow to.
 const BODY_BUF_MAX: usize = 256 * 1024;
+/// Most re-encoded chunked bytes held back to be written together.
+const COALESCE_MAX: usize = 64 * 1024;
 /// Most interim (1xx) responses relayed before one final response; more is
 /// a bad response (502).
 const MAX_INTERIM: usize = 16;
@@ -321,17 +323,25 @@ where
             } else {
                 ChunkedOut::Reencoded
             };
+            scratch.clear();
             loop {
-                scratch.clear();
                 let used = dec
                     .feed(buf.chunk(), scratch, mode)
                     .map_err(|_| CopyError::Bad)?;
+                buf.consume(used);
                 if dec.data_len() > max_data {
                     return Err(CopyError::TooLarge);
                 }
+                // The last read filled the buffer, so the rest is likely
+                // waiting already: read it before writing, and a body a
+                // little larger than one read goes out in one write.
+                if !dec.done() && buf.brimmed() && scratch.len() < COALESCE_MAX {
+                    fill_t(buf, src, BODY_BUF_MAX, t).await?;
+                    continue;
+                }
                 send_piece(dst, prefix, scratch, t).await?;
                 written += scratch.len() as u64;
-                buf.consume(used);
+                scratch.clear();
                 if dec.done() {
                     break;
                 }
@@ -874,6 +884,13 @@ where
         Ok(bytes) => {
             if c.resp.reusable && c.up_buf.is_empty() {
                 lease.peer.put_idle(conn);
+            } else if c.resp.reusable {
+                // Bytes past the response's end: never reused.
+                lease
+                    .peer
+                    .stats
+                    .pool_discards
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             drop(lease);
             finish(c, shared, status, bytes, Some(started));
