@@ -107,6 +107,37 @@ pub fn load(path: &Path) -> Result<Plan, ConfigError> {
     parse(path, &text)
 }
 
+/// The built-in default topology, validated. Its worker script is
+/// `examples/up/web.js` when the current directory has it (a checkout),
+/// else the copy built into the binary, written to the runtime directory.
+pub fn default_plan() -> Result<Plan, ConfigError> {
+    let mut plan = parse(Path::new("<default topology>"), DEFAULT_TOPOLOGY)?;
+    let script = Path::new("examples/up/web.js");
+    if !script.exists() {
+        let dir = shoal_core::control::runtime_dir();
+        let copy = dir.join("up-web.js");
+        let written =
+            std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&copy, DEFAULT_WORKER_JS));
+        if let Err(e) = written {
+            return Err(ConfigError {
+                file: copy,
+                line: None,
+                column: None,
+                key: None,
+                message: format!("cannot write the default worker script: {e}"),
+            });
+        }
+        for c in &mut plan.clusters {
+            for a in &mut c.spec.args {
+                if Path::new(a.as_os_str()) == script {
+                    *a = copy.clone().into_os_string();
+                }
+            }
+        }
+    }
+    Ok(plan)
+}
+
 /// Validate topology `text` read from `path`.
 pub fn parse(path: &Path, text: &str) -> Result<Plan, ConfigError> {
     // Pass 1: the clusters, for their addresses.

@@ -24,6 +24,6 @@ pub mod control;
 pub mod error;
 pub mod start;
 
-pub use config::{load, parse, Plan, DEFAULT_TOPOLOGY, DEFAULT_WORKER_JS};
+pub use config::{default_plan, load, parse, Plan, DEFAULT_TOPOLOGY, DEFAULT_WORKER_JS};
 pub use error::UpError;
 pub use start::run;

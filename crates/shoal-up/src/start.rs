@@ -475,7 +475,7 @@ pub async fn run(plan: Plan, shutdown: Shutdown) -> Result<(), UpError> {
             .collect(),
     );
     let ctl_sd = Shutdown::new();
-    tokio::spawn(crate::control::serve(
+    let ctl_task = tokio::spawn(crate::control::serve(
         listener,
         sock,
         ctl_sd.clone(),
@@ -517,6 +517,8 @@ pub async fn run(plan: Plan, shutdown: Shutdown) -> Result<(), UpError> {
     }
     stop_all(parts).await;
     ctl_sd.trigger();
+    // It removes its socket file on the way out.
+    let _ = tokio::time::timeout(Duration::from_secs(2), ctl_task).await;
     match ended {
         Some((part, cause)) => Err(UpError::Ended { part, cause }),
         None => Ok(()),
