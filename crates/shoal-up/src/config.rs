@@ -79,8 +79,10 @@ pub struct ClusterPlan {
 /// A validated topology: what to start, in order.
 #[derive(Debug)]
 pub struct Plan {
-    /// The file it came from (`<default>` for the built-in one).
+    /// The file it came from (`<default topology>` for the built-in one).
     pub file: PathBuf,
+    /// Whether it is the built-in default (a reload re-reads that text).
+    pub builtin: bool,
     /// The control socket's name.
     pub name: String,
     /// How long a cluster may take until its workers are online.
@@ -112,6 +114,7 @@ pub fn load(path: &Path) -> Result<Plan, ConfigError> {
 /// else the copy built into the binary, written to the runtime directory.
 pub fn default_plan() -> Result<Plan, ConfigError> {
     let mut plan = parse(Path::new("<default topology>"), DEFAULT_TOPOLOGY)?;
+    plan.builtin = true;
     let script = Path::new("examples/up/web.js");
     if !script.exists() {
         let dir = shoal_core::control::runtime_dir();
@@ -209,6 +212,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Plan, ConfigError> {
     }
     Ok(Plan {
         file: path.to_path_buf(),
+        builtin: false,
         name: up.name.unwrap_or_else(|| "up".to_string()),
         ready_timeout,
         broker,

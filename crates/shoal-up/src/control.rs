@@ -28,6 +28,8 @@ pub struct Topology {
     pub parts: Arc<Vec<(String, View)>>,
     /// Triggered by `stop`.
     pub stop: Shutdown,
+    /// Does `reload`.
+    pub reloader: Arc<crate::reload::Reloader>,
 }
 
 const ASK: Duration = Duration::from_secs(2);
@@ -97,12 +99,16 @@ pub async fn handle(t: &Topology, req: Value) -> Value {
                              "pid": std::process::id(), "parts": parts}}),
             )
         }
+        Some("reload") => match t.reloader.reload().await {
+            Ok(done) => ok(json!({"applied": done})),
+            Err(e) => err(format!("reload refused, everything keeps running: {e}")),
+        },
         Some("stop") => {
             t.stop.trigger();
             ok(json!({"stopping": true}))
         }
         Some(other) => err(format!(
-            "unknown command {other:?} (shoal up knows status, stop)"
+            "unknown command {other:?} (shoal up knows status, reload, stop)"
         )),
         None => err("missing cmd"),
     }

@@ -9,7 +9,10 @@
 //!   validated [`Plan`]; the built-in default topology.
 //! - [`start`]: the ordered start with readiness checks, the ordered stop,
 //!   and the wait in between (signals, a part that ends on its own).
-//! - [`control`]: the `up` control socket: one status over every part, stop.
+//! - [`control`]: the `up` control socket: one status over every part,
+//!   reload, stop.
+//! - [`reload`]: SIGHUP: re-read the file, apply what changed (rolling
+//!   reload of a changed cluster, the proxy's next generation).
 //! - [`banner`]: the short text printed on start: parts, addresses, what to try.
 //! - [`error`]: the crate's error enum.
 //!
@@ -22,6 +25,7 @@ pub mod banner;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod reload;
 pub mod start;
 
 pub use config::{default_plan, load, parse, Plan, DEFAULT_TOPOLOGY, DEFAULT_WORKER_JS};

@@ -433,6 +433,31 @@ async fn start_all(plan: Plan, parts: &mut Vec<Part>, root: &Shutdown) -> Result
     Ok(())
 }
 
+/// SIGHUP: re-read the file and apply what changed (see [`crate::reload`]).
+fn spawn_hangup(reloader: Arc<crate::reload::Reloader>, sd: Shutdown) -> Result<(), UpError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup())
+        .map_err(|e| UpError::start("up", "signals", format!("cannot handle SIGHUP: {e}")))?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = sd.cancelled() => return,
+                s = hup.recv() => if s.is_none() { return },
+            }
+            tracing::info!("SIGHUP received: re-reading the topology");
+            match reloader.reload().await {
+                Ok(done) => {
+                    for d in done {
+                        tracing::info!("reload: {d}");
+                    }
+                }
+                Err(e) => tracing::error!("reload refused, everything keeps running: {e}"),
+            }
+        }
+    });
+    Ok(())
+}
+
 /// Run the topology until `shutdown` fires (TERM/INT, `ctl stop`) or a part
 /// ends on its own; then stop every part in reverse order.
 pub async fn run(plan: Plan, shutdown: Shutdown) -> Result<(), UpError> {
@@ -457,6 +482,7 @@ pub async fn run(plan: Plan, shutdown: Shutdown) -> Result<(), UpError> {
     })?;
     let name = plan.name.clone();
     let file = plan.file.clone();
+    let reloader = Arc::new(crate::reload::Reloader::new(&plan, plan.builtin));
     let mut parts = Vec::new();
     if let Err(e) = start_all(plan, &mut parts, &shutdown).await {
         stop_all(parts).await;
@@ -474,7 +500,9 @@ pub async fn run(plan: Plan, shutdown: Shutdown) -> Result<(), UpError> {
             .map(|p| (p.label.clone(), p.view.clone()))
             .collect(),
     );
+    reloader.attach(&views).await;
     let ctl_sd = Shutdown::new();
+    spawn_hangup(reloader.clone(), ctl_sd.clone())?;
     let ctl_task = tokio::spawn(crate::control::serve(
         listener,
         sock,
@@ -484,6 +512,7 @@ pub async fn run(plan: Plan, shutdown: Shutdown) -> Result<(), UpError> {
             file,
             parts: views.clone(),
             stop: shutdown.clone(),
+            reloader,
         },
     ));
     shoal_core::output::stderr(crate::banner::text(&name, &views).as_bytes());

@@ -461,3 +461,54 @@ conn.close()
     assert_eq!(v["server"], "web");
     assert_eq!(v["url"], "/hello");
 }
+
+#[test]
+fn sighup_applies_a_changed_cluster_and_refuses_a_bad_file() {
+    if !node_available() {
+        eprintln!("skipped: node is not on PATH");
+        return;
+    }
+    let data = TempDir::new();
+    let p = Ports::new();
+    let text = topology(&p, data.path());
+    let mut up = Up::spawn(&text);
+    up.wait_running();
+    let online = |up: &Up| -> usize {
+        let out = up.ctl(&["--json", "status"]);
+        let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        st["up"]["parts"][2]["status"]["workers"]
+            .as_array()
+            .map_or(0, |w| w.iter().filter(|w| w["state"] == "online").count())
+    };
+    assert_eq!(online(&up), 2);
+
+    // An invalid file is refused, with file:line: key, and all keeps running.
+    let bad = text.replace("grace = \"5s\"\n", "grace = \"5s\"\nworkerz = 3\n");
+    let line = bad.lines().position(|l| l.starts_with("workerz")).unwrap() + 1;
+    std::fs::write(&up.file, &bad).unwrap();
+    kill(up.child.id(), "HUP");
+    let want = format!("{}:{line}", up.file.display());
+    let deadline = Instant::now() + T;
+    while !(up.log().contains("reload refused") && up.log().contains(&want)) {
+        assert!(
+            Instant::now() < deadline,
+            "no refusal naming {want}:\n{}",
+            up.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, _) = get(&format!("127.0.0.1:{}", p.proxy), "/").expect("proxy stopped serving");
+    assert_eq!(code, 200);
+
+    // A changed cluster: scaled and reloaded in place.
+    std::fs::write(&up.file, text.replace("workers = 2", "workers = 3")).unwrap();
+    kill(up.child.id(), "HUP");
+    let deadline = Instant::now() + T;
+    while online(&up) != 3 || !up.log().contains("reload: cluster.web: rolling reload") {
+        assert!(Instant::now() < deadline, "not 3 workers:\n{}", up.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(up.child.try_wait().unwrap().is_none(), "{}", up.log());
+    kill(up.child.id(), "TERM");
+    assert!(up.wait_exit().success(), "{}", up.log());
+}
