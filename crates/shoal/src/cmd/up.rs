@@ -44,7 +44,17 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     let plan = match &args.file {
         Some(p) => shoal_up::load(p)?,
-        None => shoal_up::default_plan()?,
+        None => {
+            let on_path = std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("node").is_file()));
+            if !on_path && !args.print_default {
+                anyhow::bail!(
+                    "the default topology runs Node workers (examples/up/web.js), and `node` is not on PATH: \
+                     install Node.js, or give a topology file for your own servers (see shoal up --print-default)"
+                );
+            }
+            shoal_up::default_plan()?
+        }
     };
     if args.check {
         for c in &plan.clusters {
