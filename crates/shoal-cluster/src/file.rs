@@ -72,6 +72,12 @@ pub fn parse(path: &Path, text: &str) -> Result<ClusterSpec, ConfigError> {
     into_spec(path, text, file)
 }
 
+/// Validate an already parsed file (e.g. a `[cluster.NAME]` table of a
+/// `shoal up` topology); `path` and `text` locate errors.
+pub fn from_file(path: &Path, text: &str, f: FileConfig) -> Result<ClusterSpec, ConfigError> {
+    into_spec(path, text, f)
+}
+
 fn into_spec(path: &Path, text: &str, f: FileConfig) -> Result<ClusterSpec, ConfigError> {
     let bad = |key: &str, msg: String| ConfigError::invalid(path, text, key, msg);
     // The command may also come from the command line; an empty one is filled in there.

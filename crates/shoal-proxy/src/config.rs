@@ -433,6 +433,12 @@ impl Config {
         validate(file, path, text)
     }
 
+    /// Validate an already parsed file (e.g. the `[proxy]` table of a
+    /// `shoal up` topology); `path` and `text` locate errors.
+    pub fn from_file(file: FileConfig, path: &Path, text: &str) -> Result<Config> {
+        validate(file, path, text)
+    }
+
     /// The quick form: one HTTP (or TCP) listener, one upstream `default`.
     pub fn quick(
         listen: SocketAddr,

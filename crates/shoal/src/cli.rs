@@ -46,6 +46,8 @@ pub enum Command {
     Broker(cmd::broker::BrokerArgs),
     /// statsd-compatible UDP metrics collector.
     Stats(cmd::stats::StatsArgs),
+    /// A whole topology from one file: broker, stats, clusters, proxy, in order.
+    Up(cmd::up::UpArgs),
     /// Send and receive UDP datagrams and multicast (the chapter's dgram examples).
     Dgram(cmd::dgram::DgramArgs),
     /// Load generators used by bench/ (e.g. `shoal bench statsd`).
@@ -91,6 +93,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Proxy(a) => cmd::proxy::run(a),
         Command::Broker(a) => cmd::broker::run(a),
         Command::Stats(a) => cmd::stats::run(a),
+        Command::Up(a) => cmd::up::run(a),
         Command::Dgram(a) => cmd::dgram::run(a),
         Command::Bench(a) => cmd::bench::run(a),
     }

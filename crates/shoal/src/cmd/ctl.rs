@@ -99,7 +99,7 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
             json!({"cmd": "send", "message": m})
         }
     };
-    let name = name.unwrap_or("cluster");
+    let name = name.unwrap_or_else(default_name);
     let timeout = shoal_core::parse_duration(&args.timeout)
         .map_err(anyhow::Error::msg)
         .context("--timeout")?;
@@ -108,6 +108,11 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
         println!("{reply}");
     } else if reply["ok"] != true {
         // Fall through to the error below.
+    } else if let Some(up) = reply
+        .get("up")
+        .filter(|_| matches!(args.request, Request::Status))
+    {
+        print!("{}", up_table(up));
     } else if let Some(st) = reply
         .get("status")
         .filter(|_| matches!(args.request, Request::Status))
@@ -140,6 +145,102 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
         anyhow::bail!("{name}: {e}");
     }
     Ok(())
+}
+
+/// Without `--name`: the cluster called "cluster", or else a running `shoal
+/// up` topology (control socket "up") when no such cluster runs.
+fn default_name<'a>() -> &'a str {
+    let exists = |n: &str| shoal_core::control::socket_path(n).exists();
+    if !exists("cluster") && exists("up") {
+        "up"
+    } else {
+        "cluster"
+    }
+}
+
+/// One table over every part of a `shoal up` topology.
+fn up_table(up: &Value) -> String {
+    let mut out = format!(
+        "topology {}  pid {}  file {}\n",
+        cell(&up["name"]),
+        up["pid"],
+        cell(&up["file"])
+    );
+    for p in up["parts"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        out.push('\n');
+        let label = cell(&p["part"]);
+        match p["kind"].as_str() {
+            Some("cluster") => {
+                out.push_str(&format!(
+                    "[{label}] serves {}  `{}`\n",
+                    join(&p["serves"]),
+                    cell(&p["command"])
+                ));
+                out.push_str(&status_table(&p["status"]));
+            }
+            Some("proxy") => {
+                out.push_str(&format!("[{label}]\n"));
+                let st = &p["status"];
+                let ups = st["upstreams"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                out.push_str(&proxy_table(st, ups));
+            }
+            Some("broker") => {
+                let o = &p["overview"];
+                let totals = &o["object_totals"];
+                let detail = if o["ok"] == true {
+                    format!(
+                        "connections {}  queues {}  messages {}",
+                        cell(&totals["connections"]),
+                        cell(&totals["queues"]),
+                        cell(&o["queue_totals"]["messages"])
+                    )
+                } else {
+                    format!("(no answer: {})", cell(&o["error"]))
+                };
+                out.push_str(&format!(
+                    "[{label}] amqp {}  admin {}  {detail}\n",
+                    cell(&p["listen"]),
+                    cell(&p["admin"])
+                ));
+            }
+            Some("stats") => {
+                let h = &p["status"]["health"];
+                let detail = if h.is_object() {
+                    h.as_object()
+                        .map(|o| {
+                            o.iter()
+                                .filter(|(_, v)| v.is_number())
+                                .map(|(k, v)| format!("{k} {v}"))
+                                .collect::<Vec<_>>()
+                                .join("  ")
+                        })
+                        .unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                out.push_str(&format!(
+                    "[{label}] udp {}  metrics {}  {detail}\n",
+                    join(&p["udp"]),
+                    cell(&p["http"])
+                ));
+            }
+            _ => out.push_str(&format!("[{label}] {p}\n")),
+        }
+    }
+    out
+}
+
+fn join(v: &Value) -> String {
+    v.as_array()
+        .map(|a| a.iter().map(cell).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
 }
 
 /// Send one request to the control socket of the server called `name`.

@@ -10,6 +10,7 @@ pub mod ctl_broker;
 pub mod dgram;
 pub mod proxy;
 pub mod stats;
+pub mod up;
 
 use std::future::Future;
 use std::time::Duration;

@@ -1,0 +1,124 @@
+//! The topology's control socket (`shoal ctl --name up status|stop`): one
+//! status over every part, as JSON (`shoal ctl` prints it as a table).
+//!
+//! A cluster's status comes from its primary's handle, the proxy's from its
+//! handle, the broker's and the collector's from their own control sockets
+//! (with a short timeout: a part that does not answer shows its error, the
+//! rest still answers).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use shoal_core::control::{err, ok};
+use shoal_core::Shutdown;
+use tokio::net::UnixListener;
+
+use crate::start::View;
+
+/// What the control socket answers about.
+#[derive(Clone)]
+pub struct Topology {
+    /// The control socket's name.
+    pub name: String,
+    /// The topology file.
+    pub file: PathBuf,
+    /// The parts, in start order.
+    pub parts: Arc<Vec<(String, View)>>,
+    /// Triggered by `stop`.
+    pub stop: Shutdown,
+    /// Does `reload`.
+    pub reloader: Arc<crate::reload::Reloader>,
+}
+
+const ASK: Duration = Duration::from_secs(2);
+
+async fn ask(path: &std::path::Path, cmd: &str) -> Value {
+    match shoal_core::control::request(path, &json!({ "cmd": cmd }), ASK).await {
+        Ok(v) => v,
+        Err(e) => json!({"ok": false, "error": e.to_string()}),
+    }
+}
+
+/// The status of one part.
+pub async fn part_status(label: &str, view: &View) -> Value {
+    let addrs = |v: &[std::net::SocketAddr]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    match view {
+        View::Stats { udp, http, control } => {
+            let health = match control {
+                Some(p) => ask(p, "status").await,
+                None => Value::Null,
+            };
+            json!({"part": label, "kind": "stats", "udp": addrs(udp),
+                   "http": http.map(|a| a.to_string()), "status": health})
+        }
+        View::Broker {
+            listen,
+            admin,
+            name,
+        } => {
+            let sock = shoal_core::control::socket_path(name);
+            json!({"part": label, "kind": "broker", "listen": listen.to_string(),
+                   "admin": admin.map(|a| a.to_string()),
+                   "overview": ask(&sock, "overview").await})
+        }
+        View::Cluster {
+            cluster,
+            serves,
+            command,
+        } => {
+            let status = match cluster.status().await {
+                Ok(s) => serde_json::to_value(s).unwrap_or(Value::Null),
+                Err(e) => json!({"error": e.to_string()}),
+            };
+            json!({"part": label, "kind": "cluster", "serves": addrs(serves),
+                   "command": command, "status": status})
+        }
+        View::Proxy {
+            handle,
+            listen,
+            admin,
+        } => {
+            json!({"part": label, "kind": "proxy", "listen": addrs(listen),
+                   "admin": admin.map(|a| a.to_string()), "status": handle.status()})
+        }
+    }
+}
+
+/// Answer one request.
+pub async fn handle(t: &Topology, req: Value) -> Value {
+    match req["cmd"].as_str() {
+        Some("status") => {
+            let mut parts = Vec::new();
+            for (label, view) in t.parts.iter() {
+                parts.push(part_status(label, view).await);
+            }
+            ok(
+                json!({"up": {"name": t.name, "file": t.file.display().to_string(),
+                             "pid": std::process::id(), "parts": parts}}),
+            )
+        }
+        Some("reload") => match t.reloader.reload().await {
+            Ok(done) => ok(json!({"applied": done})),
+            Err(e) => err(format!("reload refused, everything keeps running: {e}")),
+        },
+        Some("stop") => {
+            t.stop.trigger();
+            ok(json!({"stopping": true}))
+        }
+        Some(other) => err(format!(
+            "unknown command {other:?} (shoal up knows status, reload, stop)"
+        )),
+        None => err("missing cmd"),
+    }
+}
+
+/// Serve the control socket until `shutdown` fires.
+pub async fn serve(listener: UnixListener, path: PathBuf, shutdown: Shutdown, t: Topology) {
+    shoal_core::control::serve(listener, path, shutdown, move |req| {
+        let t = t.clone();
+        async move { handle(&t, req).await }
+    })
+    .await
+}

@@ -1,0 +1,33 @@
+//! `shoal up`: a whole topology from one file, in one process: the broker,
+//! the statsd collector, any number of clusters and a proxy in front, started
+//! in order and stopped in reverse, with one control socket over all of them.
+//!
+//! # Layout
+//!
+//! - [`config`]: the topology file (the parts' own file types, `cluster:NAME`
+//!   upstreams, the clusters' `AMQP_URL`/`STATSD_*` environment) → a
+//!   validated [`Plan`]; the built-in default topology.
+//! - [`start`]: the ordered start with readiness checks, the ordered stop,
+//!   and the wait in between (signals, a part that ends on its own).
+//! - [`control`]: the `up` control socket: one status over every part,
+//!   reload, stop.
+//! - [`reload`]: SIGHUP: re-read the file, apply what changed (rolling
+//!   reload of a changed cluster, the proxy's next generation).
+//! - [`banner`]: the short text printed on start: parts, addresses, what to try.
+//! - [`error`]: the crate's error enum.
+//!
+//! Every part runs the same library code as its own subcommand (`shoal
+//! cluster`, `shoal proxy`, `shoal broker`, `shoal stats`); each cluster's
+//! primary runs on a dedicated thread with a current-thread runtime, because
+//! its workers are tied to that thread by `PR_SET_PDEATHSIG`.
+
+pub mod banner;
+pub mod config;
+pub mod control;
+pub mod error;
+pub mod reload;
+pub mod start;
+
+pub use config::{default_plan, load, parse, Plan, DEFAULT_TOPOLOGY, DEFAULT_WORKER_JS};
+pub use error::UpError;
+pub use start::run;

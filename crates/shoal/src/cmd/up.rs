@@ -1,0 +1,88 @@
+//! `shoal up`: a whole topology (broker, collector, clusters, proxy) from one
+//! file, in one process. Loads the file (or the built-in default) into a
+//! `shoal_up::Plan` and runs it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+/// Start a topology: `[broker]`, `[stats]`, any number of `[cluster.NAME]`
+/// and a `[proxy]` in front, each with the same keys as its own `--config`
+/// file. Started in that order (clusters until their workers are online),
+/// stopped in reverse on TERM/INT. With no FILE, the built-in default: the
+/// chapter end to end on loopback.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  shoal up                          # the built-in default (two Node clusters, proxy on 127.0.0.1:8080, broker, stats)
+  shoal up --print-default > my.toml
+  shoal up my.toml
+  shoal up --check my.toml          # validate only (file:line: key: message on error)
+  shoal ctl status                  # every part of the running topology (--json for programs)
+  shoal ctl --name up stop
+
+In a proxy upstream, servers = \"cluster:web\" (or [\"cluster:a\", \"cluster:b\"]) means the
+addresses cluster `web` serves. Clusters get AMQP_URL, STATSD_HOST and STATSD_PORT.
+Docs: docs/up.md")]
+pub struct UpArgs {
+    /// The topology file [default: the built-in one; see --print-default].
+    #[arg(value_name = "FILE.toml")]
+    pub file: Option<PathBuf>,
+    /// Print the built-in default topology and exit.
+    #[arg(long, conflicts_with_all = ["file", "check"])]
+    pub print_default: bool,
+    /// Validate the file (or the default), print its parts and exit.
+    #[arg(long)]
+    pub check: bool,
+}
+
+pub fn run(args: UpArgs) -> anyhow::Result<()> {
+    if args.print_default {
+        print!("{}", shoal_up::DEFAULT_TOPOLOGY);
+        return Ok(());
+    }
+    let plan = match &args.file {
+        Some(p) => shoal_up::load(p)?,
+        None => {
+            let on_path = std::env::var_os("PATH")
+                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("node").is_file()));
+            if !on_path && !args.print_default {
+                anyhow::bail!(
+                    "the default topology runs Node workers (examples/up/web.js), and `node` is not on PATH: \
+                     install Node.js, or give a topology file for your own servers (see shoal up --print-default)"
+                );
+            }
+            shoal_up::default_plan()?
+        }
+    };
+    if args.check {
+        for c in &plan.clusters {
+            println!(
+                "cluster.{} workers {} serves {:?}",
+                c.table, c.spec.workers, c.serves
+            );
+        }
+        if let Some(b) = &plan.broker {
+            println!("broker {}", b.listen);
+        }
+        if let Some(s) = &plan.stats {
+            println!("stats udp {:?}", s.udp);
+        }
+        if let Some(p) = &plan.proxy {
+            for l in &p.listeners {
+                println!("proxy {}", l.address);
+            }
+        }
+        println!("{}: ok", plan.file.display());
+        return Ok(());
+    }
+    super::run_with_signals(
+        super::Threads::PerCore,
+        Some(Duration::from_secs(2)),
+        |shutdown| async move {
+            shoal_up::run(plan, shutdown).await?;
+            Ok(())
+        },
+    )
+}
