@@ -180,6 +180,14 @@ impl Server {
                         _ = sd.cancelled() => return,
                         s = sig.recv() => if s.is_none() { return },
                     }
+                    // Without a file of its own (the quick CLI form, or a
+                    // proxy inside `shoal up`, whose topology reloads it)
+                    // there is nothing to re-read; the signal is still
+                    // caught, so it never ends the process.
+                    if h.shared.current.load().config.source.is_none() {
+                        tracing::debug!("SIGHUP: no config file to re-read");
+                        continue;
+                    }
                     tracing::info!("SIGHUP received, reloading");
                     let _ = h.reload();
                 }
