@@ -12,6 +12,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::keyed::KeyedMap;
+use super::name;
 use super::parse::{self, Line, MetricType, Value};
 
 /// A gauge's operations during one interval: the last absolute value set (if
@@ -155,9 +156,10 @@ pub fn member_hash(m: &str) -> u64 {
     h.finish()
 }
 
-/// Reusable buffers that build a metric's key: `name` or, with tags,
-/// `name;k=v;flag` with the tags sorted (statsd's tagged-key form), so the
-/// same tags in any order aggregate together.
+/// Reusable buffers that build a metric's key as statsd 0.9 builds it:
+/// `name` or, with tags, `name;tag;tag` (each tag `k=v` or `flag`), cleaned
+/// by [`name`](super::name). Unlike statsd, the tags are sorted (and
+/// repeated ones dropped), so the same tags in any order aggregate together.
 #[derive(Default)]
 pub struct KeyBuf {
     key: String,
@@ -168,69 +170,28 @@ impl KeyBuf {
     /// Build the key for `line`; the returned slice lives until the next call.
     pub fn build(&mut self, line: &Line<'_>) -> &str {
         self.key.clear();
-        push_clean(&mut self.key, line.name, false);
+        name::push_clean(&mut self.key, line.name);
         if line.tags.is_empty() {
             return &self.key;
         }
         self.tags.clear();
-        let base = line.tags.as_ptr() as usize;
-        line.for_each_tag(|k, v| {
-            // Store the tag as a range of line.tags: `k` or `k:v`.
-            let start = k.as_ptr() as usize - base;
-            let end = if v.is_empty() {
-                start + k.len()
-            } else {
-                v.as_ptr() as usize - base + v.len()
-            };
-            self.tags.push((start, end));
-        });
         let tags = line.tags;
+        let mut start = 0;
+        for t in tags.split(',') {
+            // Stored as a range of line.tags; empty tags are skipped.
+            if !t.is_empty() {
+                self.tags.push((start, start + t.len()));
+            }
+            start += t.len() + 1;
+        }
         self.tags
             .sort_unstable_by(|a, b| tags[a.0..a.1].cmp(&tags[b.0..b.1]));
         self.tags.dedup_by(|a, b| tags[a.0..a.1] == tags[b.0..b.1]);
         for &(s, e) in &self.tags {
             self.key.push(';');
-            match tags[s..e].split_once(':') {
-                Some((k, v)) => {
-                    push_clean(&mut self.key, k, true);
-                    self.key.push('=');
-                    push_clean(&mut self.key, v, false);
-                }
-                None => push_clean(&mut self.key, &tags[s..e], true),
-            }
+            name::push_clean_tag(&mut self.key, &tags[s..e]);
         }
         &self.key
-    }
-}
-
-/// Append `s` sanitised as the statsd daemon does (`keyNameSanitize`):
-/// runs of whitespace become `_`, `/` becomes `-`, and anything outside
-/// `[A-Za-z0-9_.-]` (plus `=` except in tag keys) is dropped. The separators
-/// `;` (and `=` in tag keys) become `_`, so keys always split back cleanly.
-fn push_clean(out: &mut String, s: &str, is_tag_key: bool) {
-    let plain = |b: u8| {
-        b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-') || (b == b'=' && !is_tag_key)
-    };
-    if s.bytes().all(plain) {
-        out.push_str(s);
-        return;
-    }
-    let mut in_space = false;
-    for b in s.bytes() {
-        if b.is_ascii_whitespace() {
-            if !in_space {
-                out.push('_');
-            }
-            in_space = true;
-            continue;
-        }
-        in_space = false;
-        match b {
-            b'/' => out.push('-'),
-            b';' | b'=' => out.push('_'),
-            b if plain(b) => out.push(b as char),
-            _ => {}
-        }
     }
 }
 
@@ -436,10 +397,15 @@ mod tests {
     #[test]
     fn keys_are_sanitised_like_statsd() {
         let mut i = Interval::default();
-        feed(&mut i, "my  metric/x!:1|c\nnaïve:1|c|#path:/a b,k=x:v");
+        feed(
+            &mut i,
+            "my  metric/x!:1|c\nnaïve:1|c|#path:/a b,k=x:v\n a;b=c :1|c\n!!:1|c",
+        );
         let mut keys: Vec<_> = i.counters.keys().map(str::to_string).collect();
         keys.sort();
-        assert_eq!(keys, vec!["my_metric-x", "nave;k_x=v;path=-a_b"]);
+        // statsd 0.9 keeps `;` and `=`, does not trim, and would keep `!!`
+        // as a series named ``: that one is a bad line here.
+        assert_eq!(keys, vec!["_a;b=c_", "my_metric-x", "nave;k=x=v;path=-a_b"]);
     }
 
     #[test]

@@ -31,7 +31,8 @@ pub enum MetricType {
 /// A parsed line. Borrowed slices point into the datagram.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Line<'a> {
-    /// The metric name (before the first `:`), trimmed.
+    /// The metric name (before the first `:`), as sent (not trimmed: the
+    /// key is cleaned later, as statsd cleans it).
     pub name: &'a str,
     /// The raw value list: one value, or several separated by `:`.
     pub values: &'a str,
@@ -48,6 +49,8 @@ pub struct Line<'a> {
 pub enum BadLine {
     /// No `:` between name and value, or an empty name.
     NoName,
+    /// A name with nothing left after statsd's cleaning (`!!:1|c`).
+    EmptyName,
     /// No `|type` field.
     NoType,
     /// A type other than c, g, ms, h, d, s.
@@ -66,6 +69,7 @@ impl fmt::Display for BadLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             BadLine::NoName => "missing name or ':'",
+            BadLine::EmptyName => "name is empty once cleaned",
             BadLine::NoType => "missing '|type'",
             BadLine::UnknownType => "unknown metric type",
             BadLine::BadValue => "value is not a valid number",
@@ -164,13 +168,17 @@ fn split_segment(rest: &[u8]) -> (&[u8], Option<&[u8]>) {
     }
 }
 
-/// The trimmed name before the first `:`, and the rest after it.
+/// The name before the first `:` (untrimmed, as statsd takes it), and the
+/// rest after it. A name that statsd's cleaning would empty is refused.
 fn name_and_rest(line: &[u8]) -> Result<(&str, &[u8]), BadLine> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let colon = find(line, b':').ok_or(BadLine::NoName)?;
-    let name = text(line[..colon].trim_ascii())?;
+    let name = text(&line[..colon])?;
     if name.is_empty() {
         return Err(BadLine::NoName);
+    }
+    if super::name::cleans_to_empty(name) {
+        return Err(BadLine::EmptyName);
     }
     Ok((name, &line[colon + 1..]))
 }
@@ -417,6 +425,8 @@ mod tests {
     fn bad_lines() {
         assert_eq!(parse_line(b"nocolon"), Err(BadLine::NoName));
         assert_eq!(parse_line(b":1|c"), Err(BadLine::NoName));
+        assert_eq!(parse_line(b"!@\xc3\xa9:1|c"), Err(BadLine::EmptyName));
+        assert_eq!(parse_line(b" :1|c").unwrap().name, " ");
         assert_eq!(parse_line(b"a:1"), Err(BadLine::NoType));
         assert_eq!(parse_line(b"a:1|"), Err(BadLine::NoType));
         assert_eq!(parse_line(b"a:1|x"), Err(BadLine::UnknownType));
