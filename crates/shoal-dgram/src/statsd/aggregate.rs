@@ -25,13 +25,17 @@ pub struct GaugeOp {
     pub delta: f64,
 }
 
-/// A timer's values in one interval, and its sample-rate-weighted count.
+/// A timer's values in one interval, and its sample-rate-weighted count
+/// and sum.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TimerValues {
     /// Every value received.
     pub values: Vec<f64>,
     /// Sum of `1 / rate` over the values (statsd's `timer_counters`).
     pub count: f64,
+    /// Sum of `value / rate`: the sum the sampled values stand for, which
+    /// goes with `count` (Prometheus `_sum` beside `_count`).
+    pub weighted_sum: f64,
 }
 
 /// What one shard collected since the last flush.
@@ -125,6 +129,7 @@ impl Interval {
                     if let Some(Value::Number(n)) = v {
                         slot.values.push(n);
                         slot.count += 1.0 / line.rate;
+                        slot.weighted_sum += n / line.rate;
                     }
                 });
             }

@@ -102,7 +102,8 @@ pub struct TimerOut {
     pub stats: Option<TimerStats>,
     /// Sum of counts since start (Prometheus summary `_count`).
     pub total_count: f64,
-    /// Sum of values since start (Prometheus summary `_sum`).
+    /// Sum of `value / rate` since start (Prometheus summary `_sum`),
+    /// scaled by the sample rate as `total_count` is.
     pub total_sum: f64,
 }
 
@@ -413,6 +414,7 @@ fn merge(intervals: Vec<Interval>) -> Merged {
             let e = out.timers.entry(k).or_default();
             e.values.extend(t.values);
             e.count += t.count;
+            e.weighted_sum += t.weighted_sum;
         }
         for (k, s) in i.sets.into_pairs() {
             out.sets.entry(k).or_default().extend(s);
@@ -437,7 +439,10 @@ pub fn pct_label(p: f64) -> String {
 }
 
 fn timer_out(mut t: TimerValues, secs: f64, pcts: &[f64], totals: &mut TimerTotals) -> TimerOut {
+    // Both totals are scaled by the sample rate, so `_sum / _count` is the
+    // mean (statsd's own `sum` below stays the sum of the values received).
     totals.count += t.count;
+    totals.sum += t.weighted_sum;
     let stats = if t.values.is_empty() {
         None
     } else {
@@ -489,7 +494,6 @@ fn timer_out(mut t: TimerValues, secs: f64, pcts: &[f64], totals: &mut TimerTota
             });
         }
         let sum = cum[n - 1];
-        totals.sum += sum;
         let mean = sum / n as f64;
         let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n as f64;
         let mid = n / 2;

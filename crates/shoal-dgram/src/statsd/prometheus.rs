@@ -5,7 +5,8 @@
 //! tags become labels (`#env:prod,canary` → `{canary="true",env="prod"}`).
 //! Counters: `<name>_total`, the sum of all flushed counts. Gauges: `<name>`.
 //! Timers: a summary `<name>` with `quantile` = each positive percentile's
-//! upper bound in the last interval, `_sum`/`_count` since start, plus
+//! upper bound in the last interval, `_sum`/`_count` since start (both
+//! scaled by the sample rate: `100|ms|@0.5` counts 2 and sums 200), plus
 //! `<name>_lower|_upper|_mean|_median|_std` gauges for the last interval.
 //! Sets: `<name>_unique`, the last interval's unique count.
 
@@ -284,5 +285,23 @@ mod tests {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
         assert_eq!(text.matches("# TYPE lat summary").count(), 1);
+    }
+
+    #[test]
+    fn sampled_timers_scale_sum_and_count_alike() {
+        // One 100 ms value sampled at 0.5 stands for two: _count 2, _sum 200,
+        // as statsd scales counts; unsampled values add as they are.
+        let mut st = State::new(FlushRules::default());
+        let snap = st.flush(vec![interval_of("t:100|ms|@0.5")], 1.0, 1);
+        let text = render(&snap, &Health::default(), "");
+        assert!(text.contains("t_count 2\n"), "{text}");
+        assert!(text.contains("t_sum 200\n"), "{text}");
+        let snap = st.flush(vec![interval_of("t:10|ms\nt:20:30|ms|@0.1")], 1.0, 2);
+        let text = render(&snap, &Health::default(), "");
+        assert!(text.contains("t_count 23\n"), "{text}");
+        assert!(text.contains("t_sum 710\n"), "{text}");
+        // The statsd figures of the interval stay statsd's: the sum of the
+        // values received.
+        assert_eq!(snap.timers[0].1.stats.as_ref().map(|s| s.sum), Some(60.0));
     }
 }
