@@ -15,14 +15,92 @@ use super::keyed::KeyedMap;
 use super::name;
 use super::parse::{self, Line, MetricType, Value};
 
-/// A gauge's operations during one interval: the last absolute value set (if
-/// any) and the sum of the deltas that came after it.
+/// A gauge's operations during one interval, resolved: the last absolute
+/// value set (if any) and the sum of the changes that came after it.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct GaugeOp {
     /// The last absolute value set in the interval.
     pub set: Option<f64>,
-    /// Deltas after that set (or since the interval began).
+    /// Changes after that set (or since the interval began).
     pub delta: f64,
+}
+
+/// Changes kept per gauge per shard and interval before the oldest are
+/// folded into one (see [`GaugeOps`]).
+pub const MAX_GAUGE_CHANGES: usize = 256;
+
+/// A gauge's operations in one shard, each with its arrival time (the
+/// kernel's receive timestamp, nanoseconds since the epoch), so that shards
+/// fed by different sockets merge in the order the datagrams arrived, not
+/// in the order their threads happened to run. Only what can still matter
+/// is kept: the newest set, and the changes that arrived at or after it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GaugeOps {
+    /// The newest absolute value and when it arrived.
+    pub set: Option<(f64, u64)>,
+    /// Changes `(arrival, amount)` not older than `set`.
+    pub changes: Vec<(u64, f64)>,
+}
+
+impl GaugeOps {
+    /// An absolute value that arrived at `at`. Lines of one datagram share
+    /// their arrival time and are applied in line order, so a change with
+    /// the same time as this set came before it and is dropped.
+    pub fn set(&mut self, v: f64, at: u64) {
+        if self.set.is_some_and(|(_, t)| t > at) {
+            return; // An older set, already overwritten.
+        }
+        self.set = Some((v, at));
+        self.changes.retain(|(t, _)| *t > at);
+    }
+
+    /// A change (`+N`/`-N`) that arrived at `at`.
+    pub fn change(&mut self, d: f64, at: u64) {
+        if self.set.is_some_and(|(_, t)| t > at) {
+            return; // Overwritten by a set that arrived after it.
+        }
+        if self.changes.len() >= MAX_GAUGE_CHANGES {
+            // Bounded: fold the older half into one change at the newest of
+            // their times (exact unless another socket set the gauge within
+            // that span).
+            let half = self.changes.len() / 2;
+            let (t, sum) = self
+                .changes
+                .drain(..half)
+                .fold((0u64, 0.0), |(t, s), (ct, c)| (t.max(ct), s + c));
+            self.changes.insert(0, (t, sum));
+        }
+        self.changes.push((at, d));
+    }
+
+    /// Take in another shard's operations on the same gauge.
+    pub fn absorb(&mut self, other: GaugeOps) {
+        if let Some((v, t)) = other.set {
+            if self.set.is_none_or(|(_, st)| t >= st) {
+                self.set = Some((v, t));
+            }
+        }
+        self.changes.extend(other.changes);
+        if let Some((_, st)) = self.set {
+            self.changes.retain(|(t, _)| *t >= st);
+        }
+    }
+
+    /// The newest set and the sum of the changes after it.
+    pub fn resolve(&self) -> GaugeOp {
+        GaugeOp {
+            set: self.set.map(|(v, _)| v),
+            delta: self.changes.iter().map(|(_, d)| d).sum(),
+        }
+    }
+}
+
+/// Now, in nanoseconds since the Unix epoch: the arrival time of input that
+/// has no kernel timestamp (TCP lines, tests).
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// A timer's values in one interval, and its sample-rate-weighted count
@@ -46,8 +124,8 @@ pub struct Interval {
     pub max_series: usize,
     /// Counter sums (already divided by their sample rates).
     pub counters: KeyedMap<f64>,
-    /// Gauge operations.
-    pub gauges: KeyedMap<GaugeOp>,
+    /// Gauge operations, with their arrival times.
+    pub gauges: KeyedMap<GaugeOps>,
     /// Timer values.
     pub timers: KeyedMap<TimerValues>,
     /// Set members, hashed (64-bit).
@@ -88,9 +166,10 @@ impl Interval {
         }
     }
 
-    /// Add one parsed line. `key` is scratch space for the metric's key.
-    /// Returns `false` if the line was a new series over `max_series`.
-    pub fn add(&mut self, line: &Line<'_>, key: &mut KeyBuf) -> bool {
+    /// Add one parsed line that arrived at `at` (nanoseconds since the
+    /// epoch). `key` is scratch space for the metric's key. Returns `false`
+    /// if the line was a new series over `max_series`.
+    pub fn add(&mut self, line: &Line<'_>, key: &mut KeyBuf, at: u64) -> bool {
         let k = key.build(line);
         if self.series() >= self.max_series {
             let known = match line.kind {
@@ -115,11 +194,8 @@ impl Interval {
             MetricType::Gauge => {
                 let slot = self.gauges.slot(k);
                 line.for_each_value(|v| match v {
-                    Some(Value::Number(n)) => {
-                        slot.set = Some(n);
-                        slot.delta = 0.0;
-                    }
-                    Some(Value::Delta(d)) => slot.delta += d,
+                    Some(Value::Number(n)) => slot.set(n, at),
+                    Some(Value::Delta(d)) => slot.change(d, at),
                     _ => {}
                 });
             }
@@ -255,10 +331,12 @@ impl BadSample {
     }
 }
 
-/// Parse every line of `datagram` into `interval`, counting good and bad lines
-/// into `stats` and sampling the last bad line into `bad`.
+/// Parse every line of `datagram`, which arrived at `at` (nanoseconds since
+/// the epoch), into `interval`, counting good and bad lines into `stats` and
+/// sampling the last bad line into `bad`.
 pub fn ingest(
     datagram: &[u8],
+    at: u64,
     interval: &mut Interval,
     key: &mut KeyBuf,
     stats: &ShardStats,
@@ -274,7 +352,7 @@ pub fn ingest(
         let (mut taken, mut why_bad) = (false, None);
         parse::parse_segments(l, |segment| match segment {
             Ok(line) => {
-                if interval.add(&line, key) {
+                if interval.add(&line, key, at) {
                     taken = true;
                 } else {
                     dropped += 1;
@@ -308,6 +386,7 @@ pub(crate) fn interval_of(datagram: &str) -> Interval {
     let mut i = Interval::default();
     ingest(
         datagram.as_bytes(),
+        now_ns(),
         &mut i,
         &mut KeyBuf::default(),
         &ShardStats::default(),
@@ -323,7 +402,14 @@ mod tests {
     fn feed(i: &mut Interval, d: &str) -> (u64, u64) {
         let stats = ShardStats::default();
         let bad = BadSample::default();
-        ingest(d.as_bytes(), i, &mut KeyBuf::default(), &stats, &bad);
+        ingest(
+            d.as_bytes(),
+            now_ns(),
+            i,
+            &mut KeyBuf::default(),
+            &stats,
+            &bad,
+        );
         (
             stats.metrics.load(Ordering::Relaxed),
             stats.bad_lines.load(Ordering::Relaxed),
@@ -337,7 +423,7 @@ mod tests {
         assert_eq!(feed(&mut i, d), (10, 0));
         assert_eq!(i.counters["c"], 5.0);
         assert_eq!(
-            i.gauges["g"],
+            i.gauges["g"].resolve(),
             GaugeOp {
                 set: Some(333.0),
                 delta: -6.0
@@ -362,7 +448,7 @@ mod tests {
         assert_eq!(i.counters["m;env=prod"], 2.0);
         assert_eq!(i.timers["m;env=prod"].values, vec![5.0]);
         assert_eq!(i.timers["m;env=prod"].count, 2.0);
-        assert_eq!(i.gauges["m;env=prod"].set, Some(7.0));
+        assert_eq!(i.gauges["m;env=prod"].resolve().set, Some(7.0));
         assert_eq!(i.counters["n"], 4.0);
     }
 
@@ -388,6 +474,7 @@ mod tests {
         let d = "a:1|c\nb:1|g\nc:1|c\na:1|c";
         ingest(
             d.as_bytes(),
+            1,
             &mut i,
             &mut KeyBuf::default(),
             &stats,
@@ -427,5 +514,42 @@ mod tests {
         let (name, tags) = split_key("r;flag;x_y=z=w");
         assert_eq!(name, "r");
         assert_eq!(tags.collect::<Vec<_>>(), vec![("flag", ""), ("x_y", "z=w")]);
+    }
+
+    #[test]
+    fn gauge_operations_merge_by_arrival_not_by_shard() {
+        // Shard 0 got a change at t=20, shard 1 the set at t=10: the change
+        // came after the set, whichever shard is merged first.
+        let mut a = GaugeOps::default();
+        a.change(1.0, 20);
+        let mut b = GaugeOps::default();
+        b.change(1000.0, 5);
+        b.set(50.0, 10);
+        b.change(2.0, 30);
+        for (x, y) in [(a.clone(), b.clone()), (b, a)] {
+            let mut m = GaugeOps::default();
+            m.absorb(x);
+            m.absorb(y);
+            assert_eq!(
+                m.resolve(),
+                GaugeOp {
+                    set: Some(50.0),
+                    delta: 3.0
+                }
+            );
+        }
+        // In one datagram (one arrival time) line order decides.
+        let mut g = GaugeOps::default();
+        g.change(1.0, 7);
+        g.set(5.0, 7);
+        g.change(2.0, 7);
+        assert_eq!(g.resolve().set.map(|v| v + g.resolve().delta), Some(7.0));
+        // A flood of changes stays bounded and adds up.
+        let mut g = GaugeOps::default();
+        for t in 0..10_000 {
+            g.change(1.0, t);
+        }
+        assert!(g.changes.len() <= MAX_GAUGE_CHANGES);
+        assert_eq!(g.resolve().delta, 10_000.0);
     }
 }

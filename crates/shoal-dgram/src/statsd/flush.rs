@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::aggregate::{GaugeOp, Interval, TimerValues};
+use super::aggregate::{GaugeOp, GaugeOps, Interval, TimerValues};
 
 /// What to keep between flushes.
 #[derive(Clone, Debug, PartialEq)]
@@ -294,9 +294,10 @@ impl State {
         }
     }
 
-    fn flush_gauges(&mut self, now: HashMap<String, GaugeOp>, at: u64, snap: &mut Snapshot) {
+    fn flush_gauges(&mut self, now: HashMap<String, GaugeOps>, at: u64, snap: &mut Snapshot) {
         let ttl = self.rules.gauges_max_ttl.max(1);
-        for (k, op) in now {
+        for (k, ops) in now {
+            let op: GaugeOp = ops.resolve();
             if !self.gauges.contains_key(&k) && !self.admit() {
                 continue;
             }
@@ -389,7 +390,7 @@ impl State {
 #[derive(Default)]
 struct Merged {
     counters: HashMap<String, f64>,
-    gauges: HashMap<String, GaugeOp>,
+    gauges: HashMap<String, GaugeOps>,
     timers: HashMap<String, TimerValues>,
     sets: HashMap<String, HashSet<u64>>,
 }
@@ -401,14 +402,10 @@ fn merge(intervals: Vec<Interval>) -> Merged {
         for (k, v) in i.counters.into_pairs() {
             *out.counters.entry(k).or_default() += v;
         }
-        for (k, op) in i.gauges.into_pairs() {
-            let g = out.gauges.entry(k).or_default();
-            // An absolute set replaces what other shards did before it; the
-            // order between shards is unknown (UDP has none anyway).
-            match op.set {
-                Some(_) => *g = op,
-                None => g.delta += op.delta,
-            }
+        for (k, ops) in i.gauges.into_pairs() {
+            // By arrival time: the newest set anywhere, plus every change
+            // that arrived after it, whichever shard took them.
+            out.gauges.entry(k).or_default().absorb(ops);
         }
         for (k, t) in i.timers.into_pairs() {
             let e = out.timers.entry(k).or_default();

@@ -510,6 +510,8 @@ async fn tcp_connection(
             continue;
         }
         let mut interval = shard.interval.lock();
-        ingest(&line, &mut interval, &mut key, &shard.stats, bad);
+        // Read under the lock, so the TCP lines' times follow their order.
+        let at = super::aggregate::now_ns();
+        ingest(&line, at, &mut interval, &mut key, &shard.stats, bad);
     }
 }
