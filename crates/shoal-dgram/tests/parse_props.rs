@@ -17,7 +17,10 @@ proptest! {
         ingest(&data, 0, &mut i, &mut KeyBuf::default(), &stats, &BadSample::default());
         let n = lines(&data).count() as u64;
         prop_assert_eq!(
-            stats.metrics.load(Ordering::Relaxed) + stats.bad_lines.load(Ordering::Relaxed),
+            stats.metrics.load(Ordering::Relaxed)
+                + stats.bad_lines.load(Ordering::Relaxed)
+                + stats.events.load(Ordering::Relaxed)
+                + stats.service_checks.load(Ordering::Relaxed),
             n
         );
     }

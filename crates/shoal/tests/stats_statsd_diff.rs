@@ -92,6 +92,24 @@ const DIFFERENCES: &[Difference] = &[
         shoal: (None, 1),
     },
     Difference {
+        datagram: "dd.cid:1|c|c:abc",
+        why: "DogStatsD's fields after the type are ignored (statsd: two bad segments)",
+        statsd: (None, 2),
+        shoal: (Some(("dd.cid", 1.0)), 0),
+    },
+    Difference {
+        datagram: "unknown.field:1|c|zz",
+        why: "unknown fields after the type are ignored (statsd: `zz` is a bad sample rate)",
+        statsd: (None, 1),
+        shoal: (Some(("unknown.field", 1.0)), 0),
+    },
+    Difference {
+        datagram: "_e{5,4}:title|text",
+        why: "a DogStatsD event is counted and dropped (statsd: a bad line)",
+        statsd: (None, 1),
+        shoal: (None, 0),
+    },
+    Difference {
         datagram: "tag.order:1|c|#b:2,a:1",
         why: "tags are sorted, so any order is one series",
         statsd: (Some(("tag.order;b=2;a=1", 1.0)), 0),

@@ -298,6 +298,10 @@ pub struct ShardStats {
     pub oversized: AtomicU64,
     /// Lines dropped because their series would pass `max_series`.
     pub series_dropped: AtomicU64,
+    /// DogStatsD events received (counted, then dropped).
+    pub events: AtomicU64,
+    /// DogStatsD service checks received (counted, then dropped).
+    pub service_checks: AtomicU64,
 }
 
 /// One receive thread's share of the work.
@@ -345,7 +349,19 @@ pub fn ingest(
     let mut good = 0u64;
     let mut wrong = 0u64;
     let mut dropped = 0u64;
+    let (mut events, mut checks) = (0u64, 0u64);
     for l in parse::lines(datagram) {
+        match parse::special(l) {
+            Some(parse::Special::Event) => {
+                events += 1;
+                continue;
+            }
+            Some(parse::Special::ServiceCheck) => {
+                checks += 1;
+                continue;
+            }
+            None => {}
+        }
         // A line of several segments (statsd's `name:1|c:2|ms`) is still one
         // line: a bad segment makes it a bad line, while its good segments
         // are aggregated as statsd does.
@@ -376,6 +392,12 @@ pub fn ingest(
     }
     if wrong > 0 {
         stats.bad_lines.fetch_add(wrong, Ordering::Relaxed);
+    }
+    if events > 0 {
+        stats.events.fetch_add(events, Ordering::Relaxed);
+    }
+    if checks > 0 {
+        stats.service_checks.fetch_add(checks, Ordering::Relaxed);
     }
 }
 

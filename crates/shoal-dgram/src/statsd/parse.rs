@@ -10,8 +10,11 @@
 //! the Etsy statsd daemon (`lib/helpers.js`): values must be numbers (sets
 //! take any string), timers must not be negative, a sample rate must be a
 //! positive number (`@2` is accepted as statsd accepts it, and counts each
-//! value as half). DogStatsD's `|c:container` and `|T<timestamp>` fields are
-//! accepted and ignored.
+//! value as half). Other fields after the type are DogStatsD's
+//! (`|c:container`, `|T<timestamp>`, `|e:external data`, `|card:low`) or
+//! unknown: all are accepted and ignored, never a bad line. DogStatsD
+//! events (`_e{...}`) and service checks (`_sc|...`) are told apart by
+//! [`special`] before parsing.
 
 use std::fmt;
 
@@ -59,8 +62,6 @@ pub enum BadLine {
     BadValue,
     /// A sample rate that is not `@` followed by a positive finite number.
     BadRate,
-    /// A field after the type that is none of `@rate`, `#tags`, `c:...`, `T...`.
-    BadField,
     /// The line is not valid UTF-8.
     NotUtf8,
 }
@@ -74,7 +75,6 @@ impl fmt::Display for BadLine {
             BadLine::UnknownType => "unknown metric type",
             BadLine::BadValue => "value is not a valid number",
             BadLine::BadRate => "sample rate is not @<positive number>",
-            BadLine::BadField => "unknown field after the type",
             BadLine::NotUtf8 => "not UTF-8",
         })
     }
@@ -216,10 +216,10 @@ fn segment<'a>(
             }
             Some(b'#') if line_tags.is_some() => {}
             Some(b'#') => tags = text(&field[1..])?,
-            // DogStatsD container id / timestamp: accepted, not used.
-            Some(b'c') if field.get(1) == Some(&b':') => {}
-            Some(b'T') => {}
-            _ => return Err(BadLine::BadField),
+            // DogStatsD's container id (`c:`), timestamp (`T`), external
+            // data (`e:`), cardinality (`card:`), and fields unknown to us:
+            // accepted, not used.
+            _ => {}
         }
     }
     let parsed = Line {
@@ -302,6 +302,28 @@ fn number(s: &str) -> Option<f64> {
     }
     // Rust accepts "inf"/"nan"; statsd values must be finite numbers.
     s.parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+/// A DogStatsD line that is not a metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Special {
+    /// An event, `_e{title_len,text_len}:title|text|...`.
+    Event,
+    /// A service check, `_sc|name|status|...`.
+    ServiceCheck,
+}
+
+/// Whether `line` is a DogStatsD event or service check (counted and
+/// dropped by the collector, never a bad line).
+#[inline]
+pub fn special(line: &[u8]) -> Option<Special> {
+    if line.starts_with(b"_e{") {
+        Some(Special::Event)
+    } else if line.starts_with(b"_sc|") {
+        Some(Special::ServiceCheck)
+    } else {
+        None
+    }
 }
 
 /// Split a datagram into lines (by `\n`), skipping empty ones.
@@ -414,7 +436,7 @@ mod tests {
         );
         assert_eq!(segments(b"nocolon"), vec![Err(BadLine::NoName)]);
         // A one-segment line gives what parse_line gives.
-        for l in [&b"g:1|c|@0.5|#t"[..], b"g:1|x", b"g:1|c|zz", b"g:-1|ms"] {
+        for l in [&b"g:1|c|@0.5|#t"[..], b"g:1|x", b"g:1|c|zz:1", b"g:-1|ms"] {
             let mut got = Vec::new();
             parse_segments(l, |r| got.push(r));
             assert_eq!(got, vec![parse_line(l)]);
@@ -438,7 +460,10 @@ mod tests {
         assert_eq!(parse_line(b"a:1|c|@0"), Err(BadLine::BadRate));
         assert_eq!(parse_line(b"a:1|c|@-0.5"), Err(BadLine::BadRate));
         assert_eq!(parse_line(b"a:1|c|@inf"), Err(BadLine::BadRate));
-        assert_eq!(parse_line(b"a:1|c|zz"), Err(BadLine::BadField));
+        // Unknown fields after the type are ignored, as DogStatsD's are.
+        for l in [&b"a:1|c|zz"[..], b"a:1|c|e:x|card:low|T1|c:id", b"a:1|c||9"] {
+            assert_eq!(parse_line(l).map(|l| l.values), Ok("1"), "{l:?}");
+        }
         assert_eq!(parse_line(b"a:1:x|ms"), Err(BadLine::BadValue));
         assert_eq!(parse_line(b"a\xff:1|c"), Err(BadLine::NotUtf8));
     }

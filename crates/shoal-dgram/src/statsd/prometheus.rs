@@ -159,7 +159,7 @@ pub fn render(snap: &Snapshot, health: &Health, last_bad: &str) -> String {
             w.sample(sample, &l, *v);
         }
     }
-    let own: [(&str, Kind, &str, f64); 12] = [
+    let own: [(&str, Kind, &str, f64); 14] = [
         (
             "shoal_stats_packets_received_total",
             Kind::Counter,
@@ -189,6 +189,18 @@ pub fn render(snap: &Snapshot, health: &Health, last_bad: &str) -> String {
             Kind::Counter,
             "Datagrams longer than max_datagram, dropped",
             health.oversized as f64,
+        ),
+        (
+            "shoal_stats_events_total",
+            Kind::Counter,
+            "DogStatsD events received (counted, then dropped)",
+            health.events as f64,
+        ),
+        (
+            "shoal_stats_service_checks_total",
+            Kind::Counter,
+            "DogStatsD service checks received (counted, then dropped)",
+            health.service_checks as f64,
         ),
         (
             "shoal_stats_series_dropped_total",

@@ -354,6 +354,8 @@ async fn flush_once(
         metrics = delta.metrics,
         bad_lines = delta.bad_lines,
         oversized = delta.oversized,
+        events = delta.events,
+        service_checks = delta.service_checks,
         series_dropped = delta.series_dropped,
         series_expired = delta.series_expired,
         series_kept = delta.series,
