@@ -37,6 +37,8 @@ struct Shared {
     last: Mutex<Arc<Snapshot>>,
     /// The flush state's series figures, as of the last flush.
     kept: KeptSeries,
+    /// Name collisions met while rendering `/metrics`.
+    collisions: prometheus::Collisions,
 }
 
 /// What the flush state keeps, published after each flush.
@@ -155,6 +157,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         rcvbuf_base: health::host_rcvbuf_errors(),
         last: Mutex::new(Arc::new(Snapshot::default())),
         kept: KeptSeries::default(),
+        collisions: prometheus::Collisions::default(),
     });
     let tcp = tcp.map(|(l, bound)| {
         tokio::spawn(serve_tcp(
@@ -428,7 +431,12 @@ fn respond(req: &Request<hyper::body::Incoming>, shared: &Shared) -> Response<Fu
     let (status, ctype, body) = match req.uri().path() {
         "/metrics" => {
             let snap = shared.last.lock().clone();
-            let text = prometheus::render(&snap, &shared.health(), &shared.bad.get());
+            let text = prometheus::render(
+                &snap,
+                &shared.health(),
+                &shared.bad.get(),
+                &shared.collisions,
+            );
             (StatusCode::OK, shoal_core::metrics::CONTENT_TYPE, text)
         }
         "/" | "/health" => (
