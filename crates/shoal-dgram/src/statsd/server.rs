@@ -265,6 +265,7 @@ async fn flush_loop(
         tokio::time::interval_at(tokio::time::Instant::now() + config.flush, config.flush);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut prev_health = Health::default();
+    let mut prev_own = Health::default();
     let mut started = Instant::now();
     loop {
         let reply = tokio::select! {
@@ -279,7 +280,14 @@ async fn flush_loop(
             Some(_) => started.elapsed().as_secs_f64(),
         };
         started = Instant::now();
-        let summary = flush_once(&config, &shared, &mut state, &mut prev_health, secs).await;
+        let summary = flush_once(
+            &config,
+            &shared,
+            &mut state,
+            (&mut prev_health, &mut prev_own),
+            secs,
+        )
+        .await;
         if let Some(r) = reply {
             let _ = r.send(summary);
         }
@@ -293,7 +301,14 @@ async fn flush_loop(
     })
     .await;
     let secs = started.elapsed().as_secs_f64();
-    flush_once(&config, &shared, &mut state, &mut prev_health, secs).await;
+    flush_once(
+        &config,
+        &shared,
+        &mut state,
+        (&mut prev_health, &mut prev_own),
+        secs,
+    )
+    .await;
     tracing::info!("stats collector stopped after the last flush");
     Ok(())
 }
@@ -304,10 +319,10 @@ async fn flush_once(
     config: &Config,
     shared: &Shared,
     state: &mut State,
-    prev_health: &mut Health,
+    (prev_health, prev_own): (&mut Health, &mut Health),
     secs: f64,
 ) -> serde_json::Value {
-    let intervals: Vec<Interval> = shared
+    let mut intervals: Vec<Interval> = shared
         .shards
         .iter()
         .map(|s| {
@@ -316,6 +331,11 @@ async fn flush_once(
             std::mem::replace(&mut *g, fresh)
         })
         .collect();
+    if config.statsd_health {
+        let now = shared.health();
+        intervals.push(statsd_health_interval(&now.since(prev_own)));
+        *prev_own = now;
+    }
     let snap = Arc::new(state.flush(intervals, secs, unix_now()));
     shared
         .kept
@@ -371,6 +391,21 @@ async fn flush_once(
         "series": snap.counters.len() + snap.gauges.len() + snap.timers.len() + snap.sets.len(),
         "interval": delta,
     })
+}
+
+/// The collector's counts of one interval as statsd's own counters (statsd
+/// counts every line it sees as received, good or bad).
+fn statsd_health_interval(d: &Health) -> Interval {
+    let mut i = Interval::default();
+    let lines = d.metrics + d.bad_lines + d.events + d.service_checks;
+    for (key, n) in [
+        ("statsd.packets_received", d.packets),
+        ("statsd.metrics_received", lines),
+        ("statsd.bad_lines_seen", d.bad_lines),
+    ] {
+        *i.counters.slot(key) += n as f64;
+    }
+    i
 }
 
 /// Connections served at once on each TCP listener (HTTP, statsd over TCP);
