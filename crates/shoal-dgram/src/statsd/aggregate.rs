@@ -76,7 +76,12 @@ impl GaugeOps {
     /// Take in another shard's operations on the same gauge.
     pub fn absorb(&mut self, other: GaugeOps) {
         if let Some((v, t)) = other.set {
-            if self.set.is_none_or(|(_, st)| t >= st) {
+            // (`Option::is_none_or` is newer than the workspace's 1.80.)
+            let newer = match self.set {
+                Some((_, st)) => t >= st,
+                None => true,
+            };
+            if newer {
                 self.set = Some((v, t));
             }
         }
