@@ -12,6 +12,7 @@
 //! - [`statsd`]: the collector behind `shoal stats`:
 //!   - [`statsd::parse`]: the statsd/DogStatsD line protocol, without allocation;
 //!   - [`statsd::aggregate`]: per-thread shards collecting one interval;
+//!   - [`statsd::name`]: names and tags cleaned as statsd 0.9 cleans keys;
 //!   - [`statsd::keyed`]: the string-keyed map (one lookup, fast seeded hash)
 //!     those shards use;
 //!   - [`statsd::flush`]: merging shards and computing statsd's figures;

@@ -14,10 +14,13 @@ proptest! {
     fn arbitrary_datagrams_never_panic(data in proptest::collection::vec(any::<u8>(), 0..600)) {
         let mut i = Interval::default();
         let stats = ShardStats::default();
-        ingest(&data, &mut i, &mut KeyBuf::default(), &stats, &BadSample::default());
+        ingest(&data, 0, &mut i, &mut KeyBuf::default(), &stats, &BadSample::default());
         let n = lines(&data).count() as u64;
         prop_assert_eq!(
-            stats.metrics.load(Ordering::Relaxed) + stats.bad_lines.load(Ordering::Relaxed),
+            stats.metrics.load(Ordering::Relaxed)
+                + stats.bad_lines.load(Ordering::Relaxed)
+                + stats.events.load(Ordering::Relaxed)
+                + stats.service_checks.load(Ordering::Relaxed),
             n
         );
     }

@@ -404,3 +404,47 @@ fn idle_series_expire_after_the_series_ttl() {
     let j = c.flush_json();
     assert_eq!(f(&j["counters"]["ttl.idle"]["count"]), 1.0, "{j}");
 }
+
+#[test]
+fn statsd_health_names_report_the_collectors_counts_as_statsd_does() {
+    let c = Collector::start_json_http(&["--statsd-health"]);
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    tx.send_to(b"a:1|c\nnot a metric\nb:2|g", c.udp).unwrap();
+    tx.send_to(b"_e{1,1}:t|x", c.udp).unwrap();
+    c.wait_health("events", 1);
+    let j = c.flush_json();
+    for (k, want) in [
+        ("statsd.packets_received", 2.0),
+        ("statsd.metrics_received", 4.0),
+        ("statsd.bad_lines_seen", 1.0),
+    ] {
+        assert_eq!(f(&j["counters"][k]["count"]), want, "{k} in {j}");
+    }
+    // Next interval: counted afresh, as statsd resets them every flush.
+    tx.send_to(b"a:1|c", c.udp).unwrap();
+    c.wait_metrics(3);
+    let j = c.flush_json();
+    assert_eq!(f(&j["counters"]["statsd.packets_received"]["count"]), 1.0);
+    assert_eq!(f(&j["counters"]["statsd.bad_lines_seen"]["count"]), 0.0);
+    let m = c.metrics();
+    assert_eq!(
+        sample(&m, "statsd_packets_received_total"),
+        Some(3.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "statsd_metrics_received_total"),
+        Some(5.0),
+        "{m}"
+    );
+
+    // Off by default.
+    let plain = Collector::start_json(&[]);
+    tx.send_to(b"a:1|c", plain.udp).unwrap();
+    plain.wait_metrics(1);
+    let j = plain.flush_json();
+    assert!(
+        j["counters"].get("statsd.packets_received").is_none(),
+        "{j}"
+    );
+}

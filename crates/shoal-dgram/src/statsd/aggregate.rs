@@ -12,25 +12,113 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::keyed::KeyedMap;
+use super::name;
 use super::parse::{self, Line, MetricType, Value};
 
-/// A gauge's operations during one interval: the last absolute value set (if
-/// any) and the sum of the deltas that came after it.
+/// A gauge's operations during one interval, resolved: the last absolute
+/// value set (if any) and the sum of the changes that came after it.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct GaugeOp {
     /// The last absolute value set in the interval.
     pub set: Option<f64>,
-    /// Deltas after that set (or since the interval began).
+    /// Changes after that set (or since the interval began).
     pub delta: f64,
 }
 
-/// A timer's values in one interval, and its sample-rate-weighted count.
+/// Changes kept per gauge per shard and interval before the oldest are
+/// folded into one (see [`GaugeOps`]).
+pub const MAX_GAUGE_CHANGES: usize = 256;
+
+/// A gauge's operations in one shard, each with its arrival time (the
+/// kernel's receive timestamp, nanoseconds since the epoch), so that shards
+/// fed by different sockets merge in the order the datagrams arrived, not
+/// in the order their threads happened to run. Only what can still matter
+/// is kept: the newest set, and the changes that arrived at or after it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GaugeOps {
+    /// The newest absolute value and when it arrived.
+    pub set: Option<(f64, u64)>,
+    /// Changes `(arrival, amount)` not older than `set`.
+    pub changes: Vec<(u64, f64)>,
+}
+
+impl GaugeOps {
+    /// An absolute value that arrived at `at`. Lines of one datagram share
+    /// their arrival time and are applied in line order, so a change with
+    /// the same time as this set came before it and is dropped.
+    pub fn set(&mut self, v: f64, at: u64) {
+        if self.set.is_some_and(|(_, t)| t > at) {
+            return; // An older set, already overwritten.
+        }
+        self.set = Some((v, at));
+        self.changes.retain(|(t, _)| *t > at);
+    }
+
+    /// A change (`+N`/`-N`) that arrived at `at`.
+    pub fn change(&mut self, d: f64, at: u64) {
+        if self.set.is_some_and(|(_, t)| t > at) {
+            return; // Overwritten by a set that arrived after it.
+        }
+        if self.changes.len() >= MAX_GAUGE_CHANGES {
+            // Bounded: fold the older half into one change at the newest of
+            // their times (exact unless another socket set the gauge within
+            // that span).
+            let half = self.changes.len() / 2;
+            let (t, sum) = self
+                .changes
+                .drain(..half)
+                .fold((0u64, 0.0), |(t, s), (ct, c)| (t.max(ct), s + c));
+            self.changes.insert(0, (t, sum));
+        }
+        self.changes.push((at, d));
+    }
+
+    /// Take in another shard's operations on the same gauge.
+    pub fn absorb(&mut self, other: GaugeOps) {
+        if let Some((v, t)) = other.set {
+            // (`Option::is_none_or` is newer than the workspace's 1.80.)
+            let newer = match self.set {
+                Some((_, st)) => t >= st,
+                None => true,
+            };
+            if newer {
+                self.set = Some((v, t));
+            }
+        }
+        self.changes.extend(other.changes);
+        if let Some((_, st)) = self.set {
+            self.changes.retain(|(t, _)| *t >= st);
+        }
+    }
+
+    /// The newest set and the sum of the changes after it.
+    pub fn resolve(&self) -> GaugeOp {
+        GaugeOp {
+            set: self.set.map(|(v, _)| v),
+            delta: self.changes.iter().map(|(_, d)| d).sum(),
+        }
+    }
+}
+
+/// Now, in nanoseconds since the Unix epoch: the arrival time of input that
+/// has no kernel timestamp (TCP lines, tests).
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A timer's values in one interval, and its sample-rate-weighted count
+/// and sum.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TimerValues {
     /// Every value received.
     pub values: Vec<f64>,
     /// Sum of `1 / rate` over the values (statsd's `timer_counters`).
     pub count: f64,
+    /// Sum of `value / rate`: the sum the sampled values stand for, which
+    /// goes with `count` (Prometheus `_sum` beside `_count`).
+    pub weighted_sum: f64,
 }
 
 /// What one shard collected since the last flush.
@@ -41,8 +129,8 @@ pub struct Interval {
     pub max_series: usize,
     /// Counter sums (already divided by their sample rates).
     pub counters: KeyedMap<f64>,
-    /// Gauge operations.
-    pub gauges: KeyedMap<GaugeOp>,
+    /// Gauge operations, with their arrival times.
+    pub gauges: KeyedMap<GaugeOps>,
     /// Timer values.
     pub timers: KeyedMap<TimerValues>,
     /// Set members, hashed (64-bit).
@@ -83,9 +171,10 @@ impl Interval {
         }
     }
 
-    /// Add one parsed line. `key` is scratch space for the metric's key.
-    /// Returns `false` if the line was a new series over `max_series`.
-    pub fn add(&mut self, line: &Line<'_>, key: &mut KeyBuf) -> bool {
+    /// Add one parsed line that arrived at `at` (nanoseconds since the
+    /// epoch). `key` is scratch space for the metric's key. Returns `false`
+    /// if the line was a new series over `max_series`.
+    pub fn add(&mut self, line: &Line<'_>, key: &mut KeyBuf, at: u64) -> bool {
         let k = key.build(line);
         if self.series() >= self.max_series {
             let known = match line.kind {
@@ -110,11 +199,8 @@ impl Interval {
             MetricType::Gauge => {
                 let slot = self.gauges.slot(k);
                 line.for_each_value(|v| match v {
-                    Some(Value::Number(n)) => {
-                        slot.set = Some(n);
-                        slot.delta = 0.0;
-                    }
-                    Some(Value::Delta(d)) => slot.delta += d,
+                    Some(Value::Number(n)) => slot.set(n, at),
+                    Some(Value::Delta(d)) => slot.change(d, at),
                     _ => {}
                 });
             }
@@ -124,6 +210,7 @@ impl Interval {
                     if let Some(Value::Number(n)) = v {
                         slot.values.push(n);
                         slot.count += 1.0 / line.rate;
+                        slot.weighted_sum += n / line.rate;
                     }
                 });
             }
@@ -155,9 +242,10 @@ pub fn member_hash(m: &str) -> u64 {
     h.finish()
 }
 
-/// Reusable buffers that build a metric's key: `name` or, with tags,
-/// `name;k=v;flag` with the tags sorted (statsd's tagged-key form), so the
-/// same tags in any order aggregate together.
+/// Reusable buffers that build a metric's key as statsd 0.9 builds it:
+/// `name` or, with tags, `name;tag;tag` (each tag `k=v` or `flag`), cleaned
+/// by [`name`](super::name). Unlike statsd, the tags are sorted (and
+/// repeated ones dropped), so the same tags in any order aggregate together.
 #[derive(Default)]
 pub struct KeyBuf {
     key: String,
@@ -168,69 +256,28 @@ impl KeyBuf {
     /// Build the key for `line`; the returned slice lives until the next call.
     pub fn build(&mut self, line: &Line<'_>) -> &str {
         self.key.clear();
-        push_clean(&mut self.key, line.name, false);
+        name::push_clean(&mut self.key, line.name);
         if line.tags.is_empty() {
             return &self.key;
         }
         self.tags.clear();
-        let base = line.tags.as_ptr() as usize;
-        line.for_each_tag(|k, v| {
-            // Store the tag as a range of line.tags: `k` or `k:v`.
-            let start = k.as_ptr() as usize - base;
-            let end = if v.is_empty() {
-                start + k.len()
-            } else {
-                v.as_ptr() as usize - base + v.len()
-            };
-            self.tags.push((start, end));
-        });
         let tags = line.tags;
+        let mut start = 0;
+        for t in tags.split(',') {
+            // Stored as a range of line.tags; empty tags are skipped.
+            if !t.is_empty() {
+                self.tags.push((start, start + t.len()));
+            }
+            start += t.len() + 1;
+        }
         self.tags
             .sort_unstable_by(|a, b| tags[a.0..a.1].cmp(&tags[b.0..b.1]));
         self.tags.dedup_by(|a, b| tags[a.0..a.1] == tags[b.0..b.1]);
         for &(s, e) in &self.tags {
             self.key.push(';');
-            match tags[s..e].split_once(':') {
-                Some((k, v)) => {
-                    push_clean(&mut self.key, k, true);
-                    self.key.push('=');
-                    push_clean(&mut self.key, v, false);
-                }
-                None => push_clean(&mut self.key, &tags[s..e], true),
-            }
+            name::push_clean_tag(&mut self.key, &tags[s..e]);
         }
         &self.key
-    }
-}
-
-/// Append `s` sanitised as the statsd daemon does (`keyNameSanitize`):
-/// runs of whitespace become `_`, `/` becomes `-`, and anything outside
-/// `[A-Za-z0-9_.-]` (plus `=` except in tag keys) is dropped. The separators
-/// `;` (and `=` in tag keys) become `_`, so keys always split back cleanly.
-fn push_clean(out: &mut String, s: &str, is_tag_key: bool) {
-    let plain = |b: u8| {
-        b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-') || (b == b'=' && !is_tag_key)
-    };
-    if s.bytes().all(plain) {
-        out.push_str(s);
-        return;
-    }
-    let mut in_space = false;
-    for b in s.bytes() {
-        if b.is_ascii_whitespace() {
-            if !in_space {
-                out.push('_');
-            }
-            in_space = true;
-            continue;
-        }
-        in_space = false;
-        match b {
-            b'/' => out.push('-'),
-            b';' | b'=' => out.push('_'),
-            b if plain(b) => out.push(b as char),
-            _ => {}
-        }
     }
 }
 
@@ -256,6 +303,10 @@ pub struct ShardStats {
     pub oversized: AtomicU64,
     /// Lines dropped because their series would pass `max_series`.
     pub series_dropped: AtomicU64,
+    /// DogStatsD events received (counted, then dropped).
+    pub events: AtomicU64,
+    /// DogStatsD service checks received (counted, then dropped).
+    pub service_checks: AtomicU64,
 }
 
 /// One receive thread's share of the work.
@@ -289,10 +340,12 @@ impl BadSample {
     }
 }
 
-/// Parse every line of `datagram` into `interval`, counting good and bad lines
-/// into `stats` and sampling the last bad line into `bad`.
+/// Parse every line of `datagram`, which arrived at `at` (nanoseconds since
+/// the epoch), into `interval`, counting good and bad lines into `stats` and
+/// sampling the last bad line into `bad`.
 pub fn ingest(
     datagram: &[u8],
+    at: u64,
     interval: &mut Interval,
     key: &mut KeyBuf,
     stats: &ShardStats,
@@ -301,14 +354,26 @@ pub fn ingest(
     let mut good = 0u64;
     let mut wrong = 0u64;
     let mut dropped = 0u64;
+    let (mut events, mut checks) = (0u64, 0u64);
     for l in parse::lines(datagram) {
+        match parse::special(l) {
+            Some(parse::Special::Event) => {
+                events += 1;
+                continue;
+            }
+            Some(parse::Special::ServiceCheck) => {
+                checks += 1;
+                continue;
+            }
+            None => {}
+        }
         // A line of several segments (statsd's `name:1|c:2|ms`) is still one
         // line: a bad segment makes it a bad line, while its good segments
         // are aggregated as statsd does.
         let (mut taken, mut why_bad) = (false, None);
         parse::parse_segments(l, |segment| match segment {
             Ok(line) => {
-                if interval.add(&line, key) {
+                if interval.add(&line, key, at) {
                     taken = true;
                 } else {
                     dropped += 1;
@@ -333,6 +398,12 @@ pub fn ingest(
     if wrong > 0 {
         stats.bad_lines.fetch_add(wrong, Ordering::Relaxed);
     }
+    if events > 0 {
+        stats.events.fetch_add(events, Ordering::Relaxed);
+    }
+    if checks > 0 {
+        stats.service_checks.fetch_add(checks, Ordering::Relaxed);
+    }
 }
 
 /// The interval that `datagram` alone makes, for the tests of the flush and
@@ -342,6 +413,7 @@ pub(crate) fn interval_of(datagram: &str) -> Interval {
     let mut i = Interval::default();
     ingest(
         datagram.as_bytes(),
+        now_ns(),
         &mut i,
         &mut KeyBuf::default(),
         &ShardStats::default(),
@@ -357,7 +429,14 @@ mod tests {
     fn feed(i: &mut Interval, d: &str) -> (u64, u64) {
         let stats = ShardStats::default();
         let bad = BadSample::default();
-        ingest(d.as_bytes(), i, &mut KeyBuf::default(), &stats, &bad);
+        ingest(
+            d.as_bytes(),
+            now_ns(),
+            i,
+            &mut KeyBuf::default(),
+            &stats,
+            &bad,
+        );
         (
             stats.metrics.load(Ordering::Relaxed),
             stats.bad_lines.load(Ordering::Relaxed),
@@ -371,7 +450,7 @@ mod tests {
         assert_eq!(feed(&mut i, d), (10, 0));
         assert_eq!(i.counters["c"], 5.0);
         assert_eq!(
-            i.gauges["g"],
+            i.gauges["g"].resolve(),
             GaugeOp {
                 set: Some(333.0),
                 delta: -6.0
@@ -396,7 +475,7 @@ mod tests {
         assert_eq!(i.counters["m;env=prod"], 2.0);
         assert_eq!(i.timers["m;env=prod"].values, vec![5.0]);
         assert_eq!(i.timers["m;env=prod"].count, 2.0);
-        assert_eq!(i.gauges["m;env=prod"].set, Some(7.0));
+        assert_eq!(i.gauges["m;env=prod"].resolve().set, Some(7.0));
         assert_eq!(i.counters["n"], 4.0);
     }
 
@@ -422,6 +501,7 @@ mod tests {
         let d = "a:1|c\nb:1|g\nc:1|c\na:1|c";
         ingest(
             d.as_bytes(),
+            1,
             &mut i,
             &mut KeyBuf::default(),
             &stats,
@@ -436,10 +516,15 @@ mod tests {
     #[test]
     fn keys_are_sanitised_like_statsd() {
         let mut i = Interval::default();
-        feed(&mut i, "my  metric/x!:1|c\nnaïve:1|c|#path:/a b,k=x:v");
+        feed(
+            &mut i,
+            "my  metric/x!:1|c\nnaïve:1|c|#path:/a b,k=x:v\n a;b=c :1|c\n!!:1|c",
+        );
         let mut keys: Vec<_> = i.counters.keys().map(str::to_string).collect();
         keys.sort();
-        assert_eq!(keys, vec!["my_metric-x", "nave;k_x=v;path=-a_b"]);
+        // statsd 0.9 keeps `;` and `=`, does not trim, and would keep `!!`
+        // as a series named ``: that one is a bad line here.
+        assert_eq!(keys, vec!["_a;b=c_", "my_metric-x", "nave;k=x=v;path=-a_b"]);
     }
 
     #[test]
@@ -456,5 +541,42 @@ mod tests {
         let (name, tags) = split_key("r;flag;x_y=z=w");
         assert_eq!(name, "r");
         assert_eq!(tags.collect::<Vec<_>>(), vec![("flag", ""), ("x_y", "z=w")]);
+    }
+
+    #[test]
+    fn gauge_operations_merge_by_arrival_not_by_shard() {
+        // Shard 0 got a change at t=20, shard 1 the set at t=10: the change
+        // came after the set, whichever shard is merged first.
+        let mut a = GaugeOps::default();
+        a.change(1.0, 20);
+        let mut b = GaugeOps::default();
+        b.change(1000.0, 5);
+        b.set(50.0, 10);
+        b.change(2.0, 30);
+        for (x, y) in [(a.clone(), b.clone()), (b, a)] {
+            let mut m = GaugeOps::default();
+            m.absorb(x);
+            m.absorb(y);
+            assert_eq!(
+                m.resolve(),
+                GaugeOp {
+                    set: Some(50.0),
+                    delta: 3.0
+                }
+            );
+        }
+        // In one datagram (one arrival time) line order decides.
+        let mut g = GaugeOps::default();
+        g.change(1.0, 7);
+        g.set(5.0, 7);
+        g.change(2.0, 7);
+        assert_eq!(g.resolve().set.map(|v| v + g.resolve().delta), Some(7.0));
+        // A flood of changes stays bounded and adds up.
+        let mut g = GaugeOps::default();
+        for t in 0..10_000 {
+            g.change(1.0, t);
+        }
+        assert!(g.changes.len() <= MAX_GAUGE_CHANGES);
+        assert_eq!(g.resolve().delta, 10_000.0);
     }
 }

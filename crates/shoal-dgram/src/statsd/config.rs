@@ -50,6 +50,10 @@ pub struct FileConfig {
     /// (`0s`: never).
     #[serde(default, with = "humantime_serde")]
     pub series_ttl: Option<Duration>,
+    /// Also report the collector's own counts under statsd's names, as
+    /// counters: `statsd.packets_received`, `statsd.metrics_received`,
+    /// `statsd.bad_lines_seen` (so statsd dashboards keep working).
+    pub statsd_health: Option<bool>,
     /// Control socket name (`shoal ctl`), under the runtime directory.
     pub name: Option<String>,
 }
@@ -77,6 +81,8 @@ pub struct Config {
     pub graphite: Option<String>,
     /// JSON lines on stdout.
     pub json: bool,
+    /// Report the collector's counts as statsd's own counters too.
+    pub statsd_health: bool,
     /// What to keep across flushes.
     pub rules: FlushRules,
     /// Receive sockets per UDP address (≥ 1).
@@ -105,6 +111,7 @@ impl Default for Config {
             flush: Duration::from_secs(10),
             graphite: None,
             json: false,
+            statsd_health: false,
             rules: FlushRules::default(),
             sockets: default_sockets(),
             receive_buffer: 32 << 20,
@@ -147,6 +154,7 @@ impl FileConfig {
             max_datagram: over.max_datagram.or(self.max_datagram),
             max_series: over.max_series.or(self.max_series),
             series_ttl: over.series_ttl.or(self.series_ttl),
+            statsd_health: over.statsd_health.or(self.statsd_health),
             name: over.name.or(self.name),
         }
     }
@@ -178,6 +186,7 @@ impl FileConfig {
         }
         c.graphite = self.graphite;
         c.json = self.json.unwrap_or(false);
+        c.statsd_health = self.statsd_health.unwrap_or(false);
         if let Some(p) = self.percentiles {
             c.rules.percentiles = p;
         }

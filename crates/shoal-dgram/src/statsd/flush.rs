@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::aggregate::{GaugeOp, Interval, TimerValues};
+use super::aggregate::{GaugeOp, GaugeOps, Interval, TimerValues};
 
 /// What to keep between flushes.
 #[derive(Clone, Debug, PartialEq)]
@@ -102,7 +102,8 @@ pub struct TimerOut {
     pub stats: Option<TimerStats>,
     /// Sum of counts since start (Prometheus summary `_count`).
     pub total_count: f64,
-    /// Sum of values since start (Prometheus summary `_sum`).
+    /// Sum of `value / rate` since start (Prometheus summary `_sum`),
+    /// scaled by the sample rate as `total_count` is.
     pub total_sum: f64,
 }
 
@@ -293,9 +294,10 @@ impl State {
         }
     }
 
-    fn flush_gauges(&mut self, now: HashMap<String, GaugeOp>, at: u64, snap: &mut Snapshot) {
+    fn flush_gauges(&mut self, now: HashMap<String, GaugeOps>, at: u64, snap: &mut Snapshot) {
         let ttl = self.rules.gauges_max_ttl.max(1);
-        for (k, op) in now {
+        for (k, ops) in now {
+            let op: GaugeOp = ops.resolve();
             if !self.gauges.contains_key(&k) && !self.admit() {
                 continue;
             }
@@ -388,7 +390,7 @@ impl State {
 #[derive(Default)]
 struct Merged {
     counters: HashMap<String, f64>,
-    gauges: HashMap<String, GaugeOp>,
+    gauges: HashMap<String, GaugeOps>,
     timers: HashMap<String, TimerValues>,
     sets: HashMap<String, HashSet<u64>>,
 }
@@ -400,19 +402,16 @@ fn merge(intervals: Vec<Interval>) -> Merged {
         for (k, v) in i.counters.into_pairs() {
             *out.counters.entry(k).or_default() += v;
         }
-        for (k, op) in i.gauges.into_pairs() {
-            let g = out.gauges.entry(k).or_default();
-            // An absolute set replaces what other shards did before it; the
-            // order between shards is unknown (UDP has none anyway).
-            match op.set {
-                Some(_) => *g = op,
-                None => g.delta += op.delta,
-            }
+        for (k, ops) in i.gauges.into_pairs() {
+            // By arrival time: the newest set anywhere, plus every change
+            // that arrived after it, whichever shard took them.
+            out.gauges.entry(k).or_default().absorb(ops);
         }
         for (k, t) in i.timers.into_pairs() {
             let e = out.timers.entry(k).or_default();
             e.values.extend(t.values);
             e.count += t.count;
+            e.weighted_sum += t.weighted_sum;
         }
         for (k, s) in i.sets.into_pairs() {
             out.sets.entry(k).or_default().extend(s);
@@ -437,7 +436,10 @@ pub fn pct_label(p: f64) -> String {
 }
 
 fn timer_out(mut t: TimerValues, secs: f64, pcts: &[f64], totals: &mut TimerTotals) -> TimerOut {
+    // Both totals are scaled by the sample rate, so `_sum / _count` is the
+    // mean (statsd's own `sum` below stays the sum of the values received).
     totals.count += t.count;
+    totals.sum += t.weighted_sum;
     let stats = if t.values.is_empty() {
         None
     } else {
@@ -489,7 +491,6 @@ fn timer_out(mut t: TimerValues, secs: f64, pcts: &[f64], totals: &mut TimerTota
             });
         }
         let sum = cum[n - 1];
-        totals.sum += sum;
         let mean = sum / n as f64;
         let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n as f64;
         let mid = n / 2;

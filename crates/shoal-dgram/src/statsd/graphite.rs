@@ -63,6 +63,8 @@ pub fn render(snap: &Snapshot, health: &Health) -> String {
         ("metrics_received", health.metrics),
         ("bad_lines_seen", health.bad_lines),
         ("oversized_datagrams", health.oversized),
+        ("events", health.events),
+        ("service_checks", health.service_checks),
         ("series_dropped", health.series_dropped),
         ("series_expired", health.series_expired),
         ("series", health.series),

@@ -19,6 +19,10 @@ pub struct Health {
     pub bad_lines: u64,
     /// Datagrams longer than `max_datagram`, dropped.
     pub oversized: u64,
+    /// DogStatsD events received (counted, then dropped).
+    pub events: u64,
+    /// DogStatsD service checks received (counted, then dropped).
+    pub service_checks: u64,
     /// Lines of new series dropped: a shard already held `max_series` in
     /// its interval, or the collector already kept `max_series` in all.
     pub series_dropped: u64,
@@ -44,6 +48,8 @@ impl Health {
             h.metrics += s.stats.metrics.load(Ordering::Relaxed);
             h.bad_lines += s.stats.bad_lines.load(Ordering::Relaxed);
             h.oversized += s.stats.oversized.load(Ordering::Relaxed);
+            h.events += s.stats.events.load(Ordering::Relaxed);
+            h.service_checks += s.stats.service_checks.load(Ordering::Relaxed);
             h.series_dropped += s.stats.series_dropped.load(Ordering::Relaxed);
         }
         h.kernel_drops = socket_drops(inodes);
@@ -59,6 +65,8 @@ impl Health {
             metrics: self.metrics.saturating_sub(earlier.metrics),
             bad_lines: self.bad_lines.saturating_sub(earlier.bad_lines),
             oversized: self.oversized.saturating_sub(earlier.oversized),
+            events: self.events.saturating_sub(earlier.events),
+            service_checks: self.service_checks.saturating_sub(earlier.service_checks),
             series_dropped: self.series_dropped.saturating_sub(earlier.series_dropped),
             series_expired: self.series_expired.saturating_sub(earlier.series_expired),
             series: self.series,

@@ -2,8 +2,8 @@
 //! aggregation with the statsd daemon's semantics, and three sinks.
 //!
 //! Data flow: [`receive`] threads (recvmmsg, one per SO_REUSEPORT socket) →
-//! [`parse`] → [`aggregate`] (one shard per thread) → [`flush`] every interval
-//! → [`prometheus`] (`/metrics`), [`graphite`] (TCP plaintext), [`json`]
+//! [`parse`] → [`name`] (keys cleaned as statsd 0.9 does) → [`aggregate`]
+//! (one shard per thread) → [`flush`] every interval → [`prometheus`] (`/metrics`), [`graphite`] (TCP plaintext), [`json`]
 //! (stdout). [`server`] wires them together; [`config`] validates the TOML
 //! file; [`health`] gathers the collector's own figures.
 
@@ -14,6 +14,7 @@ pub mod graphite;
 pub mod health;
 pub mod json;
 pub mod keyed;
+pub mod name;
 pub mod parse;
 pub mod prometheus;
 pub mod receive;

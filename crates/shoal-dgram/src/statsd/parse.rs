@@ -10,8 +10,11 @@
 //! the Etsy statsd daemon (`lib/helpers.js`): values must be numbers (sets
 //! take any string), timers must not be negative, a sample rate must be a
 //! positive number (`@2` is accepted as statsd accepts it, and counts each
-//! value as half). DogStatsD's `|c:container` and `|T<timestamp>` fields are
-//! accepted and ignored.
+//! value as half). Other fields after the type are DogStatsD's
+//! (`|c:container`, `|T<timestamp>`, `|e:external data`, `|card:low`) or
+//! unknown: all are accepted and ignored, never a bad line. DogStatsD
+//! events (`_e{...}`) and service checks (`_sc|...`) are told apart by
+//! [`special`] before parsing.
 
 use std::fmt;
 
@@ -31,7 +34,8 @@ pub enum MetricType {
 /// A parsed line. Borrowed slices point into the datagram.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Line<'a> {
-    /// The metric name (before the first `:`), trimmed.
+    /// The metric name (before the first `:`), as sent (not trimmed: the
+    /// key is cleaned later, as statsd cleans it).
     pub name: &'a str,
     /// The raw value list: one value, or several separated by `:`.
     pub values: &'a str,
@@ -48,6 +52,8 @@ pub struct Line<'a> {
 pub enum BadLine {
     /// No `:` between name and value, or an empty name.
     NoName,
+    /// A name with nothing left after statsd's cleaning (`!!:1|c`).
+    EmptyName,
     /// No `|type` field.
     NoType,
     /// A type other than c, g, ms, h, d, s.
@@ -56,8 +62,6 @@ pub enum BadLine {
     BadValue,
     /// A sample rate that is not `@` followed by a positive finite number.
     BadRate,
-    /// A field after the type that is none of `@rate`, `#tags`, `c:...`, `T...`.
-    BadField,
     /// The line is not valid UTF-8.
     NotUtf8,
 }
@@ -66,11 +70,11 @@ impl fmt::Display for BadLine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             BadLine::NoName => "missing name or ':'",
+            BadLine::EmptyName => "name is empty once cleaned",
             BadLine::NoType => "missing '|type'",
             BadLine::UnknownType => "unknown metric type",
             BadLine::BadValue => "value is not a valid number",
             BadLine::BadRate => "sample rate is not @<positive number>",
-            BadLine::BadField => "unknown field after the type",
             BadLine::NotUtf8 => "not UTF-8",
         })
     }
@@ -164,13 +168,17 @@ fn split_segment(rest: &[u8]) -> (&[u8], Option<&[u8]>) {
     }
 }
 
-/// The trimmed name before the first `:`, and the rest after it.
+/// The name before the first `:` (untrimmed, as statsd takes it), and the
+/// rest after it. A name that statsd's cleaning would empty is refused.
 fn name_and_rest(line: &[u8]) -> Result<(&str, &[u8]), BadLine> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let colon = find(line, b':').ok_or(BadLine::NoName)?;
-    let name = text(line[..colon].trim_ascii())?;
+    let name = text(&line[..colon])?;
     if name.is_empty() {
         return Err(BadLine::NoName);
+    }
+    if super::name::cleans_to_empty(name) {
+        return Err(BadLine::EmptyName);
     }
     Ok((name, &line[colon + 1..]))
 }
@@ -208,10 +216,10 @@ fn segment<'a>(
             }
             Some(b'#') if line_tags.is_some() => {}
             Some(b'#') => tags = text(&field[1..])?,
-            // DogStatsD container id / timestamp: accepted, not used.
-            Some(b'c') if field.get(1) == Some(&b':') => {}
-            Some(b'T') => {}
-            _ => return Err(BadLine::BadField),
+            // DogStatsD's container id (`c:`), timestamp (`T`), external
+            // data (`e:`), cardinality (`card:`), and fields unknown to us:
+            // accepted, not used.
+            _ => {}
         }
     }
     let parsed = Line {
@@ -294,6 +302,28 @@ fn number(s: &str) -> Option<f64> {
     }
     // Rust accepts "inf"/"nan"; statsd values must be finite numbers.
     s.parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+/// A DogStatsD line that is not a metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Special {
+    /// An event, `_e{title_len,text_len}:title|text|...`.
+    Event,
+    /// A service check, `_sc|name|status|...`.
+    ServiceCheck,
+}
+
+/// Whether `line` is a DogStatsD event or service check (counted and
+/// dropped by the collector, never a bad line).
+#[inline]
+pub fn special(line: &[u8]) -> Option<Special> {
+    if line.starts_with(b"_e{") {
+        Some(Special::Event)
+    } else if line.starts_with(b"_sc|") {
+        Some(Special::ServiceCheck)
+    } else {
+        None
+    }
 }
 
 /// Split a datagram into lines (by `\n`), skipping empty ones.
@@ -406,7 +436,7 @@ mod tests {
         );
         assert_eq!(segments(b"nocolon"), vec![Err(BadLine::NoName)]);
         // A one-segment line gives what parse_line gives.
-        for l in [&b"g:1|c|@0.5|#t"[..], b"g:1|x", b"g:1|c|zz", b"g:-1|ms"] {
+        for l in [&b"g:1|c|@0.5|#t"[..], b"g:1|x", b"g:1|c|zz:1", b"g:-1|ms"] {
             let mut got = Vec::new();
             parse_segments(l, |r| got.push(r));
             assert_eq!(got, vec![parse_line(l)]);
@@ -417,6 +447,8 @@ mod tests {
     fn bad_lines() {
         assert_eq!(parse_line(b"nocolon"), Err(BadLine::NoName));
         assert_eq!(parse_line(b":1|c"), Err(BadLine::NoName));
+        assert_eq!(parse_line(b"!@\xc3\xa9:1|c"), Err(BadLine::EmptyName));
+        assert_eq!(parse_line(b" :1|c").unwrap().name, " ");
         assert_eq!(parse_line(b"a:1"), Err(BadLine::NoType));
         assert_eq!(parse_line(b"a:1|"), Err(BadLine::NoType));
         assert_eq!(parse_line(b"a:1|x"), Err(BadLine::UnknownType));
@@ -428,7 +460,10 @@ mod tests {
         assert_eq!(parse_line(b"a:1|c|@0"), Err(BadLine::BadRate));
         assert_eq!(parse_line(b"a:1|c|@-0.5"), Err(BadLine::BadRate));
         assert_eq!(parse_line(b"a:1|c|@inf"), Err(BadLine::BadRate));
-        assert_eq!(parse_line(b"a:1|c|zz"), Err(BadLine::BadField));
+        // Unknown fields after the type are ignored, as DogStatsD's are.
+        for l in [&b"a:1|c|zz"[..], b"a:1|c|e:x|card:low|T1|c:id", b"a:1|c||9"] {
+            assert_eq!(parse_line(l).map(|l| l.values), Ok("1"), "{l:?}");
+        }
         assert_eq!(parse_line(b"a:1:x|ms"), Err(BadLine::BadValue));
         assert_eq!(parse_line(b"a\xff:1|c"), Err(BadLine::NotUtf8));
     }

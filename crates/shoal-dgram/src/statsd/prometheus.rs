@@ -5,12 +5,16 @@
 //! tags become labels (`#env:prod,canary` → `{canary="true",env="prod"}`).
 //! Counters: `<name>_total`, the sum of all flushed counts. Gauges: `<name>`.
 //! Timers: a summary `<name>` with `quantile` = each positive percentile's
-//! upper bound in the last interval, `_sum`/`_count` since start, plus
+//! upper bound in the last interval, `_sum`/`_count` since start (both
+//! scaled by the sample rate: `100|ms|@0.5` counts 2 and sums 200), plus
 //! `<name>_lower|_upper|_mean|_median|_std` gauges for the last interval.
 //! Sets: `<name>_unique`, the last interval's unique count.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use parking_lot::Mutex;
 use shoal_core::metrics::{sanitize_label_name, sanitize_name, Kind, TextWriter};
 
 use super::aggregate::split_key;
@@ -20,35 +24,143 @@ use super::health::Health;
 /// Label pairs of one sample.
 type Labels = Vec<(String, String)>;
 
+/// Distinct collisions remembered (so each is counted and logged once);
+/// past it, new ones are still left out of `/metrics` but neither counted
+/// nor logged.
+pub const MAX_COLLISIONS_REMEMBERED: usize = 100_000;
+
+/// Name collisions seen in `/metrics` since start: each distinct pair of
+/// series is counted and logged once.
+#[derive(Debug, Default)]
+pub struct Collisions {
+    seen: Mutex<HashSet<u64>>,
+    total: AtomicU64,
+}
+
+impl Collisions {
+    /// Distinct collisions so far.
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Note that `dropped` was left out because `kept` already has
+    /// `prom_name`; logs and counts it the first time only.
+    fn note(&self, prom_name: &str, kept: &str, dropped: &str) {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (kept, dropped).hash(&mut h);
+        let mut seen = self.seen.lock();
+        if seen.len() >= MAX_COLLISIONS_REMEMBERED || !seen.insert(h.finish()) {
+            return;
+        }
+        drop(seen);
+        self.total.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            prometheus_name = %prom_name,
+            kept = %kept,
+            dropped = %dropped,
+            "two statsd series clean to one Prometheus name: the second is left out of /metrics"
+        );
+    }
+}
+
 struct Family {
     kind: Kind,
     help: &'static str,
     samples: Vec<(String, Labels, f64)>,
 }
 
-#[derive(Default)]
-struct Families(BTreeMap<String, Family>);
+/// One family a series wants, with its samples.
+struct Want {
+    family: String,
+    kind: Kind,
+    help: &'static str,
+    samples: Vec<(String, Labels, f64)>,
+}
 
-impl Families {
-    fn add(
-        &mut self,
-        family: &str,
-        kind: Kind,
-        help: &'static str,
-        sample: &str,
-        labels: Vec<(String, String)>,
-        v: f64,
-    ) {
-        let f = self.0.entry(family.to_string()).or_insert_with(|| Family {
-            kind,
-            help,
-            samples: Vec::new(),
-        });
-        f.samples.push((sample.to_string(), labels, v));
+/// Who owns a Prometheus name: a statsd type and name (tags aside), or the
+/// collector itself.
+#[derive(Clone, PartialEq, Eq)]
+struct Owner {
+    kind: &'static str,
+    name: String,
+}
+
+impl Owner {
+    fn show(&self) -> String {
+        format!("{} {:?}", self.kind, self.name)
     }
 }
 
-fn labels_of(key: &str) -> (String, Vec<(String, String)>) {
+/// The document being planned: families, who owns each family and sample
+/// name, and which sample (name and labels) came from which statsd key.
+#[derive(Default)]
+struct Plan {
+    fams: BTreeMap<String, Family>,
+    owners: HashMap<String, Owner>,
+    samples: HashMap<(String, Labels), String>,
+}
+
+impl Plan {
+    /// Claim `names` for the collector's own series, before any user one.
+    fn reserve(&mut self, names: &[&str]) {
+        for n in names {
+            self.owners.insert(
+                (*n).to_string(),
+                Owner {
+                    kind: "collector",
+                    name: (*n).to_string(),
+                },
+            );
+        }
+    }
+
+    /// Add every family of one series, or none of them: a series whose
+    /// family or sample names belong to another series, or whose samples
+    /// (name and labels) another key of the same series already gave, is
+    /// left out, and the collision noted.
+    fn add(&mut self, owner: Owner, key: &str, wants: Vec<Want>, collisions: &Collisions) {
+        for w in &wants {
+            let names = std::iter::once(w.family.as_str())
+                .chain(w.samples.iter().map(|(n, _, _)| n.as_str()));
+            for n in names {
+                if let Some(o) = self.owners.get(n) {
+                    if *o != owner {
+                        collisions.note(n, &o.show(), &format!("{} {key:?}", owner.kind));
+                        return;
+                    }
+                }
+            }
+            for (n, labels, _) in &w.samples {
+                if let Some(other) = self.samples.get(&(n.clone(), labels.clone())) {
+                    if other != key {
+                        collisions.note(
+                            n,
+                            &format!("{} {other:?}", owner.kind),
+                            &format!("{} {key:?}", owner.kind),
+                        );
+                        return;
+                    }
+                }
+            }
+        }
+        for w in wants {
+            self.owners.insert(w.family.clone(), owner.clone());
+            let f = self.fams.entry(w.family).or_insert_with(|| Family {
+                kind: w.kind,
+                help: w.help,
+                samples: Vec::new(),
+            });
+            for (n, labels, v) in w.samples {
+                self.owners.insert(n.clone(), owner.clone());
+                self.samples
+                    .insert((n.clone(), labels.clone()), key.to_string());
+                f.samples.push((n, labels, v));
+            }
+        }
+    }
+}
+
+fn labels_of(key: &str) -> (&str, String, Vec<(String, String)>) {
     let (name, tags) = split_key(key);
     let mut labels: Vec<(String, String)> = Vec::new();
     for (k, v) in tags {
@@ -65,40 +177,65 @@ fn labels_of(key: &str) -> (String, Vec<(String, String)>) {
             },
         ));
     }
-    (sanitize_name(name), labels)
+    labels.sort();
+    (name, sanitize_name(name), labels)
+}
+
+/// A family with one sample named as the family.
+fn single(family: String, kind: Kind, help: &'static str, labels: Labels, v: f64) -> Want {
+    Want {
+        samples: vec![(family.clone(), labels, v)],
+        family,
+        kind,
+        help,
+    }
 }
 
 /// Render the document: user metrics from `snap`, then the collector's own
-/// `shoal_stats_*` health figures.
-pub fn render(snap: &Snapshot, health: &Health, last_bad: &str) -> String {
-    let mut fams = Families::default();
+/// `shoal_stats_*` health figures. Two series that would give one
+/// Prometheus name (or one sample twice) never both appear: the first in
+/// (counters, gauges, timers, sets; each by key) order keeps it, the other is
+/// left out and noted in `collisions` (counted and logged once).
+pub fn render(snap: &Snapshot, health: &Health, last_bad: &str, collisions: &Collisions) -> String {
+    let own = own_series(snap, health, 0);
+    let mut plan = Plan::default();
+    let mut reserved: Vec<&str> = own.iter().map(|o| o.0).collect();
+    reserved.push(LAST_BAD_LINE);
+    plan.reserve(&reserved);
+    let owner = |kind: &'static str, name: &str| Owner {
+        kind,
+        name: name.to_string(),
+    };
     for (key, c) in &snap.counters {
-        let (name, labels) = labels_of(key);
+        let (raw, name, labels) = labels_of(key);
         let fam = if name.ends_with("_total") {
             name.clone()
         } else {
             format!("{name}_total")
         };
-        fams.add(
-            &fam,
+        let want = single(
+            fam,
             Kind::Counter,
             "statsd counter (sum of flushed counts)",
-            &fam,
             labels,
             c.total,
         );
+        plan.add(owner("counter", raw), key, vec![want], collisions);
     }
     for (key, v) in &snap.gauges {
-        let (name, labels) = labels_of(key);
-        fams.add(&name, Kind::Gauge, "statsd gauge", &name, labels, *v);
+        let (raw, name, labels) = labels_of(key);
+        let want = single(name, Kind::Gauge, "statsd gauge", labels, *v);
+        plan.add(owner("gauge", raw), key, vec![want], collisions);
     }
     for (key, t) in &snap.timers {
-        let (name, labels) = labels_of(key);
+        let (raw, name, labels) = labels_of(key);
+        let mut summary = Vec::new();
+        let mut wants = Vec::new();
         if let Some(s) = &t.stats {
             for p in s.percentiles.iter().filter(|p| p.pct > 0.0) {
                 let mut l = labels.clone();
                 l.push(("quantile".into(), format!("{}", p.pct / 100.0)));
-                fams.add(&name, Kind::Summary, "statsd timer", &name, l, p.bound);
+                summary.push((name.clone(), l, p.bound));
             }
             for (suffix, v) in [
                 ("lower", s.lower),
@@ -107,48 +244,41 @@ pub fn render(snap: &Snapshot, health: &Health, last_bad: &str) -> String {
                 ("median", s.median),
                 ("std", s.std),
             ] {
-                let fam = format!("{name}_{suffix}");
-                fams.add(
-                    &fam,
+                wants.push(single(
+                    format!("{name}_{suffix}"),
                     Kind::Gauge,
                     "statsd timer, last interval",
-                    &fam,
                     labels.clone(),
                     v,
-                );
+                ));
             }
         }
-        fams.add(
-            &name,
-            Kind::Summary,
-            "statsd timer",
-            &format!("{name}_sum"),
-            labels.clone(),
-            t.total_sum,
+        summary.push((format!("{name}_sum"), labels.clone(), t.total_sum));
+        summary.push((format!("{name}_count"), labels, t.total_count));
+        wants.insert(
+            0,
+            Want {
+                family: name,
+                kind: Kind::Summary,
+                help: "statsd timer",
+                samples: summary,
+            },
         );
-        fams.add(
-            &name,
-            Kind::Summary,
-            "statsd timer",
-            &format!("{name}_count"),
-            labels,
-            t.total_count,
-        );
+        plan.add(owner("timer", raw), key, wants, collisions);
     }
     for (key, n) in &snap.sets {
-        let (name, labels) = labels_of(key);
-        let fam = format!("{name}_unique");
-        fams.add(
-            &fam,
+        let (raw, name, labels) = labels_of(key);
+        let want = single(
+            format!("{name}_unique"),
             Kind::Gauge,
             "statsd set: unique values in the last interval",
-            &fam,
             labels,
             *n as f64,
         );
+        plan.add(owner("set", raw), key, vec![want], collisions);
     }
     let mut w = TextWriter::new();
-    for (fam, f) in &fams.0 {
+    for (fam, f) in &plan.fams {
         w.family(fam, f.kind, f.help);
         for (sample, labels, v) in &f.samples {
             let l: Vec<(&str, &str)> = labels
@@ -158,7 +288,38 @@ pub fn render(snap: &Snapshot, health: &Health, last_bad: &str) -> String {
             w.sample(sample, &l, *v);
         }
     }
-    let own: [(&str, Kind, &str, f64); 12] = [
+    for (name, kind, help, v) in own_series(snap, health, collisions.total()) {
+        w.family(name, kind, help).sample(name, &[], v);
+    }
+    w.family(
+        LAST_BAD_LINE,
+        Kind::Gauge,
+        "The last malformed line (as a label), 1 if any",
+    );
+    w.sample(
+        LAST_BAD_LINE,
+        &[("line", last_bad)],
+        if last_bad.is_empty() { 0.0 } else { 1.0 },
+    );
+    w.finish()
+}
+
+/// The family of the last bad line sample.
+const LAST_BAD_LINE: &str = "shoal_stats_last_bad_line";
+
+/// The collector's own series: name, kind, help, value.
+fn own_series(
+    snap: &Snapshot,
+    health: &Health,
+    collisions: u64,
+) -> [(&'static str, Kind, &'static str, f64); 15] {
+    [
+        (
+            "shoal_stats_name_collisions_total",
+            Kind::Counter,
+            "Distinct pairs of statsd series that cleaned to one Prometheus name (the second left out)",
+            collisions as f64,
+        ),
         (
             "shoal_stats_packets_received_total",
             Kind::Counter,
@@ -188,6 +349,18 @@ pub fn render(snap: &Snapshot, health: &Health, last_bad: &str) -> String {
             Kind::Counter,
             "Datagrams longer than max_datagram, dropped",
             health.oversized as f64,
+        ),
+        (
+            "shoal_stats_events_total",
+            Kind::Counter,
+            "DogStatsD events received (counted, then dropped)",
+            health.events as f64,
+        ),
+        (
+            "shoal_stats_service_checks_total",
+            Kind::Counter,
+            "DogStatsD service checks received (counted, then dropped)",
+            health.service_checks as f64,
         ),
         (
             "shoal_stats_series_dropped_total",
@@ -231,21 +404,7 @@ pub fn render(snap: &Snapshot, health: &Health, last_bad: &str) -> String {
             "Series in the last flush",
             (snap.counters.len() + snap.gauges.len() + snap.timers.len() + snap.sets.len()) as f64,
         ),
-    ];
-    for (name, kind, help, v) in own {
-        w.family(name, kind, help).sample(name, &[], v);
-    }
-    w.family(
-        "shoal_stats_last_bad_line",
-        Kind::Gauge,
-        "The last malformed line (as a label), 1 if any",
-    );
-    w.sample(
-        "shoal_stats_last_bad_line",
-        &[("line", last_bad)],
-        if last_bad.is_empty() { 0.0 } else { 1.0 },
-    );
-    w.finish()
+    ]
 }
 
 #[cfg(test)]
@@ -266,6 +425,7 @@ mod tests {
                 ..Default::default()
             },
             "x (bad)",
+            &Collisions::default(),
         );
         for want in [
             "# TYPE api_req_ok_total counter\n",
@@ -284,5 +444,74 @@ mod tests {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
         assert_eq!(text.matches("# TYPE lat summary").count(), 1);
+    }
+
+    #[test]
+    fn sampled_timers_scale_sum_and_count_alike() {
+        // One 100 ms value sampled at 0.5 stands for two: _count 2, _sum 200,
+        // as statsd scales counts; unsampled values add as they are.
+        let mut st = State::new(FlushRules::default());
+        let snap = st.flush(vec![interval_of("t:100|ms|@0.5")], 1.0, 1);
+        let text = render(&snap, &Health::default(), "", &Collisions::default());
+        assert!(text.contains("t_count 2\n"), "{text}");
+        assert!(text.contains("t_sum 200\n"), "{text}");
+        let snap = st.flush(vec![interval_of("t:10|ms\nt:20:30|ms|@0.1")], 1.0, 2);
+        let text = render(&snap, &Health::default(), "", &Collisions::default());
+        assert!(text.contains("t_count 23\n"), "{text}");
+        assert!(text.contains("t_sum 710\n"), "{text}");
+        // The statsd figures of the interval stay statsd's: the sum of the
+        // values received.
+        assert_eq!(snap.timers[0].1.stats.as_ref().map(|s| s.sum), Some(60.0));
+    }
+
+    #[test]
+    fn colliding_names_are_left_out_counted_and_noted_once() {
+        let d = "a.b:1|c\na-b:2|c\nx:1|c\nx_total:5|c\nlat:1|g\nlat:5|ms\nlat_sum:3|g\n\
+                 lat_count:1|c\nt.q:1|c|#k.a:1\nt.q:1|c|#k_a:1\nt.q:1|c|#quantile:1\n\
+                 shoal_stats_series:1|g\nok:1|g\nu:a|s\nu_unique:1|g";
+        let snap = State::new(FlushRules::default()).flush(vec![interval_of(d)], 1.0, 1);
+        let col = Collisions::default();
+        let text = render(&snap, &Health::default(), "", &col);
+        // Each name and each sample once; one HELP/TYPE per family.
+        let mut seen = HashSet::new();
+        for l in text.lines() {
+            assert!(seen.insert(l.to_string()), "repeated line {l:?} in\n{text}");
+            if !l.starts_with('#') {
+                let series = l.rsplit_once(' ').unwrap().0;
+                assert!(
+                    text.lines()
+                        .filter(|o| o.rsplit_once(' ').unwrap().0 == series)
+                        .count()
+                        == 1,
+                    "{series} twice in\n{text}"
+                );
+            }
+        }
+        for want in [
+            "a_b_total 2\n",
+            "x_total 1\n",
+            "lat 1\n",
+            "lat_sum 3\n",
+            "lat_count_total 1\n",
+            "t_q_total{k_a=\"1\"} 1\n",
+            "t_q_total 1\n",
+            "ok 1\n",
+            "u_unique 1\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        // Left out: a.b (a-b sorts first), x_total (the counter x has that
+        // name), the timer lat (the gauge lat, and its lat_sum, came first),
+        // t.q with k_a (k.a gave the same labels), the set u (the gauge
+        // u_unique), and the gauge shoal_stats_series (the collector's own).
+        assert_eq!(col.total(), 6, "{text}");
+        assert!(
+            text.contains("shoal_stats_name_collisions_total 6\n"),
+            "{text}"
+        );
+        // Rendered again: nothing new is counted.
+        let again = render(&snap, &Health::default(), "", &col);
+        assert_eq!(col.total(), 6);
+        assert_eq!(again, text);
     }
 }

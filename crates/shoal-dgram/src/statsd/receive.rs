@@ -2,6 +2,10 @@
 //! its own thread with `recvmmsg(2)` (up to [`BATCH`] datagrams per call) into
 //! preallocated buffers, parsed straight into that thread's [`Shard`].
 //!
+//! Each datagram carries the kernel's receive timestamp (`SO_TIMESTAMPNS`):
+//! gauge operations keep it, so shards fed by different sockets merge in
+//! arrival order, not in the order their threads happened to run.
+//!
 //! Threads block in `recvmmsg` with a short `SO_RCVTIMEO`, so they notice the
 //! stop flag within [`POLL`], drain what is already queued, and exit; the
 //! flusher then takes the last interval.
@@ -14,13 +18,16 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::aggregate::{ingest, BadSample, KeyBuf, Shard};
+use super::aggregate::{ingest, now_ns, BadSample, KeyBuf, Shard};
 use crate::error::{io_err, Error, Result};
 
 /// Datagrams read per `recvmmsg` call.
 pub const BATCH: usize = 64;
 /// `recvmmsg` calls a stopping thread makes to drain its queue, at most.
 pub const MAX_DRAIN_BATCHES: usize = 1024;
+/// Control buffer per datagram, in 8-byte words (room for one
+/// `SCM_TIMESTAMPNS` message and more).
+const CONTROL_WORDS: usize = 8;
 /// How often a blocked receive thread checks for shutdown.
 pub const POLL: Duration = Duration::from_millis(100);
 
@@ -44,6 +51,7 @@ pub fn bind_sockets(addr: SocketAddr, count: usize, rcvbuf: usize) -> Result<Vec
             s.set_only_v6(false).map_err(io_err("clear IPV6_V6ONLY"))?;
         }
         set_rcvbuf(&s, rcvbuf);
+        enable_timestamps(&s)?;
         s.set_read_timeout(Some(POLL))
             .map_err(io_err("set SO_RCVTIMEO"))?;
         s.bind(&addr.into())
@@ -55,6 +63,44 @@ pub fn bind_sockets(addr: SocketAddr, count: usize, rcvbuf: usize) -> Result<Vec
         out.push(sock);
     }
     Ok(out)
+}
+
+/// Ask the kernel to stamp each datagram with its arrival time.
+fn enable_timestamps(s: &Socket) -> Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt with a valid fd, a c_int value and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            &on as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io_err("set SO_TIMESTAMPNS")(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// The `SCM_TIMESTAMPNS` time of a received message, in nanoseconds since
+/// the epoch.
+fn arrival(hdr: &libc::msghdr) -> Option<u64> {
+    // SAFETY: `hdr` was filled by recvmmsg; its control pointer and length
+    // describe our buffer, and the CMSG macros stay inside them.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts: libc::timespec =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::timespec);
+                return Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+    }
+    None
 }
 
 /// Ask for `bytes` of receive buffer: SO_RCVBUFFORCE first (needs
@@ -97,6 +143,7 @@ pub fn receive_loop(
     max_datagram: usize,
 ) {
     let mut bufs = vec![0u8; BATCH * max_datagram];
+    let mut control = vec![0u64; BATCH * CONTROL_WORDS];
     let mut key = KeyBuf::default();
     let fd = sock.as_raw_fd();
     let mut iovs: Vec<libc::iovec> = bufs
@@ -108,14 +155,17 @@ pub fn receive_loop(
         .collect();
     let mut msgs: Vec<libc::mmsghdr> = iovs
         .iter_mut()
-        .map(|iov| {
+        .zip(control.chunks_mut(CONTROL_WORDS))
+        .map(|(iov, ctl)| {
             // SAFETY: mmsghdr is plain data; all-zero is a valid empty header.
             let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
             m.msg_hdr.msg_iov = iov as *mut libc::iovec;
             m.msg_hdr.msg_iovlen = 1;
+            m.msg_hdr.msg_control = ctl.as_mut_ptr() as *mut libc::c_void;
             m
         })
         .collect();
+    let control_len = CONTROL_WORDS * std::mem::size_of::<u64>();
     // Batches read after the stop flag: bounded, so a sender that never
     // pauses cannot keep a stopping collector alive.
     let mut drained = 0usize;
@@ -134,8 +184,13 @@ pub fn receive_loop(
         } else {
             libc::MSG_WAITFORONE
         };
-        // SAFETY: `msgs` holds BATCH headers whose iovecs point into `bufs`,
-        // which outlives the call; the kernel writes at most iov_len bytes each.
+        // The kernel shortens msg_controllen to what it wrote: reset it.
+        for m in msgs.iter_mut() {
+            m.msg_hdr.msg_controllen = control_len as _;
+        }
+        // SAFETY: `msgs` holds BATCH headers whose iovecs point into `bufs`
+        // and whose control buffers point into `control`, both outliving the
+        // call; the kernel writes at most iov_len / msg_controllen bytes each.
         let n = unsafe {
             libc::recvmmsg(
                 fd,
@@ -173,8 +228,10 @@ pub fn receive_loop(
                     oversized += 1;
                     continue;
                 }
+                let at = arrival(&m.msg_hdr).unwrap_or_else(now_ns);
                 ingest(
                     &chunk[..len.min(max_datagram)],
+                    at,
                     &mut interval,
                     &mut key,
                     &shard.stats,

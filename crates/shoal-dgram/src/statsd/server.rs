@@ -37,6 +37,8 @@ struct Shared {
     last: Mutex<Arc<Snapshot>>,
     /// The flush state's series figures, as of the last flush.
     kept: KeptSeries,
+    /// Name collisions met while rendering `/metrics`.
+    collisions: prometheus::Collisions,
 }
 
 /// What the flush state keeps, published after each flush.
@@ -155,6 +157,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         rcvbuf_base: health::host_rcvbuf_errors(),
         last: Mutex::new(Arc::new(Snapshot::default())),
         kept: KeptSeries::default(),
+        collisions: prometheus::Collisions::default(),
     });
     let tcp = tcp.map(|(l, bound)| {
         tokio::spawn(serve_tcp(
@@ -262,6 +265,7 @@ async fn flush_loop(
         tokio::time::interval_at(tokio::time::Instant::now() + config.flush, config.flush);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut prev_health = Health::default();
+    let mut prev_own = Health::default();
     let mut started = Instant::now();
     loop {
         let reply = tokio::select! {
@@ -276,7 +280,14 @@ async fn flush_loop(
             Some(_) => started.elapsed().as_secs_f64(),
         };
         started = Instant::now();
-        let summary = flush_once(&config, &shared, &mut state, &mut prev_health, secs).await;
+        let summary = flush_once(
+            &config,
+            &shared,
+            &mut state,
+            (&mut prev_health, &mut prev_own),
+            secs,
+        )
+        .await;
         if let Some(r) = reply {
             let _ = r.send(summary);
         }
@@ -290,7 +301,14 @@ async fn flush_loop(
     })
     .await;
     let secs = started.elapsed().as_secs_f64();
-    flush_once(&config, &shared, &mut state, &mut prev_health, secs).await;
+    flush_once(
+        &config,
+        &shared,
+        &mut state,
+        (&mut prev_health, &mut prev_own),
+        secs,
+    )
+    .await;
     tracing::info!("stats collector stopped after the last flush");
     Ok(())
 }
@@ -301,10 +319,10 @@ async fn flush_once(
     config: &Config,
     shared: &Shared,
     state: &mut State,
-    prev_health: &mut Health,
+    (prev_health, prev_own): (&mut Health, &mut Health),
     secs: f64,
 ) -> serde_json::Value {
-    let intervals: Vec<Interval> = shared
+    let mut intervals: Vec<Interval> = shared
         .shards
         .iter()
         .map(|s| {
@@ -313,6 +331,11 @@ async fn flush_once(
             std::mem::replace(&mut *g, fresh)
         })
         .collect();
+    if config.statsd_health {
+        let now = shared.health();
+        intervals.push(statsd_health_interval(&now.since(prev_own)));
+        *prev_own = now;
+    }
     let snap = Arc::new(state.flush(intervals, secs, unix_now()));
     shared
         .kept
@@ -354,6 +377,8 @@ async fn flush_once(
         metrics = delta.metrics,
         bad_lines = delta.bad_lines,
         oversized = delta.oversized,
+        events = delta.events,
+        service_checks = delta.service_checks,
         series_dropped = delta.series_dropped,
         series_expired = delta.series_expired,
         series_kept = delta.series,
@@ -366,6 +391,21 @@ async fn flush_once(
         "series": snap.counters.len() + snap.gauges.len() + snap.timers.len() + snap.sets.len(),
         "interval": delta,
     })
+}
+
+/// The collector's counts of one interval as statsd's own counters (statsd
+/// counts every line it sees as received, good or bad).
+fn statsd_health_interval(d: &Health) -> Interval {
+    let mut i = Interval::default();
+    let lines = d.metrics + d.bad_lines + d.events + d.service_checks;
+    for (key, n) in [
+        ("statsd.packets_received", d.packets),
+        ("statsd.metrics_received", lines),
+        ("statsd.bad_lines_seen", d.bad_lines),
+    ] {
+        *i.counters.slot(key) += n as f64;
+    }
+    i
 }
 
 /// Connections served at once on each TCP listener (HTTP, statsd over TCP);
@@ -426,7 +466,12 @@ fn respond(req: &Request<hyper::body::Incoming>, shared: &Shared) -> Response<Fu
     let (status, ctype, body) = match req.uri().path() {
         "/metrics" => {
             let snap = shared.last.lock().clone();
-            let text = prometheus::render(&snap, &shared.health(), &shared.bad.get());
+            let text = prometheus::render(
+                &snap,
+                &shared.health(),
+                &shared.bad.get(),
+                &shared.collisions,
+            );
             (StatusCode::OK, shoal_core::metrics::CONTENT_TYPE, text)
         }
         "/" | "/health" => (
@@ -510,6 +555,8 @@ async fn tcp_connection(
             continue;
         }
         let mut interval = shard.interval.lock();
-        ingest(&line, &mut interval, &mut key, &shard.stats, bad);
+        // Read under the lock, so the TCP lines' times follow their order.
+        let at = super::aggregate::now_ns();
+        ingest(&line, at, &mut interval, &mut key, &shard.stats, bad);
     }
 }

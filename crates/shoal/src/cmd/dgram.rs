@@ -67,6 +67,12 @@ pub struct ListenArgs {
     /// index. [default for IPv4: 127.0.0.1]
     #[arg(long, value_name = "IFACE")]
     pub interface: Option<String>,
+    /// Share the port with other sockets that also set SO_REUSEPORT (the
+    /// kernel spreads datagrams over them). Without it, a unicast port
+    /// another socket holds is refused; multicast listeners (--group, or a
+    /// group address in --bind) share their port anyway (SO_REUSEADDR).
+    #[arg(long)]
+    pub reuse_port: bool,
     /// One JSON object per datagram: message, address, family, port, size.
     #[arg(long)]
     pub json: bool,
@@ -145,11 +151,25 @@ fn sender_socket(family: Family) -> anyhow::Result<DgramSocket> {
 
 async fn listen(a: ListenArgs, shutdown: shoal_core::Shutdown) -> anyhow::Result<()> {
     let family = Family::of(&a.bind.ip());
-    let sock = DgramSocket::bind(
-        &SocketOptions::new(family).reuse_addr(true),
-        a.bind.port(),
-        Some(a.bind.ip()),
-    )?;
+    // Several multicast listeners share a port (the chapter's clients do,
+    // with reuseAddr); a unicast port is shared only when asked.
+    let multicast = !a.group.is_empty() || a.bind.ip().is_multicast();
+    let opts = SocketOptions::new(family)
+        .reuse_addr(multicast)
+        .reuse_port(a.reuse_port);
+    let sock = DgramSocket::bind(&opts, a.bind.port(), Some(a.bind.ip())).map_err(|e| {
+        let in_use = matches!(&e, shoal_dgram::Error::Bind { source, .. }
+            if source.kind() == std::io::ErrorKind::AddrInUse);
+        let mut err = anyhow::Error::new(e);
+        if in_use {
+            err = err.context(format!(
+                "UDP {} is already held by another socket; not sharing it (pass --reuse-port on \
+                 every listener to share it on purpose)",
+                a.bind
+            ));
+        }
+        err
+    })?;
     if !a.group.is_empty() {
         let iface = multicast_interface(family, &a.interface)?;
         for g in &a.group {

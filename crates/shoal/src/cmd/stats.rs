@@ -83,6 +83,11 @@ pub struct StatsOptions {
     /// statsd does. [default: 1h]
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub series_ttl: Option<Duration>,
+    /// Also report the collector's own counts as statsd does, as counters
+    /// statsd.packets_received, statsd.metrics_received and
+    /// statsd.bad_lines_seen (in every sink).
+    #[arg(long)]
+    pub statsd_health: bool,
     /// Control socket name (under $SHOAL_RUNTIME_DIR). [default: stats]
     #[arg(long)]
     pub name: Option<String>,
@@ -111,6 +116,7 @@ impl StatsOptions {
             max_datagram: self.max_datagram,
             max_series: self.max_series,
             series_ttl: self.series_ttl,
+            statsd_health: self.statsd_health.then_some(true),
             name: self.name.clone(),
             ..FileConfig::default()
         }
