@@ -28,6 +28,10 @@
 //! same socket, and connections that arrive meanwhile wait in its backlog.
 //! It is closed when the last worker using it closes it (`close`).
 //!
+//! Every socket handed over is non-blocking (the flag is shared by every
+//! copy of it), as libuv requires of a socket that several processes
+//! accept on.
+//!
 //! Malformed messages are logged with the worker's id and answered, when
 //! they carry a `seq`, with `EINVAL`; they never affect other workers.
 
@@ -316,7 +320,15 @@ impl Servers {
                 Err(e) => Err(e),
             }
         };
-        match socket.and_then(to_handle) {
+        // Non-blocking, as a socket Node made itself would be: libuv
+        // accepts when epoll says a connection is waiting, and with the
+        // socket shared another worker may take it first; a blocking
+        // accept would then hang that worker's whole event loop (its IPC
+        // channel, `disconnect`, everything) until the next connection.
+        match socket.and_then(|s| {
+            s.set_nonblocking(true)?;
+            to_handle(s)
+        }) {
             Ok(h) => reply(self, 0, Some(h)),
             Err(e) => reply(self, uv_errno(&e), None),
         }

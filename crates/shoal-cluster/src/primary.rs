@@ -1176,7 +1176,11 @@ impl Primary {
                 let msg = self
                     .node
                     .message(serde_json::json!({ "act": "disconnect" }));
-                tokio::spawn(async move { s.send(&msg, None).await });
+                let id = w.id;
+                tokio::spawn(async move {
+                    let r = s.send(&msg, None).await;
+                    tracing::debug!(id, result = ?r, "sent Node's disconnect");
+                });
                 self.after(self.spec.grace / 2, Cmd::Terminate(key));
                 self.after(self.spec.grace, Cmd::ForceKill(key));
                 return;
