@@ -321,7 +321,9 @@ pub async fn serve(
         tokio::spawn(crate::admin::serve(l, broker.clone(), shutdown.clone()));
     }
 
-    {
+    // Awaited before returning: it removes the socket file as it ends, and a
+    // runtime shut down first would leave the file behind.
+    let control_task = {
         let b = broker.clone();
         tokio::spawn(shoal_core::control::serve(
             control,
@@ -331,8 +333,8 @@ pub async fn serve(
                 let b = b.clone();
                 async move { crate::admin::control(&b, req) }
             },
-        ));
-    }
+        ))
+    };
 
     let mut tasks = tokio::task::JoinSet::new();
     let mut refusals = RefusalLog::default();
@@ -391,6 +393,7 @@ pub async fn serve(
             .await
             .ok();
     }
+    let _ = tokio::time::timeout(Duration::from_secs(2), control_task).await;
     tracing::info!("broker stopped; stores synced");
     Ok(())
 }
