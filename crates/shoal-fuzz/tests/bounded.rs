@@ -373,3 +373,16 @@ proptest! {
         run("toml_config", &t);
     }
 }
+
+/// Found by libFuzzer in CI: a table holding one `d` (double) field whose
+/// bytes are a NaN; the harness asserted the copy equal to the original.
+#[test]
+fn a_nan_in_a_field_table_is_not_a_crash() {
+    run(
+        "amqp_field_table",
+        &[
+            0, 0, 0, 10, 0, 100, 255, 255, 255, 255, 255, 255, 255, 255, 1, 234, 45, 255, 0, 0, 0,
+            0, 0,
+        ],
+    );
+}
