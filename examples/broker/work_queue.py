@@ -1,11 +1,14 @@
 """A durable work queue with publisher confirms and manual acks (pika), the
 reliable pattern the chapter's message-queue section describes:
     shoal broker &
-    python3 examples/broker/work_queue.py
+    python3 examples/broker/work_queue.py [HOST:PORT]     (default 127.0.0.1:5672)
 """
+import sys
+
 import pika
 
-conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672))
+host, _, port = (sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:5672").rpartition(":")
+conn = pika.BlockingConnection(pika.ConnectionParameters(host or "127.0.0.1", int(port)))
 ch = conn.channel()
 ch.queue_declare("tasks", durable=True)
 ch.confirm_delivery()  # basic_publish returns once the broker has fsynced it
