@@ -92,3 +92,19 @@ fn users_vhosts_and_permissions_from_the_example_config() {
     ];
     assert_checks(&out, &checks);
 }
+
+#[test]
+fn the_readmes_work_queue_example_runs_as_written() {
+    let dir = TempDir::new("work-queue");
+    let b = Broker::start(dir.path());
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(workspace().join("examples/broker/work_queue.py"))
+        .arg(b.addr());
+    let out = check(
+        &run_with_timeout(cmd, std::time::Duration::from_secs(60)),
+        "examples/broker/work_queue.py",
+        &b,
+    );
+    assert!(out.contains("5 tasks stored"), "{out}");
+    assert!(out.contains("working on task 4"), "{out}");
+}
