@@ -375,8 +375,8 @@ pub fn control(b: &Broker, req: Value) -> Value {
         Some("list-queues") => ok(json!({"queues": queues_json(b)})),
         Some("list-exchanges") => ok(json!({"exchanges": exchanges_json(b)})),
         Some("list-connections") => ok(json!({"connections": b.connections()})),
-        Some("overview") => ok(overview(b)),
-        Some(other) => err(format!("unknown command {other:?} (try list-queues, list-exchanges, list-connections, overview)")),
+        Some("overview") | Some("status") => ok(overview(b)),
+        Some(other) => err(format!("unknown command {other:?}: the broker answers status, overview, list-queues, list-exchanges and list-connections (shoal ctl broker --help)")),
         None => err("missing \"cmd\""),
     }
 }

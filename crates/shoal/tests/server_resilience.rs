@@ -582,3 +582,68 @@ fn http_get(addr: &str, path: &str) -> String {
     let _ = c.read_to_string(&mut out);
     out
 }
+
+#[test]
+fn ctl_list_names_every_running_server_and_ctl_flush_reaches_a_collector() {
+    let rt = Scratch::new("list");
+    let udp = format!("127.0.0.1:{}", free_port());
+    let http = format!("127.0.0.1:{}", free_port());
+    let log = rt.path().join("stats.log");
+    let mut s = start_logging_to(
+        rt.path(),
+        &log,
+        &["stats", "--udp", &udp, "--http", &http, "--flush", "1h"],
+        "stats collector listening",
+    );
+    let blog = rt.path().join("broker.log");
+    let port = free_port().to_string();
+    let data = rt.path().join("data");
+    let mut b = start_logging_to(
+        rt.path(),
+        &blog,
+        &[
+            "broker",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        "broker listening",
+    );
+    let list = Command::new(shoal())
+        .args(["ctl", "list"])
+        .env("SHOAL_RUNTIME_DIR", rt.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(list.status.success(), "{text}");
+    let row = |name: &str| text.lines().find(|l| l.starts_with(name)).unwrap_or("");
+    assert!(
+        row("broker").contains("broker") && row("broker").contains(&port),
+        "{text}"
+    );
+    assert!(
+        row("stats").contains("stats") && row("stats").contains("running"),
+        "{text}"
+    );
+    // A counter, then a flush on request: it is at /metrics at once (the
+    // interval is an hour).
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.send_to(b"listed.flush:5|c", &udp).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let flush = Command::new(shoal())
+        .args(["ctl", "--name", "stats", "flush"])
+        .env("SHOAL_RUNTIME_DIR", rt.path())
+        .output()
+        .unwrap();
+    assert!(flush.status.success(), "{flush:?}");
+    assert!(http_get(&http, "/metrics").contains("listed_flush"));
+    s.signal("TERM");
+    b.signal("TERM");
+    assert!(s
+        .wait_exit(Duration::from_secs(20))
+        .is_some_and(|st| st.success()));
+    assert!(b
+        .wait_exit(Duration::from_secs(20))
+        .is_some_and(|st| st.success()));
+}

@@ -18,6 +18,8 @@ Examples:
   shoal ctl --name web stop
   shoal ctl --name proxy status         # a proxy's upstream servers: state, connections, responses
   shoal ctl broker list-queues          # queues of broker \"broker\" (like rabbitmqctl list_queues)
+  shoal ctl --name stats flush          # a collector flushes now
+  shoal ctl list                        # every running Shoal server and topology here
 
 Control sockets live in $SHOAL_RUNTIME_DIR, else $XDG_RUNTIME_DIR/shoal, else /tmp/shoal-UID.")]
 pub struct CtlArgs {
@@ -60,6 +62,12 @@ pub enum Request {
         /// The message, as JSON (e.g. '"ready"' or '{"cmd":"flush"}').
         message: String,
     },
+    /// Flush a `shoal stats` collector now (the interval's aggregates go to
+    /// its sinks at once).
+    Flush,
+    /// Every running Shoal server and topology on this machine (each control
+    /// socket in the runtime directory): name, kind, pid, state.
+    List,
     /// Ask a `shoal broker` for its queues, exchanges, connections or overview.
     #[command(subcommand)]
     Broker(super::ctl_broker::BrokerCtl),
@@ -89,6 +97,8 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
                 json!({"cmd": "scale", "workers": n})
             }
         }
+        Request::List => return list(args.json),
+        Request::Flush => json!({"cmd": "flush"}),
         Request::Restart => json!({"cmd": "restart"}),
         Request::Signal { signal } => json!({"cmd": "signal", "signal": signal}),
         Request::Stop => json!({"cmd": "stop"}),
@@ -250,6 +260,120 @@ pub fn request(name: &str, req: &Value, timeout: std::time::Duration) -> anyhow:
         .enable_all()
         .build()?;
     Ok(rt.block_on(shoal_core::control::request(&path, req, timeout))?)
+}
+
+/// `shoal ctl list`: ask every control socket in the runtime directory for
+/// its status (2 s each) and say what answers.
+fn list(as_json: bool) -> anyhow::Result<()> {
+    let dir = shoal_core::control::runtime_dir();
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_suffix(".sock"))
+                        .map(String::from)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    let mut rows = Vec::new();
+    for name in &names {
+        let row = match request(
+            name,
+            &json!({"cmd": "status"}),
+            std::time::Duration::from_secs(2),
+        ) {
+            Ok(r) if r["ok"] == true => {
+                let (kind, pid, detail) = describe(&r);
+                json!({"name": name, "kind": kind, "pid": pid, "state": "running", "detail": detail})
+            }
+            Ok(r) => json!({"name": name, "kind": "?", "pid": null, "state": "running",
+                            "detail": r["error"].as_str().unwrap_or("")}),
+            Err(e) => json!({"name": name, "kind": "?", "pid": null, "state": "not answering",
+                             "detail": format!("{e:#}")}),
+        };
+        rows.push(row);
+    }
+    if as_json {
+        println!(
+            "{}",
+            json!({"runtime_dir": dir.display().to_string(), "servers": rows})
+        );
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no Shoal server has a control socket in {}", dir.display());
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:<9} {:>8}  {:<14} DETAIL",
+        "NAME", "KIND", "PID", "STATE"
+    );
+    for r in &rows {
+        println!(
+            "{:<16} {:<9} {:>8}  {:<14} {}",
+            r["name"].as_str().unwrap_or("?"),
+            r["kind"].as_str().unwrap_or("?"),
+            r["pid"].as_u64().map_or("-".to_string(), |p| p.to_string()),
+            r["state"].as_str().unwrap_or("?"),
+            r["detail"].as_str().unwrap_or(""),
+        );
+    }
+    Ok(())
+}
+
+/// What kind of server a status reply comes from, its pid if it says, and a
+/// one-line summary.
+fn describe(r: &Value) -> (&'static str, Option<u64>, String) {
+    if let Some(up) = r.get("up") {
+        let parts = up["parts"].as_array().map_or(0, Vec::len);
+        return ("topology", up["pid"].as_u64(), format!("{parts} part(s)"));
+    }
+    if let Some(st) = r.get("status").filter(|s| s.get("workers").is_some()) {
+        let n = st["workers"].as_array().map_or(0, Vec::len);
+        let listen = st["listen"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        return (
+            "cluster",
+            st["primary"]["pid"].as_u64(),
+            format!("{n} worker(s) on {listen}"),
+        );
+    }
+    if r.get("upstreams").is_some() {
+        let n = r["upstreams"].as_array().map_or(0, Vec::len);
+        return (
+            "proxy",
+            None,
+            format!("{n} upstream(s), {} requests", r["requests_total"]),
+        );
+    }
+    if r.get("health").is_some() {
+        return ("stats", None, format!("{} series", r["health"]["series"]));
+    }
+    if let Some(t) = r.get("object_totals") {
+        return (
+            "broker",
+            None,
+            format!(
+                "{} on {}: {} connection(s), {} queue(s)",
+                "amqp",
+                r["listen"].as_str().unwrap_or("?"),
+                t["connections"],
+                t["queues"]
+            ),
+        );
+    }
+    ("server", None, String::new())
 }
 
 /// A table a person can read, from a cluster's status (other servers' status
