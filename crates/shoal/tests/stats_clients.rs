@@ -448,3 +448,46 @@ fn statsd_health_names_report_the_collectors_counts_as_statsd_does() {
         "{j}"
     );
 }
+
+#[test]
+fn relay_passes_every_datagram_on_as_received_and_counts_what_it_cannot() {
+    // The downstream statsd: a UDP socket that records what it gets.
+    let down = UdpSocket::bind("127.0.0.1:0").unwrap();
+    down.set_read_timeout(Some(WAIT)).unwrap();
+    let relay = down.local_addr().unwrap().to_string();
+    let c = Collector::start_json_http(&["--sockets", "2", "--relay", &relay]);
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sent: [&[u8]; 3] = [
+        b"relayed.a:1|c",
+        b"relayed.b:2|g\nnot a line",
+        b"relayed.c:3|ms|@0.5",
+    ];
+    for d in sent {
+        s.send_to(d, c.udp).unwrap();
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    while got.len() < sent.len() {
+        let (n, _) = down.recv_from(&mut buf).expect("the relay passed it on");
+        got.push(buf[..n].to_vec());
+    }
+    got.sort();
+    let mut want: Vec<Vec<u8>> = sent.iter().map(|d| d.to_vec()).collect();
+    want.sort();
+    assert_eq!(got, want, "relayed byte for byte, bad lines too");
+    // And the collector itself used them.
+    c.wait_metrics(3);
+    let j = c.flush_json();
+    assert_eq!(f(&j["counters"]["relayed.a"]["count"]), 1.0, "{j}");
+    c.wait_health("relayed", 3);
+    // With nothing listening downstream, sends are refused: counted, and
+    // the collector goes on.
+    drop(down);
+    for _ in 0..20 {
+        s.send_to(b"relayed.d:1|c", c.udp).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    c.wait_health("relay_dropped", 1);
+    c.wait_metrics(23);
+    assert!(c.metrics().contains("shoal_stats_relay_dropped_total"));
+}

@@ -307,6 +307,11 @@ pub struct ShardStats {
     pub events: AtomicU64,
     /// DogStatsD service checks received (counted, then dropped).
     pub service_checks: AtomicU64,
+    /// Datagrams passed on to the `--relay` address.
+    pub relayed: AtomicU64,
+    /// Datagrams the relay could not pass on (send refused or would block,
+    /// or truncated on receipt).
+    pub relay_dropped: AtomicU64,
 }
 
 /// One receive thread's share of the work.

@@ -54,6 +54,9 @@ pub struct FileConfig {
     /// counters: `statsd.packets_received`, `statsd.metrics_received`,
     /// `statsd.bad_lines_seen` (so statsd dashboards keep working).
     pub statsd_health: Option<bool>,
+    /// Pass every datagram received on to this statsd (`host:port`) as
+    /// well, as statsd_exporter's relay does, for a gradual migration.
+    pub relay: Option<SocketAddr>,
     /// Control socket name (`shoal ctl`), under the runtime directory.
     pub name: Option<String>,
 }
@@ -93,6 +96,8 @@ pub struct Config {
     pub max_datagram: usize,
     /// Series kept in all, and per shard and interval.
     pub max_series: usize,
+    /// Where every received datagram is passed on to, if anywhere.
+    pub relay: Option<SocketAddr>,
     /// Control socket path, if any.
     pub control: Option<PathBuf>,
 }
@@ -117,6 +122,7 @@ impl Default for Config {
             receive_buffer: 32 << 20,
             max_datagram: 65_535,
             max_series: 1_000_000,
+            relay: None,
             control: Some(shoal_core::control::socket_path("stats")),
         }
     }
@@ -155,6 +161,7 @@ impl FileConfig {
             max_series: over.max_series.or(self.max_series),
             series_ttl: over.series_ttl.or(self.series_ttl),
             statsd_health: over.statsd_health.or(self.statsd_health),
+            relay: over.relay.or(self.relay),
             name: over.name.or(self.name),
         }
     }
@@ -185,6 +192,7 @@ impl FileConfig {
             c.flush = f;
         }
         c.graphite = self.graphite;
+        c.relay = self.relay;
         c.json = self.json.unwrap_or(false);
         c.statsd_health = self.statsd_health.unwrap_or(false);
         if let Some(p) = self.percentiles {

@@ -23,6 +23,10 @@ pub struct Health {
     pub events: u64,
     /// DogStatsD service checks received (counted, then dropped).
     pub service_checks: u64,
+    /// Datagrams passed on to the relay.
+    pub relayed: u64,
+    /// Datagrams the relay could not pass on.
+    pub relay_dropped: u64,
     /// Lines of new series dropped: a shard already held `max_series` in
     /// its interval, or the collector already kept `max_series` in all.
     pub series_dropped: u64,
@@ -50,6 +54,8 @@ impl Health {
             h.oversized += s.stats.oversized.load(Ordering::Relaxed);
             h.events += s.stats.events.load(Ordering::Relaxed);
             h.service_checks += s.stats.service_checks.load(Ordering::Relaxed);
+            h.relayed += s.stats.relayed.load(Ordering::Relaxed);
+            h.relay_dropped += s.stats.relay_dropped.load(Ordering::Relaxed);
             h.series_dropped += s.stats.series_dropped.load(Ordering::Relaxed);
         }
         h.kernel_drops = socket_drops(inodes);
@@ -67,6 +73,8 @@ impl Health {
             oversized: self.oversized.saturating_sub(earlier.oversized),
             events: self.events.saturating_sub(earlier.events),
             service_checks: self.service_checks.saturating_sub(earlier.service_checks),
+            relayed: self.relayed.saturating_sub(earlier.relayed),
+            relay_dropped: self.relay_dropped.saturating_sub(earlier.relay_dropped),
             series_dropped: self.series_dropped.saturating_sub(earlier.series_dropped),
             series_expired: self.series_expired.saturating_sub(earlier.series_expired),
             series: self.series,

@@ -312,7 +312,7 @@ fn own_series(
     snap: &Snapshot,
     health: &Health,
     collisions: u64,
-) -> [(&'static str, Kind, &'static str, f64); 15] {
+) -> [(&'static str, Kind, &'static str, f64); 17] {
     [
         (
             "shoal_stats_name_collisions_total",
@@ -361,6 +361,18 @@ fn own_series(
             Kind::Counter,
             "DogStatsD service checks received (counted, then dropped)",
             health.service_checks as f64,
+        ),
+        (
+            "shoal_stats_relayed_total",
+            Kind::Counter,
+            "Datagrams passed on to the --relay address",
+            health.relayed as f64,
+        ),
+        (
+            "shoal_stats_relay_dropped_total",
+            Kind::Counter,
+            "Datagrams the relay could not pass on",
+            health.relay_dropped as f64,
         ),
         (
             "shoal_stats_series_dropped_total",

@@ -135,12 +135,59 @@ fn set_rcvbuf(s: &Socket, bytes: usize) {
 }
 
 /// Read `sock` until `stop` is set, parsing into `shard`.
+/// A socket that passes datagrams on to `addr` (`--relay`): connected,
+/// non-blocking, so a relay that is slow or down costs datagrams (counted),
+/// never the receive loop.
+pub fn relay_socket(addr: std::net::SocketAddr) -> std::io::Result<UdpSocket> {
+    let local: std::net::SocketAddr = if addr.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    let s = UdpSocket::bind(local)?;
+    s.connect(addr)?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// Pass a received batch on to the relay, datagram by datagram, as
+/// received: a truncated one, a full send buffer or a refusal (nothing
+/// listens there) is counted in `relay_dropped`.
+fn relay_batch(
+    relay: &UdpSocket,
+    msgs: &[libc::mmsghdr],
+    bufs: &[u8],
+    max_datagram: usize,
+    shard: &Shard,
+) {
+    let (mut sent, mut dropped) = (0u64, 0u64);
+    for (m, chunk) in msgs.iter().zip(bufs.chunks(max_datagram)) {
+        let len = (m.msg_len as usize).min(max_datagram);
+        if m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            dropped += 1;
+            continue;
+        }
+        match relay.send(&chunk[..len]) {
+            Ok(_) => sent += 1,
+            Err(_) => dropped += 1,
+        }
+    }
+    shard.stats.relayed.fetch_add(sent, Ordering::Relaxed);
+    if dropped > 0 {
+        shard
+            .stats
+            .relay_dropped
+            .fetch_add(dropped, Ordering::Relaxed);
+    }
+}
+
 pub fn receive_loop(
     sock: UdpSocket,
     shard: Arc<Shard>,
     bad: Arc<BadSample>,
     stop: Arc<AtomicBool>,
     max_datagram: usize,
+    relay: Option<UdpSocket>,
 ) {
     let mut bufs = vec![0u8; BATCH * max_datagram];
     let mut control = vec![0u64; BATCH * CONTROL_WORDS];
@@ -238,6 +285,9 @@ pub fn receive_loop(
                     &bad,
                 );
             }
+        }
+        if let Some(r) = &relay {
+            relay_batch(r, &msgs[..n], &bufs, max_datagram, &shard);
         }
         shard.stats.packets.fetch_add(n as u64, Ordering::Relaxed);
         shard.stats.bytes.fetch_add(bytes, Ordering::Relaxed);

@@ -136,9 +136,16 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         let shard = Arc::new(new_shard(config.max_series));
         shards.push(shard.clone());
         let (bad, stop_flag, max) = (bad.clone(), stop.clone(), config.max_datagram);
+        let relay = match config.relay {
+            Some(addr) => Some(
+                receive::relay_socket(addr)
+                    .map_err(io_err(format!("open the relay socket to {addr}")))?,
+            ),
+            None => None,
+        };
         match std::thread::Builder::new()
             .name("stats-recv".into())
-            .spawn(move || receive::receive_loop(sock, shard, bad, stop_flag, max))
+            .spawn(move || receive::receive_loop(sock, shard, bad, stop_flag, max, relay))
         {
             Ok(t) => threads.push(t),
             Err(e) => {

@@ -88,6 +88,11 @@ pub struct StatsOptions {
     /// statsd.bad_lines_seen (in every sink).
     #[arg(long)]
     pub statsd_health: bool,
+    /// Pass every datagram received on to another statsd as well (as
+    /// statsd_exporter's --statsd.relay.address does), to migrate gradually;
+    /// what cannot be passed on is counted in shoal_stats_relay_dropped_total.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub relay: Option<std::net::SocketAddr>,
     /// Control socket name (under $SHOAL_RUNTIME_DIR). [default: stats]
     #[arg(long)]
     pub name: Option<String>,
@@ -117,6 +122,7 @@ impl StatsOptions {
             max_series: self.max_series,
             series_ttl: self.series_ttl,
             statsd_health: self.statsd_health.then_some(true),
+            relay: self.relay,
             name: self.name.clone(),
             ..FileConfig::default()
         }
