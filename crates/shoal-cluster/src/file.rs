@@ -42,6 +42,8 @@ pub struct FileConfig {
     /// Extra environment for the workers.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Replace every worker this often, rolling (`6h`, `30m`).
+    pub restart_every: Option<String>,
     /// Replace a worker over this much resident memory (`200M`, `1G`).
     pub max_memory: Option<String>,
     /// `auto`, `on` or `off`: Node's cluster protocol.
@@ -120,6 +122,10 @@ fn into_spec(path: &Path, text: &str, f: FileConfig) -> Result<ClusterSpec, Conf
         if let Some(v) = value {
             *slot = parse_duration(&v).map_err(|e| bad(key, e.to_string()))?;
         }
+    }
+    if let Some(e) = f.restart_every {
+        spec.restart_every =
+            Some(parse_duration(&e).map_err(|e| bad("restart_every", e.to_string()))?);
     }
     if let Some(m) = f.max_memory {
         spec.max_memory =

@@ -94,6 +94,7 @@ pub(crate) enum Cmd {
     SignalAll(i32, Reply<usize>),
     ReadyCheck(u64),
     MemoryCheck,
+    PeriodicReload,
     DelayReady(u64),
     Terminate(u64),
     ForceKill(u64),
@@ -576,6 +577,9 @@ impl Primary {
         if self.spec.max_memory.is_some() {
             self.after(MEMORY_CHECK_EVERY, Cmd::MemoryCheck);
         }
+        if let Some(every) = self.spec.restart_every {
+            self.after(every, Cmd::PeriodicReload);
+        }
     }
 
     fn setup_event(&self) {
@@ -839,6 +843,15 @@ impl Primary {
                 let _ = tx.send(Ok(n));
             }
             Cmd::MemoryCheck => self.check_memory(),
+            Cmd::PeriodicReload => {
+                if let Some(every) = self.spec.restart_every {
+                    if !self.stopping {
+                        self.after(every, Cmd::PeriodicReload);
+                        tracing::info!(every = ?every, "--restart-every: rolling reload");
+                        self.start_reload(None);
+                    }
+                }
+            }
             Cmd::Terminate(key) => {
                 if let Some(w) = self.workers.get(&key) {
                     let _ = w.killer.kill(libc::SIGTERM);

@@ -156,6 +156,9 @@ pub struct ClusterSpec {
     pub backoff_initial: Duration,
     /// Largest restart delay.
     pub backoff_max: Duration,
+    /// Replace every worker this often, as a rolling reload (PM2's
+    /// `cron_restart` for a fixed period): for apps that leak or go stale.
+    pub restart_every: Option<Duration>,
     /// A worker whose resident memory passes this many bytes is replaced,
     /// as a rolling reload replaces it (PM2's `max_memory_restart`).
     pub max_memory: Option<u64>,
@@ -193,6 +196,7 @@ impl ClusterSpec {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
             max_memory: None,
+            restart_every: None,
             node_cluster: crate::node::NodeCluster::Auto,
             bind_host: None,
             control: true,

@@ -177,3 +177,64 @@ fn a_mistyped_flag_is_a_flag_error_not_a_command() {
     assert!(err.contains("unknown option --worker"), "{err}");
     assert!(!err.contains("not found in PATH"), "{err}");
 }
+
+#[test]
+fn restart_every_replaces_the_workers_on_a_period() {
+    let dir = TempDir::new();
+    let script = write_script(
+        dir.path(),
+        "idle.js",
+        "process.send('ready'); setInterval(() => {}, 1000);",
+    );
+    let mut p = Primary::start(
+        "periodic",
+        &["-w", "2", "--ready", "ipc", "--restart-every", "1s"],
+        &["node", &script],
+    );
+    p.all_online(2);
+    let first = pids(&p);
+    for _ in 0..2 {
+        p.wait_for("a periodic reload", |v| {
+            v["event"] == "reload" && v["phase"] == "done"
+        });
+    }
+    wait_until("every worker replaced", || {
+        let now = pids(&p);
+        now.len() == 2 && now.iter().all(|w| !first.contains(w))
+    });
+}
+
+#[test]
+fn print_systemd_unit_runs_the_same_command_line() {
+    let out = std::process::Command::new(shoal())
+        .args([
+            "cluster",
+            "-w",
+            "2",
+            "--name",
+            "web",
+            "--print-systemd-unit",
+            "--",
+            "node",
+            "my app.js",
+        ])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let unit = String::from_utf8_lossy(&out.stdout);
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap_or_else(|| panic!("no ExecStart: {unit}"));
+    assert!(exec.starts_with(shoal()), "{exec}");
+    assert!(
+        exec.ends_with("cluster -w 2 --name web -- node \"my app.js\""),
+        "{exec}"
+    );
+    assert!(
+        unit.contains("ExecReload=/bin/kill -HUP $MAINPID"),
+        "{unit}"
+    );
+    assert!(unit.contains("[Install]"), "{unit}");
+}

@@ -85,6 +85,15 @@ pub struct ClusterArgs {
     /// Do not replace workers that exit; the primary ends when they all have.
     #[arg(long)]
     pub no_restart: bool,
+    /// Replace every worker this often, one at a time as a rolling reload
+    /// does (e.g. 6h; PM2's cron restart for a fixed period).
+    #[arg(long, value_name = "DURATION")]
+    pub restart_every: Option<String>,
+    /// Print a systemd service unit that runs this same command line from
+    /// this directory (reload = SIGHUP = rolling reload), then exit; like
+    /// `pm2 startup`. The primary binds its own sockets.
+    #[arg(long)]
+    pub print_systemd_unit: bool,
     /// Replace a worker whose resident memory passes SIZE (e.g. 200M, 1G),
     /// one at a time as a rolling reload does (PM2's --max-memory-restart).
     #[arg(long, value_name = "SIZE")]
@@ -163,6 +172,9 @@ impl ClusterArgs {
         if let Some(m) = self.max_restarts {
             spec.max_restarts = m;
         }
+        if let Some(e) = &self.restart_every {
+            spec.restart_every = Some(duration("restart-every", e)?);
+        }
         if let Some(m) = &self.max_memory {
             spec.max_memory = Some(shoal_cluster::spec::parse_size(m).context("--max-memory")?);
         }
@@ -183,6 +195,10 @@ impl ClusterArgs {
 
 pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let spec = args.spec()?;
+    if args.print_systemd_unit {
+        print!("{}", systemd_unit(&spec.name)?);
+        return Ok(());
+    }
     // One thread: the primary only supervises, and PR_SET_PDEATHSIG ties the
     // workers to the thread that started them, which must live as long as we do.
     super::run_with_signals(super::Threads::One, None, |shutdown| async move {
@@ -213,4 +229,59 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
         running.wait().await?;
         Ok(())
     })
+}
+
+/// A systemd service unit that runs the command line this was called with
+/// (less `--print-systemd-unit`), from the current directory: the primary
+/// is the main process, SIGTERM stops it gracefully, SIGHUP (`systemctl
+/// reload`) is a rolling reload, and it is restarted if it dies.
+fn systemd_unit(name: &str) -> anyhow::Result<String> {
+    let exe = std::env::current_exe()?;
+    let cwd = std::env::current_dir()?;
+    let quote = |a: &str| {
+        if !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+".contains(c))
+        {
+            a.to_string()
+        } else {
+            format!(
+                "\"{}\"",
+                a.replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('%', "%%")
+            )
+        }
+    };
+    let mut line = vec![quote(&exe.to_string_lossy())];
+    line.extend(
+        std::env::args()
+            .skip(1)
+            .filter(|a| a != "--print-systemd-unit")
+            .map(|a| quote(&a)),
+    );
+    Ok(format!(
+        "# shoal cluster {name}: install as /etc/systemd/system/shoal-{name}.service, then\n\
+         #   systemctl daemon-reload && systemctl enable --now shoal-{name}\n\
+         [Unit]\n\
+         Description=shoal cluster {name}\n\
+         After=network-online.target\n\
+         Wants=network-online.target\n\
+         \n\
+         [Service]\n\
+         Type=simple\n\
+         WorkingDirectory={cwd}\n\
+         ExecStart={cmd}\n\
+         ExecReload=/bin/kill -HUP $MAINPID\n\
+         KillMode=mixed\n\
+         TimeoutStopSec=30\n\
+         Restart=on-failure\n\
+         RestartSec=1\n\
+         LimitNOFILE=65536\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n",
+        cwd = cwd.display(),
+        cmd = line.join(" "),
+    ))
 }
