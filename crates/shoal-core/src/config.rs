@@ -46,7 +46,7 @@ impl ConfigError {
     /// An error about a key that parsed but failed validation. `text` is the
     /// file's contents, used to find the line where `key`'s last segment is set.
     pub fn invalid(file: &Path, text: &str, key: &str, message: impl Into<String>) -> Self {
-        let line = find_key_line(text, key);
+        let line = spanned_key_line(text, key).or_else(|| find_key_line(text, key));
         ConfigError {
             file: file.to_path_buf(),
             line,
@@ -116,6 +116,41 @@ pub fn line_col(text: &str, at: usize) -> (usize, usize) {
 }
 
 /// Best-effort line of the last segment of a dotted key (`a.b[2].c` → `c = `).
+/// The line where `key` (a dotted path with `[n]` indices, as in
+/// `routes[2].upstream` or `upstreams.web.servers[1].weight`) is set, found
+/// by walking the parsed document with its spans: the entry of an array of
+/// tables, or a key inside an inline table, is found where it is, not at
+/// the first line that sets a key of that name.
+fn spanned_key_line(text: &str, key: &str) -> Option<usize> {
+    use toml::de::{DeTable, DeValue};
+    let doc = DeTable::parse(text).ok()?;
+    let mut here: &DeValue<'_> = &DeValue::Table(DeTable::new());
+    let mut table: &DeTable<'_> = doc.get_ref();
+    let mut span = None;
+    for (n, segment) in key.split('.').enumerate() {
+        if n > 0 {
+            let DeValue::Table(t) = here else { break };
+            table = t;
+        }
+        let mut parts = segment.split('[');
+        let name = parts.next()?.trim_matches('"');
+        let (k, v) = table.iter().find(|(k, _)| k.get_ref() == name)?;
+        span = Some(k.span());
+        let mut value = v;
+        for index in parts {
+            let i: usize = index.trim_end_matches(']').parse().ok()?;
+            let DeValue::Array(items) = value.get_ref() else {
+                break;
+            };
+            value = items.get(i)?;
+            span = Some(value.span());
+        }
+        here = value.get_ref();
+    }
+    let start = span?.start;
+    Some(text.get(..start)?.matches('\n').count() + 1)
+}
+
 fn find_key_line(text: &str, key: &str) -> Option<usize> {
     let last = key.rsplit('.').next()?.split('[').next()?.trim_matches('"');
     if last.is_empty() {
@@ -165,6 +200,19 @@ mod tests {
         let e = parse_toml::<File>(Path::new("y.toml"), text).unwrap_err();
         assert_eq!(e.line, Some(3), "{e}");
         assert!(e.message.contains("wieght"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_entry_of_an_array_of_tables_is_named_at_its_own_line() {
+        let text = "[[routes]]\nupstream = \"a\"\n\n[[routes]]\nhost = \"x\"\nupstream = \"b\"\n\n[up]\nservers = [ { address = \"1\" }, { address = \"2\",\n  weight = 0 } ]\n";
+        let e = ConfigError::invalid(Path::new("p.toml"), text, "routes[1].upstream", "unknown");
+        assert_eq!(e.line, Some(6), "{e}");
+        let e = ConfigError::invalid(Path::new("p.toml"), text, "up.servers[1].weight", "bad");
+        assert_eq!(e.line, Some(10), "{e}");
+        // A path the document does not have falls back to the first line
+        // that sets a key of that name.
+        let e = ConfigError::invalid(Path::new("p.toml"), text, "nothing.upstream", "x");
+        assert_eq!(e.line, Some(2), "{e}");
     }
 
     #[test]

@@ -555,7 +555,9 @@ fn validate(file: FileConfig, path: &Path, text: &str) -> Result<Config> {
     let bad_near = |key: &str, hint: &str, msg: String| {
         let mut e = ConfigError::invalid(path, text, key, msg);
         let last = key.rsplit('.').next().unwrap_or(key);
-        if let Some(i) = text
+        if e.line.is_some() {
+            // Found where the document sets it.
+        } else if let Some(i) = text
             .lines()
             .position(|l| l.contains(hint) && l.contains(last))
         {
