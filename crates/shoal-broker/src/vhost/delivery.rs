@@ -57,17 +57,7 @@ impl VHost {
             )));
         }
         let ch = self.chan(key)?;
-        let tag = if tag.is_empty() {
-            format!("amq.ctag-{}", random_suffix(22))
-        } else {
-            tag.to_string()
-        };
-        if ch.consumers.contains_key(&tag) {
-            return Err(AmqpError::not_allowed(format!(
-                "attempt to reuse consumer tag '{tag}'"
-            )));
-        }
-        ch.consumers.insert(tag.clone(), queue.to_string());
+        let tag = ch.claim_consumer_tag(tag, queue)?;
         let prefetch = ch.prefetch;
         let out = ch.out.clone();
         let backlog = ch.backlog.clone();

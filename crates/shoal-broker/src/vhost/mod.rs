@@ -181,6 +181,25 @@ const PREDECLARED: [(&str, Kind); 6] = [
     ("amq.rabbitmq.trace", Kind::Topic),
 ];
 
+impl ChanState {
+    /// Take consumer tag `tag` for `queue` on this channel (a generated
+    /// `amq.ctag-...` when empty); a tag already in use is 530.
+    fn claim_consumer_tag(&mut self, tag: &str, queue: &str) -> AmqpResult<String> {
+        let tag = if tag.is_empty() {
+            format!("amq.ctag-{}", random_suffix(22))
+        } else {
+            tag.to_string()
+        };
+        if self.consumers.contains_key(&tag) {
+            return Err(AmqpError::not_allowed(format!(
+                "attempt to reuse consumer tag '{tag}'"
+            )));
+        }
+        self.consumers.insert(tag.clone(), queue.to_string());
+        Ok(tag)
+    }
+}
+
 fn random_suffix(n: usize) -> String {
     use rand::Rng;
     const ALPHA: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

@@ -36,17 +36,7 @@ impl VHost {
         if ch.reply.is_some() {
             return Err(AmqpError::precondition_failed("reply consumer already set"));
         }
-        let tag = if tag.is_empty() {
-            format!("amq.ctag-{}", random_suffix(22))
-        } else {
-            tag.to_string()
-        };
-        if ch.consumers.contains_key(&tag) {
-            return Err(AmqpError::not_allowed(format!(
-                "attempt to reuse consumer tag '{tag}'"
-            )));
-        }
-        ch.consumers.insert(tag.clone(), REPLY_TO.to_string());
+        let tag = ch.claim_consumer_tag(tag, REPLY_TO)?;
         ch.reply = Some((Arc::from(tag.as_str()), token.clone()));
         self.replies.insert(token, key);
         Ok(tag)
