@@ -17,23 +17,17 @@ pub async fn handle(c: &Cluster, req: Value) -> Value {
             Err(e) => err(format!("reload failed: {e}")),
         }),
         "scale" => {
-            let target = match (
+            let done = match (
                 req.get("workers").and_then(Value::as_u64),
                 req.get("by").and_then(Value::as_i64),
             ) {
-                (Some(n), _) => n as i64,
-                (None, Some(by)) => match c.status().await {
-                    Ok(s) => s.target as i64 + by,
-                    Err(e) => return err(e),
-                },
+                (Some(n), _) => c.scale(n as usize).await,
+                (None, Some(by)) => c.scale_by(by).await,
                 _ => {
                     return err("scale needs \"workers\" (a positive integer) or \"by\" (+N or -N)")
                 }
             };
-            if target < 1 {
-                return err(format!("cannot scale to {target}: at least 1 worker"));
-            }
-            c.scale(target as usize).await.map(|r| match r {
+            done.map(|r| match r {
                 Ok(n) => ok(json!({ "workers": n })),
                 Err(e) => err(e),
             })

@@ -82,7 +82,7 @@ pub(crate) enum Cmd {
     Status(oneshot::Sender<Status>),
     Reload(Option<Reply<usize>>),
     Scale(usize, Reply<usize>),
-    ScaleBy(i64),
+    ScaleBy(i64, Option<Reply<usize>>),
     Fork(Vec<(OsString, OsString)>, Reply<WorkerInfo>),
     SendAll(Value, oneshot::Sender<usize>),
     SendTo(u32, Value, Reply<()>),
@@ -275,6 +275,12 @@ impl Cluster {
         self.ask(|tx| Cmd::SignalAll(signal, tx)).await
     }
 
+    /// Change the number of workers by `by` (the control socket's `scale
+    /// +N`/`-N`, applied by the primary so that concurrent changes add up).
+    pub async fn scale_by(&self, by: i64) -> Result<std::result::Result<usize, String>> {
+        self.ask(|tx| Cmd::ScaleBy(by, Some(tx))).await
+    }
+
     /// Start one more worker, with `env` added to its environment (the
     /// chapter's `cluster.fork([env])`).
     pub async fn fork(
@@ -374,8 +380,8 @@ fn spawn_signal_task(cmds: mpsc::Sender<Cmd>, shutdown: Shutdown) -> std::io::Re
             let c = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = hup.recv() => { tracing::info!("SIGHUP: rolling reload"); Cmd::Reload(None) }
-                _ = ttin.recv() => { tracing::info!("SIGTTIN: one more worker"); Cmd::ScaleBy(1) }
-                _ = ttou.recv() => { tracing::info!("SIGTTOU: one worker less"); Cmd::ScaleBy(-1) }
+                _ = ttin.recv() => { tracing::info!("SIGTTIN: one more worker"); Cmd::ScaleBy(1, None) }
+                _ = ttou.recv() => { tracing::info!("SIGTTOU: one worker less"); Cmd::ScaleBy(-1, None) }
             };
             if cmds.send(c).await.is_err() {
                 break;
@@ -702,10 +708,26 @@ impl Primary {
                     let _ = tx.send(Ok(n));
                 }
             }
-            Cmd::ScaleBy(d) => {
-                if !self.stopping {
-                    let n = (self.target as i64 + d).clamp(1, 1024) as usize;
-                    self.scale_to(n);
+            Cmd::ScaleBy(d, tx) => {
+                let r = if self.stopping {
+                    Err("the cluster is stopping".into())
+                } else {
+                    let n = self.target as i64 + d;
+                    match (tx.is_some(), n) {
+                        // Asked for: out of range is refused, as scale N is.
+                        (true, n) if !(1..=1024).contains(&n) => Err(format!(
+                            "cannot scale to {n}: use 1..1024 (at least 1 worker)"
+                        )),
+                        // A signal: clamped.
+                        (_, n) => {
+                            let n = n.clamp(1, 1024) as usize;
+                            self.scale_to(n);
+                            Ok(n)
+                        }
+                    }
+                };
+                if let Some(tx) = tx {
+                    let _ = tx.send(r);
                 }
             }
             Cmd::Fork(env, tx) => {
