@@ -57,15 +57,20 @@ impl ConfigError {
     }
 }
 
-/// Read `path` and parse it as `T`.
-pub fn load_toml<T: DeserializeOwned>(path: &Path) -> Result<(T, String), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+/// Read a config file's text; an error names the file.
+pub fn read_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: path.to_path_buf(),
         line: None,
         column: None,
         key: None,
         message: format!("cannot read: {e}"),
-    })?;
+    })
+}
+
+/// Read `path` and parse it as `T`.
+pub fn load_toml<T: DeserializeOwned>(path: &Path) -> Result<(T, String), ConfigError> {
+    let text = read_text(path)?;
     let value = parse_toml(path, &text)?;
     Ok((value, text))
 }

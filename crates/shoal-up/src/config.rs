@@ -99,13 +99,7 @@ pub struct Plan {
 
 /// Read and validate a topology file.
 pub fn load(path: &Path) -> Result<Plan, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: path.to_path_buf(),
-        line: None,
-        column: None,
-        key: None,
-        message: format!("cannot read: {e}"),
-    })?;
+    let text = shoal_core::config::read_text(path)?;
     parse(path, &text)
 }
 
