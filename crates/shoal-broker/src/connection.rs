@@ -68,10 +68,22 @@ struct HeldBody {
 impl HeldBody {
     fn add(&mut self, n: u64) {
         self.bytes += n;
-        self.broker
+        let total = self
+            .broker
             .metrics
             .assembling
-            .fetch_add(n, Ordering::Relaxed);
+            .fetch_add(n, Ordering::Relaxed)
+            + n;
+        // Bodies alone past the watermark: the alarm goes on now, not at
+        // the next tick, which a fast client (or a loaded machine) would
+        // outrun by tens of MiB. The tick clears it as usual.
+        if total > self.broker.config.memory_high_watermark && !*self.broker.alarm.borrow() {
+            tracing::warn!(
+                receiving_bytes = total,
+                "resource alarm set: message bodies being received pass the memory watermark; blocking publishers"
+            );
+            self.broker.alarm.send_replace(true);
+        }
     }
 }
 
