@@ -1,5 +1,6 @@
 //! The cluster's answers on the control socket (`shoal ctl`): `status`,
-//! `reload`, `restart`, `scale` (to N or by ±N), `signal`, `stop`, `send`. Malformed requests get an error reply;
+//! `reload`, `restart`, `scale` (to N or by ±N), `signal`, `stop`, `send`,
+//! `flush` and `reopen_logs` (the `--log-dir` files). Malformed requests get an error reply;
 //! the primary goes on.
 
 use serde_json::{json, Value};
@@ -45,6 +46,11 @@ pub async fn handle(c: &Cluster, req: Value) -> Value {
                 Err(e) => err(e),
             })
         }
+        "reopen_logs" => c.reopen_logs().await.map(|_| ok(json!({ "reopened": true }))),
+        "flush" => c.flush_logs().await.map(|r| match r {
+            Ok(n) => ok(json!({ "flushed": n })),
+            Err(e) => err(e),
+        }),
         "stop" => c
             .disconnect()
             .await
@@ -58,7 +64,7 @@ pub async fn handle(c: &Cluster, req: Value) -> Value {
         },
         other => {
             return err(format!(
-                "unknown command {other:?}; try status, reload, restart, scale, signal, stop, send"
+                "unknown command {other:?}; try status, reload, restart, scale, signal, stop, send, flush, reopen_logs"
             ))
         }
     };

@@ -29,8 +29,10 @@ pub struct FileConfig {
     pub ready: Option<String>,
     /// Between SIGTERM and SIGKILL.
     pub grace: Option<String>,
-    /// Readiness limit during a reload.
-    pub ready_timeout: Option<String>,
+    /// How long a new worker may take to be ready (PM2's `listen_timeout`;
+    /// `ready_timeout` is the older name).
+    #[serde(alias = "ready_timeout")]
+    pub listen_timeout: Option<String>,
     /// Do not relay worker output.
     pub silent: Option<bool>,
     /// Replace workers that exit.
@@ -46,6 +48,22 @@ pub struct FileConfig {
     pub restart_every: Option<String>,
     /// Replace a worker over this much resident memory (`200M`, `1G`).
     pub max_memory: Option<String>,
+    /// Rolling reload at each match of this cron expression.
+    pub restart_cron: Option<String>,
+    /// Rolling reload when files under these paths change.
+    pub watch: Option<Vec<String>>,
+    /// Globs whose changes do not count (default `node_modules`, `.git`).
+    pub watch_ignore: Option<Vec<String>>,
+    /// Quiet period before a `watch` reload (`1s`).
+    pub watch_delay: Option<String>,
+    /// Write worker output to files in this directory.
+    pub log_dir: Option<String>,
+    /// One file for stdout and stderr.
+    pub merge_logs: Option<bool>,
+    /// Rotate a log file before it passes this size (`10M`).
+    pub log_max_size: Option<String>,
+    /// Rotated log files kept.
+    pub log_keep: Option<u32>,
     /// `auto`, `on` or `off`: Node's cluster protocol.
     pub node_cluster: Option<String>,
     /// The address for a Node worker's `listen(port)` without a host.
@@ -116,7 +134,7 @@ fn into_spec(path: &Path, text: &str, f: FileConfig) -> Result<ClusterSpec, Conf
     }
     for (key, value, slot) in [
         ("grace", f.grace, &mut spec.grace),
-        ("ready_timeout", f.ready_timeout, &mut spec.ready_timeout),
+        ("listen_timeout", f.listen_timeout, &mut spec.listen_timeout),
         ("min_uptime", f.min_uptime, &mut spec.min_uptime),
     ] {
         if let Some(v) = value {
@@ -130,6 +148,32 @@ fn into_spec(path: &Path, text: &str, f: FileConfig) -> Result<ClusterSpec, Conf
     if let Some(m) = f.max_memory {
         spec.max_memory =
             Some(crate::spec::parse_size(&m).map_err(|e| bad("max_memory", e.to_string()))?);
+    }
+    if let Some(c) = f.restart_cron {
+        spec.restart_cron = Some(c.parse().map_err(|e: crate::ClusterError| bad("restart_cron", e.to_string()))?);
+    }
+    if let Some(paths) = f.watch {
+        let mut w = crate::watch::WatchSpec::new(paths.into_iter().map(Into::into).collect());
+        if let Some(i) = f.watch_ignore {
+            w.ignore = i;
+        }
+        if let Some(d) = f.watch_delay {
+            w.delay = parse_duration(&d).map_err(|e| bad("watch_delay", e.to_string()))?;
+        }
+        w.validate().map_err(|e| bad("watch", e.to_string()))?;
+        spec.watch = Some(w);
+    }
+    if let Some(d) = f.log_dir {
+        let mut l = crate::logfile::LogSpec::new(d);
+        l.merge = f.merge_logs.unwrap_or(false);
+        if let Some(m) = f.log_max_size {
+            l.max_size =
+                Some(crate::spec::parse_size(&m).map_err(|e| bad("log_max_size", e.to_string()))?);
+        }
+        if let Some(k) = f.log_keep {
+            l.keep = k;
+        }
+        spec.logs = Some(l);
     }
     if let Some(n) = f.node_cluster {
         spec.node_cluster = n
@@ -153,7 +197,9 @@ fn into_spec(path: &Path, text: &str, f: FileConfig) -> Result<ClusterSpec, Conf
         .map(|(k, v)| (k.into(), v.into()))
         .collect();
     if let Err(e) = spec.validate() {
-        let key = if spec.reuse_port {
+        let key = if e.to_string().starts_with("--log-keep") {
+            "log_keep"
+        } else if spec.reuse_port {
             "reuse_port"
         } else {
             "name"
@@ -205,5 +251,15 @@ mod tests {
         assert!(e.to_string().starts_with("c.toml:1: grace:"), "{e}");
         let e = parse(p, "workers = 0\n").unwrap_err();
         assert!(e.to_string().contains("workers"), "{e}");
+        let e = parse(p, "name = \"x\"\nrestart_cron = \"0 25 * * *\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("c.toml:2: restart_cron: --restart-cron"), "{e}");
+        let e = parse(p, "log_dir = \"/tmp/l\"\nlog_keep = 5000\n").unwrap_err();
+        assert!(e.to_string().starts_with("c.toml:2: log_keep:"), "{e}");
+        let e = parse(p, "watch = [\"/no/such/dir\"]\n").unwrap_err();
+        assert!(e.to_string().starts_with("c.toml:1: watch: --watch /no/such/dir"), "{e}");
+        let s = parse(p, "ready_timeout = \"5s\"\nlog_dir = \"logs\"\nmerge_logs = true\nlog_max_size = \"1M\"\n").unwrap();
+        assert_eq!(s.listen_timeout, std::time::Duration::from_secs(5));
+        let l = s.logs.unwrap();
+        assert!(l.merge && l.max_size == Some(1 << 20) && l.keep == 5);
     }
 }

@@ -15,6 +15,10 @@
 //!   fds, ids, IPC channel, notify socket and output relay.
 //! - [`primary`]: the supervisor task and the [`Cluster`] handle (status,
 //!   reload, scale, fork, send, kill, disconnect, events).
+//! - [`logfile`]: worker output to files (`--log-dir`), reopened on SIGUSR1
+//!   and rotated by size.
+//! - [`cron`]: `--restart-cron` expressions.
+//! - [`watch`]: `--watch`, a rolling reload when files change.
 //! - [`node`]: Node's cluster protocol (`NODE_UNIQUE_ID`, `queryServer`,
 //!   shared and per-worker listening handles), so `listen(8080)` runs
 //!   unchanged.
@@ -26,16 +30,19 @@
 //! - [`error`]: the crate's error enum.
 
 pub mod control;
+pub mod cron;
 pub mod error;
 pub mod event;
 pub mod file;
 mod guard;
 pub mod listen;
+pub mod logfile;
 pub mod node;
 pub mod primary;
 pub mod procstat;
 pub mod role;
 pub mod spec;
+pub mod watch;
 mod worker;
 
 pub use error::{ClusterError, Result};

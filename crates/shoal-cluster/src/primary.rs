@@ -22,6 +22,8 @@ use crate::procstat;
 use crate::spec::{ClusterSpec, ListenAddr, Ready};
 use crate::worker::{self, Report};
 
+mod auto;
+
 /// One worker as `status` shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct WorkerInfo {
@@ -72,6 +74,8 @@ pub struct Status {
     pub primary: PrimaryInfo,
     /// The workers, by id.
     pub workers: Vec<WorkerInfo>,
+    /// The `--log-dir` files the workers' output goes to (none: relayed).
+    pub logs: Vec<crate::logfile::LogInfo>,
 }
 
 type Reply<T> = oneshot::Sender<std::result::Result<T, String>>;
@@ -95,6 +99,8 @@ pub(crate) enum Cmd {
     ReadyCheck(u64),
     MemoryCheck,
     PeriodicReload,
+    /// Timers, file changes and log files: see `auto`.
+    Auto(auto::AutoCmd),
     DelayReady(u64),
     Terminate(u64),
     ForceKill(u64),
@@ -169,8 +175,13 @@ impl Cluster {
             ));
         }
         if spec.signals {
-            spawn_signal_task(cmd_tx.clone(), shutdown.clone())?;
+            spawn_signal_task(cmd_tx.clone(), shutdown.clone(), spec.logs.is_some())?;
         }
+        let logs = match &spec.logs {
+            Some(l) => Some(crate::logfile::Logs::open(&spec.name, l)?),
+            None => None,
+        };
+        let watch = auto::start_watch(&spec, cmd_tx.clone())?;
         let (rep_tx, rep_rx) = mpsc::channel(1024);
         let primary = Primary {
             target: spec.workers,
@@ -189,6 +200,9 @@ impl Cluster {
             control,
             guard: crate::guard::Guard::start(),
             node: crate::node::Servers::default(),
+            logs,
+            watch,
+            cron_due: None,
         };
         // Every log line of the primary says so: `primary{name=web}: worker 1 online`.
         let span = tracing::info_span!("primary", name = %primary.spec.name);
@@ -281,6 +295,17 @@ impl Cluster {
         self.ask(|tx| Cmd::ScaleBy(by, Some(tx))).await
     }
 
+    /// Reopen the `--log-dir` files by name (what SIGUSR1 does, for logrotate).
+    pub async fn reopen_logs(&self) -> Result<()> {
+        self.cmd(Cmd::Auto(auto::AutoCmd::ReopenLogs)).await
+    }
+
+    /// Empty the `--log-dir` files and remove the rotated ones (`pm2
+    /// flush`); resolves with how many files were emptied.
+    pub async fn flush_logs(&self) -> Result<std::result::Result<usize, String>> {
+        self.ask(|tx| Cmd::Auto(auto::AutoCmd::FlushLogs(tx))).await
+    }
+
     /// Start one more worker, with `env` added to its environment (the
     /// chapter's `cluster.fork([env])`).
     pub async fn fork(
@@ -370,9 +395,17 @@ impl Worker {
     }
 }
 
-fn spawn_signal_task(cmds: mpsc::Sender<Cmd>, shutdown: Shutdown) -> std::io::Result<()> {
+fn spawn_signal_task(
+    cmds: mpsc::Sender<Cmd>,
+    shutdown: Shutdown,
+    log_files: bool,
+) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup())?;
+    // SIGUSR1 only with log files to reopen (its default action ends us).
+    let mut usr1 = log_files
+        .then(|| signal(SignalKind::user_defined1()))
+        .transpose()?;
     let mut ttin = signal(SignalKind::from_raw(libc::SIGTTIN))?;
     let mut ttou = signal(SignalKind::from_raw(libc::SIGTTOU))?;
     tokio::spawn(async move {
@@ -382,6 +415,10 @@ fn spawn_signal_task(cmds: mpsc::Sender<Cmd>, shutdown: Shutdown) -> std::io::Re
                 _ = hup.recv() => { tracing::info!("SIGHUP: rolling reload"); Cmd::Reload(None) }
                 _ = ttin.recv() => { tracing::info!("SIGTTIN: one more worker"); Cmd::ScaleBy(1, None) }
                 _ = ttou.recv() => { tracing::info!("SIGTTOU: one worker less"); Cmd::ScaleBy(-1, None) }
+                Some(()) = async { match usr1.as_mut() { Some(s) => s.recv().await, None => None } } => {
+                    tracing::info!("SIGUSR1: reopening the log files");
+                    Cmd::Auto(auto::AutoCmd::ReopenLogs)
+                }
             };
             if cmds.send(c).await.is_err() {
                 break;
@@ -492,6 +529,12 @@ struct Primary {
     guard: Option<crate::guard::Guard>,
     /// Sockets bound for Node workers (see [`crate::node`]).
     node: crate::node::Servers,
+    /// The `--log-dir` files.
+    logs: Option<crate::logfile::Logs>,
+    /// The `--watch` task, ended with the primary.
+    watch: Option<AbortHandle>,
+    /// The `--restart-cron` match the next reload is for.
+    cron_due: Option<chrono::DateTime<chrono::Local>>,
 }
 
 impl Primary {
@@ -533,6 +576,9 @@ impl Primary {
                 break Ok(());
             }
         };
+        if let Some(w) = self.watch.take() {
+            w.abort();
+        }
         if let Some((sd, path)) = self.control.take() {
             sd.trigger();
             let _ = std::fs::remove_file(path);
@@ -586,6 +632,7 @@ impl Primary {
         if let Some(every) = self.spec.restart_every {
             self.after(every, Cmd::PeriodicReload);
         }
+        self.schedule_cron();
     }
 
     fn setup_event(&self) {
@@ -643,6 +690,7 @@ impl Primary {
             id,
             key,
             &env,
+            self.logs.as_ref(),
             self.rep_tx.clone(),
         ) {
             Ok(l) => {
@@ -671,7 +719,7 @@ impl Primary {
                 if let Ready::Delay(d) = self.spec.ready {
                     self.after(d, Cmd::DelayReady(key));
                 }
-                self.after(self.spec.ready_timeout, Cmd::ReadyCheck(key));
+                self.after(self.spec.listen_timeout, Cmd::ReadyCheck(key));
                 Some(key)
             }
             Err(e) => {
@@ -809,9 +857,9 @@ impl Primary {
             }
             Cmd::DelayReady(key) => self.on_ready(key),
             Cmd::ReadyCheck(key) => {
-                // A reload has its own limit (ReloadTimeout); at start or
-                // after a restart a worker that never reports ready is
-                // named, once, and left running.
+                // A reload has its own handling (ReloadTimeout); at start or
+                // after a restart a worker that is not ready in time is
+                // named and killed, and restarted with backoff.
                 let in_reload = self
                     .reload
                     .as_ref()
@@ -819,19 +867,21 @@ impl Primary {
                     .is_some_and(|(_, new)| new == key);
                 if let Some(w) = self
                     .workers
-                    .get(&key)
-                    .filter(|w| w.state == WState::Starting)
+                    .get_mut(&key)
+                    .filter(|w| w.state == WState::Starting && !in_reload)
                 {
-                    if !in_reload {
-                        let (id, pid) = (w.id, w.pid);
-                        self.emit(Event::Error {
-                            id,
-                            message: format!(
-                                "worker {id} (pid {pid}) is not ready after {:?} (--ready {}); still waiting",
-                                self.spec.ready_timeout,
-                                ready_name(self.spec.ready)
-                            ),
-                        });
+                    w.replaced_for = Some("not ready within --listen-timeout");
+                    let (id, pid) = (w.id, w.pid);
+                    self.emit(Event::Error {
+                        id,
+                        message: format!(
+                            "worker {id} (pid {pid}) is not ready after {:?} (--ready {}, --listen-timeout): killing it",
+                            self.spec.listen_timeout,
+                            ready_name(self.spec.ready)
+                        ),
+                    });
+                    if let Some(w) = self.workers.get(&key) {
+                        kill_group(w, libc::SIGKILL);
                     }
                 }
             }
@@ -865,6 +915,7 @@ impl Primary {
                 let _ = tx.send(Ok(n));
             }
             Cmd::MemoryCheck => self.check_memory(),
+            Cmd::Auto(c) => self.on_auto(c),
             Cmd::PeriodicReload => {
                 if let Some(every) = self.spec.restart_every {
                     if !self.stopping {
@@ -898,8 +949,8 @@ impl Primary {
                 {
                     self.stop_worker(key);
                     self.fail_reload(format!(
-                        "the new worker was not ready within {:?}",
-                        self.spec.ready_timeout
+                        "the new worker was not ready within {:?} (--listen-timeout)",
+                        self.spec.listen_timeout
                     ));
                 }
             }
@@ -1362,7 +1413,7 @@ impl Primary {
                     if let Some(r) = self.reload.as_mut() {
                         r.pending = Some((old, new));
                     }
-                    self.after(self.spec.ready_timeout, Cmd::ReloadTimeout(new));
+                    self.after(self.spec.listen_timeout, Cmd::ReloadTimeout(new));
                     return;
                 }
                 None => {
@@ -1426,6 +1477,7 @@ impl Primary {
                 uptime_secs: self.started.elapsed().as_secs_f64(),
             },
             workers,
+            logs: self.logs.as_ref().map(|l| l.info()).unwrap_or_default(),
         }
     }
 }

@@ -140,8 +140,11 @@ pub struct ClusterSpec {
     /// How long a worker being stopped gets, from its IPC disconnect (SIGTERM
     /// follows shortly after), before SIGKILL.
     pub grace: Duration,
-    /// How long a new worker may take to become ready during a reload.
-    pub ready_timeout: Duration,
+    /// How long a new worker may take to become ready (PM2's
+    /// `listen_timeout`): one that is not is killed and reported by id (and
+    /// restarted with backoff); in a reload, the reload fails and the old
+    /// workers keep serving.
+    pub listen_timeout: Duration,
     /// Do not relay the workers' stdout/stderr.
     pub silent: bool,
     /// Relay the workers' stdout to our stderr (keeps our stdout for `--json` events).
@@ -159,6 +162,13 @@ pub struct ClusterSpec {
     /// Replace every worker this often, as a rolling reload (PM2's
     /// `cron_restart` for a fixed period): for apps that leak or go stale.
     pub restart_every: Option<Duration>,
+    /// Rolling reload at each match of this cron expression (PM2's
+    /// `cron_restart`).
+    pub restart_cron: Option<crate::cron::CronSchedule>,
+    /// Rolling reload when a file under these paths changes (PM2's `--watch`).
+    pub watch: Option<crate::watch::WatchSpec>,
+    /// Write worker output to files instead of our stdout/stderr.
+    pub logs: Option<crate::logfile::LogSpec>,
     /// A worker whose resident memory passes this many bytes is replaced,
     /// as a rolling reload replaces it (PM2's `max_memory_restart`).
     pub max_memory: Option<u64>,
@@ -187,7 +197,7 @@ impl ClusterSpec {
             reuse_port: false,
             ready: Ready::Delay(Duration::from_millis(500)),
             grace: Duration::from_secs(10),
-            ready_timeout: Duration::from_secs(60),
+            listen_timeout: Duration::from_secs(60),
             silent: false,
             worker_stdout_to_stderr: false,
             restart: true,
@@ -197,6 +207,9 @@ impl ClusterSpec {
             backoff_max: Duration::from_secs(10),
             max_memory: None,
             restart_every: None,
+            restart_cron: None,
+            watch: None,
+            logs: None,
             node_cluster: crate::node::NodeCluster::Auto,
             bind_host: None,
             control: true,
@@ -232,6 +245,17 @@ impl ClusterSpec {
                 return Err(ClusterError::Spec(format!(
                     "--reuse-port works with TCP addresses only, not {}",
                     l.addr
+                )));
+            }
+        }
+        if let Some(w) = &self.watch {
+            w.validate()?;
+        }
+        if let Some(l) = &self.logs {
+            if l.keep > 1000 {
+                return Err(ClusterError::Spec(format!(
+                    "--log-keep {}: use 0..1000",
+                    l.keep
                 )));
             }
         }

@@ -3,7 +3,8 @@
 //! `NODE_UNIQUE_ID` for a Node worker), the Node-compatible IPC channel
 //! after the listeners, `NOTIFY_SOCKET` for
 //! `--ready notify`, its own process group, death with the primary, and its
-//! output relayed line by line with a `[name id]` prefix.
+//! output relayed line by line with a `[name id]` prefix (to our output, or
+//! to the `--log-dir` files).
 
 use std::ffi::OsString;
 
@@ -15,6 +16,7 @@ use tokio::task::AbortHandle;
 
 use crate::error::Result;
 use crate::listen::Listeners;
+use crate::logfile::{LogFile, Logs};
 use crate::role::{CLUSTER_NAME_ENV, LISTEN_FDS_START, WORKER_ID_ENV};
 use crate::spec::{ClusterSpec, Ready};
 
@@ -58,6 +60,7 @@ pub(crate) fn launch(
     id: u32,
     key: u64,
     extra_env: &[(OsString, OsString)],
+    logs: Option<&Logs>,
     reports: mpsc::Sender<Report>,
 ) -> Result<Launched> {
     let n = listeners.len();
@@ -146,11 +149,16 @@ pub(crate) fn launch(
         }
     };
     let prefix = format!("[{} {id}] ", spec.name);
+    let (to_out, to_err) = match logs {
+        Some(l) => (Target::File(l.out()), Target::File(l.err())),
+        None if spec.worker_stdout_to_stderr => (Target::Stderr, Target::Stderr),
+        None => (Target::Stdout, Target::Stderr),
+    };
     if let Some(o) = child.stdout.take() {
-        tokio::spawn(relay(o, prefix.clone(), !spec.worker_stdout_to_stderr));
+        tokio::spawn(relay(o, prefix.clone(), to_out));
     }
     if let Some(e) = child.stderr.take() {
-        tokio::spawn(relay(e, prefix, false));
+        tokio::spawn(relay(e, prefix, to_err));
     }
     let pid = child.pid();
     let killer = child.killer();
@@ -207,10 +215,19 @@ fn notify_socket(name: &str) -> std::io::Result<tokio::net::UnixDatagram> {
 /// split, so a worker that never prints a newline cannot grow the primary.
 const MAX_LINE: u64 = 64 * 1024;
 
+/// Where a worker's stream goes.
+enum Target {
+    Stdout,
+    Stderr,
+    /// A `--log-dir` file: lines get a time stamp too.
+    File(std::sync::Arc<LogFile>),
+}
+
 /// Copy lines from a worker's pipe to our stdout or stderr, prefixed,
-/// through [`shoal_core::output`]: a reader of ours that is slow or gone
-/// costs lines (counted), never supervision.
-async fn relay<R: AsyncRead + Unpin>(r: R, prefix: String, to_stdout: bool) {
+/// through [`shoal_core::output`] (a reader of ours that is slow or gone
+/// costs lines, counted, never supervision), or to a log file (see
+/// [`crate::logfile`]: bounded, and written whole lines at a time).
+async fn relay<R: AsyncRead + Unpin>(r: R, prefix: String, to: Target) {
     let mut lines = BufReader::new(r);
     let mut buf = Vec::new();
     loop {
@@ -225,10 +242,14 @@ async fn relay<R: AsyncRead + Unpin>(r: R, prefix: String, to_stdout: bool) {
                 if buf.last() != Some(&b'\n') {
                     buf.push(b'\n');
                 }
+                if let Target::File(f) = &to {
+                    f.write(crate::logfile::stamp(&prefix, &buf)).await;
+                    continue;
+                }
                 let mut line = Vec::with_capacity(prefix.len() + buf.len());
                 line.extend_from_slice(prefix.as_bytes());
                 line.extend_from_slice(&buf);
-                if to_stdout {
+                if matches!(to, Target::Stdout) {
                     shoal_core::output::stdout(&line);
                 } else {
                     shoal_core::output::stderr(&line);
