@@ -62,7 +62,10 @@ impl CronSchedule {
 
     /// The next match after `after` (or after now, if later), and how long
     /// until then.
-    pub(crate) fn next(&self, after: Option<DateTime<Local>>) -> Option<(DateTime<Local>, Duration)> {
+    pub(crate) fn next(
+        &self,
+        after: Option<DateTime<Local>>,
+    ) -> Option<(DateTime<Local>, Duration)> {
         let now = Local::now();
         let from = after.filter(|a| *a > now).unwrap_or(now);
         let at = self.next_after(from)?;

@@ -150,7 +150,10 @@ fn into_spec(path: &Path, text: &str, f: FileConfig) -> Result<ClusterSpec, Conf
             Some(crate::spec::parse_size(&m).map_err(|e| bad("max_memory", e.to_string()))?);
     }
     if let Some(c) = f.restart_cron {
-        spec.restart_cron = Some(c.parse().map_err(|e: crate::ClusterError| bad("restart_cron", e.to_string()))?);
+        spec.restart_cron = Some(
+            c.parse()
+                .map_err(|e: crate::ClusterError| bad("restart_cron", e.to_string()))?,
+        );
     }
     if let Some(paths) = f.watch {
         let mut w = crate::watch::WatchSpec::new(paths.into_iter().map(Into::into).collect());
@@ -252,11 +255,19 @@ mod tests {
         let e = parse(p, "workers = 0\n").unwrap_err();
         assert!(e.to_string().contains("workers"), "{e}");
         let e = parse(p, "name = \"x\"\nrestart_cron = \"0 25 * * *\"\n").unwrap_err();
-        assert!(e.to_string().starts_with("c.toml:2: restart_cron: --restart-cron"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("c.toml:2: restart_cron: --restart-cron"),
+            "{e}"
+        );
         let e = parse(p, "log_dir = \"/tmp/l\"\nlog_keep = 5000\n").unwrap_err();
         assert!(e.to_string().starts_with("c.toml:2: log_keep:"), "{e}");
         let e = parse(p, "watch = [\"/no/such/dir\"]\n").unwrap_err();
-        assert!(e.to_string().starts_with("c.toml:1: watch: --watch /no/such/dir"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("c.toml:1: watch: --watch /no/such/dir"),
+            "{e}"
+        );
         let s = parse(p, "ready_timeout = \"5s\"\nlog_dir = \"logs\"\nmerge_logs = true\nlog_max_size = \"1M\"\n").unwrap();
         assert_eq!(s.listen_timeout, std::time::Duration::from_secs(5));
         let l = s.logs.unwrap();

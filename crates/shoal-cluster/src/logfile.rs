@@ -273,7 +273,11 @@ impl Writer {
             return;
         }
         self.last_open = Some(Instant::now());
-        match OpenOptions::new().create(true).append(true).open(&self.path) {
+        match OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
             Ok(f) => {
                 self.size = f.metadata().map_or(0, |m| m.len());
                 self.file = Some(f);

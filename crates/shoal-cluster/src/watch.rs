@@ -54,9 +54,10 @@ impl WatchSpec {
     fn globs(&self) -> Result<GlobSet, ClusterError> {
         let mut b = GlobSetBuilder::new();
         for g in &self.ignore {
-            b.add(Glob::new(g).map_err(|e| {
-                ClusterError::Spec(format!("--watch-ignore {g:?}: {e}"))
-            })?);
+            b.add(
+                Glob::new(g)
+                    .map_err(|e| ClusterError::Spec(format!("--watch-ignore {g:?}: {e}")))?,
+            );
         }
         b.build()
             .map_err(|e| ClusterError::Spec(format!("--watch-ignore: {e}")))
@@ -106,20 +107,21 @@ pub(crate) fn start(
     // Bounded: a storm of events costs nothing but a full channel, and
     // the task only needs to know that something changed.
     let (tx, mut rx) = mpsc::channel::<PathBuf>(64);
-    let mut watcher = notify::recommended_watcher(move |r: notify::Result<notify::Event>| match r {
-        Ok(ev) => {
-            if matches!(ev.kind, EventKind::Access(_)) {
-                return;
-            }
-            for p in ev.paths {
-                if filter.counts(&p) {
-                    let _ = tx.try_send(p);
+    let mut watcher =
+        notify::recommended_watcher(move |r: notify::Result<notify::Event>| match r {
+            Ok(ev) => {
+                if matches!(ev.kind, EventKind::Access(_)) {
+                    return;
+                }
+                for p in ev.paths {
+                    if filter.counts(&p) {
+                        let _ = tx.try_send(p);
+                    }
                 }
             }
-        }
-        Err(e) => tracing::warn!("--watch: {e}"),
-    })
-    .map_err(|e| ClusterError::Spec(format!("--watch: {e}")))?;
+            Err(e) => tracing::warn!("--watch: {e}"),
+        })
+        .map_err(|e| ClusterError::Spec(format!("--watch: {e}")))?;
     for p in &spec.paths {
         watcher
             .watch(&abs(p), RecursiveMode::Recursive)
@@ -170,6 +172,10 @@ mod tests {
         assert!(!f.counts(Path::new("/app/dist/bundle.js")));
         assert!(!f.counts(Path::new("/app/logs/web-out.log.1")));
         spec.ignore = vec!["[".into()];
-        assert!(spec.validate().unwrap_err().to_string().contains("--watch-ignore"));
+        assert!(spec
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--watch-ignore"));
     }
 }

@@ -8,36 +8,10 @@ use cluster_support::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
-/// Online workers' (id, pid) from `ctl status --json`.
-fn pids(p: &Primary) -> Vec<(u64, u64)> {
-    let st = p.ctl_json(&["status"]);
-    let mut v: Vec<(u64, u64)> = st["status"]["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|w| w["state"] == "online")
-        .map(|w| (w["id"].as_u64().unwrap(), w["pid"].as_u64().unwrap()))
-        .collect();
-    v.sort();
-    v
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + T;
-    while !f() {
-        assert!(Instant::now() < deadline, "never: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn a_worker_over_max_memory_is_replaced_without_a_failed_request() {
     let dir = TempDir::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     // Worker 1 leaks 8 MiB every 100 ms once it serves; worker 2 does not.
     let script = write_script(
         dir.path(),
@@ -61,18 +35,7 @@ if (cluster.worker.id === 1 && !process.env.CALM) {{
     p.all_online(2);
     let addr = format!("127.0.0.1:{port}");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let s2 = stop.clone();
-    let a2 = addr.clone();
-    let client = std::thread::spawn(move || {
-        let (mut ok, mut failed) = (0u32, Vec::new());
-        while !s2.load(std::sync::atomic::Ordering::Relaxed) && ok < 100_000 {
-            match get(&a2, "/") {
-                Some((200, _)) => ok += 1,
-                other => failed.push(format!("{other:?}")),
-            }
-        }
-        (ok, failed)
-    });
+    let client = get_until(addr.clone(), stop.clone());
     let e = p.wait_for("max-memory error", |v| {
         v["event"] == "error"
             && v["message"]

@@ -23,14 +23,20 @@ pub(crate) enum AutoCmd {
 }
 
 /// Start `--watch`, if set; its changes come back as [`AutoCmd::WatchReload`].
-pub(super) fn start_watch(spec: &ClusterSpec, cmds: mpsc::Sender<Cmd>) -> Result<Option<AbortHandle>> {
+pub(super) fn start_watch(
+    spec: &ClusterSpec,
+    cmds: mpsc::Sender<Cmd>,
+) -> Result<Option<AbortHandle>> {
     let Some(w) = &spec.watch else {
         return Ok(None);
     };
     // The workers' own log lines must not reload them.
     let skip = spec.logs.iter().map(|l| l.dir.clone()).collect();
     let task = crate::watch::start(w, skip, move |paths| {
-        if cmds.try_send(Cmd::Auto(AutoCmd::WatchReload(paths))).is_err() {
+        if cmds
+            .try_send(Cmd::Auto(AutoCmd::WatchReload(paths)))
+            .is_err()
+        {
             tracing::warn!("--watch: the primary is busy; this change is not acted on");
         }
     })?;

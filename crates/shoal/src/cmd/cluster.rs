@@ -33,8 +33,13 @@ Node-compatible IPC channel (NODE_CHANNEL_FD). Node workers also get
 NODE_UNIQUE_ID: cluster.isWorker is true, and their servers get their
 sockets from Shoal as from Node's own primary.
 
+  # PM2-style: log files with rotation, reload on file change and at 03:00:
+  shoal cluster -w 2 --log-dir logs --log-max-size 10M --watch . \\
+      --restart-cron \"0 3 * * *\" -- node app.js
+
 Signals: TERM/INT stop gracefully, HUP rolling reload, TTIN/TTOU one worker
-more/less. At runtime: shoal ctl --name NAME status|reload|scale N|stop|send JSON")]
+more/less, USR1 reopen the --log-dir files. At runtime: shoal ctl --name NAME
+status|reload|restart|scale N|signal SIG|logs|flush|stop|send JSON")]
 pub struct ClusterArgs {
     /// Read the settings from a TOML file (see examples/cluster/cluster.toml);
     /// flags given here win over the file.
@@ -62,9 +67,12 @@ pub struct ClusterArgs {
     /// 250 ms (or half the grace, if shorter) [default: 10s].
     #[arg(long, value_name = "DURATION")]
     pub grace: Option<String>,
-    /// How long a new worker may take to become ready during a reload [default: 60s].
-    #[arg(long, value_name = "DURATION")]
-    pub ready_timeout: Option<String>,
+    /// How long a new worker may take to become ready (PM2's
+    /// listen_timeout): one that is not is killed, named in the log and
+    /// restarted with backoff; during a reload the reload fails and the old
+    /// workers keep serving [default: 60s].
+    #[arg(long, value_name = "DURATION", alias = "ready-timeout")]
+    pub listen_timeout: Option<String>,
     /// The cluster's name: worker output prefix `[NAME id]` and control
     /// socket for `shoal ctl --name` [default: cluster].
     #[arg(long)]
@@ -89,6 +97,38 @@ pub struct ClusterArgs {
     /// does (e.g. 6h; PM2's cron restart for a fixed period).
     #[arg(long, value_name = "DURATION")]
     pub restart_every: Option<String>,
+    /// Rolling reload at each match of a cron expression, local time (PM2's
+    /// --cron-restart): 5 fields, e.g. "0 3 * * *", or 6 with seconds first.
+    #[arg(long, value_name = "EXPR")]
+    pub restart_cron: Option<String>,
+    /// Rolling reload when a file under PATH changes (directories
+    /// recursively). Repeat for more paths.
+    #[arg(long, value_name = "PATH")]
+    pub watch: Vec<std::path::PathBuf>,
+    /// A glob whose matching changes do not count (against each path
+    /// component and the path under the watched one); repeat for more
+    /// [default: node_modules, .git].
+    #[arg(long, value_name = "GLOB", requires = "watch")]
+    pub watch_ignore: Vec<String>,
+    /// How long files must stay unchanged before the --watch reload [default: 1s].
+    #[arg(long, value_name = "DURATION", requires = "watch")]
+    pub watch_delay: Option<String>,
+    /// Write the workers' stdout and stderr to NAME-out.log and
+    /// NAME-error.log in DIR (created if missing) instead of our output,
+    /// each line prefixed with the time and the worker; SIGUSR1 reopens
+    /// them (logrotate). See them with `shoal ctl logs`.
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<std::path::PathBuf>,
+    /// Write stdout and stderr to one file, NAME.log.
+    #[arg(long, requires = "log_dir")]
+    pub merge_logs: bool,
+    /// Rotate a log file before it passes SIZE (e.g. 10M): NAME-out.log
+    /// becomes NAME-out.log.1, older ones shift up.
+    #[arg(long, value_name = "SIZE", requires = "log_dir")]
+    pub log_max_size: Option<String>,
+    /// How many rotated files to keep per log (0..1000) [default: 5].
+    #[arg(long, value_name = "N", requires = "log_dir")]
+    pub log_keep: Option<u32>,
     /// Print a systemd service unit that runs this same command line from
     /// this directory (reload = SIGHUP = rolling reload), then exit; like
     /// `pm2 startup`. The primary binds its own sockets.
@@ -163,8 +203,40 @@ impl ClusterArgs {
         if let Some(g) = &self.grace {
             spec.grace = duration("grace", g)?;
         }
-        if let Some(t) = &self.ready_timeout {
-            spec.ready_timeout = duration("ready-timeout", t)?;
+        if let Some(t) = &self.listen_timeout {
+            spec.listen_timeout = duration("listen-timeout", t)?;
+        }
+        if let Some(c) = &self.restart_cron {
+            spec.restart_cron = Some(c.parse()?);
+        }
+        if !self.watch.is_empty() {
+            let mut w = spec
+                .watch
+                .take()
+                .unwrap_or_else(|| shoal_cluster::watch::WatchSpec::new(Vec::new()));
+            w.paths = self.watch.clone();
+            if !self.watch_ignore.is_empty() {
+                w.ignore = self.watch_ignore.clone();
+            }
+            if let Some(d) = &self.watch_delay {
+                w.delay = duration("watch-delay", d)?;
+            }
+            spec.watch = Some(w);
+        }
+        if let Some(d) = &self.log_dir {
+            let mut l = spec
+                .logs
+                .take()
+                .unwrap_or_else(|| shoal_cluster::logfile::LogSpec::new(d));
+            l.dir = d.clone();
+            l.merge |= self.merge_logs;
+            if let Some(m) = &self.log_max_size {
+                l.max_size = Some(shoal_cluster::spec::parse_size(m).context("--log-max-size")?);
+            }
+            if let Some(k) = self.log_keep {
+                l.keep = k;
+            }
+            spec.logs = Some(l);
         }
         if let Some(m) = &self.min_uptime {
             spec.min_uptime = duration("min-uptime", m)?;

@@ -14,6 +14,8 @@ Examples:
   shoal ctl --name web scale 4         # or +1 / -1
   shoal ctl --name web restart          # all at once (reload is rolling)
   shoal ctl --name web signal USR2      # to every worker
+  shoal ctl --name web logs -n 50 -f    # last 50 lines of each --log-dir file, then follow
+  shoal ctl --name web flush            # empty the --log-dir files
   shoal ctl --name web send '{\"cmd\":\"flush\"}'
   shoal ctl --name web stop
   shoal ctl --name proxy status         # a proxy's upstream servers: state, connections, responses
@@ -63,8 +65,21 @@ pub enum Request {
         message: String,
     },
     /// Flush a `shoal stats` collector now (the interval's aggregates go to
-    /// its sinks at once).
+    /// its sinks at once); for a cluster, empty its --log-dir files and
+    /// remove the rotated ones (`pm2 flush`).
     Flush,
+    /// A cluster's --log-dir files: the last lines of each (`pm2 logs`), then
+    /// with --follow the new ones as they come.
+    Logs {
+        /// Keep printing new lines (across rotation) until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many of the last lines of each file to print.
+        #[arg(short = 'n', long, value_name = "N", default_value_t = 15)]
+        lines: usize,
+    },
+    /// Make a cluster reopen its --log-dir files (as SIGUSR1 does; for logrotate).
+    ReopenLogs,
     /// Every running Shoal server and topology on this machine (each control
     /// socket in the runtime directory): name, kind, pid, state.
     List,
@@ -98,6 +113,14 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
             }
         }
         Request::List => return list(args.json),
+        Request::Logs { follow, lines } => {
+            let timeout = shoal_core::parse_duration(&args.timeout)
+                .map_err(anyhow::Error::msg)
+                .context("--timeout")?;
+            let name = name.unwrap_or_else(default_name);
+            return super::ctl_logs::run(name, *lines, *follow, args.json, timeout);
+        }
+        Request::ReopenLogs => json!({"cmd": "reopen_logs"}),
         Request::Flush => json!({"cmd": "flush"}),
         Request::Restart => json!({"cmd": "restart"}),
         Request::Signal { signal } => json!({"cmd": "signal", "signal": signal}),
@@ -420,6 +443,19 @@ fn status_table(st: &Value) -> String {
             mib(w["rss_bytes"].as_f64()),
             w["cpu_percent"].as_f64().unwrap_or(0.0),
             w["last_exit"].as_str().unwrap_or("-"),
+        ));
+    }
+    for f in st["logs"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        let dropped = f["dropped_lines"].as_u64().unwrap_or(0);
+        out.push_str(&format!(
+            "log {:<5} {}{}\n",
+            cell(&f["stream"]),
+            cell(&f["path"]),
+            if dropped > 0 {
+                format!("  ({dropped} lines dropped: not writable)")
+            } else {
+                String::new()
+            }
         ));
     }
     out

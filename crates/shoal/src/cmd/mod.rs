@@ -7,6 +7,7 @@ pub mod broker;
 pub mod cluster;
 pub mod ctl;
 pub mod ctl_broker;
+pub mod ctl_logs;
 pub mod dgram;
 pub mod proxy;
 pub mod stats;

@@ -346,3 +346,52 @@ pub fn distinct_answers(addr: &str, want: usize) -> Vec<String> {
     }
     from.into_iter().collect()
 }
+
+/// Online workers' (id, pid) from `ctl status --json`.
+pub fn pids(p: &Primary) -> Vec<(u64, u64)> {
+    let st = p.ctl_json(&["status"]);
+    let mut v: Vec<(u64, u64)> = st["status"]["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["state"] == "online")
+        .map(|w| (w["id"].as_u64().unwrap(), w["pid"].as_u64().unwrap()))
+        .collect();
+    v.sort();
+    v
+}
+
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + T;
+    while !f() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GETs to `addr`, each on a new connection, until `stop` (or 100,000 of
+/// them): (answered 200, failures).
+pub fn get_until(
+    addr: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(u32, Vec<String>)> {
+    std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0u32, Vec::new());
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) && ok < 100_000 {
+            match get(&addr, "/") {
+                Some((200, _)) => ok += 1,
+                other => failed.push(format!("{other:?}")),
+            }
+        }
+        (ok, failed)
+    })
+}
