@@ -142,10 +142,12 @@ impl Logs {
     /// cannot be made or written is logged; its lines are dropped (counted)
     /// and the files are tried again as lines come.
     pub(crate) fn open(name: &str, spec: &LogSpec) -> std::io::Result<Logs> {
-        if let Err(e) = std::fs::create_dir_all(&spec.dir) {
-            tracing::error!(dir = %spec.dir.display(), "cannot create the log directory: {e}; worker output is dropped until it can be written");
+        // Absolute, so that `ctl logs` run from elsewhere finds the files.
+        let dir = std::path::absolute(&spec.dir).unwrap_or_else(|_| spec.dir.clone());
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::error!(dir = %dir.display(), "cannot create the log directory: {e}; worker output is dropped until it can be written");
         }
-        let file = |suffix: &str| spec.dir.join(format!("{name}{suffix}.log"));
+        let file = |suffix: &str| dir.join(format!("{name}{suffix}.log"));
         if spec.merge {
             let all = LogFile::open("all", file(""), spec)?;
             Ok(Logs {
@@ -386,8 +388,7 @@ mod tests {
     }
 
     async fn settle(logs: &Logs) {
-        // A flush round trip, minus the truncation: reopen is ordered after
-        // the lines queued before it.
+        // A flush round trip: it is handled after every line queued before it.
         let (tx, rx) = oneshot::channel();
         let _ = logs.out.tx.send(Msg::Flush(tx));
         let _ = rx.await;

@@ -37,7 +37,7 @@ pub struct GlobalArgs {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run N copies of a server on one shared port (Node's cluster, for any language).
-    Cluster(cmd::cluster::ClusterArgs),
+    Cluster(Box<cmd::cluster::ClusterArgs>),
     /// Talk to a running cluster, proxy or broker through its control socket.
     Ctl(cmd::ctl::CtlArgs),
     /// HTTP/TCP reverse proxy and load balancer (nginx upstream semantics).
@@ -88,7 +88,7 @@ pub fn init_logging(g: &GlobalArgs) -> shoal_core::output::Guard {
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Cluster(a) => cmd::cluster::run(a),
+        Command::Cluster(a) => cmd::cluster::run(*a),
         Command::Ctl(a) => cmd::ctl::run(a),
         Command::Proxy(a) => cmd::proxy::run(a),
         Command::Broker(a) => cmd::broker::run(a),

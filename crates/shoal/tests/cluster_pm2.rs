@@ -6,7 +6,6 @@ mod cluster_support;
 
 use cluster_support::*;
 use serde_json::Value;
-use std::time::{Duration, Instant};
 
 #[test]
 fn a_worker_over_max_memory_is_replaced_without_a_failed_request() {
