@@ -58,8 +58,10 @@ fn a_watched_file_change_reloads_one_at_a_time_without_a_failed_request() {
     );
     assert_eq!(pids(&p), before);
 
+    let addr = format!("127.0.0.1:{port}");
+    wait_until("the app serves", || get(&addr, "/").is_some());
     let stop = Arc::new(AtomicBool::new(false));
-    let client = get_until(format!("127.0.0.1:{port}"), stop.clone());
+    let client = get_until(addr, stop.clone());
     std::thread::sleep(Duration::from_millis(200));
     // Several writes in a burst: one reload.
     for i in 0..3 {

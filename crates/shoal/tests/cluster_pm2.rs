@@ -33,6 +33,9 @@ if (cluster.worker.id === 1 && !process.env.CALM) {{
     );
     p.all_online(2);
     let addr = format!("127.0.0.1:{port}");
+    // `online` comes from --ready's delay, which a loaded machine's Node can
+    // outrun before it listens: start the load once it serves.
+    wait_until("the app serves", || get(&addr, "/").is_some());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let client = get_until(addr.clone(), stop.clone());
     let e = p.wait_for("max-memory error", |v| {
