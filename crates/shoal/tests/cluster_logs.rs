@@ -48,28 +48,33 @@ fn parse_line<'a>(name: &str, line: &'a str) -> (&'a str, u64, &'a str) {
     (time, id.parse().unwrap(), text)
 }
 
+/// Two `printer` workers (ready over IPC) writing to `logs`, with `extra` flags.
+fn start_printers(name: &str, dir: &Path, logs: &Path, extra: &[&str]) -> Primary {
+    let script = printer(dir);
+    let mut flags = vec![
+        "-w",
+        "2",
+        "--ready",
+        "ipc",
+        "--log-dir",
+        logs.to_str().unwrap(),
+    ];
+    flags.extend_from_slice(extra);
+    let mut p = Primary::start(name, &flags, &["node", &script]);
+    p.all_online(2);
+    p
+}
+
 #[test]
 fn lines_carry_time_and_worker_never_interleave_and_rotate_by_size() {
     let dir = TempDir::new();
     let logs = dir.path().join("logs");
-    let script = printer(dir.path());
-    let mut p = Primary::start(
+    let p = start_printers(
         "lg",
-        &[
-            "-w",
-            "2",
-            "--ready",
-            "ipc",
-            "--log-dir",
-            logs.to_str().unwrap(),
-            "--log-max-size",
-            "64K",
-            "--log-keep",
-            "2",
-        ],
-        &["node", &script],
+        dir.path(),
+        &logs,
+        &["--log-max-size", "64K", "--log-keep", "2"],
     );
-    p.all_online(2);
     // Both workers print 1500 lines of ~100 bytes at once: ~300 KB in
     // 64 KiB files, so several rotations, of which two are kept.
     p.ctl_json(&["send", r#"{"print":1500,"tag":"burst","width":80}"#]);
@@ -149,21 +154,7 @@ fn lines_carry_time_and_worker_never_interleave_and_rotate_by_size() {
 fn sigusr1_reopens_a_renamed_file_and_ctl_logs_follows_it() {
     let dir = TempDir::new();
     let logs = dir.path().join("logs");
-    let script = printer(dir.path());
-    let mut p = Primary::start(
-        "ro",
-        &[
-            "-w",
-            "2",
-            "--ready",
-            "ipc",
-            "--log-dir",
-            logs.to_str().unwrap(),
-            "--merge-logs",
-        ],
-        &["node", &script],
-    );
-    p.all_online(2);
+    let p = start_printers("ro", dir.path(), &logs, &["--merge-logs"]);
     let file = logs.join("ro.log");
     p.ctl_json(&["send", r#"{"print":1,"tag":"before"}"#]);
     wait_until("before lines, stdout and stderr in one file", || {
@@ -230,20 +221,7 @@ fn an_unwritable_log_dir_drops_and_counts_lines_and_the_cluster_goes_on() {
     let blocker = dir.path().join("file");
     std::fs::write(&blocker, "x").unwrap();
     let logs = blocker.join("logs");
-    let script = printer(dir.path());
-    let mut p = Primary::start(
-        "nd",
-        &[
-            "-w",
-            "2",
-            "--ready",
-            "ipc",
-            "--log-dir",
-            logs.to_str().unwrap(),
-        ],
-        &["node", &script],
-    );
-    p.all_online(2);
+    let p = start_printers("nd", dir.path(), &logs, &[]);
     p.ctl_json(&["send", r#"{"print":3,"tag":"lost"}"#]);
     // 2 workers × (3 stdout + 1 stderr) lines.
     wait_until("8 lines dropped", || {
