@@ -15,7 +15,7 @@
 //! mapped name, a mapped timer becomes a histogram or summary in seconds,
 //! and `action: drop` leaves the series out. With `timer_histogram`, an
 //! unmapped timer is a cumulative histogram `<name>` (ms) and its
-//! last-interval quantiles stay as the summary `<name>_summary`.
+//! last-interval quantiles stay as the summary `<name>_interval`.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -249,8 +249,15 @@ fn series(mapper: &Mapper, t: StatType, kind: &'static str, key: &str) -> Option
     }
     labels.sort();
     Some(Series {
+        // One owner per mapped name and type: statsd names mapped to one
+        // name share its family; another type under that name collides.
         owner: Owner {
-            kind: "mapped",
+            kind: match t {
+                StatType::Counter => "mapped counter",
+                StatType::Gauge if kind == "set" => "mapped set",
+                StatType::Gauge => "mapped gauge",
+                StatType::Observer => "mapped timer",
+            },
             name: m.name.clone(),
         },
         name: m.name.clone(),
@@ -406,7 +413,7 @@ pub fn render_mapped(
             (Some(o), true) => observed_wants(&s, o, help(&s, "statsd timer (seconds)")),
             (Some(o), false) => {
                 let mut w = observed_wants(&s, o, "statsd timer (ms), cumulative".into());
-                w.extend(statsd_summary_wants(&s, &format!("{}_summary", s.name), t));
+                w.extend(statsd_summary_wants(&s, &format!("{}_interval", s.name), t));
                 w
             }
             (None, _) => statsd_summary_wants(&s, &s.name, t),
@@ -605,6 +612,24 @@ mod tests {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
         assert_eq!(text.matches("# TYPE lat summary").count(), 1);
+    }
+
+    #[test]
+    fn mapped_names_share_a_family_by_type_only() {
+        let m = Mapper::parse(
+            std::path::Path::new("m.yml"),
+            "mappings:\n- match: req.*\n  name: req_total\n  labels:\n    host: \"$1\"\n",
+        )
+        .unwrap();
+        let d = "req.a:1|c\nreq.b:2|c\nreq.c:5|g";
+        let snap = State::new(FlushRules::default()).flush(vec![interval_of(d)], 1.0, 1);
+        let col = Collisions::default();
+        let text = render_mapped(&snap, &m, &Health::default(), "", &col);
+        assert!(text.contains("req_total{host=\"a\"} 1\nreq_total{host=\"b\"} 2\n"), "{text}");
+        assert_eq!(text.matches("# TYPE req_total").count(), 1, "{text}");
+        // The gauge mapped to the counter's name is left out, and counted.
+        assert!(!text.contains("host=\"c\""), "{text}");
+        assert_eq!(col.total(), 1);
     }
 
     #[test]
