@@ -36,7 +36,10 @@ fn python(c: &Collector, script: &str) {
 
 fn close(got: Option<f64>, want: f64, what: &str, doc: &str) {
     let got = got.unwrap_or_else(|| panic!("no {what} in\n{doc}"));
-    assert!((got - want).abs() < 1e-9, "{what}: {got} != {want} in\n{doc}");
+    assert!(
+        (got - want).abs() < 1e-9,
+        "{what}: {got} != {want} in\n{doc}"
+    );
 }
 
 #[test]
@@ -150,10 +153,16 @@ d.flush()
     ] {
         close(sample(&m, series), want, series, &m);
     }
-    assert!(m.contains("# HELP http_requests_total Total number of http requests\n"), "{m}");
+    assert!(
+        m.contains("# HELP http_requests_total Total number of http requests\n"),
+        "{m}"
+    );
     assert!(m.contains("# TYPE my_timer histogram\n"), "{m}");
     assert!(m.contains("# TYPE other_timer summary\n"), "{m}");
-    assert!(m.contains("# TYPE dispatcher_events_total counter\n"), "{m}");
+    assert!(
+        m.contains("# TYPE dispatcher_events_total counter\n"),
+        "{m}"
+    );
     assert_eq!(sample(&m, "shoal_stats_bad_lines_total"), Some(0.0), "{m}");
     let (ok, why) = promtool(&m);
     assert!(ok, "promtool: {why}\n{m}");
@@ -180,9 +189,24 @@ c.gauge('other.gauge', 3)
     let m = c.metrics();
     // defaults: a histogram with the defaults' buckets.
     let l = r#"job="web_server",outcome="ok",provider="foo""#;
-    close(sample(&m, &format!("my_timer_bucket{{{l},le=\"0.01\"}}")), 0.0, "le 0.01", &m);
-    close(sample(&m, &format!("my_timer_bucket{{{l},le=\"0.025\"}}")), 1.0, "le 0.025", &m);
-    close(sample(&m, &format!("my_timer_bucket{{{l},le=\"2.5\"}}")), 1.0, "le 2.5", &m);
+    close(
+        sample(&m, &format!("my_timer_bucket{{{l},le=\"0.01\"}}")),
+        0.0,
+        "le 0.01",
+        &m,
+    );
+    close(
+        sample(&m, &format!("my_timer_bucket{{{l},le=\"0.025\"}}")),
+        1.0,
+        "le 0.025",
+        &m,
+    );
+    close(
+        sample(&m, &format!("my_timer_bucket{{{l},le=\"2.5\"}}")),
+        1.0,
+        "le 2.5",
+        &m,
+    );
     assert!(!m.contains("le=\"5\""), "{m}");
     assert!(!m.contains("other_"), "dropped series in /metrics:\n{m}");
     let (ok, why) = promtool(&m);
@@ -194,8 +218,11 @@ fn sighup_rereads_the_mapping_and_refuses_a_bad_file() {
     let dir = TempDir::new("mapping");
     let file = dir.0.join("m.yml");
     let path = file.display().to_string();
-    std::fs::write(&file, "mappings:\n- match: a.*\n  name: first\n  labels:\n    x: \"$1\"\n")
-        .expect("write");
+    std::fs::write(
+        &file,
+        "mappings:\n- match: a.*\n  name: first\n  labels:\n    x: \"$1\"\n",
+    )
+    .expect("write");
     let c = Collector::start_json_http(&["--mapping-config", &path]);
     send(&c, &["a.b:1|c"]);
     c.wait_metrics(1);
@@ -203,8 +230,11 @@ fn sighup_rereads_the_mapping_and_refuses_a_bad_file() {
     assert_eq!(c.value(r#"first{x="b"}"#), Some(1.0), "{}", c.metrics());
 
     // A misspelt key on line 4: refused, with file and line; `first` stays.
-    std::fs::write(&file, "mappings:\n- match: a.*\n  name: second\n  labelz:\n    x: \"$1\"\n")
-        .expect("write");
+    std::fs::write(
+        &file,
+        "mappings:\n- match: a.*\n  name: second\n  labelz:\n    x: \"$1\"\n",
+    )
+    .expect("write");
     c.signal(1);
     let why = c.wait_log(&["refused", &format!("{path}:4"), "labelz"]);
     assert!(why.contains("previous mapping stays"), "{why}");
@@ -215,8 +245,11 @@ fn sighup_rereads_the_mapping_and_refuses_a_bad_file() {
     assert_eq!(sample(&m, r#"first{x="b"}"#), Some(2.0), "{m}");
 
     // A good file: the next flush and scrape use it.
-    std::fs::write(&file, "mappings:\n- match: a.*\n  name: second\n  labels:\n    y: \"$1\"\n")
-        .expect("write");
+    std::fs::write(
+        &file,
+        "mappings:\n- match: a.*\n  name: second\n  labels:\n    y: \"$1\"\n",
+    )
+    .expect("write");
     c.signal(1);
     c.wait_log(&["mapping file reloaded", "mappings=1"]);
     send(&c, &["a.b:1|c"]);
@@ -226,8 +259,11 @@ fn sighup_rereads_the_mapping_and_refuses_a_bad_file() {
     assert_eq!(sample(&m, r#"second{y="b"}"#), Some(3.0), "{m}");
     assert!(!m.contains("first"), "{m}");
     // The same through the control socket, with the error in the reply.
-    std::fs::write(&file, "mappings:\n- match: \"(\"\n  match_type: regex\n  name: x\n")
-        .expect("write");
+    std::fs::write(
+        &file,
+        "mappings:\n- match: \"(\"\n  match_type: regex\n  name: x\n",
+    )
+    .expect("write");
     let r = c.control(r#"{"cmd":"reload"}"#);
     assert_eq!(r["ok"], false, "{r}");
     let e = r["error"].as_str().unwrap_or_default();
@@ -257,7 +293,11 @@ fn a_mapping_ttl_expires_its_series_only() {
     assert_eq!(sample(&m, r#"short{k="a"}"#), None, "{m}");
     assert_eq!(sample(&m, r#"short{k="b"}"#), None, "{m}");
     assert_eq!(sample(&m, r#"long{k="a"}"#), Some(1.0), "{m}");
-    assert_eq!(sample(&m, "shoal_stats_series_expired_total"), Some(2.0), "{m}");
+    assert_eq!(
+        sample(&m, "shoal_stats_series_expired_total"),
+        Some(2.0),
+        "{m}"
+    );
     assert!(j["counters"].get("short.a").is_none(), "{j}");
 }
 

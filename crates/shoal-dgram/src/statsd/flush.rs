@@ -260,14 +260,12 @@ impl State {
             };
             ttl.is_some_and(|t| now.saturating_sub(last) >= t)
         };
-        self.counters.retain(|k, c| {
-            merged.counters.contains_key(k) || !gone(StatType::Counter, k, c.last)
-        });
+        self.counters
+            .retain(|k, c| merged.counters.contains_key(k) || !gone(StatType::Counter, k, c.last));
         self.gauges
             .retain(|k, g| merged.gauges.contains_key(k) || !gone(StatType::Gauge, k, g.last));
-        self.timers.retain(|k, t| {
-            merged.timers.contains_key(k) || !gone(StatType::Observer, k, t.last)
-        });
+        self.timers
+            .retain(|k, t| merged.timers.contains_key(k) || !gone(StatType::Observer, k, t.last));
         self.sets
             .retain(|k, last| merged.sets.contains_key(k) || !gone(StatType::Gauge, k, *last));
         self.series_expired += (before - self.series()) as u64;
@@ -373,8 +371,10 @@ impl State {
                 None => TimerValues::default(),
             };
             let obs = observer_for(mapper, rules, k);
-            snap.timers
-                .push((k.clone(), timer_out(t, when, &rules.percentiles, totals, obs)));
+            snap.timers.push((
+                k.clone(),
+                timer_out(t, when, &rules.percentiles, totals, obs),
+            ));
             true
         });
         for (k, t) in now {

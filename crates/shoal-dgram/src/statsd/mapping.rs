@@ -27,7 +27,9 @@ use shoal_core::metrics::{sanitize_label_name, sanitize_name};
 
 /// The Prometheus client's default histogram buckets (seconds), which
 /// statsd_exporter uses when a mapping names none.
-pub const DEFAULT_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const DEFAULT_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 /// statsd_exporter's default summary quantiles.
 pub const DEFAULT_QUANTILES: &[f64] = &[0.5, 0.9, 0.99];
 /// The default summary window (the Prometheus Go client's `DefMaxAge`).
@@ -180,6 +182,9 @@ impl FileDuration {
 
 // ---- Compiled ----
 
+/// Mapping results by type and name (`None`: no mapping matched).
+type Memo = HashMap<(StatType, String), Option<Arc<Mapped>>>;
+
 #[derive(Debug)]
 struct Rule {
     /// Anchored for globs, as written for regexes.
@@ -205,7 +210,7 @@ pub struct Mapper {
     /// `defaults.ttl`, for names no mapping matches.
     default_ttl: Option<Duration>,
     any_ttl: bool,
-    cache: Mutex<HashMap<(StatType, String), Option<Arc<Mapped>>>>,
+    cache: Mutex<Memo>,
     /// The file it came from.
     pub source: Option<PathBuf>,
 }
@@ -239,7 +244,12 @@ impl Mapper {
         let default_match = match d.match_type.as_deref() {
             None | Some("") | Some("glob") => false,
             Some("regex") => true,
-            Some(o) => return Err(err(None, format!("defaults.match_type: {o:?} is not glob or regex"))),
+            Some(o) => {
+                return Err(err(
+                    None,
+                    format!("defaults.match_type: {o:?} is not glob or regex"),
+                ))
+            }
         };
         let default_ttl = d
             .ttl
@@ -256,8 +266,12 @@ impl Mapper {
         };
         for (i, fm) in f.mappings.iter().enumerate() {
             let line = lines.get(i).copied();
-            let rule = compile(fm, d, default_match, default_ttl)
-                .map_err(|msg| err(line, format!("mapping {} (match {:?}): {msg}", i + 1, fm.pattern)))?;
+            let rule = compile(fm, d, default_match, default_ttl).map_err(|msg| {
+                err(
+                    line,
+                    format!("mapping {} (match {:?}): {msg}", i + 1, fm.pattern),
+                )
+            })?;
             m.any_ttl |= rule.ttl.is_some();
             if rule.wild.is_empty() {
                 m.regexes.push(rule);
@@ -315,7 +329,7 @@ impl Mapper {
     }
 
     fn find(&self, t: StatType, name: &str) -> Option<Mapped> {
-        let fits = |r: &&Rule| r.metric_type.map_or(true, |m| m == t);
+        let fits = |r: &&Rule| !matches!(r.metric_type, Some(m) if m != t);
         let glob = if self.glob_unordered {
             self.globs
                 .iter()
@@ -325,7 +339,12 @@ impl Mapper {
         } else {
             self.globs.iter().filter(fits).find(|r| r.re.is_match(name))
         };
-        let rule = glob.or_else(|| self.regexes.iter().filter(fits).find(|r| r.re.is_match(name)))?;
+        let rule = glob.or_else(|| {
+            self.regexes
+                .iter()
+                .filter(fits)
+                .find(|r| r.re.is_match(name))
+        })?;
         let caps = rule.re.captures(name)?;
         let expand = |template: &str| {
             let mut s = String::new();
@@ -335,7 +354,11 @@ impl Mapper {
         Some(Mapped {
             drop: rule.drop,
             name: sanitize_name(&expand(&rule.name)),
-            labels: rule.labels.iter().map(|(k, v)| (k.clone(), expand(v))).collect(),
+            labels: rule
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), expand(v)))
+                .collect(),
             help: rule.help.clone(),
             observer: rule.observer.clone(),
             ttl: rule.ttl,
@@ -423,7 +446,11 @@ fn compile(
         Some("counter") => Some(StatType::Counter),
         Some("gauge") => Some(StatType::Gauge),
         Some("observer") | Some("timer") => Some(StatType::Observer),
-        Some(o) => return Err(format!("match_metric_type {o:?} is not counter, gauge or observer")),
+        Some(o) => {
+            return Err(format!(
+                "match_metric_type {o:?} is not counter, gauge or observer"
+            ))
+        }
     };
     let drop = match fm.action.as_deref() {
         None | Some("") | Some("map") => false,
@@ -442,7 +469,9 @@ fn compile(
             other => return Err(format!("label name {other:?} is not a string")),
         };
         if k.is_empty() || sanitize_label_name(&k) != k || k.starts_with("__") {
-            return Err(format!("label name {k:?} is not a valid Prometheus label name"));
+            return Err(format!(
+                "label name {k:?} is not a valid Prometheus label name"
+            ));
         }
         let v = match v {
             serde_yaml::Value::String(s) => s.clone(),
@@ -467,7 +496,9 @@ fn compile(
                 .or_else(|| d.histogram_options.as_ref().and_then(|h| h.buckets.clone()))
                 .or_else(|| d.buckets.clone())
                 .unwrap_or_else(|| DEFAULT_BUCKETS.to_vec());
-            Observer::Histogram { buckets: buckets(&b)? }
+            Observer::Histogram {
+                buckets: buckets(&b)?,
+            }
         }
         "summary" | "" | "default" => {
             let q = fm
@@ -527,7 +558,9 @@ mod tests {
     }
 
     fn err(text: &str) -> String {
-        Mapper::parse(Path::new("m.yml"), text).unwrap_err().to_string()
+        Mapper::parse(Path::new("m.yml"), text)
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -538,7 +571,12 @@ mod tests {
              - match: \"*.signup.*.*\"\n  name: \"signup_events_total\"\n  labels:\n    provider: \"$2\"\n    outcome: \"$3\"\n    job: \"${1}_server\"\n\
              - match: test\\.(\\w+)\\.(\\w+)\\.counter\n  match_type: regex\n  name: \"${2}_total\"\n  labels:\n    provider: \"$1\"\n",
         );
-        let d = m.map(StatType::Counter, "test.dispatcher.FooProcessor.send.success").unwrap();
+        let d = m
+            .map(
+                StatType::Counter,
+                "test.dispatcher.FooProcessor.send.success",
+            )
+            .unwrap();
         assert_eq!(d.name, "dispatcher_events_total");
         assert_eq!(
             d.labels,
@@ -549,11 +587,15 @@ mod tests {
                 ("job".into(), "test_dispatcher".into())
             ]
         );
-        let s = m.map(StatType::Counter, "foo_product.signup.facebook.failure").unwrap();
+        let s = m
+            .map(StatType::Counter, "foo_product.signup.facebook.failure")
+            .unwrap();
         assert_eq!(s.labels[2], ("job".into(), "foo_product_server".into()));
         // `*` is one component: four components do not match `*.signup.*.*`.
         assert!(m.map(StatType::Counter, "a.b.signup.c.d").is_none());
-        assert!(m.map(StatType::Counter, "test.web-server.foo.bar").is_none());
+        assert!(m
+            .map(StatType::Counter, "test.web-server.foo.bar")
+            .is_none());
         let r = m.map(StatType::Gauge, "test.x.y.counter").unwrap();
         assert_eq!((r.name.as_str(), r.labels[0].1.as_str()), ("y_total", "x"));
     }
@@ -571,8 +613,14 @@ mod tests {
         );
         assert_eq!(m.map(StatType::Counter, "a.x").unwrap().name, "first");
         let g = m.map(StatType::Gauge, "a.x").unwrap();
-        assert_eq!((g.name.as_str(), g.ttl), ("second", Some(Duration::from_secs(90))));
-        assert_eq!(m.map(StatType::Counter, "a.x").unwrap().ttl, Some(Duration::ZERO));
+        assert_eq!(
+            (g.name.as_str(), g.ttl),
+            ("second", Some(Duration::from_secs(90)))
+        );
+        assert_eq!(
+            m.map(StatType::Counter, "a.x").unwrap().ttl,
+            Some(Duration::ZERO)
+        );
         // Globs first: the regex `.` drops only what no glob took.
         assert!(m.map(StatType::Counter, "zzz").unwrap().drop);
         assert_eq!(
@@ -584,31 +632,51 @@ mod tests {
         );
         assert_eq!(
             m.map(StatType::Observer, "h.1").unwrap().observer,
-            Observer::Histogram { buckets: vec![1.0, 2.0] }
+            Observer::Histogram {
+                buckets: vec![1.0, 2.0]
+            }
         );
         assert_eq!(
             m.map(StatType::Observer, "a.1").unwrap().observer,
-            Observer::Histogram { buckets: vec![0.1, 1.0] }
+            Observer::Histogram {
+                buckets: vec![0.1, 1.0]
+            }
         );
     }
 
     #[test]
     fn unordered_globs_prefer_literals() {
         let text = "defaults:\n  glob_disable_ordering: true\nmappings:\n- match: a.*.c\n  name: wild\n- match: a.b.c\n  name: exact\n";
-        assert_eq!(mapper(text).map(StatType::Counter, "a.b.c").unwrap().name, "exact");
+        assert_eq!(
+            mapper(text).map(StatType::Counter, "a.b.c").unwrap().name,
+            "exact"
+        );
         let ordered = text.replace("true", "false");
-        assert_eq!(mapper(&ordered).map(StatType::Counter, "a.b.c").unwrap().name, "wild");
+        assert_eq!(
+            mapper(&ordered)
+                .map(StatType::Counter, "a.b.c")
+                .unwrap()
+                .name,
+            "wild"
+        );
     }
 
     #[test]
     fn errors_name_the_file_and_line() {
         let e = err("mappings:\n- match: a.*\n  name: ok\n- match: b.*\n  nme: typo\n");
         assert!(e.starts_with("m.yml:5:") && e.contains("nme"), "{e}");
-        let e = err("mappings:\n- match: a.*\n  name: ok\n- match: \"(\"\n  match_type: regex\n  name: x\n");
-        assert!(e.starts_with("m.yml:4: mapping 2 (match \"(\"): bad regex"), "{e}");
+        let e = err(
+            "mappings:\n- match: a.*\n  name: ok\n- match: \"(\"\n  match_type: regex\n  name: x\n",
+        );
+        assert!(
+            e.starts_with("m.yml:4: mapping 2 (match \"(\"): bad regex"),
+            "{e}"
+        );
         let e = err("mappings:\n- match: a\n  name: x\n  labels:\n    bad-name: v\n");
         assert!(e.starts_with("m.yml:2:") && e.contains("bad-name"), "{e}");
-        let e = err("mappings:\n- match: a\n  name: x\n  observer_type: histogram\n  buckets: [2, 1]\n");
+        let e = err(
+            "mappings:\n- match: a\n  name: x\n  observer_type: histogram\n  buckets: [2, 1]\n",
+        );
         assert!(e.contains("increasing"), "{e}");
         let e = err("mappings:\n- match: a\n");
         assert!(e.contains("needs a name"), "{e}");

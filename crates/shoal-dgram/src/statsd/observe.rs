@@ -141,7 +141,11 @@ impl ObserverState {
                 }
             }
             Observer::Summary { quantiles, .. } => {
-                let mut all: Vec<f64> = self.window.iter().flat_map(|(_, v)| v.iter().copied()).collect();
+                let mut all: Vec<f64> = self
+                    .window
+                    .iter()
+                    .flat_map(|(_, v)| v.iter().copied())
+                    .collect();
                 all.sort_by(f64::total_cmp);
                 let q = quantiles
                     .iter()
@@ -181,7 +185,12 @@ mod tests {
         s.observe(&[5.0, 50.0, 100.0, 2000.0], 4.0, 2155.0, 1);
         // One value at @0.5 counts as two.
         s.observe(&[7.0], 2.0, 14.0, 2);
-        let Observed::Histogram { buckets, sum, count } = s.output() else {
+        let Observed::Histogram {
+            buckets,
+            sum,
+            count,
+        } = s.output()
+        else {
             panic!("not a histogram")
         };
         assert_eq!(
@@ -202,14 +211,20 @@ mod tests {
         let mut s = ObserverState::new(&c, 1.0);
         s.observe(&[1.0, 2.0, 3.0, 4.0], 4.0, 10.0, 100);
         s.observe(&[100.0], 1.0, 100.0, 130);
-        let Observed::Summary { quantiles, count, .. } = s.output() else {
+        let Observed::Summary {
+            quantiles, count, ..
+        } = s.output()
+        else {
             panic!("not a summary")
         };
         assert_eq!(quantiles, vec![(0.5, 3.0), (0.99, 100.0)]);
         assert_eq!(count, 5.0);
         // At 160 the values of 100 are past max_age; count stays cumulative.
         s.observe(&[], 0.0, 0.0, 160);
-        let Observed::Summary { quantiles, count, .. } = s.output() else {
+        let Observed::Summary {
+            quantiles, count, ..
+        } = s.output()
+        else {
             panic!("not a summary")
         };
         assert_eq!((quantiles, count), (vec![(0.5, 100.0), (0.99, 100.0)], 5.0));

@@ -625,7 +625,10 @@ mod tests {
         let snap = State::new(FlushRules::default()).flush(vec![interval_of(d)], 1.0, 1);
         let col = Collisions::default();
         let text = render_mapped(&snap, &m, &Health::default(), "", &col);
-        assert!(text.contains("req_total{host=\"a\"} 1\nreq_total{host=\"b\"} 2\n"), "{text}");
+        assert!(
+            text.contains("req_total{host=\"a\"} 1\nreq_total{host=\"b\"} 2\n"),
+            "{text}"
+        );
         assert_eq!(text.matches("# TYPE req_total").count(), 1, "{text}");
         // The gauge mapped to the counter's name is left out, and counted.
         assert!(!text.contains("host=\"c\""), "{text}");
