@@ -7,49 +7,10 @@
 
 mod stats_support;
 
-use std::io::Write;
 use std::net::UdpSocket;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use stats_support::{sample, Collector};
-
-/// promtool's naming advice (lint, not a format error) that user-chosen
-/// names may draw: a gauge called `x_sum`, `x_count` or `x_bucket` is the
-/// sender's choice, and valid in the format.
-const NAMING_ADVICE: &[&str] = &[
-    "non-histogram and non-summary metrics should not have",
-    "non-histogram metrics should not have",
-];
-
-/// Run `promtool check metrics` on `doc`: whether it found nothing but
-/// naming advice on user series, and its output.
-fn promtool(doc: &str) -> (bool, String) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool missing: apt-get install -y prometheus");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(doc.as_bytes())
-        .expect("write to promtool");
-    let out = child.wait_with_output().expect("promtool");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let only_advice = text.lines().all(|l| {
-        l.trim().is_empty()
-            || (!l.starts_with("shoal_stats") && NAMING_ADVICE.iter().any(|a| l.contains(a)))
-    });
-    (out.status.success() || only_advice, text)
-}
+use stats_support::{promtool, sample, Collector};
 
 #[test]
 fn colliding_names_keep_metrics_valid_and_are_counted_once() {

@@ -110,6 +110,18 @@ const DIFFERENCES: &[Difference] = &[
         shoal: (None, 0),
     },
     Difference {
+        datagram: "influx,env=prod:1|c",
+        why: "InfluxDB-style tags in the name are tags (statsd strips the `,` into the name)",
+        statsd: (Some(("influxenv=prod", 1.0)), 0),
+        shoal: (Some(("influx;env=prod", 1.0)), 0),
+    },
+    Difference {
+        datagram: "sfx[env=prod]:1|c",
+        why: "SignalFX-style tags in the name are tags (statsd strips the brackets)",
+        statsd: (Some(("sfxenv=prod", 1.0)), 0),
+        shoal: (Some(("sfx;env=prod", 1.0)), 0),
+    },
+    Difference {
         datagram: "tag.order:1|c|#b:2,a:1",
         why: "tags are sorted, so any order is one series",
         statsd: (Some(("tag.order;b=2;a=1", 1.0)), 0),

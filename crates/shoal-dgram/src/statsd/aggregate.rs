@@ -257,25 +257,38 @@ impl KeyBuf {
     pub fn build(&mut self, line: &Line<'_>) -> &str {
         self.key.clear();
         name::push_clean(&mut self.key, line.name);
-        if line.tags.is_empty() {
+        if !line.name_tail.is_empty() {
+            name::push_clean(&mut self.key, line.name_tail);
+        }
+        if line.tags.is_empty() && line.name_tags.is_empty() {
             return &self.key;
         }
         self.tags.clear();
-        let tags = line.tags;
-        let mut start = 0;
-        for t in tags.split(',') {
-            // Stored as a range of line.tags; empty tags are skipped.
-            if !t.is_empty() {
-                self.tags.push((start, start + t.len()));
+        // Ranges index `line.tags`, then (from `base` on) `line.name_tags`.
+        let (tags, named) = (line.tags, line.name_tags);
+        let base = tags.len() + 1;
+        for (list, offset) in [(tags, 0), (named, base)] {
+            let mut start = offset;
+            for t in list.split(',') {
+                // Empty tags are skipped.
+                if !t.is_empty() {
+                    self.tags.push((start, start + t.len()));
+                }
+                start += t.len() + 1;
             }
-            start += t.len() + 1;
         }
-        self.tags
-            .sort_unstable_by(|a, b| tags[a.0..a.1].cmp(&tags[b.0..b.1]));
-        self.tags.dedup_by(|a, b| tags[a.0..a.1] == tags[b.0..b.1]);
-        for &(s, e) in &self.tags {
+        let get = |(s, e): (usize, usize)| {
+            if s >= base {
+                &named[s - base..e - base]
+            } else {
+                &tags[s..e]
+            }
+        };
+        self.tags.sort_unstable_by(|a, b| get(*a).cmp(get(*b)));
+        self.tags.dedup_by(|a, b| get(*a) == get(*b));
+        for &r in &self.tags {
             self.key.push(';');
-            name::push_clean_tag(&mut self.key, &tags[s..e]);
+            name::push_clean_tag(&mut self.key, get(r));
         }
         &self.key
     }
@@ -530,6 +543,26 @@ mod tests {
         // statsd 0.9 keeps `;` and `=`, does not trim, and would keep `!!`
         // as a series named ``: that one is a bad line here.
         assert_eq!(keys, vec!["_a;b=c_", "my_metric-x", "nave;k=x=v;path=-a_b"]);
+    }
+
+    #[test]
+    fn tags_in_the_name_in_every_style_statsd_exporter_reads() {
+        let mut i = Interval::default();
+        let d = "inf,env=prod,region=eu:1|c\nlib#env=prod:2|c\nsfx[env=prod,k=v]:3|c\n\
+                 mid.[env=prod]tail:4|c\nmix,b=2:5|c|#a:1\n,a=b:1|c\n[a=b]:1|c\n#x=y:1|c";
+        assert_eq!(feed(&mut i, d), (5, 3));
+        let mut keys: Vec<_> = i.counters.keys().map(str::to_string).collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            vec![
+                "inf;env=prod;region=eu",
+                "lib;env=prod",
+                "mid.tail;env=prod",
+                "mix;a=1;b=2",
+                "sfx;env=prod;k=v"
+            ]
+        );
     }
 
     #[test]

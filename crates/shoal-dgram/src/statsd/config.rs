@@ -57,6 +57,13 @@ pub struct FileConfig {
     /// Pass every datagram received on to this statsd (`host:port`) as
     /// well, as statsd_exporter's relay does, for a gradual migration.
     pub relay: Option<SocketAddr>,
+    /// A statsd_exporter mapping file (YAML), reread on SIGHUP; a relative
+    /// path is taken from the config file's directory.
+    pub mapping_config: Option<PathBuf>,
+    /// Also expose every unmapped timer as a cumulative histogram (ms).
+    pub timer_histogram: Option<bool>,
+    /// Its bucket bounds, in ms.
+    pub histogram_buckets: Option<Vec<f64>>,
     /// Control socket name (`shoal ctl`), under the runtime directory.
     pub name: Option<String>,
 }
@@ -98,12 +105,20 @@ pub struct Config {
     pub max_series: usize,
     /// Where every received datagram is passed on to, if anywhere.
     pub relay: Option<SocketAddr>,
+    /// The mapping file, if any.
+    pub mapping: Option<PathBuf>,
     /// Control socket path, if any.
     pub control: Option<PathBuf>,
 }
 
 /// The default UDP address.
 pub const DEFAULT_UDP: &str = "127.0.0.1:8125";
+/// Default `histogram_buckets` (ms): statsd_exporter's default buckets
+/// (the Prometheus client's, in seconds) in statsd's unit.
+pub const DEFAULT_HISTOGRAM_BUCKETS_MS: &[f64] = &[
+    5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
+
 /// The default Prometheus address.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:9102";
 
@@ -123,6 +138,7 @@ impl Default for Config {
             max_datagram: 65_535,
             max_series: 1_000_000,
             relay: None,
+            mapping: None,
             control: Some(shoal_core::control::socket_path("stats")),
         }
     }
@@ -162,13 +178,22 @@ impl FileConfig {
             series_ttl: over.series_ttl.or(self.series_ttl),
             statsd_health: over.statsd_health.or(self.statsd_health),
             relay: over.relay.or(self.relay),
+            mapping_config: over.mapping_config.or(self.mapping_config),
+            timer_histogram: over.timer_histogram.or(self.timer_histogram),
+            histogram_buckets: over.histogram_buckets.or(self.histogram_buckets),
             name: over.name.or(self.name),
         }
     }
 
     /// Read and parse a TOML file.
     pub fn load(path: &Path) -> Result<(Self, String)> {
-        Ok(shoal_core::config::load_toml(path)?)
+        let (mut f, text): (FileConfig, String) = shoal_core::config::load_toml(path)?;
+        if let (Some(m), Some(dir)) = (&f.mapping_config, path.parent()) {
+            if m.is_relative() {
+                f.mapping_config = Some(dir.join(m));
+            }
+        }
+        Ok((f, text))
     }
 
     /// Validate into a [`Config`]; `file`/`text` locate errors.
@@ -193,6 +218,22 @@ impl FileConfig {
         }
         c.graphite = self.graphite;
         c.relay = self.relay;
+        c.mapping = self.mapping_config;
+        if self.timer_histogram.unwrap_or(false) || self.histogram_buckets.is_some() {
+            let b = self
+                .histogram_buckets
+                .unwrap_or_else(|| DEFAULT_HISTOGRAM_BUCKETS_MS.to_vec());
+            if b.is_empty()
+                || b.iter().any(|x| !x.is_finite())
+                || b.windows(2).any(|w| w[0] >= w[1])
+            {
+                return Err(bad(
+                    "histogram_buckets",
+                    "must be finite, increasing, at least one",
+                ));
+            }
+            c.rules.timer_buckets = Some(b);
+        }
         c.json = self.json.unwrap_or(false);
         c.statsd_health = self.statsd_health.unwrap_or(false);
         if let Some(p) = self.percentiles {

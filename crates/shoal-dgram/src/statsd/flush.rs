@@ -15,8 +15,11 @@
 //! ever-new names cannot grow memory or `/metrics` without bound.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use super::aggregate::{GaugeOp, GaugeOps, Interval, TimerValues};
+use super::aggregate::{split_key, GaugeOp, GaugeOps, Interval, TimerValues};
+use super::mapping::{Mapper, Observer, StatType};
+use super::observe::{Observed, ObserverState};
 
 /// What to keep between flushes.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,6 +41,9 @@ pub struct FlushRules {
     /// Seconds a series may go without an update before it is forgotten
     /// (`None`: kept forever, as statsd does).
     pub series_ttl: Option<u64>,
+    /// Bucket bounds (ms) that make every timer no mapping takes a
+    /// cumulative histogram too (`timer_histogram`); `None`: summary only.
+    pub timer_buckets: Option<Vec<f64>>,
 }
 
 /// Default of [`FlushRules::max_series`].
@@ -57,6 +63,7 @@ impl Default for FlushRules {
             gauges_max_ttl: 1,
             max_series: MAX_SERIES_DEFAULT,
             series_ttl: Some(SERIES_TTL_DEFAULT),
+            timer_buckets: None,
         }
     }
 }
@@ -105,6 +112,9 @@ pub struct TimerOut {
     /// Sum of `value / rate` since start (Prometheus summary `_sum`),
     /// scaled by the sample rate as `total_count` is.
     pub total_sum: f64,
+    /// The timer as a histogram or summary, when a mapping (or
+    /// `timer_histogram`) makes it one.
+    pub observed: Option<Observed>,
 }
 
 /// Statistics of a timer's values in one interval.
@@ -146,6 +156,7 @@ struct TimerTotals {
     count: f64,
     sum: f64,
     last: u64,
+    observer: Option<ObserverState>,
 }
 
 #[derive(Default)]
@@ -159,6 +170,7 @@ struct CounterTotal {
 #[derive(Default)]
 pub struct State {
     rules: FlushRules,
+    mapper: Arc<Mapper>,
     counters: HashMap<String, CounterTotal>,
     gauges: HashMap<String, GaugeState>,
     timers: HashMap<String, TimerTotals>,
@@ -191,6 +203,12 @@ impl State {
             self.series_dropped += 1;
             false
         }
+    }
+
+    /// Use `mapper` from the next flush on (per-mapping `ttl`, timers
+    /// mapped to histograms or summaries).
+    pub fn set_mapper(&mut self, mapper: Arc<Mapper>) {
+        self.mapper = mapper;
     }
 
     /// Merge the shards' `intervals` and compute the flushed figures.
@@ -227,20 +245,29 @@ impl State {
     /// Forget the series idle for `series_ttl` (those updated in this
     /// interval are not idle).
     fn expire(&mut self, merged: &Merged, now: u64) {
-        if self.rules.series_ttl.is_none() {
+        let mapper = self.mapper.clone();
+        if self.rules.series_ttl.is_none() && !mapper.has_ttl() {
             return;
         }
         let before = self.series();
-        let ttl = self.rules.series_ttl;
-        let gone = |last: u64| ttl.is_some_and(|t| now.saturating_sub(last) >= t);
+        let global = self.rules.series_ttl;
+        // A mapping's `ttl` (0: never) wins over `series_ttl`.
+        let gone = |t: StatType, key: &str, last: u64| {
+            let ttl = match mapper.ttl(t, split_key(key).0) {
+                Some(d) if d.is_zero() => None,
+                Some(d) => Some(d.as_secs().max(1)),
+                None => global,
+            };
+            ttl.is_some_and(|t| now.saturating_sub(last) >= t)
+        };
         self.counters
-            .retain(|k, c| merged.counters.contains_key(k) || !gone(c.last));
+            .retain(|k, c| merged.counters.contains_key(k) || !gone(StatType::Counter, k, c.last));
         self.gauges
-            .retain(|k, g| merged.gauges.contains_key(k) || !gone(g.last));
+            .retain(|k, g| merged.gauges.contains_key(k) || !gone(StatType::Gauge, k, g.last));
         self.timers
-            .retain(|k, t| merged.timers.contains_key(k) || !gone(t.last));
+            .retain(|k, t| merged.timers.contains_key(k) || !gone(StatType::Observer, k, t.last));
         self.sets
-            .retain(|k, last| merged.sets.contains_key(k) || !gone(*last));
+            .retain(|k, last| merged.sets.contains_key(k) || !gone(StatType::Gauge, k, *last));
         self.series_expired += (before - self.series()) as u64;
     }
 
@@ -332,7 +359,8 @@ impl State {
         snap: &mut Snapshot,
     ) {
         let delete = self.rules.delete_timers;
-        let pcts = &self.rules.percentiles;
+        let (rules, mapper) = (&self.rules, &self.mapper);
+        let when = Flushed { secs, at };
         self.timers.retain(|k, totals| {
             let t = match now.remove(k) {
                 Some(t) => {
@@ -342,8 +370,11 @@ impl State {
                 None if delete => return false,
                 None => TimerValues::default(),
             };
-            snap.timers
-                .push((k.clone(), timer_out(t, secs, pcts, totals)));
+            let obs = observer_for(mapper, rules, k);
+            snap.timers.push((
+                k.clone(),
+                timer_out(t, when, &rules.percentiles, totals, obs),
+            ));
             true
         });
         for (k, t) in now {
@@ -354,9 +385,10 @@ impl State {
                 last: at,
                 ..TimerTotals::default()
             };
+            let obs = observer_for(&self.mapper, &self.rules, &k);
             snap.timers.push((
                 k.clone(),
-                timer_out(t, secs, &self.rules.percentiles, &mut totals),
+                timer_out(t, when, &self.rules.percentiles, &mut totals, obs),
             ));
             self.timers.insert(k, totals);
         }
@@ -435,11 +467,52 @@ pub fn pct_label(p: f64) -> String {
     s.replacen('.', "_", 1).replacen('-', "top", 1)
 }
 
-fn timer_out(mut t: TimerValues, secs: f64, pcts: &[f64], totals: &mut TimerTotals) -> TimerOut {
+/// How timer `key` is observed for Prometheus: as its mapping says (values
+/// in seconds), else as `timer_histogram` says (values in ms), else not.
+fn observer_for(mapper: &Mapper, rules: &FlushRules, key: &str) -> Option<(Observer, f64)> {
+    match mapper.map(StatType::Observer, split_key(key).0) {
+        Some(m) if m.drop => None,
+        Some(m) => Some((m.observer.clone(), 0.001)),
+        None => rules
+            .timer_buckets
+            .as_ref()
+            .map(|b| (Observer::Histogram { buckets: b.clone() }, 1.0)),
+    }
+}
+
+/// The flush's interval length (for rates) and time.
+#[derive(Clone, Copy)]
+struct Flushed {
+    secs: f64,
+    at: u64,
+}
+
+fn timer_out(
+    mut t: TimerValues,
+    when: Flushed,
+    pcts: &[f64],
+    totals: &mut TimerTotals,
+    obs: Option<(Observer, f64)>,
+) -> TimerOut {
+    let secs = when.secs;
     // Both totals are scaled by the sample rate, so `_sum / _count` is the
     // mean (statsd's own `sum` below stays the sum of the values received).
     totals.count += t.count;
     totals.sum += t.weighted_sum;
+    let observed = match obs {
+        Some((config, scale)) => {
+            let st = match &mut totals.observer {
+                Some(st) if st.is_for(&config, scale) => st,
+                slot => slot.insert(ObserverState::new(&config, scale)),
+            };
+            st.observe(&t.values, t.count, t.weighted_sum, when.at);
+            Some(st.output())
+        }
+        None => {
+            totals.observer = None;
+            None
+        }
+    };
     let stats = if t.values.is_empty() {
         None
     } else {
@@ -516,6 +589,7 @@ fn timer_out(mut t: TimerValues, secs: f64, pcts: &[f64], totals: &mut TimerTota
         stats,
         total_count: totals.count,
         total_sum: totals.sum,
+        observed,
     }
 }
 

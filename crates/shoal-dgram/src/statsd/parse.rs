@@ -15,6 +15,12 @@
 //! unknown: all are accepted and ignored, never a bad line. DogStatsD
 //! events (`_e{...}`) and service checks (`_sc|...`) are told apart by
 //! [`special`] before parsing.
+//!
+//! Tags may also ride in the name, in the styles statsd_exporter reads:
+//! InfluxDB `name,k=v,k2=v2`, Librato `name#k=v,k2=v2` and SignalFX
+//! `name[k=v,k2=v2]` (the brackets anywhere in the name). statsd 0.9 would
+//! strip the `,` `#` `[` `]` and glue the tags onto the name; here they are
+//! tags like DogStatsD's `|#k:v`, and both kinds may be combined.
 
 use std::fmt;
 
@@ -35,8 +41,14 @@ pub enum MetricType {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Line<'a> {
     /// The metric name (before the first `:`), as sent (not trimmed: the
-    /// key is cleaned later, as statsd cleans it).
+    /// key is cleaned later, as statsd cleans it), without name tags.
     pub name: &'a str,
+    /// The rest of the name after SignalFX tags in its middle (`a[k=v]b`:
+    /// `b`); usually empty.
+    pub name_tail: &'a str,
+    /// Tags carried in the name (`k=v,k2=v2`), InfluxDB, Librato or
+    /// SignalFX style; empty when none.
+    pub name_tags: &'a str,
     /// The raw value list: one value, or several separated by `:`.
     pub values: &'a str,
     /// The metric type.
@@ -110,6 +122,42 @@ pub fn parse_line(line: &[u8]) -> Result<Line<'_>, BadLine> {
     segment(name, rest, None)
 }
 
+/// A line's name split from the tags it carries.
+#[derive(Clone, Copy)]
+struct Name<'a> {
+    head: &'a str,
+    tail: &'a str,
+    tags: &'a str,
+}
+
+/// Split tags off a name: Librato `a#k=v`, SignalFX `a[k=v]b`, InfluxDB
+/// `a,k=v` (the first of `#`, `[`, `,` decides the style).
+fn split_name(name: &str) -> Name<'_> {
+    let plain = Name {
+        head: name,
+        tail: "",
+        tags: "",
+    };
+    let Some(at) = name.bytes().position(|b| matches!(b, b'#' | b'[' | b',')) else {
+        return plain;
+    };
+    match name.as_bytes()[at] {
+        b'[' => match name[at..].find(']') {
+            Some(len) => Name {
+                head: &name[..at],
+                tail: &name[at + len + 1..],
+                tags: &name[at + 1..at + len],
+            },
+            None => plain,
+        },
+        _ => Name {
+            head: &name[..at],
+            tail: "",
+            tags: &name[at + 1..],
+        },
+    }
+}
+
 /// Parse one line that may carry several `value|type[|@rate]` segments after
 /// its name, as the statsd daemon takes them (`name:1|c:2|ms|@0.5`: a `:`
 /// ending the type or the rate starts the next segment), and call `f` with
@@ -170,14 +218,14 @@ fn split_segment(rest: &[u8]) -> (&[u8], Option<&[u8]>) {
 
 /// The name before the first `:` (untrimmed, as statsd takes it), and the
 /// rest after it. A name that statsd's cleaning would empty is refused.
-fn name_and_rest(line: &[u8]) -> Result<(&str, &[u8]), BadLine> {
+fn name_and_rest(line: &[u8]) -> Result<(Name<'_>, &[u8]), BadLine> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let colon = find(line, b':').ok_or(BadLine::NoName)?;
-    let name = text(&line[..colon])?;
-    if name.is_empty() {
+    let name = split_name(text(&line[..colon])?);
+    if name.head.is_empty() && name.tail.is_empty() {
         return Err(BadLine::NoName);
     }
-    if super::name::cleans_to_empty(name) {
+    if super::name::cleans_to_empty(name.head) && super::name::cleans_to_empty(name.tail) {
         return Err(BadLine::EmptyName);
     }
     Ok((name, &line[colon + 1..]))
@@ -186,7 +234,7 @@ fn name_and_rest(line: &[u8]) -> Result<(&str, &[u8]), BadLine> {
 /// One `values|type[|fields]` segment of `name`'s line. With `line_tags`,
 /// the tags were read off the whole line already and `#` fields are skipped.
 fn segment<'a>(
-    name: &'a str,
+    name: Name<'a>,
     rest: &'a [u8],
     line_tags: Option<&'a str>,
 ) -> Result<Line<'a>, BadLine> {
@@ -223,7 +271,9 @@ fn segment<'a>(
         }
     }
     let parsed = Line {
-        name,
+        name: name.head,
+        name_tail: name.tail,
+        name_tags: name.tags,
         values,
         kind,
         rate,

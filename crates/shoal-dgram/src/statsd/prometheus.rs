@@ -9,7 +9,15 @@
 //! scaled by the sample rate: `100|ms|@0.5` counts 2 and sums 200), plus
 //! `<name>_lower|_upper|_mean|_median|_std` gauges for the last interval.
 //! Sets: `<name>_unique`, the last interval's unique count.
+//!
+//! A mapping file ([`Mapper`]) renames a series and adds labels, as
+//! statsd_exporter does: a mapped counter, gauge or set keeps exactly the
+//! mapped name, a mapped timer becomes a histogram or summary in seconds,
+//! and `action: drop` leaves the series out. With `timer_histogram`, an
+//! unmapped timer is a cumulative histogram `<name>` (ms) and its
+//! last-interval quantiles stay as the summary `<name>_interval`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,8 +26,10 @@ use parking_lot::Mutex;
 use shoal_core::metrics::{sanitize_label_name, sanitize_name, Kind, TextWriter};
 
 use super::aggregate::split_key;
-use super::flush::Snapshot;
+use super::flush::{Snapshot, TimerOut};
 use super::health::Health;
+use super::mapping::{Mapper, StatType};
+use super::observe::Observed;
 
 /// Label pairs of one sample.
 type Labels = Vec<(String, String)>;
@@ -63,9 +73,12 @@ impl Collisions {
     }
 }
 
+/// A family's help text.
+type Help = Cow<'static, str>;
+
 struct Family {
     kind: Kind,
-    help: &'static str,
+    help: Help,
     samples: Vec<(String, Labels, f64)>,
 }
 
@@ -73,7 +86,7 @@ struct Family {
 struct Want {
     family: String,
     kind: Kind,
-    help: &'static str,
+    help: Help,
     samples: Vec<(String, Labels, f64)>,
 }
 
@@ -165,7 +178,11 @@ fn labels_of(key: &str) -> (&str, String, Vec<(String, String)>) {
     let mut labels: Vec<(String, String)> = Vec::new();
     for (k, v) in tags {
         let k = sanitize_label_name(k);
-        if k == "quantile" || k.starts_with("__") || labels.iter().any(|(have, _)| *have == k) {
+        if k == "quantile"
+            || k == "le"
+            || k.starts_with("__")
+            || labels.iter().any(|(have, _)| *have == k)
+        {
             continue;
         }
         labels.push((
@@ -182,104 +199,243 @@ fn labels_of(key: &str) -> (&str, String, Vec<(String, String)>) {
 }
 
 /// A family with one sample named as the family.
-fn single(family: String, kind: Kind, help: &'static str, labels: Labels, v: f64) -> Want {
+fn single(family: String, kind: Kind, help: impl Into<Help>, labels: Labels, v: f64) -> Want {
     Want {
         samples: vec![(family.clone(), labels, v)],
         family,
         kind,
-        help,
+        help: help.into(),
     }
 }
 
-/// Render the document: user metrics from `snap`, then the collector's own
-/// `shoal_stats_*` health figures. Two series that would give one
-/// Prometheus name (or one sample twice) never both appear: the first in
-/// (counters, gauges, timers, sets; each by key) order keeps it, the other is
-/// left out and noted in `collisions` (counted and logged once).
+/// One statsd series as `/metrics` shows it.
+struct Series {
+    /// Who owns the names: the statsd name, or the mapped Prometheus name.
+    owner: Owner,
+    /// The Prometheus name (before any suffix).
+    name: String,
+    labels: Labels,
+    /// The mapping's help, if it gives one.
+    help: Option<String>,
+    /// Whether a mapping renamed it (no suffix is added then).
+    mapped: bool,
+}
+
+/// `key` of statsd type `kind` (`t` for the mapping) as a series, or
+/// `None` when its mapping drops it.
+fn series(mapper: &Mapper, t: StatType, kind: &'static str, key: &str) -> Option<Series> {
+    let (raw, name, mut labels) = labels_of(key);
+    let Some(m) = mapper.map(t, raw) else {
+        return Some(Series {
+            owner: Owner {
+                kind,
+                name: raw.to_string(),
+            },
+            name,
+            labels,
+            help: None,
+            mapped: false,
+        });
+    };
+    if m.drop {
+        return None;
+    }
+    for (k, v) in &m.labels {
+        match labels.iter_mut().find(|(have, _)| have == k) {
+            Some(_) if m.honor_labels => {}
+            Some(slot) => slot.1 = v.clone(),
+            None => labels.push((k.clone(), v.clone())),
+        }
+    }
+    labels.sort();
+    Some(Series {
+        // One owner per mapped name and type: statsd names mapped to one
+        // name share its family; another type under that name collides.
+        owner: Owner {
+            kind: match t {
+                StatType::Counter => "mapped counter",
+                StatType::Gauge if kind == "set" => "mapped set",
+                StatType::Gauge => "mapped gauge",
+                StatType::Observer => "mapped timer",
+            },
+            name: m.name.clone(),
+        },
+        name: m.name.clone(),
+        labels,
+        help: m.help.clone(),
+        mapped: true,
+    })
+}
+
+/// The families of a timer observed as a histogram or summary.
+fn observed_wants(s: &Series, o: &Observed, help: Help) -> Vec<Want> {
+    let (kind, mut samples, sum, count) = match o {
+        Observed::Histogram {
+            buckets,
+            sum,
+            count,
+        } => {
+            let samples = buckets
+                .iter()
+                .map(|(le, n)| {
+                    let mut l = s.labels.clone();
+                    let le = if le.is_infinite() {
+                        "+Inf".to_string()
+                    } else {
+                        format!("{le}")
+                    };
+                    l.push(("le".into(), le));
+                    (format!("{}_bucket", s.name), l, *n)
+                })
+                .collect::<Vec<_>>();
+            (Kind::Histogram, samples, sum, count)
+        }
+        Observed::Summary {
+            quantiles,
+            sum,
+            count,
+        } => {
+            let samples = quantiles
+                .iter()
+                .map(|(q, v)| {
+                    let mut l = s.labels.clone();
+                    l.push(("quantile".into(), format!("{q}")));
+                    (s.name.clone(), l, *v)
+                })
+                .collect::<Vec<_>>();
+            (Kind::Summary, samples, sum, count)
+        }
+    };
+    samples.push((format!("{}_sum", s.name), s.labels.clone(), *sum));
+    samples.push((format!("{}_count", s.name), s.labels.clone(), *count));
+    vec![Want {
+        family: s.name.clone(),
+        kind,
+        help,
+        samples,
+    }]
+}
+
+/// The statsd summary of a timer (last-interval quantiles, `_sum` and
+/// `_count` since start) under family `name`, and its last-interval gauges.
+fn statsd_summary_wants(s: &Series, name: &str, t: &TimerOut) -> Vec<Want> {
+    let labels = &s.labels;
+    let mut summary = Vec::new();
+    let mut wants = Vec::new();
+    if let Some(st) = &t.stats {
+        for p in st.percentiles.iter().filter(|p| p.pct > 0.0) {
+            let mut l = labels.clone();
+            l.push(("quantile".into(), format!("{}", p.pct / 100.0)));
+            summary.push((name.to_string(), l, p.bound));
+        }
+        for (suffix, v) in [
+            ("lower", st.lower),
+            ("upper", st.upper),
+            ("mean", st.mean),
+            ("median", st.median),
+            ("std", st.std),
+        ] {
+            wants.push(single(
+                format!("{}_{suffix}", s.name),
+                Kind::Gauge,
+                "statsd timer, last interval",
+                labels.clone(),
+                v,
+            ));
+        }
+    }
+    summary.push((format!("{name}_sum"), labels.clone(), t.total_sum));
+    summary.push((format!("{name}_count"), labels.clone(), t.total_count));
+    wants.insert(
+        0,
+        Want {
+            family: name.to_string(),
+            kind: Kind::Summary,
+            help: "statsd timer".into(),
+            samples: summary,
+        },
+    );
+    wants
+}
+
+/// Render the document with no mapping file: see [`render_mapped`].
 pub fn render(snap: &Snapshot, health: &Health, last_bad: &str, collisions: &Collisions) -> String {
+    render_mapped(snap, &Mapper::default(), health, last_bad, collisions)
+}
+
+/// Render the document: user metrics from `snap` (named by `mapper`), then
+/// the collector's own `shoal_stats_*` health figures. Two series that
+/// would give one Prometheus name (or one sample twice) never both appear:
+/// the first in (counters, gauges, timers, sets; each by key) order keeps
+/// it, the other is left out and noted in `collisions` (counted and logged
+/// once).
+pub fn render_mapped(
+    snap: &Snapshot,
+    mapper: &Mapper,
+    health: &Health,
+    last_bad: &str,
+    collisions: &Collisions,
+) -> String {
     let own = own_series(snap, health, 0);
     let mut plan = Plan::default();
     let mut reserved: Vec<&str> = own.iter().map(|o| o.0).collect();
     reserved.push(LAST_BAD_LINE);
     plan.reserve(&reserved);
-    let owner = |kind: &'static str, name: &str| Owner {
-        kind,
-        name: name.to_string(),
+    let help = |s: &Series, default: &'static str| -> Help {
+        s.help.clone().map_or(Cow::Borrowed(default), Cow::Owned)
     };
     for (key, c) in &snap.counters {
-        let (raw, name, labels) = labels_of(key);
-        let fam = if name.ends_with("_total") {
-            name.clone()
-        } else {
-            format!("{name}_total")
+        let Some(s) = series(mapper, StatType::Counter, "counter", key) else {
+            continue;
         };
-        let want = single(
-            fam,
-            Kind::Counter,
-            "statsd counter (sum of flushed counts)",
-            labels,
-            c.total,
-        );
-        plan.add(owner("counter", raw), key, vec![want], collisions);
+        let fam = if s.mapped || s.name.ends_with("_total") {
+            s.name.clone()
+        } else {
+            format!("{}_total", s.name)
+        };
+        let h = help(&s, "statsd counter (sum of flushed counts)");
+        let want = single(fam, Kind::Counter, h, s.labels.clone(), c.total);
+        plan.add(s.owner, key, vec![want], collisions);
     }
     for (key, v) in &snap.gauges {
-        let (raw, name, labels) = labels_of(key);
-        let want = single(name, Kind::Gauge, "statsd gauge", labels, *v);
-        plan.add(owner("gauge", raw), key, vec![want], collisions);
+        let Some(s) = series(mapper, StatType::Gauge, "gauge", key) else {
+            continue;
+        };
+        let h = help(&s, "statsd gauge");
+        let want = single(s.name.clone(), Kind::Gauge, h, s.labels.clone(), *v);
+        plan.add(s.owner, key, vec![want], collisions);
     }
     for (key, t) in &snap.timers {
-        let (raw, name, labels) = labels_of(key);
-        let mut summary = Vec::new();
-        let mut wants = Vec::new();
-        if let Some(s) = &t.stats {
-            for p in s.percentiles.iter().filter(|p| p.pct > 0.0) {
-                let mut l = labels.clone();
-                l.push(("quantile".into(), format!("{}", p.pct / 100.0)));
-                summary.push((name.clone(), l, p.bound));
+        let Some(s) = series(mapper, StatType::Observer, "timer", key) else {
+            continue;
+        };
+        let wants = match (&t.observed, s.mapped) {
+            (Some(o), true) => observed_wants(&s, o, help(&s, "statsd timer (seconds)")),
+            (Some(o), false) => {
+                let mut w = observed_wants(&s, o, "statsd timer (ms), cumulative".into());
+                w.extend(statsd_summary_wants(&s, &format!("{}_interval", s.name), t));
+                w
             }
-            for (suffix, v) in [
-                ("lower", s.lower),
-                ("upper", s.upper),
-                ("mean", s.mean),
-                ("median", s.median),
-                ("std", s.std),
-            ] {
-                wants.push(single(
-                    format!("{name}_{suffix}"),
-                    Kind::Gauge,
-                    "statsd timer, last interval",
-                    labels.clone(),
-                    v,
-                ));
-            }
-        }
-        summary.push((format!("{name}_sum"), labels.clone(), t.total_sum));
-        summary.push((format!("{name}_count"), labels, t.total_count));
-        wants.insert(
-            0,
-            Want {
-                family: name,
-                kind: Kind::Summary,
-                help: "statsd timer",
-                samples: summary,
-            },
-        );
-        plan.add(owner("timer", raw), key, wants, collisions);
+            (None, _) => statsd_summary_wants(&s, &s.name, t),
+        };
+        plan.add(s.owner.clone(), key, wants, collisions);
     }
     for (key, n) in &snap.sets {
-        let (raw, name, labels) = labels_of(key);
-        let want = single(
-            format!("{name}_unique"),
-            Kind::Gauge,
-            "statsd set: unique values in the last interval",
-            labels,
-            *n as f64,
-        );
-        plan.add(owner("set", raw), key, vec![want], collisions);
+        let Some(s) = series(mapper, StatType::Gauge, "set", key) else {
+            continue;
+        };
+        let fam = if s.mapped {
+            s.name.clone()
+        } else {
+            format!("{}_unique", s.name)
+        };
+        let h = help(&s, "statsd set: unique values in the last interval");
+        let want = single(fam, Kind::Gauge, h, s.labels.clone(), *n as f64);
+        plan.add(s.owner, key, vec![want], collisions);
     }
     let mut w = TextWriter::new();
     for (fam, f) in &plan.fams {
-        w.family(fam, f.kind, f.help);
+        w.family(fam, f.kind, &f.help);
         for (sample, labels, v) in &f.samples {
             let l: Vec<(&str, &str)> = labels
                 .iter()
@@ -456,6 +612,27 @@ mod tests {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
         assert_eq!(text.matches("# TYPE lat summary").count(), 1);
+    }
+
+    #[test]
+    fn mapped_names_share_a_family_by_type_only() {
+        let m = Mapper::parse(
+            std::path::Path::new("m.yml"),
+            "mappings:\n- match: req.*\n  name: req_total\n  labels:\n    host: \"$1\"\n",
+        )
+        .unwrap();
+        let d = "req.a:1|c\nreq.b:2|c\nreq.c:5|g";
+        let snap = State::new(FlushRules::default()).flush(vec![interval_of(d)], 1.0, 1);
+        let col = Collisions::default();
+        let text = render_mapped(&snap, &m, &Health::default(), "", &col);
+        assert!(
+            text.contains("req_total{host=\"a\"} 1\nreq_total{host=\"b\"} 2\n"),
+            "{text}"
+        );
+        assert_eq!(text.matches("# TYPE req_total").count(), 1, "{text}");
+        // The gauge mapped to the counter's name is left out, and counted.
+        assert!(!text.contains("host=\"c\""), "{text}");
+        assert_eq!(col.total(), 1);
     }
 
     #[test]

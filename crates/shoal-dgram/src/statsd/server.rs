@@ -1,13 +1,16 @@
 //! The collector's runtime: binds everything, runs the receive threads, the
 //! flush loop (timer, `{"cmd":"flush"}` on the control socket, and a last
-//! flush at shutdown), the Prometheus HTTP endpoint and the TCP line input.
+//! flush at shutdown), the Prometheus HTTP endpoint and the TCP line input,
+//! and the mapping file (reloaded by [`MappingReload`], on SIGHUP or the
+//! control socket's `{"cmd":"reload"}`).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
@@ -21,6 +24,7 @@ use super::aggregate::{ingest, BadSample, Interval, KeyBuf, Shard};
 use super::config::Config;
 use super::flush::{Snapshot, State};
 use super::health::{self, Health};
+use super::mapping::{Mapper, MappingError};
 use super::{graphite, json as json_sink, prometheus, receive};
 use crate::error::{io_err, Error, Result};
 use shoal_core::Shutdown;
@@ -34,7 +38,12 @@ struct Shared {
     bad: Arc<BadSample>,
     inodes: Vec<u64>,
     rcvbuf_base: u64,
-    last: Mutex<Arc<Snapshot>>,
+    /// The last flush, and the mapping it was made with.
+    last: Mutex<(Arc<Snapshot>, Arc<Mapper>)>,
+    /// The mapping in force (swapped on reload).
+    mapper: Arc<ArcSwap<Mapper>>,
+    /// How to reload it, when a file was given.
+    reload: Option<MappingReload>,
     /// The flush state's series figures, as of the last flush.
     kept: KeptSeries,
     /// Name collisions met while rendering `/metrics`.
@@ -69,6 +78,8 @@ pub struct Running {
     pub http: Option<SocketAddr>,
     /// The control socket.
     pub control: Option<PathBuf>,
+    /// Reloads the mapping file, if one was given.
+    pub mapping: Option<MappingReload>,
     task: tokio::task::JoinHandle<Result<()>>,
 }
 
@@ -79,6 +90,30 @@ impl Running {
         self.task
             .await
             .map_err(|e| Error::Invalid(format!("collector task failed: {e}")))?
+    }
+}
+
+/// Rereads the mapping file into the running collector: the new mapping
+/// applies from the next flush (and scrape) on; a file that cannot be used
+/// is refused, and the mapping in force stays.
+#[derive(Clone)]
+pub struct MappingReload {
+    path: PathBuf,
+    current: Arc<ArcSwap<Mapper>>,
+}
+
+impl MappingReload {
+    /// Reread the file; returns how many mappings it has.
+    pub fn reload(&self) -> std::result::Result<usize, MappingError> {
+        let m = Mapper::load(&self.path)?;
+        let n = m.len();
+        self.current.store(Arc::new(m));
+        Ok(n)
+    }
+
+    /// The mapping file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 
@@ -95,6 +130,16 @@ async fn bind_tcp(addr: SocketAddr) -> Result<(TcpListener, SocketAddr)> {
 /// socket is bound before any thread or task starts, so a failure leaves
 /// nothing running.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
+    let mapper = match &config.mapping {
+        Some(p) => Mapper::load(p).map_err(|e| Error::Invalid(e.to_string()))?,
+        None => Mapper::default(),
+    };
+    let mappings = mapper.len();
+    let mapper = Arc::new(ArcSwap::from_pointee(mapper));
+    let reload = config.mapping.as_ref().map(|p| MappingReload {
+        path: p.clone(),
+        current: mapper.clone(),
+    });
     let mut udp = Vec::new();
     let mut sockets = Vec::new();
     for addr in &config.udp {
@@ -162,7 +207,9 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         bad,
         inodes,
         rcvbuf_base: health::host_rcvbuf_errors(),
-        last: Mutex::new(Arc::new(Snapshot::default())),
+        last: Mutex::new((Arc::new(Snapshot::default()), mapper.load_full())),
+        mapper,
+        reload: reload.clone(),
         kept: KeptSeries::default(),
         collisions: prometheus::Collisions::default(),
     });
@@ -194,7 +241,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         ));
         path
     });
-    tracing::info!(udp = ?udp, tcp = ?tcp, http = ?http, sockets = config.sockets, flush = ?config.flush, "stats collector listening");
+    tracing::info!(udp = ?udp, tcp = ?tcp, http = ?http, sockets = config.sockets, flush = ?config.flush, mappings, "stats collector listening");
     let task = tokio::spawn(flush_loop(
         config, shared, shutdown, flush_rx, stop, threads,
     ));
@@ -203,6 +250,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running> {
         tcp,
         http,
         control,
+        mapping: reload,
         task,
     })
 }
@@ -242,12 +290,25 @@ async fn control(
                 Err(_) => err("the collector stopped before flushing"),
             }
         }
+        Some("reload") => match &shared.reload {
+            None => err("no mapping file was given (--mapping-config)"),
+            Some(r) => match r.reload() {
+                Ok(n) => {
+                    tracing::info!(file = %r.path().display(), mappings = n, "mapping file reloaded");
+                    ok(json!({ "file": r.path().display().to_string(), "mappings": n }))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "mapping file refused; the previous mapping stays");
+                    err(e.to_string())
+                }
+            },
+        },
         Some("stop") => {
             stopper.trigger();
             ok(json!({ "stopping": true }))
         }
         Some(other) => err(format!(
-            "unknown command {other:?} (try status, flush, stop)"
+            "unknown command {other:?} (try status, flush, reload, stop)"
         )),
         None => err("missing cmd"),
     }
@@ -343,6 +404,8 @@ async fn flush_once(
         intervals.push(statsd_health_interval(&now.since(prev_own)));
         *prev_own = now;
     }
+    let mapper = shared.mapper.load_full();
+    state.set_mapper(mapper.clone());
     let snap = Arc::new(state.flush(intervals, secs, unix_now()));
     shared
         .kept
@@ -359,7 +422,7 @@ async fn flush_once(
     let health = shared.health();
     let delta = health.since(prev_health);
     *prev_health = health.clone();
-    *shared.last.lock() = snap.clone();
+    *shared.last.lock() = (snap.clone(), mapper);
     if config.json {
         // Through the bounded output queue: a reader of stdout that is slow
         // or stuck costs JSON lines (counted), never the flush task.
@@ -472,9 +535,10 @@ async fn serve_http(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdo
 fn respond(req: &Request<hyper::body::Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     let (status, ctype, body) = match req.uri().path() {
         "/metrics" => {
-            let snap = shared.last.lock().clone();
-            let text = prometheus::render(
+            let (snap, mapper) = shared.last.lock().clone();
+            let text = prometheus::render_mapped(
                 &snap,
+                &mapper,
                 &shared.health(),
                 &shared.bad.get(),
                 &shared.collisions,

@@ -20,11 +20,13 @@ Examples:
   shoal stats --udp 0.0.0.0:8125 --flush 5s --graphite 127.0.0.1:2003
   shoal stats --json --no-http --flush 1s       # one JSON line per flush on stdout
   shoal stats --config examples/stats.toml
+  shoal stats --mapping-config examples/stats-mapping.yml   # statsd_exporter mappings; kill -HUP rereads it
   echo 'api.hits:1|c|#env:prod' | nc -u -w0 127.0.0.1 8125 && curl -s 127.0.0.1:9102/metrics
 
 Control socket (name `stats`, see --name): {\"cmd\":\"flush\"} flushes now, {\"cmd\":\"status\"} returns
-the health counters, {\"cmd\":\"stop\"} stops (e.g. `shoal ctl --name stats stop`).
-SIGTERM/SIGINT also flush the last interval before exit.")]
+the health counters, {\"cmd\":\"reload\"} rereads the mapping file, {\"cmd\":\"stop\"} stops
+(e.g. `shoal ctl --name stats stop`). SIGHUP rereads the mapping file (a bad one is refused and
+logged with file:line; the old mapping stays). SIGTERM/SIGINT flush the last interval before exit.")]
 pub struct StatsArgs {
     /// The options (boxed: they are large, and live in the CLI's enum).
     #[command(flatten)]
@@ -93,6 +95,20 @@ pub struct StatsOptions {
     /// what cannot be passed on is counted in shoal_stats_relay_dropped_total.
     #[arg(long, value_name = "HOST:PORT")]
     pub relay: Option<std::net::SocketAddr>,
+    /// A prometheus/statsd_exporter mapping file (YAML: `mappings:` with
+    /// glob or regex `match`, `name`, `labels`, `observer_type`, `ttl`, ...;
+    /// see docs/dgram.md). Reread on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub mapping_config: Option<PathBuf>,
+    /// Also expose every timer no mapping takes as a cumulative Prometheus
+    /// histogram in ms (`<name>_bucket`), aggregatable across instances; its
+    /// last-interval statsd quantiles move to `<name>_interval`.
+    #[arg(long)]
+    pub timer_histogram: bool,
+    /// A bucket bound for --timer-histogram, in ms (repeatable).
+    /// [default: 5 10 25 50 100 250 500 1000 2500 5000 10000]
+    #[arg(long = "histogram-bucket", value_name = "MS")]
+    pub histogram_buckets: Vec<f64>,
     /// Control socket name (under $SHOAL_RUNTIME_DIR). [default: stats]
     #[arg(long)]
     pub name: Option<String>,
@@ -123,6 +139,10 @@ impl StatsOptions {
             series_ttl: self.series_ttl,
             statsd_health: self.statsd_health.then_some(true),
             relay: self.relay,
+            mapping_config: self.mapping_config.clone(),
+            timer_histogram: self.timer_histogram.then_some(true),
+            histogram_buckets: (!self.histogram_buckets.is_empty())
+                .then(|| self.histogram_buckets.clone()),
             name: self.name.clone(),
             ..FileConfig::default()
         }
@@ -144,16 +164,22 @@ pub fn run(args: StatsArgs) -> anyhow::Result<()> {
     };
     let config = file.merge(args.overrides()).into_config(&path, &text)?;
     super::run_with_signals(super::Threads::Exactly(2), None, |shutdown| async move {
-        // A hangup (the terminal closed, or `kill -HUP` out of habit) must
-        // not end the collector and lose the interval: nothing it reads is
-        // reloadable, so it is logged and ignored.
+        // A hangup rereads the mapping file (as statsd_exporter rereads
+        // its own); it never ends the collector and loses the interval.
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let running = statsd::start(config, shutdown).await?;
+        let reload = running.mapping.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                tracing::info!("SIGHUP ignored: shoal stats rereads nothing at runtime (restart it to change settings)");
+                match &reload {
+                    None => tracing::info!("SIGHUP: no mapping file to reread (--mapping-config); other settings need a restart"),
+                    Some(r) => match r.reload() {
+                        Ok(n) => tracing::info!(file = %r.path().display(), mappings = n, "mapping file reloaded"),
+                        Err(e) => tracing::error!(error = %e, "mapping file refused; the previous mapping stays"),
+                    },
+                }
             }
         });
-        let running = statsd::start(config, shutdown).await?;
         let show = |a: Option<SocketAddr>| a.map_or("-".to_string(), |a| a.to_string());
         let udp: Vec<String> = running.udp.iter().map(|a| a.to_string()).collect();
         // One stable line for scripts and tests to wait on.

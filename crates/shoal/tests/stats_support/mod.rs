@@ -198,6 +198,26 @@ impl Collector {
         Collector::start(&args)
     }
 
+    /// Send signal `sig` (e.g. 1 for SIGHUP) to the collector.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the pid of our own child.
+        unsafe { libc_kill(self.child.id() as i32, sig) };
+    }
+
+    /// Wait for a line on stderr that contains every one of `parts`, and
+    /// return it.
+    pub fn wait_log(&self, parts: &[&str]) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(l) if parts.iter().all(|p| l.contains(p)) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("no log line with {parts:?}"),
+            }
+        }
+    }
+
     /// Send SIGTERM and wait for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id() as i32;
@@ -264,4 +284,44 @@ pub fn run_client(cmd: &mut Command) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// promtool's naming advice (lint, not a format error) that user-chosen
+/// names may draw: a gauge called `x_sum`, `x_count` or `x_bucket` is the
+/// sender's choice, and valid in the format.
+/// A counter a mapping file names without `_total` (statsd_exporter keeps
+/// the name the user mapped) draws advice too.
+const NAMING_ADVICE: &[&str] = &[
+    "non-histogram and non-summary metrics should not have",
+    "non-histogram metrics should not have",
+    "counter metrics should have \"_total\" suffix",
+];
+
+/// Run `promtool check metrics` on `doc`: whether it found nothing but
+/// naming advice on user series, and its output.
+pub fn promtool(doc: &str) -> (bool, String) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool missing: apt-get install -y prometheus");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(doc.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let only_advice = text.lines().all(|l| {
+        l.trim().is_empty()
+            || (!l.starts_with("shoal_stats") && NAMING_ADVICE.iter().any(|a| l.contains(a)))
+    });
+    (out.status.success() || only_advice, text)
 }
