@@ -30,6 +30,7 @@ use crate::store::Store;
 use amq_protocol::protocol::{basic, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
 use serde::{Deserialize, Serialize};
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -160,7 +161,9 @@ pub struct VHost {
     /// Queues by name.
     pub queues: HashMap<String, Queue>,
     /// Open channels.
-    pub channels: HashMap<u64, ChanState>,
+    /// Channels by [`chan_key`], looked up per delivery: a fast (Fx) hash
+    /// of the number.
+    pub channels: FxHashMap<u64, ChanState>,
     /// Message store.
     pub store: Arc<Store>,
     /// Counters.
@@ -310,7 +313,7 @@ impl VHost {
             name: name.to_string(),
             exchanges,
             queues,
-            channels: HashMap::new(),
+            channels: FxHashMap::default(),
             store,
             stats: VStats::default(),
             page_budget,
