@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: `shoal broker` vs RabbitMQ (Debian's package), both
-# on loopback, driven by the same load generator (`amqp_perf`, the code behind
-# `shoal bench amqp`). Contenders alternate within each round; medians of
+# on loopback, driven by the same load generator (`shoal bench amqp`). Contenders alternate within each round; medians of
 # RUNS rounds and ratios are printed. Bounded: about 7 minutes.
 #
 # Three parts (PARTS, comma-separated, default all):
@@ -29,10 +28,9 @@ OUT="$WORK/results.txt"
 
 echo "== building (release)" >&2
 cargo build --release -q -p shoal
-cargo build --release -q -p shoal-broker --example amqp_perf
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 SHOAL=$TARGET/release/shoal
-PERF=$TARGET/release/examples/amqp_perf
+bench_amqp() { "$SHOAL" bench amqp "$@"; }
 
 SHOAL_PID=""
 rmq_ctl() { rabbitmqctl -n rabbit@localhost "$@"; }
@@ -87,7 +85,7 @@ for s in "${ORDER[@]}"; do
   for r in $(seq "$RUNS"); do
     if [ $((r % 2)) -eq 1 ]; then pair=(rabbitmq shoal); else pair=(shoal rabbitmq); fi
     for c in "${pair[@]}"; do
-      j=$("$PERF" -H 127.0.0.1:$(port_of $c) ${SCEN[$s]} -z "$SECS" --queue-prefix "bench-$s-$r" --json)
+      j=$(bench_amqp -H 127.0.0.1:$(port_of $c) ${SCEN[$s]} -z "$SECS" --queue-prefix "bench-$s-$r" --json)
       rate=$(echo "$j" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["consume_rate"]))')
       p99=$(echo "$j" | python3 -c 'import json,sys; print(json.load(sys.stdin)["latency_us"]["p99"])')
       echo "$s $c $r $rate $p99" | tee -a "$OUT" >&2
@@ -107,7 +105,7 @@ for s in transient_1p1c persistent_confirm_1p1c; do
     for c in "${pair[@]}"; do
       pid=$(pid_of $c)
       before=$(cpu_us "$pid")
-      j=$("$PERF" -H 127.0.0.1:$(port_of $c) ${CPU_SCEN[$s]} -r "$RATE" -z "$SECS" \
+      j=$(bench_amqp -H 127.0.0.1:$(port_of $c) ${CPU_SCEN[$s]} -r "$RATE" -z "$SECS" \
         --queue-prefix "cpu-$s-$r" --json)
       after=$(cpu_us "$pid")
       n=$(echo "$j" | python3 -c 'import json,sys; print(json.load(sys.stdin)["consumed"])')
@@ -120,7 +118,7 @@ for c in rabbitmq shoal; do
   [[ $PARTS == *,rss,* ]] || break
   [ "$c" = rabbitmq ] && echo "== RSS with 1,000,000 queued 100-byte messages" >&2
   before=$(rss_mb "$(pid_of $c)")
-  "$PERF" -H 127.0.0.1:$(port_of $c) -x 1 -y 0 -s 100 -C 1000000 -c 1000 -z 300 \
+  bench_amqp -H 127.0.0.1:$(port_of $c) -x 1 -y 0 -s 100 -C 1000000 -c 1000 -z 300 \
     --queue-prefix "bench-rss" --keep-queues --json > /dev/null
   sleep 2
   after=$(rss_mb "$(pid_of $c)")
