@@ -26,8 +26,10 @@ SHOAL_PORT=${SHOAL_PORT:-25690}
 WORK=$(mktemp -d /tmp/shoal-bench-broker.XXXXXX)
 OUT="$WORK/results.txt"
 
-echo "== building (release)" >&2
-cargo build --release -q -p shoal
+if [ -z "${NO_BUILD:-}" ]; then   # NO_BUILD=1: use the release binary as it is
+  echo "== building (release)" >&2
+  cargo build --release -q -p shoal
+fi
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 SHOAL=$TARGET/release/shoal
 bench_amqp() { "$SHOAL" bench amqp "$@"; }

@@ -78,7 +78,8 @@ pub fn method(ch: u16, payload: &[u8]) -> Option<AMQPFrame> {
         }
         _ => return None,
     };
-    r.done().then_some(AMQPFrame::Method(ch, AMQPClass::Basic(m)))
+    r.done()
+        .then_some(AMQPFrame::Method(ch, AMQPClass::Basic(m)))
 }
 
 /// A content header's payload (class, weight, body size, properties),
