@@ -1,26 +1,38 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: `shoal broker` vs RabbitMQ (Debian's package), both
-# on loopback, driven by the same load generator (`amqp_perf`, the code behind
-# `shoal bench amqp`). Contenders alternate within each round; medians of
-# RUNS rounds and ratios are printed. Bounded: about 5 minutes.
+# on loopback, driven by the same load generator (`shoal bench amqp`). Contenders alternate within each round; medians of
+# RUNS rounds and ratios are printed. Bounded: about 7 minutes.
 #
-#   bench/broker.sh              # RUNS=3 SECONDS_PER_RUN=10
+# Three parts (PARTS, comma-separated, default all):
+#   throughput  saturation consume rate and p99 latency per scenario;
+#   cpu         broker CPU time per message at a fixed offered load (RATE
+#               msg/s, 1 publisher, 1 consumer, 16 B), from the broker
+#               process's utime+stime in /proc/PID/stat (RabbitMQ: beam.smp)
+#               before and after each run, divided by messages consumed;
+#   rss         memory with 1,000,000 queued messages.
+#
+#   bench/broker.sh              # RUNS=3 SECONDS_PER_RUN=10 RATE=20000
 #   RUNS=1 SECONDS_PER_RUN=5 bench/broker.sh
+#   PARTS=cpu RUNS=5 bench/broker.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 RUNS=${RUNS:-3}
 SECS=${SECONDS_PER_RUN:-10}
+RATE=${RATE:-20000}
+PARTS=,${PARTS:-throughput,cpu,rss},
 RMQ_PORT=${RMQ_PORT:-25680}
 SHOAL_PORT=${SHOAL_PORT:-25690}
 WORK=$(mktemp -d /tmp/shoal-bench-broker.XXXXXX)
 OUT="$WORK/results.txt"
 
-echo "== building (release)" >&2
-cargo build --release -q -p shoal
-cargo build --release -q -p shoal-broker --example amqp_perf
-SHOAL=$ROOT/target/release/shoal
-PERF=$ROOT/target/release/examples/amqp_perf
+if [ -z "${NO_BUILD:-}" ]; then   # NO_BUILD=1: use the release binary as it is
+  echo "== building (release)" >&2
+  cargo build --release -q -p shoal
+fi
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+SHOAL=$TARGET/release/shoal
+bench_amqp() { "$SHOAL" bench amqp "$@"; }
 
 SHOAL_PID=""
 rmq_ctl() { rabbitmqctl -n rabbit@localhost "$@"; }
@@ -58,6 +70,10 @@ for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$SHOAL_PORT) 2>/dev/null && 
 port_of() { if [ "$1" = rabbitmq ]; then echo $RMQ_PORT; else echo $SHOAL_PORT; fi; }
 pid_of() { if [ "$1" = rabbitmq ]; then echo $RMQ_PID; else echo $SHOAL_PID; fi; }
 rss_mb() { ps -o rss= -p "$1" | awk '{printf "%.1f", $1/1024}'; }
+# utime+stime of a process in µs (fields 14 and 15 of /proc/PID/stat,
+# counted after the ") " that ends the command name).
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+cpu_us() { sed 's/.*) //' "/proc/$1/stat" | awk -v t="$TICK_US" '{print ($12 + $13) * t}'; }
 
 declare -A SCEN=(
   [transient_1p1c]="-x 1 -y 1 -s 16 -a"
@@ -67,10 +83,11 @@ declare -A SCEN=(
 ORDER=(transient_1p1c persistent_confirm_1p1c transient_4p4c_4q)
 
 for s in "${ORDER[@]}"; do
+  [[ $PARTS == *,throughput,* ]] || break
   for r in $(seq "$RUNS"); do
     if [ $((r % 2)) -eq 1 ]; then pair=(rabbitmq shoal); else pair=(shoal rabbitmq); fi
     for c in "${pair[@]}"; do
-      j=$("$PERF" -H 127.0.0.1:$(port_of $c) ${SCEN[$s]} -z "$SECS" --queue-prefix "bench-$s-$r" --json)
+      j=$(bench_amqp -H 127.0.0.1:$(port_of $c) ${SCEN[$s]} -z "$SECS" --queue-prefix "bench-$s-$r" --json)
       rate=$(echo "$j" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["consume_rate"]))')
       p99=$(echo "$j" | python3 -c 'import json,sys; print(json.load(sys.stdin)["latency_us"]["p99"])')
       echo "$s $c $r $rate $p99" | tee -a "$OUT" >&2
@@ -78,32 +95,73 @@ for s in "${ORDER[@]}"; do
   done
 done
 
-echo "== RSS with 1,000,000 queued 100-byte messages" >&2
+declare -A CPU_SCEN=(
+  [transient_1p1c]="-x 1 -y 1 -s 16 -a"
+  [persistent_confirm_1p1c]="-x 1 -y 1 -s 16 -p -c 100 -P 100"
+)
+for s in transient_1p1c persistent_confirm_1p1c; do
+  [[ $PARTS == *,cpu,* ]] || break
+  echo "== CPU per message at $RATE msg/s: $s" >&2
+  for r in $(seq "$RUNS"); do
+    if [ $((r % 2)) -eq 1 ]; then pair=(rabbitmq shoal); else pair=(shoal rabbitmq); fi
+    for c in "${pair[@]}"; do
+      pid=$(pid_of $c)
+      before=$(cpu_us "$pid")
+      j=$(bench_amqp -H 127.0.0.1:$(port_of $c) ${CPU_SCEN[$s]} -r "$RATE" -z "$SECS" \
+        --queue-prefix "cpu-$s-$r" --json)
+      after=$(cpu_us "$pid")
+      n=$(echo "$j" | python3 -c 'import json,sys; print(json.load(sys.stdin)["consumed"])')
+      echo "cpu $s $c $r $n $((after - before))" | tee -a "$OUT" >&2
+    done
+  done
+done
+
 for c in rabbitmq shoal; do
+  [[ $PARTS == *,rss,* ]] || break
+  [ "$c" = rabbitmq ] && echo "== RSS with 1,000,000 queued 100-byte messages" >&2
   before=$(rss_mb "$(pid_of $c)")
-  "$PERF" -H 127.0.0.1:$(port_of $c) -x 1 -y 0 -s 100 -C 1000000 -c 1000 -z 300 \
+  bench_amqp -H 127.0.0.1:$(port_of $c) -x 1 -y 0 -s 100 -C 1000000 -c 1000 -z 300 \
     --queue-prefix "bench-rss" --keep-queues --json > /dev/null
   sleep 2
   after=$(rss_mb "$(pid_of $c)")
   echo "rss $c $before $after" | tee -a "$OUT" >&2
 done
 
-python3 - "$OUT" "$RUNS" "$SECS" <<'PY'
+touch "$OUT"
+python3 - "$OUT" "$RUNS" "$SECS" "$RATE" <<'PY'
 import sys, statistics, collections
 rows = [l.split() for l in open(sys.argv[1])]
-runs, secs = sys.argv[2], sys.argv[3]
+runs, secs, offered = sys.argv[2], sys.argv[3], sys.argv[4]
 rate = collections.defaultdict(list); p99 = collections.defaultdict(list); rss = {}
+cpu = collections.defaultdict(list); msgs = collections.defaultdict(list)
 for r in rows:
     if r[0] == "rss":
         rss[r[1]] = (float(r[2]), float(r[3]))
+    elif r[0] == "cpu":
+        # cpu scenario contender round messages cpu_us
+        if int(r[4]) > 0:
+            cpu[(r[1], r[2])].append(int(r[5]) / int(r[4])); msgs[(r[1], r[2])].append(int(r[4]))
     else:
         rate[(r[0], r[1])].append(int(r[3])); p99[(r[0], r[1])].append(int(r[4]))
-print(f"\n| scenario ({runs} alternating runs x {secs}s, consume rate) | RabbitMQ | shoal | shoal/RabbitMQ |")
-print("| --- | --- | --- | --- |")
+if rate:
+    print(f"\n| scenario ({runs} alternating runs x {secs}s, consume rate) | RabbitMQ | shoal | shoal/RabbitMQ |")
+    print("| --- | --- | --- | --- |")
 for s in ["transient_1p1c", "persistent_confirm_1p1c", "transient_4p4c_4q"]:
+    if not rate[(s, "rabbitmq")] or not rate[(s, "shoal")]:
+        continue
     a = statistics.median(rate[(s, "rabbitmq")]); b = statistics.median(rate[(s, "shoal")])
     pa = statistics.median(p99[(s, "rabbitmq")]) / 1000; pb = statistics.median(p99[(s, "shoal")]) / 1000
     print(f"| {s} | {a:,.0f} msg/s (p99 {pa:.1f} ms) | {b:,.0f} msg/s (p99 {pb:.1f} ms) | {b / a:.2f} |")
+if cpu:
+    print(f"\n| broker CPU per message at {int(offered):,} msg/s offered ({runs} alternating runs x {secs}s, median) | RabbitMQ | shoal | RabbitMQ/shoal |")
+    print("| --- | --- | --- | --- |")
+for s in ["transient_1p1c", "persistent_confirm_1p1c"]:
+    a, b = cpu[(s, "rabbitmq")], cpu[(s, "shoal")]
+    if not a or not b:
+        continue
+    ma, mb = statistics.median(a), statistics.median(b)
+    na, nb = statistics.median(msgs[(s, "rabbitmq")]), statistics.median(msgs[(s, "shoal")])
+    print(f"| {s} | {ma:.2f} µs/msg ({na:,.0f} msgs) | {mb:.2f} µs/msg ({nb:,.0f} msgs) | {ma / mb:.1f}x less |")
 if "rabbitmq" in rss and "shoal" in rss:
     ra = rss["rabbitmq"]; sb = rss["shoal"]
     da, db = ra[1] - ra[0], sb[1] - sb[0]

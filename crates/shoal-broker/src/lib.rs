@@ -8,6 +8,8 @@
 //!   protocol exceptions with RabbitMQ's reply codes.
 //! - [`codec`]: frame decoding with size checks before parsing, and frame
 //!   encoding, on top of `amq-protocol`.
+//! - [`fastpath`]: hand-written decoding of `basic.publish`, `basic.ack` and
+//!   plain content headers, the frames every message costs.
 //! - [`nesting`]: the bound on field-table nesting, checked on raw frames.
 //! - [`server`]: the accept loop, the broker-wide state, the periodic tick
 //!   (TTL, `x-expires`, alarms) and graceful shutdown.
@@ -30,6 +32,7 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod exchange;
+pub mod fastpath;
 pub mod message;
 pub mod nesting;
 pub mod outbox;

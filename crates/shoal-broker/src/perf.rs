@@ -61,6 +61,11 @@ pub struct PerfArgs {
     /// Ack with `multiple` every N messages (0: ack each message).
     #[arg(long, default_value_t = 0)]
     pub multi_ack_every: u64,
+    /// Publishing rate limit per publisher in msg/s (0: as fast as possible).
+    /// Paced in 1 ms steps, so a fixed offered load shows the broker's own
+    /// cost per message instead of the load generator's limits.
+    #[arg(short = 'r', long, default_value_t = 0)]
+    pub rate: u64,
     /// Run time in seconds.
     #[arg(short = 'z', long, default_value_t = 10)]
     pub time: u64,
@@ -391,10 +396,14 @@ async fn publisher(a: PerfArgs, idx: usize, sh: Arc<Shared>) -> io::Result<()> {
     let mut sent = 0u64;
     let mut out = Vec::with_capacity(64 * 1024);
     let batch = 64u64;
+    let mut pace = (a.rate > 0).then(|| Pacer::new(a.rate));
     while !sh.stop_publishing.load(Ordering::Relaxed) && (a.pmessages == 0 || sent < a.pmessages) {
         let mut n = batch;
         if a.pmessages > 0 {
             n = n.min(a.pmessages - sent);
+        }
+        if let Some(p) = pace.as_mut() {
+            n = n.min(p.due(sent).await);
         }
         if a.confirm > 0 {
             loop {
@@ -450,6 +459,39 @@ async fn publisher(a: PerfArgs, idx: usize, sh: Arc<Shared>) -> io::Result<()> {
         r.abort();
     }
     Ok(())
+}
+
+/// Spaces publishing at a fixed rate: the messages due by now, checked every
+/// millisecond.
+struct Pacer {
+    rate: u64,
+    start: tokio::time::Instant,
+    tick: tokio::time::Interval,
+}
+
+impl Pacer {
+    fn new(rate: u64) -> Pacer {
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Pacer {
+            rate,
+            start: tokio::time::Instant::now(),
+            tick,
+        }
+    }
+
+    /// How many messages may go now, `sent` having gone already (waits for
+    /// the next millisecond tick while none are due).
+    async fn due(&mut self, sent: u64) -> u64 {
+        loop {
+            let us = self.start.elapsed().as_micros() as u64;
+            let target = (u128::from(self.rate) * u128::from(us) / 1_000_000) as u64;
+            if target > sent {
+                return target - sent;
+            }
+            self.tick.tick().await;
+        }
+    }
 }
 
 async fn consumer(a: PerfArgs, idx: usize, sh: Arc<Shared>) -> io::Result<Vec<u32>> {

@@ -5,7 +5,7 @@
 //! A socket write that stalls past `send_timeout` (the client stopped
 //! reading) ends the writer, which ends the connection.
 
-use crate::codec::{put_content, put_frame, put_method};
+use crate::codec::{put_content, put_deliver, put_frame, put_method};
 use crate::outbox::{Backlog, Kick, Out, OUTBOX_MAX};
 use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{basic, AMQPClass};
@@ -167,16 +167,14 @@ pub async fn run<W: AsyncWrite + Unpin>(
                             redelivered,
                             msg,
                         } => {
-                            put_method(
+                            put_deliver(
                                 &mut buf,
                                 ch,
-                                AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-                                    consumer_tag: consumer_tag.as_ref().into(),
-                                    delivery_tag: tag,
-                                    redelivered,
-                                    exchange: (&*msg.exchange).into(),
-                                    routing_key: (&*msg.routing_key).into(),
-                                })),
+                                &consumer_tag,
+                                tag,
+                                redelivered,
+                                &msg.exchange,
+                                &msg.routing_key,
                             );
                             put_content(&mut buf, ch, msg.raw_properties(), msg.body(), frame_max);
                             delivered += 1;

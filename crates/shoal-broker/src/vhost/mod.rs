@@ -29,6 +29,7 @@ use crate::queue::{paged_stub, Consumer, Overflow, QMsg, Queue, QueueArgs};
 use crate::store::Store;
 use amq_protocol::protocol::{basic, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -160,7 +161,9 @@ pub struct VHost {
     /// Queues by name.
     pub queues: HashMap<String, Queue>,
     /// Open channels.
-    pub channels: HashMap<u64, ChanState>,
+    /// Channels by [`chan_key`], looked up per delivery: a fast (Fx) hash
+    /// of the number.
+    pub channels: FxHashMap<u64, ChanState>,
     /// Message store.
     pub store: Arc<Store>,
     /// Counters.
@@ -310,7 +313,7 @@ impl VHost {
             name: name.to_string(),
             exchanges,
             queues,
-            channels: HashMap::new(),
+            channels: FxHashMap::default(),
             store,
             stats: VStats::default(),
             page_budget,
