@@ -8,15 +8,6 @@ use cluster_support::*;
 use std::io::Read;
 use std::time::Duration;
 
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn chapter_js() -> String {
     repo()
         .join("examples/cluster/chapter_cluster.js")

@@ -9,15 +9,6 @@ use cluster_support::*;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// An unmodified `listen(PORT)` server answering with its worker id;
 /// `/hang` blocks the worker's event loop for good, and `/slow` answers
 /// after 20 ms.
