@@ -68,6 +68,8 @@ pub struct FileConfig {
     pub node_cluster: Option<String>,
     /// The address for a Node worker's `listen(port)` without a host.
     pub bind_host: Option<String>,
+    /// `shared`, `reuse-port` or `rr`: how Node workers get connections.
+    pub schedule: Option<String>,
 }
 
 /// `workers = 4` or `workers = "auto"`.
@@ -183,6 +185,13 @@ fn into_spec(path: &Path, text: &str, f: FileConfig) -> Result<ClusterSpec, Conf
             .parse()
             .map_err(|e: crate::ClusterError| bad("node_cluster", e.to_string()))?;
     }
+    if let Some(sched) = f.schedule {
+        spec.schedule = Some(
+            sched
+                .parse()
+                .map_err(|e: crate::ClusterError| bad("schedule", e.to_string()))?,
+        );
+    }
     if let Some(h) = f.bind_host {
         spec.bind_host = Some(h.parse().map_err(|_| {
             bad(
@@ -235,6 +244,15 @@ mod tests {
             .env
             .iter()
             .any(|(k, v)| k == "NODE_ENV" && v == "production"));
+    }
+
+    #[test]
+    fn the_schedule_key_is_read_and_checked() {
+        let p = Path::new("c.toml");
+        let spec = parse(p, "command = [\"node\"]\nschedule = \"rr\"\n").unwrap();
+        assert_eq!(spec.node_schedule(), crate::node::Schedule::RoundRobin);
+        let e = parse(p, "command = [\"node\"]\nschedule = \"fair\"\n").unwrap_err();
+        assert!(e.to_string().starts_with("c.toml:2: schedule:"), "{e}");
     }
 
     #[test]

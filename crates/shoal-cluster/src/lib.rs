@@ -21,7 +21,8 @@
 //! - [`watch`]: `--watch`, a rolling reload when files change.
 //! - [`node`]: Node's cluster protocol (`NODE_UNIQUE_ID`, `queryServer`,
 //!   shared and per-worker listening handles), so `listen(8080)` runs
-//!   unchanged.
+//!   unchanged; `node_rr` (private): Node's round-robin mode, the primary
+//!   accepting and handing each connection to a worker in turn.
 //! - [`event`]: the events (fork, online, listening, disconnect, exit, setup, ...).
 //! - [`control`]: answers on the `shoal ctl` control socket.
 //! - [`role`]: the worker's side: `is_primary`, `worker_id`, inherited
@@ -38,6 +39,7 @@ mod guard;
 pub mod listen;
 pub mod logfile;
 pub mod node;
+mod node_rr;
 pub mod primary;
 pub mod procstat;
 pub mod role;

@@ -10,7 +10,7 @@
 //! `{cmd: "NODE_CLUSTER", ack: seq, errno: 0, key, data: null}` with the
 //! listening socket attached as a raw handle (`net.Native`,
 //! `dgram.Native`): the kernel then spreads connections over the workers
-//! (Node's `SharedHandle`). With `reuse_port` each worker gets a socket of
+//! (Node's `SharedHandle`). With [`Schedule::ReusePort`] each worker gets a socket of
 //! its own with `SO_REUSEPORT` instead, for an even spread. A bind that
 //! fails is answered with libuv's negative errno and no handle, so that the
 //! worker's server emits Node's own error (`EADDRINUSE`, `EACCES`).
@@ -32,18 +32,73 @@
 //! copy of it), as libuv requires of a socket that several processes
 //! accept on.
 //!
+//! With [`Schedule::RoundRobin`] a TCP server is instead accepted on by the
+//! primary, which hands each connection to a worker in turn (Node's
+//! round-robin mode, see [`crate::node_rr`]).
+//!
 //! Malformed messages are logged with the worker's id and answered, when
 //! they carry a `seq`, with `EINVAL`; they never affect other workers.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 use shoal_process::Handle;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::listen::Listeners;
+use crate::node_rr;
+
+/// How a Node worker's TCP servers get their connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    /// One listening socket shared by every worker; the kernel picks the
+    /// worker that accepts (Node's `SCHED_NONE`).
+    Shared,
+    /// A `SO_REUSEPORT` socket per worker: the kernel spreads connections
+    /// evenly over them.
+    ReusePort,
+    /// The primary accepts and hands each connection to the next worker
+    /// (Node's `SCHED_RR`).
+    RoundRobin,
+}
+
+impl std::str::FromStr for Schedule {
+    type Err = crate::ClusterError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "shared" | "none" => Ok(Schedule::Shared),
+            "reuse-port" | "reuseport" => Ok(Schedule::ReusePort),
+            "rr" | "round-robin" => Ok(Schedule::RoundRobin),
+            _ => Err(crate::ClusterError::Spec(format!(
+                "--schedule {s}: expected shared, reuse-port or rr"
+            ))),
+        }
+    }
+}
+
+impl Schedule {
+    /// Node's `NODE_CLUSTER_SCHED_POLICY` (`rr` or `none`), read as Node's
+    /// primary reads it; anything else leaves the default, shared.
+    pub fn from_env() -> Schedule {
+        match std::env::var("NODE_CLUSTER_SCHED_POLICY").as_deref() {
+            Ok("rr") => Schedule::RoundRobin,
+            _ => Schedule::Shared,
+        }
+    }
+
+    /// The name `--schedule` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Schedule::Shared => "shared",
+            Schedule::ReusePort => "reuse-port",
+            Schedule::RoundRobin => "rr",
+        }
+    }
+}
 
 /// libuv's error numbers are negated errno values on Unix.
 fn uv_errno(e: &std::io::Error) -> i64 {
@@ -116,6 +171,11 @@ pub(crate) enum Act {
         reason: String,
         seq: Option<Value>,
     },
+    /// The answer to the primary's `newconn` number `seq`.
+    Accepted {
+        seq: u64,
+        accepted: bool,
+    },
     /// An act the primary has nothing to do for.
     Ignored(String),
 }
@@ -170,6 +230,13 @@ pub(crate) fn parse(msg: &Value) -> Act {
         seq: seq.clone(),
     };
     let Some(act) = msg.get("act").and_then(Value::as_str) else {
+        // A worker's answer to `newconn` (round-robin): `{ack, accepted}`.
+        if let (Some(seq), Some(accepted)) = (
+            msg.get("ack").and_then(Value::as_u64),
+            msg.get("accepted").and_then(Value::as_bool),
+        ) {
+            return Act::Accepted { seq, accepted };
+        }
         return bad("no act");
     };
     match act {
@@ -247,50 +314,147 @@ struct Shared {
     users: BTreeSet<u64>,
 }
 
+/// A server the primary accepts on (round-robin), and which workers serve it.
+struct RoundRobin {
+    tx: tokio::sync::mpsc::UnboundedSender<node_rr::Msg>,
+    address: Option<String>,
+    users: BTreeSet<u64>,
+}
+
 /// The sockets Node workers asked for.
 #[derive(Default)]
 pub(crate) struct Servers {
     shared: BTreeMap<String, Shared>,
-    seq: u64,
+    rr: BTreeMap<String, RoundRobin>,
+    /// The primary's message numbers (shared with the round-robin tasks).
+    seq: Arc<AtomicU64>,
 }
 
 /// An answer to send a worker: the message, and the handle to attach.
 pub(crate) struct Answer {
     pub msg: Value,
     pub handle: Option<Handle>,
+    /// Round-robin: once the answer is written, the worker is added here.
+    pub then_add: Option<tokio::sync::mpsc::UnboundedSender<node_rr::Msg>>,
 }
 
 impl Servers {
     /// Sockets bound for workers now.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.shared.len()
+        self.shared.len() + self.rr.len()
     }
 
     /// A message from the primary, numbered as Node's primary numbers its own.
     pub fn message(&mut self, mut body: Value) -> Value {
-        self.seq += 1;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         body["cmd"] = Value::from("NODE_CLUSTER");
-        body["seq"] = Value::from(self.seq);
+        body["seq"] = Value::from(seq);
         body
     }
 
+    /// An answer without a handle.
+    pub fn answer(&mut self, body: Value) -> Answer {
+        Answer {
+            msg: self.message(body),
+            handle: None,
+            then_add: None,
+        }
+    }
+
+    /// Round-robin: answer `q` with the address only (Node's faux handle),
+    /// binding the server and starting its accepting task on first use.
+    fn query_rr(&mut self, worker: u64, q: &Query, bind_host: Option<IpAddr>) -> Answer {
+        if !self.rr.contains_key(&q.key) {
+            let started = bind(q, false, bind_host).and_then(|s| {
+                let address = shown(&s);
+                let tx = node_rr::start(q.key.clone(), s.into(), self.seq.clone())?;
+                Ok(RoundRobin {
+                    tx,
+                    address,
+                    users: BTreeSet::new(),
+                })
+            });
+            match started {
+                Ok(r) => {
+                    self.rr.insert(q.key.clone(), r);
+                }
+                Err(e) => {
+                    return self.answer(json!({
+                        "ack": q.seq, "errno": uv_errno(&e), "key": q.key, "data": null,
+                    }))
+                }
+            }
+        }
+        let Some(r) = self.rr.get_mut(&q.key) else {
+            unreachable!("inserted above")
+        };
+        r.users.insert(worker);
+        let tx = r.tx.clone();
+        let sockname = r
+            .address
+            .as_deref()
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .map(|a| {
+                json!({
+                    "address": a.ip().to_string(),
+                    "family": if a.is_ipv6() { "IPv6" } else { "IPv4" },
+                    "port": a.port(),
+                })
+            });
+        let mut a = self.answer(json!({
+            "ack": q.seq, "errno": 0, "key": q.key, "data": null, "sockname": sockname,
+        }));
+        a.then_add = Some(tx);
+        a
+    }
+
+    /// Worker `worker` answered round-robin connection `seq`; the server
+    /// that sent it knows it by its number.
+    pub fn accepted(&self, worker: u64, seq: u64, accepted: bool) {
+        for r in self.rr.values() {
+            let _ = r.tx.send(node_rr::Msg::Ack {
+                worker,
+                seq,
+                accepted,
+            });
+        }
+    }
+
+    /// Worker `worker`'s channel has ended: round-robin connections it
+    /// never answered for go to other workers.
+    pub fn channel_closed(&self, worker: u64) {
+        for r in self.rr.values() {
+            let _ = r.tx.send(node_rr::Msg::Gone { worker });
+        }
+    }
+
     /// Answer `q` from worker `worker`: a socket (shared, or one of its own
-    /// with `reuse_port`; `bind_host` stands in for an address the worker
-    /// left out), the inherited listener for `listen({fd})`, or an errno.
+    /// with `ReusePort`; `bind_host` stands in for an address the worker
+    /// left out), the address of a server the primary accepts on
+    /// (`RoundRobin`, TCP only), the inherited listener for
+    /// `listen({fd})`, or an errno.
     pub fn query(
         &mut self,
         worker: u64,
         q: &Query,
         listeners: &Listeners,
-        reuse_port: bool,
+        schedule: Schedule,
         bind_host: Option<IpAddr>,
     ) -> Answer {
-        let reply = |servers: &mut Servers, errno: i64, handle: Option<Handle>| Answer {
-            msg: servers.message(json!({
+        if schedule == Schedule::RoundRobin
+            && q.fd.is_none()
+            && matches!(q.kind, Some(Kind::Tcp4 | Kind::Tcp6))
+        {
+            return self.query_rr(worker, q, bind_host);
+        }
+        let reuse_port = schedule == Schedule::ReusePort;
+        let reply = |servers: &mut Servers, errno: i64, handle: Option<Handle>| {
+            let mut a = servers.answer(json!({
                 "ack": q.seq, "errno": errno, "key": q.key, "data": null,
-            })),
-            handle,
+            }));
+            a.handle = handle;
+            a
         };
         let socket = if let Some(fd) = q.fd {
             match usize::try_from(fd - crate::role::LISTEN_FDS_START)
@@ -337,6 +501,13 @@ impl Servers {
     /// Worker `worker` closed the server `key`; the socket closes with its
     /// last user.
     pub fn close(&mut self, worker: u64, key: &str) {
+        if let Some(r) = self.rr.get_mut(key) {
+            let _ = r.tx.send(node_rr::Msg::Close { worker });
+            r.users.remove(&worker);
+            if r.users.is_empty() {
+                self.rr.remove(key);
+            }
+        }
         if let Some(s) = self.shared.get_mut(key) {
             s.users.remove(&worker);
             if s.users.is_empty() {
@@ -351,11 +522,17 @@ impl Servers {
         for s in self.shared.values_mut() {
             s.users.remove(&worker);
         }
+        for r in self.rr.values_mut() {
+            r.users.remove(&worker);
+        }
     }
 
     /// The address bound for the server `key`, if it is shared.
     pub fn address_of(&self, key: &str) -> Option<String> {
-        self.shared.get(key).and_then(|s| shown(&s.socket))
+        match self.rr.get(key) {
+            Some(r) => r.address.clone(),
+            None => self.shared.get(key).and_then(|s| shown(&s.socket)),
+        }
     }
 
     /// The addresses bound for workers, for status.
@@ -364,6 +541,7 @@ impl Servers {
             .shared
             .values()
             .filter_map(|s| shown(&s.socket))
+            .chain(self.rr.values().filter_map(|r| r.address.clone()))
             .collect();
         out.sort();
         out.dedup();
@@ -513,6 +691,28 @@ mod tests {
     }
 
     #[test]
+    fn newconn_answers_and_schedules_parse() {
+        let m = json!({"cmd":"NODE_CLUSTER","ack":12,"accepted":false,"seq":4});
+        assert_eq!(
+            parse(&m),
+            Act::Accepted {
+                seq: 12,
+                accepted: false
+            }
+        );
+        for (s, want) in [
+            ("shared", Schedule::Shared),
+            ("none", Schedule::Shared),
+            ("reuse-port", Schedule::ReusePort),
+            ("rr", Schedule::RoundRobin),
+        ] {
+            assert_eq!(s.parse::<Schedule>().unwrap(), want);
+        }
+        let e = "random".parse::<Schedule>().unwrap_err().to_string();
+        assert!(e.contains("expected shared, reuse-port or rr"), "{e}");
+    }
+
+    #[test]
     fn auto_means_a_node_executable() {
         for (exec, yes) in [
             ("node", true),
@@ -538,20 +738,20 @@ mod tests {
             };
             q
         };
-        let a = s.query(1, &q(1, 0, 0), &listeners, false, None);
-        let b = s.query(2, &q(1, 0, 0), &listeners, false, None);
+        let a = s.query(1, &q(1, 0, 0), &listeners, Schedule::Shared, None);
+        let b = s.query(2, &q(1, 0, 0), &listeners, Schedule::Shared, None);
         let port = |a: &Answer| match &a.handle {
             Some(Handle::TcpListener(l)) => l.local_addr().unwrap().port(),
             other => panic!("{other:?}"),
         };
         assert_eq!(port(&a), port(&b), "one socket for one key");
         assert_eq!(s.len(), 1);
-        let c = s.query(1, &q(2, 0, 1), &listeners, false, None);
+        let c = s.query(1, &q(2, 0, 1), &listeners, Schedule::Shared, None);
         assert_ne!(port(&a), port(&c), "another index, another socket");
         // The port is now in use by someone else: EADDRINUSE, no handle.
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let busy = q(3, taken.local_addr().unwrap().port(), 0);
-        let r = s.query(1, &busy, &listeners, false, None);
+        let r = s.query(1, &busy, &listeners, Schedule::Shared, None);
         assert!(r.handle.is_none());
         assert_eq!(r.msg["errno"], -i64::from(libc::EADDRINUSE));
         assert_eq!(r.msg["ack"], 3);

@@ -23,6 +23,7 @@ use crate::spec::{ClusterSpec, ListenAddr, Ready};
 use crate::worker::{self, Report};
 
 mod auto;
+mod node_acts;
 
 /// One worker as `status` shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -1010,6 +1011,9 @@ impl Primary {
                 }
             }
             Report::Disconnected(key) => {
+                // Everything the worker sent has been read: round-robin
+                // connections it never answered for go to others.
+                self.node.channel_closed(key);
                 if let Some(w) = self.workers.get_mut(&key) {
                     if !w.disconnected {
                         w.disconnected = true;
@@ -1020,86 +1024,6 @@ impl Primary {
             }
             Report::Node(key, message) => self.on_node(key, message),
             Report::Exited(key, status) => self.on_exit(key, status),
-        }
-    }
-
-    /// A `NODE_CLUSTER` message from a Node worker (see [`crate::node`]).
-    fn on_node(&mut self, key: u64, message: Value) {
-        use crate::node::Act;
-        let Some(w) = self.workers.get_mut(&key) else {
-            return;
-        };
-        w.node = true;
-        let (id, pid, sender) = (w.id, w.pid, w.sender.clone());
-        let answer = match crate::node::parse(&message) {
-            Act::Online => {
-                tracing::debug!(id, "Node worker online");
-                None
-            }
-            Act::Query(q) => {
-                let a = self.node.query(
-                    key,
-                    &q,
-                    &self.listeners,
-                    self.spec.reuse_port,
-                    self.spec.bind_host,
-                );
-                if let Some(errno) = a.msg["errno"].as_i64().filter(|e| *e != 0) {
-                    let err = std::io::Error::from_raw_os_error(-errno as i32);
-                    tracing::warn!(id, key = %q.key, "worker {id} cannot listen: {err}");
-                }
-                Some(a)
-            }
-            Act::Listening {
-                address,
-                key: server,
-            } => {
-                let address = self.node.address_of(&server).unwrap_or(address);
-                self.emit(Event::Listening {
-                    id,
-                    pid,
-                    addresses: vec![address],
-                });
-                if matches!(self.spec.ready, Ready::Delay(_) | Ready::Listening) {
-                    self.on_ready(key);
-                }
-                None
-            }
-            Act::Close { key: server } => {
-                self.node.close(key, &server);
-                None
-            }
-            Act::ExitedAfterDisconnect { seq } => {
-                w.leaving = true;
-                Some(crate::node::Answer {
-                    msg: self.node.message(serde_json::json!({ "ack": seq })),
-                    handle: None,
-                })
-            }
-            Act::Bad { reason, seq } => {
-                tracing::warn!(id, message = %message, "worker {id} sent a malformed NODE_CLUSTER message: {reason}");
-                seq.map(|seq| crate::node::Answer {
-                    msg: self.node.message(
-                        serde_json::json!({ "ack": seq, "errno": -i64::from(libc::EINVAL) }),
-                    ),
-                    handle: None,
-                })
-            }
-            Act::Ignored(act) => {
-                tracing::debug!(id, act, "NODE_CLUSTER message ignored");
-                None
-            }
-        };
-        if let (Some(a), Some(s)) = (answer, sender) {
-            tokio::spawn(async move {
-                let r = match a.handle {
-                    Some(h) => s.send_native(&a.msg, h).await,
-                    None => s.send(&a.msg, None).await,
-                };
-                if let Err(e) = r {
-                    tracing::debug!(id, error = %e, "could not answer a Node worker");
-                }
-            });
         }
     }
 

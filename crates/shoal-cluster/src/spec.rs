@@ -174,6 +174,10 @@ pub struct ClusterSpec {
     pub max_memory: Option<u64>,
     /// Whether workers speak Node's cluster protocol (see [`crate::node`]).
     pub node_cluster: crate::node::NodeCluster,
+    /// How Node workers' TCP servers get connections; `None`: reuse-port
+    /// with `reuse_port`, else Node's `NODE_CLUSTER_SCHED_POLICY`, else
+    /// shared (see [`ClusterSpec::node_schedule`]).
+    pub schedule: Option<crate::node::Schedule>,
     /// The address for a Node worker's `listen(port)` without a host
     /// (Node binds every interface, `::`).
     pub bind_host: Option<std::net::IpAddr>,
@@ -211,6 +215,7 @@ impl ClusterSpec {
             watch: None,
             logs: None,
             node_cluster: crate::node::NodeCluster::Auto,
+            schedule: None,
             bind_host: None,
             control: true,
             signals: false,
@@ -225,6 +230,18 @@ impl ClusterSpec {
         Ok(Self::new(exe, args))
     }
 
+    /// How Node workers' TCP servers get connections: `schedule` if set,
+    /// else reuse-port with `reuse_port`, else as Node's primary reads
+    /// `NODE_CLUSTER_SCHED_POLICY` (`rr`), else shared.
+    pub fn node_schedule(&self) -> crate::node::Schedule {
+        use crate::node::Schedule;
+        match self.schedule {
+            Some(s) => s,
+            None if self.reuse_port => Schedule::ReusePort,
+            None => Schedule::from_env(),
+        }
+    }
+
     /// Check the values that can be wrong.
     pub fn validate(&self) -> Result<(), ClusterError> {
         if self.name.is_empty() || self.name.contains('/') || self.name.len() > 64 {
@@ -235,6 +252,11 @@ impl ClusterSpec {
         }
         if self.workers == 0 {
             return Err(ClusterError::Spec("--workers must be at least 1".into()));
+        }
+        if self.reuse_port && self.schedule == Some(crate::node::Schedule::RoundRobin) {
+            return Err(ClusterError::Spec(
+                "--schedule rr and --reuse-port cannot be combined: the primary accepts every connection itself under rr".into(),
+            ));
         }
         if self.reuse_port {
             if let Some(l) = self

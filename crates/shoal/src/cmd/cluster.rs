@@ -24,6 +24,9 @@ Examples:
   # Two gunicorn workers on one inherited socket (gunicorn reads LISTEN_FDS):
   shoal cluster -w 2 -l 127.0.0.1:8000 --name web -- gunicorn app:app
 
+  # Node's round-robin: the primary accepts, each worker gets connections in turn:
+  shoal cluster -w 2 --schedule rr --bind-host 127.0.0.1 -- node examples/cluster/chapter_cluster.js
+
   # Each worker its own SO_REUSEPORT socket; ready when it sends \"ready\" over IPC:
   shoal cluster -w 4 -l 127.0.0.1:8080 --reuse-port --ready ipc -- node server.js
 
@@ -143,6 +146,13 @@ pub struct ClusterArgs {
     /// command is `node`, `on` or `off` [default: auto].
     #[arg(long, value_name = "auto|on|off")]
     pub node_cluster: Option<String>,
+    /// How Node workers' TCP servers get connections: `shared` (one socket,
+    /// the kernel picks the worker), `reuse-port` (a SO_REUSEPORT socket per
+    /// worker) or `rr` (Node's round-robin: the primary accepts and hands
+    /// each connection to the next worker) [default: shared, or rr when
+    /// NODE_CLUSTER_SCHED_POLICY=rr].
+    #[arg(long, value_name = "shared|reuse-port|rr")]
+    pub schedule: Option<String>,
     /// The address a Node worker's `listen(PORT)` binds when it names no
     /// host (Node itself binds every interface, `::`), e.g. 127.0.0.1.
     #[arg(long, value_name = "IP")]
@@ -252,6 +262,9 @@ impl ClusterArgs {
         }
         if let Some(n) = &self.node_cluster {
             spec.node_cluster = n.parse()?;
+        }
+        if let Some(s) = &self.schedule {
+            spec.schedule = Some(s.parse()?);
         }
         if let Some(h) = self.bind_host {
             spec.bind_host = Some(h);

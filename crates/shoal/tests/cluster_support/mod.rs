@@ -225,6 +225,15 @@ impl Drop for Primary {
     }
 }
 
+/// A loopback port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Send signal `sig` (`TERM`, `KILL`, ...) to `pid` with kill(1).
 pub fn kill(pid: u32, sig: &str) {
     let _ = Command::new("kill")
