@@ -157,3 +157,81 @@ fn management_http_auth_errors_health_and_definitions_round_trip() {
     );
     assert!(out.contains("ALL OK"), "{out}");
 }
+
+/// `curl` with the default guest credentials; returns (status, body).
+fn curl(b: &Broker, args: &[&str], path: &str) -> String {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-u", "guest:guest"])
+        .args(args)
+        .arg(format!("http://127.0.0.1:{}{path}", b.admin_port));
+    let o = run_with_timeout(cmd, TIMEOUT);
+    assert!(o.status.success(), "curl {path}: {o:?}");
+    stdout(&o)
+}
+
+/// `promtool check metrics` on `doc`: (valid, its output).
+fn promtool(doc: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool missing: apt-get install -y prometheus");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(doc.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn metrics_carry_rabbitmq_prometheus_names_and_pass_promtool() {
+    let dir = TempDir::new("mgmt-prom");
+    let b = Broker::start(dir.path());
+    curl(&b, &["-X", "PUT", "-d", "{}"], "/api/queues/%2F/m.q");
+    for _ in 0..3 {
+        curl(
+            &b,
+            &["-d", r#"{"routing_key":"m.q","payload":"x","payload_encoding":"string","properties":{}}"#],
+            "/api/exchanges/%2F/amq.default/publish",
+        );
+    }
+    curl(&b, &["-d", r#"{"count":1,"ackmode":"ack_requeue_false"}"#], "/api/queues/%2F/m.q/get");
+
+    let agg = curl(&b, &[], "/metrics");
+    let (valid, out) = promtool(&agg);
+    assert!(valid, "promtool on /metrics:\n{out}\n{agg}");
+    for line in [
+        "rabbitmq_queues 1",
+        "rabbitmq_queue_messages_ready 2",
+        "rabbitmq_queue_messages 2",
+        "rabbitmq_global_messages_received_total{protocol=\"amqp091\"} 3",
+        "rabbitmq_global_messages_delivered_total{protocol=\"amqp091\"} 1",
+        "rabbitmq_global_messages_acknowledged_total{protocol=\"amqp091\"} 1",
+        "rabbitmq_connections 0",
+        "shoal_broker_published_total{vhost=\"/\"} 3",
+    ] {
+        assert!(agg.lines().any(|l| l == line), "{line} missing:\n{agg}");
+    }
+    assert!(agg.contains("rabbitmq_identity_info{rabbitmq_node="), "{agg}");
+
+    let per = curl(&b, &[], "/metrics/per-object");
+    let (valid, out) = promtool(&per);
+    assert!(valid, "promtool on /metrics/per-object:\n{out}\n{per}");
+    for line in [
+        "rabbitmq_queue_messages_ready{vhost=\"/\",queue=\"m.q\"} 2",
+        "rabbitmq_queue_messages_published_total{vhost=\"/\",queue=\"m.q\"} 3",
+    ] {
+        assert!(per.lines().any(|l| l == line), "{line} missing:\n{per}");
+    }
+}

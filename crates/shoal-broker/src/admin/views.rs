@@ -126,13 +126,18 @@ pub fn exchanges(cx: &Ctx, only: Option<&str>) -> Vec<Value> {
     rows
 }
 
+/// `s` URL-quoted for a path segment (letters, digits, `-`, `.`, `_` kept).
+pub fn quote(s: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+    const Q: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_');
+    utf8_percent_encode(s, Q).to_string()
+}
+
 /// RabbitMQ's `properties_key` of a binding: the routing key (URL-quoted;
 /// `~` when empty) and, with arguments, `~` and a hash of them. Opaque to
 /// clients, which take it from the listing to delete the binding.
 pub fn props_key(key: &str, args: &FieldTable) -> String {
-    use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-    const Q: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_');
-    let quoted = utf8_percent_encode(key, Q).to_string();
+    let quoted = quote(key);
     if args.inner().is_empty() {
         return if key.is_empty() { "~".into() } else { quoted };
     }

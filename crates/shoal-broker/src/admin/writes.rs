@@ -8,7 +8,7 @@ use super::auth::Caller;
 use super::json::{
     field_args, field_bool, field_str, field_u64, json_to_props, props_to_json,
 };
-use super::views::props_key;
+use super::views::{props_key, quote};
 use super::{ApiError, Reply};
 use crate::config::Access;
 use crate::exchange::Dest;
@@ -128,10 +128,6 @@ fn require_ends(g: &VHost, source: &str, d: &Dest) -> Result<(), ApiError> {
     }
 }
 
-fn seg(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
 /// `POST /api/bindings/{vhost}/e/{source}/{q|e}/{dest}`: 201 with the new
 /// binding's path (ending in its `properties_key`) in `Location`.
 pub fn post_binding(b: &Broker, c: &Caller, v: &str, source: &str, kind: &str, dname: &str, body: &Value) -> Result<Reply, ApiError> {
@@ -147,9 +143,9 @@ pub fn post_binding(b: &Broker, c: &Caller, v: &str, source: &str, kind: &str, d
     let mut r = Reply::created();
     r.location = Some(format!(
         "/api/bindings/{}/e/{}/{kind}/{}/{pk}",
-        seg(v),
-        seg(source),
-        seg(dname)
+        quote(v),
+        quote(source),
+        quote(dname)
     ));
     Ok(r)
 }

@@ -74,7 +74,9 @@ async def rpc_checks(conn):
 async def iterator_checks(conn):
     ch = await conn.channel()
     await ch.set_qos(prefetch_count=5)
-    q = await ch.declare_queue("iter-q", auto_delete=True)
+    # Not auto-delete: as on RabbitMQ, leaving an iterator cancels its
+    # consumer, which would delete an auto-delete queue.
+    q = await ch.declare_queue("iter-q")
     for i in range(20):
         await ch.default_exchange.publish(aio_pika.Message(body=str(i).encode()), routing_key="iter-q")
     got = []
@@ -96,7 +98,9 @@ async def iterator_checks(conn):
         pass
     print("ok iterator-timeout")
 
-    # Reject with requeue: the message comes back, redelivered, first.
+    # Reject with requeue: with one message in flight at a time, it comes
+    # back redelivered ahead of the one published after it.
+    await ch.set_qos(prefetch_count=1)
     await ch.default_exchange.publish(aio_pika.Message(body=b"again"), routing_key="iter-q")
     await ch.default_exchange.publish(aio_pika.Message(body=b"later"), routing_key="iter-q")
     seen = []
@@ -118,6 +122,7 @@ async def iterator_checks(conn):
     expect(res.declaration_result.consumer_count == 0, "iterator-cancels",
            res.declaration_result)
     print("ok iterator-cancels")
+    await q.delete()
 
 
 async def main():
