@@ -1259,7 +1259,10 @@ impl Conn {
         }
         if confirm {
             if !res.rejected {
-                self.broker.metrics.confirmed.fetch_add(1, Ordering::Relaxed);
+                self.broker
+                    .metrics
+                    .confirmed
+                    .fetch_add(1, Ordering::Relaxed);
             }
             let _ = self.out.send(Out::Confirm {
                 ch,

@@ -66,18 +66,52 @@ fn rabbitmqadmin_lists_declares_publishes_gets_purges_and_deletes() {
 
     // show overview: RabbitMQ's identity fields and totals.
     let out = ok(&b, &["show", "overview"]);
-    assert!(out.contains("rabbitmq_version") && out.contains("3.10.8"), "{out}");
+    assert!(
+        out.contains("rabbitmq_version") && out.contains("3.10.8"),
+        "{out}"
+    );
     let ov = json(&b, &["show", "overview"]);
     let ov = &ov[0];
     assert_eq!(ov["product_name"], "Shoal", "{ov}");
     assert!(ov["node"].as_str().is_some_and(|n| n.contains('@')), "{ov}");
-    assert!(ov["message_stats"]["publish_details"]["rate"].is_number(), "{ov}");
+    assert!(
+        ov["message_stats"]["publish_details"]["rate"].is_number(),
+        "{ov}"
+    );
 
     // declare queue, exchange, binding.
-    ok(&b, &["declare", "queue", "name=orders", "durable=true", r#"arguments={"x-max-length": 100}"#]);
+    ok(
+        &b,
+        &[
+            "declare",
+            "queue",
+            "name=orders",
+            "durable=true",
+            r#"arguments={"x-max-length": 100}"#,
+        ],
+    );
     ok(&b, &["declare", "exchange", "name=shop", "type=topic"]);
-    ok(&b, &["declare", "binding", "source=shop", "destination=orders", "routing_key=order.*"]);
-    ok(&b, &["-V", "staging", "declare", "queue", "name=staged", "durable=false"]);
+    ok(
+        &b,
+        &[
+            "declare",
+            "binding",
+            "source=shop",
+            "destination=orders",
+            "routing_key=order.*",
+        ],
+    );
+    ok(
+        &b,
+        &[
+            "-V",
+            "staging",
+            "declare",
+            "queue",
+            "name=staged",
+            "durable=false",
+        ],
+    );
 
     let queues = json(&b, &["list", "queues"]);
     let orders = queues
@@ -87,26 +121,78 @@ fn rabbitmqadmin_lists_declares_publishes_gets_purges_and_deletes() {
     assert_eq!(orders["durable"], true);
     assert_eq!(orders["arguments"]["x-max-length"], 100);
     let out = ok(&b, &["list", "queues", "vhost", "name", "messages"]);
-    assert!(out.contains("staging") && out.contains("staged") && out.contains("orders"), "{out}");
+    assert!(
+        out.contains("staging") && out.contains("staged") && out.contains("orders"),
+        "{out}"
+    );
     let out = ok(&b, &["list", "exchanges"]);
-    assert!(out.contains("shop") && out.contains("topic") && out.contains("amq.direct"), "{out}");
+    assert!(
+        out.contains("shop") && out.contains("topic") && out.contains("amq.direct"),
+        "{out}"
+    );
     let out = ok(&b, &["list", "bindings"]);
     assert!(out.contains("order.*"), "{out}");
-    for what in ["vhosts", "users", "nodes", "connections", "channels", "consumers", "permissions"] {
+    for what in [
+        "vhosts",
+        "users",
+        "nodes",
+        "connections",
+        "channels",
+        "consumers",
+        "permissions",
+    ] {
         ok(&b, &["list", what]);
     }
     let users = json(&b, &["list", "users"]);
     assert!(users.to_string().contains("\"watcher\""), "{users}");
 
     // publish through the exchange, get with requeue, then without.
-    let out = ok(&b, &["publish", "exchange=shop", "routing_key=order.new", "payload=first order"]);
-    assert!(out.contains("Message published") && !out.contains("NOT routed"), "{out}");
-    let out = ok(&b, &["publish", "exchange=shop", "routing_key=nothing.here", "payload=x"]);
+    let out = ok(
+        &b,
+        &[
+            "publish",
+            "exchange=shop",
+            "routing_key=order.new",
+            "payload=first order",
+        ],
+    );
+    assert!(
+        out.contains("Message published") && !out.contains("NOT routed"),
+        "{out}"
+    );
+    let out = ok(
+        &b,
+        &[
+            "publish",
+            "exchange=shop",
+            "routing_key=nothing.here",
+            "payload=x",
+        ],
+    );
     assert!(out.contains("NOT routed"), "{out}");
-    ok(&b, &["publish", "routing_key=orders", "payload=second order", r#"properties={"content_type": "text/plain"}"#]);
+    ok(
+        &b,
+        &[
+            "publish",
+            "routing_key=orders",
+            "payload=second order",
+            r#"properties={"content_type": "text/plain"}"#,
+        ],
+    );
     let out = ok(&b, &["get", "queue=orders"]);
-    assert!(out.contains("first order") && out.contains("order.new"), "{out}");
-    let got = json(&b, &["get", "queue=orders", "count=2", "ackmode=ack_requeue_false"]);
+    assert!(
+        out.contains("first order") && out.contains("order.new"),
+        "{out}"
+    );
+    let got = json(
+        &b,
+        &[
+            "get",
+            "queue=orders",
+            "count=2",
+            "ackmode=ack_requeue_false",
+        ],
+    );
     let payloads: Vec<&str> = got
         .as_array()
         .map(|a| a.iter().filter_map(|m| m["payload"].as_str()).collect())
@@ -121,7 +207,17 @@ fn rabbitmqadmin_lists_declares_publishes_gets_purges_and_deletes() {
     ok(&b, &["purge", "queue", "name=orders"]);
     let got = json(&b, &["get", "queue=orders"]);
     assert_eq!(got, serde_json::json!([]), "purged");
-    ok(&b, &["delete", "binding", "source=shop", "destination_type=queue", "destination=orders", "properties_key=order.%2A"]);
+    ok(
+        &b,
+        &[
+            "delete",
+            "binding",
+            "source=shop",
+            "destination_type=queue",
+            "destination=orders",
+            "properties_key=order.%2A",
+        ],
+    );
     let out = ok(&b, &["list", "bindings", "source", "destination"]);
     assert!(!out.contains("shop"), "{out}");
     ok(&b, &["delete", "exchange", "name=shop"]);
@@ -131,11 +227,23 @@ fn rabbitmqadmin_lists_declares_publishes_gets_purges_and_deletes() {
 
     // A user with no management tag is refused; wrong passwords too.
     let mut cmd = Command::new("rabbitmqadmin");
-    cmd.args(["-P", &b.admin_port.to_string(), "-u", "admin", "-p", "wrong", "list", "queues"])
-        .env("HOME", &b.data);
+    cmd.args([
+        "-P",
+        &b.admin_port.to_string(),
+        "-u",
+        "admin",
+        "-p",
+        "wrong",
+        "list",
+        "queues",
+    ])
+    .env("HOME", &b.data);
     let o = run_with_timeout(cmd, TIMEOUT);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("Access refused"), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Access refused"),
+        "{o:?}"
+    );
 }
 
 #[test]
@@ -153,7 +261,17 @@ fn management_http_auth_errors_health_and_definitions_round_trip() {
     );
     assert_checks(
         &out,
-        &["401", "403", "visibility", "404", "400", "publish-get", "bindings", "health", "definitions"],
+        &[
+            "401",
+            "403",
+            "visibility",
+            "404",
+            "400",
+            "publish-get",
+            "bindings",
+            "health",
+            "definitions",
+        ],
     );
     assert!(out.contains("ALL OK"), "{out}");
 }
@@ -202,11 +320,18 @@ fn metrics_carry_rabbitmq_prometheus_names_and_pass_promtool() {
     for _ in 0..3 {
         curl(
             &b,
-            &["-d", r#"{"routing_key":"m.q","payload":"x","payload_encoding":"string","properties":{}}"#],
+            &[
+                "-d",
+                r#"{"routing_key":"m.q","payload":"x","payload_encoding":"string","properties":{}}"#,
+            ],
             "/api/exchanges/%2F/amq.default/publish",
         );
     }
-    curl(&b, &["-d", r#"{"count":1,"ackmode":"ack_requeue_false"}"#], "/api/queues/%2F/m.q/get");
+    curl(
+        &b,
+        &["-d", r#"{"count":1,"ackmode":"ack_requeue_false"}"#],
+        "/api/queues/%2F/m.q/get",
+    );
 
     let agg = curl(&b, &[], "/metrics");
     let (valid, out) = promtool(&agg);
@@ -223,7 +348,10 @@ fn metrics_carry_rabbitmq_prometheus_names_and_pass_promtool() {
     ] {
         assert!(agg.lines().any(|l| l == line), "{line} missing:\n{agg}");
     }
-    assert!(agg.contains("rabbitmq_identity_info{rabbitmq_node="), "{agg}");
+    assert!(
+        agg.contains("rabbitmq_identity_info{rabbitmq_node="),
+        "{agg}"
+    );
 
     let per = curl(&b, &[], "/metrics/per-object");
     let (valid, out) = promtool(&per);

@@ -63,7 +63,11 @@ pub fn authenticate(
     let creds = header
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Basic "))
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
         .and_then(|raw| String::from_utf8(raw).ok());
     let Some(creds) = creds else {
         return Err(ApiError::unauthorized("Not_Authorized"));
@@ -76,9 +80,7 @@ pub fn authenticate(
         return Err(ApiError::unauthorized("Login failed"));
     }
     if u.loopback_only && !peer.ip().is_loopback() {
-        return Err(ApiError::unauthorized(
-            "User can only log in via localhost",
-        ));
+        return Err(ApiError::unauthorized("User can only log in via localhost"));
     }
     let Some(level) = level_of(&u.tags) else {
         return Err(ApiError::forbidden("Not management user"));
@@ -149,7 +151,13 @@ impl Caller {
 
     /// 403 unless its permissions in `vhost` allow `access` to `kind` `name`
     /// (RabbitMQ's AMQP permission check, with its wording).
-    pub fn check(&self, vhost: &str, access: Access, kind: &str, name: &str) -> Result<(), ApiError> {
+    pub fn check(
+        &self,
+        vhost: &str,
+        access: Access,
+        kind: &str,
+        name: &str,
+    ) -> Result<(), ApiError> {
         let p = self.require_vhost(vhost)?;
         if p.allows(access, name) {
             Ok(())

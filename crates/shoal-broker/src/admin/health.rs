@@ -19,8 +19,8 @@ fn alarms(b: &Broker) -> Reply {
     if !*b.alarm.borrow() {
         return Reply::json(json!({"status": "ok"}));
     }
-    let disk = crate::server::disk_free(&b.config.data_dir)
-        .is_some_and(|f| f < b.config.disk_free_limit);
+    let disk =
+        crate::server::disk_free(&b.config.data_dir).is_some_and(|f| f < b.config.disk_free_limit);
     let resource = if disk { "disk" } else { "memory" };
     failed(json!({
         "reason": "There are alarms in effect in the cluster",

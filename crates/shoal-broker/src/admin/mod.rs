@@ -161,7 +161,10 @@ impl Reply {
             Some(v) => respond(self.status, "application/json", v.to_string()),
             None => respond(self.status, "application/json", String::new()),
         };
-        if let Some(l) = self.location.and_then(|l| hyper::header::HeaderValue::from_str(&l).ok()) {
+        if let Some(l) = self
+            .location
+            .and_then(|l| hyper::header::HeaderValue::from_str(&l).ok())
+        {
             r.headers_mut().insert(hyper::header::LOCATION, l);
         }
         r
@@ -242,23 +245,37 @@ pub async fn serve(listener: TcpListener, b: Arc<Broker>, shutdown: Shutdown) {
 }
 
 async fn read_body(req: Request<hyper::body::Incoming>) -> Result<Bytes, ApiError> {
-    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(req.into_body(), MAX_BODY).collect()).await {
+    match tokio::time::timeout(
+        BODY_TIMEOUT,
+        Limited::new(req.into_body(), MAX_BODY).collect(),
+    )
+    .await
+    {
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "bad_request",
-            format!("request body not received within {}s", BODY_TIMEOUT.as_secs()),
+            format!(
+                "request body not received within {}s",
+                BODY_TIMEOUT.as_secs()
+            ),
         )),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "bad_request",
             format!("request body larger than {MAX_BODY} bytes"),
         )),
-        Ok(Err(e)) => Err(ApiError::bad_request(format!("cannot read the request body: {e}"))),
+        Ok(Err(e)) => Err(ApiError::bad_request(format!(
+            "cannot read the request body: {e}"
+        ))),
         Ok(Ok(c)) => Ok(c.to_bytes()),
     }
 }
 
-async fn handle(st: &State, req: Request<hyper::body::Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+async fn handle(
+    st: &State,
+    req: Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = parse_query(req.uri().query());
@@ -286,7 +303,10 @@ async fn handle(st: &State, req: Request<hyper::body::Incoming>, peer: SocketAdd
         return ApiError::not_found().response();
     };
     if ![Method::GET, Method::PUT, Method::POST, Method::DELETE].contains(&method) {
-        return ApiError::not_allowed(format!("{method} is not supported; use GET, PUT, POST or DELETE")).response();
+        return ApiError::not_allowed(format!(
+            "{method} is not supported; use GET, PUT, POST or DELETE"
+        ))
+        .response();
     }
     let caller = match auth::authenticate(
         req.headers().get(hyper::header::AUTHORIZATION),
@@ -323,7 +343,9 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("failed to parse JSON: {e}")))?;
     if !v.is_object() {
-        return Err(ApiError::bad_request("the request body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
     }
     Ok(v)
 }

@@ -185,9 +185,11 @@ pub fn metrics_text(b: &Broker, per_object: bool) -> String {
     w.finish()
 }
 
+/// Samples of one family: (labels, value).
+type Rows = Vec<(Vec<(String, String)>, f64)>;
 
-/// (family, kind, help, rows of (labels, value)).
-type Family<'a> = (&'a str, Kind, &'a str, Vec<(Vec<(String, String)>, f64)>);
+/// (family, kind, help, rows).
+type Family<'a> = (&'a str, Kind, &'a str, Rows);
 
 fn write_families(w: &mut TextWriter, fams: Vec<Family>) {
     for (name, kind, help, rows) in fams {
@@ -202,19 +204,20 @@ fn write_families(w: &mut TextWriter, fams: Vec<Family>) {
     }
 }
 
-fn plain(v: f64) -> Vec<(Vec<(String, String)>, f64)> {
+fn plain(v: f64) -> Rows {
     vec![(vec![], v)]
 }
 
-fn amqp(v: f64) -> Vec<(Vec<(String, String)>, f64)> {
+fn amqp(v: f64) -> Rows {
     vec![(vec![("protocol".to_string(), "amqp091".to_string())], v)]
 }
 
 /// The `rabbitmq_*` families.
 fn rabbitmq_families(w: &mut TextWriter, b: &Broker, per_object: bool) {
     let (mut queues, mut channels, mut consumers, mut ready, mut unacked) = (0, 0, 0, 0u64, 0u64);
-    let (mut published, mut delivered, mut acked, mut returned, mut q_published) = (0u64, 0u64, 0u64, 0u64, 0u64);
-    let mut per_q: [Vec<(Vec<(String, String)>, f64)>; 5] = Default::default();
+    let (mut published, mut delivered, mut acked, mut returned, mut q_published) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut per_q: [Rows; 5] = Default::default();
     let mut names: Vec<&String> = b.vhosts.keys().collect();
     names.sort();
     for vname in names {
@@ -252,7 +255,7 @@ fn rabbitmq_families(w: &mut TextWriter, b: &Broker, per_object: bool) {
     }
     let m = &b.metrics;
     let node = node_name(b);
-    let labelled = |pairs: &[(&str, &str)]| -> Vec<(Vec<(String, String)>, f64)> {
+    let labelled = |pairs: &[(&str, &str)]| -> Rows {
         vec![(
             pairs
                 .iter()
@@ -262,7 +265,7 @@ fn rabbitmq_families(w: &mut TextWriter, b: &Broker, per_object: bool) {
         )]
     };
     let [q_ready, q_unacked, q_messages, q_consumers, q_pub] = per_q;
-    let pick = |agg: f64, rows: Vec<(Vec<(String, String)>, f64)>| {
+    let pick = |agg: f64, rows: Rows| {
         if per_object {
             rows
         } else {

@@ -125,7 +125,11 @@ impl Rates {
 }
 
 /// Sample `b` every second until shutdown.
-pub async fn run(rates: std::sync::Arc<Rates>, b: std::sync::Arc<Broker>, shutdown: shoal_core::Shutdown) {
+pub async fn run(
+    rates: std::sync::Arc<Rates>,
+    b: std::sync::Arc<Broker>,
+    shutdown: shoal_core::Shutdown,
+) {
     let mut iv = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {

@@ -98,7 +98,10 @@ pub fn queues(cx: &Ctx, only: Option<&str>) -> Vec<Value> {
         let g = v.lock();
         let mut qs: Vec<&Queue> = g.queues.values().collect();
         qs.sort_by(|a, b| a.name.cmp(&b.name));
-        rows.extend(qs.into_iter().map(|qu| queue_row(vname, qu, cx.rates, &node)));
+        rows.extend(
+            qs.into_iter()
+                .map(|qu| queue_row(vname, qu, cx.rates, &node)),
+        );
     }
     rows
 }
@@ -210,8 +213,7 @@ pub fn connections(cx: &Ctx) -> Vec<Value> {
             *chans.entry(chan_conn(*k)).or_default() += 1;
         }
     }
-    cx.b
-        .connections()
+    cx.b.connections()
         .into_iter()
         .filter(|c| cx.sees_user(&c.user))
         .filter(|c| c.vhost.is_empty() || cx.sees_vhost(&c.vhost))
@@ -267,7 +269,9 @@ pub fn channels(cx: &Ctx) -> Vec<Value> {
         keys.sort();
         for key in keys {
             let c = &g.channels[key];
-            let Some(o) = own.get(&chan_conn(*key)) else { continue };
+            let Some(o) = own.get(&chan_conn(*key)) else {
+                continue;
+            };
             if !cx.sees_user(&o.user) {
                 continue;
             }
@@ -296,13 +300,19 @@ pub fn consumers(cx: &Ctx, only: Option<&str>) -> Vec<Value> {
         qs.sort_by(|a, b| a.name.cmp(&b.name));
         for qu in qs {
             for (i, c) in qu.consumers.iter().enumerate() {
-                let Some(o) = own.get(&chan_conn(c.chan)) else { continue };
+                let Some(o) = own.get(&chan_conn(c.chan)) else {
+                    continue;
+                };
                 if !cx.sees_user(&o.user) {
                     continue;
                 }
                 let number = g.channels.get(&c.chan).map_or(0, |ch| ch.id);
                 let active = !qu.args.single_active || i == 0;
-                let args = if c.priority != 0 { json!({"x-priority": c.priority}) } else { json!({}) };
+                let args = if c.priority != 0 {
+                    json!({"x-priority": c.priority})
+                } else {
+                    json!({})
+                };
                 rows.push(json!({
                     "consumer_tag": &*c.tag, "queue": {"name": qu.name, "vhost": vname},
                     "channel_details": {"name": format!("{} ({number})", o.name), "number": number,
@@ -339,7 +349,10 @@ fn message_counts(cx: &Ctx) -> [u64; 4] {
     let mut c = [0u64; 4];
     for (_, v) in cx.vhosts() {
         let s = v.lock().stats;
-        for (i, n) in [s.published, s.delivered, s.acked, s.returned].into_iter().enumerate() {
+        for (i, n) in [s.published, s.delivered, s.acked, s.returned]
+            .into_iter()
+            .enumerate()
+        {
             c[i] += n;
         }
     }
@@ -395,7 +408,9 @@ pub fn overview(cx: &Ctx) -> Value {
 }
 
 fn listeners(b: &Broker, node: &str) -> Vec<Value> {
-    let mut l = vec![json!({"node": node, "protocol": "amqp", "ip_address": b.config.listen.ip().to_string(), "port": b.config.listen.port()})];
+    let mut l = vec![
+        json!({"node": node, "protocol": "amqp", "ip_address": b.config.listen.ip().to_string(), "port": b.config.listen.port()}),
+    ];
     if let Some(a) = b.config.admin_listen {
         l.push(json!({"node": node, "protocol": "http", "ip_address": a.ip().to_string(), "port": a.port()}));
     }
@@ -405,7 +420,11 @@ fn listeners(b: &Broker, node: &str) -> Vec<Value> {
 fn rss_bytes() -> u64 {
     let pages = std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
         .unwrap_or(0);
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };

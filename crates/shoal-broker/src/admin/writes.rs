@@ -5,9 +5,7 @@
 //! a destination, read to get, purge and bind a source).
 
 use super::auth::Caller;
-use super::json::{
-    field_args, field_bool, field_str, field_u64, json_to_props, props_to_json,
-};
+use super::json::{field_args, field_bool, field_str, field_u64, json_to_props, props_to_json};
 use super::views::{props_key, quote};
 use super::{ApiError, Reply};
 use crate::config::Access;
@@ -35,7 +33,13 @@ fn flag(query: &[(String, String)], key: &str) -> bool {
 
 /// `PUT /api/queues/{vhost}/{name}`: 201 created, 204 already there (and
 /// equivalent), 400 with RabbitMQ's wording if not equivalent.
-pub fn put_queue(b: &Broker, c: &Caller, v: &str, name: &str, body: &Value) -> Result<Reply, ApiError> {
+pub fn put_queue(
+    b: &Broker,
+    c: &Caller,
+    v: &str,
+    name: &str,
+    body: &Value,
+) -> Result<Reply, ApiError> {
     let vh = vhost(b, v)?;
     c.check(v, Access::Configure, "queue", name)?;
     let durable = field_bool(body, "durable", false)?;
@@ -44,11 +48,21 @@ pub fn put_queue(b: &Broker, c: &Caller, v: &str, name: &str, body: &Value) -> R
     let mut g = vh.lock();
     let existed = g.queues.contains_key(name);
     g.declare_queue(0, name, false, durable, false, auto_delete, args)?;
-    Ok(if existed { Reply::no_content() } else { Reply::created() })
+    Ok(if existed {
+        Reply::no_content()
+    } else {
+        Reply::created()
+    })
 }
 
 /// `DELETE /api/queues/{vhost}/{name}` (`if-unused`, `if-empty`).
-pub fn delete_queue(b: &Broker, c: &Caller, v: &str, name: &str, query: &[(String, String)]) -> Result<Reply, ApiError> {
+pub fn delete_queue(
+    b: &Broker,
+    c: &Caller,
+    v: &str,
+    name: &str,
+    query: &[(String, String)],
+) -> Result<Reply, ApiError> {
     let vh = vhost(b, v)?;
     c.check(v, Access::Configure, "queue", name)?;
     let mut g = vh.lock();
@@ -72,11 +86,18 @@ pub fn purge(b: &Broker, c: &Caller, v: &str, name: &str) -> Result<Reply, ApiEr
 }
 
 /// `PUT /api/exchanges/{vhost}/{name}`.
-pub fn put_exchange(b: &Broker, c: &Caller, v: &str, name: &str, body: &Value) -> Result<Reply, ApiError> {
+pub fn put_exchange(
+    b: &Broker,
+    c: &Caller,
+    v: &str,
+    name: &str,
+    body: &Value,
+) -> Result<Reply, ApiError> {
     let vh = vhost(b, v)?;
     c.check(v, Access::Configure, "exchange", name)?;
-    let kind = field_str(body, "type")?
-        .ok_or_else(|| ApiError::bad_request("key_missing: type (direct, fanout, topic or headers)"))?;
+    let kind = field_str(body, "type")?.ok_or_else(|| {
+        ApiError::bad_request("key_missing: type (direct, fanout, topic or headers)")
+    })?;
     let durable = field_bool(body, "durable", false)?;
     let auto_delete = field_bool(body, "auto_delete", false)?;
     let internal = field_bool(body, "internal", false)?;
@@ -84,11 +105,21 @@ pub fn put_exchange(b: &Broker, c: &Caller, v: &str, name: &str, body: &Value) -
     let mut g = vh.lock();
     let existed = g.exchanges.contains_key(name);
     g.declare_exchange(name, kind, false, durable, auto_delete, internal, args)?;
-    Ok(if existed { Reply::no_content() } else { Reply::created() })
+    Ok(if existed {
+        Reply::no_content()
+    } else {
+        Reply::created()
+    })
 }
 
 /// `DELETE /api/exchanges/{vhost}/{name}` (`if-unused`).
-pub fn delete_exchange(b: &Broker, c: &Caller, v: &str, name: &str, query: &[(String, String)]) -> Result<Reply, ApiError> {
+pub fn delete_exchange(
+    b: &Broker,
+    c: &Caller,
+    v: &str,
+    name: &str,
+    query: &[(String, String)],
+) -> Result<Reply, ApiError> {
     let vh = vhost(b, v)?;
     c.check(v, Access::Configure, "exchange", name)?;
     let mut g = vh.lock();
@@ -130,7 +161,15 @@ fn require_ends(g: &VHost, source: &str, d: &Dest) -> Result<(), ApiError> {
 
 /// `POST /api/bindings/{vhost}/e/{source}/{q|e}/{dest}`: 201 with the new
 /// binding's path (ending in its `properties_key`) in `Location`.
-pub fn post_binding(b: &Broker, c: &Caller, v: &str, source: &str, kind: &str, dname: &str, body: &Value) -> Result<Reply, ApiError> {
+pub fn post_binding(
+    b: &Broker,
+    c: &Caller,
+    v: &str,
+    source: &str,
+    kind: &str,
+    dname: &str,
+    body: &Value,
+) -> Result<Reply, ApiError> {
     let vh = vhost(b, v)?;
     let d = dest(kind, dname)?;
     check_bind(c, v, source, &d)?;
@@ -151,12 +190,22 @@ pub fn post_binding(b: &Broker, c: &Caller, v: &str, source: &str, kind: &str, d
 }
 
 /// `DELETE /api/bindings/{vhost}/e/{source}/{q|e}/{dest}/{props}`.
-pub fn delete_binding(b: &Broker, c: &Caller, v: &str, source: &str, kind: &str, dname: &str, props: &str) -> Result<Reply, ApiError> {
+pub fn delete_binding(
+    b: &Broker,
+    c: &Caller,
+    v: &str,
+    source: &str,
+    kind: &str,
+    dname: &str,
+    props: &str,
+) -> Result<Reply, ApiError> {
     let vh = vhost(b, v)?;
     let d = dest(kind, dname)?;
     check_bind(c, v, source, &d)?;
     if source.is_empty() {
-        return Err(ApiError::forbidden("operation not permitted on the default exchange"));
+        return Err(ApiError::forbidden(
+            "operation not permitted on the default exchange",
+        ));
     }
     let mut g = vh.lock();
     let found = g.exchanges.get(source).and_then(|x| {
@@ -175,17 +224,25 @@ pub fn delete_binding(b: &Broker, c: &Caller, v: &str, source: &str, kind: &str,
 
 /// `POST /api/exchanges/{vhost}/{name}/publish` (`amq.default` is the
 /// default exchange): `{"routed": bool}`.
-pub fn publish(b: &Broker, c: &Caller, v: &str, xname: &str, body: &Value) -> Result<Reply, ApiError> {
+pub fn publish(
+    b: &Broker,
+    c: &Caller,
+    v: &str,
+    xname: &str,
+    body: &Value,
+) -> Result<Reply, ApiError> {
     let vh = vhost(b, v)?;
     let x = if xname == "amq.default" { "" } else { xname };
     c.check(v, Access::Write, "exchange", xname)?;
     let rk = field_str(body, "routing_key")?
         .ok_or_else(|| ApiError::bad_request("key_missing: routing_key"))?;
     if rk.len() > 255 {
-        return Err(ApiError::bad_request("routing_key is longer than 255 bytes"));
+        return Err(ApiError::bad_request(
+            "routing_key is longer than 255 bytes",
+        ));
     }
-    let payload = field_str(body, "payload")?
-        .ok_or_else(|| ApiError::bad_request("key_missing: payload"))?;
+    let payload =
+        field_str(body, "payload")?.ok_or_else(|| ApiError::bad_request("key_missing: payload"))?;
     let data = match field_str(body, "payload_encoding")?.unwrap_or("string") {
         "string" => payload.as_bytes().to_vec(),
         "base64" => base64::engine::general_purpose::STANDARD
@@ -221,7 +278,9 @@ pub fn get(b: &Broker, c: &Caller, v: &str, qname: &str, body: &Value) -> Result
     c.check(v, Access::Read, "queue", qname)?;
     let count = field_u64(body, "count")?.unwrap_or(1);
     if count > GET_MAX {
-        return Err(ApiError::bad_request(format!("count must be at most {GET_MAX}")));
+        return Err(ApiError::bad_request(format!(
+            "count must be at most {GET_MAX}"
+        )));
     }
     let mode_s = field_str(body, "ackmode")?.ok_or_else(|| {
         ApiError::bad_request("key_missing: ackmode (ack_requeue_true, ack_requeue_false, reject_requeue_true or reject_requeue_false)")
@@ -253,7 +312,10 @@ pub fn get(b: &Broker, c: &Caller, v: &str, qname: &str, body: &Value) -> Result
             let part = &body[..cut];
             let (payload, enc) = match std::str::from_utf8(part) {
                 Ok(s) if !base64_only => (s.to_string(), "string"),
-                _ => (base64::engine::general_purpose::STANDARD.encode(part), "base64"),
+                _ => (
+                    base64::engine::general_purpose::STANDARD.encode(part),
+                    "base64",
+                ),
             };
             json!({
                 "payload_bytes": body.len(), "redelivered": m.redelivered,

@@ -50,7 +50,12 @@ impl VHost {
     /// Take up to `count` messages from `queue` and settle them by `mode`.
     /// Expired ones met on the way are dead-lettered as a basic.get would.
     /// Another connection's exclusive queue is locked (405), a missing one 404.
-    pub fn get_for_api(&mut self, queue: &str, count: usize, mode: AckMode) -> AmqpResult<Vec<Got>> {
+    pub fn get_for_api(
+        &mut self,
+        queue: &str,
+        count: usize,
+        mode: AckMode,
+    ) -> AmqpResult<Vec<Got>> {
         // Connection id 0 is never a client's: exclusive queues are refused.
         self.queue_for(0, queue)?;
         let now = now_ms();
