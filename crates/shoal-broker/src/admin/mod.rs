@@ -475,7 +475,8 @@ fn route(
                 .collect())
         }
         (Method::POST, ["bindings", v, "e", s, t @ ("q" | "e"), d]) => {
-            writes::post_binding(b, c, v, s, t, d, &parse_json(body)?)
+            let p = writes::BindingPath { vhost: v, source: s, kind: t, dest: d };
+            writes::post_binding(b, c, &p, &parse_json(body)?)
         }
         (Method::GET, ["bindings", v, "e", s, t @ ("q" | "e"), d, props]) => {
             scoped(&cx, c, v)?;
@@ -485,7 +486,8 @@ fn route(
             })
         }
         (Method::DELETE, ["bindings", v, "e", s, t @ ("q" | "e"), d, props]) => {
-            writes::delete_binding(b, c, v, s, t, d, props)
+            let p = writes::BindingPath { vhost: v, source: s, kind: t, dest: d };
+            writes::delete_binding(b, c, &p, props)
         }
         (Method::GET, ["connections"]) => list(views::connections(&cx)),
         (Method::GET, ["connections", name]) => find(views::connections(&cx), |r| is(r, "name", name)),

@@ -40,13 +40,13 @@ impl Ctx<'_> {
         self.caller.is_none_or(|c| c.sees_user(u))
     }
 
-    /// Visible vhosts, sorted by name.
-    fn vhosts(&self) -> Vec<(&String, &parking_lot::Mutex<VHost>)> {
+    /// Visible vhosts (all, or only `only`), sorted by name.
+    fn vhosts(&self, only: Option<&str>) -> Vec<(&String, &parking_lot::Mutex<VHost>)> {
         let mut v: Vec<_> = self
             .b
             .vhosts
             .iter()
-            .filter(|(n, _)| self.sees_vhost(n))
+            .filter(|(n, _)| self.sees_vhost(n) && only.is_none_or(|o| o == n.as_str()))
             .map(|(n, v)| (n, &**v))
             .collect();
         v.sort_by(|a, b| a.0.cmp(b.0));
@@ -91,10 +91,7 @@ pub fn queue_row(vname: &str, qu: &Queue, rates: &Rates, node: &str) -> Value {
 pub fn queues(cx: &Ctx, only: Option<&str>) -> Vec<Value> {
     let node = node_name(cx.b);
     let mut rows = Vec::new();
-    for (vname, v) in cx.vhosts() {
-        if only.is_some_and(|o| o != vname) {
-            continue;
-        }
+    for (vname, v) in cx.vhosts(only) {
         let g = v.lock();
         let mut qs: Vec<&Queue> = g.queues.values().collect();
         qs.sort_by(|a, b| a.name.cmp(&b.name));
@@ -109,10 +106,7 @@ pub fn queues(cx: &Ctx, only: Option<&str>) -> Vec<Value> {
 /// Exchanges (the default exchange `""` included, as RabbitMQ lists it).
 pub fn exchanges(cx: &Ctx, only: Option<&str>) -> Vec<Value> {
     let mut rows = vec![];
-    for (vname, v) in cx.vhosts() {
-        if only.is_some_and(|o| o != vname) {
-            continue;
-        }
+    for (vname, v) in cx.vhosts(only) {
         let g = v.lock();
         rows.push(json!({"name": "", "vhost": vname, "type": "direct", "durable": true,
             "auto_delete": false, "internal": false, "arguments": {}, "user_who_performed_action": "rmq-internal"}));
@@ -184,10 +178,8 @@ pub fn vhost_bindings(vname: &str, g: &VHost) -> Vec<Value> {
 /// Bindings of every visible vhost (or `only`).
 pub fn bindings(cx: &Ctx, only: Option<&str>) -> Vec<Value> {
     let mut rows = vec![];
-    for (vname, v) in cx.vhosts() {
-        if only.is_none_or(|o| o == vname) {
-            rows.extend(vhost_bindings(vname, &v.lock()));
-        }
+    for (vname, v) in cx.vhosts(only) {
+        rows.extend(vhost_bindings(vname, &v.lock()));
     }
     rows
 }
@@ -263,7 +255,7 @@ pub fn channels(cx: &Ctx) -> Vec<Value> {
     let node = node_name(cx.b);
     let own = owners(cx.b);
     let mut rows = vec![];
-    for (vname, v) in cx.vhosts() {
+    for (vname, v) in cx.vhosts(None) {
         let g = v.lock();
         let mut keys: Vec<&u64> = g.channels.keys().collect();
         keys.sort();
@@ -291,10 +283,7 @@ pub fn channels(cx: &Ctx) -> Vec<Value> {
 pub fn consumers(cx: &Ctx, only: Option<&str>) -> Vec<Value> {
     let own = owners(cx.b);
     let mut rows = vec![];
-    for (vname, v) in cx.vhosts() {
-        if only.is_some_and(|o| o != vname) {
-            continue;
-        }
+    for (vname, v) in cx.vhosts(only) {
         let g = v.lock();
         let mut qs: Vec<&Queue> = g.queues.values().collect();
         qs.sort_by(|a, b| a.name.cmp(&b.name));
@@ -330,7 +319,7 @@ pub fn consumers(cx: &Ctx, only: Option<&str>) -> Vec<Value> {
 fn totals(cx: &Ctx) -> (u64, u64, usize, usize, usize, usize) {
     let (mut ready, mut unacked, mut queues, mut exchanges, mut consumers, mut channels) =
         (0u64, 0u64, 0, 0, 0, 0);
-    for (_, v) in cx.vhosts() {
+    for (_, v) in cx.vhosts(None) {
         let g = v.lock();
         queues += g.queues.len();
         exchanges += g.exchanges.len() + 1;
@@ -347,7 +336,7 @@ fn totals(cx: &Ctx) -> (u64, u64, usize, usize, usize, usize) {
 /// Message counters summed over visible vhosts: (published, delivered, acked, returned).
 fn message_counts(cx: &Ctx) -> [u64; 4] {
     let mut c = [0u64; 4];
-    for (_, v) in cx.vhosts() {
+    for (_, v) in cx.vhosts(None) {
         let s = v.lock().stats;
         for (i, n) in [s.published, s.delivered, s.acked, s.returned]
             .into_iter()
@@ -400,7 +389,7 @@ pub fn overview(cx: &Ctx) -> Value {
             "connections": conns, "channels": channels, "consumers": consumers,
             "exchanges": exchanges, "queues": queues,
             "connections_handshaking": b.metrics.handshaking.load(Ordering::Relaxed),
-            "vhosts": cx.vhosts().len(),
+            "vhosts": cx.vhosts(None).len(),
         },
         "listeners": listeners(b, &node),
         "contexts": admin.map(|a| vec![json!({"node": node, "description": "RabbitMQ Management", "path": "/", "ip": a.ip().to_string(), "port": a.port().to_string()})]).unwrap_or_default(),
@@ -463,7 +452,7 @@ pub fn nodes(b: &Broker) -> Vec<Value> {
 
 /// `/api/vhosts` rows.
 pub fn vhosts(cx: &Ctx) -> Vec<Value> {
-    cx.vhosts()
+    cx.vhosts(None)
         .into_iter()
         .map(|(name, v)| {
             let g = v.lock();

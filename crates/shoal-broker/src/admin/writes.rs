@@ -27,6 +27,30 @@ pub fn vhost<'a>(b: &'a Broker, name: &str) -> Result<&'a Arc<Mutex<VHost>>, Api
     b.vhosts.get(name).ok_or_else(ApiError::not_found)
 }
 
+/// `vhost` locked for a `kind` (`queue`/`exchange`) `name` operation that
+/// needs `access`: 404 for a missing vhost, 403 without the permission.
+fn locked<'a>(
+    b: &'a Broker,
+    c: &Caller,
+    v: &str,
+    access: Access,
+    kind: &str,
+    name: &str,
+) -> Result<parking_lot::MutexGuard<'a, VHost>, ApiError> {
+    let vh = vhost(b, v)?;
+    c.check(v, access, kind, name)?;
+    Ok(vh.lock())
+}
+
+/// 204 for a declaration of what `existed`, 201 for a new one.
+fn declared(existed: bool) -> Reply {
+    if existed {
+        Reply::no_content()
+    } else {
+        Reply::created()
+    }
+}
+
 fn flag(query: &[(String, String)], key: &str) -> bool {
     query.iter().any(|(k, v)| k == key && v == "true")
 }
@@ -40,19 +64,13 @@ pub fn put_queue(
     name: &str,
     body: &Value,
 ) -> Result<Reply, ApiError> {
-    let vh = vhost(b, v)?;
-    c.check(v, Access::Configure, "queue", name)?;
+    let mut g = locked(b, c, v, Access::Configure, "queue", name)?;
     let durable = field_bool(body, "durable", false)?;
     let auto_delete = field_bool(body, "auto_delete", false)?;
     let args = field_args(body)?;
-    let mut g = vh.lock();
     let existed = g.queues.contains_key(name);
     g.declare_queue(0, name, false, durable, false, auto_delete, args)?;
-    Ok(if existed {
-        Reply::no_content()
-    } else {
-        Reply::created()
-    })
+    Ok(declared(existed))
 }
 
 /// `DELETE /api/queues/{vhost}/{name}` (`if-unused`, `if-empty`).
@@ -63,9 +81,7 @@ pub fn delete_queue(
     name: &str,
     query: &[(String, String)],
 ) -> Result<Reply, ApiError> {
-    let vh = vhost(b, v)?;
-    c.check(v, Access::Configure, "queue", name)?;
-    let mut g = vh.lock();
+    let mut g = locked(b, c, v, Access::Configure, "queue", name)?;
     if !g.queues.contains_key(name) {
         return Err(ApiError::not_found());
     }
@@ -75,9 +91,7 @@ pub fn delete_queue(
 
 /// `DELETE /api/queues/{vhost}/{name}/contents`.
 pub fn purge(b: &Broker, c: &Caller, v: &str, name: &str) -> Result<Reply, ApiError> {
-    let vh = vhost(b, v)?;
-    c.check(v, Access::Read, "queue", name)?;
-    let mut g = vh.lock();
+    let mut g = locked(b, c, v, Access::Read, "queue", name)?;
     if !g.queues.contains_key(name) {
         return Err(ApiError::not_found());
     }
@@ -93,8 +107,7 @@ pub fn put_exchange(
     name: &str,
     body: &Value,
 ) -> Result<Reply, ApiError> {
-    let vh = vhost(b, v)?;
-    c.check(v, Access::Configure, "exchange", name)?;
+    let mut g = locked(b, c, v, Access::Configure, "exchange", name)?;
     let kind = field_str(body, "type")?.ok_or_else(|| {
         ApiError::bad_request("key_missing: type (direct, fanout, topic or headers)")
     })?;
@@ -102,14 +115,9 @@ pub fn put_exchange(
     let auto_delete = field_bool(body, "auto_delete", false)?;
     let internal = field_bool(body, "internal", false)?;
     let args = field_args(body)?;
-    let mut g = vh.lock();
     let existed = g.exchanges.contains_key(name);
     g.declare_exchange(name, kind, false, durable, auto_delete, internal, args)?;
-    Ok(if existed {
-        Reply::no_content()
-    } else {
-        Reply::created()
-    })
+    Ok(declared(existed))
 }
 
 /// `DELETE /api/exchanges/{vhost}/{name}` (`if-unused`).
@@ -120,9 +128,7 @@ pub fn delete_exchange(
     name: &str,
     query: &[(String, String)],
 ) -> Result<Reply, ApiError> {
-    let vh = vhost(b, v)?;
-    c.check(v, Access::Configure, "exchange", name)?;
-    let mut g = vh.lock();
+    let mut g = locked(b, c, v, Access::Configure, "exchange", name)?;
     if !name.is_empty() && !g.exchanges.contains_key(name) {
         return Err(ApiError::not_found());
     }
@@ -159,49 +165,67 @@ fn require_ends(g: &VHost, source: &str, d: &Dest) -> Result<(), ApiError> {
     }
 }
 
-/// `POST /api/bindings/{vhost}/e/{source}/{q|e}/{dest}`: 201 with the new
-/// binding's path (ending in its `properties_key`) in `Location`.
+/// A binding path: `/api/bindings/{vhost}/e/{source}/{q|e}/{dest}`.
+pub struct BindingPath<'a> {
+    /// Vhost.
+    pub vhost: &'a str,
+    /// Source exchange.
+    pub source: &'a str,
+    /// `q` or `e`.
+    pub kind: &'a str,
+    /// Destination name.
+    pub dest: &'a str,
+}
+
+impl BindingPath<'_> {
+    /// Its vhost and destination, after the caller's permissions are checked.
+    fn open<'b>(
+        &self,
+        b: &'b Broker,
+        c: &Caller,
+    ) -> Result<(&'b Arc<Mutex<VHost>>, Dest), ApiError> {
+        let vh = vhost(b, self.vhost)?;
+        let d = dest(self.kind, self.dest)?;
+        check_bind(c, self.vhost, self.source, &d)?;
+        Ok((vh, d))
+    }
+}
+
+/// `POST` a binding path: 201 with the new binding's path (ending in its
+/// `properties_key`) in `Location`.
 pub fn post_binding(
     b: &Broker,
     c: &Caller,
-    v: &str,
-    source: &str,
-    kind: &str,
-    dname: &str,
+    p: &BindingPath,
     body: &Value,
 ) -> Result<Reply, ApiError> {
-    let vh = vhost(b, v)?;
-    let d = dest(kind, dname)?;
-    check_bind(c, v, source, &d)?;
+    let (vh, d) = p.open(b, c)?;
     let key = field_str(body, "routing_key")?.unwrap_or("");
     let args = field_args(body)?;
     let mut g = vh.lock();
-    require_ends(&g, source, &d)?;
+    require_ends(&g, p.source, &d)?;
     let pk = props_key(key, &args);
-    g.bind(0, source, d, key, args)?;
+    g.bind(0, p.source, d, key, args)?;
     let mut r = Reply::created();
     r.location = Some(format!(
-        "/api/bindings/{}/e/{}/{kind}/{}/{pk}",
-        quote(v),
-        quote(source),
-        quote(dname)
+        "/api/bindings/{}/e/{}/{}/{}/{pk}",
+        quote(p.vhost),
+        quote(p.source),
+        p.kind,
+        quote(p.dest)
     ));
     Ok(r)
 }
 
-/// `DELETE /api/bindings/{vhost}/e/{source}/{q|e}/{dest}/{props}`.
+/// `DELETE` a binding path's binding by its `properties_key`.
 pub fn delete_binding(
     b: &Broker,
     c: &Caller,
-    v: &str,
-    source: &str,
-    kind: &str,
-    dname: &str,
+    p: &BindingPath,
     props: &str,
 ) -> Result<Reply, ApiError> {
-    let vh = vhost(b, v)?;
-    let d = dest(kind, dname)?;
-    check_bind(c, v, source, &d)?;
+    let (vh, d) = p.open(b, c)?;
+    let source = p.source;
     if source.is_empty() {
         return Err(ApiError::forbidden(
             "operation not permitted on the default exchange",
