@@ -451,6 +451,16 @@ mod tests {
     }
 
     #[test]
+    fn user_tags_are_kept_and_a_bad_tag_names_its_line() {
+        let text = "[[users]]\nname = \"ops\"\npassword = \"x\"\ntags = [\"monitoring\"]\n";
+        let c = Config::parse(Path::new("t.toml"), text).unwrap();
+        assert_eq!(c.users["ops"].tags, ["monitoring"]);
+        let text = "[[users]]\nname = \"ops\"\npassword = \"x\"\ntags = [\"a b\"]\n";
+        let e = Config::parse(Path::new("t.toml"), text).unwrap_err();
+        assert!(e.to_string().contains("users[0].tags[0]"), "{e}");
+    }
+
+    #[test]
     fn example_config_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/broker.toml");
         if let Err(e) = Config::load(&path) {
