@@ -71,6 +71,11 @@ pub struct FileUser {
     /// Only accept this user from 127.0.0.0/8 and ::1.
     #[serde(default)]
     pub loopback_only: bool,
+    /// RabbitMQ user tags: what the user may see and do in the management
+    /// API (`administrator`, `monitoring`, `policymaker`, `management`;
+    /// none: no management API access, AMQP only).
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// A vhost entry.
@@ -111,7 +116,13 @@ pub struct User {
     pub password: String,
     /// Loopback peers only.
     pub loopback_only: bool,
+    /// RabbitMQ user tags (management API access).
+    pub tags: Vec<String>,
 }
+
+/// The user tags RabbitMQ's management plugin knows, from most to least
+/// privileged (each includes what the ones after it may do).
+pub const USER_TAGS: [&str; 4] = ["administrator", "monitoring", "policymaker", "management"];
 
 /// Compiled permissions of one user on one vhost.
 #[derive(Debug, Clone)]
@@ -122,6 +133,9 @@ pub struct Permission {
     pub write: Regex,
     /// Read pattern.
     pub read: Regex,
+    /// The three patterns as written (configure, write, read), for the
+    /// management API and definitions export.
+    pub patterns: [String; 3],
 }
 
 /// What a permission check is for.
@@ -305,6 +319,8 @@ impl Config {
                 User {
                     password: "guest".into(),
                     loopback_only: true,
+                    // As RabbitMQ's default user.
+                    tags: vec!["administrator".to_string()],
                 },
             );
         }
@@ -312,11 +328,20 @@ impl Config {
             if u.name.is_empty() {
                 return Err(bad(&format!("users[{i}].name"), "must not be empty".into()));
             }
+            for (j, t) in u.tags.iter().enumerate() {
+                if t.is_empty() || t.contains(char::is_whitespace) || t.contains(',') {
+                    return Err(bad(
+                        &format!("users[{i}].tags[{j}]"),
+                        format!("{t:?} is not a tag (one word, e.g. \"administrator\", \"monitoring\", \"management\")"),
+                    ));
+                }
+            }
             users.insert(
                 u.name.clone(),
                 User {
                     password: u.password.clone(),
                     loopback_only: u.loopback_only,
+                    tags: u.tags.clone(),
                 },
             );
         }
@@ -336,6 +361,7 @@ impl Config {
                             configure: full.clone(),
                             write: full.clone(),
                             read: full,
+                            patterns: [".*".into(), ".*".into(), ".*".into()],
                         },
                     );
                 }
@@ -363,6 +389,7 @@ impl Config {
                     configure: c("configure", &p.configure)?,
                     write: c("write", &p.write)?,
                     read: c("read", &p.read)?,
+                    patterns: [p.configure.clone(), p.write.clone(), p.read.clone()],
                 },
             );
         }
@@ -400,6 +427,7 @@ mod tests {
         let c = Config::default();
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert!(c.users["guest"].loopback_only);
+        assert_eq!(c.users["guest"].tags, ["administrator"]);
         let p = &c.permissions[&("guest".to_string(), "/".to_string())];
         assert!(p.allows(Access::Configure, "anything"));
     }
@@ -420,6 +448,16 @@ mod tests {
         let text = "[[permissions]]\nuser = \"nobody\"\nvhost = \"/\"\n";
         let e = Config::parse(Path::new("b.toml"), text).unwrap_err();
         assert!(e.to_string().contains("b.toml:2"), "{e}");
+    }
+
+    #[test]
+    fn user_tags_are_kept_and_a_bad_tag_names_its_line() {
+        let text = "[[users]]\nname = \"ops\"\npassword = \"x\"\ntags = [\"monitoring\"]\n";
+        let c = Config::parse(Path::new("t.toml"), text).unwrap();
+        assert_eq!(c.users["ops"].tags, ["monitoring"]);
+        let text = "[[users]]\nname = \"ops\"\npassword = \"x\"\ntags = [\"a b\"]\n";
+        let e = Config::parse(Path::new("t.toml"), text).unwrap_err();
+        assert!(e.to_string().contains("users[0].tags[0]"), "{e}");
     }
 
     #[test]

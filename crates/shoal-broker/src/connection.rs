@@ -311,6 +311,7 @@ pub async fn serve(
     shutdown: Shutdown,
 ) {
     let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().ok();
     let pre_login = PreLogin::new(broker.clone());
     let handshake_deadline = tokio::time::Instant::now() + broker.config.handshake_timeout;
     let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
@@ -368,7 +369,7 @@ pub async fn serve(
         flow_wait: None,
     };
     c.send_start();
-    broker.conn_opened(id, peer);
+    broker.conn_opened(id, peer, local);
     c.read_loop(&mut rd, &shutdown).await;
     if let Some(v) = &c.vhost {
         v.lock().connection_closed(id);
@@ -1234,6 +1235,12 @@ impl Conn {
             c.publish_seq += 1;
         }
         let seq = c.publish_seq;
+        if confirm {
+            self.broker
+                .metrics
+                .received_confirm
+                .fetch_add(1, Ordering::Relaxed);
+        }
         let returned = mandatory.then(|| Arc::new(msg.clone()));
         let res = v.lock().publish(msg)?;
         self.broker
@@ -1252,6 +1259,12 @@ impl Conn {
             }
         }
         if confirm {
+            if !res.rejected {
+                self.broker
+                    .metrics
+                    .confirmed
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             let _ = self.out.send(Out::Confirm {
                 ch,
                 tag: seq,

@@ -18,13 +18,16 @@
 //! - [`outbox`]: what connections and queues ask a writer to send.
 //! - [`vhost`]: exchanges, queues, bindings, channel delivery state, split
 //!   by job: `declare` (exchanges, queues, bindings), `routing` (publish,
-//!   dead-lettering), `delivery` (consumers, dispatch, get, acknowledgement).
+//!   dead-lettering), `delivery` (consumers, dispatch, get, acknowledgement),
+//!   `api_get` (the management API's get).
 //! - [`exchange`]: exchange types and routing (direct, fanout, topic, headers).
 //! - [`queue`]: one queue's messages, arguments and consumers.
 //! - [`message`]: the message type and argument helpers.
 //! - [`store`]: the append-only segment store for persistent messages.
 //! - [`perf`]: the AMQP load generator behind `shoal bench amqp`.
-//! - [`admin`]: `/metrics`, the JSON HTTP API and control-socket commands.
+//! - [`admin`]: the admin listener (`/metrics` with Shoal's and RabbitMQ's
+//!   Prometheus names, RabbitMQ's management HTTP API under `/api/`) and
+//!   the control-socket commands.
 
 pub mod admin;
 pub mod codec;

@@ -35,6 +35,10 @@ pub struct Metrics {
     pub handshaking: AtomicU64,
     /// Bytes of message bodies received but not yet complete.
     pub assembling: AtomicU64,
+    /// Messages published on channels in confirm mode.
+    pub received_confirm: AtomicU64,
+    /// Publisher confirms (acks) queued for sending.
+    pub confirmed: AtomicU64,
 }
 
 /// What the admin API shows about a connection.
@@ -51,6 +55,10 @@ pub struct ConnInfo {
     /// Seconds since accept.
     #[serde(skip)]
     pub since: Option<Instant>,
+    /// The broker's address of the connection (host:port).
+    pub local: String,
+    /// When it was accepted, in ms since the Unix epoch.
+    pub connected_at: u64,
 }
 
 /// Shared broker state.
@@ -98,7 +106,7 @@ impl Broker {
         }))
     }
 
-    pub(crate) fn conn_opened(&self, id: u64, peer: SocketAddr) {
+    pub(crate) fn conn_opened(&self, id: u64, peer: SocketAddr, local: Option<SocketAddr>) {
         self.conns.lock().insert(
             id,
             ConnInfo {
@@ -107,6 +115,8 @@ impl Broker {
                 user: String::new(),
                 vhost: String::new(),
                 since: Some(Instant::now()),
+                local: local.map(|a| a.to_string()).unwrap_or_default(),
+                connected_at: crate::message::now_ms(),
             },
         );
     }
@@ -253,7 +263,7 @@ fn vhost_dir_name(name: &str) -> String {
         + "-v"
 }
 
-fn disk_free(path: &std::path::Path) -> Option<u64> {
+pub(crate) fn disk_free(path: &std::path::Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -289,6 +299,13 @@ pub async fn serve(
         ),
         None => None,
     };
+    // The addresses actually bound (a port 0 in the file becomes the
+    // port the OS chose), as the management API and health checks report.
+    let mut config = config;
+    config.listen = addr;
+    if let Some(l) = &admin {
+        config.admin_listen = l.local_addr().ok();
+    }
     let sock = shoal_core::control::socket_path(&config.name);
     let control = shoal_core::control::bind(&sock)
         .await

@@ -8,15 +8,18 @@
 //!
 //! The operations are split by job: `declare` (exchanges, queues,
 //! bindings), `routing` (route, publish, dead-letter), `delivery`
-//! (consumers, dispatch, get, ack/nack/reject, recover) and `reply`
-//! (direct reply-to); this file holds the
+//! (consumers, dispatch, get, ack/nack/reject, recover), `reply`
+//! (direct reply-to) and `api_get` (the management API's get); this file
+//! holds the
 //! state, recovery at open, definitions, channels and the periodic tick.
 
+mod api_get;
 mod declare;
 mod delivery;
 mod reply;
 mod routing;
 
+pub use api_get::{AckMode, Got};
 pub use reply::{REPLY_TO, REPLY_TO_PREFIX};
 
 use delivery::load;

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 shoal broker                                   # 127.0.0.1:5672, data in ./shoal-broker-data\n  \
 shoal broker --listen 127.0.0.1:5673 --data-dir /var/lib/shoal\n  \
 shoal broker --config examples/broker.toml     # users, vhosts, permissions, limits\n  \
-curl -s 127.0.0.1:15672/api/queues             # JSON API; /metrics for Prometheus\n  \
+curl -su guest:guest 127.0.0.1:15672/api/queues # RabbitMQ's management API; /metrics\n  \
 shoal ctl broker list-queues                   # like rabbitmqctl list_queues\n\n\
 SIGTERM/SIGINT: stop accepting, close connections with 320, fsync the store, exit.\n\
 SIGHUP: reread users and permissions from --config (for new logins; the rest needs a restart).")]

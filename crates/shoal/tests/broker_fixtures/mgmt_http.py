@@ -1,0 +1,176 @@
+"""The management API over plain HTTP (urllib): auth (401 with
+WWW-Authenticate, 403 by tag and by permission), 404, 400 for bad JSON and
+inequivalent declarations, 413 for an oversized body, the health checks,
+publish/get round trips, and a definitions export -> import -> export
+round trip into a second broker. Prints `ok <check>` per check.
+
+usage: mgmt_http.py AMQP_PORT ADMIN_PORT ADMIN_PORT_OF_SECOND_BROKER
+"""
+import base64
+import json
+import sys
+import urllib.error
+import urllib.request
+
+_, amqp_port, admin_port, other_port = sys.argv
+BASE = f"http://127.0.0.1:{admin_port}/api"
+OTHER = f"http://127.0.0.1:{other_port}/api"
+ADMIN = ("admin", "admin-pw")
+
+
+def call(method, path, body=None, auth=ADMIN, base=BASE, raw=None):
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    req = urllib.request.Request(base + path, data=data, method=method)
+    if auth:
+        tok = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        req.add_header("Authorization", "Basic " + tok)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            text = r.read().decode()
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, (json.loads(text) if text else None)
+    except urllib.error.HTTPError as e:
+        text = e.read().decode()
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, (json.loads(text) if text else None)
+
+
+def expect(cond, what, detail=""):
+    if not cond:
+        print(f"FAIL {what}: {detail}")
+        sys.exit(1)
+
+
+def error_shape(body):
+    return isinstance(body, dict) and "error" in body and "reason" in body
+
+
+# 401: none, wrong password, unknown user; the challenge names the realm.
+st, hd, body = call("GET", "/overview", auth=None)
+expect(st == 401 and "Basic" in hd.get("www-authenticate", "") and error_shape(body), "401-no-credentials", (st, hd, body))
+st, hd, body = call("GET", "/overview", auth=("admin", "wrong"))
+expect(st == 401 and "www-authenticate" in hd and error_shape(body), "401-bad-password", (st, body))
+st, _, body = call("GET", "/overview", auth=("nobody", "x"))
+expect(st == 401, "401-unknown-user", (st, body))
+print("ok 401")
+
+# 403: no management tag; management tag asking for admin views; writes
+# beyond the user's permissions.
+st, _, body = call("GET", "/overview", auth=("plain", "plain-pw"))
+expect(st == 403 and error_shape(body), "403-untagged", (st, body))
+st, _, body = call("GET", "/users", auth=("app", "app-pw"))
+expect(st == 403 and error_shape(body), "403-users", (st, body))
+st, _, body = call("GET", "/nodes", auth=("app", "app-pw"))
+expect(st == 403, "403-nodes", (st, body))
+st, _, body = call("PUT", "/queues/%2F/not-app", {"durable": False}, auth=("app", "app-pw"))
+expect(st == 403 and "refused" in body["reason"], "403-configure", (st, body))
+st, _, body = call("PUT", "/queues/%2F/app.q1", {"durable": False}, auth=("app", "app-pw"))
+expect(st == 201, "app-may-declare-app-queue", (st, body))
+st, _, body = call("GET", "/queues/staging", auth=("app", "app-pw"))
+expect(st == 403, "403-vhost", (st, body))
+st, _, body = call("PUT", "/queues/%2F/w.q", {}, auth=("watcher", "watcher-pw"))
+expect(st == 403, "403-monitoring-cannot-configure", (st, body))
+print("ok 403")
+
+# Visibility: monitoring sees every vhost; management only its own.
+st, _, rows = call("GET", "/vhosts", auth=("watcher", "watcher-pw"))
+expect(st == 200 and sorted(r["name"] for r in rows) == ["/", "staging"], "monitor-vhosts", rows)
+st, _, rows = call("GET", "/vhosts", auth=("app", "app-pw"))
+expect(st == 200 and [r["name"] for r in rows] == ["/"], "management-vhosts", rows)
+st, _, me = call("GET", "/whoami", auth=("app", "app-pw"))
+expect(st == 200 and me == {"name": "app", "tags": ["management"]}, "whoami", me)
+print("ok visibility")
+
+# 404s in RabbitMQ's shape.
+for path in ["/queues/%2F/missing", "/exchanges/%2F/missing", "/queues/nosuchvhost", "/no/such/endpoint"]:
+    st, _, body = call("GET", path)
+    expect(st == 404 and body == {"error": "Object Not Found", "reason": "Not Found"}, "404 " + path, (st, body))
+st, _, body = call("DELETE", "/queues/%2F/missing")
+expect(st == 404, "404-delete-missing", (st, body))
+print("ok 404")
+
+# 400: bad JSON names the problem; an inequivalent redeclaration gives
+# RabbitMQ's wording; bad field types.
+st, _, body = call("PUT", "/queues/%2F/q400", raw=b"{not json")
+expect(st == 400 and body["error"] == "bad_request" and "JSON" in body["reason"], "400-bad-json", (st, body))
+st, _, _ = call("PUT", "/queues/%2F/q400", {"durable": True})
+expect(st == 201, "declare-q400")
+st, _, _ = call("PUT", "/queues/%2F/q400", {"durable": True})
+expect(st == 204, "redeclare-204")
+st, _, body = call("PUT", "/queues/%2F/q400", {"durable": False})
+expect(st == 400 and "inequivalent arg 'durable'" in body["reason"], "400-inequivalent", (st, body))
+st, _, body = call("PUT", "/queues/%2F/q400b", {"durable": "maybe"})
+expect(st == 400 and "durable" in body["reason"], "400-bad-bool", (st, body))
+st, _, body = call("PUT", "/exchanges/%2F/x400", {"durable": True})
+expect(st == 400 and "type" in body["reason"], "400-missing-type", (st, body))
+st, _, body = call("POST", "/queues/%2F/q400/get", {"count": 1, "ackmode": "sometimes"})
+expect(st == 400 and "ackmode" in body["reason"], "400-ackmode", (st, body))
+st, _, body = call("PUT", "/queues/%2F/q413", raw=b"[" + b" " * (21 << 20) + b"]")
+expect(st == 413, "413-too-large", st)
+st, _, body = call("GET", "/overview")
+expect(st == 200, "server-still-serving", st)
+print("ok 400")
+
+# Publish and get: routed flag, properties and base64 payloads come back.
+st, _, _ = call("PUT", "/exchanges/%2F/x.api", {"type": "topic", "durable": True})
+expect(st == 201, "declare-exchange")
+st, hd, _ = call("POST", "/bindings/%2F/e/x.api/q/q400", {"routing_key": "a.*", "arguments": {}})
+expect(st == 201 and hd.get("location", "").endswith("/x.api/q/q400/a.%2A"), "binding-location", (st, hd))
+st, _, r = call("POST", "/exchanges/%2F/x.api/publish", {"routing_key": "a.b", "payload": "aGVsbG8=",
+    "payload_encoding": "base64", "properties": {"content_type": "text/plain", "headers": {"h": 1}, "delivery_mode": 2}})
+expect(st == 200 and r == {"routed": True}, "publish-routed", (st, r))
+st, _, r = call("POST", "/exchanges/%2F/x.api/publish", {"routing_key": "zzz", "payload": "x", "payload_encoding": "string", "properties": {}})
+expect(r == {"routed": False}, "publish-unrouted", r)
+st, _, msgs = call("POST", "/queues/%2F/q400/get", {"count": 5, "ackmode": "ack_requeue_true", "encoding": "auto"})
+expect(st == 200 and len(msgs) == 1 and msgs[0]["payload"] == "hello" and msgs[0]["redelivered"] is False
+       and msgs[0]["properties"]["headers"] == {"h": 1} and msgs[0]["routing_key"] == "a.b"
+       and msgs[0]["exchange"] == "x.api" and msgs[0]["message_count"] == 0, "get-requeue", msgs)
+st, _, msgs = call("POST", "/queues/%2F/q400/get", {"count": 1, "ackmode": "ack_requeue_false", "encoding": "base64"})
+expect(msgs[0]["payload"] == "aGVsbG8=" and msgs[0]["payload_encoding"] == "base64" and msgs[0]["redelivered"] is True, "get-base64", msgs)
+st, _, q = call("GET", "/queues/%2F/q400")
+expect(q["messages"] == 0 and q["durable"] is True and "messages_details" in q, "queue-emptied", q)
+print("ok publish-get")
+
+# Bindings listed with a properties_key that deletes them.
+st, _, rows = call("GET", "/queues/%2F/q400/bindings")
+keys = [(r["source"], r["routing_key"], r["properties_key"]) for r in rows]
+expect(("", "q400", "q400") in keys and ("x.api", "a.*", "a.%2A") in keys, "queue-bindings", keys)
+st, _, _ = call("DELETE", "/bindings/%2F/e/x.api/q/q400/a.%252A")
+expect(st == 204, "delete-binding", st)
+st, _, rows = call("GET", "/bindings/%2F/e/x.api/q/q400")
+expect(rows == [], "binding-gone", rows)
+st, _, _ = call("POST", "/bindings/%2F/e/x.api/q/q400", {"routing_key": "a.*"})
+print("ok bindings")
+
+# Health checks.
+st, _, r = call("GET", "/health/checks/alarms")
+expect(st == 200 and r["status"] == "ok", "alarms", r)
+st, _, r = call("GET", "/health/checks/virtual-hosts")
+expect(st == 200 and r["status"] == "ok", "virtual-hosts", r)
+st, _, r = call("GET", f"/health/checks/port-listener/{amqp_port}")
+expect(st == 200 and r["status"] == "ok", "port-listener", r)
+st, _, r = call("GET", "/health/checks/port-listener/1")
+expect(st == 503 and r["status"] == "failed", "port-listener-missing", r)
+st, _, r = call("GET", "/health/checks/protocol-listener/amqp091")
+expect(st == 200 and r["status"] == "ok", "protocol-listener", r)
+st, _, r = call("GET", "/aliveness-test/%2F")
+expect(st == 200 and r == {"status": "ok"}, "aliveness", r)
+print("ok health")
+
+# Definitions: export, import into another broker, export again: the same.
+st, _, defs = call("GET", "/definitions")
+expect(st == 200 and any(q["name"] == "q400" for q in defs["queues"])
+       and any(x["name"] == "x.api" for x in defs["exchanges"])
+       and any(b["source"] == "x.api" for b in defs["bindings"]), "export", defs)
+st, _, body = call("POST", "/definitions", raw=json.dumps(defs).encode(), base=OTHER)
+expect(st in (200, 201, 204), "import", (st, body))
+st, _, again = call("GET", "/definitions", base=OTHER)
+for k in ["queues", "exchanges", "bindings", "users", "vhosts", "permissions"]:
+    expect(again[k] == defs[k], "round-trip " + k, (defs[k], again[k]))
+bad = dict(defs, policies=[{"name": "p", "vhost": "/", "pattern": ".*", "definition": {}}])
+st, _, body = call("POST", "/definitions", raw=json.dumps(bad).encode(), base=OTHER)
+expect(st == 400 and "polic" in body["reason"], "import-policies-400", (st, body))
+st, _, body = call("POST", "/definitions", raw=b'{"queues": [{"durable": true}]}', base=OTHER)
+expect(st == 400 and "name" in body["reason"], "import-bad-400", (st, body))
+print("ok definitions")
+print("ALL OK")
