@@ -123,13 +123,6 @@ impl Listeners {
             .collect()
     }
 
-    /// Listener `i` for one worker (see [`Listeners::for_worker`]); `None`
-    /// when there is no such listener or it cannot be had.
-    pub fn dup(&self, i: usize) -> Option<Socket> {
-        self.entries.get(i)?;
-        self.socket_for_worker(i).ok()
-    }
-
     fn socket_for_worker(&self, i: usize) -> std::io::Result<Socket> {
         let e = &self.entries[i];
         match (&e.addr, self.reuse_port) {

@@ -49,7 +49,6 @@ use serde_json::{json, Value};
 use shoal_process::Handle;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::listen::Listeners;
 use crate::node_rr;
 
 /// How a Node worker's TCP servers get their connections.
@@ -432,13 +431,15 @@ impl Servers {
     /// Answer `q` from worker `worker`: a socket (shared, or one of its own
     /// with `ReusePort`; `bind_host` stands in for an address the worker
     /// left out), the address of a server the primary accepts on
-    /// (`RoundRobin`, TCP only), the inherited listener for
-    /// `listen({fd})`, or an errno.
+    /// (`RoundRobin`, TCP only), the listener the worker inherited at that
+    /// fd for `listen({fd})` (`inherited[0]` is fd 3; with `ReusePort` it
+    /// is the worker's own socket, so answering with another socket of the
+    /// group would leave the inherited one listening unserved), or an errno.
     pub fn query(
         &mut self,
         worker: u64,
         q: &Query,
-        listeners: &Listeners,
+        inherited: &[Socket],
         schedule: Schedule,
         bind_host: Option<IpAddr>,
     ) -> Answer {
@@ -459,9 +460,9 @@ impl Servers {
         let socket = if let Some(fd) = q.fd {
             match usize::try_from(fd - crate::role::LISTEN_FDS_START)
                 .ok()
-                .and_then(|i| listeners.dup(i))
+                .and_then(|i| inherited.get(i))
             {
-                Some(s) => Ok(s),
+                Some(s) => s.try_clone(),
                 None => Err(std::io::Error::from_raw_os_error(libc::EBADF)),
             }
         } else if let Some(s) = self.shared.get_mut(&q.key).filter(|_| !reuse_port) {
@@ -728,7 +729,7 @@ mod tests {
 
     #[test]
     fn a_shared_socket_is_bound_once_and_refusals_carry_the_errno() {
-        let listeners = Listeners::bind(&[], false).unwrap();
+        let inherited: Vec<Socket> = Vec::new();
         let mut s = Servers::default();
         let q = |seq: u64, port: u16, index: u64| {
             let Act::Query(q) = parse(&json!({"act":"queryServer","seq":seq,"address":"127.0.0.1",
@@ -738,20 +739,20 @@ mod tests {
             };
             q
         };
-        let a = s.query(1, &q(1, 0, 0), &listeners, Schedule::Shared, None);
-        let b = s.query(2, &q(1, 0, 0), &listeners, Schedule::Shared, None);
+        let a = s.query(1, &q(1, 0, 0), &inherited, Schedule::Shared, None);
+        let b = s.query(2, &q(1, 0, 0), &inherited, Schedule::Shared, None);
         let port = |a: &Answer| match &a.handle {
             Some(Handle::TcpListener(l)) => l.local_addr().unwrap().port(),
             other => panic!("{other:?}"),
         };
         assert_eq!(port(&a), port(&b), "one socket for one key");
         assert_eq!(s.len(), 1);
-        let c = s.query(1, &q(2, 0, 1), &listeners, Schedule::Shared, None);
+        let c = s.query(1, &q(2, 0, 1), &inherited, Schedule::Shared, None);
         assert_ne!(port(&a), port(&c), "another index, another socket");
         // The port is now in use by someone else: EADDRINUSE, no handle.
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let busy = q(3, taken.local_addr().unwrap().port(), 0);
-        let r = s.query(1, &busy, &listeners, Schedule::Shared, None);
+        let r = s.query(1, &busy, &inherited, Schedule::Shared, None);
         assert!(r.handle.is_none());
         assert_eq!(r.msg["errno"], -i64::from(libc::EADDRINUSE));
         assert_eq!(r.msg["ack"], 3);

@@ -489,6 +489,8 @@ struct Live {
     killer: Killer,
     sender: Option<shoal_process::ipc::Sender>,
     notify_task: Option<AbortHandle>,
+    /// Copies of the listeners at its fds 3.. (see `worker::Launched`).
+    listen_fds: Vec<socket2::Socket>,
     state: WState,
     started: Instant,
     asked_to_go: bool,
@@ -703,6 +705,7 @@ impl Primary {
                         killer: l.killer,
                         sender: l.sender,
                         notify_task: l.notify_task,
+                        listen_fds: l.listen_fds,
                         state: WState::Starting,
                         started: Instant::now(),
                         asked_to_go: false,

@@ -39,6 +39,10 @@ pub(crate) struct Launched {
     pub killer: Killer,
     pub sender: Option<shoal_process::ipc::Sender>,
     pub notify_task: Option<AbortHandle>,
+    /// The primary's copies of the listeners handed to this worker at fds
+    /// 3.., so that a Node worker's `listen({fd: N})` is answered with the
+    /// very socket it holds (with `--reuse-port` each worker has its own).
+    pub listen_fds: Vec<socket2::Socket>,
 }
 
 /// Variables a worker must not inherit from the primary's own environment.
@@ -65,6 +69,10 @@ pub(crate) fn launch(
 ) -> Result<Launched> {
     let n = listeners.len();
     let fds = listeners.for_worker()?;
+    let listen_fds = fds
+        .iter()
+        .map(|fd| fd.try_clone().map(socket2::Socket::from))
+        .collect::<std::io::Result<Vec<_>>>()?;
     let mut env: std::collections::BTreeMap<OsString, OsString> = std::env::vars_os()
         .filter(|(k, _)| !SCRUBBED.iter().any(|s| k == s))
         .collect();
@@ -195,6 +203,7 @@ pub(crate) fn launch(
         killer,
         sender,
         notify_task,
+        listen_fds,
     })
 }
 

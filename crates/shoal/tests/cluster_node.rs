@@ -46,6 +46,39 @@ fn the_chapters_cluster_program_runs_unchanged() {
     assert!(p.wait_exit().success(), "{}", p.log());
 }
 
+/// `-l` with `--reuse-port` gives each worker its own socket at fd 3. A Node
+/// worker's `listen({fd: 3})` asks the primary for it (cluster protocol), and
+/// must get that same socket back: given another socket of the group, the
+/// inherited one stays in the kernel's reuse-port group unserved, and every
+/// connection hashed to it hangs.
+#[test]
+fn listen_fd_with_reuse_port_answers_every_new_connection() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut p = Primary::start(
+        "reusefd",
+        &["-w", "2", "-l", &addr, "--reuse-port"],
+        &["node", &server_js()],
+    );
+    p.all_online(2);
+    for i in 0..64 {
+        let r = get_with_timeout(&addr, Duration::from_secs(5));
+        assert!(r.is_some(), "connection {i} was not answered\n{}", p.log());
+    }
+    assert_eq!(distinct_answers(&addr, 2), ["Hello from 1", "Hello from 2"]);
+}
+
+/// One GET on a new connection that gives up after `t`.
+fn get_with_timeout(addr: &str, t: Duration) -> Option<String> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(t)).ok()?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    resp.starts_with("HTTP/1.1 200").then_some(resp)
+}
+
 #[test]
 fn listen_zero_two_servers_in_a_worker_and_eaddrinuse_reach_the_worker() {
     let dir = TempDir::new();

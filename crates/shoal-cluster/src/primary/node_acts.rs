@@ -33,7 +33,7 @@ impl Primary {
                 let a = self.node.query(
                     key,
                     &q,
-                    &self.listeners,
+                    &w.listen_fds,
                     self.spec.node_schedule(),
                     self.spec.bind_host,
                 );

@@ -378,15 +378,6 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// A port nothing listens on now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// GETs to `addr`, each on a new connection, until `stop` (or 100,000 of
 /// them): (answered 200, failures).
 pub fn get_until(
