@@ -368,15 +368,21 @@ pub async fn serve(listener: TcpListener, b: Arc<Broker>, shutdown: Shutdown) {
     }
 }
 
-/// Control-socket requests: `list-queues`, `overview`, `list-connections`.
-pub fn control(b: &Broker, req: Value) -> Value {
+/// Control-socket requests: `status`/`overview`, `list-queues`,
+/// `list-exchanges`, `list-connections`, and `stop` (triggers `stop`: the
+/// same graceful stop as SIGTERM).
+pub fn control(b: &Broker, req: Value, stop: &shoal_core::Shutdown) -> Value {
     use shoal_core::control::{err, ok};
     match req.get("cmd").and_then(Value::as_str) {
+        Some("stop") => {
+            stop.trigger();
+            ok(json!({"stopping": true}))
+        }
         Some("list-queues") => ok(json!({"queues": queues_json(b)})),
         Some("list-exchanges") => ok(json!({"exchanges": exchanges_json(b)})),
         Some("list-connections") => ok(json!({"connections": b.connections()})),
         Some("overview") | Some("status") => ok(overview(b)),
-        Some(other) => err(format!("unknown command {other:?}: the broker answers status, overview, list-queues, list-exchanges and list-connections (shoal ctl broker --help)")),
+        Some(other) => err(format!("unknown command {other:?}: the broker answers status, overview, list-queues, list-exchanges, list-connections and stop (as `shoal ctl --name NAME broker list-queues`, `shoal ctl --name NAME stop`; see shoal ctl broker --help)")),
         None => err("missing \"cmd\""),
     }
 }

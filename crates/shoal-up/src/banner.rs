@@ -4,7 +4,11 @@
 use crate::start::View;
 
 /// The banner for the running parts.
-pub fn text(name: &str, parts: &[(String, View)]) -> String {
+pub fn text(
+    name: &str,
+    parts: &[(String, View)],
+    dashboard: Option<std::net::SocketAddr>,
+) -> String {
     let mut out = String::from("\nshoal up: running\n");
     let mut tries = Vec::new();
     for (label, view) in parts {
@@ -61,6 +65,15 @@ pub fn text(name: &str, parts: &[(String, View)]) -> String {
             }
         };
         out.push_str(&format!("  {label:<14} {line}\n"));
+    }
+    if let Some(d) = dashboard {
+        out.push_str(&format!(
+            "  {:<14} http://{d}/  (live status of every part)\n",
+            "dashboard"
+        ));
+        tries.push(format!(
+            "open http://{d}/   (the dashboard; JSON at /api/status)"
+        ));
     }
     tries.push(if name == "up" {
         "shoal ctl status   (every part; --json for programs)".to_string()

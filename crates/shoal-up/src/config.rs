@@ -42,6 +42,15 @@ struct TopologyFile {
     proxy: Option<shoal_proxy::config::FileConfig>,
     broker: Option<shoal_broker::config::FileConfig>,
     stats: Option<statsd::FileConfig>,
+    dashboard: Option<DashboardFile>,
+}
+
+/// `[dashboard]`: the live HTML page over every part.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DashboardFile {
+    /// Where it listens (HTTP), e.g. "127.0.0.1:8090".
+    listen: String,
 }
 
 /// `[up]`: settings of the topology itself.
@@ -95,6 +104,8 @@ pub struct Plan {
     pub clusters: Vec<ClusterPlan>,
     /// The proxy, if any.
     pub proxy: Option<shoal_proxy::Config>,
+    /// Where the dashboard listens, if it is on.
+    pub dashboard: Option<SocketAddr>,
 }
 
 /// Read and validate a topology file.
@@ -186,6 +197,20 @@ pub fn parse(path: &Path, text: &str) -> Result<Plan, ConfigError> {
         }
         None => None,
     };
+    let dashboard = match file.dashboard {
+        Some(d) => Some(d.listen.parse::<SocketAddr>().map_err(|e| {
+            ConfigError::invalid(
+                path,
+                text,
+                "dashboard.listen",
+                format!(
+                    "{:?} is not an address like \"127.0.0.1:8090\": {e}",
+                    d.listen
+                ),
+            )
+        })?),
+        None => None,
+    };
     // The clusters' environment: where the broker and the collector are.
     for c in &mut clusters {
         let env = &mut c.spec.env;
@@ -213,6 +238,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Plan, ConfigError> {
         stats,
         clusters,
         proxy,
+        dashboard,
     })
 }
 
