@@ -1,5 +1,6 @@
 //! The few lines `shoal up` prints to stderr once everything runs: each part
-//! and its address, then what to try.
+//! and its address, then what to try (and whether the clusters run the
+//! built-in worker because `node` is missing).
 
 use crate::start::View;
 
@@ -8,8 +9,15 @@ pub fn text(
     name: &str,
     parts: &[(String, View)],
     dashboard: Option<std::net::SocketAddr>,
+    builtin_worker: bool,
 ) -> String {
     let mut out = String::from("\nshoal up: running\n");
+    if builtin_worker {
+        out.push_str(
+            "  (node is not on PATH: the clusters run Shoal's built-in HTTP worker, `shoal up-worker`, \
+             which answers, publishes and counts like examples/up/web.js)\n",
+        );
+    }
     let mut tries = Vec::new();
     for (label, view) in parts {
         let line = match view {

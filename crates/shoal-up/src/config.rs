@@ -106,6 +106,9 @@ pub struct Plan {
     pub proxy: Option<shoal_proxy::Config>,
     /// Where the dashboard listens, if it is on.
     pub dashboard: Option<SocketAddr>,
+    /// Whether clusters run the built-in worker instead of the default's
+    /// Node one (see [`use_builtin_worker`]).
+    pub builtin_worker: bool,
 }
 
 /// Read and validate a topology file.
@@ -144,6 +147,48 @@ pub fn default_plan() -> Result<Plan, ConfigError> {
         }
     }
     Ok(plan)
+}
+
+/// Whether a cluster runs the default topology's Node worker
+/// (`node examples/up/web.js`, or the copy written as `up-web.js`).
+fn runs_default_worker(spec: &ClusterSpec) -> bool {
+    let script = |a: &std::ffi::OsString| {
+        let p = Path::new(a);
+        p.ends_with("up/web.js") || p.file_name().is_some_and(|f| f == "up-web.js")
+    };
+    Path::new(&spec.exec)
+        .file_name()
+        .is_some_and(|f| f == "node")
+        && spec.args.len() == 1
+        && script(&spec.args[0])
+}
+
+/// For a machine without `node`: every cluster that runs the default's Node
+/// worker runs the built-in one instead (`EXE up-worker`, see
+/// [`crate::worker`]) on a listener its primary binds at the address the
+/// Node worker would have served (`bind_host` and `PORT`), ready by
+/// `READY=1`. The changed clusters' tables.
+pub fn use_builtin_worker(plan: &mut Plan, exe: &Path) -> Vec<String> {
+    let mut changed = Vec::new();
+    for c in &mut plan.clusters {
+        if !runs_default_worker(&c.spec) {
+            continue;
+        }
+        let Some(addr) = c.lazy_port.take() else {
+            continue;
+        };
+        c.spec.exec = exe.as_os_str().to_owned();
+        c.spec.args = vec!["up-worker".into()];
+        c.spec.listen = vec![shoal_cluster::ListenSpec {
+            name: None,
+            addr: ListenAddr::Tcp(addr),
+        }];
+        c.spec.ready = shoal_cluster::Ready::Notify;
+        c.spec.node_cluster = shoal_cluster::node::NodeCluster::Off;
+        changed.push(c.table.clone());
+    }
+    plan.builtin_worker = !changed.is_empty();
+    changed
 }
 
 /// Validate topology `text` read from `path`.
@@ -239,6 +284,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Plan, ConfigError> {
         clusters,
         proxy,
         dashboard,
+        builtin_worker: false,
     })
 }
 

@@ -18,6 +18,8 @@
 //!   the watch for a part that ends on its own.
 //! - [`dashboard`]: the live HTML page over every part and its JSON.
 //! - [`banner`]: the short text printed on start: parts, addresses, what to try.
+//! - [`worker`]: the built-in HTTP worker (`shoal up-worker`) the default
+//!   topology runs when `node` is not on the PATH.
 //! - [`error`]: the crate's error enum.
 //!
 //! Every part runs the same library code as its own subcommand (`shoal
@@ -33,7 +35,10 @@ pub mod error;
 pub mod reload;
 pub mod running;
 pub mod start;
+pub mod worker;
 
-pub use config::{default_plan, load, parse, Plan, DEFAULT_TOPOLOGY, DEFAULT_WORKER_JS};
+pub use config::{
+    default_plan, load, parse, use_builtin_worker, Plan, DEFAULT_TOPOLOGY, DEFAULT_WORKER_JS,
+};
 pub use error::UpError;
 pub use start::run;

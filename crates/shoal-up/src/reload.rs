@@ -40,6 +40,7 @@ use crate::start::{start_broker, start_cluster, start_proxy, start_stats, View};
 /// What a reload compares with and acts on.
 pub struct Reloader {
     builtin: bool,
+    builtin_worker: bool,
     file: PathBuf,
     parts: Arc<Parts>,
     root: Shutdown,
@@ -73,6 +74,7 @@ impl Reloader {
     pub fn new(plan: &Plan, parts: Arc<Parts>, root: Shutdown) -> Reloader {
         Reloader {
             builtin: plan.builtin,
+            builtin_worker: plan.builtin_worker,
             file: plan.file.clone(),
             parts,
             root,
@@ -102,12 +104,16 @@ impl Reloader {
     /// (an invalid file: nothing was done; a part that could not start: the
     /// rest was done, and the message says what).
     pub async fn reload(&self) -> Result<Vec<String>, String> {
-        let plan = if self.builtin {
+        let mut plan = if self.builtin {
             crate::config::default_plan()
         } else {
             crate::config::load(&self.file)
         }
         .map_err(|e| e.to_string())?;
+        if self.builtin_worker {
+            let exe = std::env::current_exe().map_err(|e| format!("the built-in worker: {e}"))?;
+            crate::config::use_builtin_worker(&mut plan, &exe);
+        }
         let mut st = self.state.lock().await;
         if self.root.is_triggered() {
             return Err("the topology is stopping".to_string());

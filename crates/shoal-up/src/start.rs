@@ -443,6 +443,7 @@ pub async fn run(plan: Plan, shutdown: Shutdown) -> Result<(), UpError> {
     let name = plan.name.clone();
     let file = plan.file.clone();
     let dashboard = plan.dashboard;
+    let builtin_worker = plan.builtin_worker;
     let (parts, mut ended) = Parts::new();
     let reloader = Arc::new(crate::reload::Reloader::new(
         &plan,
@@ -485,7 +486,9 @@ pub async fn run(plan: Plan, shutdown: Shutdown) -> Result<(), UpError> {
         ctl_sd.clone(),
         topology,
     ));
-    shoal_core::output::stderr(crate::banner::text(&name, &parts.views(), dash).as_bytes());
+    shoal_core::output::stderr(
+        crate::banner::text(&name, &parts.views(), dash, builtin_worker).as_bytes(),
+    );
 
     // Wait for a stop, or for a part that ends on its own.
     let ended = tokio::select! {

@@ -115,6 +115,11 @@ pub struct Up {
 
 impl Up {
     pub fn spawn(text: &str) -> Up {
+        Up::spawn_with_env(text, &[])
+    }
+
+    /// Like [`Up::spawn`], with `env` set for `shoal up`.
+    pub fn spawn_with_env(text: &str, env: &[(&str, &std::ffi::OsStr)]) -> Up {
         let rt = TempDir::new();
         let file = rt.path().join("topology.toml");
         std::fs::write(&file, text).unwrap();
@@ -123,6 +128,7 @@ impl Up {
             .arg(&file)
             .current_dir(repo())
             .env("SHOAL_RUNTIME_DIR", rt.path())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
