@@ -80,7 +80,7 @@ pub fn text(
             "dashboard"
         ));
         tries.push(format!(
-            "open http://{d}/   (the dashboard; JSON at /api/status)"
+            "http://{d}/ in a browser (the dashboard), or curl -s {d}/api/status"
         ));
     }
     tries.push(if name == "up" {
