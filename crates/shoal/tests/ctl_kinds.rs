@@ -4,26 +4,12 @@
 //! with the list of what that kind of server accepts, in a form that works.
 
 mod cluster_support;
+mod up_support;
 use cluster_support::{kill, shoal, TempDir};
+use up_support::{free_tcp, free_udp};
 
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_tcp() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_udp() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A server started with `args`, its control socket in `rt`; killed on drop.
 struct Server(Child);

@@ -7,8 +7,8 @@
 
 mod cluster_support;
 mod up_support;
-use cluster_support::{get, kill, repo, TempDir};
-use up_support::{node_available, topology, Ports, Up};
+use cluster_support::{get, kill, repo};
+use up_support::{needs_node, node_available, start_topology};
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -32,14 +32,10 @@ fn request(addr: &str, head: &str) -> (u16, String) {
 
 #[test]
 fn the_json_endpoint_is_the_topology_status_and_the_page_is_served() {
-    if !node_available() {
-        eprintln!("skipped: node is not on PATH");
+    if !needs_node() {
         return;
     }
-    let data = TempDir::new();
-    let p = Ports::new();
-    let mut up = Up::spawn(&topology(&p, data.path()));
-    up.wait_running();
+    let (up, p, _data) = start_topology();
     let dash = format!("127.0.0.1:{}", p.dashboard);
     let log = up.log();
     assert!(
@@ -113,22 +109,17 @@ fn the_json_endpoint_is_the_topology_status_and_the_page_is_served() {
     assert_eq!(code, 400);
     assert_eq!(get(&dash, "/api/status").unwrap().0, 200);
 
-    kill(up.child.id(), "TERM");
-    assert!(up.wait_exit().success(), "{}", up.log());
+    up.stop();
     // Its port is free again.
     std::net::TcpListener::bind(("127.0.0.1", p.dashboard)).unwrap();
 }
 
 #[test]
 fn connections_past_the_limit_are_closed_and_idle_ones_dropped() {
-    if !node_available() {
-        eprintln!("skipped: node is not on PATH");
+    if !needs_node() {
         return;
     }
-    let data = TempDir::new();
-    let p = Ports::new();
-    let mut up = Up::spawn(&topology(&p, data.path()));
-    up.wait_running();
+    let (up, p, _data) = start_topology();
     let dash = format!("127.0.0.1:{}", p.dashboard);
     // 32 connections that send nothing hold every slot...
     let idle: Vec<TcpStream> = (0..32)
@@ -156,8 +147,7 @@ fn connections_past_the_limit_are_closed_and_idle_ones_dropped() {
         std::thread::sleep(Duration::from_millis(250));
     }
     drop(idle);
-    kill(up.child.id(), "TERM");
-    assert!(up.wait_exit().success(), "{}", up.log());
+    up.stop();
 }
 
 #[test]
@@ -168,10 +158,7 @@ fn the_page_in_chromium_shows_every_part_and_changes_without_a_reload() {
         eprintln!("skipped: needs node, /usr/bin/chromium and tests/node/node_modules/playwright-core (cd tests/node && npm ci)");
         return;
     }
-    let data = TempDir::new();
-    let p = Ports::new();
-    let mut up = Up::spawn(&topology(&p, data.path()));
-    up.wait_running();
+    let (up, p, _data) = start_topology();
     let script = repo().join("crates/shoal/tests/up_support/dashboard_check.js");
     let mut check = Command::new("node")
         .arg(&script)
@@ -216,6 +203,5 @@ fn the_page_in_chromium_shows_every_part_and_changes_without_a_reload() {
         .filter_map(|r| r.as_u64())
         .sum();
     assert!(answered >= 20, "{seen}");
-    kill(up.child.id(), "TERM");
-    assert!(up.wait_exit().success(), "{}", up.log());
+    up.stop();
 }

@@ -7,7 +7,7 @@
 mod cluster_support;
 mod up_support;
 use cluster_support::{alive, get, kill, TempDir};
-use up_support::{free_tcp, node_available, pid_of, topology, Ports, Up, T};
+use up_support::{free_tcp, needs_node, pid_of, topology, Ports, Up, T};
 
 use std::time::{Duration, Instant};
 
@@ -86,8 +86,7 @@ fn wait_log(up: &Up, needle: &str) {
 
 #[test]
 fn sighup_starts_added_parts_in_order_and_keeps_the_others() {
-    if !node_available() {
-        eprintln!("skipped: node is not on PATH");
+    if !needs_node() {
         return;
     }
     let data = TempDir::new();
@@ -163,8 +162,7 @@ fn sighup_starts_added_parts_in_order_and_keeps_the_others() {
 
 #[test]
 fn sighup_stops_removed_parts_in_reverse_order_and_keeps_the_others() {
-    if !node_available() {
-        eprintln!("skipped: node is not on PATH");
+    if !needs_node() {
         return;
     }
     let data = TempDir::new();

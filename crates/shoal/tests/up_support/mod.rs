@@ -235,3 +235,30 @@ pub fn node_available() -> bool {
 pub fn pid_of(body: &str) -> Option<u32> {
     body.split("(pid ").nth(1)?.split(')').next()?.parse().ok()
 }
+
+/// Whether `node` runs here; if not, says the test is skipped.
+pub fn needs_node() -> bool {
+    let yes = node_available();
+    if !yes {
+        eprintln!("skipped: node is not on PATH");
+    }
+    yes
+}
+
+/// [`topology`] running on fresh ports (with the data dir to keep).
+pub fn start_topology() -> (Up, Ports, TempDir) {
+    let data = TempDir::new();
+    let p = Ports::new();
+    let mut up = Up::spawn(&topology(&p, data.path()));
+    up.wait_running();
+    (up, p, data)
+}
+
+impl Up {
+    /// SIGTERM, and it exits 0.
+    pub fn stop(mut self) {
+        kill(self.child.id(), "TERM");
+        let st = self.wait_exit();
+        assert!(st.success(), "{st}:\n{}", self.log());
+    }
+}
