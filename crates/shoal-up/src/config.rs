@@ -551,4 +551,38 @@ mod tests {
             "{e}"
         );
     }
+
+    #[test]
+    fn the_dashboard_is_on_in_the_default_and_its_address_is_checked() {
+        let p = parse(Path::new("default.toml"), DEFAULT_TOPOLOGY).unwrap();
+        assert_eq!(p.dashboard, Some("127.0.0.1:8090".parse().unwrap()));
+        let t = "[stats]\nudp = [\"127.0.0.1:1\"]\n\n[dashboard]\nlisten = \"nowhere\"\n";
+        let e = parse(Path::new("t.toml"), t).unwrap_err().to_string();
+        assert!(e.starts_with("t.toml:5: dashboard.listen:"), "{e}");
+    }
+
+    #[test]
+    fn the_built_in_worker_replaces_only_the_default_node_worker() {
+        let mut p = parse(Path::new("default.toml"), DEFAULT_TOPOLOGY).unwrap();
+        let changed = use_builtin_worker(&mut p, Path::new("/bin/shoal"));
+        assert_eq!(changed, ["web1", "web2"]);
+        assert!(p.builtin_worker);
+        let web1 = &p.clusters[0];
+        assert_eq!(web1.spec.exec, "/bin/shoal");
+        assert_eq!(web1.spec.args, ["up-worker"]);
+        assert_eq!(
+            web1.spec.listen[0].addr,
+            ListenAddr::Tcp("127.0.0.1:8001".parse().unwrap())
+        );
+        assert_eq!(
+            web1.serves,
+            ["127.0.0.1:8001".parse::<SocketAddr>().unwrap()]
+        );
+        // Another Node program is left alone.
+        let t =
+            "[cluster.app]\ncommand = [\"node\", \"app.js\"]\n[cluster.app.env]\nPORT = \"9000\"\n";
+        let mut p = parse(Path::new("t.toml"), t).unwrap();
+        assert!(use_builtin_worker(&mut p, Path::new("/bin/shoal")).is_empty());
+        assert!(!p.builtin_worker);
+    }
 }
