@@ -11,7 +11,7 @@ use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{
     basic, channel, confirm, connection, queue, AMQPClass, BasicProperties,
 };
-use amq_protocol::types::FieldTable;
+use amq_protocol::types::{AMQPValue, FieldTable};
 use bytes::BytesMut;
 use serde::Serialize;
 use std::io;
@@ -25,8 +25,10 @@ use tokio::net::TcpStream;
 /// Load-generator options (PerfTest-compatible short flags).
 #[derive(clap::Args, Debug, Clone)]
 pub struct PerfArgs {
-    /// Broker address.
-    #[arg(long, short = 'H', default_value = "127.0.0.1:5672")]
+    /// The broker to load, HOST:PORT (e.g. 127.0.0.1:5672). Required: the
+    /// run names the broker (address, product and version) before it starts,
+    /// and never loads one you did not name.
+    #[arg(long, short = 'H', value_name = "HOST:PORT")]
     pub host: String,
     /// User name.
     #[arg(long, default_value = "guest")]
@@ -146,6 +148,29 @@ struct Client {
     r: Reader,
     wr: OwnedWriteHalf,
     frame_max: u32,
+    /// The broker's product and version, from its `connection.start`.
+    server: String,
+}
+
+/// "PRODUCT VERSION" from a `connection.start`'s server properties.
+fn server_name(t: &FieldTable) -> String {
+    let get = |k: &str| {
+        t.inner()
+            .iter()
+            .find(|(n, _)| n.as_str() == k)
+            .and_then(|(_, v)| match v {
+                AMQPValue::LongString(s) => {
+                    Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                }
+                AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+                _ => None,
+            })
+    };
+    match (get("product"), get("version")) {
+        (Some(p), Some(v)) => format!("{p} {v}"),
+        (Some(p), None) => p,
+        _ => "a broker that does not name its product".to_string(),
+    }
 }
 
 fn proto_err(msg: impl Into<String>) -> io::Error {
@@ -165,9 +190,14 @@ impl Client {
             },
             wr,
             frame_max: 131072,
+            server: String::new(),
         };
-        c.expect_method(|m| matches!(m, AMQPClass::Connection(connection::AMQPMethod::Start(_))))
+        let start = c
+            .expect_method(|m| matches!(m, AMQPClass::Connection(connection::AMQPMethod::Start(_))))
             .await?;
+        if let AMQPClass::Connection(connection::AMQPMethod::Start(s)) = &start {
+            c.server = server_name(&s.server_properties);
+        }
         c.send_method(
             0,
             AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
@@ -687,8 +717,19 @@ pub async fn run(a: PerfArgs, mut on_second: impl FnMut(u64, u64, u64)) -> io::R
 
 /// Run and print like PerfTest: one line per second, then a summary (or one
 /// JSON object with `--json`).
+/// Connect to the broker `a` names and say what it is: `HOST:PORT (PRODUCT
+/// VERSION)`.
+pub async fn identify(a: &PerfArgs) -> io::Result<String> {
+    let c = Client::connect(&a.host, &a.user, &a.password)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot load {}: {e}", a.host)))?;
+    Ok(format!("{} ({})", a.host, c.server))
+}
+
 pub async fn run_and_print(a: PerfArgs) -> io::Result<PerfReport> {
     let json = a.json;
+    // Before any load: which broker this is (on stderr, so --json stays clean).
+    eprintln!("loading {}", identify(&a).await?);
     let report = run(a, |s, p, c| {
         if !json {
             println!("time: {s}s, sent: {p} msg/s, received: {c} msg/s");

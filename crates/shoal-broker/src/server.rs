@@ -342,13 +342,15 @@ pub async fn serve(
     // runtime shut down first would leave the file behind.
     let control_task = {
         let b = broker.clone();
+        let stop = shutdown.clone();
         tokio::spawn(shoal_core::control::serve(
             control,
             sock,
             shutdown.clone(),
             move |req| {
                 let b = b.clone();
-                async move { crate::admin::control(&b, req) }
+                let stop = stop.clone();
+                async move { crate::admin::control(&b, req, &stop) }
             },
         ))
     };

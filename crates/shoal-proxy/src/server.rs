@@ -159,6 +159,7 @@ impl Server {
         }
         if let Some((l, path)) = self.control {
             let h = handle.clone();
+            let stop = shutdown.clone();
             tracing::info!(path = %path.display(), "control socket ready");
             tasks.push(tokio::spawn(control::serve(
                 l,
@@ -166,7 +167,15 @@ impl Server {
                 shutdown.clone(),
                 move |req| {
                     let h = h.clone();
-                    async move { h.control(&req) }
+                    let stop = stop.clone();
+                    async move {
+                        if req["cmd"] == "stop" {
+                            // The same graceful stop as SIGTERM.
+                            stop.trigger();
+                            return control::ok(serde_json::json!({ "stopping": true }));
+                        }
+                        h.control(&req)
+                    }
                 },
             )));
         }
@@ -313,7 +322,7 @@ impl Handle {
             },
             Some("status") => control::ok(self.status()),
             Some(other) => control::err(format!(
-                "unknown command {other:?} (proxy knows reload, status)"
+                "unknown command {other:?} (the proxy answers status, reload and stop)"
             )),
             None => control::err("missing cmd"),
         }

@@ -1,11 +1,23 @@
 //! The few lines `shoal up` prints to stderr once everything runs: each part
-//! and its address, then what to try.
+//! and its address, then what to try (and whether the clusters run the
+//! built-in worker because `node` is missing).
 
 use crate::start::View;
 
 /// The banner for the running parts.
-pub fn text(name: &str, parts: &[(String, View)]) -> String {
+pub fn text(
+    name: &str,
+    parts: &[(String, View)],
+    dashboard: Option<std::net::SocketAddr>,
+    builtin_worker: bool,
+) -> String {
     let mut out = String::from("\nshoal up: running\n");
+    if builtin_worker {
+        out.push_str(
+            "  (node is not on PATH: the clusters run Shoal's built-in HTTP worker, `shoal up-worker`, \
+             which answers, publishes and counts like examples/up/web.js)\n",
+        );
+    }
     let mut tries = Vec::new();
     for (label, view) in parts {
         let line = match view {
@@ -61,6 +73,15 @@ pub fn text(name: &str, parts: &[(String, View)]) -> String {
             }
         };
         out.push_str(&format!("  {label:<14} {line}\n"));
+    }
+    if let Some(d) = dashboard {
+        out.push_str(&format!(
+            "  {:<14} http://{d}/  (live status of every part)\n",
+            "dashboard"
+        ));
+        tries.push(format!(
+            "http://{d}/ in a browser (the dashboard), or curl -s {d}/api/status"
+        ));
     }
     tries.push(if name == "up" {
         "shoal ctl status   (every part; --json for programs)".to_string()

@@ -42,6 +42,15 @@ struct TopologyFile {
     proxy: Option<shoal_proxy::config::FileConfig>,
     broker: Option<shoal_broker::config::FileConfig>,
     stats: Option<statsd::FileConfig>,
+    dashboard: Option<DashboardFile>,
+}
+
+/// `[dashboard]`: the live HTML page over every part.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DashboardFile {
+    /// Where it listens (HTTP), e.g. "127.0.0.1:8090".
+    listen: String,
 }
 
 /// `[up]`: settings of the topology itself.
@@ -95,6 +104,11 @@ pub struct Plan {
     pub clusters: Vec<ClusterPlan>,
     /// The proxy, if any.
     pub proxy: Option<shoal_proxy::Config>,
+    /// Where the dashboard listens, if it is on.
+    pub dashboard: Option<SocketAddr>,
+    /// Whether clusters run the built-in worker instead of the default's
+    /// Node one (see [`use_builtin_worker`]).
+    pub builtin_worker: bool,
 }
 
 /// Read and validate a topology file.
@@ -133,6 +147,48 @@ pub fn default_plan() -> Result<Plan, ConfigError> {
         }
     }
     Ok(plan)
+}
+
+/// Whether a cluster runs the default topology's Node worker
+/// (`node examples/up/web.js`, or the copy written as `up-web.js`).
+fn runs_default_worker(spec: &ClusterSpec) -> bool {
+    let script = |a: &std::ffi::OsString| {
+        let p = Path::new(a);
+        p.ends_with("up/web.js") || p.file_name().is_some_and(|f| f == "up-web.js")
+    };
+    Path::new(&spec.exec)
+        .file_name()
+        .is_some_and(|f| f == "node")
+        && spec.args.len() == 1
+        && script(&spec.args[0])
+}
+
+/// For a machine without `node`: every cluster that runs the default's Node
+/// worker runs the built-in one instead (`EXE up-worker`, see
+/// [`crate::worker`]) on a listener its primary binds at the address the
+/// Node worker would have served (`bind_host` and `PORT`), ready by
+/// `READY=1`. The changed clusters' tables.
+pub fn use_builtin_worker(plan: &mut Plan, exe: &Path) -> Vec<String> {
+    let mut changed = Vec::new();
+    for c in &mut plan.clusters {
+        if !runs_default_worker(&c.spec) {
+            continue;
+        }
+        let Some(addr) = c.lazy_port.take() else {
+            continue;
+        };
+        c.spec.exec = exe.as_os_str().to_owned();
+        c.spec.args = vec!["up-worker".into()];
+        c.spec.listen = vec![shoal_cluster::ListenSpec {
+            name: None,
+            addr: ListenAddr::Tcp(addr),
+        }];
+        c.spec.ready = shoal_cluster::Ready::Notify;
+        c.spec.node_cluster = shoal_cluster::node::NodeCluster::Off;
+        changed.push(c.table.clone());
+    }
+    plan.builtin_worker = !changed.is_empty();
+    changed
 }
 
 /// Validate topology `text` read from `path`.
@@ -186,6 +242,20 @@ pub fn parse(path: &Path, text: &str) -> Result<Plan, ConfigError> {
         }
         None => None,
     };
+    let dashboard = match file.dashboard {
+        Some(d) => Some(d.listen.parse::<SocketAddr>().map_err(|e| {
+            ConfigError::invalid(
+                path,
+                text,
+                "dashboard.listen",
+                format!(
+                    "{:?} is not an address like \"127.0.0.1:8090\": {e}",
+                    d.listen
+                ),
+            )
+        })?),
+        None => None,
+    };
     // The clusters' environment: where the broker and the collector are.
     for c in &mut clusters {
         let env = &mut c.spec.env;
@@ -213,6 +283,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Plan, ConfigError> {
         stats,
         clusters,
         proxy,
+        dashboard,
+        builtin_worker: false,
     })
 }
 
@@ -478,5 +550,39 @@ mod tests {
             e.starts_with("t.toml:8: proxy.upstreams.app.servers:"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_dashboard_is_on_in_the_default_and_its_address_is_checked() {
+        let p = parse(Path::new("default.toml"), DEFAULT_TOPOLOGY).unwrap();
+        assert_eq!(p.dashboard, Some("127.0.0.1:8090".parse().unwrap()));
+        let t = "[stats]\nudp = [\"127.0.0.1:1\"]\n\n[dashboard]\nlisten = \"nowhere\"\n";
+        let e = parse(Path::new("t.toml"), t).unwrap_err().to_string();
+        assert!(e.starts_with("t.toml:5: dashboard.listen:"), "{e}");
+    }
+
+    #[test]
+    fn the_built_in_worker_replaces_only_the_default_node_worker() {
+        let mut p = parse(Path::new("default.toml"), DEFAULT_TOPOLOGY).unwrap();
+        let changed = use_builtin_worker(&mut p, Path::new("/bin/shoal"));
+        assert_eq!(changed, ["web1", "web2"]);
+        assert!(p.builtin_worker);
+        let web1 = &p.clusters[0];
+        assert_eq!(web1.spec.exec, "/bin/shoal");
+        assert_eq!(web1.spec.args, ["up-worker"]);
+        assert_eq!(
+            web1.spec.listen[0].addr,
+            ListenAddr::Tcp("127.0.0.1:8001".parse().unwrap())
+        );
+        assert_eq!(
+            web1.serves,
+            ["127.0.0.1:8001".parse::<SocketAddr>().unwrap()]
+        );
+        // Another Node program is left alone.
+        let t =
+            "[cluster.app]\ncommand = [\"node\", \"app.js\"]\n[cluster.app.env]\nPORT = \"9000\"\n";
+        let mut p = parse(Path::new("t.toml"), t).unwrap();
+        assert!(use_builtin_worker(&mut p, Path::new("/bin/shoal")).is_empty());
+        assert!(!p.builtin_worker);
     }
 }

@@ -24,8 +24,8 @@ pub struct Topology {
     pub name: String,
     /// The topology file.
     pub file: PathBuf,
-    /// The parts, in start order.
-    pub parts: Arc<Vec<(String, View)>>,
+    /// The running parts.
+    pub parts: Arc<crate::running::Parts>,
     /// Triggered by `stop`.
     pub stop: Shutdown,
     /// Does `reload`.
@@ -33,6 +33,10 @@ pub struct Topology {
 }
 
 const ASK: Duration = Duration::from_secs(2);
+
+/// At most this many of the broker's queues (by vhost and name) are listed
+/// in the status; `queues_total` says how many there are.
+const MAX_QUEUES: usize = 100;
 
 async fn ask(path: &std::path::Path, cmd: &str) -> Value {
     match shoal_core::control::request(path, &json!({ "cmd": cmd }), ASK).await {
@@ -59,9 +63,15 @@ pub async fn part_status(label: &str, view: &View) -> Value {
             name,
         } => {
             let sock = shoal_core::control::socket_path(name);
+            let mut queues = ask(&sock, "list-queues").await["queues"].take();
+            let total = queues.as_array().map_or(0, Vec::len);
+            if let Some(q) = queues.as_array_mut() {
+                q.truncate(MAX_QUEUES);
+            }
             json!({"part": label, "kind": "broker", "listen": listen.to_string(),
                    "admin": admin.map(|a| a.to_string()),
-                   "overview": ask(&sock, "overview").await})
+                   "overview": ask(&sock, "overview").await,
+                   "queues": queues, "queues_total": total})
         }
         View::Cluster {
             cluster,
@@ -91,8 +101,8 @@ pub async fn handle(t: &Topology, req: Value) -> Value {
     match req["cmd"].as_str() {
         Some("status") => {
             let mut parts = Vec::new();
-            for (label, view) in t.parts.iter() {
-                parts.push(part_status(label, view).await);
+            for (label, view) in t.parts.views() {
+                parts.push(part_status(&label, &view).await);
             }
             ok(
                 json!({"up": {"name": t.name, "file": t.file.display().to_string(),

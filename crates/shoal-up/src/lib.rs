@@ -11,9 +11,15 @@
 //!   and the wait in between (signals, a part that ends on its own).
 //! - [`control`]: the `up` control socket: one status over every part,
 //!   reload, stop.
-//! - [`reload`]: SIGHUP: re-read the file, apply what changed (rolling
-//!   reload of a changed cluster, the proxy's next generation).
+//! - [`reload`]: SIGHUP: re-read the file, apply what changed (parts added
+//!   and removed in dependency order, rolling reload of a changed cluster,
+//!   the proxy's next generation).
+//! - [`running`]: the running parts in start order, each part's stop, and
+//!   the watch for a part that ends on its own.
+//! - [`dashboard`]: the live HTML page over every part and its JSON.
 //! - [`banner`]: the short text printed on start: parts, addresses, what to try.
+//! - [`worker`]: the built-in HTTP worker (`shoal up-worker`) the default
+//!   topology runs when `node` is not on the PATH.
 //! - [`error`]: the crate's error enum.
 //!
 //! Every part runs the same library code as its own subcommand (`shoal
@@ -24,10 +30,15 @@
 pub mod banner;
 pub mod config;
 pub mod control;
+pub mod dashboard;
 pub mod error;
 pub mod reload;
+pub mod running;
 pub mod start;
+pub mod worker;
 
-pub use config::{default_plan, load, parse, Plan, DEFAULT_TOPOLOGY, DEFAULT_WORKER_JS};
+pub use config::{
+    default_plan, load, parse, use_builtin_worker, Plan, DEFAULT_TOPOLOGY, DEFAULT_WORKER_JS,
+};
 pub use error::UpError;
 pub use start::run;

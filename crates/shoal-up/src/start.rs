@@ -22,10 +22,10 @@ use serde_json::json;
 use shoal_cluster::{Cluster, ListenAddr};
 use shoal_core::Shutdown;
 use shoal_dgram::statsd;
-use tokio::task::JoinHandle;
 
 use crate::config::{ClusterPlan, Plan};
 use crate::error::UpError;
+use crate::running::{stop_all, Done, Part, Parts};
 
 /// What the control socket and the banner know of a running part.
 #[derive(Clone)]
@@ -66,46 +66,6 @@ pub enum View {
         /// Its admin address.
         admin: Option<SocketAddr>,
     },
-}
-
-/// A started part.
-pub struct Part {
-    /// `broker`, `stats`, `cluster.NAME`, `proxy`.
-    pub label: String,
-    /// What is known of it.
-    pub view: View,
-    shutdown: Shutdown,
-    done: Option<JoinHandle<Result<(), String>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    grace: Duration,
-}
-
-impl Part {
-    /// Stop it and wait (at most its grace) until it has.
-    async fn stop(mut self) {
-        self.shutdown.trigger();
-        if let Some(done) = self.done.take() {
-            match tokio::time::timeout(self.grace, done).await {
-                Ok(Ok(Err(e))) => tracing::warn!(part = %self.label, "stopped with an error: {e}"),
-                Ok(_) => tracing::info!(part = %self.label, "stopped"),
-                Err(_) => {
-                    tracing::warn!(part = %self.label, "did not stop within {:?}", self.grace)
-                }
-            }
-        }
-        if let Some(t) = self.thread.take() {
-            if t.is_finished() {
-                let _ = t.join();
-            }
-        }
-    }
-}
-
-/// Stop `parts` in reverse order of their start.
-pub async fn stop_all(parts: Vec<Part>) {
-    for p in parts.into_iter().rev() {
-        p.stop().await;
-    }
 }
 
 fn try_tcp(part: &str, key: String, a: SocketAddr) -> Result<(), UpError> {
@@ -150,7 +110,7 @@ pub async fn start_stats(config: statsd::Config) -> Result<Part, UpError> {
         label: "stats".into(),
         view,
         shutdown: sd,
-        done: Some(done),
+        done: Done::new(done),
         thread: None,
         grace: Duration::from_secs(15),
     })
@@ -231,7 +191,7 @@ pub async fn start_broker(config: shoal_broker::Config) -> Result<Part, UpError>
         label: "broker".into(),
         view,
         shutdown: sd,
-        done: Some(done),
+        done: Done::new(done),
         thread: None,
         grace: Duration::from_secs(15),
     })
@@ -333,7 +293,7 @@ pub async fn start_cluster(
             command,
         },
         shutdown: sd,
-        done: Some(done),
+        done: Done::new(done),
         thread: Some(thread),
         grace,
     };
@@ -342,7 +302,7 @@ pub async fn start_cluster(
         if root.is_triggered() {
             break None;
         }
-        if part.done.as_ref().is_some_and(|d| d.is_finished()) {
+        if part.done.is_finished() {
             break Some((
                 "command",
                 "its workers gave up before they were online (see their output above)".to_string(),
@@ -406,28 +366,28 @@ pub async fn start_proxy(config: shoal_proxy::Config) -> Result<Part, UpError> {
         label: "proxy".into(),
         view,
         shutdown: sd,
-        done: Some(done),
+        done: Done::new(done),
         thread: None,
         grace: Duration::from_secs(30),
     })
 }
 
-async fn start_all(plan: Plan, parts: &mut Vec<Part>, root: &Shutdown) -> Result<(), UpError> {
+async fn start_all(plan: Plan, parts: &Parts, root: &Shutdown) -> Result<(), UpError> {
     if let Some(b) = plan.broker {
-        parts.push(start_broker(b).await?);
+        parts.add(start_broker(b).await?);
     }
     if let Some(s) = plan.stats {
-        parts.push(start_stats(s).await?);
+        parts.add(start_stats(s).await?);
     }
     for c in plan.clusters {
         if root.is_triggered() {
             return Ok(());
         }
-        parts.push(start_cluster(c, plan.ready_timeout, root).await?);
+        parts.add(start_cluster(c, plan.ready_timeout, root).await?);
     }
     if let Some(p) = plan.proxy {
         if !root.is_triggered() {
-            parts.push(start_proxy(p).await?);
+            parts.add(start_proxy(p).await?);
         }
     }
     Ok(())
@@ -482,69 +442,65 @@ pub async fn run(plan: Plan, shutdown: Shutdown) -> Result<(), UpError> {
     })?;
     let name = plan.name.clone();
     let file = plan.file.clone();
-    let reloader = Arc::new(crate::reload::Reloader::new(&plan, plan.builtin));
-    let mut parts = Vec::new();
-    if let Err(e) = start_all(plan, &mut parts, &shutdown).await {
-        stop_all(parts).await;
+    let dashboard = plan.dashboard;
+    let builtin_worker = plan.builtin_worker;
+    let (parts, mut ended) = Parts::new();
+    let reloader = Arc::new(crate::reload::Reloader::new(
+        &plan,
+        parts.clone(),
+        shutdown.clone(),
+    ));
+    if let Err(e) = start_all(plan, &parts, &shutdown).await {
+        stop_all(parts.take_all()).await;
         let _ = std::fs::remove_file(&sock);
         return Err(e);
     }
     if shutdown.is_triggered() {
-        stop_all(parts).await;
+        stop_all(parts.take_all()).await;
         let _ = std::fs::remove_file(&sock);
         return Ok(());
     }
-    let views: Arc<Vec<(String, View)>> = Arc::new(
-        parts
-            .iter()
-            .map(|p| (p.label.clone(), p.view.clone()))
-            .collect(),
-    );
-    reloader.attach(&views).await;
     let ctl_sd = Shutdown::new();
-    spawn_hangup(reloader.clone(), ctl_sd.clone())?;
+    let topology = crate::control::Topology {
+        name: name.clone(),
+        file,
+        parts: parts.clone(),
+        stop: shutdown.clone(),
+        reloader: reloader.clone(),
+    };
+    let dash = match dashboard {
+        Some(addr) => match crate::dashboard::start(addr, topology.clone(), ctl_sd.clone()).await {
+            Ok(a) => Some(a),
+            Err(e) => {
+                stop_all(parts.take_all()).await;
+                let _ = std::fs::remove_file(&sock);
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    spawn_hangup(reloader, ctl_sd.clone())?;
     let ctl_task = tokio::spawn(crate::control::serve(
         listener,
         sock,
         ctl_sd.clone(),
-        crate::control::Topology {
-            name: name.clone(),
-            file,
-            parts: views.clone(),
-            stop: shutdown.clone(),
-            reloader,
-        },
+        topology,
     ));
-    shoal_core::output::stderr(crate::banner::text(&name, &views).as_bytes());
+    shoal_core::output::stderr(
+        crate::banner::text(&name, &parts.views(), dash, builtin_worker).as_bytes(),
+    );
 
     // Wait for a stop, or for a part that ends on its own.
-    let ended = {
-        let waits = parts.iter_mut().enumerate().filter_map(|(i, p)| {
-            p.done
-                .as_mut()
-                .map(|d| Box::pin(async move { (i, d.await) }))
-        });
-        let any = futures::future::select_all(waits);
-        tokio::select! {
-            _ = shutdown.cancelled() => None,
-            ((i, r), _, _) = any => Some((i, r)),
-        }
+    let ended = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        e = ended.recv() => e,
     };
-    let ended = ended.map(|(i, r)| {
-        parts[i].done = None;
-        let cause = match r {
-            Ok(Ok(())) => "it ended".to_string(),
-            Ok(Err(e)) => e,
-            Err(e) => e.to_string(),
-        };
-        (parts[i].label.clone(), cause)
-    });
     if let Some((part, cause)) = &ended {
         tracing::error!(%part, "stopped on its own ({cause}); stopping the topology");
     } else {
         tracing::info!("stopping: proxy, then clusters, then broker and stats");
     }
-    stop_all(parts).await;
+    stop_all(parts.take_all()).await;
     ctl_sd.trigger();
     // It removes its socket file on the way out.
     let _ = tokio::time::timeout(Duration::from_secs(2), ctl_task).await;

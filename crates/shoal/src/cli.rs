@@ -48,6 +48,10 @@ pub enum Command {
     Stats(cmd::stats::StatsArgs),
     /// A whole topology from one file: broker, stats, clusters, proxy, in order.
     Up(cmd::up::UpArgs),
+    /// The built-in HTTP worker that `shoal up` runs for the default
+    /// topology's clusters when `node` is not on the PATH.
+    #[command(hide = true)]
+    UpWorker,
     /// Send and receive UDP datagrams and multicast (the chapter's dgram examples).
     Dgram(cmd::dgram::DgramArgs),
     /// Load generators used by bench/ (e.g. `shoal bench statsd`).
@@ -94,6 +98,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Broker(a) => cmd::broker::run(a),
         Command::Stats(a) => cmd::stats::run(a),
         Command::Up(a) => cmd::up::run(a),
+        Command::UpWorker => cmd::up::worker(),
         Command::Dgram(a) => cmd::dgram::run(a),
         Command::Bench(a) => cmd::bench::run(a),
     }

@@ -553,8 +553,9 @@ fn route(
 
 /// Control-socket requests: `status`/`overview`, `list-queues`,
 /// `list-exchanges` (with each exchange's binding count),
-/// `list-connections`.
-pub fn control(b: &Broker, req: Value) -> Value {
+/// `list-connections`, and `stop` (triggers `stop`: the same graceful stop
+/// as SIGTERM).
+pub fn control(b: &Broker, req: Value, stop: &shoal_core::Shutdown) -> Value {
     use shoal_core::control::{err, ok};
     let rates = Rates::default();
     let cx = Ctx {
@@ -563,6 +564,10 @@ pub fn control(b: &Broker, req: Value) -> Value {
         caller: None,
     };
     match req.get("cmd").and_then(Value::as_str) {
+        Some("stop") => {
+            stop.trigger();
+            ok(json!({"stopping": true}))
+        }
         Some("list-queues") => ok(json!({"queues": views::queues(&cx, None)})),
         Some("list-exchanges") => {
             let mut rows = views::exchanges(&cx, None);
@@ -582,7 +587,7 @@ pub fn control(b: &Broker, req: Value) -> Value {
         }
         Some("list-connections") => ok(json!({"connections": b.connections()})),
         Some("overview") | Some("status") => ok(views::overview(&cx)),
-        Some(other) => err(format!("unknown command {other:?}: the broker answers status, overview, list-queues, list-exchanges and list-connections (shoal ctl broker --help)")),
+        Some(other) => err(format!("unknown command {other:?}: the broker answers status, overview, list-queues, list-exchanges, list-connections and stop (as `shoal ctl --name NAME broker list-queues`, `shoal ctl --name NAME stop`; see shoal ctl broker --help)")),
         None => err("missing \"cmd\""),
     }
 }

@@ -23,6 +23,13 @@ Examples:
   shoal ctl --name stats flush          # a collector flushes now
   shoal ctl list                        # every running Shoal server and topology here
 
+What each server accepts (anything else is refused with this list):
+  cluster   status, reload, scale, restart, signal, send, stop
+  proxy     status, reload, stop
+  broker    status, stop, and broker list-queues|list-exchanges|list-connections|overview
+  stats     status, flush, stop
+  up        status, reload, stop   (a topology; --name PART reaches a cluster of it too)
+
 Control sockets live in $SHOAL_RUNTIME_DIR, else $XDG_RUNTIME_DIR/shoal, else /tmp/shoal-UID.")]
 pub struct CtlArgs {
     /// The server's name (its --name) [default: cluster; broker for `ctl broker`].
@@ -40,32 +47,35 @@ pub struct CtlArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum Request {
-    /// Workers (or the server's state): id, pid, state, uptime, restarts, RSS, CPU%.
+    /// Every server: a cluster's workers (id, pid, state, uptime, restarts,
+    /// RSS, CPU%), a proxy's servers, a broker's totals, a collector's health,
+    /// a topology's parts.
     Status,
-    /// Reload: a cluster replaces its workers one at a time; a proxy re-reads its config.
+    /// Cluster, proxy, up: a cluster replaces its workers one at a time; a
+    /// proxy re-reads its config; a topology re-reads its file.
     Reload,
-    /// Set the number of workers: `4`, or `+2` / `-1` relative to now.
+    /// Cluster: set the number of workers: `4`, or `+2` / `-1` relative to now.
     Scale {
         /// The new number of workers, or a change (`+N`, `-N`).
         #[arg(allow_hyphen_values = true)]
         workers: String,
     },
-    /// Restart every worker at once (not rolling: use `reload` for that).
+    /// Cluster: restart every worker at once (not rolling: use `reload` for that).
     Restart,
-    /// Send a signal to every worker (e.g. `USR2`, `SIGHUP`, `10`).
+    /// Cluster: send a signal to every worker (e.g. `USR2`, `SIGHUP`, `10`).
     Signal {
         /// The signal's name or number.
         signal: String,
     },
-    /// Stop the server gracefully.
+    /// Every server: stop gracefully (as SIGTERM does).
     Stop,
-    /// Deliver a JSON message to every worker's IPC channel.
+    /// Cluster: deliver a JSON message to every worker's IPC channel.
     Send {
         /// The message, as JSON (e.g. '"ready"' or '{"cmd":"flush"}').
         message: String,
     },
-    /// Flush a `shoal stats` collector now (the interval's aggregates go to
-    /// its sinks at once); for a cluster, empty its --log-dir files and
+    /// Stats: flush a `shoal stats` collector now (the interval's aggregates
+    /// go to its sinks at once). Cluster: empty its --log-dir files and
     /// remove the rotated ones (`pm2 flush`).
     Flush,
     /// A cluster's --log-dir files: the last lines of each (`pm2 logs`), then
@@ -83,7 +93,7 @@ pub enum Request {
     /// Every running Shoal server and topology on this machine (each control
     /// socket in the runtime directory): name, kind, pid, state.
     List,
-    /// Ask a `shoal broker` for its queues, exchanges, connections or overview.
+    /// Broker: its queues, exchanges, connections or overview.
     #[command(subcommand)]
     Broker(super::ctl_broker::BrokerCtl),
 }
@@ -175,9 +185,45 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
         let e = reply["error"]
             .as_str()
             .unwrap_or("the server refused the request");
+        if e.starts_with("unknown command") {
+            anyhow::bail!("{name}: {e}{}", accepts_hint(name));
+        }
         anyhow::bail!("{name}: {e}");
     }
     Ok(())
+}
+
+/// The commands a server of each kind answers (its control handler's).
+pub const ACCEPTS: &[(&str, &str)] = &[
+    (
+        "cluster",
+        "status, reload, scale, restart, signal, send, stop",
+    ),
+    ("proxy", "status, reload, stop"),
+    (
+        "broker",
+        "status, stop, broker list-queues|list-exchanges|list-connections|overview",
+    ),
+    ("stats", "status, flush, stop"),
+    ("topology", "status, reload, stop"),
+];
+
+/// "NAME is a KIND: shoal ctl --name NAME accepts ...", from its status.
+fn accepts_hint(name: &str) -> String {
+    let Ok(r) = request(
+        name,
+        &json!({"cmd": "status"}),
+        std::time::Duration::from_secs(2),
+    ) else {
+        return String::new();
+    };
+    let (kind, _, _) = describe(&r);
+    match ACCEPTS.iter().find(|(k, _)| *k == kind) {
+        Some((_, cmds)) => {
+            format!("\n{name} is a {kind} server: shoal ctl --name {name} accepts {cmds}")
+        }
+        None => String::new(),
+    }
 }
 
 /// Without `--name`: the cluster called "cluster", or else a running `shoal

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
 
 /// Start a topology: `[broker]`, `[stats]`, any number of `[cluster.NAME]`
@@ -42,20 +43,17 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         print!("{}", shoal_up::DEFAULT_TOPOLOGY);
         return Ok(());
     }
-    let plan = match &args.file {
+    let mut plan = match &args.file {
         Some(p) => shoal_up::load(p)?,
-        None => {
-            let on_path = std::env::var_os("PATH")
-                .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("node").is_file()));
-            if !on_path && !args.print_default {
-                anyhow::bail!(
-                    "the default topology runs Node workers (examples/up/web.js), and `node` is not on PATH: \
-                     install Node.js, or give a topology file for your own servers (see shoal up --print-default)"
-                );
-            }
-            shoal_up::default_plan()?
-        }
+        None => shoal_up::default_plan()?,
     };
+    let node_on_path = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("node").is_file()));
+    if !node_on_path {
+        // The default's Node worker becomes the built-in one (the banner says so).
+        let exe = std::env::current_exe().context("the built-in worker: where is shoal?")?;
+        shoal_up::use_builtin_worker(&mut plan, &exe);
+    }
     if args.check {
         for c in &plan.clusters {
             println!(
@@ -85,4 +83,13 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             Ok(())
         },
     )
+}
+
+/// `shoal up-worker` (hidden): the built-in HTTP worker, see `shoal_up::worker`.
+pub fn worker() -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(shoal_up::worker::run())
+        .context("shoal up-worker")
 }
