@@ -42,6 +42,22 @@ fn locked<'a>(
     Ok(vh.lock())
 }
 
+/// [`locked`] for an existing queue: 404 when `name` is not declared.
+fn locked_queue<'a>(
+    b: &'a Broker,
+    c: &Caller,
+    v: &str,
+    access: Access,
+    name: &str,
+) -> Result<parking_lot::MutexGuard<'a, VHost>, ApiError> {
+    let g = locked(b, c, v, access, "queue", name)?;
+    if g.queues.contains_key(name) {
+        Ok(g)
+    } else {
+        Err(ApiError::not_found())
+    }
+}
+
 /// 204 for a declaration of what `existed`, 201 for a new one.
 fn declared(existed: bool) -> Reply {
     if existed {
@@ -81,20 +97,14 @@ pub fn delete_queue(
     name: &str,
     query: &[(String, String)],
 ) -> Result<Reply, ApiError> {
-    let mut g = locked(b, c, v, Access::Configure, "queue", name)?;
-    if !g.queues.contains_key(name) {
-        return Err(ApiError::not_found());
-    }
+    let mut g = locked_queue(b, c, v, Access::Configure, name)?;
     g.delete_queue(0, name, flag(query, "if-unused"), flag(query, "if-empty"))?;
     Ok(Reply::no_content())
 }
 
 /// `DELETE /api/queues/{vhost}/{name}/contents`.
 pub fn purge(b: &Broker, c: &Caller, v: &str, name: &str) -> Result<Reply, ApiError> {
-    let mut g = locked(b, c, v, Access::Read, "queue", name)?;
-    if !g.queues.contains_key(name) {
-        return Err(ApiError::not_found());
-    }
+    let mut g = locked_queue(b, c, v, Access::Read, name)?;
     g.purge_queue(0, name)?;
     Ok(Reply::no_content())
 }
