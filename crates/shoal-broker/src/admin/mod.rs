@@ -26,7 +26,7 @@ use crate::error::{code, AmqpError};
 use crate::server::Broker;
 use auth::Caller;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, Response, StatusCode};
 use json::{shape_list, shape_one};
 use rates::Rates;
@@ -45,6 +45,9 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// Largest request body (definitions imports, publishes), as RabbitMQ's
 /// default `management.http.max_body_size`.
 pub const MAX_BODY: usize = 20 << 20;
+/// Most bytes of an oversized body read and thrown away before the 413,
+/// so that the client reads the answer instead of a reset connection.
+pub const DRAIN_MAX: usize = 64 << 20;
 /// Time allowed to send a request head (also the keep-alive idle limit).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed to send a request body.
@@ -244,31 +247,76 @@ pub async fn serve(listener: TcpListener, b: Arc<Broker>, shutdown: Shutdown) {
     }
 }
 
+/// Reads a request body of at most [`MAX_BODY`] bytes.
+///
+/// An oversized body is refused with 413 the way nginx refuses one: a
+/// client that announced it with `Expect: 100-continue` is answered at
+/// once and never sends it; any other client is already sending it, so the
+/// rest is read and thrown away (at most [`DRAIN_MAX`] bytes, within
+/// [`BODY_TIMEOUT`]) before the answer. Answering and closing mid-body
+/// makes the kernel reset the connection, and clients that write the whole
+/// body before reading (urllib, requests) then see "broken pipe" instead of
+/// the 413.
 async fn read_body(req: Request<hyper::body::Incoming>) -> Result<Bytes, ApiError> {
-    match tokio::time::timeout(
-        BODY_TIMEOUT,
-        Limited::new(req.into_body(), MAX_BODY).collect(),
-    )
-    .await
-    {
-        Err(_) => Err(ApiError::new(
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "bad_request",
+            format!("request body larger than {MAX_BODY} bytes"),
+        )
+    };
+    let timed_out = || {
+        ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "bad_request",
             format!(
                 "request body not received within {}s",
                 BODY_TIMEOUT.as_secs()
             ),
-        )),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "bad_request",
-            format!("request body larger than {MAX_BODY} bytes"),
-        )),
-        Ok(Err(e)) => Err(ApiError::bad_request(format!(
-            "cannot read the request body: {e}"
-        ))),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
+        )
+    };
+    let announced = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let expects_continue = req
+        .headers()
+        .get(hyper::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if announced.is_some_and(|n| n > DRAIN_MAX as u64)
+        || (expects_continue && announced.is_some_and(|n| n > MAX_BODY as u64))
+    {
+        return Err(too_large());
     }
+    let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
+    let mut body = req.into_body();
+    let mut kept = bytes::BytesMut::new();
+    let mut seen: usize = 0;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(timed_out()),
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(ApiError::bad_request(format!(
+                    "cannot read the request body: {e}"
+                )))
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        seen = seen.saturating_add(data.len());
+        if seen <= MAX_BODY {
+            kept.extend_from_slice(&data);
+        } else if seen > DRAIN_MAX {
+            // Past what is worth reading to be polite: answer and close.
+            return Err(too_large());
+        }
+    }
+    if seen > MAX_BODY {
+        return Err(too_large());
+    }
+    Ok(kept.freeze())
 }
 
 async fn handle(

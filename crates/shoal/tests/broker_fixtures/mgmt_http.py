@@ -107,6 +107,16 @@ st, _, body = call("POST", "/queues/%2F/q400/get", {"count": 1, "ackmode": "some
 expect(st == 400 and "ackmode" in body["reason"], "400-ackmode", (st, body))
 st, _, body = call("PUT", "/queues/%2F/q413", raw=b"[" + b" " * (21 << 20) + b"]")
 expect(st == 413, "413-too-large", st)
+# A client that announces an oversized body with Expect: 100-continue is
+# answered 413 at once, without a 100 and without having to send it.
+import socket
+with socket.create_connection(("127.0.0.1", int(admin_port)), timeout=10) as s:
+    tok = base64.b64encode(b"admin:admin-pw").decode()
+    s.sendall(("PUT /api/queues/%2F/q413 HTTP/1.1\r\nHost: x\r\nAuthorization: Basic " + tok +
+               "\r\nContent-Type: application/json\r\nContent-Length: " + str(30 << 20) +
+               "\r\nExpect: 100-continue\r\n\r\n").encode())
+    head = s.recv(4096).decode(errors="replace")
+    expect(head.startswith("HTTP/1.1 413"), "413-expect-continue", head[:200])
 st, _, body = call("GET", "/overview")
 expect(st == 200, "server-still-serving", st)
 print("ok 400")
