@@ -340,3 +340,61 @@ fn timer_histogram_is_cumulative_and_keeps_the_interval_summary() {
     close(sample(&m, r#"lat_bucket{le="10"}"#), 2.0, "le 10", &m);
     close(sample(&m, r#"lat_bucket{le="+Inf"}"#), 4.0, "+Inf", &m);
 }
+
+/// statsd_exporter's behaviour for a mapping that sends several statsd
+/// names to one series: a counter adds them up and a histogram (same
+/// buckets) observes them all, and the exposition stays valid. Before,
+/// only the first name's value was shown and the rest were counted as
+/// collisions.
+#[test]
+fn names_mapped_to_one_counter_or_histogram_add_up() {
+    let dir = TempDir::new("mapping-merge");
+    let file = dir.0.join("m.yml");
+    std::fs::write(
+        &file,
+        "mappings:\n- match: shop.*.orders\n  name: orders_total\n\
+         - match: shop.*.checkout\n  name: checkout_seconds\n  observer_type: histogram\n  \
+           histogram_options:\n    buckets: [0.05, 0.5]\n",
+    )
+    .expect("write");
+    let c = Collector::start_json_http(&["--mapping-config", &file.display().to_string()]);
+    python(
+        &c,
+        r#"
+import sys, statsd
+c = statsd.StatsClient('127.0.0.1', int(sys.argv[1]))
+c.incr('shop.eu.orders', 3)
+c.incr('shop.us.orders', 4)
+c.incr('shop.asia.orders')
+c.timing('shop.eu.checkout', 20)
+c.timing('shop.us.checkout', 200)
+c.timing('shop.us.checkout', 2000)
+"#,
+    );
+    c.wait_metrics(6);
+    c.flush_json();
+    let m = c.metrics();
+    close(sample(&m, "orders_total"), 8.0, "orders_total", &m);
+    close(
+        sample(&m, r#"checkout_seconds_bucket{le="0.05"}"#),
+        1.0,
+        "le 0.05",
+        &m,
+    );
+    close(
+        sample(&m, r#"checkout_seconds_bucket{le="0.5"}"#),
+        2.0,
+        "le 0.5",
+        &m,
+    );
+    close(sample(&m, "checkout_seconds_count"), 3.0, "count", &m);
+    close(sample(&m, "checkout_seconds_sum"), 2.22, "sum", &m);
+    close(
+        sample(&m, "shoal_stats_name_collisions_total"),
+        0.0,
+        "collisions",
+        &m,
+    );
+    let (ok, out) = promtool(&m);
+    assert!(ok, "promtool: {out}\n{m}");
+}

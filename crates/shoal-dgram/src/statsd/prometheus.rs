@@ -13,7 +13,9 @@
 //! A mapping file ([`Mapper`]) renames a series and adds labels, as
 //! statsd_exporter does: a mapped counter, gauge or set keeps exactly the
 //! mapped name, a mapped timer becomes a histogram or summary in seconds,
-//! and `action: drop` leaves the series out. With `timer_histogram`, an
+//! and `action: drop` leaves the series out. Statsd names mapped to one
+//! counter or histogram (same name, labels, buckets) add up into it, as
+//! statsd_exporter's registry does. With `timer_histogram`, an
 //! unmapped timer is a cumulative histogram `<name>` (ms) and its
 //! last-interval quantiles stay as the summary `<name>_interval`.
 
@@ -105,12 +107,31 @@ impl Owner {
 }
 
 /// The document being planned: families, who owns each family and sample
-/// name, and which sample (name and labels) came from which statsd key.
+/// name, and which sample (name and labels) came from which statsd key and
+/// where it sits.
 #[derive(Default)]
 struct Plan {
     fams: BTreeMap<String, Family>,
     owners: HashMap<String, Owner>,
-    samples: HashMap<(String, Labels), String>,
+    samples: HashMap<(String, Labels), Placed>,
+}
+
+/// Where a planned sample is: the statsd key that gave it first, and its
+/// family and index in that family's samples.
+struct Placed {
+    key: String,
+    family: String,
+    index: usize,
+}
+
+/// What [`Plan::add`] does with a series.
+enum Fit {
+    /// Its names and samples are new: add them.
+    New,
+    /// Every sample is already there from other statsd names mapped to the
+    /// same counter or histogram: add the values up, as statsd_exporter
+    /// does when several statsd names map to one series.
+    Merge,
 }
 
 impl Plan {
@@ -127,47 +148,95 @@ impl Plan {
         }
     }
 
-    /// Add every family of one series, or none of them: a series whose
-    /// family or sample names belong to another series, or whose samples
-    /// (name and labels) another key of the same series already gave, is
-    /// left out, and the collision noted.
-    fn add(&mut self, owner: Owner, key: &str, wants: Vec<Want>, collisions: &Collisions) {
-        for w in &wants {
+    /// Whether `wants` of `owner` (from statsd `key`) can be added, merged
+    /// into samples already there, or neither; `Err` carries the collision
+    /// (the Prometheus name, who has it).
+    fn fit(&self, owner: &Owner, key: &str, wants: &[Want]) -> Result<Fit, (String, String)> {
+        let mergeable = owner.kind.starts_with("mapped ")
+            && wants
+                .iter()
+                .all(|w| matches!(w.kind, Kind::Counter | Kind::Histogram));
+        let (mut fresh, mut taken) = (0usize, 0usize);
+        for w in wants {
             let names = std::iter::once(w.family.as_str())
                 .chain(w.samples.iter().map(|(n, _, _)| n.as_str()));
             for n in names {
                 if let Some(o) = self.owners.get(n) {
-                    if *o != owner {
-                        collisions.note(n, &o.show(), &format!("{} {key:?}", owner.kind));
-                        return;
+                    if o != owner {
+                        return Err((n.to_string(), o.show()));
                     }
                 }
             }
             for (n, labels, _) in &w.samples {
-                if let Some(other) = self.samples.get(&(n.clone(), labels.clone())) {
-                    if other != key {
-                        collisions.note(
-                            n,
-                            &format!("{} {other:?}", owner.kind),
-                            &format!("{} {key:?}", owner.kind),
-                        );
-                        return;
+                match self.samples.get(&(n.clone(), labels.clone())) {
+                    Some(p) if p.key != key => {
+                        if !mergeable {
+                            return Err((n.clone(), format!("{} {:?}", owner.kind, p.key)));
+                        }
+                        taken += 1;
                     }
+                    Some(_) => taken += 1,
+                    None => fresh += 1,
                 }
             }
         }
-        for w in wants {
-            self.owners.insert(w.family.clone(), owner.clone());
-            let f = self.fams.entry(w.family).or_insert_with(|| Family {
-                kind: w.kind,
-                help: w.help,
-                samples: Vec::new(),
-            });
-            for (n, labels, v) in w.samples {
-                self.owners.insert(n.clone(), owner.clone());
-                self.samples
-                    .insert((n.clone(), labels.clone()), key.to_string());
-                f.samples.push((n, labels, v));
+        match (fresh, taken) {
+            (_, 0) => Ok(Fit::New),
+            (0, _) if mergeable => Ok(Fit::Merge),
+            // Some samples there, some not (histograms with other
+            // buckets): not one series.
+            _ => {
+                let (n, labels, _) = &wants[0].samples[0];
+                let other = self
+                    .samples
+                    .get(&(n.clone(), labels.clone()))
+                    .map_or_else(|| owner.show(), |p| format!("{} {:?}", owner.kind, p.key));
+                Err((n.clone(), other))
+            }
+        }
+    }
+
+    /// Add every family of one series, or none of them: a series whose
+    /// family or sample names belong to another series, or whose samples
+    /// (name and labels) another key of the same series already gave, is
+    /// left out, and the collision noted; except that statsd names a
+    /// mapping sends to one counter or histogram (same name, labels and
+    /// buckets) are added up into it.
+    fn add(&mut self, owner: Owner, key: &str, wants: Vec<Want>, collisions: &Collisions) {
+        match self.fit(&owner, key, &wants) {
+            Err((name, kept)) => collisions.note(&name, &kept, &format!("{} {key:?}", owner.kind)),
+            Ok(Fit::Merge) => {
+                for w in wants {
+                    for (n, labels, v) in w.samples {
+                        if let Some(p) = self.samples.get(&(n, labels)) {
+                            if let Some(f) = self.fams.get_mut(&p.family) {
+                                f.samples[p.index].2 += v;
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(Fit::New) => {
+                for w in wants {
+                    self.owners.insert(w.family.clone(), owner.clone());
+                    let f = self.fams.entry(w.family.clone()).or_insert_with(|| Family {
+                        kind: w.kind,
+                        help: w.help,
+                        samples: Vec::new(),
+                    });
+                    for (n, labels, v) in w.samples {
+                        self.owners.insert(n.clone(), owner.clone());
+                        self.samples.insert(
+                            (n.clone(), labels.clone()),
+                            Placed {
+                                key: key.to_string(),
+                                family: w.family.clone(),
+                                index: f.samples.len(),
+                            },
+                        );
+                        f.samples.push((n, labels, v));
+                    }
+                }
             }
         }
     }
@@ -632,6 +701,46 @@ mod tests {
         assert_eq!(text.matches("# TYPE req_total").count(), 1, "{text}");
         // The gauge mapped to the counter's name is left out, and counted.
         assert!(!text.contains("host=\"c\""), "{text}");
+        assert_eq!(col.total(), 1);
+    }
+
+    #[test]
+    fn statsd_names_mapped_to_one_counter_or_histogram_add_up() {
+        // As statsd_exporter: several statsd names mapped to one name and
+        // labels are one Prometheus series; counters and histograms (same
+        // buckets) add up, summaries cannot and collide.
+        let m = Mapper::parse(
+            std::path::Path::new("m.yml"),
+            "mappings:\n\
+             - match: api.*.hits\n  name: hits_total\n\
+             - match: api.*.lat\n  name: lat_seconds\n  observer_type: histogram\n  \
+               histogram_options: {buckets: [0.01, 0.1]}\n\
+             - match: db.*.lat\n  name: db_seconds\n",
+        )
+        .unwrap();
+        let d = "api.a.hits:1|c\napi.b.hits:2|c\napi.c.hits:4|c|#env:x\n\
+                 api.a.lat:5|ms\napi.b.lat:50|ms\napi.b.lat:500|ms\n\
+                 db.a.lat:5|ms\ndb.b.lat:7|ms";
+        let m = std::sync::Arc::new(m);
+        let mut st = State::new(FlushRules::default());
+        st.set_mapper(m.clone());
+        let snap = st.flush(vec![interval_of(d)], 1.0, 1);
+        let col = Collisions::default();
+        let text = render_mapped(&snap, &m, &Health::default(), "", &col);
+        for want in [
+            "hits_total 3\n",
+            "hits_total{env=\"x\"} 4\n",
+            "lat_seconds_bucket{le=\"0.01\"} 1\n",
+            "lat_seconds_bucket{le=\"0.1\"} 2\n",
+            "lat_seconds_bucket{le=\"+Inf\"} 3\n",
+            "lat_seconds_count 3\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        assert_eq!(text.matches("hits_total 3").count(), 1, "{text}");
+        assert!(text.contains("lat_seconds_sum 0.55"), "{text}");
+        // db.b.lat's summary cannot join db.a.lat's: left out and counted.
+        assert_eq!(text.matches("db_seconds_count").count(), 1, "{text}");
         assert_eq!(col.total(), 1);
     }
 
