@@ -262,3 +262,50 @@ impl Up {
         assert!(st.success(), "{st}:\n{}", self.log());
     }
 }
+
+/// `shoal ctl --json status`, parsed.
+pub fn status(up: &Up) -> serde_json::Value {
+    let out = up.ctl(&["--json", "status"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// The parts' labels, in order.
+pub fn labels(st: &serde_json::Value) -> Vec<String> {
+    st["up"]["parts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p["part"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The pids of `part`'s online workers, sorted.
+pub fn pids(st: &serde_json::Value, part: &str) -> Vec<u64> {
+    let mut v: Vec<u64> = st["up"]["parts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["part"] == part)
+        .flat_map(|p| {
+            p["status"]["workers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|w| w["state"] == "online")
+        .filter_map(|w| w["pid"].as_u64())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Wait until the log of `up` has `needle`.
+pub fn wait_log(up: &Up, needle: &str) {
+    let deadline = Instant::now() + T;
+    while !up.log().contains(needle) {
+        assert!(Instant::now() < deadline, "no {needle:?} in:\n{}", up.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
