@@ -448,3 +448,68 @@ fn a_broker_change_that_cannot_start_is_reported_and_the_old_broker_runs_again()
     drop(taken);
     up.stop();
 }
+
+#[test]
+fn a_moved_collector_and_dashboard_restart_and_the_workers_follow() {
+    let dir = TempDir::new();
+    mapping(dir.path(), "hits_a");
+    let p = Ports::new();
+    let dash = free_tcp();
+    let text = format!(
+        "{}\n[dashboard]\nlisten = \"127.0.0.1:{dash}\"\n",
+        topology(&p, dir.path())
+    );
+    let mut up = Up::spawn(&text);
+    up.wait_running();
+    let web = wait_workers(&up, "cluster.web", 2);
+    let api = wait_workers(&up, "cluster.api", 1);
+
+    // The collector and the dashboard move.
+    let (udp, dash2) = (free_udp(), free_tcp());
+    let moved = text
+        .replace(
+            &format!("udp = [\"127.0.0.1:{}\"]", p.udp),
+            &format!("udp = [\"127.0.0.1:{udp}\"]"),
+        )
+        .replace(
+            &format!("listen = \"127.0.0.1:{dash}\""),
+            &format!("listen = \"127.0.0.1:{dash2}\""),
+        );
+    std::fs::write(&up.file, moved).unwrap();
+    kill(up.child.id(), "HUP");
+    wait_log(&up, "reload: stats: restarted with its new configuration");
+    wait_log(
+        &up,
+        &format!("reload: dashboard: now on http://127.0.0.1:{dash2}/"),
+    );
+    // Both clusters had STATSD_* from the topology: a rolling reload with
+    // the new address.
+    wait_log(&up, "reload: cluster.web: rolling reload of 2 workers (with the broker's or collector's new address)");
+    let after = wait_workers(&up, "cluster.web", 2);
+    assert!(after.iter().all(|p| !web.contains(p)), "{web:?} {after:?}");
+    assert_ne!(pids(&status(&up), "cluster.api"), api);
+    let (code, body) = cluster_support::get(&format!("127.0.0.1:{dash2}"), "/api/status").unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", dash)).is_err());
+
+    // A request through the proxy is counted at the moved collector.
+    let metrics = format!("127.0.0.1:{}", p.metrics);
+    let (code, _) = cluster_support::get(&format!("127.0.0.1:{}", p.proxy), "/").unwrap();
+    assert_eq!(code, 200);
+    let deadline = Instant::now() + T;
+    loop {
+        let (_, doc) = cluster_support::get(&metrics, "/metrics").unwrap();
+        if doc.lines().any(|l| {
+            l.starts_with("up_requests") && l.contains("server=\"web\"") && l.ends_with(" 1")
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the request was never counted:\n{doc}\n{}",
+            up.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    up.stop();
+}
