@@ -232,6 +232,11 @@ fn ctl_scale_changes_one_cluster_and_a_later_sighup_keeps_the_count() {
     assert!(out.contains("api, web"), "{out}");
     let (ok, out) = ctl(&up, &["--name", "up", "scale", "2"]);
     assert!(!ok && out.contains("scale needs a cluster"), "{out}");
+    // A cluster's own socket is only that cluster: naming another is refused
+    // rather than applied to it.
+    let (ok, out) = ctl(&up, &["--name", "web", "scale", "api", "3"]);
+    assert!(!ok && out.contains("this is cluster \"web\""), "{out}");
+    assert_eq!(pids(&status(&up), "cluster.web"), one);
 
     // SIGHUP with web's command changed but not its `workers`: a rolling
     // reload at the scaled count (1), not the file's (2).

@@ -22,11 +22,11 @@ Examples:
   shoal ctl broker list-queues          # queues of broker \"broker\" (like rabbitmqctl list_queues)
   shoal ctl --name stats flush          # a collector flushes now
   shoal ctl list                        # every running Shoal server and topology here
-  shoal ctl --name up scale web 4       # a topology: one cluster (+N / -N too); the others keep their workers
-  shoal ctl --name up reload web        # a topology: a rolling reload of cluster web only
-  shoal ctl --name up reload broker     # a topology: restart the broker with the file's [broker] (data kept)
-  shoal ctl --name up reload stats      # a topology: the collector's new [stats], or its mapping file reread
-  shoal ctl --name up reload            # a topology: re-read the whole file (as SIGHUP)
+  shoal ctl --name up scale web 4       # a topology's cluster web (+N / -N too); the others stay
+  shoal ctl --name up reload web        # a rolling reload of cluster web only
+  shoal ctl --name up reload broker     # restart the broker with the file's [broker] (data kept)
+  shoal ctl --name up reload stats      # the file's new [stats], or its mapping file reread
+  shoal ctl --name up reload            # re-read the whole topology file (as SIGHUP)
 
 What each server accepts (anything else is refused with this list):
   cluster   status, reload, scale, restart, signal, send, stop
@@ -71,11 +71,14 @@ pub enum Request {
     },
     /// Cluster: set the number of workers: `4`, or `+2` / `-1` relative to
     /// now. A topology: `scale CLUSTER N` for one of its clusters.
+    #[command(override_usage = "shoal ctl scale [OPTIONS] [CLUSTER] <N|+N|-N>")]
     Scale {
-        /// `[CLUSTER] N`: the cluster (a topology's), then the new number of
-        /// workers or a change (`+N`, `-N`).
-        #[arg(allow_hyphen_values = true, num_args = 1..=2, required = true, value_names = ["CLUSTER", "N"])]
-        args: Vec<String>,
+        /// A topology's cluster; for a lone cluster, the number of workers.
+        #[arg(allow_hyphen_values = true, value_name = "CLUSTER")]
+        first: String,
+        /// The new number of workers, or a change (`+N`, `-N`).
+        #[arg(allow_hyphen_values = true, value_name = "N")]
+        workers: Option<String>,
     },
     /// Cluster: restart every worker at once (not rolling: use `reload` for that).
     Restart,
@@ -126,11 +129,10 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
             Some(p) => json!({"cmd": "reload", "part": p}),
             None => json!({"cmd": "reload"}),
         },
-        Request::Scale { args } => {
-            let (cluster, w) = match args.as_slice() {
-                [c, w] => (Some(c.as_str()), w.trim()),
-                [w] => (None, w.trim()),
-                _ => anyhow::bail!("scale [CLUSTER] N: expected one or two arguments"),
+        Request::Scale { first, workers } => {
+            let (cluster, w) = match workers {
+                Some(w) => (Some(first.as_str()), w.trim()),
+                None => (None, first.trim()),
             };
             let mut req = if let Some(d) = w.strip_prefix('+').or(w.strip_prefix('-').map(|_| w)) {
                 let by: i64 = d
