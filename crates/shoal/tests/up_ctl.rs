@@ -72,24 +72,11 @@ flush = "200ms"
 sockets = 1
 mapping_config = "{mapping}"
 {web}{api}
-[proxy]
-workers = 1
-
-[[proxy.listeners]]
-address = "127.0.0.1:{proxy}"
-
-[proxy.upstreams.app]
-keepalive = 0
-servers = "cluster:web"
-
-[[proxy.routes]]
-path = "/"
-upstream = "app"
-"#,
+{proxy}"#,
         amqp = p.amqp,
         udp = p.udp,
         metrics = p.metrics,
-        proxy = p.proxy,
+        proxy = up_support::proxy_table(p.proxy),
         data = dir.join("broker").display(),
         mapping = dir.join("mapping.yml").display(),
         web = cluster("web", 2, p.web),

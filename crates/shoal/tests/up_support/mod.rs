@@ -80,11 +80,26 @@ PORT = "{web}"
 SERVER_NAME = "web"
 NODE_PATH = "{node_path}"
 
-[proxy]
+{proxy}"#,
+        amqp = p.amqp,
+        udp = p.udp,
+        metrics = p.metrics,
+        web = p.web,
+        proxy = proxy_table(p.proxy),
+        dashboard = p.dashboard,
+        data = data.join("broker").display(),
+        node_path = node_path.display(),
+    )
+}
+
+/// A `[proxy]` table on `port` in front of cluster `web`.
+pub fn proxy_table(port: u16) -> String {
+    format!(
+        r#"[proxy]
 workers = 1
 
 [[proxy.listeners]]
-address = "127.0.0.1:{proxy}"
+address = "127.0.0.1:{port}"
 
 [proxy.upstreams.app]
 keepalive = 0
@@ -93,15 +108,7 @@ servers = "cluster:web"
 [[proxy.routes]]
 path = "/"
 upstream = "app"
-"#,
-        amqp = p.amqp,
-        udp = p.udp,
-        metrics = p.metrics,
-        web = p.web,
-        proxy = p.proxy,
-        dashboard = p.dashboard,
-        data = data.join("broker").display(),
-        node_path = node_path.display(),
+"#
     )
 }
 
