@@ -312,6 +312,10 @@ fn ctl_reload_web_replaces_only_webs_workers_while_curl_keeps_answering() {
         "{out}"
     );
 
+    let (ok, out) = ctl(&up, &["--name", "up", "logs"]);
+    assert!(!ok && out.contains("logs is a cluster's"), "{out}");
+    assert!(out.contains("its clusters: api, web"), "{out}");
+
     // The proxy alone re-reads its table: now in front of api.
     let text = std::fs::read_to_string(&up.file).unwrap();
     std::fs::write(&up.file, text.replace("\"cluster:web\"", "\"cluster:api\"")).unwrap();

@@ -223,6 +223,9 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a `shoal up` topology's control socket answers.
+pub const UP_ACCEPTS: &str = shoal_up::control::KNOWS;
+
 /// The commands a server of each kind answers (its control handler's).
 pub const ACCEPTS: &[(&str, &str)] = &[
     (
@@ -235,10 +238,7 @@ pub const ACCEPTS: &[(&str, &str)] = &[
         "status, stop, broker list-queues|list-exchanges|list-connections|overview",
     ),
     ("stats", "status, flush, reload, stop"),
-    (
-        "topology",
-        "status, reload [PART], scale CLUSTER N|+N|-N, stop",
-    ),
+    ("topology", UP_ACCEPTS),
 ];
 
 /// "NAME is a KIND: shoal ctl --name NAME accepts ...", from its status.
