@@ -281,19 +281,26 @@ fn ctl_reload_web_replaces_only_webs_workers_while_curl_keeps_answering() {
     let web = wait_workers(&up, "cluster.web", 2);
     let api = wait_workers(&up, "cluster.api", 1);
     let stop = Arc::new(AtomicBool::new(false));
-    let load = curl_until(format!("127.0.0.1:{}", p.proxy), stop.clone());
+    let loads: Vec<_> = (0..3)
+        .map(|_| curl_until(format!("127.0.0.1:{}", p.proxy), stop.clone()))
+        .collect();
     std::thread::sleep(Duration::from_millis(300));
-    let (ok, out) = ctl(&up, &["--name", "up", "reload", "web"]);
-    assert!(ok, "{out}\n{}", up.log());
-    assert!(
-        out.contains("cluster.web: rolling reload of 2 workers"),
-        "{out}"
-    );
+    // Three rolling reloads while three curl loops run.
+    for _ in 0..3 {
+        let (ok, out) = ctl(&up, &["--name", "up", "reload", "web"]);
+        assert!(ok, "{out}\n{}", up.log());
+        assert!(
+            out.contains("cluster.web: rolling reload of 2 workers"),
+            "{out}"
+        );
+    }
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
-    let (answered, failed) = load.join().unwrap();
-    assert!(failed.is_empty(), "{failed:?}");
-    assert!(answered > 0);
+    for load in loads {
+        let (answered, failed) = load.join().unwrap();
+        assert!(failed.is_empty(), "{failed:?}");
+        assert!(answered > 0);
+    }
     let after = wait_workers(&up, "cluster.web", 2);
     assert!(after.iter().all(|p| !web.contains(p)), "{web:?} {after:?}");
     assert_eq!(pids(&status(&up), "cluster.api"), api);
