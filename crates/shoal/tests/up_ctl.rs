@@ -23,6 +23,7 @@ struct Ports {
     web: u16,
     api: u16,
     proxy: u16,
+    dashboard: u16,
 }
 
 impl Ports {
@@ -34,6 +35,7 @@ impl Ports {
             web: free_tcp(),
             api: free_tcp(),
             proxy: free_tcp(),
+            dashboard: free_tcp(),
         }
     }
 }
@@ -90,12 +92,25 @@ fn mapping(dir: &Path, name: &str) {
 }
 
 fn start() -> (Up, Ports, TempDir) {
-    let dir = TempDir::new();
-    mapping(dir.path(), "hits_a");
-    let p = Ports::new();
-    let mut up = Up::spawn(&topology(&p, dir.path()));
-    up.wait_running();
-    (up, p, dir)
+    start_with(topology)
+}
+
+/// `shoal up` on the file `text` makes, on free ports. A port another
+/// test's client took in between (its source port) is tried again with
+/// fresh ones, up to three times.
+fn start_with(text: impl Fn(&Ports, &Path) -> String) -> (Up, Ports, TempDir) {
+    for attempt in 1.. {
+        let dir = TempDir::new();
+        mapping(dir.path(), "hits_a");
+        let p = Ports::new();
+        let mut up = Up::spawn(&text(&p, dir.path()));
+        match up.try_wait_running() {
+            Ok(()) => return (up, p, dir),
+            Err(e) if attempt < 3 && e.contains("Address already in use") => continue,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    unreachable!()
 }
 
 /// `shoal ctl ARGS` against the topology: (success, stdout + stderr).
@@ -454,16 +469,16 @@ fn a_broker_change_that_cannot_start_is_reported_and_the_old_broker_runs_again()
 
 #[test]
 fn a_moved_collector_and_dashboard_restart_and_the_workers_follow() {
-    let dir = TempDir::new();
-    mapping(dir.path(), "hits_a");
-    let p = Ports::new();
-    let dash = free_tcp();
-    let text = format!(
-        "{}\n[dashboard]\nlisten = \"127.0.0.1:{dash}\"\n",
-        topology(&p, dir.path())
-    );
-    let mut up = Up::spawn(&text);
-    up.wait_running();
+    let with_dashboard = |p: &Ports, dir: &Path| {
+        let dash = p.dashboard;
+        format!(
+            "{}\n[dashboard]\nlisten = \"127.0.0.1:{dash}\"\n",
+            topology(p, dir)
+        )
+    };
+    let (up, p, _dir) = start_with(with_dashboard);
+    let dash = p.dashboard;
+    let text = std::fs::read_to_string(&up.file).unwrap();
     let web = wait_workers(&up, "cluster.web", 2);
     let api = wait_workers(&up, "cluster.api", 1);
 

@@ -166,13 +166,24 @@ impl Up {
 
     /// Wait for the banner; panics with the log if it exits first.
     pub fn wait_running(&mut self) {
+        if let Err(e) = self.try_wait_running() {
+            panic!("{e}");
+        }
+    }
+
+    /// Wait for the banner; the log if it exits first.
+    pub fn try_wait_running(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + T;
         while Instant::now() < deadline {
             if self.log().contains("shoal up: running") {
-                return;
+                return Ok(());
             }
             if let Ok(Some(st)) = self.child.try_wait() {
-                panic!("shoal up exited ({st}) before running:\n{}", self.log());
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(format!(
+                    "shoal up exited ({st}) before running:\n{}",
+                    self.log()
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
