@@ -112,6 +112,13 @@ pub(crate) fn env_get<'a>(env: &'a [(OsString, OsString)], key: &str) -> Option<
     env.iter().find(|(k, _)| k == key).map(|(_, v)| v)
 }
 
+/// Whether `env` has one of `vars` (key and value): what the topology gave
+/// it, not a value its own table set.
+pub(crate) fn got(env: &[(OsString, OsString)], vars: &[(&str, String)]) -> bool {
+    vars.iter()
+        .any(|(k, v)| env_get(env, k).is_some_and(|e| e == v.as_str()))
+}
+
 /// Replace `key`'s value `from` by `to` in `env` (a value the cluster's own
 /// table set is another value, and stays).
 pub(crate) fn env_swap(env: &mut [(OsString, OsString)], key: &str, from: &str, to: &str) -> bool {
@@ -199,6 +206,17 @@ impl Reloader {
         } = plan;
 
         let (want_broker, want_stats) = (broker.is_some(), stats.is_some());
+        // What the clusters got from the topology, before and after.
+        let amqp_vars = [
+            crate::config::broker_env(broker.as_ref()),
+            crate::config::broker_env(st.broker.as_ref()),
+        ]
+        .concat();
+        let stats_vars = [
+            crate::config::stats_env(stats.as_ref()),
+            crate::config::stats_env(st.stats.as_ref()),
+        ]
+        .concat();
 
         // 1. The broker and the collector: added, or changed (restarted).
         // The clusters' environment follows what runs in the end.
@@ -293,8 +311,8 @@ impl Reloader {
                 }
                 continue;
             };
-            let has = |keys: &[&str]| keys.iter().any(|k| env_get(&c.spec.env, k).is_some());
-            let force = (reconnect && has(AMQP_KEYS)) || (moved_stats && has(STATSD_KEYS));
+            let force = (reconnect && got(&c.spec.env, &amqp_vars))
+                || (moved_stats && got(&c.spec.env, &stats_vars));
             if !force && format!("{:?}", c.spec) == format!("{old:?}") {
                 continue;
             }
@@ -473,4 +491,30 @@ pub(crate) fn finish(
         done.push("nothing changed".to_string());
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    }
+
+    #[test]
+    fn only_what_the_topology_gave_is_swapped() {
+        let given = [("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/".to_string())];
+        let mut ours = env(&[("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")]);
+        let mut own = env(&[("AMQP_URL", "amqp://elsewhere:5672/")]);
+        assert!(got(&ours, &given));
+        assert!(!got(&own, &given));
+        let to = "amqp://guest:guest@127.0.0.1:5673/";
+        assert!(env_swap(&mut ours, "AMQP_URL", &given[0].1, to));
+        assert!(!env_swap(&mut own, "AMQP_URL", &given[0].1, to));
+        assert_eq!(env_get(&ours, "AMQP_URL").unwrap(), to);
+        assert_eq!(env_get(&own, "AMQP_URL").unwrap(), "amqp://elsewhere:5672/");
+    }
 }

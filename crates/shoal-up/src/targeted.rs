@@ -16,8 +16,8 @@
 
 use serde_json::{json, Value};
 
-use crate::reload::{env_swap, finish, text, ReloadError, Reloader, State};
-use crate::restart::{Outcome, AMQP_KEYS, STATSD_KEYS};
+use crate::reload::{env_swap, finish, got, text, ReloadError, Reloader, State};
+use crate::restart::Outcome;
 use crate::start::View;
 
 /// A new worker count: absolute, or relative to the running one.
@@ -160,8 +160,7 @@ impl Reloader {
                     }
                 };
                 if let Some(to) = moved {
-                    self.roll(&mut st, &from, &to, AMQP_KEYS, &mut done, &mut failed)
-                        .await;
+                    self.roll(&mut st, &from, &to, &mut done, &mut failed).await;
                 }
             }
             "stats" => {
@@ -172,7 +171,11 @@ impl Reloader {
                 let vars = |s| crate::config::stats_env(Some(s));
                 let (from, to) = (vars(&old), vars(&new));
                 let same = text(&Some(&new)) == text(&Some(&old));
-                let r = if same {
+                let r = if same && new.mapping.is_none() {
+                    Ok(Some(
+                        "stats: nothing changed (not restarted; its counters are kept)".into(),
+                    ))
+                } else if same {
                     // Unchanged settings: reread the mapping file, as
                     // `shoal ctl --name stats reload` does.
                     self.reload_mapping().map(|w| {
@@ -186,8 +189,7 @@ impl Reloader {
                     Ok(w) => {
                         done.extend(w);
                         if from != to {
-                            self.roll(&mut st, &from, &to, STATSD_KEYS, &mut done, &mut failed)
-                                .await;
+                            self.roll(&mut st, &from, &to, &mut done, &mut failed).await;
                         }
                     }
                     Err(e) => failed.push(e),
@@ -209,15 +211,14 @@ impl Reloader {
         finish(done, failed)
     }
 
-    /// The clusters that have one of `keys` in their environment: the
-    /// values `from` become `to`, and a rolling reload (their workers
+    /// The clusters that got `from` in their environment from the topology:
+    /// the values `from` become `to`, and a rolling reload (their workers
     /// connect to the restarted or moved part).
     async fn roll(
         &self,
         st: &mut State,
         from: &[(&str, String)],
         to: &[(&str, String)],
-        keys: &[&str],
         done: &mut Vec<String>,
         failed: &mut Vec<String>,
     ) {
@@ -226,10 +227,7 @@ impl Reloader {
             let Some(spec) = st.clusters.get_mut(&table) else {
                 continue;
             };
-            if !keys
-                .iter()
-                .any(|k| crate::reload::env_get(&spec.env, k).is_some())
-            {
+            if !got(&spec.env, from) {
                 continue;
             }
             for ((k, f), (_, t)) in from.iter().zip(to) {
