@@ -379,6 +379,21 @@ fn sighup_restarts_a_changed_broker_and_its_persistent_messages_survive() {
     wait_log(&up, "reload: cluster.web: rolling reload of 2 workers");
     let after = wait_workers(&up, "cluster.web", 2);
     assert!(after.iter().all(|p| !web.contains(p)), "{web:?} {after:?}");
+
+    // `ctl reload broker` does the same on demand.
+    assert!(pika(&url(p.amqp), PUBLISH).contains("published"));
+    let (ok, out) = ctl(&up, &["--name", "up", "reload", "broker"]);
+    assert!(ok && out.contains("broker: restarted"), "{out}");
+    assert!(
+        out.contains("cluster.web: rolling reload of 2 workers"),
+        "{out}"
+    );
+    assert!(
+        out.contains("cluster.api: rolling reload of 1 workers"),
+        "{out}"
+    );
+    let out = pika(&url(p.amqp), COUNT_AND_GET);
+    assert!(out.contains("count 5"), "{out}");
     up.stop();
 }
 
