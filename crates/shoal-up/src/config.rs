@@ -218,10 +218,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Plan, ConfigError> {
         None => Duration::from_secs(30),
     };
     let broker = match file.broker {
-        Some(b) => Some(
-            shoal_broker::Config::from_file(b, path, text)
-                .map_err(|e| within(e, text, "broker"))?,
-        ),
+        Some(b) => {
+            let mut c = shoal_broker::Config::from_file(b, path, text)
+                .map_err(|e| within(e, text, "broker"))?;
+            // The topology's SIGHUP restarts a changed broker.
+            c.hangup = false;
+            Some(c)
+        }
         None => None,
     };
     let stats = match file.stats {
