@@ -200,6 +200,9 @@ pub struct Config {
     pub permissions: HashMap<(String, String), Permission>,
     /// The file this was loaded from, reread on SIGHUP (`None`: defaults).
     pub source: Option<PathBuf>,
+    /// Whether SIGHUP rereads `source` (off where another owner of the
+    /// process handles SIGHUP: `shoal up` reloads its topology file).
+    pub hangup: bool,
 }
 
 /// Who may log in and what they may do: the part of the configuration a
@@ -414,6 +417,7 @@ impl Config {
             vhosts,
             permissions,
             source: None,
+            hangup: true,
         })
     }
 }

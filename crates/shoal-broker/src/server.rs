@@ -317,9 +317,11 @@ pub async fn serve(
 
     // SIGHUP rereads users and permissions, as nginx users expect of a
     // hangup; never the default action (which would end the broker).
-    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .map_err(|e| BrokerError::io("install the SIGHUP handler", e))?;
-    tokio::spawn(reload_on_hangup(hup, broker.clone(), shutdown.clone()));
+    if broker.config.hangup {
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| BrokerError::io("install the SIGHUP handler", e))?;
+        tokio::spawn(reload_on_hangup(hup, broker.clone(), shutdown.clone()));
+    }
 
     let tick_b = broker.clone();
     let tick_s = shutdown.clone();

@@ -11,6 +11,19 @@ use crate::primary::Cluster;
 /// Answer one request.
 pub async fn handle(c: &Cluster, req: Value) -> Value {
     let cmd = req.get("cmd").and_then(Value::as_str).unwrap_or("");
+    // `shoal ctl scale CLUSTER N` / `reload PART` name a part of a topology;
+    // a lone cluster is only itself.
+    for key in ["cluster", "part"] {
+        if let Some(other) = req.get(key).and_then(Value::as_str) {
+            if other != c.name() {
+                return err(format!(
+                    "this is cluster {:?}, not a topology with a part {other:?}: leave the name out (shoal ctl --name {} {cmd} ...)",
+                    c.name(),
+                    c.name()
+                ));
+            }
+        }
+    }
     let r = match cmd {
         "status" => c.status().await.map(|s| ok(json!({ "status": s }))),
         "reload" => c.reload().await.map(|r| match r {

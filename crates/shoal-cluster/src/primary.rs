@@ -84,6 +84,7 @@ type Reply<T> = oneshot::Sender<std::result::Result<T, String>>;
 pub(crate) enum Cmd {
     Begin,
     Setup(OsString, Vec<OsString>, bool),
+    SetEnv(Vec<(OsString, OsString)>),
     Status(oneshot::Sender<Status>),
     Reload(Option<Reply<usize>>),
     Scale(usize, Reply<usize>),
@@ -228,6 +229,12 @@ impl Cluster {
         silent: bool,
     ) -> Result<()> {
         self.cmd(Cmd::Setup(exec.into(), args, silent)).await
+    }
+
+    /// Replace the environment (the spec's `env`) of workers started from
+    /// now on; running workers keep theirs until a reload replaces them.
+    pub async fn set_env(&self, env: Vec<(OsString, OsString)>) -> Result<()> {
+        self.cmd(Cmd::SetEnv(env)).await
     }
 
     /// Receive every event from now on.
@@ -746,6 +753,7 @@ impl Primary {
                 self.spec.silent = silent;
                 self.setup_event();
             }
+            Cmd::SetEnv(env) => self.spec.env = env,
             Cmd::Status(tx) => {
                 let _ = tx.send(self.status());
             }

@@ -218,17 +218,29 @@ pub fn parse(path: &Path, text: &str) -> Result<Plan, ConfigError> {
         None => Duration::from_secs(30),
     };
     let broker = match file.broker {
-        Some(b) => Some(
-            shoal_broker::Config::from_file(b, path, text)
-                .map_err(|e| within(e, text, "broker"))?,
-        ),
+        Some(b) => {
+            let mut c = shoal_broker::Config::from_file(b, path, text)
+                .map_err(|e| within(e, text, "broker"))?;
+            // The topology's SIGHUP restarts a changed broker.
+            c.hangup = false;
+            Some(c)
+        }
         None => None,
     };
     let stats = match file.stats {
-        Some(s) => Some(s.into_config(path, text).map_err(|e| match e {
-            shoal_dgram::Error::Config(c) => within(c, text, "stats"),
-            other => ConfigError::invalid(path, text, "stats", other.to_string()),
-        })?),
+        Some(mut s) => {
+            // A relative mapping file is taken from the topology file's
+            // directory, as `shoal stats --config` takes it from its file's.
+            if let (Some(m), Some(dir)) = (&s.mapping_config, path.parent()) {
+                if m.is_relative() {
+                    s.mapping_config = Some(dir.join(m));
+                }
+            }
+            Some(s.into_config(path, text).map_err(|e| match e {
+                shoal_dgram::Error::Config(c) => within(c, text, "stats"),
+                other => ConfigError::invalid(path, text, "stats", other.to_string()),
+            })?)
+        }
         None => None,
     };
     let proxy = match file.proxy {
@@ -257,21 +269,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Plan, ConfigError> {
         None => None,
     };
     // The clusters' environment: where the broker and the collector are.
+    let vars = [broker_env(broker.as_ref()), stats_env(stats.as_ref())].concat();
     for c in &mut clusters {
         let env = &mut c.spec.env;
-        let mut add = |k: &str, v: String| {
+        for (k, v) in &vars {
             if !env.iter().any(|(ek, _)| ek == k) {
                 env.push((k.into(), v.into()));
             }
-        };
-        if let Some(b) = &broker {
-            let a = reachable(b.listen);
-            add("AMQP_URL", format!("amqp://guest:guest@{a}/"));
-        }
-        if let Some(u) = stats.as_ref().and_then(|s| s.udp.first()) {
-            let a = reachable(*u);
-            add("STATSD_HOST", a.ip().to_string());
-            add("STATSD_PORT", a.port().to_string());
         }
     }
     Ok(Plan {
@@ -286,6 +290,32 @@ pub fn parse(path: &Path, text: &str) -> Result<Plan, ConfigError> {
         dashboard,
         builtin_worker: false,
     })
+}
+
+/// The environment a cluster gets for the broker (`AMQP_URL`), unless its
+/// own `env` sets it.
+pub fn broker_env(broker: Option<&shoal_broker::Config>) -> Vec<(&'static str, String)> {
+    broker
+        .map(|b| {
+            let a = reachable(b.listen);
+            vec![("AMQP_URL", format!("amqp://guest:guest@{a}/"))]
+        })
+        .unwrap_or_default()
+}
+
+/// The environment a cluster gets for the collector (`STATSD_HOST`,
+/// `STATSD_PORT`: its first UDP address), unless its own `env` sets them.
+pub fn stats_env(stats: Option<&statsd::Config>) -> Vec<(&'static str, String)> {
+    match stats.and_then(|s| s.udp.first()) {
+        Some(u) => {
+            let a = reachable(*u);
+            vec![
+                ("STATSD_HOST", a.ip().to_string()),
+                ("STATSD_PORT", a.port().to_string()),
+            ]
+        }
+        None => Vec::new(),
+    }
 }
 
 /// The address a local client connects to for a server bound on `a`

@@ -1,5 +1,7 @@
-//! The topology's control socket (`shoal ctl --name up status|stop`): one
-//! status over every part, as JSON (`shoal ctl` prints it as a table).
+//! The topology's control socket (`shoal ctl --name up status|reload|scale|stop`):
+//! one status over every part, as JSON (`shoal ctl` prints it as a table);
+//! `reload` of the whole file or of one part, `scale` of one cluster (see
+//! [`crate::targeted`]); `stop`.
 //!
 //! A cluster's status comes from its primary's handle, the proxy's from its
 //! handle, the broker's and the collector's from their own control sockets
@@ -16,6 +18,10 @@ use shoal_core::Shutdown;
 use tokio::net::UnixListener;
 
 use crate::start::View;
+use crate::targeted::Scale;
+
+/// The commands the topology's control socket answers.
+pub const KNOWS: &str = "status, reload [PART], scale CLUSTER N|+N|-N, stop";
 
 /// What the control socket answers about.
 #[derive(Clone)]
@@ -49,7 +55,9 @@ async fn ask(path: &std::path::Path, cmd: &str) -> Value {
 pub async fn part_status(label: &str, view: &View) -> Value {
     let addrs = |v: &[std::net::SocketAddr]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
     match view {
-        View::Stats { udp, http, control } => {
+        View::Stats {
+            udp, http, control, ..
+        } => {
             let health = match control {
                 Some(p) => ask(p, "status").await,
                 None => Value::Null,
@@ -109,16 +117,37 @@ pub async fn handle(t: &Topology, req: Value) -> Value {
                              "pid": std::process::id(), "parts": parts}}),
             )
         }
-        Some("reload") => match t.reloader.reload().await {
-            Ok(done) => ok(json!({"applied": done})),
-            Err(e) => err(format!("reload refused, everything keeps running: {e}")),
-        },
+        Some("reload") => {
+            let r = match req["part"].as_str() {
+                Some(part) => t.reloader.reload_part(part).await,
+                None => t.reloader.reload().await,
+            };
+            match r {
+                Ok(done) => ok(json!({"applied": done})),
+                Err(e) => err(e.to_string()),
+            }
+        }
+        Some("scale") => {
+            let to = match (req["workers"].as_u64(), req["by"].as_i64()) {
+                (Some(n), _) => Scale::To(n as usize),
+                (None, Some(d)) => Scale::By(d),
+                _ => {
+                    return err(
+                        "scale needs \"cluster\" and \"workers\" (a positive integer) or \"by\" (+N or -N)",
+                    )
+                }
+            };
+            match t.reloader.scale(req["cluster"].as_str(), to).await {
+                Ok(v) => ok(v),
+                Err(e) => err(e),
+            }
+        }
         Some("stop") => {
             t.stop.trigger();
             ok(json!({"stopping": true}))
         }
         Some(other) => err(format!(
-            "unknown command {other:?} (shoal up knows status, reload, stop)"
+            "unknown command {other:?} (shoal up knows {KNOWS})"
         )),
         None => err("missing cmd"),
     }

@@ -10,10 +10,14 @@
 //! - [`start`]: the ordered start with readiness checks, the ordered stop,
 //!   and the wait in between (signals, a part that ends on its own).
 //! - [`control`]: the `up` control socket: one status over every part,
-//!   reload, stop.
+//!   reload, scale, stop.
 //! - [`reload`]: SIGHUP: re-read the file, apply what changed (parts added
 //!   and removed in dependency order, rolling reload of a changed cluster,
 //!   the proxy's next generation).
+//! - [`restart`]: a changed broker, collector or dashboard restarted (the
+//!   old configuration again if the new one cannot start); a changed
+//!   mapping file reloaded in the running collector.
+//! - [`targeted`]: `ctl scale CLUSTER N` and `ctl reload PART`.
 //! - [`running`]: the running parts in start order, each part's stop, and
 //!   the watch for a part that ends on its own.
 //! - [`dashboard`]: the live HTML page over every part and its JSON.
@@ -33,8 +37,10 @@ pub mod control;
 pub mod dashboard;
 pub mod error;
 pub mod reload;
+pub mod restart;
 pub mod running;
 pub mod start;
+pub mod targeted;
 pub mod worker;
 
 pub use config::{

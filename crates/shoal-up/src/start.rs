@@ -38,6 +38,8 @@ pub enum View {
         http: Option<SocketAddr>,
         /// Its control socket.
         control: Option<PathBuf>,
+        /// Rereads its mapping file, if it has one.
+        mapping: Option<statsd::MappingReload>,
     },
     /// The broker.
     Broker {
@@ -104,6 +106,7 @@ pub async fn start_stats(config: statsd::Config) -> Result<Part, UpError> {
         udp: running.udp.clone(),
         http: running.http,
         control: running.control.clone(),
+        mapping: running.mapping.clone(),
     };
     let done = tokio::spawn(async move { running.wait().await.map_err(|e| e.to_string()) });
     Ok(Part {
@@ -411,7 +414,7 @@ fn spawn_hangup(reloader: Arc<crate::reload::Reloader>, sd: Shutdown) -> Result<
                         tracing::info!("reload: {d}");
                     }
                 }
-                Err(e) => tracing::error!("reload refused, everything keeps running: {e}"),
+                Err(e) => tracing::error!("{e}"),
             }
         }
     });
@@ -468,8 +471,9 @@ pub async fn run(plan: Plan, shutdown: Shutdown) -> Result<(), UpError> {
         stop: shutdown.clone(),
         reloader: reloader.clone(),
     };
+    reloader.set_topology(topology.clone(), ctl_sd.clone());
     let dash = match dashboard {
-        Some(addr) => match crate::dashboard::start(addr, topology.clone(), ctl_sd.clone()).await {
+        Some(addr) => match reloader.start_dashboard(addr) {
             Ok(a) => Some(a),
             Err(e) => {
                 stop_all(parts.take_all()).await;
@@ -479,7 +483,7 @@ pub async fn run(plan: Plan, shutdown: Shutdown) -> Result<(), UpError> {
         },
         None => None,
     };
-    spawn_hangup(reloader, ctl_sd.clone())?;
+    spawn_hangup(reloader.clone(), ctl_sd.clone())?;
     let ctl_task = tokio::spawn(crate::control::serve(
         listener,
         sock,
@@ -501,6 +505,7 @@ pub async fn run(plan: Plan, shutdown: Shutdown) -> Result<(), UpError> {
         tracing::info!("stopping: proxy, then clusters, then broker and stats");
     }
     stop_all(parts.take_all()).await;
+    reloader.stop_dashboard();
     ctl_sd.trigger();
     // It removes its socket file on the way out.
     let _ = tokio::time::timeout(Duration::from_secs(2), ctl_task).await;

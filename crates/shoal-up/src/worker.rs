@@ -12,7 +12,9 @@
 //!   or away, events are dropped and counted, requests are still served).
 //!
 //! It serves on the listener its primary passes (`LISTEN_FDS`, fd 3), says
-//! ready with `READY=1` (`ready = "notify"`), and stops on SIGTERM.
+//! ready with `READY=1` (`ready = "notify"`), and stops on SIGTERM: it stops
+//! accepting, lets the open connections finish their request (at most 3 s),
+//! then exits.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,6 +30,10 @@ use tokio::sync::mpsc;
 
 /// Events waiting for the broker; more are dropped.
 const QUEUE: usize = 1024;
+
+/// How long, once asked to stop, the open connections may take to finish
+/// their request.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
 
 struct Worker {
     name: String,
@@ -153,6 +159,7 @@ pub async fn run() -> std::io::Result<()> {
     shoal_cluster::role::notify_ready(None).await?;
     let stop = shoal_core::Shutdown::new();
     stop.trigger_on_signals()?;
+    let open = Arc::new(AtomicU64::new(0));
     loop {
         let (stream, _) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -162,15 +169,33 @@ pub async fn run() -> std::io::Result<()> {
             },
         };
         let w = worker.clone();
+        let (stop, open) = (stop.clone(), open.clone());
+        open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let w = w.clone();
                 async move { Ok::<_, Infallible>(w.answer(&req)) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => {
+                    // Finish the request under way; close when idle.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            open.fetch_sub(1, Ordering::Relaxed);
         });
+    }
+    // Asked to stop: no new connections; the open ones finish their
+    // request (at most DRAIN), so a rolling reload drops none.
+    drop(listener);
+    let deadline = std::time::Instant::now() + DRAIN;
+    while open.load(Ordering::Relaxed) > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let dropped = worker.dropped.load(Ordering::Relaxed);
     if dropped > 0 {

@@ -139,7 +139,7 @@ fn stop_stops_a_proxy_a_broker_and_a_collector() {
     let out = ctl(&rt, &["--name", "st", "restart"]);
     let t = text(&out);
     assert!(
-        t.contains("st is a stats server: shoal ctl --name st accepts status, flush, stop"),
+        t.contains("st is a stats server: shoal ctl --name st accepts status, flush, reload, stop"),
         "{t}"
     );
 

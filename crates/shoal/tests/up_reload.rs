@@ -7,9 +7,11 @@
 mod cluster_support;
 mod up_support;
 use cluster_support::{alive, get, kill, TempDir};
-use up_support::{free_tcp, needs_node, pid_of, topology, Ports, Up, T};
+use up_support::{
+    free_tcp, labels, needs_node, pid_of, pids, status, topology, wait_log, Ports, Up, T,
+};
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 fn api_cluster(port: u16) -> String {
     format!(
@@ -38,50 +40,6 @@ fn without_stats(text: &str) -> String {
 /// The topology without its proxy (the last tables of the file).
 fn without_proxy(text: &str) -> String {
     text[..text.find("[proxy]").unwrap()].to_string()
-}
-
-fn status(up: &Up) -> serde_json::Value {
-    let out = up.ctl(&["--json", "status"]);
-    serde_json::from_slice(&out.stdout).unwrap_or_default()
-}
-
-fn labels(st: &serde_json::Value) -> Vec<String> {
-    st["up"]["parts"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| p["part"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The pids of `part`'s online workers, sorted.
-fn pids(st: &serde_json::Value, part: &str) -> Vec<u64> {
-    let mut v: Vec<u64> = st["up"]["parts"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["part"] == part)
-        .flat_map(|p| {
-            p["status"]["workers"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .filter(|w| w["state"] == "online")
-        .filter_map(|w| w["pid"].as_u64())
-        .collect();
-    v.sort();
-    v
-}
-
-fn wait_log(up: &Up, needle: &str) {
-    let deadline = Instant::now() + T;
-    while !up.log().contains(needle) {
-        assert!(Instant::now() < deadline, "no {needle:?} in:\n{}", up.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

@@ -68,13 +68,17 @@ impl State {
 }
 
 /// Bind `addr` and serve the dashboard until `shutdown` fires; the bound address.
-pub async fn start(
+/// (Not async: a reload restarts the dashboard, and the dashboard's answers
+/// run a reload's code, so an async `start` would be a future that contains
+/// itself.)
+pub fn start(
     addr: SocketAddr,
     topology: Topology,
     shutdown: Shutdown,
 ) -> Result<SocketAddr, UpError> {
-    let listener = TcpListener::bind(addr)
-        .await
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(TcpListener::from_std)
         .map_err(|e| UpError::start("dashboard", "listen", format!("cannot bind {addr}: {e}")))?;
     let bound = listener.local_addr().unwrap_or(addr);
     let state = Arc::new(State {

@@ -11,7 +11,7 @@ Examples:
   shoal ctl status                      # table of the workers of cluster \"cluster\"
   shoal ctl --name web status --json    # the same, as JSON
   shoal ctl --name web reload           # rolling reload; returns when done
-  shoal ctl --name web scale 4         # or +1 / -1
+  shoal ctl --name web scale 4          # or +1 / -1
   shoal ctl --name web restart          # all at once (reload is rolling)
   shoal ctl --name web signal USR2      # to every worker
   shoal ctl --name web logs -n 50 -f    # last 50 lines of each --log-dir file, then follow
@@ -22,13 +22,20 @@ Examples:
   shoal ctl broker list-queues          # queues of broker \"broker\" (like rabbitmqctl list_queues)
   shoal ctl --name stats flush          # a collector flushes now
   shoal ctl list                        # every running Shoal server and topology here
+  shoal ctl --name up scale web 4       # a topology's cluster web (+N / -N too); the others stay
+  shoal ctl --name up reload web        # a rolling reload of cluster web only
+  shoal ctl --name up reload broker     # restart the broker with the file's [broker] (data kept)
+  shoal ctl --name up reload stats      # the file's new [stats], or its mapping file reread
+  shoal ctl --name up reload            # re-read the whole topology file (as SIGHUP)
 
 What each server accepts (anything else is refused with this list):
   cluster   status, reload, scale, restart, signal, send, stop
   proxy     status, reload, stop
   broker    status, stop, and broker list-queues|list-exchanges|list-connections|overview
-  stats     status, flush, stop
-  up        status, reload, stop   (a topology; --name PART reaches a cluster of it too)
+  stats     status, flush, reload (its mapping file), stop
+  up        status, reload [PART], scale CLUSTER N|+N|-N, stop
+            (a topology: PART is a cluster (web or cluster.web), proxy, broker, stats or
+            dashboard; --name PART reaches a cluster of it too)
 
 Control sockets live in $SHOAL_RUNTIME_DIR, else $XDG_RUNTIME_DIR/shoal, else /tmp/shoal-UID.")]
 pub struct CtlArgs {
@@ -51,14 +58,27 @@ pub enum Request {
     /// RSS, CPU%), a proxy's servers, a broker's totals, a collector's health,
     /// a topology's parts.
     Status,
-    /// Cluster, proxy, up: a cluster replaces its workers one at a time; a
-    /// proxy re-reads its config; a topology re-reads its file.
-    Reload,
-    /// Cluster: set the number of workers: `4`, or `+2` / `-1` relative to now.
+    /// Cluster, proxy, stats, up: a cluster replaces its workers one at a
+    /// time; a proxy re-reads its config; a collector its mapping file; a
+    /// topology re-reads its file, or with PART applies it to that part
+    /// only (a cluster: rolling reload; proxy: its table; broker, stats,
+    /// dashboard: restarted with their table, a collector whose table is
+    /// unchanged rereads its mapping file).
+    Reload {
+        /// A topology's part: `web` (or `cluster.web`), `proxy`, `broker`,
+        /// `stats`, `dashboard`.
+        part: Option<String>,
+    },
+    /// Cluster: set the number of workers: `4`, or `+2` / `-1` relative to
+    /// now. A topology: `scale CLUSTER N` for one of its clusters.
+    #[command(override_usage = "shoal ctl scale [OPTIONS] [CLUSTER] <N|+N|-N>")]
     Scale {
+        /// A topology's cluster; for a lone cluster, the number of workers.
+        #[arg(allow_hyphen_values = true, value_name = "CLUSTER")]
+        first: String,
         /// The new number of workers, or a change (`+N`, `-N`).
-        #[arg(allow_hyphen_values = true)]
-        workers: String,
+        #[arg(allow_hyphen_values = true, value_name = "N")]
+        workers: Option<String>,
     },
     /// Cluster: restart every worker at once (not rolling: use `reload` for that).
     Restart,
@@ -105,10 +125,16 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
             return super::ctl_broker::run(cmd, name.unwrap_or("broker"), args.json);
         }
         Request::Status => json!({"cmd": "status"}),
-        Request::Reload => json!({"cmd": "reload"}),
-        Request::Scale { workers } => {
-            let w = workers.trim();
-            if let Some(d) = w.strip_prefix('+').or(w.strip_prefix('-').map(|_| w)) {
+        Request::Reload { part } => match part {
+            Some(p) => json!({"cmd": "reload", "part": p}),
+            None => json!({"cmd": "reload"}),
+        },
+        Request::Scale { first, workers } => {
+            let (cluster, w) = match workers {
+                Some(w) => (Some(first.as_str()), w.trim()),
+                None => (None, first.trim()),
+            };
+            let mut req = if let Some(d) = w.strip_prefix('+').or(w.strip_prefix('-').map(|_| w)) {
                 let by: i64 = d
                     .parse()
                     .ok()
@@ -120,7 +146,11 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
                     .parse()
                     .with_context(|| format!("scale {w}: expected N, +N or -N"))?;
                 json!({"cmd": "scale", "workers": n})
+            };
+            if let Some(c) = cluster {
+                req["cluster"] = json!(c);
             }
+            req
         }
         Request::List => return list(args.json),
         Request::Logs { follow, lines } => {
@@ -193,6 +223,9 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What a `shoal up` topology's control socket answers.
+pub const UP_ACCEPTS: &str = shoal_up::control::KNOWS;
+
 /// The commands a server of each kind answers (its control handler's).
 pub const ACCEPTS: &[(&str, &str)] = &[
     (
@@ -204,8 +237,8 @@ pub const ACCEPTS: &[(&str, &str)] = &[
         "broker",
         "status, stop, broker list-queues|list-exchanges|list-connections|overview",
     ),
-    ("stats", "status, flush, stop"),
-    ("topology", "status, reload, stop"),
+    ("stats", "status, flush, reload, stop"),
+    ("topology", UP_ACCEPTS),
 ];
 
 /// "NAME is a KIND: shoal ctl --name NAME accepts ...", from its status.

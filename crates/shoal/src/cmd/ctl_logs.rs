@@ -35,6 +35,19 @@ pub fn run(
     if reply["ok"] != true {
         anyhow::bail!("{name}: {}", reply["error"].as_str().unwrap_or("no status"));
     }
+    if let Some(up) = reply.get("up") {
+        let clusters: Vec<&str> = up["parts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["part"].as_str()?.strip_prefix("cluster."))
+            .collect();
+        anyhow::bail!(
+            "{name}: unknown command \"logs\" (shoal up knows {}); logs is a cluster's: shoal ctl --name CLUSTER logs (its clusters: {})",
+            super::ctl::UP_ACCEPTS,
+            clusters.join(", ")
+        );
+    }
     let files: Vec<LogFile> = reply["status"]["logs"]
         .as_array()
         .map(|a| {

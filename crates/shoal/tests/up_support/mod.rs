@@ -80,11 +80,26 @@ PORT = "{web}"
 SERVER_NAME = "web"
 NODE_PATH = "{node_path}"
 
-[proxy]
+{proxy}"#,
+        amqp = p.amqp,
+        udp = p.udp,
+        metrics = p.metrics,
+        web = p.web,
+        proxy = proxy_table(p.proxy),
+        dashboard = p.dashboard,
+        data = data.join("broker").display(),
+        node_path = node_path.display(),
+    )
+}
+
+/// A `[proxy]` table on `port` in front of cluster `web`.
+pub fn proxy_table(port: u16) -> String {
+    format!(
+        r#"[proxy]
 workers = 1
 
 [[proxy.listeners]]
-address = "127.0.0.1:{proxy}"
+address = "127.0.0.1:{port}"
 
 [proxy.upstreams.app]
 keepalive = 0
@@ -93,15 +108,7 @@ servers = "cluster:web"
 [[proxy.routes]]
 path = "/"
 upstream = "app"
-"#,
-        amqp = p.amqp,
-        udp = p.udp,
-        metrics = p.metrics,
-        web = p.web,
-        proxy = p.proxy,
-        dashboard = p.dashboard,
-        data = data.join("broker").display(),
-        node_path = node_path.display(),
+"#
     )
 }
 
@@ -159,13 +166,24 @@ impl Up {
 
     /// Wait for the banner; panics with the log if it exits first.
     pub fn wait_running(&mut self) {
+        if let Err(e) = self.try_wait_running() {
+            panic!("{e}");
+        }
+    }
+
+    /// Wait for the banner; the log if it exits first.
+    pub fn try_wait_running(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + T;
         while Instant::now() < deadline {
             if self.log().contains("shoal up: running") {
-                return;
+                return Ok(());
             }
             if let Ok(Some(st)) = self.child.try_wait() {
-                panic!("shoal up exited ({st}) before running:\n{}", self.log());
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(format!(
+                    "shoal up exited ({st}) before running:\n{}",
+                    self.log()
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -260,5 +278,52 @@ impl Up {
         kill(self.child.id(), "TERM");
         let st = self.wait_exit();
         assert!(st.success(), "{st}:\n{}", self.log());
+    }
+}
+
+/// `shoal ctl --json status`, parsed.
+pub fn status(up: &Up) -> serde_json::Value {
+    let out = up.ctl(&["--json", "status"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// The parts' labels, in order.
+pub fn labels(st: &serde_json::Value) -> Vec<String> {
+    st["up"]["parts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p["part"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The pids of `part`'s online workers, sorted.
+pub fn pids(st: &serde_json::Value, part: &str) -> Vec<u64> {
+    let mut v: Vec<u64> = st["up"]["parts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["part"] == part)
+        .flat_map(|p| {
+            p["status"]["workers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|w| w["state"] == "online")
+        .filter_map(|w| w["pid"].as_u64())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Wait until the log of `up` has `needle`.
+pub fn wait_log(up: &Up, needle: &str) {
+    let deadline = Instant::now() + T;
+    while !up.log().contains(needle) {
+        assert!(Instant::now() < deadline, "no {needle:?} in:\n{}", up.log());
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
