@@ -170,7 +170,16 @@ struct Chan {
     tx: Option<Vec<TxOp>>,
     pending: Option<Pending>,
     write_ok: Option<(String, bool)>,
+    /// Permission checks that passed on this channel, most recent first (at
+    /// most [`PERMISSION_CACHE`]): not checked again, as RabbitMQ's channel
+    /// caches them; anything else is checked against the permissions in
+    /// force.
+    perm_cache: Vec<(u8, bool, String)>,
 }
+
+/// How many passed permission checks a channel remembers (RabbitMQ's
+/// `MAX_PERMISSION_CACHE_SIZE`).
+pub const PERMISSION_CACHE: usize = 12;
 
 struct Conn {
     broker: Arc<Broker>,
@@ -192,8 +201,12 @@ struct Conn {
     user: String,
     vhost: Option<Arc<Mutex<VHost>>>,
     vhost_name: String,
-    /// The user's permissions on the open vhost, taken at `connection.open`.
+    /// The user's permissions on the open vhost, looked up again when the
+    /// broker's accounts generation moves past `perm_gen`.
     permission: Option<crate::config::Permission>,
+    perm_gen: u64,
+    /// Set when the broker closes this connection (its user or vhost deleted).
+    closer: Arc<crate::server::Closer>,
     /// Looked up several times per frame: a fast (Fx) hash of the number.
     channels: FxHashMap<u16, Chan>,
     cancel_notify: bool,
@@ -344,7 +357,10 @@ pub async fn serve(
     let backlog = Arc::new(Backlog::default());
     let (tx, rx) = Outbox::channel(backlog.clone());
     let writer = tokio::spawn(writer::run(wr, rx, params.clone(), backlog.clone()));
+    let closer = broker.conn_opened(id, peer, local);
     let mut c = Conn {
+        closer,
+        perm_gen: 0,
         broker: broker.clone(),
         id,
         peer,
@@ -369,7 +385,6 @@ pub async fn serve(
         flow_wait: None,
     };
     c.send_start();
-    broker.conn_opened(id, peer, local);
     c.read_loop(&mut rd, &shutdown).await;
     if let Some(v) = &c.vhost {
         v.lock().connection_closed(id);
@@ -401,6 +416,7 @@ impl Conn {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let mut alarm = self.broker.alarm.subscribe();
         let mut closing_deadline: Option<tokio::time::Instant> = None;
+        let closer = self.closer.clone();
         loop {
             // Handle every complete frame already buffered.
             loop {
@@ -479,6 +495,18 @@ impl Conn {
                         }
                     }
                     return;
+                }
+                _ = closer.notify.notified(), if self.state != State::Closing => {
+                    let reason = closer.reason.lock().take().unwrap_or_default();
+                    tracing::info!(peer = %self.peer, user = %self.user, vhost = %self.vhost_name, %reason, "closing connection");
+                    self.hard_close(AmqpError {
+                        code: code::CONNECTION_FORCED,
+                        text: format!("CONNECTION_FORCED - {reason}"),
+                        class_id: 0,
+                        method_id: 0,
+                        hard: true,
+                    });
+                    closing_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                 }
                 _ = shutdown.cancelled(), if self.state != State::Closing => {
                     self.hard_close(AmqpError {
@@ -640,12 +668,38 @@ impl Conn {
             .ok_or_else(|| AmqpError::command_invalid("no vhost open"))
     }
 
-    fn allowed(&self, access: Access, kind: &str, name: &str) -> AmqpResult<()> {
+    /// Whether the user may `access` `kind` `name` on channel `ch`: a check
+    /// that passed on the channel before passes; others use the
+    /// permissions in force (RabbitMQ's per-channel permission cache).
+    fn allowed(&mut self, ch: u16, access: Access, kind: &str, name: &str) -> AmqpResult<()> {
+        let key = (access as u8, kind == "queue");
+        if let Some(c) = self.channels.get(&ch) {
+            if c.perm_cache
+                .iter()
+                .any(|(a, q, n)| (*a, *q) == key && n == name)
+            {
+                return Ok(());
+            }
+        }
+        let gen = self.broker.accounts_generation();
+        if gen != self.perm_gen {
+            self.perm_gen = gen;
+            self.permission = self
+                .broker
+                .accounts()
+                .permissions
+                .get(&(self.user.clone(), self.vhost_name.clone()))
+                .cloned();
+        }
         if self
             .permission
             .as_ref()
             .is_some_and(|p| p.allows(access, name))
         {
+            if let Some(c) = self.channels.get_mut(&ch) {
+                c.perm_cache.insert(0, (key.0, key.1, name.to_string()));
+                c.perm_cache.truncate(PERMISSION_CACHE);
+            }
             return Ok(());
         }
         let what = match access {
@@ -672,8 +726,8 @@ impl Conn {
             Dest::Exchange(x) => ("exchange", x.as_str()),
             Dest::Queue(q) => ("queue", q.as_str()),
         };
-        self.allowed(Access::Write, kind, name)?;
-        self.allowed(Access::Read, "exchange", &b.source)?;
+        self.allowed(ch, Access::Write, kind, name)?;
+        self.allowed(ch, Access::Read, "exchange", &b.source)?;
         let v = self.vhost()?;
         match M::OP {
             Bind::Add => v
@@ -811,7 +865,7 @@ impl Conn {
         match em {
             exchange::AMQPMethod::Declare(d) => {
                 if !d.passive {
-                    self.allowed(Access::Configure, "exchange", d.exchange.as_str())?;
+                    self.allowed(ch, Access::Configure, "exchange", d.exchange.as_str())?;
                 }
                 v.lock().declare_exchange(
                     d.exchange.as_str(),
@@ -832,7 +886,7 @@ impl Conn {
                 }
             }
             exchange::AMQPMethod::Delete(d) => {
-                self.allowed(Access::Configure, "exchange", d.exchange.as_str())?;
+                self.allowed(ch, Access::Configure, "exchange", d.exchange.as_str())?;
                 v.lock().delete_exchange(d.exchange.as_str(), d.if_unused)?;
                 if !d.nowait {
                     self.reply(
@@ -861,7 +915,7 @@ impl Conn {
         match qm {
             queue::AMQPMethod::Declare(d) => {
                 if !d.passive && !d.queue.as_str().is_empty() {
-                    self.allowed(Access::Configure, "queue", d.queue.as_str())?;
+                    self.allowed(ch, Access::Configure, "queue", d.queue.as_str())?;
                 }
                 let (name, count, consumers) = v.lock().declare_queue(
                     self.id,
@@ -886,7 +940,7 @@ impl Conn {
             queue::AMQPMethod::Bind(b) => self.binding(ch, b)?,
             queue::AMQPMethod::Unbind(b) => self.binding(ch, b)?,
             queue::AMQPMethod::Purge(p) => {
-                self.allowed(Access::Read, "queue", p.queue.as_str())?;
+                self.allowed(ch, Access::Read, "queue", p.queue.as_str())?;
                 let n = v.lock().purge_queue(self.id, p.queue.as_str())?;
                 if !p.nowait {
                     self.reply(
@@ -898,7 +952,7 @@ impl Conn {
                 }
             }
             queue::AMQPMethod::Delete(d) => {
-                self.allowed(Access::Configure, "queue", d.queue.as_str())?;
+                self.allowed(ch, Access::Configure, "queue", d.queue.as_str())?;
                 let n =
                     v.lock()
                         .delete_queue(self.id, d.queue.as_str(), d.if_unused, d.if_empty)?;
@@ -933,7 +987,7 @@ impl Conn {
                 let c = self.chan_mut(ch)?;
                 let cached = matches!(&c.write_ok, Some((e, true)) if e == ex);
                 if !cached {
-                    self.allowed(Access::Write, "exchange", ex)?;
+                    self.allowed(ch, Access::Write, "exchange", ex)?;
                     self.chan_mut(ch)?.write_ok = Some((ex.to_string(), true));
                 }
                 if p.immediate {
@@ -959,7 +1013,7 @@ impl Conn {
                 );
             }
             basic::AMQPMethod::Consume(c) => {
-                self.allowed(Access::Read, "queue", c.queue.as_str())?;
+                self.allowed(ch, Access::Read, "queue", c.queue.as_str())?;
                 let mut g = v.lock();
                 let tag = g.consume(
                     key,
@@ -991,7 +1045,7 @@ impl Conn {
                 }
             }
             basic::AMQPMethod::Get(g) => {
-                self.allowed(Access::Read, "queue", g.queue.as_str())?;
+                self.allowed(ch, Access::Read, "queue", g.queue.as_str())?;
                 let got = v.lock().get(key, g.queue.as_str(), g.no_ack)?;
                 match got {
                     Some((tag, qm, count)) => {
