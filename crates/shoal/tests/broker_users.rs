@@ -3,7 +3,8 @@
 //! (fixture `mgmt_users.py`): declare, log in, publish and consume; a
 //! deleted permission refuses a new channel's queue.declare with 403; a
 //! deleted user's or vhost's connections are closed with 320; a bad
-//! pattern is a 400 with the reason; everything survives a restart; a
+//! pattern is a 400 with the reason; everything survives a restart and a
+//! SIGHUP; a
 //! corrupt store stops the broker with its path; a definitions export ->
 //! import into a second broker carries users, vhosts and permissions.
 
@@ -66,6 +67,20 @@ fn rabbitmqadmin_declares_users_vhosts_permissions_that_pika_uses_and_a_restart_
     );
     assert!(b.terminate(), "broker did not stop cleanly");
     let b = with_config(&dir);
+    // SIGHUP rereads the file's users; the runtime ones stay.
+    let pid = b.child.as_ref().map(|c| c.id()).expect("running");
+    let hup = Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status();
+    assert!(hup.is_ok_and(|s| s.success()));
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while !b
+        .log_text()
+        .contains("SIGHUP: users and permissions reloaded")
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", b.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let out = phase(&b, "after-restart", &[]);
     assert_checks(&out, &["survives-restart"]);
 }

@@ -10,8 +10,8 @@ usage: mgmt_http.py AMQP_PORT ADMIN_PORT ADMIN_PORT_OF_SECOND_BROKER
 import base64
 import json
 import sys
-import urllib.error
-import urllib.request
+
+from mgmt_api import request
 
 _, amqp_port, admin_port, other_port = sys.argv
 BASE = f"http://127.0.0.1:{admin_port}/api"
@@ -20,20 +20,7 @@ ADMIN = ("admin", "admin-pw")
 
 
 def call(method, path, body=None, auth=ADMIN, base=BASE, raw=None):
-    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    req = urllib.request.Request(base + path, data=data, method=method)
-    if auth:
-        tok = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-        req.add_header("Authorization", "Basic " + tok)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            text = r.read().decode()
-            return r.status, {k.lower(): v for k, v in r.headers.items()}, (json.loads(text) if text else None)
-    except urllib.error.HTTPError as e:
-        text = e.read().decode()
-        return e.code, {k.lower(): v for k, v in e.headers.items()}, (json.loads(text) if text else None)
+    return request(method, base + path, body, auth, raw)
 
 
 def expect(cond, what, detail=""):
