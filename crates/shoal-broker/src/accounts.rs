@@ -251,7 +251,9 @@ impl Runtime {
                 name.clone(),
                 User {
                     password: secret,
-                    loopback_only: false,
+                    // RabbitMQ's default `loopback_users = [guest]`: a
+                    // guest imported from another broker stays local.
+                    loopback_only: name == "guest",
                     tags: u.tags.clone(),
                 },
             );

@@ -5,6 +5,9 @@
 //! (hard) with RabbitMQ's codes; only this connection is affected.
 
 mod handshake;
+mod permissions;
+
+pub use permissions::PERMISSION_CACHE;
 
 use crate::codec::{decode, Inbound};
 use crate::config::Access;
@@ -170,16 +173,9 @@ struct Chan {
     tx: Option<Vec<TxOp>>,
     pending: Option<Pending>,
     write_ok: Option<(String, bool)>,
-    /// Permission checks that passed on this channel, most recent first (at
-    /// most [`PERMISSION_CACHE`]): not checked again, as RabbitMQ's channel
-    /// caches them; anything else is checked against the permissions in
-    /// force.
-    perm_cache: Vec<(u8, bool, String)>,
+    /// Permission checks that passed on this channel.
+    perm_cache: permissions::PermCache,
 }
-
-/// How many passed permission checks a channel remembers (RabbitMQ's
-/// `MAX_PERMISSION_CACHE_SIZE`).
-pub const PERMISSION_CACHE: usize = 12;
 
 struct Conn {
     broker: Arc<Broker>,
@@ -666,51 +662,6 @@ impl Conn {
         self.vhost
             .clone()
             .ok_or_else(|| AmqpError::command_invalid("no vhost open"))
-    }
-
-    /// Whether the user may `access` `kind` `name` on channel `ch`: a check
-    /// that passed on the channel before passes; others use the
-    /// permissions in force (RabbitMQ's per-channel permission cache).
-    fn allowed(&mut self, ch: u16, access: Access, kind: &str, name: &str) -> AmqpResult<()> {
-        let key = (access as u8, kind == "queue");
-        if let Some(c) = self.channels.get(&ch) {
-            if c.perm_cache
-                .iter()
-                .any(|(a, q, n)| (*a, *q) == key && n == name)
-            {
-                return Ok(());
-            }
-        }
-        let gen = self.broker.accounts_generation();
-        if gen != self.perm_gen {
-            self.perm_gen = gen;
-            self.permission = self
-                .broker
-                .accounts()
-                .permissions
-                .get(&(self.user.clone(), self.vhost_name.clone()))
-                .cloned();
-        }
-        if self
-            .permission
-            .as_ref()
-            .is_some_and(|p| p.allows(access, name))
-        {
-            if let Some(c) = self.channels.get_mut(&ch) {
-                c.perm_cache.insert(0, (key.0, key.1, name.to_string()));
-                c.perm_cache.truncate(PERMISSION_CACHE);
-            }
-            return Ok(());
-        }
-        let what = match access {
-            Access::Configure => "configure",
-            Access::Write => "write",
-            Access::Read => "read",
-        };
-        Err(AmqpError::access_refused(format!(
-            "{what} access to {kind} '{name}' in vhost '{}' refused for user '{}'",
-            self.vhost_name, self.user
-        )))
     }
 
     fn reply(&self, ch: u16, class: AMQPClass) {
