@@ -184,11 +184,16 @@ impl Broker {
         read: &str,
     ) -> Res<bool> {
         compile(configure, write, read).map_err(Refused::Invalid)?;
+        // RabbitMQ answers 400 `vhost_or_user_not_found` here.
         if !self.accounts().users.contains_key(user) {
-            return Err(Refused::NotFound(format!("no user '{user}'")));
+            return Err(Refused::Invalid(format!(
+                "vhost_or_user_not_found: no user '{user}'"
+            )));
         }
         if self.vhost(vhost).is_none() {
-            return Err(Refused::NotFound(format!("no vhost '{vhost}'")));
+            return Err(Refused::Invalid(format!(
+                "vhost_or_user_not_found: no vhost '{vhost}'"
+            )));
         }
         let key = (user.to_string(), vhost.to_string());
         if self.file_accounts().permissions.contains_key(&key) {

@@ -38,13 +38,18 @@ fn created_or_updated(created: bool) -> Reply {
 /// A user's password and tags from a `PUT /api/users` body or a
 /// definitions entry: `password`, or `password_hash` with
 /// `hashing_algorithm` as RabbitMQ exports them (neither: no password
-/// login, as RabbitMQ); `tags` a comma list or an array (`required`: as
+/// login; both: 400, as RabbitMQ); `tags` a comma list or an array (`required`: as
 /// RabbitMQ's API, which answers 400 without it).
 pub fn user_fields(body: &Value, required: bool) -> Result<(Secret, Vec<String>), ApiError> {
     let secret = match (
         field_str(body, "password")?,
         field_str(body, "password_hash")?,
     ) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "both_password_and_password_hash_are_provided",
+            ))
+        }
         (Some(p), _) if p.len() > MAX_PASSWORD => {
             return Err(ApiError::bad_request(format!(
                 "password is longer than {MAX_PASSWORD} bytes"
@@ -57,7 +62,7 @@ pub fn user_fields(body: &Value, required: bool) -> Result<(Secret, Vec<String>)
     };
     if required && body.get("tags").is_none() {
         return Err(ApiError::bad_request(
-            "key_missing: tags (a comma-separated list, may be empty)",
+            "tags_not_present (tags is required: a comma-separated list, may be empty)",
         ));
     }
     let tags = parse_tags(body.get("tags")).map_err(ApiError::bad_request)?;

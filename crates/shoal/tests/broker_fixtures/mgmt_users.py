@@ -167,6 +167,10 @@ if phase == "create":
     expect(st == 404, "delete-missing-user-404", (st, body))
     st, body = call("PUT", "/users/frank", {"password": "x"})
     expect(st == 400 and "tags" in body["reason"], "tags-required", (st, body))
+    st, body = call("PUT", "/permissions/dev/nobody", {"configure": ".*", "write": ".*", "read": ".*"})
+    expect(st == 400 and "vhost_or_user_not_found" in body["reason"], "permission-for-missing-user", (st, body))
+    st, body = call("PUT", "/permissions/dev/carol", {"configure": ".*", "write": ".*"})
+    expect(st == 400 and "read" in body["reason"], "permission-key-missing", (st, body))
     print("ok limits")
 
     # Deleting a user closes its connections with 320 CONNECTION_FORCED.
