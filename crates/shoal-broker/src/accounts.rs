@@ -14,7 +14,7 @@ use crate::error::BrokerError;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// Most users (configured and runtime together).
@@ -158,13 +158,9 @@ pub struct StoredUser {
     pub tags: Vec<String>,
 }
 
-/// A runtime permission as stored.
+/// A runtime permission's three patterns as stored.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct StoredPermission {
-    /// User.
-    pub user: String,
-    /// Vhost.
-    pub vhost: String,
+pub struct Patterns {
     /// Configure pattern.
     pub configure: String,
     /// Write pattern.
@@ -172,6 +168,20 @@ pub struct StoredPermission {
     /// Read pattern.
     pub read: String,
 }
+
+impl Patterns {
+    fn key(&self) -> [String; 3] {
+        [
+            self.configure.clone(),
+            self.write.clone(),
+            self.read.clone(),
+        ]
+    }
+}
+
+/// Compiled permissions by their patterns, so that putting runtime
+/// permissions in force compiles each distinct triple once.
+pub type Compiled = HashMap<[String; 3], Permission>;
 
 /// Everything created at runtime: the content of `DATA/accounts.json`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -182,9 +192,9 @@ pub struct Runtime {
     /// Vhost names.
     #[serde(default)]
     pub vhosts: Vec<String>,
-    /// Permissions.
+    /// Permissions: user -> vhost -> patterns.
     #[serde(default)]
-    pub permissions: Vec<StoredPermission>,
+    pub permissions: BTreeMap<String, BTreeMap<String, Patterns>>,
 }
 
 /// The store file in `data_dir`.
@@ -213,9 +223,9 @@ impl Runtime {
             Secret::from_export(&u.password_hash, Some(&u.hashing_algorithm))
                 .map_err(|e| bad(format!("user {name:?}: {e}")))?;
         }
-        for p in &r.permissions {
+        for (user, v, p) in r.permission_entries() {
             compile(&p.configure, &p.write, &p.read)
-                .map_err(|e| bad(format!("permission of {:?} in {:?}: {e}", p.user, p.vhost)))?;
+                .map_err(|e| bad(format!("permission of {user:?} in {v:?}: {e}")))?;
         }
         Ok(r)
     }
@@ -236,8 +246,22 @@ impl Runtime {
         Ok(())
     }
 
+    /// Every permission: (user, vhost, patterns).
+    pub fn permission_entries(&self) -> impl Iterator<Item = (&String, &String, &Patterns)> {
+        self.permissions
+            .iter()
+            .flat_map(|(u, m)| m.iter().map(move |(v, p)| (u, v, p)))
+    }
+
+    /// How many permission entries.
+    pub fn permission_count(&self) -> usize {
+        self.permissions.values().map(BTreeMap::len).sum()
+    }
+
     /// The configured accounts with these added (configured entries win).
-    pub fn merge(&self, config: &Accounts) -> Accounts {
+    /// `memo` holds compiled patterns from the last call and is left with
+    /// those this one used.
+    pub fn merge(&self, config: &Accounts, memo: &mut Compiled) -> Accounts {
         let mut a = config.clone();
         for (name, u) in &self.users {
             if a.users.contains_key(name) {
@@ -258,15 +282,24 @@ impl Runtime {
                 },
             );
         }
-        for p in &self.permissions {
-            let key = (p.user.clone(), p.vhost.clone());
-            if a.permissions.contains_key(&key) || !a.users.contains_key(&p.user) {
+        let mut used = Compiled::new();
+        for (user, vhost, p) in self.permission_entries() {
+            let key = (user.clone(), vhost.clone());
+            if a.permissions.contains_key(&key) || !a.users.contains_key(user) {
                 continue;
             }
-            if let Ok(perm) = compile(&p.configure, &p.write, &p.read) {
-                a.permissions.insert(key, perm);
-            }
+            let k = p.key();
+            let perm = match used.get(&k).or_else(|| memo.get(&k)) {
+                Some(c) => c.clone(),
+                None => match compile(&p.configure, &p.write, &p.read) {
+                    Ok(c) => c,
+                    Err(_) => continue,
+                },
+            };
+            used.insert(k, perm.clone());
+            a.permissions.insert(key, perm);
         }
+        *memo = used;
         a
     }
 }

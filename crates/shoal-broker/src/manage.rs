@@ -6,8 +6,8 @@
 //! messages and permissions.
 
 use crate::accounts::{
-    check_name, compile, store_path, Runtime, Secret, StoredPermission, StoredUser,
-    MAX_PERMISSIONS, MAX_USERS, MAX_VHOSTS,
+    check_name, compile, store_path, Patterns, Runtime, Secret, StoredUser, MAX_PERMISSIONS,
+    MAX_USERS, MAX_VHOSTS,
 };
 use crate::server::{open_vhost, vhost_dir, vhost_dir_name, Broker};
 use parking_lot::Mutex;
@@ -32,74 +32,79 @@ fn fixed(what: String) -> Refused {
     ))
 }
 
+/// A user for [`Broker::import_accounts`]: name, password, tags.
+pub type NewUser<'a> = (&'a str, Secret, Vec<String>);
+
+/// A permission for [`Broker::import_accounts`]: user, vhost, patterns.
+pub type NewPermission<'a> = (&'a str, &'a str, [&'a str; 3]);
+
 impl Broker {
     /// Apply `change` to a copy of the runtime accounts, store the copy,
-    /// then put it in force. Returns `change`'s value.
+    /// then put it in force. Returns `change`'s value. On a refusal
+    /// nothing changes (a vhost it opened is forgotten again).
     fn change_runtime<T>(&self, change: impl FnOnce(&mut Runtime) -> Res<T>) -> Res<T> {
         let mut cur = self.runtime.lock();
         let mut next = cur.clone();
-        let out = change(&mut next)?;
-        if next != *cur {
-            let path = store_path(&self.config.data_dir);
-            next.save(&path).map_err(|e| {
-                tracing::error!(path = %path.display(), error = %e, "cannot save users, vhosts and permissions");
-                Refused::Store(format!("cannot write {}: {e}", path.display()))
-            })?;
-            *cur = next;
-            self.rebuild_accounts(&cur);
+        let stored = change(&mut next).and_then(|out| {
+            if next != *cur {
+                let path = store_path(&self.config.data_dir);
+                next.save(&path).map_err(|e| {
+                    tracing::error!(path = %path.display(), error = %e, "cannot save users, vhosts and permissions");
+                    Refused::Store(format!("cannot write {}: {e}", path.display()))
+                })?;
+            }
+            Ok(out)
+        });
+        match stored {
+            Ok(out) => {
+                if next != *cur {
+                    *cur = next;
+                    self.rebuild_accounts(&cur);
+                }
+                Ok(out)
+            }
+            Err(e) => {
+                let keep = |v: &String| self.config.vhosts.contains(v) || cur.vhosts.contains(v);
+                self.update_vhosts(|m| m.retain(|v, _| keep(v)));
+                Err(e)
+            }
         }
-        Ok(out)
     }
 
-    /// Create or update user `name`; `Ok(true)` when created.
-    pub fn put_user(&self, name: &str, secret: &Secret, tags: Vec<String>) -> Res<bool> {
+    fn user_in(
+        &self,
+        r: &mut Runtime,
+        name: &str,
+        secret: &Secret,
+        tags: Vec<String>,
+    ) -> Res<bool> {
         check_name("user", name).map_err(Refused::Invalid)?;
-        if self.file_accounts().users.contains_key(name) {
+        let file = self.file_accounts();
+        if file.users.contains_key(name) {
             return Err(fixed(format!("user '{name}'")));
         }
         let (password_hash, algo) = secret.export(name);
+        let created = !r.users.contains_key(name);
+        if created && file.users.len() + r.users.len() >= MAX_USERS {
+            return Err(Refused::Invalid(format!(
+                "the broker has {MAX_USERS} users, its limit"
+            )));
+        }
         let user = StoredUser {
             password_hash,
             hashing_algorithm: algo.to_string(),
             tags,
         };
-        let file_users = self.file_accounts().users.len();
-        self.change_runtime(|r| {
-            let created = !r.users.contains_key(name);
-            if created && file_users + r.users.len() >= MAX_USERS {
-                return Err(Refused::Invalid(format!(
-                    "the broker has {MAX_USERS} users, its limit"
-                )));
-            }
-            r.users.insert(name.to_string(), user);
-            Ok(created)
-        })
+        r.users.insert(name.to_string(), user);
+        Ok(created)
     }
 
-    /// Delete user `name` and its permissions; its connections are closed.
-    pub fn delete_user(&self, name: &str) -> Res<()> {
-        if self.file_accounts().users.contains_key(name) {
-            return Err(fixed(format!("user '{name}'")));
-        }
-        self.change_runtime(|r| {
-            if r.users.remove(name).is_none() {
-                return Err(Refused::NotFound(format!("no user '{name}'")));
-            }
-            r.permissions.retain(|p| p.user != name);
-            Ok(())
-        })?;
-        let n = self.force_close(|c| c.user == name, &format!("user '{name}' is deleted"));
-        tracing::info!(user = %name, closed_connections = n, "user deleted");
-        Ok(())
-    }
-
-    /// Create vhost `name`; `Ok(false)` when it exists already.
-    pub fn put_vhost(&self, name: &str) -> Res<bool> {
+    fn vhost_in(&self, r: &mut Runtime, name: &str) -> Res<bool> {
         check_name("vhost", name).map_err(Refused::Invalid)?;
-        if self.vhost(name).is_some() {
+        let vhosts = self.vhosts();
+        if vhosts.contains_key(name) {
             return Ok(false);
         }
-        let vhosts = self.vhosts();
         if vhosts.len() >= MAX_VHOSTS {
             return Err(Refused::Invalid(format!(
                 "the broker has {MAX_VHOSTS} vhosts, its limit"
@@ -112,28 +117,90 @@ impl Broker {
                  (names that differ only in characters other than letters, digits, '-' and '_')"
             )));
         }
-        // The map is changed under the runtime lock, so two requests for
-        // the same name create it once.
+        let v = open_vhost(&self.config, name)
+            .map_err(|e| Refused::Store(format!("cannot open vhost '{name}': {e}")))?;
+        r.vhosts.push(name.to_string());
+        self.update_vhosts(|m| {
+            m.insert(name.to_string(), Arc::new(Mutex::new(v)));
+        });
+        Ok(true)
+    }
+
+    fn permission_in(
+        &self,
+        r: &mut Runtime,
+        user: &str,
+        vhost: &str,
+        pats: [&str; 3],
+    ) -> Res<bool> {
+        let [configure, write, read] = pats;
+        compile(configure, write, read).map_err(Refused::Invalid)?;
+        let file = self.file_accounts();
+        // RabbitMQ answers 400 `vhost_or_user_not_found` here.
+        if !file.users.contains_key(user) && !r.users.contains_key(user) {
+            return Err(Refused::Invalid(format!(
+                "vhost_or_user_not_found: no user '{user}'"
+            )));
+        }
+        if self.vhost(vhost).is_none() {
+            return Err(Refused::Invalid(format!(
+                "vhost_or_user_not_found: no vhost '{vhost}'"
+            )));
+        }
+        if file
+            .permissions
+            .contains_key(&(user.to_string(), vhost.to_string()))
+        {
+            return Err(fixed(format!(
+                "the permissions of user '{user}' in vhost '{vhost}'"
+            )));
+        }
+        let created = !r
+            .permissions
+            .get(user)
+            .is_some_and(|m| m.contains_key(vhost));
+        if created && r.permission_count() >= MAX_PERMISSIONS {
+            return Err(Refused::Invalid(format!(
+                "the broker has {MAX_PERMISSIONS} permission entries, its limit"
+            )));
+        }
+        let p = Patterns {
+            configure: configure.into(),
+            write: write.into(),
+            read: read.into(),
+        };
+        r.permissions
+            .entry(user.to_string())
+            .or_default()
+            .insert(vhost.to_string(), p);
+        Ok(created)
+    }
+
+    /// Create or update user `name`; `Ok(true)` when created.
+    pub fn put_user(&self, name: &str, secret: &Secret, tags: Vec<String>) -> Res<bool> {
+        self.change_runtime(|r| self.user_in(r, name, secret, tags))
+    }
+
+    /// Delete user `name` and its permissions; its connections are closed.
+    pub fn delete_user(&self, name: &str) -> Res<()> {
+        if self.file_accounts().users.contains_key(name) {
+            return Err(fixed(format!("user '{name}'")));
+        }
         self.change_runtime(|r| {
-            if self.vhost(name).is_some() {
-                return Ok(false);
+            if r.users.remove(name).is_none() {
+                return Err(Refused::NotFound(format!("no user '{name}'")));
             }
-            let v = open_vhost(&self.config, name)
-                .map_err(|e| Refused::Store(format!("cannot open vhost '{name}': {e}")))?;
-            r.vhosts.push(name.to_string());
-            self.update_vhosts(|m| {
-                m.insert(name.to_string(), Arc::new(Mutex::new(v)));
-            });
-            Ok(true)
-        })
-        .inspect_err(|_| {
-            // Not stored: forget it again.
-            if !self.runtime.lock().vhosts.iter().any(|v| v == name) {
-                self.update_vhosts(|m| {
-                    m.remove(name);
-                });
-            }
-        })
+            r.permissions.remove(name);
+            Ok(())
+        })?;
+        let n = self.force_close(|c| c.user == name, &format!("user '{name}' is deleted"));
+        tracing::info!(user = %name, closed_connections = n, "user deleted");
+        Ok(())
+    }
+
+    /// Create vhost `name`; `Ok(false)` when it exists already.
+    pub fn put_vhost(&self, name: &str) -> Res<bool> {
+        self.change_runtime(|r| self.vhost_in(r, name))
     }
 
     /// Delete vhost `name` with its queues, messages and permissions; its
@@ -149,7 +216,10 @@ impl Broker {
             if r.vhosts.len() == before {
                 return Err(Refused::NotFound(format!("no vhost '{name}'")));
             }
-            r.permissions.retain(|p| p.vhost != name);
+            for m in r.permissions.values_mut() {
+                m.remove(name);
+            }
+            r.permissions.retain(|_, m| !m.is_empty());
             Ok(())
         })?;
         self.update_vhosts(|m| gone = m.remove(name));
@@ -175,59 +245,8 @@ impl Broker {
     }
 
     /// Set `user`'s permissions in `vhost`; `Ok(true)` when created.
-    pub fn set_permission(
-        &self,
-        user: &str,
-        vhost: &str,
-        configure: &str,
-        write: &str,
-        read: &str,
-    ) -> Res<bool> {
-        compile(configure, write, read).map_err(Refused::Invalid)?;
-        // RabbitMQ answers 400 `vhost_or_user_not_found` here.
-        if !self.accounts().users.contains_key(user) {
-            return Err(Refused::Invalid(format!(
-                "vhost_or_user_not_found: no user '{user}'"
-            )));
-        }
-        if self.vhost(vhost).is_none() {
-            return Err(Refused::Invalid(format!(
-                "vhost_or_user_not_found: no vhost '{vhost}'"
-            )));
-        }
-        let key = (user.to_string(), vhost.to_string());
-        if self.file_accounts().permissions.contains_key(&key) {
-            return Err(fixed(format!(
-                "the permissions of user '{user}' in vhost '{vhost}'"
-            )));
-        }
-        let p = StoredPermission {
-            user: user.into(),
-            vhost: vhost.into(),
-            configure: configure.into(),
-            write: write.into(),
-            read: read.into(),
-        };
-        self.change_runtime(|r| {
-            let full = r.permissions.len() >= MAX_PERMISSIONS;
-            match r
-                .permissions
-                .iter_mut()
-                .find(|x| x.user == user && x.vhost == vhost)
-            {
-                Some(x) => {
-                    *x = p;
-                    Ok(false)
-                }
-                None if full => Err(Refused::Invalid(format!(
-                    "the broker has {MAX_PERMISSIONS} permission entries, its limit"
-                ))),
-                None => {
-                    r.permissions.push(p);
-                    Ok(true)
-                }
-            }
-        })
+    pub fn set_permission(&self, user: &str, vhost: &str, patterns: [&str; 3]) -> Res<bool> {
+        self.change_runtime(|r| self.permission_in(r, user, vhost, patterns))
     }
 
     /// Remove `user`'s permissions in `vhost`.
@@ -239,13 +258,34 @@ impl Broker {
             )));
         }
         self.change_runtime(|r| {
-            let before = r.permissions.len();
-            r.permissions
-                .retain(|p| !(p.user == user && p.vhost == vhost));
-            if r.permissions.len() == before {
+            let gone = r.permissions.get_mut(user).and_then(|m| m.remove(vhost));
+            if gone.is_none() {
                 return Err(Refused::NotFound(format!(
                     "no permissions for user '{user}' in vhost '{vhost}'"
                 )));
+            }
+            r.permissions.retain(|_, m| !m.is_empty());
+            Ok(())
+        })
+    }
+
+    /// A definitions import's users, vhosts and permissions, as one change:
+    /// stored once, all or nothing.
+    pub fn import_accounts(
+        &self,
+        users: Vec<NewUser>,
+        vhosts: &[&str],
+        permissions: &[NewPermission],
+    ) -> Res<()> {
+        self.change_runtime(|r| {
+            for (name, secret, tags) in users {
+                self.user_in(r, name, &secret, tags)?;
+            }
+            for v in vhosts {
+                self.vhost_in(r, v)?;
+            }
+            for (user, vhost, pats) in permissions {
+                self.permission_in(r, user, vhost, *pats)?;
             }
             Ok(())
         })

@@ -86,6 +86,8 @@ pub struct Broker {
     /// Users, vhosts and permissions created at runtime; its lock
     /// serializes changes to them.
     pub(crate) runtime: Mutex<Runtime>,
+    /// Compiled runtime permission patterns (locked after `runtime`).
+    compiled: Mutex<accounts::Compiled>,
     /// Bumped on every change of [`Broker::accounts`], so connections know
     /// to look their permissions up again.
     accounts_gen: AtomicU64,
@@ -124,8 +126,11 @@ impl Broker {
             vhosts.insert(name.clone(), Arc::new(Mutex::new(v)));
         }
         let (alarm, _) = tokio::sync::watch::channel(false);
+        let mut compiled = accounts::Compiled::new();
+        let merged = runtime.merge(&file_accounts, &mut compiled);
         Ok(Arc::new(Broker {
-            accounts: parking_lot::RwLock::new(Arc::new(runtime.merge(&file_accounts))),
+            accounts: parking_lot::RwLock::new(Arc::new(merged)),
+            compiled: Mutex::new(compiled),
             file_accounts: parking_lot::RwLock::new(Arc::new(file_accounts)),
             runtime: Mutex::new(runtime),
             accounts_gen: AtomicU64::new(0),
@@ -165,7 +170,7 @@ impl Broker {
 
     /// Recompute [`Broker::accounts`] from the file's and `runtime`.
     pub(crate) fn rebuild_accounts(&self, runtime: &Runtime) {
-        let merged = runtime.merge(&self.file_accounts());
+        let merged = runtime.merge(&self.file_accounts(), &mut self.compiled.lock());
         *self.accounts.write() = Arc::new(merged);
         self.accounts_gen.fetch_add(1, Ordering::Release);
     }

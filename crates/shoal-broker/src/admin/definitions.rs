@@ -190,25 +190,20 @@ pub fn import(b: &Broker, only: Option<&str>, body: &[u8]) -> Result<Reply, ApiE
     let doc: Doc = serde_path_to_error::deserialize(de).map_err(|e| {
         ApiError::bad_request(format!("definitions: {} at {}", e.inner(), e.path()))
     })?;
-    // Check every user, vhost and permission before anything changes.
+    // Users, vhosts and permissions change together, or not at all.
     let file = b.file_accounts();
     let mut users = Vec::new();
     for (i, u) in doc.users.iter().enumerate() {
         let name = u["name"].as_str().ok_or_else(|| {
             ApiError::bad_request(format!("definitions: users[{i}].name missing"))
         })?;
-        crate::accounts::check_name("user", name).map_err(ApiError::bad_request)?;
         let (secret, tags) = user_fields(u, false)?;
         if !file.users.contains_key(name) {
             users.push((name, secret, tags));
         }
     }
-    for v in &doc.vhosts {
-        crate::accounts::check_name("vhost", &v.name).map_err(ApiError::bad_request)?;
-    }
     let mut perms = Vec::new();
     for p in &doc.permissions {
-        crate::accounts::compile(&p.configure, &p.write, &p.read).map_err(ApiError::bad_request)?;
         match file.permissions.get(&(p.user.clone(), p.vhost.clone())) {
             Some(c) if c.patterns == [p.configure.clone(), p.write.clone(), p.read.clone()] => {}
             Some(_) => return Err(ApiError::bad_request(format!("permissions of user '{}' in vhost '{}' differ from the broker's configuration file, where they are defined", p.user, p.vhost))),
@@ -220,21 +215,15 @@ pub fn import(b: &Broker, only: Option<&str>, body: &[u8]) -> Result<Reply, ApiE
             "policies and parameters are not supported by Shoal; remove them from the definitions",
         ));
     }
-    for (name, secret, tags) in users {
-        b.put_user(name, &secret, tags)?;
-    }
-    for v in &doc.vhosts {
-        b.put_vhost(&v.name)?;
-    }
-    for p in perms {
-        b.set_permission(&p.user, &p.vhost, &p.configure, &p.write, &p.read)
-            .map_err(|e| match e {
-                crate::manage::Refused::NotFound(why) => {
-                    ApiError::bad_request(format!("definitions: {why}"))
-                }
-                other => other.into(),
-            })?;
-    }
+    let vhosts: Vec<&str> = doc.vhosts.iter().map(|v| v.name.as_str()).collect();
+    let perms: Vec<_> = perms
+        .iter()
+        .map(|p| {
+            let pats = [p.configure.as_str(), p.write.as_str(), p.read.as_str()];
+            (p.user.as_str(), p.vhost.as_str(), pats)
+        })
+        .collect();
+    b.import_accounts(users, &vhosts, &perms)?;
     let vname = |v: &Option<String>| -> Result<Arc<Mutex<VHost>>, ApiError> {
         let n = v.as_deref().or(only).unwrap_or("/");
         b.vhost(n)

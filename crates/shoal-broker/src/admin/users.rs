@@ -115,10 +115,11 @@ pub fn put_permission(
     body: &Value,
 ) -> Result<Reply, ApiError> {
     c.require_admin()?;
-    let [conf, write, read] = patterns(body)?;
-    Ok(created_or_updated(
-        b.set_permission(user, vhost, conf, write, read)?,
-    ))
+    Ok(created_or_updated(b.set_permission(
+        user,
+        vhost,
+        patterns(body)?,
+    )?))
 }
 
 /// `DELETE /api/permissions/{vhost}/{user}`.

@@ -243,5 +243,15 @@ elif phase == "definitions":
     c.close()
     st, _ = call("GET", "/overview", auth=("erin", "erin-pw"), base=OTHER)
     expect(st == 200, "imported-tags", st)
+    # An import's users, vhosts and permissions apply together or not at
+    # all: a permission for a vhost nobody declares leaves no user behind.
+    bad = {"users": [{"name": "ghost", "password": "x", "tags": ""}], "vhosts": [{"name": "half"}],
+           "permissions": [{"user": "ghost", "vhost": "nowhere", "configure": ".*", "write": ".*", "read": ".*"}]}
+    st, body = call("POST", "/definitions", bad, base=OTHER)
+    expect(st == 400 and "vhost_or_user_not_found" in body["reason"], "import-bad-permission-400", (st, body))
+    st, _ = call("GET", "/users/ghost", base=OTHER)
+    expect(st == 404, "import-all-or-nothing-user", st)
+    st, _ = call("GET", "/vhosts/half", base=OTHER)
+    expect(st == 404, "import-all-or-nothing-vhost", st)
     print("ok definitions-carry-users")
     print("ALL OK")
