@@ -112,8 +112,8 @@ fn all() -> String {
 /// A user after validation.
 #[derive(Debug, Clone)]
 pub struct User {
-    /// Password.
-    pub password: String,
+    /// Password (plain from the file, a salted hash when created at runtime).
+    pub password: crate::accounts::Secret,
     /// Loopback peers only.
     pub loopback_only: bool,
     /// RabbitMQ user tags (management API access).
@@ -243,7 +243,18 @@ impl Default for Config {
     }
 }
 
-fn anchored(pattern: &str) -> Result<Regex, String> {
+/// `pattern` compiled to match whole names; an invalid one is refused
+/// with the parser's reason (e.g. "unclosed group").
+pub(crate) fn anchored(pattern: &str) -> Result<Regex, String> {
+    if let Err(e) = regex_automata::util::syntax::parse(pattern) {
+        let text = e.to_string();
+        let why = text
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("error: "))
+            .unwrap_or(&text);
+        return Err(why.to_string());
+    }
     Regex::new(&format!("^(?:{pattern})$")).map_err(|e| e.to_string())
 }
 
@@ -320,7 +331,7 @@ impl Config {
             users.insert(
                 "guest".to_string(),
                 User {
-                    password: "guest".into(),
+                    password: crate::accounts::Secret::Plain("guest".into()),
                     loopback_only: true,
                     // As RabbitMQ's default user.
                     tags: vec!["administrator".to_string()],
@@ -342,7 +353,7 @@ impl Config {
             users.insert(
                 u.name.clone(),
                 User {
-                    password: u.password.clone(),
+                    password: crate::accounts::Secret::Plain(u.password.clone()),
                     loopback_only: u.loopback_only,
                     tags: u.tags.clone(),
                 },

@@ -5,6 +5,9 @@
 //! (hard) with RabbitMQ's codes; only this connection is affected.
 
 mod handshake;
+mod permissions;
+
+pub use permissions::PERMISSION_CACHE;
 
 use crate::codec::{decode, Inbound};
 use crate::config::Access;
@@ -170,6 +173,8 @@ struct Chan {
     tx: Option<Vec<TxOp>>,
     pending: Option<Pending>,
     write_ok: Option<(String, bool)>,
+    /// Permission checks that passed on this channel.
+    perm_cache: permissions::PermCache,
 }
 
 struct Conn {
@@ -192,8 +197,12 @@ struct Conn {
     user: String,
     vhost: Option<Arc<Mutex<VHost>>>,
     vhost_name: String,
-    /// The user's permissions on the open vhost, taken at `connection.open`.
+    /// The user's permissions on the open vhost, looked up again when the
+    /// broker's accounts generation moves past `perm_gen`.
     permission: Option<crate::config::Permission>,
+    perm_gen: u64,
+    /// Set when the broker closes this connection (its user or vhost deleted).
+    closer: Arc<crate::server::Closer>,
     /// Looked up several times per frame: a fast (Fx) hash of the number.
     channels: FxHashMap<u16, Chan>,
     cancel_notify: bool,
@@ -344,7 +353,10 @@ pub async fn serve(
     let backlog = Arc::new(Backlog::default());
     let (tx, rx) = Outbox::channel(backlog.clone());
     let writer = tokio::spawn(writer::run(wr, rx, params.clone(), backlog.clone()));
+    let closer = broker.conn_opened(id, peer, local);
     let mut c = Conn {
+        closer,
+        perm_gen: 0,
         broker: broker.clone(),
         id,
         peer,
@@ -369,7 +381,6 @@ pub async fn serve(
         flow_wait: None,
     };
     c.send_start();
-    broker.conn_opened(id, peer, local);
     c.read_loop(&mut rd, &shutdown).await;
     if let Some(v) = &c.vhost {
         v.lock().connection_closed(id);
@@ -401,6 +412,7 @@ impl Conn {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let mut alarm = self.broker.alarm.subscribe();
         let mut closing_deadline: Option<tokio::time::Instant> = None;
+        let closer = self.closer.clone();
         loop {
             // Handle every complete frame already buffered.
             loop {
@@ -479,6 +491,18 @@ impl Conn {
                         }
                     }
                     return;
+                }
+                _ = closer.notify.notified(), if self.state != State::Closing => {
+                    let reason = closer.reason.lock().take().unwrap_or_default();
+                    tracing::info!(peer = %self.peer, user = %self.user, vhost = %self.vhost_name, %reason, "closing connection");
+                    self.hard_close(AmqpError {
+                        code: code::CONNECTION_FORCED,
+                        text: format!("CONNECTION_FORCED - {reason}"),
+                        class_id: 0,
+                        method_id: 0,
+                        hard: true,
+                    });
+                    closing_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                 }
                 _ = shutdown.cancelled(), if self.state != State::Closing => {
                     self.hard_close(AmqpError {
@@ -640,25 +664,6 @@ impl Conn {
             .ok_or_else(|| AmqpError::command_invalid("no vhost open"))
     }
 
-    fn allowed(&self, access: Access, kind: &str, name: &str) -> AmqpResult<()> {
-        if self
-            .permission
-            .as_ref()
-            .is_some_and(|p| p.allows(access, name))
-        {
-            return Ok(());
-        }
-        let what = match access {
-            Access::Configure => "configure",
-            Access::Write => "write",
-            Access::Read => "read",
-        };
-        Err(AmqpError::access_refused(format!(
-            "{what} access to {kind} '{name}' in vhost '{}' refused for user '{}'",
-            self.vhost_name, self.user
-        )))
-    }
-
     fn reply(&self, ch: u16, class: AMQPClass) {
         let _ = self.out.send(Out::Method(ch, class));
     }
@@ -672,8 +677,8 @@ impl Conn {
             Dest::Exchange(x) => ("exchange", x.as_str()),
             Dest::Queue(q) => ("queue", q.as_str()),
         };
-        self.allowed(Access::Write, kind, name)?;
-        self.allowed(Access::Read, "exchange", &b.source)?;
+        self.allowed(ch, Access::Write, kind, name)?;
+        self.allowed(ch, Access::Read, "exchange", &b.source)?;
         let v = self.vhost()?;
         match M::OP {
             Bind::Add => v
@@ -811,7 +816,7 @@ impl Conn {
         match em {
             exchange::AMQPMethod::Declare(d) => {
                 if !d.passive {
-                    self.allowed(Access::Configure, "exchange", d.exchange.as_str())?;
+                    self.allowed(ch, Access::Configure, "exchange", d.exchange.as_str())?;
                 }
                 v.lock().declare_exchange(
                     d.exchange.as_str(),
@@ -832,7 +837,7 @@ impl Conn {
                 }
             }
             exchange::AMQPMethod::Delete(d) => {
-                self.allowed(Access::Configure, "exchange", d.exchange.as_str())?;
+                self.allowed(ch, Access::Configure, "exchange", d.exchange.as_str())?;
                 v.lock().delete_exchange(d.exchange.as_str(), d.if_unused)?;
                 if !d.nowait {
                     self.reply(
@@ -861,7 +866,7 @@ impl Conn {
         match qm {
             queue::AMQPMethod::Declare(d) => {
                 if !d.passive && !d.queue.as_str().is_empty() {
-                    self.allowed(Access::Configure, "queue", d.queue.as_str())?;
+                    self.allowed(ch, Access::Configure, "queue", d.queue.as_str())?;
                 }
                 let (name, count, consumers) = v.lock().declare_queue(
                     self.id,
@@ -886,7 +891,7 @@ impl Conn {
             queue::AMQPMethod::Bind(b) => self.binding(ch, b)?,
             queue::AMQPMethod::Unbind(b) => self.binding(ch, b)?,
             queue::AMQPMethod::Purge(p) => {
-                self.allowed(Access::Read, "queue", p.queue.as_str())?;
+                self.allowed(ch, Access::Read, "queue", p.queue.as_str())?;
                 let n = v.lock().purge_queue(self.id, p.queue.as_str())?;
                 if !p.nowait {
                     self.reply(
@@ -898,7 +903,7 @@ impl Conn {
                 }
             }
             queue::AMQPMethod::Delete(d) => {
-                self.allowed(Access::Configure, "queue", d.queue.as_str())?;
+                self.allowed(ch, Access::Configure, "queue", d.queue.as_str())?;
                 let n =
                     v.lock()
                         .delete_queue(self.id, d.queue.as_str(), d.if_unused, d.if_empty)?;
@@ -933,7 +938,7 @@ impl Conn {
                 let c = self.chan_mut(ch)?;
                 let cached = matches!(&c.write_ok, Some((e, true)) if e == ex);
                 if !cached {
-                    self.allowed(Access::Write, "exchange", ex)?;
+                    self.allowed(ch, Access::Write, "exchange", ex)?;
                     self.chan_mut(ch)?.write_ok = Some((ex.to_string(), true));
                 }
                 if p.immediate {
@@ -959,7 +964,7 @@ impl Conn {
                 );
             }
             basic::AMQPMethod::Consume(c) => {
-                self.allowed(Access::Read, "queue", c.queue.as_str())?;
+                self.allowed(ch, Access::Read, "queue", c.queue.as_str())?;
                 let mut g = v.lock();
                 let tag = g.consume(
                     key,
@@ -991,7 +996,7 @@ impl Conn {
                 }
             }
             basic::AMQPMethod::Get(g) => {
-                self.allowed(Access::Read, "queue", g.queue.as_str())?;
+                self.allowed(ch, Access::Read, "queue", g.queue.as_str())?;
                 let got = v.lock().get(key, g.queue.as_str(), g.no_ack)?;
                 match got {
                     Some((tag, qm, count)) => {

@@ -22,6 +22,9 @@ pub enum BrokerError {
     /// The message store is damaged beyond what recovery skips.
     #[error("message store: {0}")]
     Store(String),
+    /// The store of runtime users, vhosts and permissions is damaged.
+    #[error("users, vhosts and permissions: {0}")]
+    Accounts(String),
 }
 
 impl BrokerError {

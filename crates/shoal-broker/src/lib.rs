@@ -2,6 +2,10 @@
 //!
 //! # Layout
 //!
+//! - [`accounts`]: users, vhosts and permissions created at runtime (the
+//!   management API, definitions imports), stored in `DATA/accounts.json`.
+//! - [`manage`]: creating and deleting users, vhosts and permissions at
+//!   runtime (closing the connections of what is deleted).
 //! - [`config`]: the TOML file → validated [`Config`] (listen, data dir, users,
 //!   vhosts, permissions, limits).
 //! - [`error`]: [`BrokerError`] for the server's failures, [`AmqpError`] for
@@ -29,6 +33,7 @@
 //!   Prometheus names, RabbitMQ's management HTTP API under `/api/`) and
 //!   the control-socket commands.
 
+pub mod accounts;
 pub mod admin;
 pub mod codec;
 pub mod config;
@@ -36,6 +41,7 @@ pub mod connection;
 pub mod error;
 pub mod exchange;
 pub mod fastpath;
+pub mod manage;
 pub mod message;
 pub mod nesting;
 pub mod outbox;

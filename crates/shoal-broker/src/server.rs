@@ -3,6 +3,7 @@
 //! memory and disk alarms), the admin HTTP server and the control socket,
 //! and on shutdown closes every connection with 320 and fsyncs the stores.
 
+use crate::accounts::{self, Runtime};
 use crate::config::{Accounts, Config};
 use crate::error::BrokerError;
 use crate::vhost::VHost;
@@ -65,48 +66,148 @@ pub struct ConnInfo {
 pub struct Broker {
     /// Configuration.
     pub config: Config,
-    /// Vhosts by name.
-    pub vhosts: HashMap<String, Arc<Mutex<VHost>>>,
+    /// Vhosts by name (a snapshot replaced when one is added or deleted).
+    vhosts: parking_lot::RwLock<Arc<HashMap<String, Arc<Mutex<VHost>>>>>,
     /// Counters.
     pub metrics: Metrics,
     /// Resource alarm (true: publishers are blocked).
     pub alarm: tokio::sync::watch::Sender<bool>,
     conns: Mutex<HashMap<u64, ConnInfo>>,
+    /// How to close each open connection from outside (user or vhost deleted).
+    closers: Mutex<HashMap<u64, Arc<Closer>>>,
     next_conn: AtomicU64,
     /// When the broker started.
     pub started: Instant,
-    /// Users and permissions, replaced on SIGHUP.
+    /// Users and permissions in force: the configuration file's (replaced
+    /// on SIGHUP) with the runtime ones added.
     accounts: parking_lot::RwLock<Arc<Accounts>>,
+    /// The configuration file's users and permissions alone.
+    file_accounts: parking_lot::RwLock<Arc<Accounts>>,
+    /// Users, vhosts and permissions created at runtime; its lock
+    /// serializes changes to them.
+    pub(crate) runtime: Mutex<Runtime>,
+    /// Compiled runtime permission patterns (locked after `runtime`).
+    compiled: Mutex<accounts::Compiled>,
+    /// Bumped on every change of [`Broker::accounts`], so connections know
+    /// to look their permissions up again.
+    accounts_gen: AtomicU64,
+}
+
+/// A request to close a connection with 320 CONNECTION_FORCED.
+#[derive(Default)]
+pub(crate) struct Closer {
+    pub(crate) notify: tokio::sync::Notify,
+    pub(crate) reason: Mutex<Option<String>>,
 }
 
 impl Broker {
-    /// Open the data directory and every vhost.
+    /// Open the data directory and every vhost: the configured ones and
+    /// those created at runtime (`DATA/accounts.json`).
     pub fn open(config: Config) -> Result<Arc<Broker>, BrokerError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
             BrokerError::io(format!("create data dir {}", config.data_dir.display()), e)
         })?;
+        let runtime = Runtime::load(&accounts::store_path(&config.data_dir))?;
+        let file_accounts = config.accounts();
+        for n in runtime
+            .users
+            .keys()
+            .filter(|n| file_accounts.users.contains_key(*n))
+        {
+            tracing::warn!(user = %n, "user created through the API is also in the configuration file: the file's entry is used");
+        }
         let mut vhosts = HashMap::new();
-        for name in &config.vhosts {
-            let dir = config.data_dir.join("vhosts").join(vhost_dir_name(name));
-            let v = VHost::open(name, dir, config.queue_memory_budget)?;
-            let (q, m): (usize, usize) = (v.queues.len(), v.queues.values().map(|q| q.len).sum());
-            tracing::info!(vhost = %name, queues = q, messages = m, "vhost recovered");
+        let names = config
+            .vhosts
+            .iter()
+            .chain(runtime.vhosts.iter().filter(|v| !config.vhosts.contains(v)));
+        for name in names {
+            let v = open_vhost(&config, name)?;
             vhosts.insert(name.clone(), Arc::new(Mutex::new(v)));
         }
         let (alarm, _) = tokio::sync::watch::channel(false);
+        let mut compiled = accounts::Compiled::new();
+        let merged = runtime.merge(&file_accounts, &mut compiled);
         Ok(Arc::new(Broker {
-            accounts: parking_lot::RwLock::new(Arc::new(config.accounts())),
+            accounts: parking_lot::RwLock::new(Arc::new(merged)),
+            compiled: Mutex::new(compiled),
+            file_accounts: parking_lot::RwLock::new(Arc::new(file_accounts)),
+            runtime: Mutex::new(runtime),
+            accounts_gen: AtomicU64::new(0),
             config,
-            vhosts,
+            vhosts: parking_lot::RwLock::new(Arc::new(vhosts)),
             metrics: Metrics::default(),
             alarm,
             conns: Mutex::new(HashMap::new()),
+            closers: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             started: Instant::now(),
         }))
     }
 
-    pub(crate) fn conn_opened(&self, id: u64, peer: SocketAddr, local: Option<SocketAddr>) {
+    /// The vhosts (a snapshot).
+    pub fn vhosts(&self) -> Arc<HashMap<String, Arc<Mutex<VHost>>>> {
+        self.vhosts.read().clone()
+    }
+
+    /// One vhost.
+    pub fn vhost(&self, name: &str) -> Option<Arc<Mutex<VHost>>> {
+        self.vhosts.read().get(name).cloned()
+    }
+
+    /// Replace the vhost map with `f` applied to a copy of it.
+    pub(crate) fn update_vhosts(&self, f: impl FnOnce(&mut HashMap<String, Arc<Mutex<VHost>>>)) {
+        let mut g = self.vhosts.write();
+        let mut m = (**g).clone();
+        f(&mut m);
+        *g = Arc::new(m);
+    }
+
+    /// The configuration file's users and permissions alone.
+    pub fn file_accounts(&self) -> Arc<Accounts> {
+        self.file_accounts.read().clone()
+    }
+
+    /// Recompute [`Broker::accounts`] from the file's and `runtime`.
+    pub(crate) fn rebuild_accounts(&self, runtime: &Runtime) {
+        let merged = runtime.merge(&self.file_accounts(), &mut self.compiled.lock());
+        *self.accounts.write() = Arc::new(merged);
+        self.accounts_gen.fetch_add(1, Ordering::Release);
+    }
+
+    /// Changes with every change of the users or permissions in force.
+    pub fn accounts_generation(&self) -> u64 {
+        self.accounts_gen.load(Ordering::Acquire)
+    }
+
+    /// Close every connection `pick` selects (by user, vhost) with 320
+    /// CONNECTION_FORCED and `reason`; returns how many.
+    pub(crate) fn force_close(&self, pick: impl Fn(&ConnInfo) -> bool, reason: &str) -> usize {
+        let ids: Vec<u64> = self
+            .conns
+            .lock()
+            .values()
+            .filter(|c| pick(c))
+            .map(|c| c.id)
+            .collect();
+        let closers = self.closers.lock();
+        for id in &ids {
+            if let Some(c) = closers.get(id) {
+                *c.reason.lock() = Some(reason.to_string());
+                c.notify.notify_one();
+            }
+        }
+        ids.len()
+    }
+
+    pub(crate) fn conn_opened(
+        &self,
+        id: u64,
+        peer: SocketAddr,
+        local: Option<SocketAddr>,
+    ) -> Arc<Closer> {
+        let closer = Arc::new(Closer::default());
+        self.closers.lock().insert(id, closer.clone());
         self.conns.lock().insert(
             id,
             ConnInfo {
@@ -119,6 +220,7 @@ impl Broker {
                 connected_at: crate::message::now_ms(),
             },
         );
+        closer
     }
 
     /// The users and permissions in force (a snapshot: a reload replaces it
@@ -147,9 +249,11 @@ impl Broker {
                     file = %path.display(),
                     users = a.users.len(),
                     permissions = a.permissions.len(),
-                    "SIGHUP: users and permissions reloaded (other settings need a restart)"
+                    "SIGHUP: users and permissions reloaded (other settings need a restart; those created through the API are kept)"
                 );
-                *self.accounts.write() = Arc::new(a);
+                *self.file_accounts.write() = Arc::new(a);
+                let runtime = self.runtime.lock();
+                self.rebuild_accounts(&runtime);
             }
             Err(e) => {
                 tracing::error!("SIGHUP: reload failed, users and permissions unchanged: {e}");
@@ -166,6 +270,7 @@ impl Broker {
 
     pub(crate) fn conn_closed(&self, id: u64) {
         self.conns.lock().remove(&id);
+        self.closers.lock().remove(&id);
     }
 
     /// Open connections.
@@ -178,7 +283,7 @@ impl Broker {
     fn tick(&self) {
         let mut bytes = 0;
         let mut store_failing = false;
-        for v in self.vhosts.values() {
+        for v in self.vhosts().values() {
             let mut g = v.lock();
             bytes += g.tick();
             store_failing |= g.store.stats().failing;
@@ -247,7 +352,21 @@ impl RefusalLog {
     }
 }
 
-fn vhost_dir_name(name: &str) -> String {
+/// Open (or create) vhost `name`'s directory under the data dir.
+pub(crate) fn open_vhost(config: &Config, name: &str) -> Result<VHost, BrokerError> {
+    let dir = vhost_dir(config, name);
+    let v = VHost::open(name, dir, config.queue_memory_budget)?;
+    let (q, m): (usize, usize) = (v.queues.len(), v.queues.values().map(|q| q.len).sum());
+    tracing::info!(vhost = %name, queues = q, messages = m, "vhost recovered");
+    Ok(v)
+}
+
+/// Vhost `name`'s directory.
+pub(crate) fn vhost_dir(config: &Config, name: &str) -> std::path::PathBuf {
+    config.data_dir.join("vhosts").join(vhost_dir_name(name))
+}
+
+pub(crate) fn vhost_dir_name(name: &str) -> String {
     if name == "/" {
         return "default".to_string();
     }
@@ -408,7 +527,7 @@ pub async fn serve(
     .await;
     tasks.abort_all();
     ticker.abort();
-    for v in broker.vhosts.values() {
+    for v in broker.vhosts().values() {
         let store = v.lock().store.clone();
         tokio::task::spawn_blocking(move || store.close())
             .await

@@ -1,7 +1,7 @@
 //! RabbitMQ's management HTTP API on the admin listener, driven by the
 //! ecosystem's own tools against the `shoal broker` binary: Debian's
 //! `rabbitmqadmin` (list, show, declare, publish, get, purge, delete),
-//! plain HTTP (urllib) for auth (401/403), 404, 400, 413, health checks and
+//! plain HTTP (urllib) for auth (401 with and without the challenge), 404, 400, 413, health checks and
 //! a definitions export -> import round trip, and `promtool check metrics`
 //! on `/metrics` with RabbitMQ's Prometheus names.
 
@@ -263,7 +263,7 @@ fn management_http_auth_errors_health_and_definitions_round_trip() {
         &out,
         &[
             "401",
-            "403",
+            "not-authorised",
             "visibility",
             "404",
             "400",

@@ -10,7 +10,7 @@
 //!
 //! No credentials or wrong ones: 401 with `WWW-Authenticate`; a user
 //! without a management tag, or an action beyond its tags or permissions:
-//! 403.
+//! 401 without the challenge, as RabbitMQ 3.x's `not_authorised`.
 
 use super::ApiError;
 use crate::config::{Access, Accounts, Permission};
@@ -50,10 +50,6 @@ fn level_of(tags: &[String]) -> Option<Level> {
         .max()
 }
 
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Check the `Authorization: Basic` header of a request from `peer`.
 pub fn authenticate(
     header: Option<&hyper::header::HeaderValue>,
@@ -76,14 +72,14 @@ pub fn authenticate(
     let Some(u) = accounts.users.get(user) else {
         return Err(ApiError::unauthorized("Login failed"));
     };
-    if !same(u.password.as_bytes(), pass.as_bytes()) {
+    if !u.password.verify(pass) {
         return Err(ApiError::unauthorized("Login failed"));
     }
     if u.loopback_only && !peer.ip().is_loopback() {
         return Err(ApiError::unauthorized("User can only log in via localhost"));
     }
     let Some(level) = level_of(&u.tags) else {
-        return Err(ApiError::forbidden("Not management user"));
+        return Err(ApiError::not_authorised("Not management user"));
     };
     Ok(Caller {
         name: user.to_string(),
@@ -104,21 +100,21 @@ impl Caller {
         self.level >= Level::Monitoring
     }
 
-    /// 403 unless an administrator.
+    /// 401 (not_authorised) unless an administrator.
     pub fn require_admin(&self) -> Result<(), ApiError> {
         if self.is_admin() {
             Ok(())
         } else {
-            Err(ApiError::forbidden("Not administrator user"))
+            Err(ApiError::not_authorised("Not administrator user"))
         }
     }
 
-    /// 403 unless monitoring or administrator.
+    /// 401 (not_authorised) unless monitoring or administrator.
     pub fn require_monitor(&self) -> Result<(), ApiError> {
         if self.is_monitor() {
             Ok(())
         } else {
-            Err(ApiError::forbidden("Not monitor user"))
+            Err(ApiError::not_authorised("Not monitor user"))
         }
     }
 
@@ -139,17 +135,17 @@ impl Caller {
             .get(&(self.name.clone(), vhost.to_string()))
     }
 
-    /// 403 unless it may use `vhost` at all (has permissions there).
+    /// 401 (not_authorised) unless it may use `vhost` at all (has permissions there).
     pub fn require_vhost(&self, vhost: &str) -> Result<&Permission, ApiError> {
         self.permission(vhost).ok_or_else(|| {
-            ApiError::forbidden(format!(
+            ApiError::not_authorised(format!(
                 "access to vhost '{vhost}' refused for user '{}'",
                 self.name
             ))
         })
     }
 
-    /// 403 unless its permissions in `vhost` allow `access` to `kind` `name`
+    /// 401 (not_authorised) unless its permissions in `vhost` allow `access` to `kind` `name`
     /// (RabbitMQ's AMQP permission check, with its wording).
     pub fn check(
         &self,
@@ -162,7 +158,7 @@ impl Caller {
         if p.allows(access, name) {
             Ok(())
         } else {
-            Err(ApiError::forbidden(format!(
+            Err(ApiError::not_authorised(format!(
                 "access to {kind} '{name}' in vhost '{vhost}' refused for user '{}'",
                 self.name
             )))

@@ -1,32 +1,37 @@
 //! `/api/definitions[/{vhost}]`: export (GET) and import (POST) of
 //! exchanges, queues and bindings in RabbitMQ's definitions format.
 //!
-//! Users, vhosts and permissions come from the broker's configuration file:
-//! they are exported, and an import may name them only as they are
-//! configured (a user or vhost that is not configured is a 400). Policies
-//! and parameters do not exist in Shoal: an import that carries any is a
-//! 400, so nothing is silently dropped.
+//! Users, vhosts and permissions are exported (configured and runtime
+//! ones; passwords as RabbitMQ's salted hashes) and imported as the
+//! management API's writes create them; an entry that the configuration
+//! file defines is left as configured (a permission that differs from the
+//! file's is a 400). Policies and parameters do not exist in Shoal: an
+//! import that carries any is a 400, so nothing is silently dropped.
 
 use super::json::{json_to_table, table_to_json};
+use super::users::user_fields;
 use super::views::{permissions, users, RABBITMQ_VERSION};
 use super::{ApiError, Reply};
 use crate::exchange::Dest;
 use crate::server::Broker;
+use crate::vhost::VHost;
+use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 /// Export the definitions of every vhost, or of one (`only`; the objects
 /// then carry no `vhost` field, as RabbitMQ's per-vhost export).
 pub fn export(b: &Broker, only: Option<&str>) -> Value {
     let (mut queues, mut exchanges, mut bindings) = (vec![], vec![], vec![]);
-    let mut names: Vec<&String> = b
-        .vhosts
+    let vhosts = b.vhosts();
+    let mut names: Vec<&String> = vhosts
         .keys()
         .filter(|n| only.is_none_or(|o| o == *n))
         .collect();
     names.sort();
     for vname in &names {
-        let g = b.vhosts[*vname].lock();
+        let g = vhosts[*vname].lock();
         let with_vhost = |mut v: Value| {
             if only.is_none() {
                 v["vhost"] = json!(vname);
@@ -160,7 +165,7 @@ struct ImpBinding {
 #[derive(Deserialize)]
 struct Doc {
     #[serde(default)]
-    users: Vec<Named>,
+    users: Vec<Value>,
     #[serde(default)]
     vhosts: Vec<Named>,
     #[serde(default)]
@@ -185,24 +190,24 @@ pub fn import(b: &Broker, only: Option<&str>, body: &[u8]) -> Result<Reply, ApiE
     let doc: Doc = serde_path_to_error::deserialize(de).map_err(|e| {
         ApiError::bad_request(format!("definitions: {} at {}", e.inner(), e.path()))
     })?;
-    let a = b.accounts();
-    for u in &doc.users {
-        if !a.users.contains_key(&u.name) {
-            return Err(ApiError::bad_request(format!("user '{}' is not in the broker's configuration file (users, vhosts and permissions are configured there)", u.name)));
+    // Users, vhosts and permissions change together, or not at all.
+    let file = b.file_accounts();
+    let mut users = Vec::new();
+    for (i, u) in doc.users.iter().enumerate() {
+        let name = u["name"].as_str().ok_or_else(|| {
+            ApiError::bad_request(format!("definitions: users[{i}].name missing"))
+        })?;
+        let (secret, tags) = user_fields(u, false)?;
+        if !file.users.contains_key(name) {
+            users.push((name, secret, tags));
         }
     }
-    for v in &doc.vhosts {
-        if !b.vhosts.contains_key(&v.name) {
-            return Err(ApiError::bad_request(format!("vhost '{}' is not in the broker's configuration file (users, vhosts and permissions are configured there)", v.name)));
-        }
-    }
+    let mut perms = Vec::new();
     for p in &doc.permissions {
-        let same = a
-            .permissions
-            .get(&(p.user.clone(), p.vhost.clone()))
-            .is_some_and(|c| c.patterns == [p.configure.clone(), p.write.clone(), p.read.clone()]);
-        if !same {
-            return Err(ApiError::bad_request(format!("permissions of user '{}' in vhost '{}' differ from the broker's configuration file (users, vhosts and permissions are configured there)", p.user, p.vhost)));
+        match file.permissions.get(&(p.user.clone(), p.vhost.clone())) {
+            Some(c) if c.patterns == [p.configure.clone(), p.write.clone(), p.read.clone()] => {}
+            Some(_) => return Err(ApiError::bad_request(format!("permissions of user '{}' in vhost '{}' differ from the broker's configuration file, where they are defined", p.user, p.vhost))),
+            None => perms.push(p),
         }
     }
     if !doc.policies.is_empty() || !doc.parameters.is_empty() {
@@ -210,21 +215,25 @@ pub fn import(b: &Broker, only: Option<&str>, body: &[u8]) -> Result<Reply, ApiE
             "policies and parameters are not supported by Shoal; remove them from the definitions",
         ));
     }
-    let vname = |v: &Option<String>| -> Result<String, ApiError> {
-        let n = v.as_deref().or(only).unwrap_or("/").to_string();
-        if b.vhosts.contains_key(&n) {
-            Ok(n)
-        } else {
-            Err(ApiError::bad_request(format!(
-                "vhost '{n}' is not in the broker's configuration file"
-            )))
-        }
+    let vhosts: Vec<&str> = doc.vhosts.iter().map(|v| v.name.as_str()).collect();
+    let perms: Vec<_> = perms
+        .iter()
+        .map(|p| {
+            let pats = [p.configure.as_str(), p.write.as_str(), p.read.as_str()];
+            (p.user.as_str(), p.vhost.as_str(), pats)
+        })
+        .collect();
+    b.import_accounts(users, &vhosts, &perms)?;
+    let vname = |v: &Option<String>| -> Result<Arc<Mutex<VHost>>, ApiError> {
+        let n = v.as_deref().or(only).unwrap_or("/");
+        b.vhost(n)
+            .ok_or_else(|| ApiError::bad_request(format!("definitions: no vhost '{n}'")))
     };
     let args = |v: &Value, what: &str| json_to_table(v, what).map_err(ApiError::bad_request);
     for x in &doc.exchanges {
         let v = vname(&x.vhost)?;
         let a = args(&x.arguments, "exchange arguments")?;
-        b.vhosts[&v].lock().declare_exchange(
+        v.lock().declare_exchange(
             &x.name,
             &x.kind,
             false,
@@ -237,8 +246,7 @@ pub fn import(b: &Broker, only: Option<&str>, body: &[u8]) -> Result<Reply, ApiE
     for q in &doc.queues {
         let v = vname(&q.vhost)?;
         let a = args(&q.arguments, "queue arguments")?;
-        b.vhosts[&v]
-            .lock()
+        v.lock()
             .declare_queue(0, &q.name, false, q.durable, false, q.auto_delete, a)?;
     }
     for bd in &doc.bindings {
@@ -253,9 +261,7 @@ pub fn import(b: &Broker, only: Option<&str>, body: &[u8]) -> Result<Reply, ApiE
             }
         };
         let a = args(&bd.arguments, "binding arguments")?;
-        b.vhosts[&v]
-            .lock()
-            .bind(0, &bd.source, dest, &bd.routing_key, a)?;
+        v.lock().bind(0, &bd.source, dest, &bd.routing_key, a)?;
     }
     Ok(Reply::no_content())
 }

@@ -3,7 +3,8 @@
 //!
 //! The listener serves `/metrics` (Prometheus text, [`prom`]) and, under
 //! `/api/`, RabbitMQ 3.10's management HTTP API for what Shoal has: the
-//! read views ([`views`]), the writes ([`writes`]), definitions export and
+//! read views ([`views`]), the writes ([`writes`]), users, vhosts and
+//! permissions ([`users`]), definitions export and
 //! import ([`definitions`]) and the health checks ([`health`]), behind HTTP
 //! basic auth with RabbitMQ's user tags ([`auth`]); message rates come from
 //! a once-a-second sampler ([`rates`]); [`json`] holds the conversions.
@@ -19,6 +20,7 @@ pub mod health;
 pub mod json;
 pub mod prom;
 pub mod rates;
+pub mod users;
 pub mod views;
 pub mod writes;
 
@@ -61,6 +63,8 @@ pub struct ApiError {
     status: StatusCode,
     error: &'static str,
     reason: String,
+    /// Send `WWW-Authenticate` (no or wrong credentials only).
+    challenge: bool,
 }
 
 impl ApiError {
@@ -69,6 +73,7 @@ impl ApiError {
             status,
             error,
             reason: reason.into(),
+            challenge: false,
         }
     }
 
@@ -77,14 +82,20 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", reason)
     }
 
-    /// 401 (no or wrong credentials).
+    /// 401 with `WWW-Authenticate` (no or wrong credentials).
     pub fn unauthorized(reason: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "not_authorised", reason)
+        ApiError {
+            challenge: true,
+            ..Self::new(StatusCode::UNAUTHORIZED, "not_authorised", reason)
+        }
     }
 
-    /// 403 (authenticated, not allowed).
-    pub fn forbidden(reason: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "not_authorised", reason)
+    /// 401 without a challenge: authenticated, but its tags or permissions
+    /// do not allow the request. RabbitMQ 3.x's `not_authorised` answers
+    /// 401 there (its code notes 403 as a change for 4.0), and clients
+    /// written against it test for 401.
+    pub fn not_authorised(reason: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "not_authorised", reason)
     }
 
     /// 404, RabbitMQ's body.
@@ -99,7 +110,7 @@ impl ApiError {
     fn response(self) -> Response<Full<Bytes>> {
         let body = json!({"error": self.error, "reason": self.reason});
         let mut r = respond(self.status, "application/json", body.to_string());
-        if self.status == StatusCode::UNAUTHORIZED {
+        if self.challenge {
             r.headers_mut().insert(
                 hyper::header::WWW_AUTHENTICATE,
                 hyper::header::HeaderValue::from_static("Basic realm=\"RabbitMQ Management\""),
@@ -113,7 +124,7 @@ impl From<AmqpError> for ApiError {
     fn from(e: AmqpError) -> Self {
         match e.code {
             code::NOT_FOUND => Self::new(StatusCode::NOT_FOUND, "Object Not Found", e.text),
-            code::ACCESS_REFUSED => Self::forbidden(e.text),
+            code::ACCESS_REFUSED => Self::not_authorised(e.text),
             _ => Self::bad_request(e.text),
         }
     }
@@ -402,11 +413,11 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
 
 /// 404 for a missing vhost, 403 for one the caller may not see.
 fn scoped(cx: &Ctx, c: &Caller, v: &str) -> Result<(), ApiError> {
-    if !cx.b.vhosts.contains_key(v) {
+    if cx.b.vhost(v).is_none() {
         return Err(ApiError::not_found());
     }
     if !c.sees_vhost(v) {
-        return Err(ApiError::forbidden(format!(
+        return Err(ApiError::not_authorised(format!(
             "access to vhost '{v}' refused for user '{}'",
             c.name
         )));
@@ -482,9 +493,17 @@ fn route(
         }
         (Method::GET, ["queues", v, q, "bindings"]) => {
             scoped(&cx, c, v)?;
-            writes::vhost(b, v)?.lock().queues.get(*q).ok_or_else(ApiError::not_found)?;
-            list(views::bindings(&cx, Some(v)).into_iter()
-                .filter(|r| is(r, "destination", q) && is(r, "destination_type", "queue")).collect())
+            writes::vhost(b, v)?
+                .lock()
+                .queues
+                .get(*q)
+                .ok_or_else(ApiError::not_found)?;
+            list(
+                views::bindings(&cx, Some(v))
+                    .into_iter()
+                    .filter(|r| is(r, "destination", q) && is(r, "destination_type", "queue"))
+                    .collect(),
+            )
         }
         (Method::PUT, ["queues", v, q]) => writes::put_queue(b, c, v, q, &parse_json(body)?),
         (Method::DELETE, ["queues", v, q]) => writes::delete_queue(b, c, v, q, query),
@@ -506,13 +525,24 @@ fn route(
             if !x.is_empty() && !writes::vhost(b, v)?.lock().exchanges.contains_key(x) {
                 return Err(ApiError::not_found());
             }
-            list(views::bindings(&cx, Some(v)).into_iter()
-                .filter(|r| if *side == "source" { is(r, "source", x) } else { is(r, "destination", x) && is(r, "destination_type", "exchange") })
-                .collect())
+            list(
+                views::bindings(&cx, Some(v))
+                    .into_iter()
+                    .filter(|r| {
+                        if *side == "source" {
+                            is(r, "source", x)
+                        } else {
+                            is(r, "destination", x) && is(r, "destination_type", "exchange")
+                        }
+                    })
+                    .collect(),
+            )
         }
         (Method::PUT, ["exchanges", v, x]) => writes::put_exchange(b, c, v, x, &parse_json(body)?),
         (Method::DELETE, ["exchanges", v, x]) => writes::delete_exchange(b, c, v, x, query),
-        (Method::POST, ["exchanges", v, x, "publish"]) => writes::publish(b, c, v, x, &parse_json(body)?),
+        (Method::POST, ["exchanges", v, x, "publish"]) => {
+            writes::publish(b, c, v, x, &parse_json(body)?)
+        }
         (Method::GET, ["bindings"]) => list(views::bindings(&cx, None)),
         (Method::GET, ["bindings", v]) => {
             scoped(&cx, c, v)?;
@@ -520,27 +550,49 @@ fn route(
         }
         (Method::GET, ["bindings", v, "e", s, t @ ("q" | "e"), d]) => {
             scoped(&cx, c, v)?;
-            list(views::bindings(&cx, Some(v)).into_iter()
-                .filter(|r| is(r, "source", s) && is(r, "destination", d) && is(r, "destination_type", dtype(t)))
-                .collect())
+            list(
+                views::bindings(&cx, Some(v))
+                    .into_iter()
+                    .filter(|r| {
+                        is(r, "source", s)
+                            && is(r, "destination", d)
+                            && is(r, "destination_type", dtype(t))
+                    })
+                    .collect(),
+            )
         }
         (Method::POST, ["bindings", v, "e", s, t @ ("q" | "e"), d]) => {
-            let p = writes::BindingPath { vhost: v, source: s, kind: t, dest: d };
+            let p = writes::BindingPath {
+                vhost: v,
+                source: s,
+                kind: t,
+                dest: d,
+            };
             writes::post_binding(b, c, &p, &parse_json(body)?)
         }
         (Method::GET, ["bindings", v, "e", s, t @ ("q" | "e"), d, props]) => {
             scoped(&cx, c, v)?;
             find(views::bindings(&cx, Some(v)), |r| {
-                is(r, "source", s) && is(r, "destination", d) && is(r, "destination_type", dtype(t))
-                    && (is(r, "properties_key", props) || r["properties_key"].as_str().map(decode).as_deref() == Some(*props))
+                is(r, "source", s)
+                    && is(r, "destination", d)
+                    && is(r, "destination_type", dtype(t))
+                    && (is(r, "properties_key", props)
+                        || r["properties_key"].as_str().map(decode).as_deref() == Some(*props))
             })
         }
         (Method::DELETE, ["bindings", v, "e", s, t @ ("q" | "e"), d, props]) => {
-            let p = writes::BindingPath { vhost: v, source: s, kind: t, dest: d };
+            let p = writes::BindingPath {
+                vhost: v,
+                source: s,
+                kind: t,
+                dest: d,
+            };
             writes::delete_binding(b, c, &p, props)
         }
         (Method::GET, ["connections"]) => list(views::connections(&cx)),
-        (Method::GET, ["connections", name]) => find(views::connections(&cx), |r| is(r, "name", name)),
+        (Method::GET, ["connections", name]) => {
+            find(views::connections(&cx), |r| is(r, "name", name))
+        }
         (Method::GET, ["channels"]) => list(views::channels(&cx)),
         (Method::GET, ["consumers"]) => list(views::consumers(&cx, None)),
         (Method::GET, ["consumers", v]) => {
@@ -591,9 +643,17 @@ fn route(
             c.require_vhost(v)?;
             health::aliveness(b, v)
         }
-        (Method::PUT | Method::DELETE, ["vhosts" | "users" | "permissions", ..]) => Err(ApiError::not_allowed(
-            "users, vhosts and permissions come from the broker's configuration file (reloaded on SIGHUP); they cannot be changed through the API",
-        )),
+        (Method::PUT, ["users", u]) => users::put_user(b, c, u, &parse_json(body)?),
+        (Method::DELETE, ["users", u]) => users::delete_user(b, c, u),
+        (Method::PUT, ["vhosts", v]) => {
+            parse_json(body)?;
+            users::put_vhost(b, c, v)
+        }
+        (Method::DELETE, ["vhosts", v]) => users::delete_vhost(b, c, v),
+        (Method::PUT, ["permissions", v, u]) => {
+            users::put_permission(b, c, v, u, &parse_json(body)?)
+        }
+        (Method::DELETE, ["permissions", v, u]) => users::delete_permission(b, c, v, u),
         (Method::DELETE, ["connections", _]) => Err(ApiError::not_allowed(
             "closing connections through the API is not supported",
         )),
@@ -625,7 +685,8 @@ pub fn control(b: &Broker, req: Value, stop: &shoal_core::Shutdown) -> Value {
                 let (Some(v), Some(n)) = (r["vhost"].as_str(), r["name"].as_str()) else {
                     continue;
                 };
-                let g = b.vhosts[v].lock();
+                let Some(vh) = b.vhost(v) else { continue };
+                let g = vh.lock();
                 let count = if n.is_empty() {
                     g.queues.len()
                 } else {

@@ -152,7 +152,7 @@ pub fn metrics_text(b: &Broker, per_object: bool) -> String {
             vec![],
         ),
     ];
-    for (vname, v) in &b.vhosts {
+    for (vname, v) in b.vhosts().iter() {
         let g = v.lock();
         let vl = vec![("vhost".to_string(), vname.clone())];
         let st = g.store.stats();
@@ -218,10 +218,11 @@ fn rabbitmq_families(w: &mut TextWriter, b: &Broker, per_object: bool) {
     let (mut published, mut delivered, mut acked, mut returned, mut q_published) =
         (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut per_q: [Rows; 5] = Default::default();
-    let mut names: Vec<&String> = b.vhosts.keys().collect();
+    let vhosts = b.vhosts();
+    let mut names: Vec<&String> = vhosts.keys().collect();
     names.sort();
     for vname in names {
-        let g = b.vhosts[vname].lock();
+        let g = vhosts[vname].lock();
         queues += g.queues.len();
         channels += g.channels.len();
         published += g.stats.published;

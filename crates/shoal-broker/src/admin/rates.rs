@@ -61,7 +61,7 @@ impl Rates {
     pub fn sample(&self, b: &Broker) {
         let mut global = [0u64; 8];
         let mut queues = HashMap::new();
-        for (vname, v) in &b.vhosts {
+        for (vname, v) in b.vhosts().iter() {
             let g = v.lock();
             global[g::PUBLISH] += g.stats.published;
             global[g::DELIVER_GET] += g.stats.delivered;

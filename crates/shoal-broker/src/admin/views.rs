@@ -15,6 +15,7 @@ use amq_protocol::types::FieldTable;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// The RabbitMQ release whose management API (paths, JSON shapes, status
 /// codes) Shoal follows; reported as `rabbitmq_version` and
@@ -41,15 +42,15 @@ impl Ctx<'_> {
     }
 
     /// Visible vhosts (all, or only `only`), sorted by name.
-    fn vhosts(&self, only: Option<&str>) -> Vec<(&String, &parking_lot::Mutex<VHost>)> {
+    fn vhosts(&self, only: Option<&str>) -> Vec<(String, Arc<parking_lot::Mutex<VHost>>)> {
         let mut v: Vec<_> = self
             .b
-            .vhosts
+            .vhosts()
             .iter()
             .filter(|(n, _)| self.sees_vhost(n) && only.is_none_or(|o| o == n.as_str()))
-            .map(|(n, v)| (n, &**v))
+            .map(|(n, v)| (n.clone(), v.clone()))
             .collect();
-        v.sort_by(|a, b| a.0.cmp(b.0));
+        v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
 }
@@ -91,7 +92,7 @@ pub fn queue_row(vname: &str, qu: &Queue, rates: &Rates, node: &str) -> Value {
 pub fn queues(cx: &Ctx, only: Option<&str>) -> Vec<Value> {
     let node = node_name(cx.b);
     let mut rows = Vec::new();
-    for (vname, v) in cx.vhosts(only) {
+    for (vname, v) in &cx.vhosts(only) {
         let g = v.lock();
         let mut qs: Vec<&Queue> = g.queues.values().collect();
         qs.sort_by(|a, b| a.name.cmp(&b.name));
@@ -106,7 +107,7 @@ pub fn queues(cx: &Ctx, only: Option<&str>) -> Vec<Value> {
 /// Exchanges (the default exchange `""` included, as RabbitMQ lists it).
 pub fn exchanges(cx: &Ctx, only: Option<&str>) -> Vec<Value> {
     let mut rows = vec![];
-    for (vname, v) in cx.vhosts(only) {
+    for (vname, v) in &cx.vhosts(only) {
         let g = v.lock();
         rows.push(json!({"name": "", "vhost": vname, "type": "direct", "durable": true,
             "auto_delete": false, "internal": false, "arguments": {}, "user_who_performed_action": "rmq-internal"}));
@@ -178,7 +179,7 @@ pub fn vhost_bindings(vname: &str, g: &VHost) -> Vec<Value> {
 /// Bindings of every visible vhost (or `only`).
 pub fn bindings(cx: &Ctx, only: Option<&str>) -> Vec<Value> {
     let mut rows = vec![];
-    for (vname, v) in cx.vhosts(only) {
+    for (vname, v) in &cx.vhosts(only) {
         rows.extend(vhost_bindings(vname, &v.lock()));
     }
     rows
@@ -200,7 +201,7 @@ pub fn conn_name(c: &ConnInfo) -> String {
 pub fn connections(cx: &Ctx) -> Vec<Value> {
     let node = node_name(cx.b);
     let mut chans: HashMap<u64, usize> = HashMap::new();
-    for v in cx.b.vhosts.values() {
+    for v in cx.b.vhosts().values() {
         for k in v.lock().channels.keys() {
             *chans.entry(chan_conn(*k)).or_default() += 1;
         }
@@ -255,7 +256,7 @@ pub fn channels(cx: &Ctx) -> Vec<Value> {
     let node = node_name(cx.b);
     let own = owners(cx.b);
     let mut rows = vec![];
-    for (vname, v) in cx.vhosts(None) {
+    for (vname, v) in &cx.vhosts(None) {
         let g = v.lock();
         let mut keys: Vec<&u64> = g.channels.keys().collect();
         keys.sort();
@@ -283,7 +284,7 @@ pub fn channels(cx: &Ctx) -> Vec<Value> {
 pub fn consumers(cx: &Ctx, only: Option<&str>) -> Vec<Value> {
     let own = owners(cx.b);
     let mut rows = vec![];
-    for (vname, v) in cx.vhosts(only) {
+    for (vname, v) in &cx.vhosts(only) {
         let g = v.lock();
         let mut qs: Vec<&Queue> = g.queues.values().collect();
         qs.sort_by(|a, b| a.name.cmp(&b.name));
@@ -319,7 +320,7 @@ pub fn consumers(cx: &Ctx, only: Option<&str>) -> Vec<Value> {
 fn totals(cx: &Ctx) -> (u64, u64, usize, usize, usize, usize) {
     let (mut ready, mut unacked, mut queues, mut exchanges, mut consumers, mut channels) =
         (0u64, 0u64, 0, 0, 0, 0);
-    for (_, v) in cx.vhosts(None) {
+    for (_, v) in &cx.vhosts(None) {
         let g = v.lock();
         queues += g.queues.len();
         exchanges += g.exchanges.len() + 1;
@@ -336,7 +337,7 @@ fn totals(cx: &Ctx) -> (u64, u64, usize, usize, usize, usize) {
 /// Message counters summed over visible vhosts: (published, delivered, acked, returned).
 fn message_counts(cx: &Ctx) -> [u64; 4] {
     let mut c = [0u64; 4];
-    for (_, v) in cx.vhosts(None) {
+    for (_, v) in &cx.vhosts(None) {
         let s = v.lock().stats;
         for (i, n) in [s.published, s.delivered, s.acked, s.returned]
             .into_iter()
@@ -469,14 +470,19 @@ pub fn vhosts(cx: &Ctx) -> Vec<Value> {
         .collect()
 }
 
-/// `/api/users` rows (no password hashes: passwords live in the config file).
+/// `/api/users` rows with RabbitMQ's `password_hash` and
+/// `hashing_algorithm` (a configured plain password is shown hashed).
 pub fn users(b: &Broker) -> Vec<Value> {
     let a = b.accounts();
     let mut names: Vec<&String> = a.users.keys().collect();
     names.sort();
     names
         .into_iter()
-        .map(|n| json!({"name": n, "tags": a.users[n].tags, "limits": {}}))
+        .map(|n| {
+            let u = &a.users[n];
+            let (hash, algo) = u.password.export(n);
+            json!({"name": n, "password_hash": hash, "hashing_algorithm": algo, "tags": u.tags, "limits": {}})
+        })
         .collect()
 }
 

@@ -23,33 +23,36 @@ use std::sync::Arc;
 pub const GET_MAX: u64 = 10_000;
 
 /// A vhost by name, or 404.
-pub fn vhost<'a>(b: &'a Broker, name: &str) -> Result<&'a Arc<Mutex<VHost>>, ApiError> {
-    b.vhosts.get(name).ok_or_else(ApiError::not_found)
+pub fn vhost(b: &Broker, name: &str) -> Result<Arc<Mutex<VHost>>, ApiError> {
+    b.vhost(name).ok_or_else(ApiError::not_found)
 }
+
+/// A locked vhost that owns its reference (the vhost map may change).
+type Locked = parking_lot::ArcMutexGuard<parking_lot::RawMutex, VHost>;
 
 /// `vhost` locked for a `kind` (`queue`/`exchange`) `name` operation that
 /// needs `access`: 404 for a missing vhost, 403 without the permission.
-fn locked<'a>(
-    b: &'a Broker,
+fn locked(
+    b: &Broker,
     c: &Caller,
     v: &str,
     access: Access,
     kind: &str,
     name: &str,
-) -> Result<parking_lot::MutexGuard<'a, VHost>, ApiError> {
+) -> Result<Locked, ApiError> {
     let vh = vhost(b, v)?;
     c.check(v, access, kind, name)?;
-    Ok(vh.lock())
+    Ok(vh.lock_arc())
 }
 
 /// [`locked`] for an existing queue: 404 when `name` is not declared.
-fn locked_queue<'a>(
-    b: &'a Broker,
+fn locked_queue(
+    b: &Broker,
     c: &Caller,
     v: &str,
     access: Access,
     name: &str,
-) -> Result<parking_lot::MutexGuard<'a, VHost>, ApiError> {
+) -> Result<Locked, ApiError> {
     let g = locked(b, c, v, access, "queue", name)?;
     if g.queues.contains_key(name) {
         Ok(g)
@@ -189,11 +192,7 @@ pub struct BindingPath<'a> {
 
 impl BindingPath<'_> {
     /// Its vhost and destination, after the caller's permissions are checked.
-    fn open<'b>(
-        &self,
-        b: &'b Broker,
-        c: &Caller,
-    ) -> Result<(&'b Arc<Mutex<VHost>>, Dest), ApiError> {
+    fn open(&self, b: &Broker, c: &Caller) -> Result<(Arc<Mutex<VHost>>, Dest), ApiError> {
         let vh = vhost(b, self.vhost)?;
         let d = dest(self.kind, self.dest)?;
         check_bind(c, self.vhost, self.source, &d)?;
@@ -237,7 +236,7 @@ pub fn delete_binding(
     let (vh, d) = p.open(b, c)?;
     let source = p.source;
     if source.is_empty() {
-        return Err(ApiError::forbidden(
+        return Err(ApiError::not_authorised(
             "operation not permitted on the default exchange",
         ));
     }

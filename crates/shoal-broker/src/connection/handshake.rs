@@ -92,11 +92,12 @@ impl Conn {
             }
             (State::Open, connection::AMQPMethod::Open(o)) => {
                 let name = o.virtual_host.as_str().to_string();
-                let Some(v) = self.broker.vhosts.get(&name).cloned() else {
+                let Some(v) = self.broker.vhost(&name) else {
                     return Err(
                         AmqpError::not_allowed(format!("vhost {name} not found")).on(cid, mid)
                     );
                 };
+                self.perm_gen = self.broker.accounts_generation();
                 let perm = self
                     .broker
                     .accounts()
@@ -178,7 +179,7 @@ impl Conn {
         let accounts = self.broker.accounts();
         let ok = creds.as_ref().and_then(|(u, p)| {
             let user = accounts.users.get(u)?;
-            if &user.password != p {
+            if !user.password.verify(p) {
                 return None;
             }
             if user.loopback_only && !self.peer.ip().is_loopback() {

@@ -176,6 +176,9 @@ pub struct VHost {
     defs_path: PathBuf,
     /// Direct reply-to tokens → channel keys.
     replies: HashMap<String, u64>,
+    /// Deleted through the management API: its files are gone and its
+    /// definitions are no longer saved.
+    pub deleted: bool,
 }
 
 const PREDECLARED: [(&str, Kind); 6] = [
@@ -322,10 +325,14 @@ impl VHost {
             page_budget,
             defs_path,
             replies: HashMap::new(),
+            deleted: false,
         })
     }
 
     fn save_definitions(&self) {
+        if self.deleted {
+            return;
+        }
         let mut d = Defs::default();
         for e in self.exchanges.values() {
             if e.durable && !PREDECLARED.iter().any(|(n, _)| *n == e.name) {
