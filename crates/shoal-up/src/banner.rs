@@ -1,6 +1,6 @@
 //! The few lines `shoal up` prints to stderr once everything runs: each part
 //! and its address, then what to try (and whether the clusters run the
-//! built-in worker because `node` is missing).
+//! built-in worker, and why: `node` is missing, or cannot load `amqplib`).
 
 use crate::start::View;
 
@@ -9,14 +9,14 @@ pub fn text(
     name: &str,
     parts: &[(String, View)],
     dashboard: Option<std::net::SocketAddr>,
-    builtin_worker: bool,
+    builtin_worker: Option<&str>,
 ) -> String {
     let mut out = String::from("\nshoal up: running\n");
-    if builtin_worker {
-        out.push_str(
-            "  (node is not on PATH: the clusters run Shoal's built-in HTTP worker, `shoal up-worker`, \
-             which answers, publishes and counts like examples/up/web.js)\n",
-        );
+    if let Some(why) = builtin_worker {
+        out.push_str(&format!(
+            "  ({why}: the clusters run Shoal's built-in HTTP worker, `shoal up-worker`, \
+             which answers, publishes and counts like examples/up/web.js)\n"
+        ));
     }
     let mut tries = Vec::new();
     for (label, view) in parts {

@@ -109,6 +109,8 @@ pub struct Plan {
     /// Whether clusters run the built-in worker instead of the default's
     /// Node one (see [`use_builtin_worker`]).
     pub builtin_worker: bool,
+    /// Why the clusters run the built-in worker, for the banner.
+    pub worker_note: Option<String>,
 }
 
 /// Read and validate a topology file.
@@ -161,6 +163,44 @@ fn runs_default_worker(spec: &ClusterSpec) -> bool {
         .is_some_and(|f| f == "node")
         && spec.args.len() == 1
         && script(&spec.args[0])
+}
+
+/// Whether `node` can load the `amqplib` module that the default's Node
+/// worker publishes with, under the first such cluster's `NODE_PATH` (the
+/// default's is relative to a checkout, so it is missing when `shoal up`
+/// runs elsewhere). `true` when no cluster runs the default worker; `false`
+/// when node does not answer within 5 seconds.
+pub fn default_worker_loads_amqplib(plan: &Plan) -> bool {
+    let Some(c) = plan.clusters.iter().find(|c| runs_default_worker(&c.spec)) else {
+        return true;
+    };
+    let mut cmd = std::process::Command::new(&c.spec.exec);
+    cmd.args(["-e", "require.resolve('amqplib')"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in &c.spec.env {
+        if k == "NODE_PATH" {
+            cmd.env(k, v);
+        }
+    }
+    let Ok(mut child) = cmd.spawn() else {
+        return false;
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.success(),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+        }
+    }
 }
 
 /// For a machine without `node`: every cluster that runs the default's Node
@@ -289,6 +329,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Plan, ConfigError> {
         proxy,
         dashboard,
         builtin_worker: false,
+        worker_note: None,
     })
 }
 

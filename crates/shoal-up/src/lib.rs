@@ -44,7 +44,8 @@ pub mod targeted;
 pub mod worker;
 
 pub use config::{
-    default_plan, load, parse, use_builtin_worker, Plan, DEFAULT_TOPOLOGY, DEFAULT_WORKER_JS,
+    default_plan, default_worker_loads_amqplib, load, parse, use_builtin_worker, Plan,
+    DEFAULT_TOPOLOGY, DEFAULT_WORKER_JS,
 };
 pub use error::UpError;
 pub use start::run;

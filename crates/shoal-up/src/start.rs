@@ -446,7 +446,7 @@ pub async fn run(plan: Plan, shutdown: Shutdown) -> Result<(), UpError> {
     let name = plan.name.clone();
     let file = plan.file.clone();
     let dashboard = plan.dashboard;
-    let builtin_worker = plan.builtin_worker;
+    let worker_note = plan.worker_note.clone().filter(|_| plan.builtin_worker);
     let (parts, mut ended) = Parts::new();
     let reloader = Arc::new(crate::reload::Reloader::new(
         &plan,
@@ -491,7 +491,7 @@ pub async fn run(plan: Plan, shutdown: Shutdown) -> Result<(), UpError> {
         topology,
     ));
     shoal_core::output::stderr(
-        crate::banner::text(&name, &parts.views(), dash, builtin_worker).as_bytes(),
+        crate::banner::text(&name, &parts.views(), dash, worker_note.as_deref()).as_bytes(),
     );
 
     // Wait for a stop, or for a part that ends on its own.

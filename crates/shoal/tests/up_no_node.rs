@@ -1,6 +1,8 @@
-//! `shoal up` on a machine without Node: the default topology (printed by
-//! `--print-default`, on free ports) runs Shoal's built-in HTTP worker, the
-//! banner says so, and the chapter still works end to end: both clusters
+//! `shoal up` on a machine without Node, or whose Node cannot load the
+//! `amqplib` module (the default run outside a checkout): the default
+//! topology (printed by `--print-default`, on free ports) runs Shoal's
+//! built-in HTTP worker, the banner says why, and the chapter still works
+//! end to end: both clusters
 //! answer through the proxy, every request counts exactly once at the
 //! collector and publishes one event to the broker, and SIGTERM stops all.
 
@@ -15,6 +17,45 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn without_node_the_default_runs_the_built_in_worker() {
+    // A PATH with nothing on it: no node.
+    let empty = TempDir::new();
+    run_default_expecting_built_in(
+        &[("PATH", empty.path().as_os_str())],
+        |t| t,
+        "node is not on PATH",
+    );
+}
+
+/// Before, Node workers that could not load amqplib answered and counted
+/// but published nothing, so the chapter's message queue stayed empty.
+#[test]
+fn without_amqplib_the_default_runs_the_built_in_worker() {
+    if Command::new("node").arg("-v").output().is_err() {
+        eprintln!("skipped: node is not installed");
+        return;
+    }
+    let nowhere = TempDir::new();
+    let nowhere = nowhere.path().join("node_modules").display().to_string();
+    run_default_expecting_built_in(
+        &[],
+        move |t| {
+            t.replace(
+                "NODE_PATH = \"tests/node/node_modules\"",
+                &format!("NODE_PATH = {nowhere:?}"),
+            )
+        },
+        "node cannot load the amqplib module",
+    );
+}
+
+/// Run the printed default on free ports (changed by `tweak`, with `env`),
+/// expect the built-in worker and `why` in the banner, and check the
+/// chapter end to end.
+fn run_default_expecting_built_in(
+    env: &[(&str, &std::ffi::OsStr)],
+    tweak: impl FnOnce(String) -> String,
+    why: &str,
+) {
     let out = Command::new(shoal())
         .args(["up", "--print-default"])
         .output()
@@ -36,12 +77,11 @@ fn without_node_the_default_runs_the_built_in_worker() {
             "shoal-up-data/broker",
             &data.path().join("broker").display().to_string(),
         );
-    // A PATH with nothing on it: no node.
-    let empty = TempDir::new();
-    let mut up = Up::spawn_with_env(&text, &[("PATH", empty.path().as_os_str())]);
+    let text = tweak(text);
+    let mut up = Up::spawn_with_env(&text, env);
     up.wait_running();
     let log = up.log();
-    assert!(log.contains("node is not on PATH"), "{log}");
+    assert!(log.contains(why), "{log}");
     assert!(log.contains("built-in HTTP worker"), "{log}");
 
     // Both clusters answer through the proxy, like web.js does.

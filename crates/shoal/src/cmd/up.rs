@@ -49,10 +49,25 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let node_on_path = std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("node").is_file()));
-    if !node_on_path {
-        // The default's Node worker becomes the built-in one (the banner says so).
+    // The default's Node worker (examples/up/web.js) becomes the built-in
+    // one (the banner says why) where it could not run, or could not publish
+    // its events (amqplib not installed where NODE_PATH points, as when the
+    // default runs outside a checkout).
+    let why = if !node_on_path {
+        Some("node is not on PATH".to_string())
+    } else if !shoal_up::default_worker_loads_amqplib(&plan) {
+        Some(
+            "node cannot load the amqplib module that examples/up/web.js publishes with \
+             (in a checkout: cd tests/node && npm ci)"
+                .to_string(),
+        )
+    } else {
+        None
+    };
+    if let Some(why) = why {
         let exe = std::env::current_exe().context("the built-in worker: where is shoal?")?;
         shoal_up::use_builtin_worker(&mut plan, &exe);
+        plan.worker_note = Some(why);
     }
     if args.check {
         for c in &plan.clusters {
