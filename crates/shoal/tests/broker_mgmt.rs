@@ -269,6 +269,7 @@ fn management_http_auth_errors_health_and_definitions_round_trip() {
             "400",
             "publish-get",
             "bindings",
+            "pagination",
             "health",
             "definitions",
         ],

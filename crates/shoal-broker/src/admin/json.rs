@@ -1,7 +1,9 @@
 //! JSON conversions of the management API: AMQP field tables and message
 //! properties to and from JSON as RabbitMQ's management plugin writes them,
 //! lenient scalar fields (rabbitmqadmin sends `"durable": "true"` and
-//! `"count": "1"`), and the `columns` / `sort` query options of list views.
+//! `"count": "1"`), and the query options of list views (`columns`,
+//! `sort`, and RabbitMQ's pagination: `page`, `page_size`, `name`,
+//! `use_regex`).
 
 use super::ApiError;
 use amq_protocol::protocol::BasicProperties;
@@ -231,21 +233,104 @@ fn pick(v: &Value, columns: &[&str]) -> Value {
     out
 }
 
-/// Apply the list query options RabbitMQ's list endpoints take:
-/// `columns`, `sort` (a dotted field) and `sort_reverse`.
-pub fn shape_list(mut rows: Vec<Value>, query: &[(String, String)]) -> Value {
+/// Largest `page_size` a paginated list answers, as RabbitMQ's.
+pub const MAX_PAGE_SIZE: usize = 500;
+/// `page_size` when a paginated request leaves it out, as RabbitMQ's.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// Longest `name` filter accepted (a regex with `use_regex=true`).
+pub const MAX_NAME_FILTER: usize = 4096;
+
+/// Apply the list query options RabbitMQ's list endpoints take: `columns`,
+/// `sort` (a dotted field) and `sort_reverse`; and, when `page` is given,
+/// its pagination: `name` keeps the rows whose `name` contains it (a
+/// case-insensitive substring, or a regex with `use_regex=true`), then the
+/// rows are sorted and cut to page `page` of `page_size` (at most
+/// [`MAX_PAGE_SIZE`]), answered as `{"filtered_count", "item_count",
+/// "items", "page", "page_count", "page_size", "total_count"}`.
+pub fn shape_list(mut rows: Vec<Value>, query: &[(String, String)]) -> Result<Value, ApiError> {
     let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let page = match get("page") {
+        None => None,
+        Some(p) => Some(p.parse::<usize>().ok().filter(|&p| p >= 1).ok_or_else(|| {
+            ApiError::bad_request(format!("page must be a number from 1 up, not {p:?}"))
+        })?),
+    };
+    let total = rows.len();
+    if page.is_some() {
+        if let Some(name) = get("name").filter(|n| !n.is_empty()) {
+            let keep = name_filter(name, get("use_regex") == Some("true"))?;
+            rows.retain(|r| r.get("name").and_then(Value::as_str).is_some_and(&keep));
+        }
+    }
     if let Some(field) = get("sort").filter(|s| !s.is_empty()) {
         rows.sort_by(|a, b| cmp_values(lookup(a, field), lookup(b, field)));
     }
     if get("sort_reverse") == Some("true") {
         rows.reverse();
     }
+    let paged = match page {
+        None => None,
+        Some(page) => {
+            let size = match get("page_size") {
+                None => DEFAULT_PAGE_SIZE,
+                Some(s) => s
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&n| (1..=MAX_PAGE_SIZE).contains(&n))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "page_size must be a number from 1 to {MAX_PAGE_SIZE}, not {s:?}"
+                        ))
+                    })?,
+            };
+            let filtered = rows.len();
+            let pages = filtered.div_ceil(size);
+            if page > pages.max(1) {
+                return Err(ApiError::bad_request(format!(
+                    "Page out of range: page {page} of {pages}"
+                )));
+            }
+            rows = rows
+                .into_iter()
+                .skip((page - 1) * size)
+                .take(size)
+                .collect();
+            Some((page, size, filtered, pages))
+        }
+    };
     if let Some(cols) = get("columns").filter(|s| !s.is_empty()) {
         let cols: Vec<&str> = cols.split(',').collect();
         rows = rows.iter().map(|r| pick(r, &cols)).collect();
     }
-    Value::Array(rows)
+    Ok(match paged {
+        None => Value::Array(rows),
+        Some((page, size, filtered, pages)) => json!({
+            "filtered_count": filtered,
+            "item_count": rows.len(),
+            "items": rows,
+            "page": page,
+            "page_count": pages,
+            "page_size": size,
+            "total_count": total,
+        }),
+    })
+}
+
+/// The test of a pagination `name` filter: a case-insensitive substring,
+/// or (with `use_regex`) a regex, unanchored as RabbitMQ's.
+fn name_filter(name: &str, regex: bool) -> Result<Box<dyn Fn(&str) -> bool>, ApiError> {
+    if name.len() > MAX_NAME_FILTER {
+        return Err(ApiError::bad_request(format!(
+            "name filter longer than {MAX_NAME_FILTER} bytes"
+        )));
+    }
+    if !regex {
+        let needle = name.to_lowercase();
+        return Ok(Box::new(move |s: &str| s.to_lowercase().contains(&needle)));
+    }
+    let re = regex_automata::meta::Regex::new(name)
+        .map_err(|e| ApiError::bad_request(format!("invalid name regex {name:?}: {e}")))?;
+    Ok(Box::new(move |s: &str| re.is_match(s)))
 }
 
 /// Apply `columns` to a single object (`show overview`).
@@ -274,6 +359,70 @@ fn cmp_values(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn pagination_filters_sorts_and_cuts_as_rabbitmq() {
+        let rows: Vec<Value> = ["orders", "Orders.dlq", "mail", "ORDERS.retry", "audit"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| json!({"name": n, "messages": i}))
+            .collect();
+        // Without `page`: a plain list, `name` ignored.
+        let plain = shape_list(rows.clone(), &q(&[("name", "orders")])).unwrap();
+        assert_eq!(plain.as_array().unwrap().len(), 5);
+        let p = shape_list(
+            rows.clone(),
+            &q(&[
+                ("page", "2"),
+                ("page_size", "2"),
+                ("name", "orders"),
+                ("sort", "name"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(p["total_count"], 5);
+        assert_eq!(p["filtered_count"], 3);
+        assert_eq!(p["page_count"], 2);
+        assert_eq!(p["page"], 2);
+        assert_eq!(p["page_size"], 2);
+        assert_eq!(p["item_count"], 1);
+        assert_eq!(p["items"][0]["name"], "orders");
+        let r = shape_list(
+            rows.clone(),
+            &q(&[
+                ("page", "1"),
+                ("name", "^(mail|audit)$"),
+                ("use_regex", "true"),
+                ("columns", "name"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(r["items"], json!([{"name": "mail"}, {"name": "audit"}]));
+        assert_eq!(r["page_size"], DEFAULT_PAGE_SIZE);
+        // Page 1 of nothing is an empty page; past the end, a bad request.
+        let none = shape_list(vec![], &q(&[("page", "1")])).unwrap();
+        assert_eq!(
+            (none["page_count"].clone(), none["item_count"].clone()),
+            (json!(0), json!(0))
+        );
+        for bad in [
+            q(&[("page", "4"), ("page_size", "2")]),
+            q(&[("page", "0")]),
+            q(&[("page", "x")]),
+            q(&[("page", "1"), ("page_size", "501")]),
+            q(&[("page", "1"), ("name", "("), ("use_regex", "true")]),
+        ] {
+            let e = shape_list(rows.clone(), &bad).unwrap_err();
+            assert_eq!(e.status, hyper::StatusCode::BAD_REQUEST, "{bad:?}");
+        }
+    }
 
     #[test]
     fn tables_round_trip_through_json() {

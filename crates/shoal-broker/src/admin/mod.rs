@@ -458,7 +458,7 @@ fn route(
         rates: &st.rates,
         caller: Some(c),
     };
-    let list = |rows: Vec<Value>| Ok(Reply::json(shape_list(rows, query)));
+    let list = |rows: Vec<Value>| shape_list(rows, query).map(Reply::json);
     let dtype = |t: &str| if t == "q" { "queue" } else { "exchange" };
     match (method.clone(), segs) {
         (Method::GET, ["overview"]) => Ok(Reply::json(shape_one(views::overview(&cx), query))),

@@ -144,6 +144,25 @@ expect(rows == [], "binding-gone", rows)
 st, _, _ = call("POST", "/bindings/%2F/e/x.api/q/q400", {"routing_key": "a.*"})
 print("ok bindings")
 
+# Pagination, as the RabbitMQ management UI and HTTP clients ask for it:
+# name filter (substring, case-insensitive; or regex), sort, page, columns.
+for n in ("page.a", "page.b", "PAGE.c", "other.p"):
+    st, _, _ = call("PUT", "/queues/%2F/" + n, {"durable": False})
+    expect(st == 201, "declare-" + n, st)
+st, _, p = call("GET", "/queues/%2F?page=2&page_size=2&name=page.&sort=name&columns=name,messages")
+expect(st == 200 and p["filtered_count"] == 3 and p["page_count"] == 2 and p["page"] == 2
+       and p["item_count"] == 1 and p["items"] == [{"name": "page.b", "messages": 0}]
+       and p["total_count"] >= 4, "paginate", (st, p))
+st, _, p = call("GET", "/queues?page=1&name=%5Eother%5C.&use_regex=true")
+expect(st == 200 and [q["name"] for q in p["items"]] == ["other.p"], "paginate-regex", (st, p))
+st, _, p = call("GET", "/queues/%2F?page=9&page_size=2")
+expect(st == 400 and error_shape(p), "page-out-of-range", (st, p))
+st, _, p = call("GET", "/exchanges/%2F?page=1&page_size=501")
+expect(st == 400 and "page_size" in p["reason"], "page-size-limit", (st, p))
+st, _, lst = call("GET", "/queues/%2F?name=zzz")
+expect(st == 200 and isinstance(lst, list) and len(lst) >= 4, "no-page-plain-list", (st, lst))
+print("ok pagination")
+
 # Health checks.
 st, _, r = call("GET", "/health/checks/alarms")
 expect(st == 200 and r["status"] == "ok", "alarms", r)
