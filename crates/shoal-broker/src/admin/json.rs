@@ -316,9 +316,12 @@ pub fn shape_list(mut rows: Vec<Value>, query: &[(String, String)]) -> Result<Va
     })
 }
 
+/// Whether a row's name passes a pagination `name` filter.
+type NameTest = Box<dyn Fn(&str) -> bool>;
+
 /// The test of a pagination `name` filter: a case-insensitive substring,
 /// or (with `use_regex`) a regex, unanchored as RabbitMQ's.
-fn name_filter(name: &str, regex: bool) -> Result<Box<dyn Fn(&str) -> bool>, ApiError> {
+fn name_filter(name: &str, regex: bool) -> Result<NameTest, ApiError> {
     if name.len() > MAX_NAME_FILTER {
         return Err(ApiError::bad_request(format!(
             "name filter longer than {MAX_NAME_FILTER} bytes"
