@@ -10,14 +10,15 @@ use crate::codec::{decode, Inbound};
 use crate::config::Access;
 use crate::error::{code, AmqpError, AmqpResult};
 use crate::exchange::Dest;
-use crate::message::Message;
+use crate::fastpath::{Fast, Head};
+use crate::message::{Essentials, Message};
 use crate::outbox::{Backlog, Out, Outbox};
 use crate::server::Broker;
 use crate::vhost::{chan_key, VHost};
 use crate::writer::{self, WireParams};
-use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
+use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{
-    access, basic, channel, confirm, connection, exchange, queue, tx, AMQPClass, BasicProperties,
+    access, basic, channel, confirm, connection, exchange, queue, tx, AMQPClass,
 };
 use amq_protocol::types::FieldTable;
 use bytes::{Bytes, BytesMut};
@@ -46,7 +47,8 @@ struct Pending {
     exchange: String,
     routing_key: String,
     mandatory: bool,
-    props: Option<BasicProperties>,
+    /// What the broker reads of the properties, once the header came.
+    props: Option<Essentials>,
     /// The properties as sent (see [`Inbound::Header`]).
     raw_props: Bytes,
     size: u64,
@@ -292,7 +294,8 @@ fn content_chan(channels: &mut FxHashMap<u16, Chan>, ch: u16) -> AmqpResult<Opti
 /// and bodies.
 fn is_content(frame: &Inbound) -> bool {
     match frame {
-        Inbound::Body(..) | Inbound::Header(..) => true,
+        Inbound::Body(..) | Inbound::Header(..) | Inbound::Fast(_, Fast::Publish(_)) => true,
+        Inbound::Fast(_, Fast::Ack(_)) => false,
         Inbound::Frame(f) => matches!(
             **f,
             AMQPFrame::Header(..)
@@ -401,6 +404,15 @@ impl Conn {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let mut alarm = self.broker.alarm.subscribe();
         let mut closing_deadline: Option<tokio::time::Instant> = None;
+        // One timer and one shutdown wait for the whole connection, not one
+        // of each armed and disarmed per read: the timer is set to the
+        // earliest deadline that applies and, when it fires early (reads
+        // came since it was set), moved on to the deadline that applies now.
+        let mut idle_since;
+        let timer = tokio::time::sleep_until(self.handshake_deadline);
+        tokio::pin!(timer);
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         loop {
             // Handle every complete frame already buffered.
             loop {
@@ -409,7 +421,7 @@ impl Conn {
                     // its requests until the writer catches up.
                     tokio::select! {
                         _ = self.backlog.wait_drained() => {}
-                        _ = shutdown.cancelled() => return,
+                        _ = &mut cancelled => return,
                     }
                     if self.backlog.writer_gone.load(Ordering::Relaxed) {
                         return;
@@ -455,22 +467,23 @@ impl Conn {
                 closing_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(2));
             }
             let handshaking = matches!(self.state, State::StartOk | State::TuneOk | State::Open);
-            let hb = if self.heartbeat > 0 && self.state == State::Running {
-                Duration::from_secs(u64::from(self.heartbeat) * 2)
-            } else {
-                Duration::from_secs(60)
-            };
-            let deadline = match closing_deadline {
-                Some(d) => d,
-                None if handshaking => self.handshake_deadline,
-                None => tokio::time::Instant::now() + hb,
-            };
+            // The client's silence counts from here, once what it sent is handled.
+            idle_since = tokio::time::Instant::now();
+            let deadline = self.read_deadline(closing_deadline, handshaking, idle_since);
+            if deadline < timer.deadline() {
+                timer.as_mut().reset(deadline);
+            }
             tokio::select! {
                 r = rd.read_buf(&mut buf) => match r {
                     Ok(0) | Err(_) => return,
                     Ok(_) => {}
                 },
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = &mut timer => {
+                    let deadline = self.read_deadline(closing_deadline, handshaking, idle_since);
+                    if deadline > tokio::time::Instant::now() {
+                        timer.as_mut().reset(deadline);
+                        continue;
+                    }
                     match (closing_deadline, handshaking) {
                         (Some(_), _) => {}
                         (None, true) => self.pre_login.timed_out(self.peer),
@@ -480,7 +493,7 @@ impl Conn {
                     }
                     return;
                 }
-                _ = shutdown.cancelled(), if self.state != State::Closing => {
+                _ = &mut cancelled, if self.state != State::Closing => {
                     self.hard_close(AmqpError {
                         code: code::CONNECTION_FORCED,
                         text: "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'".into(),
@@ -491,6 +504,25 @@ impl Conn {
                     closing_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                 }
             }
+        }
+    }
+
+    /// When reading gives up: at the closing deadline, the handshake
+    /// deadline, or two heartbeat intervals (60 s without heartbeats) after
+    /// `idle_since` (when the last bytes read were handled).
+    fn read_deadline(
+        &self,
+        closing: Option<tokio::time::Instant>,
+        handshaking: bool,
+        idle_since: tokio::time::Instant,
+    ) -> tokio::time::Instant {
+        match closing {
+            Some(d) => d,
+            None if handshaking => self.handshake_deadline,
+            None if self.heartbeat > 0 && self.state == State::Running => {
+                idle_since + Duration::from_secs(u64::from(self.heartbeat) * 2)
+            }
+            None => idle_since + Duration::from_secs(60),
         }
     }
 
@@ -547,7 +579,19 @@ impl Conn {
         let frame = match frame {
             Inbound::Body(ch, b) => return self.on_body(ch, b).map(|_| Step::Continue),
             Inbound::Header(ch, h, raw) => {
-                return self.on_header(ch, *h, raw).map(|_| Step::Continue)
+                return self.on_header(ch, h, raw).map(|_| Step::Continue)
+            }
+            Inbound::Fast(0, m) => return self.on_connection_method(m.into_class()),
+            Inbound::Fast(ch, m) => {
+                let (cid, mid) = match m {
+                    Fast::Publish(_) => (60, 40),
+                    Fast::Ack(_) => (60, 80),
+                };
+                let r = match self.channel_methods_allowed()? {
+                    false => Ok(()),
+                    true => self.on_fast(ch, m),
+                };
+                return self.channel_method_done(ch, cid, mid, r);
             }
             Inbound::Frame(f) => *f,
         };
@@ -562,30 +606,50 @@ impl Conn {
             AMQPFrame::Header(ch, h) => {
                 let mut raw = Vec::new();
                 crate::message::encode_properties_into(&h.properties, &mut raw);
-                self.on_header(ch, h, Bytes::from(raw))
+                self.on_header(ch, Head::of(&h), Bytes::from(raw))
                     .map(|_| Step::Continue)
             }
             AMQPFrame::Body(ch, b) => self.on_body(ch, Bytes::from(b)).map(|_| Step::Continue),
             AMQPFrame::Method(0, method) => self.on_connection_method(method),
             AMQPFrame::Method(ch, method) => {
-                if self.state == State::Closing {
+                if !self.channel_methods_allowed()? {
                     return Ok(Step::Continue);
                 }
-                if self.state != State::Running {
-                    return Err(AmqpError::command_invalid(
-                        "channel method before connection.open",
-                    ));
-                }
                 let (cid, mid) = (method.get_amqp_class_id(), method.get_amqp_method_id());
-                match self.on_channel_method(ch, method) {
-                    Ok(()) => Ok(Step::Continue),
-                    Err(e) if e.hard => Err(e.on(cid, mid)),
-                    Err(e) => {
-                        let e = e.on(cid, mid);
-                        self.soft_close(ch, e.clone());
-                        Err(e)
-                    }
-                }
+                let r = self.on_channel_method(ch, method);
+                self.channel_method_done(ch, cid, mid, r)
+            }
+        }
+    }
+
+    /// Whether a method on a channel is handled now: not while the
+    /// connection is closing (false: ignored), an error before it is open.
+    fn channel_methods_allowed(&self) -> AmqpResult<bool> {
+        match self.state {
+            State::Closing => Ok(false),
+            State::Running => Ok(true),
+            _ => Err(AmqpError::command_invalid(
+                "channel method before connection.open",
+            )),
+        }
+    }
+
+    /// The outcome of channel method `cid`.`mid` on `ch`: a soft error
+    /// closes the channel, a hard one is the connection's.
+    fn channel_method_done(
+        &mut self,
+        ch: u16,
+        cid: u16,
+        mid: u16,
+        r: AmqpResult<()>,
+    ) -> AmqpResult<Step> {
+        match r {
+            Ok(()) => Ok(Step::Continue),
+            Err(e) if e.hard => Err(e.on(cid, mid)),
+            Err(e) => {
+                let e = e.on(cid, mid);
+                self.soft_close(ch, e.clone());
+                Err(e)
             }
         }
     }
@@ -735,18 +799,8 @@ impl Conn {
             }
             _ => {}
         }
-        let Some(c) = self.channels.get(&ch) else {
-            return Err(AmqpError::channel_error(format!(
-                "expected 'channel.open' on channel {ch}"
-            )));
-        };
-        if c.closing {
+        if !self.method_on_open_channel(ch)? {
             return Ok(());
-        }
-        if c.pending.is_some() {
-            return Err(AmqpError::unexpected_frame(format!(
-                "expected content header on channel {ch}, got a method"
-            )));
         }
         let v = self.vhost()?;
         match method {
@@ -794,6 +848,41 @@ impl Conn {
             }
         }
         Ok(())
+    }
+
+    /// Whether a method (other than channel.open/close/close-ok) on `ch`
+    /// is handled: an error if the channel is not open or awaits content,
+    /// false (ignored) while it is closing.
+    fn method_on_open_channel(&self, ch: u16) -> AmqpResult<bool> {
+        let Some(c) = self.channels.get(&ch) else {
+            return Err(AmqpError::channel_error(format!(
+                "expected 'channel.open' on channel {ch}"
+            )));
+        };
+        if c.closing {
+            return Ok(false);
+        }
+        if c.pending.is_some() {
+            return Err(AmqpError::unexpected_frame(format!(
+                "expected content header on channel {ch}, got a method"
+            )));
+        }
+        Ok(true)
+    }
+
+    /// basic.publish or basic.ack read by [`crate::fastpath`]: handled as
+    /// [`Conn::on_channel_method`] would, without the general method type.
+    fn on_fast(&mut self, ch: u16, m: Fast) -> AmqpResult<()> {
+        if !self.method_on_open_channel(ch)? {
+            return Ok(());
+        }
+        match m {
+            Fast::Publish(p) => self.on_publish(ch, p),
+            Fast::Ack(a) => {
+                let v = self.vhost()?;
+                self.on_ack(ch, &v, a)
+            }
+        }
     }
 
     fn chan_mut(&mut self, ch: u16) -> AmqpResult<&mut Chan> {
@@ -928,29 +1017,7 @@ impl Conn {
     ) -> AmqpResult<()> {
         let key = chan_key(self.id, ch);
         match bm {
-            basic::AMQPMethod::Publish(p) => {
-                let ex = p.exchange.as_str();
-                let c = self.chan_mut(ch)?;
-                let cached = matches!(&c.write_ok, Some((e, true)) if e == ex);
-                if !cached {
-                    self.allowed(Access::Write, "exchange", ex)?;
-                    self.chan_mut(ch)?.write_ok = Some((ex.to_string(), true));
-                }
-                if p.immediate {
-                    return Err(AmqpError::not_implemented("immediate=true"));
-                }
-                self.chan_mut(ch)?.pending = Some(Pending {
-                    exchange: p.exchange.into(),
-                    routing_key: p.routing_key.into(),
-                    mandatory: p.mandatory,
-                    props: None,
-                    raw_props: Bytes::new(),
-                    size: 0,
-                    parts: Vec::new(),
-                    got: 0,
-                    held: None,
-                });
-            }
+            basic::AMQPMethod::Publish(p) => self.on_publish(ch, p)?,
             basic::AMQPMethod::Qos(q) => {
                 v.lock().qos(key, q.prefetch_count, q.global)?;
                 self.reply(
@@ -1009,13 +1076,7 @@ impl Conn {
                     ),
                 }
             }
-            basic::AMQPMethod::Ack(a) => {
-                if let Some(txb) = self.chan_mut(ch)?.tx.as_mut() {
-                    txb.push(TxOp::Ack(a.delivery_tag, a.multiple));
-                } else {
-                    v.lock().ack(key, a.delivery_tag, a.multiple)?;
-                }
-            }
+            basic::AMQPMethod::Ack(a) => self.on_ack(ch, v, a)?,
             basic::AMQPMethod::Nack(n) => {
                 if let Some(txb) = self.chan_mut(ch)?.tx.as_mut() {
                     txb.push(TxOp::Reject(n.delivery_tag, n.multiple, n.requeue));
@@ -1046,6 +1107,43 @@ impl Conn {
                     "{other:?} is not a client method"
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// basic.publish: the message starts; its content follows.
+    fn on_publish(&mut self, ch: u16, p: basic::Publish) -> AmqpResult<()> {
+        let ex = p.exchange.as_str();
+        let c = self.chan_mut(ch)?;
+        let cached = matches!(&c.write_ok, Some((e, true)) if e == ex);
+        if !cached {
+            self.allowed(Access::Write, "exchange", ex)?;
+            self.chan_mut(ch)?.write_ok = Some((ex.to_string(), true));
+        }
+        if p.immediate {
+            return Err(AmqpError::not_implemented("immediate=true"));
+        }
+        self.chan_mut(ch)?.pending = Some(Pending {
+            exchange: p.exchange.into(),
+            routing_key: p.routing_key.into(),
+            mandatory: p.mandatory,
+            props: None,
+            raw_props: Bytes::new(),
+            size: 0,
+            parts: Vec::new(),
+            got: 0,
+            held: None,
+        });
+        Ok(())
+    }
+
+    /// basic.ack.
+    fn on_ack(&mut self, ch: u16, v: &Arc<Mutex<VHost>>, a: basic::Ack) -> AmqpResult<()> {
+        if let Some(txb) = self.chan_mut(ch)?.tx.as_mut() {
+            txb.push(TxOp::Ack(a.delivery_tag, a.multiple));
+        } else {
+            v.lock()
+                .ack(chan_key(self.id, ch), a.delivery_tag, a.multiple)?;
         }
         Ok(())
     }
@@ -1112,7 +1210,7 @@ impl Conn {
 
     /// The channel a content frame comes on: an error if it is not open,
     /// `None` while it is closing (its content is dropped then).
-    fn on_header(&mut self, ch: u16, h: AMQPContentHeader, raw: Bytes) -> AmqpResult<()> {
+    fn on_header(&mut self, ch: u16, h: Head, raw: Bytes) -> AmqpResult<()> {
         let max = self.broker.config.max_message_size;
         let Some(c) = content_chan(&mut self.channels, ch)? else {
             return Ok(());
@@ -1142,11 +1240,11 @@ impl Conn {
             self.soft_close(ch, e);
             return Ok(());
         }
-        p.props = Some(h.properties);
+        p.props = Some(h.props);
         p.raw_props = raw;
         p.size = h.body_size;
         if p.size == 0 {
-            self.complete(ch)?;
+            self.complete(ch, None)?;
         }
         Ok(())
     }
@@ -1176,36 +1274,43 @@ impl Conn {
                 })
                 .add(b.len() as u64);
         }
-        p.parts.push(b);
-        if p.got == p.size {
-            self.complete(ch)?;
+        if p.got < p.size || !p.parts.is_empty() {
+            p.parts.push(b);
+            if p.got == p.size {
+                self.complete(ch, None)?;
+            }
+        } else {
+            // The whole body in one frame (the usual case): no list of parts.
+            self.complete(ch, Some(b))?;
         }
         Ok(())
     }
 
-    fn complete(&mut self, ch: u16) -> AmqpResult<()> {
+    /// The message on `ch` is complete: its body is `whole`, or else the
+    /// parts collected in its [`Pending`].
+    fn complete(&mut self, ch: u16, whole: Option<Bytes>) -> AmqpResult<()> {
         let Some(p) = self.chan_mut(ch)?.pending.take() else {
             return Ok(());
         };
-        let mut props = p.props.unwrap_or_default();
+        let whole = whole.map(|b| [b]);
+        let body: &[Bytes] = whole.as_ref().map_or(&p.parts, |w| &w[..]);
+        let props = p.props.unwrap_or_default();
         let mut raw = p.raw_props;
-        if props.reply_to().as_ref().map(|r| r.as_str()) == Some(crate::vhost::REPLY_TO) {
+        if props.direct_reply {
             // Direct reply-to: name this channel's reply consumer, as RabbitMQ.
             let token = self.vhost()?.lock().reply_token(chan_key(self.id, ch));
             let rewritten = token.and_then(|t| {
                 let to = format!("{}{t}", crate::vhost::REPLY_TO_PREFIX);
-                let bytes = crate::message::with_reply_to(&raw, &to)?;
-                Some((to, bytes))
+                crate::message::with_reply_to(&raw, &to)
             });
-            let Some((to, bytes)) = rewritten else {
+            let Some(bytes) = rewritten else {
                 let e = AmqpError::precondition_failed("fast reply consumer does not exist");
                 self.soft_close(ch, e.on(60, 40));
                 return Ok(());
             };
-            props = props.with_reply_to(to.as_str().into());
             raw = Bytes::from(bytes);
         }
-        let msg = Message::from_wire(&p.exchange, &p.routing_key, &props, &raw, &p.parts);
+        let msg = Message::from_wire(p.exchange, p.routing_key, props, &raw, body);
         let c = self.chan_mut(ch)?;
         if let Some(ops) = c.tx.as_mut() {
             ops.push(TxOp::Publish(Box::new(msg), p.mandatory));

@@ -304,7 +304,9 @@ async fn read_body(req: Request<hyper::body::Incoming>) -> Result<Bytes, ApiErro
             }
             Ok(Some(Ok(frame))) => frame,
         };
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         seen = seen.saturating_add(data.len());
         if seen <= MAX_BODY {
             kept.extend_from_slice(&data);
