@@ -346,36 +346,29 @@ mod tests {
 
     #[test]
     fn essentials_are_read_from_the_header() {
+        let read = |props: BasicProperties| {
+            let mut out = Vec::new();
+            let h = AMQPContentHeader {
+                class_id: 60,
+                body_size: 3,
+                properties: props,
+            };
+            put_frame(&mut out, &AMQPFrame::Header(1, h));
+            header(payload(&out)).unwrap().props
+        };
         let props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_priority(7)
             .with_reply_to(crate::vhost::REPLY_TO.into())
             .with_expiration("1500".into());
-        let mut out = Vec::new();
-        let h = AMQPContentHeader {
-            class_id: 60,
-            body_size: 3,
-            properties: props,
-        };
-        put_frame(&mut out, &AMQPFrame::Header(1, h));
         let want = Essentials {
             delivery_mode: 2,
             priority: 7,
             expiration: Expiration::Ms(1500),
             direct_reply: true,
         };
-        assert_eq!(header(payload(&out)).unwrap().props, want);
+        assert_eq!(read(props), want);
         let props = BasicProperties::default().with_expiration("soon".into());
-        let mut out = Vec::new();
-        let h = AMQPContentHeader {
-            class_id: 60,
-            body_size: 3,
-            properties: props,
-        };
-        put_frame(&mut out, &AMQPFrame::Header(1, h));
-        assert_eq!(
-            header(payload(&out)).unwrap().props.expiration,
-            Expiration::Invalid
-        );
+        assert_eq!(read(props).expiration, Expiration::Invalid);
     }
 }
