@@ -22,6 +22,10 @@ SECS=${SECONDS_PER_RUN:-10}
 RATE=${RATE:-20000}
 PARTS=,${PARTS:-throughput,cpu,rss},
 RMQ_PORT=${RMQ_PORT:-25680}
+# Erlang distribution port: below the ephemeral range (32768-60999 here),
+# where a client socket of anything else running may hold it
+# (`dist_port_already_used ... not_erlang`).
+RMQ_DIST_PORT=${RMQ_DIST_PORT:-25681}
 SHOAL_PORT=${SHOAL_PORT:-25690}
 WORK=$(mktemp -d /tmp/shoal-bench-broker.XXXXXX)
 OUT="$WORK/results.txt"
@@ -47,7 +51,7 @@ trap cleanup EXIT
 echo "== starting RabbitMQ on 127.0.0.1:$RMQ_PORT (data in $WORK/rmq)" >&2
 mkdir -p "$WORK/rmq"
 export RABBITMQ_NODENAME=rabbit@localhost RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
-  RABBITMQ_NODE_PORT=$RMQ_PORT RABBITMQ_DIST_PORT=$((RMQ_PORT + 20000)) \
+  RABBITMQ_NODE_PORT=$RMQ_PORT RABBITMQ_DIST_PORT=$RMQ_DIST_PORT \
   ERL_EPMD_ADDRESS=127.0.0.1 \
   RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
   RABBITMQ_MNESIA_BASE="$WORK/rmq/mnesia" RABBITMQ_LOG_BASE="$WORK/rmq/log" \

@@ -9,7 +9,8 @@
 //! append encoded frames to the writer's buffer.
 
 use crate::error::AmqpError;
-use amq_protocol::frame::{gen_frame, parse_frame, AMQPContentHeader, AMQPFrame, WriteContext};
+use crate::fastpath::{Fast, Head};
+use amq_protocol::frame::{gen_frame, parse_frame, AMQPFrame, WriteContext};
 use amq_protocol::protocol::AMQPClass;
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -21,15 +22,17 @@ pub const FRAME_OVERHEAD: usize = 8;
 /// A decoded inbound frame.
 #[derive(Debug)]
 pub enum Inbound {
-    /// Method, header or heartbeat.
+    /// Method or heartbeat.
     Frame(Box<AMQPFrame>),
+    /// `basic.publish` or `basic.ack` (see [`crate::fastpath`]).
+    Fast(u16, Fast),
     /// Content body (not copied).
     Body(u16, Bytes),
-    /// Content header: decoded, and its property section (flags and
-    /// fields) exactly as the client sent it, so the broker hands
-    /// consumers the same bytes (header tables keep their order and types;
-    /// decoding and re-encoding would sort them).
-    Header(u16, Box<AMQPContentHeader>, Bytes),
+    /// Content header: what the broker reads of it, and its property
+    /// section (flags and fields) exactly as the client sent it, so the
+    /// broker hands consumers the same bytes (header tables keep their
+    /// order and types; decoding and re-encoding would sort them).
+    Header(u16, Head, Bytes),
 }
 
 /// Bytes before a content header's properties: class, weight, body size.
@@ -72,32 +75,42 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Inbound>, Amq
             crate::nesting::MAX_DEPTH
         )));
     }
-    let fast = match kind {
-        1 => crate::fastpath::method(ch, &buf[7..total - 1]),
-        2 => crate::fastpath::header(&buf[7..total - 1]).map(|h| AMQPFrame::Header(ch, h)),
+    let payload = &buf[7..total - 1];
+    let head = match kind {
+        1 => {
+            if let Some(m) = crate::fastpath::method(payload) {
+                buf.advance(total);
+                return Ok(Some(Inbound::Fast(ch, m)));
+            }
+            None
+        }
+        2 => crate::fastpath::header(payload),
         _ => None,
     };
-    let parsed = match fast.map_or_else(|| parse_frame(&buf[..total]).map(|(_, f)| f), Ok) {
-        Ok(f) => f,
-        Err(e) => {
-            let what = if kind == 1 { "method" } else { "frame" };
-            return Err(AmqpError::frame_error(format!("cannot decode {what}: {e}")));
-        }
+    let head = match head {
+        Some(h) => h,
+        None => match parse_frame(&buf[..total]) {
+            Ok((_, AMQPFrame::Header(_, h))) => Head::of(&h),
+            Ok((_, f)) => {
+                buf.advance(total);
+                return Ok(Some(Inbound::Frame(Box::new(f))));
+            }
+            Err(e) => {
+                let what = if kind == 1 { "method" } else { "frame" };
+                return Err(AmqpError::frame_error(format!("cannot decode {what}: {e}")));
+            }
+        },
     };
-    if let AMQPFrame::Header(ch, h) = parsed {
-        let frame = buf.split_to(total).freeze();
-        let start = 7 + HEADER_FIXED;
-        if total - 1 < start {
-            return Err(AmqpError::frame_error("content header too short"));
-        }
-        return Ok(Some(Inbound::Header(
-            ch,
-            Box::new(h),
-            frame.slice(start..total - 1),
-        )));
+    let start = 7 + HEADER_FIXED;
+    if total - 1 < start {
+        return Err(AmqpError::frame_error("content header too short"));
     }
-    buf.advance(total);
-    Ok(Some(Inbound::Frame(Box::new(parsed))))
+    let frame = buf.split_to(total).freeze();
+    Ok(Some(Inbound::Header(
+        ch,
+        head,
+        frame.slice(start..total - 1),
+    )))
 }
 
 /// Append any frame (via amq-protocol).
@@ -200,11 +213,11 @@ mod tests {
         put_content(&mut out, 3, &raw, b"hello world", 4096 + 8);
         let mut buf = BytesMut::from(&out[..]);
         let f = decode(&mut buf, 131072).unwrap().unwrap();
-        assert!(matches!(f, Inbound::Frame(ref b) if matches!(**b, AMQPFrame::Method(3, _))));
+        assert!(matches!(f, Inbound::Fast(3, Fast::Publish(_))));
         match decode(&mut buf, 131072).unwrap().unwrap() {
             Inbound::Header(3, h, r) => {
                 assert_eq!(h.body_size, 11);
-                assert_eq!(*h.properties.delivery_mode(), Some(2));
+                assert_eq!(h.props.delivery_mode, 2);
                 assert_eq!(&r[..], &raw[..]);
             }
             other => panic!("{other:?}"),
@@ -255,17 +268,7 @@ mod tests {
         match decode(&mut buf, 131072).unwrap().unwrap() {
             Inbound::Header(1, h, r) => {
                 assert_eq!(&r[..], &raw[..]);
-                let keys: Vec<String> = h
-                    .properties
-                    .headers()
-                    .as_ref()
-                    .unwrap()
-                    .inner()
-                    .keys()
-                    .map(|k| k.to_string())
-                    .collect();
-                assert_eq!(keys, ["a", "z"], "decoded form is sorted");
-                let m = crate::message::Message::from_wire("", "q", &h.properties, &r, &[b"x"]);
+                let m = crate::message::Message::from_wire("", "q", h.props, &r, &[b"x"]);
                 assert_eq!(m.raw_properties(), &raw[..]);
                 let m = crate::message::Message::from_raw("", "q", &raw, b"x").unwrap();
                 assert_eq!(

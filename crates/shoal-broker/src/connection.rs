@@ -3,7 +3,10 @@
 //! in order; replies and deliveries go through the writer task's queue.
 //! Protocol errors become `channel.close` (soft) or `connection.close`
 //! (hard) with RabbitMQ's codes; only this connection is affected.
+//! `handshake` holds the connection class, `content` the assembly of
+//! published messages from their frames.
 
+mod content;
 mod handshake;
 mod permissions;
 
@@ -13,17 +16,19 @@ use crate::codec::{decode, Inbound};
 use crate::config::Access;
 use crate::error::{code, AmqpError, AmqpResult};
 use crate::exchange::Dest;
+use crate::fastpath::{Fast, Head};
 use crate::message::Message;
 use crate::outbox::{Backlog, Out, Outbox};
 use crate::server::Broker;
 use crate::vhost::{chan_key, VHost};
 use crate::writer::{self, WireParams};
-use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
+use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{
-    access, basic, channel, confirm, connection, exchange, queue, tx, AMQPClass, BasicProperties,
+    access, basic, channel, confirm, connection, exchange, queue, tx, AMQPClass,
 };
 use amq_protocol::types::FieldTable;
 use bytes::{Bytes, BytesMut};
+use content::Pending;
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use shoal_core::Shutdown;
@@ -43,60 +48,6 @@ enum State {
     Open,
     Running,
     Closing,
-}
-
-struct Pending {
-    exchange: String,
-    routing_key: String,
-    mandatory: bool,
-    props: Option<BasicProperties>,
-    /// The properties as sent (see [`Inbound::Header`]).
-    raw_props: Bytes,
-    size: u64,
-    parts: Vec<Bytes>,
-    got: u64,
-    /// Counted only once a body spans frames: a message that arrives in
-    /// one frame is never held across reads and costs no shared counter.
-    held: Option<HeldBody>,
-}
-
-/// Body bytes of one message being received, counted in the broker's
-/// [`crate::server::Metrics::assembling`] (and so toward the memory alarm)
-/// until the message is complete or abandoned.
-struct HeldBody {
-    broker: Arc<Broker>,
-    bytes: u64,
-}
-
-impl HeldBody {
-    fn add(&mut self, n: u64) {
-        self.bytes += n;
-        let total = self
-            .broker
-            .metrics
-            .assembling
-            .fetch_add(n, Ordering::Relaxed)
-            + n;
-        // Bodies alone past the watermark: the alarm goes on now, not at
-        // the next tick, which a fast client (or a loaded machine) would
-        // outrun by tens of MiB. The tick clears it as usual.
-        if total > self.broker.config.memory_high_watermark && !*self.broker.alarm.borrow() {
-            tracing::warn!(
-                receiving_bytes = total,
-                "resource alarm set: message bodies being received pass the memory watermark; blocking publishers"
-            );
-            self.broker.alarm.send_replace(true);
-        }
-    }
-}
-
-impl Drop for HeldBody {
-    fn drop(&mut self) {
-        self.broker
-            .metrics
-            .assembling
-            .fetch_sub(self.bytes, Ordering::Relaxed);
-    }
 }
 
 enum TxOp {
@@ -288,20 +239,12 @@ fn peer_hung_up(fd: std::os::fd::RawFd) -> bool {
     rc != 0 || matches!(info.tcpi_state, TCP_CLOSE | TCP_CLOSE_WAIT)
 }
 
-/// The channel content on `ch` is for, or None when that channel is closing
-/// (its content is dropped).
-fn content_chan(channels: &mut FxHashMap<u16, Chan>, ch: u16) -> AmqpResult<Option<&mut Chan>> {
-    let c = channels
-        .get_mut(&ch)
-        .ok_or_else(|| AmqpError::channel_error(format!("content on closed channel {ch}")))?;
-    Ok((!c.closing).then_some(c))
-}
-
 /// Frames that carry or start a message: basic.publish, content headers
 /// and bodies.
 fn is_content(frame: &Inbound) -> bool {
     match frame {
-        Inbound::Body(..) | Inbound::Header(..) => true,
+        Inbound::Body(..) | Inbound::Header(..) | Inbound::Fast(_, Fast::Publish(_)) => true,
+        Inbound::Fast(_, Fast::Ack(_)) => false,
         Inbound::Frame(f) => matches!(
             **f,
             AMQPFrame::Header(..)
@@ -413,6 +356,15 @@ impl Conn {
         let mut alarm = self.broker.alarm.subscribe();
         let mut closing_deadline: Option<tokio::time::Instant> = None;
         let closer = self.closer.clone();
+        // One timer and one shutdown wait for the whole connection, not one
+        // of each armed and disarmed per read: the timer is set to the
+        // earliest deadline that applies and, when it fires early (reads
+        // came since it was set), moved on to the deadline that applies now.
+        let mut idle_since;
+        let timer = tokio::time::sleep_until(self.handshake_deadline);
+        tokio::pin!(timer);
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         loop {
             // Handle every complete frame already buffered.
             loop {
@@ -421,7 +373,7 @@ impl Conn {
                     // its requests until the writer catches up.
                     tokio::select! {
                         _ = self.backlog.wait_drained() => {}
-                        _ = shutdown.cancelled() => return,
+                        _ = &mut cancelled => return,
                     }
                     if self.backlog.writer_gone.load(Ordering::Relaxed) {
                         return;
@@ -467,22 +419,23 @@ impl Conn {
                 closing_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(2));
             }
             let handshaking = matches!(self.state, State::StartOk | State::TuneOk | State::Open);
-            let hb = if self.heartbeat > 0 && self.state == State::Running {
-                Duration::from_secs(u64::from(self.heartbeat) * 2)
-            } else {
-                Duration::from_secs(60)
-            };
-            let deadline = match closing_deadline {
-                Some(d) => d,
-                None if handshaking => self.handshake_deadline,
-                None => tokio::time::Instant::now() + hb,
-            };
+            // The client's silence counts from here, once what it sent is handled.
+            idle_since = tokio::time::Instant::now();
+            let deadline = self.read_deadline(closing_deadline, handshaking, idle_since);
+            if deadline < timer.deadline() {
+                timer.as_mut().reset(deadline);
+            }
             tokio::select! {
                 r = rd.read_buf(&mut buf) => match r {
                     Ok(0) | Err(_) => return,
                     Ok(_) => {}
                 },
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = &mut timer => {
+                    let deadline = self.read_deadline(closing_deadline, handshaking, idle_since);
+                    if deadline > tokio::time::Instant::now() {
+                        timer.as_mut().reset(deadline);
+                        continue;
+                    }
                     match (closing_deadline, handshaking) {
                         (Some(_), _) => {}
                         (None, true) => self.pre_login.timed_out(self.peer),
@@ -504,7 +457,7 @@ impl Conn {
                     });
                     closing_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                 }
-                _ = shutdown.cancelled(), if self.state != State::Closing => {
+                _ = &mut cancelled, if self.state != State::Closing => {
                     self.hard_close(AmqpError {
                         code: code::CONNECTION_FORCED,
                         text: "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'".into(),
@@ -515,6 +468,25 @@ impl Conn {
                     closing_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                 }
             }
+        }
+    }
+
+    /// When reading gives up: at the closing deadline, the handshake
+    /// deadline, or two heartbeat intervals (60 s without heartbeats) after
+    /// `idle_since` (when the last bytes read were handled).
+    fn read_deadline(
+        &self,
+        closing: Option<tokio::time::Instant>,
+        handshaking: bool,
+        idle_since: tokio::time::Instant,
+    ) -> tokio::time::Instant {
+        match closing {
+            Some(d) => d,
+            None if handshaking => self.handshake_deadline,
+            None if self.heartbeat > 0 && self.state == State::Running => {
+                idle_since + Duration::from_secs(u64::from(self.heartbeat) * 2)
+            }
+            None => idle_since + Duration::from_secs(60),
         }
     }
 
@@ -571,7 +543,19 @@ impl Conn {
         let frame = match frame {
             Inbound::Body(ch, b) => return self.on_body(ch, b).map(|_| Step::Continue),
             Inbound::Header(ch, h, raw) => {
-                return self.on_header(ch, *h, raw).map(|_| Step::Continue)
+                return self.on_header(ch, h, raw).map(|_| Step::Continue)
+            }
+            Inbound::Fast(0, m) => return self.on_connection_method(m.into_class()),
+            Inbound::Fast(ch, m) => {
+                let (cid, mid) = match m {
+                    Fast::Publish(_) => (60, 40),
+                    Fast::Ack(_) => (60, 80),
+                };
+                let r = match self.channel_methods_allowed()? {
+                    false => Ok(()),
+                    true => self.on_fast(ch, m),
+                };
+                return self.channel_method_done(ch, cid, mid, r);
             }
             Inbound::Frame(f) => *f,
         };
@@ -586,30 +570,50 @@ impl Conn {
             AMQPFrame::Header(ch, h) => {
                 let mut raw = Vec::new();
                 crate::message::encode_properties_into(&h.properties, &mut raw);
-                self.on_header(ch, h, Bytes::from(raw))
+                self.on_header(ch, Head::of(&h), Bytes::from(raw))
                     .map(|_| Step::Continue)
             }
             AMQPFrame::Body(ch, b) => self.on_body(ch, Bytes::from(b)).map(|_| Step::Continue),
             AMQPFrame::Method(0, method) => self.on_connection_method(method),
             AMQPFrame::Method(ch, method) => {
-                if self.state == State::Closing {
+                if !self.channel_methods_allowed()? {
                     return Ok(Step::Continue);
                 }
-                if self.state != State::Running {
-                    return Err(AmqpError::command_invalid(
-                        "channel method before connection.open",
-                    ));
-                }
                 let (cid, mid) = (method.get_amqp_class_id(), method.get_amqp_method_id());
-                match self.on_channel_method(ch, method) {
-                    Ok(()) => Ok(Step::Continue),
-                    Err(e) if e.hard => Err(e.on(cid, mid)),
-                    Err(e) => {
-                        let e = e.on(cid, mid);
-                        self.soft_close(ch, e.clone());
-                        Err(e)
-                    }
-                }
+                let r = self.on_channel_method(ch, method);
+                self.channel_method_done(ch, cid, mid, r)
+            }
+        }
+    }
+
+    /// Whether a method on a channel is handled now: not while the
+    /// connection is closing (false: ignored), an error before it is open.
+    fn channel_methods_allowed(&self) -> AmqpResult<bool> {
+        match self.state {
+            State::Closing => Ok(false),
+            State::Running => Ok(true),
+            _ => Err(AmqpError::command_invalid(
+                "channel method before connection.open",
+            )),
+        }
+    }
+
+    /// The outcome of channel method `cid`.`mid` on `ch`: a soft error
+    /// closes the channel, a hard one is the connection's.
+    fn channel_method_done(
+        &mut self,
+        ch: u16,
+        cid: u16,
+        mid: u16,
+        r: AmqpResult<()>,
+    ) -> AmqpResult<Step> {
+        match r {
+            Ok(()) => Ok(Step::Continue),
+            Err(e) if e.hard => Err(e.on(cid, mid)),
+            Err(e) => {
+                let e = e.on(cid, mid);
+                self.soft_close(ch, e.clone());
+                Err(e)
             }
         }
     }
@@ -740,18 +744,8 @@ impl Conn {
             }
             _ => {}
         }
-        let Some(c) = self.channels.get(&ch) else {
-            return Err(AmqpError::channel_error(format!(
-                "expected 'channel.open' on channel {ch}"
-            )));
-        };
-        if c.closing {
+        if !self.method_on_open_channel(ch)? {
             return Ok(());
-        }
-        if c.pending.is_some() {
-            return Err(AmqpError::unexpected_frame(format!(
-                "expected content header on channel {ch}, got a method"
-            )));
         }
         let v = self.vhost()?;
         match method {
@@ -799,6 +793,41 @@ impl Conn {
             }
         }
         Ok(())
+    }
+
+    /// Whether a method (other than channel.open/close/close-ok) on `ch`
+    /// is handled: an error if the channel is not open or awaits content,
+    /// false (ignored) while it is closing.
+    fn method_on_open_channel(&self, ch: u16) -> AmqpResult<bool> {
+        let Some(c) = self.channels.get(&ch) else {
+            return Err(AmqpError::channel_error(format!(
+                "expected 'channel.open' on channel {ch}"
+            )));
+        };
+        if c.closing {
+            return Ok(false);
+        }
+        if c.pending.is_some() {
+            return Err(AmqpError::unexpected_frame(format!(
+                "expected content header on channel {ch}, got a method"
+            )));
+        }
+        Ok(true)
+    }
+
+    /// basic.publish or basic.ack read by [`crate::fastpath`]: handled as
+    /// [`Conn::on_channel_method`] would, without the general method type.
+    fn on_fast(&mut self, ch: u16, m: Fast) -> AmqpResult<()> {
+        if !self.method_on_open_channel(ch)? {
+            return Ok(());
+        }
+        match m {
+            Fast::Publish(p) => self.on_publish(ch, p),
+            Fast::Ack(a) => {
+                let v = self.vhost()?;
+                self.on_ack(ch, &v, a)
+            }
+        }
     }
 
     fn chan_mut(&mut self, ch: u16) -> AmqpResult<&mut Chan> {
@@ -933,29 +962,7 @@ impl Conn {
     ) -> AmqpResult<()> {
         let key = chan_key(self.id, ch);
         match bm {
-            basic::AMQPMethod::Publish(p) => {
-                let ex = p.exchange.as_str();
-                let c = self.chan_mut(ch)?;
-                let cached = matches!(&c.write_ok, Some((e, true)) if e == ex);
-                if !cached {
-                    self.allowed(ch, Access::Write, "exchange", ex)?;
-                    self.chan_mut(ch)?.write_ok = Some((ex.to_string(), true));
-                }
-                if p.immediate {
-                    return Err(AmqpError::not_implemented("immediate=true"));
-                }
-                self.chan_mut(ch)?.pending = Some(Pending {
-                    exchange: p.exchange.into(),
-                    routing_key: p.routing_key.into(),
-                    mandatory: p.mandatory,
-                    props: None,
-                    raw_props: Bytes::new(),
-                    size: 0,
-                    parts: Vec::new(),
-                    got: 0,
-                    held: None,
-                });
-            }
+            basic::AMQPMethod::Publish(p) => self.on_publish(ch, p)?,
             basic::AMQPMethod::Qos(q) => {
                 v.lock().qos(key, q.prefetch_count, q.global)?;
                 self.reply(
@@ -1014,13 +1021,7 @@ impl Conn {
                     ),
                 }
             }
-            basic::AMQPMethod::Ack(a) => {
-                if let Some(txb) = self.chan_mut(ch)?.tx.as_mut() {
-                    txb.push(TxOp::Ack(a.delivery_tag, a.multiple));
-                } else {
-                    v.lock().ack(key, a.delivery_tag, a.multiple)?;
-                }
-            }
+            basic::AMQPMethod::Ack(a) => self.on_ack(ch, v, a)?,
             basic::AMQPMethod::Nack(n) => {
                 if let Some(txb) = self.chan_mut(ch)?.tx.as_mut() {
                     txb.push(TxOp::Reject(n.delivery_tag, n.multiple, n.requeue));
@@ -1051,6 +1052,17 @@ impl Conn {
                     "{other:?} is not a client method"
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// basic.ack.
+    fn on_ack(&mut self, ch: u16, v: &Arc<Mutex<VHost>>, a: basic::Ack) -> AmqpResult<()> {
+        if let Some(txb) = self.chan_mut(ch)?.tx.as_mut() {
+            txb.push(TxOp::Ack(a.delivery_tag, a.multiple));
+        } else {
+            v.lock()
+                .ack(chan_key(self.id, ch), a.delivery_tag, a.multiple)?;
         }
         Ok(())
     }
@@ -1111,171 +1123,6 @@ impl Conn {
                     "{other:?} is not a client method"
                 )))
             }
-        }
-        Ok(())
-    }
-
-    /// The channel a content frame comes on: an error if it is not open,
-    /// `None` while it is closing (its content is dropped then).
-    fn on_header(&mut self, ch: u16, h: AMQPContentHeader, raw: Bytes) -> AmqpResult<()> {
-        let max = self.broker.config.max_message_size;
-        let Some(c) = content_chan(&mut self.channels, ch)? else {
-            return Ok(());
-        };
-        let Some(p) = c.pending.as_mut() else {
-            return Err(AmqpError::unexpected_frame(format!(
-                "content header without basic.publish on channel {ch}"
-            )));
-        };
-        if p.props.is_some() {
-            return Err(AmqpError::unexpected_frame(format!(
-                "second content header on channel {ch}"
-            )));
-        }
-        if h.class_id != 60 {
-            return Err(AmqpError::frame_error(format!(
-                "content header class {} is not basic",
-                h.class_id
-            )));
-        }
-        if h.body_size > max {
-            let e = AmqpError::precondition_failed(format!(
-                "message size {} is larger than configured max size {max}",
-                h.body_size
-            ))
-            .on(60, 40);
-            self.soft_close(ch, e);
-            return Ok(());
-        }
-        p.props = Some(h.properties);
-        p.raw_props = raw;
-        p.size = h.body_size;
-        if p.size == 0 {
-            self.complete(ch)?;
-        }
-        Ok(())
-    }
-
-    fn on_body(&mut self, ch: u16, b: Bytes) -> AmqpResult<()> {
-        let broker = &self.broker;
-        let Some(c) = content_chan(&mut self.channels, ch)? else {
-            return Ok(());
-        };
-        let Some(p) = c.pending.as_mut().filter(|p| p.props.is_some()) else {
-            return Err(AmqpError::unexpected_frame(format!(
-                "content body without header on channel {ch}"
-            )));
-        };
-        p.got += b.len() as u64;
-        if p.got > p.size {
-            return Err(AmqpError::frame_error(format!(
-                "content body exceeds the announced size {} on channel {ch}",
-                p.size
-            )));
-        }
-        if p.got < p.size {
-            p.held
-                .get_or_insert_with(|| HeldBody {
-                    broker: broker.clone(),
-                    bytes: 0,
-                })
-                .add(b.len() as u64);
-        }
-        p.parts.push(b);
-        if p.got == p.size {
-            self.complete(ch)?;
-        }
-        Ok(())
-    }
-
-    fn complete(&mut self, ch: u16) -> AmqpResult<()> {
-        let Some(p) = self.chan_mut(ch)?.pending.take() else {
-            return Ok(());
-        };
-        let mut props = p.props.unwrap_or_default();
-        let mut raw = p.raw_props;
-        if props.reply_to().as_ref().map(|r| r.as_str()) == Some(crate::vhost::REPLY_TO) {
-            // Direct reply-to: name this channel's reply consumer, as RabbitMQ.
-            let token = self.vhost()?.lock().reply_token(chan_key(self.id, ch));
-            let rewritten = token.and_then(|t| {
-                let to = format!("{}{t}", crate::vhost::REPLY_TO_PREFIX);
-                let bytes = crate::message::with_reply_to(&raw, &to)?;
-                Some((to, bytes))
-            });
-            let Some((to, bytes)) = rewritten else {
-                let e = AmqpError::precondition_failed("fast reply consumer does not exist");
-                self.soft_close(ch, e.on(60, 40));
-                return Ok(());
-            };
-            props = props.with_reply_to(to.as_str().into());
-            raw = Bytes::from(bytes);
-        }
-        let msg = Message::from_wire(&p.exchange, &p.routing_key, &props, &raw, &p.parts);
-        let c = self.chan_mut(ch)?;
-        if let Some(ops) = c.tx.as_mut() {
-            ops.push(TxOp::Publish(Box::new(msg), p.mandatory));
-            return Ok(());
-        }
-        let v = self.vhost()?;
-        match self.deliver_publish(ch, &v, msg, p.mandatory) {
-            Ok(()) => Ok(()),
-            Err(e) if e.hard => Err(e),
-            Err(e) => {
-                self.soft_close(ch, e.on(60, 40));
-                Ok(())
-            }
-        }
-    }
-
-    fn deliver_publish(
-        &mut self,
-        ch: u16,
-        v: &Arc<Mutex<VHost>>,
-        msg: Message,
-        mandatory: bool,
-    ) -> AmqpResult<()> {
-        let c = self.chan_mut(ch)?;
-        let confirm = c.confirm;
-        if confirm {
-            c.publish_seq += 1;
-        }
-        let seq = c.publish_seq;
-        if confirm {
-            self.broker
-                .metrics
-                .received_confirm
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        let returned = mandatory.then(|| Arc::new(msg.clone()));
-        let res = v.lock().publish(msg)?;
-        self.broker
-            .metrics
-            .published
-            .fetch_add(1, Ordering::Relaxed);
-        if !res.routed {
-            if let Some(msg) = returned {
-                v.lock().stats.returned += 1;
-                let _ = self.out.send(Out::Return {
-                    ch,
-                    code: code::NO_ROUTE,
-                    text: "NO_ROUTE",
-                    msg,
-                });
-            }
-        }
-        if confirm {
-            if !res.rejected {
-                self.broker
-                    .metrics
-                    .confirmed
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            let _ = self.out.send(Out::Confirm {
-                ch,
-                tag: seq,
-                nack: res.rejected,
-                wait_seq: res.wait_seq,
-            });
         }
         Ok(())
     }

@@ -1,17 +1,24 @@
 //! Hand-written decoding of the frames every message costs: `basic.publish`,
 //! `basic.ack` and a content header whose properties have no header table.
 //! `amq-protocol`'s parser (nom combinators, one error context per field)
-//! costs thousands of instructions for each; these read the bytes directly.
+//! costs thousands of instructions for each; these read the bytes directly,
+//! into small types ([`Fast`], [`Head`]) rather than `amq-protocol`'s frame
+//! and properties, which are hundreds of bytes and were copied at every
+//! step from the read buffer to the queue. A header yields only what the
+//! broker reads of every message ([`crate::message::Essentials`]); its
+//! properties stay as sent. Any content header (tables included) ends up
+//! as a [`Head`]: the parser's result is summed up the same way.
 //!
 //! Each function returns `None` unless the payload is exactly what it
 //! expects (known class and method, every length in bounds, strings valid
 //! UTF-8, nothing left over), and the caller then hands the frame to
 //! `amq-protocol` as before: the result of a frame is the same either way,
 //! errors included, and only the common, well-formed frames take the short
-//! path. The tests check both paths agree.
+//! path. The tests check both paths agree (on the [`Head`] of a header).
 
-use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
-use amq_protocol::protocol::{basic, AMQPClass, BasicProperties};
+use crate::message::{Essentials, Expiration};
+use amq_protocol::frame::AMQPContentHeader;
+use amq_protocol::protocol::{basic, AMQPClass};
 
 /// A cursor over a frame payload.
 struct Rd<'a>(&'a [u8]);
@@ -50,9 +57,29 @@ impl<'a> Rd<'a> {
     }
 }
 
+/// A method `method` decodes: the two every message costs, kept out of
+/// `amq-protocol`'s (large) frame type so that they move cheaply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fast {
+    /// basic.publish.
+    Publish(basic::Publish),
+    /// basic.ack.
+    Ack(basic::Ack),
+}
+
+impl Fast {
+    /// As `amq-protocol` would have decoded it.
+    pub fn into_class(self) -> AMQPClass {
+        AMQPClass::Basic(match self {
+            Fast::Publish(p) => basic::AMQPMethod::Publish(p),
+            Fast::Ack(a) => basic::AMQPMethod::Ack(a),
+        })
+    }
+}
+
 /// A method frame's payload (class, method, arguments): `basic.publish` or
 /// `basic.ack`, decoded; `None` for any other method or anything unusual.
-pub fn method(ch: u16, payload: &[u8]) -> Option<AMQPFrame> {
+pub fn method(payload: &[u8]) -> Option<Fast> {
     let mut r = Rd(payload);
     let (class, method) = (r.u16()?, r.u16()?);
     let m = match (class, method) {
@@ -61,7 +88,7 @@ pub fn method(ch: u16, payload: &[u8]) -> Option<AMQPFrame> {
             let exchange = r.shortstr()?;
             let routing_key = r.shortstr()?;
             let bits = r.u8()?;
-            basic::AMQPMethod::Publish(basic::Publish {
+            Fast::Publish(basic::Publish {
                 exchange: exchange.into(),
                 routing_key: routing_key.into(),
                 mandatory: bits & 1 != 0,
@@ -71,21 +98,45 @@ pub fn method(ch: u16, payload: &[u8]) -> Option<AMQPFrame> {
         (60, 80) => {
             let delivery_tag = r.u64()?;
             let bits = r.u8()?;
-            basic::AMQPMethod::Ack(basic::Ack {
+            Fast::Ack(basic::Ack {
                 delivery_tag,
                 multiple: bits & 1 != 0,
             })
         }
         _ => return None,
     };
-    r.done()
-        .then_some(AMQPFrame::Method(ch, AMQPClass::Basic(m)))
+    r.done().then_some(m)
+}
+
+/// A content header as the broker reads it: class, body size, and the
+/// properties it needs on every message (the rest stay encoded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// Class id (60 for basic).
+    pub class_id: u16,
+    /// Body size announced.
+    pub body_size: u64,
+    /// What the broker reads of the properties.
+    pub props: Essentials,
+}
+
+impl Head {
+    /// From a header `amq-protocol` decoded.
+    pub fn of(h: &AMQPContentHeader) -> Head {
+        Head {
+            class_id: h.class_id,
+            body_size: h.body_size,
+            props: Essentials::of(&h.properties),
+        }
+    }
 }
 
 /// A content header's payload (class, weight, body size, properties),
-/// decoded when its properties carry no header table (the one field that
-/// needs the full parser) and no flag word past the first.
-pub fn header(payload: &[u8]) -> Option<AMQPContentHeader> {
+/// read when its properties carry no header table (the one field that
+/// needs the full parser) and no flag word past the first. Every field is
+/// checked as the parser checks it (lengths, UTF-8), so `None` here is the
+/// only way a header the parser would refuse can come out.
+pub fn header(payload: &[u8]) -> Option<Head> {
     let mut r = Rd(payload);
     let class_id = r.u16()?;
     let _weight = r.u16()?;
@@ -96,50 +147,44 @@ pub fn header(payload: &[u8]) -> Option<AMQPContentHeader> {
         return None;
     }
     let on = |bit: u16| flags & (1 << bit) != 0;
-    let mut p = BasicProperties::default();
-    if on(15) {
-        p = p.with_content_type(r.shortstr()?.into());
-    }
-    if on(14) {
-        p = p.with_content_encoding(r.shortstr()?.into());
+    let mut p = Essentials::default();
+    // content-type, content-encoding
+    for bit in [15, 14] {
+        if on(bit) {
+            r.shortstr()?;
+        }
     }
     if on(12) {
-        p = p.with_delivery_mode(r.u8()?);
+        p.delivery_mode = r.u8()?;
     }
     if on(11) {
-        p = p.with_priority(r.u8()?);
+        p.priority = r.u8()?;
     }
     if on(10) {
-        p = p.with_correlation_id(r.shortstr()?.into());
+        r.shortstr()?; // correlation-id
     }
     if on(9) {
-        p = p.with_reply_to(r.shortstr()?.into());
+        p.direct_reply = r.shortstr()? == crate::vhost::REPLY_TO;
     }
     if on(8) {
-        p = p.with_expiration(r.shortstr()?.into());
+        p.expiration = Expiration::parse(Some(r.shortstr()?));
     }
     if on(7) {
-        p = p.with_message_id(r.shortstr()?.into());
+        r.shortstr()?; // message-id
     }
     if on(6) {
-        p = p.with_timestamp(r.u64()?);
+        r.u64()?; // timestamp
     }
-    if on(5) {
-        p = p.with_type(r.shortstr()?.into());
+    // type, user-id, app-id, cluster-id
+    for bit in [5, 4, 3, 2] {
+        if on(bit) {
+            r.shortstr()?;
+        }
     }
-    if on(4) {
-        p = p.with_user_id(r.shortstr()?.into());
-    }
-    if on(3) {
-        p = p.with_app_id(r.shortstr()?.into());
-    }
-    if on(2) {
-        p = p.with_cluster_id(r.shortstr()?.into());
-    }
-    r.done().then_some(AMQPContentHeader {
+    r.done().then_some(Head {
         class_id,
         body_size,
-        properties: p,
+        props: p,
     })
 }
 
@@ -147,7 +192,8 @@ pub fn header(payload: &[u8]) -> Option<AMQPContentHeader> {
 mod tests {
     use super::*;
     use crate::codec::put_frame;
-    use amq_protocol::frame::parse_frame;
+    use amq_protocol::frame::{parse_frame, AMQPFrame};
+    use amq_protocol::protocol::BasicProperties;
     use proptest::prelude::*;
 
     /// The payload of the single frame in `out`.
@@ -155,8 +201,21 @@ mod tests {
         &out[7..out.len() - 1]
     }
 
-    fn slow(out: &[u8]) -> Option<AMQPFrame> {
-        parse_frame(out).ok().map(|(_, f)| f)
+    /// What the parser makes of the frame in `out`, in the fast path's terms.
+    fn slow(out: &[u8]) -> Option<Result<AMQPClass, Head>> {
+        match parse_frame(out).ok()?.1 {
+            AMQPFrame::Method(_, m) => Some(Ok(m)),
+            AMQPFrame::Header(_, h) => Some(Err(Head::of(&h))),
+            _ => None,
+        }
+    }
+
+    fn fast_method(p: &[u8]) -> Option<Result<AMQPClass, Head>> {
+        method(p).map(|m| Ok(m.into_class()))
+    }
+
+    fn fast_header(p: &[u8]) -> Option<Result<AMQPClass, Head>> {
+        header(p).map(Err)
     }
 
     fn short() -> impl Strategy<Value = String> {
@@ -173,14 +232,14 @@ mod tests {
             put_frame(&mut out, &AMQPFrame::Method(ch, AMQPClass::Basic(basic::AMQPMethod::Publish(
                 basic::Publish { exchange: ex.as_str().into(), routing_key: rk.as_str().into(), mandatory, immediate },
             ))));
-            let fast = method(ch, payload(&out));
+            let fast = fast_method(payload(&out));
             prop_assert!(fast.is_some());
             prop_assert_eq!(fast, slow(&out));
             let mut out = Vec::new();
             put_frame(&mut out, &AMQPFrame::Method(ch, AMQPClass::Basic(basic::AMQPMethod::Ack(
                 basic::Ack { delivery_tag: tag, multiple },
             ))));
-            let fast = method(ch, payload(&out));
+            let fast = fast_method(payload(&out));
             prop_assert!(fast.is_some());
             prop_assert_eq!(fast, slow(&out));
         }
@@ -213,7 +272,7 @@ mod tests {
             let h = AMQPContentHeader { class_id: 60, body_size: size, properties: p };
             let mut out = Vec::new();
             put_frame(&mut out, &AMQPFrame::Header(3, h));
-            let fast = header(payload(&out)).map(|h| AMQPFrame::Header(3, h));
+            let fast = fast_header(payload(&out));
             prop_assert!(fast.is_some());
             prop_assert_eq!(fast, slow(&out));
         }
@@ -248,9 +307,9 @@ mod tests {
                 framed.extend_from_slice(&p);
                 framed.push(0xCE);
                 let fast = if f[0] == 1 {
-                    method(1, &p)
+                    fast_method(&p)
                 } else {
-                    header(&p).map(|h| AMQPFrame::Header(1, h))
+                    fast_header(&p)
                 };
                 if let Some(fast) = fast {
                     prop_assert_eq!(Some(fast), slow(&framed));
@@ -282,6 +341,34 @@ mod tests {
                 })),
             ),
         );
-        assert!(method(1, payload(&out)).is_none());
+        assert!(method(payload(&out)).is_none());
+    }
+
+    #[test]
+    fn essentials_are_read_from_the_header() {
+        let read = |props: BasicProperties| {
+            let mut out = Vec::new();
+            let h = AMQPContentHeader {
+                class_id: 60,
+                body_size: 3,
+                properties: props,
+            };
+            put_frame(&mut out, &AMQPFrame::Header(1, h));
+            header(payload(&out)).unwrap().props
+        };
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_priority(7)
+            .with_reply_to(crate::vhost::REPLY_TO.into())
+            .with_expiration("1500".into());
+        let want = Essentials {
+            delivery_mode: 2,
+            priority: 7,
+            expiration: Expiration::Ms(1500),
+            direct_reply: true,
+        };
+        assert_eq!(read(props), want);
+        let props = BasicProperties::default().with_expiration("soon".into());
+        assert_eq!(read(props).expiration, Expiration::Invalid);
     }
 }

@@ -27,11 +27,53 @@ pub struct Message {
     expiration: Expiration,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Expiration {
+/// The `expiration` property, as the broker reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Expiration {
+    /// Absent.
+    #[default]
     None,
+    /// A non-negative integer of milliseconds.
     Ms(u64),
+    /// Present but not a non-negative integer.
     Invalid,
+}
+
+impl Expiration {
+    /// Read from the property's text.
+    pub fn parse(s: Option<&str>) -> Expiration {
+        match s {
+            None => Expiration::None,
+            Some(s) => s.parse::<u64>().map_or(Expiration::Invalid, Expiration::Ms),
+        }
+    }
+}
+
+/// The properties the broker reads on every message, decoded up front
+/// (the rest stay encoded, as sent): small, so the frames of a publish
+/// carry them without moving a whole [`BasicProperties`] around.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Essentials {
+    /// `delivery-mode` (absent: 0).
+    pub delivery_mode: u8,
+    /// `priority` (absent: 0).
+    pub priority: u8,
+    /// `expiration`.
+    pub expiration: Expiration,
+    /// `reply-to` is direct reply-to's pseudo-queue ([`crate::vhost::REPLY_TO`]).
+    pub direct_reply: bool,
+}
+
+impl Essentials {
+    /// Read from decoded properties.
+    pub fn of(p: &BasicProperties) -> Essentials {
+        Essentials {
+            delivery_mode: p.delivery_mode().unwrap_or(0),
+            priority: p.priority().unwrap_or(0),
+            expiration: Expiration::parse(p.expiration().as_ref().map(|s| s.as_str())),
+            direct_reply: p.reply_to().as_ref().map(|r| r.as_str()) == Some(crate::vhost::REPLY_TO),
+        }
+    }
 }
 
 /// Shared message.
@@ -48,16 +90,18 @@ impl Message {
     ) -> Message {
         let mut raw = Vec::new();
         encode_properties_into(props, &mut raw);
-        Self::from_wire(exchange, routing_key, props, &raw, body)
+        Self::from_wire(exchange, routing_key, Essentials::of(props), &raw, body)
     }
 
     /// Build from properties as they came on the wire (`raw_props`, kept
     /// byte for byte and sent to consumers as they are, as RabbitMQ does)
-    /// and their decoded form `props`, and the body in parts.
+    /// and what the broker reads of them (`props`), and the body in parts.
+    /// The names may be given as owned `String`s, which are then moved,
+    /// not copied.
     pub fn from_wire<B: AsRef<[u8]>>(
-        exchange: &str,
-        routing_key: &str,
-        props: &BasicProperties,
+        exchange: impl Into<Box<str>>,
+        routing_key: impl Into<Box<str>>,
+        props: Essentials,
         raw_props: &[u8],
         body: &[B],
     ) -> Message {
@@ -68,21 +112,14 @@ impl Message {
         for b in body {
             data.extend_from_slice(b.as_ref());
         }
-        let expiration = match props.expiration() {
-            None => Expiration::None,
-            Some(s) => s
-                .as_str()
-                .parse::<u64>()
-                .map_or(Expiration::Invalid, Expiration::Ms),
-        };
         Message {
             exchange: exchange.into(),
             routing_key: routing_key.into(),
             data: data.into_boxed_slice(),
             props_len,
-            delivery_mode: props.delivery_mode().unwrap_or(1),
-            priority: props.priority().unwrap_or(0),
-            expiration,
+            delivery_mode: props.delivery_mode,
+            priority: props.priority,
+            expiration: props.expiration,
         }
     }
 
@@ -108,7 +145,7 @@ impl Message {
         Some(Self::from_wire(
             exchange,
             routing_key,
-            &props,
+            Essentials::of(&props),
             raw_props,
             &[body],
         ))

@@ -130,6 +130,13 @@ impl Reader {
     async fn next(&mut self) -> io::Result<Inbound> {
         loop {
             match decode(&mut self.buf, u32::MAX) {
+                // Confirms come as basic.ack: in the general form here.
+                Ok(Some(Inbound::Fast(ch, m))) => {
+                    return Ok(Inbound::Frame(Box::new(AMQPFrame::Method(
+                        ch,
+                        m.into_class(),
+                    ))))
+                }
                 Ok(Some(f)) => return Ok(f),
                 Ok(None) => {}
                 Err(e) => return Err(proto_err(e.to_string())),
@@ -577,7 +584,7 @@ async fn consumer(a: PerfArgs, idx: usize, sh: Arc<Shared>) -> io::Result<Vec<u3
                         first_body = true;
                     }
                 }
-                Inbound::Header(..) => {}
+                Inbound::Header(..) | Inbound::Fast(..) => {}
                 Inbound::Body(_, b) => {
                     if first_body {
                         first_body = false;

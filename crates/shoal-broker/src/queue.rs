@@ -327,8 +327,8 @@ pub struct Consumer {
 /// A queue.
 #[derive(Debug)]
 pub struct Queue {
-    /// Name.
-    pub name: String,
+    /// Name (shared with the unacknowledged deliveries taken from it).
+    pub name: std::sync::Arc<str>,
     /// Survives restart.
     pub durable: bool,
     /// Owning connection of an exclusive queue.
@@ -364,7 +364,7 @@ pub struct Queue {
 impl Queue {
     /// A new empty queue.
     pub fn new(
-        name: String,
+        name: impl Into<std::sync::Arc<str>>,
         durable: bool,
         exclusive_owner: Option<u64>,
         auto_delete: bool,
@@ -373,7 +373,7 @@ impl Queue {
     ) -> Queue {
         let levels = usize::from(args.max_priority.unwrap_or(0)) + 1;
         Queue {
-            name,
+            name: name.into(),
             durable,
             exclusive_owner,
             auto_delete,
@@ -513,7 +513,7 @@ mod tests {
         t.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(5));
         t.insert("x-max-length".into(), AMQPValue::LongInt(2));
         let args = QueueArgs::parse(&t).unwrap();
-        let mut q = Queue::new("q".into(), false, None, false, t, args);
+        let mut q = Queue::new("q", false, None, false, t, args);
         q.push_back(qm("low", 0));
         q.push_back(qm("high", 9));
         assert!(q.would_overflow(1));
@@ -528,7 +528,7 @@ mod tests {
         let mut t = FieldTable::default();
         t.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(2));
         let args = QueueArgs::parse(&t).unwrap();
-        let mut q = Queue::new("q".into(), false, None, false, t, args);
+        let mut q = Queue::new("q", false, None, false, t, args);
         for b in ["m1", "m2", "m3", "m4"] {
             q.push_back(qm(b, 0));
         }
@@ -600,7 +600,7 @@ mod tests {
         let new_q = || {
             let t = FieldTable::default();
             let args = QueueArgs::parse(&t).unwrap();
-            Queue::new("q".into(), false, None, false, t, args)
+            Queue::new("q", false, None, false, t, args)
         };
         let mut old = new_q();
         old.push_back(qm("old", 0));

@@ -10,8 +10,10 @@ use crate::outbox::{Backlog, Kick, Out, OUTBOX_MAX};
 use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{basic, AMQPClass};
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -28,9 +30,16 @@ pub struct WireParams {
 }
 
 /// Write all of `buf`; false when the socket failed or the write stalled
-/// past `limit`.
+/// past `limit`. The timer is only armed when the socket does not take the
+/// bytes at once, which is the rare case.
 async fn put<W: AsyncWrite + Unpin>(w: &mut W, buf: &[u8], limit: Duration) -> bool {
-    match tokio::time::timeout(limit, w.write_all(buf)).await {
+    let mut write = std::pin::pin!(w.write_all(buf));
+    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    let done = match first {
+        Poll::Ready(r) => Ok(r),
+        Poll::Pending => tokio::time::timeout(limit, write).await,
+    };
+    match done {
         Ok(Ok(())) => true,
         Ok(Err(_)) => false,
         Err(_) => {
@@ -82,28 +91,41 @@ pub async fn run<W: AsyncWrite + Unpin>(
     let mut kick: Option<Kick> = None;
     let mut synced: Option<tokio::sync::watch::Receiver<u64>> = None;
     let mut acks: HashMap<u16, (u64, u64)> = HashMap::new();
+    // Heartbeats go out when nothing else has for half the negotiated
+    // interval. One timer for the connection: it is moved on when it fires
+    // early (something was written since it was set), not re-armed per batch.
+    let heartbeat = tokio::time::sleep(Duration::from_secs(86_400));
+    tokio::pin!(heartbeat);
+    let mut idle_since = tokio::time::Instant::now();
     loop {
         let hb = params.heartbeat.load(Ordering::Relaxed);
         let first = if hb > 0 {
-            match tokio::time::timeout(Duration::from_millis(u64::from(hb) * 500), rx.recv()).await
-            {
-                Ok(Some(x)) => x,
-                Ok(None) => break,
-                Err(_) => {
-                    put_frame(&mut buf, &AMQPFrame::Heartbeat);
-                    if !put(&mut w, &buf, limit).await {
-                        return false;
+            let every = Duration::from_millis(u64::from(hb) * 500);
+            loop {
+                if idle_since + every < heartbeat.deadline() {
+                    heartbeat.as_mut().reset(idle_since + every);
+                }
+                tokio::select! {
+                    biased;
+                    x = rx.recv() => break x,
+                    _ = &mut heartbeat => {
+                        let due = idle_since + every;
+                        if due <= tokio::time::Instant::now() {
+                            put_frame(&mut buf, &AMQPFrame::Heartbeat);
+                            if !put(&mut w, &buf, limit).await {
+                                return false;
+                            }
+                            buf.clear();
+                            idle_since = tokio::time::Instant::now();
+                        }
+                        heartbeat.as_mut().reset(idle_since + every);
                     }
-                    buf.clear();
-                    continue;
                 }
             }
         } else {
-            match rx.recv().await {
-                Some(x) => x,
-                None => break,
-            }
+            rx.recv().await
         };
+        let Some(first) = first else { break };
         let frame_max = params.frame_max.load(Ordering::Relaxed);
         let mut item = Some(first);
         let mut close = false;
@@ -235,6 +257,9 @@ pub async fn run<W: AsyncWrite + Unpin>(
                 return false;
             }
             buf.clear();
+        }
+        if hb > 0 {
+            idle_since = tokio::time::Instant::now();
         }
         backlog.replies_written(weight);
         if delivered > 0 {

@@ -183,6 +183,32 @@ async fn silent_peer_is_closed_after_missed_heartbeats() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_keeps_talking_outlives_the_heartbeat_timeout() {
+    // Heartbeat 1 s: a silent peer is closed 2 s after it last spoke. One
+    // that sends a heartbeat every 300 ms stays open well past that (the
+    // broker's one read timer moves on as it hears from the peer), and the
+    // broker's own heartbeats keep coming.
+    let b = TestBroker::start().await;
+    let (mut s, mut buf) = raw_open(b.addr, 1).await;
+    let end = tokio::time::Instant::now() + Duration::from_millis(4500);
+    let mut heartbeats = 0;
+    while tokio::time::Instant::now() < end {
+        s.write_all(&encode(&AMQPFrame::Heartbeat)).await.unwrap();
+        let read = tokio::time::timeout(Duration::from_millis(300), read_frame(&mut s, &mut buf));
+        match read.await {
+            Err(_) => {}
+            Ok(Some(AMQPFrame::Heartbeat)) => heartbeats += 1,
+            Ok(other) => panic!("closed or unexpected while talking: {other:?}"),
+        }
+    }
+    assert!(
+        heartbeats >= 3,
+        "only {heartbeats} heartbeats from the broker in 4.5 s"
+    );
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_connections_with_320() {
     let b = TestBroker::start().await;
     let (mut s, mut buf) = raw_open(b.addr, 0).await;

@@ -46,7 +46,7 @@ pub fn export(b: &Broker, only: Option<&str>) -> Value {
         qs.sort_by(|a, b| a.name.cmp(&b.name));
         for q in &qs {
             queues.push(with_vhost(
-                json!({"name": q.name, "durable": true, "auto_delete": q.auto_delete,
+                json!({"name": &*q.name, "durable": true, "auto_delete": q.auto_delete,
                 "arguments": table_to_json(&q.arguments)}),
             ));
         }

@@ -173,7 +173,7 @@ pub fn metrics_text(b: &Broker, per_object: bool) -> String {
         for q in g.queues.values() {
             let ql = vec![
                 ("vhost".to_string(), vname.clone()),
-                ("queue".to_string(), q.name.clone()),
+                ("queue".to_string(), q.name.to_string()),
             ];
             fams[9].3.push((ql.clone(), q.len as f64));
             fams[10].3.push((ql.clone(), q.unacked as f64));
@@ -239,7 +239,7 @@ fn rabbitmq_families(w: &mut TextWriter, b: &Broker, per_object: bool) {
             if per_object {
                 let l = vec![
                     ("vhost".to_string(), vname.clone()),
-                    ("queue".to_string(), q.name.clone()),
+                    ("queue".to_string(), q.name.to_string()),
                 ];
                 let vals = [
                     q.len as f64,

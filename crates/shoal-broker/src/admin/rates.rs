@@ -72,7 +72,7 @@ impl Rates {
                 global[g::READY] += ready;
                 global[g::UNACKED] += unacked;
                 queues.insert(
-                    (vname.clone(), qu.name.clone()),
+                    (vname.clone(), qu.name.to_string()),
                     [
                         qu.stat_published,
                         qu.stat_delivered,

@@ -72,7 +72,7 @@ pub fn queue_row(vname: &str, qu: &Queue, rates: &Rates, node: &str) -> Value {
     let qr = |i| rate(rates.queue(vname, &qu.name, i));
     let (ready, unacked) = (qu.len as u64, qu.unacked as u64);
     json!({
-        "name": qu.name, "vhost": vname, "node": node, "type": "classic", "state": "running",
+        "name": &*qu.name, "vhost": vname, "node": node, "type": "classic", "state": "running",
         "durable": qu.durable, "auto_delete": qu.auto_delete, "exclusive": qu.exclusive_owner.is_some(),
         "arguments": table_to_json(&qu.arguments), "policy": null,
         "messages": ready + unacked, "messages_details": qr(q::MESSAGES),
@@ -304,7 +304,7 @@ pub fn consumers(cx: &Ctx, only: Option<&str>) -> Vec<Value> {
                     json!({})
                 };
                 rows.push(json!({
-                    "consumer_tag": &*c.tag, "queue": {"name": qu.name, "vhost": vname},
+                    "consumer_tag": &*c.tag, "queue": {"name": &*qu.name, "vhost": vname},
                     "channel_details": {"name": format!("{} ({number})", o.name), "number": number,
                         "connection_name": o.name, "peer_host": o.peer_host, "peer_port": o.peer_port, "user": o.user},
                     "ack_required": !c.no_ack, "exclusive": c.exclusive, "prefetch_count": c.prefetch,

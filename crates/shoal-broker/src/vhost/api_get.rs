@@ -58,37 +58,22 @@ impl VHost {
     ) -> AmqpResult<Vec<Got>> {
         // Connection id 0 is never a client's: exclusive queues are refused.
         self.queue_for(0, queue)?;
-        let now = now_ms();
-        let (mut expired, mut got, mut taken) = (Vec::new(), Vec::new(), Vec::new());
+        let (got, taken): (Vec<Got>, Vec<QMsg>) = self
+            .take_ready(queue, count)
+            .into_iter()
+            .map(|t| {
+                let got = Got {
+                    msg: t.loaded.msg,
+                    redelivered: t.queued.redelivered,
+                    left: t.left,
+                };
+                (got, t.queued)
+            })
+            .unzip();
         if let Some(q) = self.queues.get_mut(queue) {
-            q.last_used_ms = now;
-            while got.len() < count {
-                let Some(m) = q.pop() else { break };
-                if m.expires_ms != 0 && m.expires_ms <= now {
-                    expired.push(m);
-                    continue;
-                }
-                let mut loaded = m.clone();
-                if !load(&self.store, &mut loaded) {
-                    if let Some(r) = m.sref {
-                        self.store.ack(r);
-                    }
-                    self.stats.dropped += 1;
-                    continue;
-                }
-                got.push(Got {
-                    msg: loaded.msg,
-                    redelivered: m.redelivered,
-                    left: q.len as u32,
-                });
-                taken.push(m);
-            }
             q.stat_delivered += got.len() as u64;
         }
         self.stats.delivered += got.len() as u64;
-        if !expired.is_empty() {
-            self.dead_letter(queue, expired, "expired", 0);
-        }
         if mode.requeue() {
             if let Some(q) = self.queues.get_mut(queue) {
                 for mut m in taken {

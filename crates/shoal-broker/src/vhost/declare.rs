@@ -262,7 +262,7 @@ impl VHost {
     ) -> AmqpResult<(String, u32, u32)> {
         if passive {
             let q = self.queue_for(conn, name)?;
-            return Ok((q.name.clone(), q.len as u32, q.consumers.len() as u32));
+            return Ok((q.name.to_string(), q.len as u32, q.consumers.len() as u32));
         }
         let name = if name.is_empty() {
             format!("amq.gen-{}", random_suffix(22))

@@ -3,6 +3,16 @@
 
 use super::*;
 
+/// A message taken by [`VHost::take_ready`].
+pub(super) struct Taken {
+    /// As it was queued (a paged-out message stays paged, for a requeue).
+    pub queued: QMsg,
+    /// With its body loaded.
+    pub loaded: QMsg,
+    /// Ready messages left in the queue after it was taken.
+    pub left: u32,
+}
+
 impl VHost {
     // ----- basic -----
 
@@ -101,113 +111,22 @@ impl VHost {
 
     /// Deliver ready messages of `qname` to consumers with credit.
     pub fn dispatch(&mut self, qname: &str) {
-        self.dispatch_depth(qname, 0)
+        self.dispatch_depth(qname, 0);
     }
 
-    pub(super) fn dispatch_depth(&mut self, qname: &str, depth: u8) {
-        let now = now_ms();
-        let mut expired = Vec::new();
+    /// [`VHost::dispatch`] for a message dead-lettered `depth` times; true
+    /// when the queue is left backlogged past [`FLOW_HIGH`] with consumers
+    /// (its publishers should pause).
+    pub(super) fn dispatch_depth(&mut self, qname: &str, depth: u8) -> bool {
         let Some(q) = self.queues.get_mut(qname) else {
-            return;
+            return false;
         };
-        while let Some(head) = q.peek() {
-            if head.expires_ms != 0 && head.expires_ms <= now {
-                if let Some(m) = q.pop() {
-                    expired.push(m);
-                }
-                continue;
-            }
-            if q.consumers.is_empty() {
-                break;
-            }
-            let n = if q.args.single_active {
-                1
-            } else {
-                q.consumers.len()
-            };
-            // Consumers are kept by priority, highest first, and a consumer
-            // that gets a message moves behind the others of its priority:
-            // the first one with credit is the one to deliver to.
-            let mut chosen = None;
-            for idx in 0..n {
-                let c = &q.consumers[idx];
-                let Some(ch) = self.channels.get(&c.chan) else {
-                    continue;
-                };
-                if !ch.flow {
-                    continue;
-                }
-                if c.backlog.pending.load(std::sync::atomic::Ordering::Relaxed) >= OUTBOX_MAX {
-                    c.backlog
-                        .starved
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
-                    continue;
-                }
-                if !c.no_ack {
-                    if c.prefetch != 0 && c.unacked >= u32::from(c.prefetch) {
-                        continue;
-                    }
-                    if ch.global_prefetch != 0
-                        && ch.unacked.len() >= usize::from(ch.global_prefetch)
-                    {
-                        continue;
-                    }
-                }
-                chosen = Some(idx);
-                break;
-            }
-            let Some(idx) = chosen else { break };
-            let Some(mut m) = q.pop() else { break };
-            if !load(&self.store, &mut m) {
-                if let Some(r) = m.sref {
-                    self.store.ack(r);
-                }
-                self.stats.dropped += 1;
-                continue;
-            }
-            let c = &mut q.consumers[idx];
-            let Some(ch) = self.channels.get_mut(&c.chan) else {
-                break;
-            };
-            let tag = ch.next_tag;
-            ch.next_tag += 1;
-            let consumer_tag: Arc<str> = c.tag.clone();
-            let sent = ch.out.send(Out::Deliver {
-                ch: ch.id,
-                consumer_tag: consumer_tag.clone(),
-                tag,
-                redelivered: m.redelivered,
-                msg: m.msg.clone(),
-            });
-            if sent.is_err() {
-                q.requeue(m);
-                break;
-            }
-            q.stat_delivered += 1;
-            self.stats.delivered += 1;
-            if c.no_ack {
-                if let Some(r) = m.sref {
-                    self.store.ack(r);
-                }
-            } else {
-                c.unacked += 1;
-                q.unacked += 1;
-                ch.unacked.insert(
-                    tag,
-                    Unacked {
-                        queue: qname.to_string(),
-                        qm: m,
-                        consumer: Some(consumer_tag),
-                    },
-                );
-            }
-            if !q.args.single_active {
-                q.served(idx);
-            }
-        }
+        let (backlogged, expired) =
+            deliver_ready(q, &mut self.channels, &self.store, &mut self.stats);
         if !expired.is_empty() {
             self.dead_letter(qname, expired, "expired", depth);
         }
+        backlogged
     }
 
     /// Re-run delivery for every queue consumed by connection `conn`.
@@ -232,33 +151,12 @@ impl VHost {
     ) -> AmqpResult<Option<(u64, QMsg, u32)>> {
         self.queue_for(chan_conn(key), queue)?;
         self.chan(key)?;
-        let now = now_ms();
-        let mut expired = Vec::new();
-        let mut got = None;
-        if let Some(q) = self.queues.get_mut(queue) {
-            q.last_used_ms = now;
-            while let Some(m) = q.pop() {
-                if m.expires_ms != 0 && m.expires_ms <= now {
-                    expired.push(m);
-                    continue;
-                }
-                let mut m = m;
-                if !load(&self.store, &mut m) {
-                    if let Some(r) = m.sref {
-                        self.store.ack(r);
-                    }
-                    self.stats.dropped += 1;
-                    continue;
-                }
-                got = Some(m);
-                break;
-            }
-        }
-        if !expired.is_empty() {
-            self.dead_letter(queue, expired, "expired", 0);
-        }
-        let Some(m) = got else { return Ok(None) };
-        let left = self.queues.get(queue).map_or(0, |q| q.len as u32);
+        let Some(Taken {
+            loaded: m, left, ..
+        }) = self.take_ready(queue, 1).pop()
+        else {
+            return Ok(None);
+        };
         self.stats.delivered += 1;
         let ch = self.chan(key)?;
         let tag = ch.next_tag;
@@ -271,7 +169,7 @@ impl VHost {
             ch.unacked.insert(
                 tag,
                 Unacked {
-                    queue: queue.to_string(),
+                    queue: Arc::from(queue),
                     qm: m.clone(),
                     consumer: None,
                 },
@@ -282,6 +180,42 @@ impl VHost {
             }
         }
         Ok(Some((tag, m, left)))
+    }
+
+    /// Take up to `count` ready messages from the head of `queue`, each
+    /// with its body loaded (basic.get and the management API's get).
+    /// Expired messages met on the way are dead-lettered, unreadable paged
+    /// ones dropped; the queue counts as used.
+    pub(super) fn take_ready(&mut self, queue: &str, count: usize) -> Vec<Taken> {
+        let now = now_ms();
+        let (mut expired, mut taken) = (Vec::new(), Vec::new());
+        if let Some(q) = self.queues.get_mut(queue) {
+            q.last_used_ms = now;
+            while taken.len() < count {
+                let Some(m) = q.pop() else { break };
+                if m.expires_ms != 0 && m.expires_ms <= now {
+                    expired.push(m);
+                    continue;
+                }
+                let mut loaded = m.clone();
+                if !load(&self.store, &mut loaded) {
+                    if let Some(r) = m.sref {
+                        self.store.ack(r);
+                    }
+                    self.stats.dropped += 1;
+                    continue;
+                }
+                taken.push(Taken {
+                    queued: m,
+                    loaded,
+                    left: q.len as u32,
+                });
+            }
+        }
+        if !expired.is_empty() {
+            self.dead_letter(queue, expired, "expired", 0);
+        }
+        taken
     }
 
     pub(super) fn take_unacked(
@@ -309,27 +243,22 @@ impl VHost {
     }
 
     pub(super) fn settle(&mut self, u: &Unacked) {
-        if let Some(q) = self.queues.get_mut(&u.queue) {
-            q.unacked = q.unacked.saturating_sub(1);
-            if let Some(tag) = &u.consumer {
-                if let Some(c) = q.consumers.iter_mut().find(|c| c.tag == *tag) {
-                    c.unacked = c.unacked.saturating_sub(1);
-                }
-            }
+        if let Some(q) = self.queues.get_mut(&*u.queue) {
+            settle_in(q, u);
         }
     }
 
     /// basic.ack.
     pub fn ack(&mut self, key: u64, tag: u64, multiple: bool) -> AmqpResult<()> {
         let done = self.take_unacked(key, tag, multiple)?;
-        let mut touched: Vec<String> = Vec::new();
+        let mut touched: Vec<Arc<str>> = Vec::new();
         for u in &done {
-            self.settle(u);
+            if let Some(q) = self.queues.get_mut(&*u.queue) {
+                settle_in(q, u);
+                q.stat_acked += 1;
+            }
             if let Some(r) = u.qm.sref {
                 self.store.ack(r);
-            }
-            if let Some(q) = self.queues.get_mut(&u.queue) {
-                q.stat_acked += 1;
             }
             if !touched.contains(&u.queue) {
                 touched.push(u.queue.clone());
@@ -345,7 +274,7 @@ impl VHost {
     /// basic.nack / basic.reject.
     pub fn reject(&mut self, key: u64, tag: u64, multiple: bool, requeue: bool) -> AmqpResult<()> {
         let done = self.take_unacked(key, tag, multiple)?;
-        let mut touched: Vec<String> = Vec::new();
+        let mut touched: Vec<Arc<str>> = Vec::new();
         for u in done {
             if !touched.contains(&u.queue) {
                 touched.push(u.queue.clone());
@@ -367,7 +296,7 @@ impl VHost {
     /// basic.recover: requeue every unacknowledged delivery of the channel.
     pub fn recover(&mut self, key: u64) -> AmqpResult<()> {
         let all = self.take_unacked(key, 0, true)?;
-        let mut touched: Vec<String> = Vec::new();
+        let mut touched: Vec<Arc<str>> = Vec::new();
         for u in all {
             if !touched.contains(&u.queue) {
                 touched.push(u.queue.clone());
@@ -390,6 +319,125 @@ impl VHost {
             }
         }
         Ok(())
+    }
+}
+
+/// Deliver the ready messages of `q` to its consumers with credit (the
+/// body of [`VHost::dispatch`], for a queue already looked up). Returns
+/// whether the queue is left backlogged past [`FLOW_HIGH`] with consumers,
+/// and the expired messages met at its head, for the caller to dead-letter.
+pub(super) fn deliver_ready(
+    q: &mut Queue,
+    channels: &mut FxHashMap<u64, ChanState>,
+    store: &Store,
+    stats: &mut VStats,
+) -> (bool, Vec<QMsg>) {
+    // The clock is read only once a message with a deadline is met.
+    let mut clock = None;
+    let mut expired = Vec::new();
+    while let Some(head) = q.peek() {
+        if head.expires_ms != 0 && head.expires_ms <= *clock.get_or_insert_with(now_ms) {
+            if let Some(m) = q.pop() {
+                expired.push(m);
+            }
+            continue;
+        }
+        if q.consumers.is_empty() {
+            break;
+        }
+        let n = if q.args.single_active {
+            1
+        } else {
+            q.consumers.len()
+        };
+        // Consumers are kept by priority, highest first, and a consumer
+        // that gets a message moves behind the others of its priority:
+        // the first one with credit is the one to deliver to.
+        let mut chosen = None;
+        for idx in 0..n {
+            let c = &q.consumers[idx];
+            let Some(ch) = channels.get(&c.chan) else {
+                continue;
+            };
+            if !ch.flow {
+                continue;
+            }
+            if c.backlog.pending.load(std::sync::atomic::Ordering::Relaxed) >= OUTBOX_MAX {
+                c.backlog
+                    .starved
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
+            if !c.no_ack {
+                if c.prefetch != 0 && c.unacked >= u32::from(c.prefetch) {
+                    continue;
+                }
+                if ch.global_prefetch != 0 && ch.unacked.len() >= usize::from(ch.global_prefetch) {
+                    continue;
+                }
+            }
+            chosen = Some(idx);
+            break;
+        }
+        let Some(idx) = chosen else { break };
+        let Some(mut m) = q.pop() else { break };
+        if !load(store, &mut m) {
+            if let Some(r) = m.sref {
+                store.ack(r);
+            }
+            stats.dropped += 1;
+            continue;
+        }
+        let c = &mut q.consumers[idx];
+        let Some(ch) = channels.get_mut(&c.chan) else {
+            break;
+        };
+        let tag = ch.next_tag;
+        ch.next_tag += 1;
+        let consumer_tag: Arc<str> = c.tag.clone();
+        let sent = ch.out.send(Out::Deliver {
+            ch: ch.id,
+            consumer_tag: consumer_tag.clone(),
+            tag,
+            redelivered: m.redelivered,
+            msg: m.msg.clone(),
+        });
+        if sent.is_err() {
+            q.requeue(m);
+            break;
+        }
+        q.stat_delivered += 1;
+        stats.delivered += 1;
+        if c.no_ack {
+            if let Some(r) = m.sref {
+                store.ack(r);
+            }
+        } else {
+            c.unacked += 1;
+            q.unacked += 1;
+            ch.unacked.insert(
+                tag,
+                Unacked {
+                    queue: q.name.clone(),
+                    qm: m,
+                    consumer: Some(consumer_tag),
+                },
+            );
+        }
+        if !q.args.single_active {
+            q.served(idx);
+        }
+    }
+    (q.len > FLOW_HIGH && !q.consumers.is_empty(), expired)
+}
+
+/// `u`, taken from `q`, is settled: no longer counted as unacknowledged.
+fn settle_in(q: &mut Queue, u: &Unacked) {
+    q.unacked = q.unacked.saturating_sub(1);
+    if let Some(tag) = &u.consumer {
+        if let Some(c) = q.consumers.iter_mut().find(|c| c.tag == *tag) {
+            c.unacked = c.unacked.saturating_sub(1);
+        }
     }
 }
 

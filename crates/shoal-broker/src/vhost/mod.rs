@@ -52,7 +52,7 @@ pub fn chan_conn(key: u64) -> u64 {
 #[derive(Debug)]
 pub struct Unacked {
     /// Queue it came from.
-    pub queue: String,
+    pub queue: Arc<str>,
     /// The message.
     pub qm: QMsg,
     /// Consumer tag (None for basic.get).
@@ -364,7 +364,7 @@ impl VHost {
         }
         for q in self.queues.values().filter(|q| q.durable) {
             d.queues.push(DefQueue {
-                name: q.name.clone(),
+                name: q.name.to_string(),
                 auto_delete: q.auto_delete,
                 arguments: q.arguments.clone(),
             });
@@ -427,7 +427,9 @@ impl VHost {
             touched.insert(qname.clone());
         }
         for u in ch.unacked.into_values() {
-            touched.insert(u.queue.clone());
+            if !touched.contains(&*u.queue) {
+                touched.insert(u.queue.to_string());
+            }
             self.requeue(u);
         }
         for q in touched {
@@ -446,7 +448,7 @@ impl VHost {
         for k in keys {
             self.close_channel(k);
         }
-        let excl: Vec<String> = self
+        let excl: Vec<Arc<str>> = self
             .queues
             .values()
             .filter(|q| q.exclusive_owner == Some(conn))
@@ -458,7 +460,7 @@ impl VHost {
     }
 
     fn requeue(&mut self, mut u: Unacked) {
-        let Some(q) = self.queues.get_mut(&u.queue) else {
+        let Some(q) = self.queues.get_mut(&*u.queue) else {
             if let Some(r) = u.qm.sref {
                 self.store.ack(r);
             }

@@ -59,7 +59,9 @@ impl VHost {
 
     /// basic.publish (content complete). Checks `internal`.
     pub fn publish(&mut self, msg: Message) -> AmqpResult<Published> {
-        if let Some(e) = self.exchanges.get(&*msg.exchange) {
+        // (The default exchange is never internal: not looked up.)
+        let named = (!msg.exchange.is_empty()).then(|| self.exchanges.get(&*msg.exchange));
+        if let Some(e) = named.flatten() {
             if e.internal {
                 return Err(AmqpError::access_refused(format!(
                     "cannot publish to internal exchange '{}' in vhost '{}'",
@@ -81,7 +83,17 @@ impl VHost {
         let exp = msg
             .expiration_ms()
             .map_err(AmqpError::precondition_failed)?;
-        let queues = self.route(&msg.exchange.clone(), &msg)?;
+        if msg.exchange.is_empty() {
+            // The default exchange: the routing key names the queue; no
+            // list of names to build.
+            self.stats.published += 1;
+            let mut res = Published::default();
+            let msg = Arc::new(msg);
+            let key = msg.clone();
+            res.routed = self.enqueue(&key.routing_key, msg, exp, &mut res, 0);
+            return Ok(res);
+        }
+        let queues = self.route(&msg.exchange, &msg)?;
         self.stats.published += 1;
         let mut res = Published {
             routed: !queues.is_empty(),
@@ -94,6 +106,8 @@ impl VHost {
         Ok(res)
     }
 
+    /// Put `msg` into queue `qname` and deliver what can be; false if
+    /// there is no such queue.
     pub(super) fn enqueue(
         &mut self,
         qname: &str,
@@ -101,10 +115,9 @@ impl VHost {
         exp: Option<u64>,
         res: &mut Published,
         depth: u8,
-    ) {
-        let now = now_ms();
+    ) -> bool {
         let Some(q) = self.queues.get_mut(qname) else {
-            return;
+            return false;
         };
         let size = msg.body().len();
         if q.would_overflow(size) {
@@ -112,7 +125,7 @@ impl VHost {
                 Overflow::RejectPublish => {
                     res.rejected = true;
                     self.stats.rejected += 1;
-                    return;
+                    return true;
                 }
                 Overflow::RejectPublishDlx => {
                     res.rejected = true;
@@ -126,7 +139,7 @@ impl VHost {
                         seq: 0,
                     };
                     self.dead_letter(qname, vec![qm], "maxlen", depth);
-                    return;
+                    return true;
                 }
                 Overflow::DropHead => {}
             }
@@ -135,7 +148,7 @@ impl VHost {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let expires_ms = ttl.map_or(0, |t| now + t);
+        let expires_ms = ttl.map_or(0, |t| now_ms() + t);
         let sref = if q.durable && msg.persistent() {
             let (r, seq) = self.store.append(qname, &msg, expires_ms);
             res.wait_seq = res.wait_seq.max(seq);
@@ -170,17 +183,22 @@ impl VHost {
                 None => break,
             }
         }
-        if !dropped.is_empty() {
-            self.dead_letter(qname, dropped, "maxlen", depth);
-        }
-        self.dispatch_depth(qname, depth);
-        if res.flow.is_none() {
-            if let Some(q) = self.queues.get(qname) {
-                if q.len > FLOW_HIGH && !q.consumers.is_empty() {
-                    res.flow = Some(qname.to_string());
-                }
+        let backlogged = if dropped.is_empty() {
+            // The queue is at hand: deliver without looking it up again.
+            let (backlogged, expired) =
+                delivery::deliver_ready(q, &mut self.channels, &self.store, &mut self.stats);
+            if !expired.is_empty() {
+                self.dead_letter(qname, expired, "expired", depth);
             }
+            backlogged
+        } else {
+            self.dead_letter(qname, dropped, "maxlen", depth);
+            self.dispatch_depth(qname, depth)
+        };
+        if backlogged && res.flow.is_none() {
+            res.flow = Some(qname.to_string());
         }
+        true
     }
 
     /// Whether publishers to `qname` may go on (backlog drained or no consumers).
