@@ -13,12 +13,13 @@
 //!
 //! It serves on the listener its primary passes (`LISTEN_FDS`, fd 3), says
 //! ready with `READY=1` (`ready = "notify"`), and stops on SIGTERM: it stops
-//! accepting, lets the open connections finish their request (at most 3 s),
-//! then exits.
+//! accepting, serves the first request of a connection it accepted just
+//! before (waiting at most [`FIRST_REQUEST_WAIT`] for it), lets the open
+//! connections finish their request (at most 3 s), then exits.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -34,6 +35,9 @@ const QUEUE: usize = 1024;
 /// How long, once asked to stop, the open connections may take to finish
 /// their request.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
+/// On SIGTERM, how long a connection that has not sent its first request
+/// yet is given to send it before it is closed.
+const FIRST_REQUEST_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 struct Worker {
     name: String,
@@ -172,8 +176,11 @@ pub async fn run() -> std::io::Result<()> {
         let (stop, open) = (stop.clone(), open.clone());
         open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
+            let served = Arc::new(AtomicBool::new(false));
+            let seen = served.clone();
             let svc = hyper::service::service_fn(move |req| {
                 let w = w.clone();
+                seen.store(true, Ordering::Relaxed);
                 async move { Ok::<_, Infallible>(w.answer(&req)) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
@@ -182,9 +189,25 @@ pub async fn run() -> std::io::Result<()> {
             tokio::select! {
                 _ = conn.as_mut() => {}
                 _ = stop.cancelled() => {
-                    // Finish the request under way; close when idle.
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
+                    // A connection accepted just before the stop may not
+                    // have had its first request read yet; closing it as
+                    // idle would fail a request its client already sent
+                    // (a proxy answers 502). Serve that first request
+                    // (waiting at most FIRST_REQUEST_WAIT for it), then
+                    // finish what is under way and close.
+                    let first = async {
+                        while !served.load(Ordering::Relaxed) {
+                            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                        }
+                    };
+                    let ended = tokio::select! {
+                        _ = conn.as_mut() => true,
+                        _ = tokio::time::timeout(FIRST_REQUEST_WAIT, first) => false,
+                    };
+                    if !ended {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
                 }
             }
             open.fetch_sub(1, Ordering::Relaxed);
