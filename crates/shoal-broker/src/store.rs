@@ -133,13 +133,21 @@ impl Inner {
         }
     }
 
+    /// Whether every record of the current segment has been removed (and
+    /// it holds any), so rolling it would reclaim its space.
+    fn current_reclaimable(&self) -> bool {
+        self.cur_len > 0 && self.live.get(&self.cur_seg).copied().unwrap_or(0) == 0
+    }
+
     /// Roll the current segment when every record in it has been removed,
-    /// so its space is reclaimed too: at once when the store is quiet, and
-    /// under load once it holds [`ROLL_EMPTY_AT`] bytes (rolling on every
-    /// batch would create a file per fsync).
-    fn roll_if_reclaimable(&mut self) {
-        let empty = self.live.get(&self.cur_seg).copied().unwrap_or(0) == 0;
-        if empty && self.cur_len > 0 && (self.batch.is_empty() || self.cur_len >= ROLL_EMPTY_AT) {
+    /// so its space is reclaimed too: under load once it holds
+    /// [`ROLL_EMPTY_AT`] bytes, and when the store has been quiet for
+    /// [`ROLL_QUIET_AFTER`] (the syncer's wait). Rolling whenever the batch
+    /// queue is momentarily empty made a paced load (a batch per
+    /// millisecond, each acknowledged before the next) create, fsync and
+    /// delete a file every few dozen messages.
+    fn roll_if_reclaimable(&mut self, quiet: bool) {
+        if self.current_reclaimable() && (quiet || self.cur_len >= ROLL_EMPTY_AT) {
             self.roll();
         }
     }
@@ -148,6 +156,10 @@ impl Inner {
 /// Bytes an all-acknowledged current segment may hold under load before it
 /// is rolled and reclaimed.
 pub const ROLL_EMPTY_AT: u64 = 1 << 20;
+
+/// How long the store must have had nothing to write before an
+/// all-acknowledged current segment is rolled and reclaimed.
+pub const ROLL_QUIET_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Store statistics.
 #[derive(Debug, Clone, Copy, Default)]

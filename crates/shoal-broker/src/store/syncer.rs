@@ -14,7 +14,7 @@
 //! writes fail the store reports [`StoreStats::failing`], which raises the
 //! broker's disk alarm and blocks publishers.
 
-use super::{ack_path, seg_path, Batch, Chunk, Store, ACK_SYNC_EVERY};
+use super::{ack_path, seg_path, Batch, Chunk, Store, ACK_SYNC_EVERY, ROLL_QUIET_AFTER};
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -197,12 +197,22 @@ pub(super) fn run(store: &Arc<Store>) {
         let (batch, seq) = {
             let mut g = store.inner.lock();
             while g.batch.is_empty() && !store.stop.load(Ordering::SeqCst) {
-                if files.acks_dirty.is_empty() {
+                let roll_due = g.current_reclaimable();
+                if files.acks_dirty.is_empty() && !roll_due {
                     store.cond.wait(&mut g);
+                    continue;
+                }
+                // Once things are quiet: sync pending acknowledgements, and
+                // roll an all-acknowledged segment so its file is deleted.
+                let wait = if roll_due {
+                    ROLL_QUIET_AFTER
                 } else {
-                    // Sync pending acknowledgements once things are quiet.
-                    let r = store.cond.wait_for(&mut g, ACK_SYNC_EVERY);
-                    if r.timed_out() && g.batch.is_empty() {
+                    ACK_SYNC_EVERY
+                };
+                let r = store.cond.wait_for(&mut g, wait);
+                if r.timed_out() && g.batch.is_empty() {
+                    g.roll_if_reclaimable(true);
+                    if !files.acks_dirty.is_empty() {
                         drop(g);
                         files.sync_acks();
                         g = store.inner.lock();
@@ -240,7 +250,7 @@ pub(super) fn run(store: &Arc<Store>) {
                 store.synced.send_replace(seq);
                 let mut g = store.inner.lock();
                 g.inflight.clear();
-                g.roll_if_reclaimable();
+                g.roll_if_reclaimable(false);
             }
             Err(e) => {
                 failures += 1;
