@@ -13,20 +13,14 @@ use std::time::{Duration, Instant};
 
 pub const T: Duration = Duration::from_secs(60);
 
+/// A free TCP port (see [`crate::cluster_support::free_port`]).
 pub fn free_tcp() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    crate::cluster_support::free_port()
 }
 
+/// A free UDP port (see [`crate::cluster_support::free_port`]).
 pub fn free_udp() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    crate::cluster_support::free_port()
 }
 
 pub struct Ports {
