@@ -19,7 +19,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -176,11 +176,13 @@ pub async fn run() -> std::io::Result<()> {
         let (stop, open) = (stop.clone(), open.clone());
         open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            let served = Arc::new(AtomicBool::new(false));
-            let seen = served.clone();
+            // Signalled once the first request has been read (a stored
+            // permit, so a wait that starts later still sees it).
+            let first_request = Arc::new(tokio::sync::Notify::new());
+            let signal = first_request.clone();
             let svc = hyper::service::service_fn(move |req| {
                 let w = w.clone();
-                seen.store(true, Ordering::Relaxed);
+                signal.notify_one();
                 async move { Ok::<_, Infallible>(w.answer(&req)) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
@@ -195,14 +197,9 @@ pub async fn run() -> std::io::Result<()> {
                     // (a proxy answers 502). Serve that first request
                     // (waiting at most FIRST_REQUEST_WAIT for it), then
                     // finish what is under way and close.
-                    let first = async {
-                        while !served.load(Ordering::Relaxed) {
-                            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                        }
-                    };
                     let ended = tokio::select! {
                         _ = conn.as_mut() => true,
-                        _ = tokio::time::timeout(FIRST_REQUEST_WAIT, first) => false,
+                        _ = tokio::time::timeout(FIRST_REQUEST_WAIT, first_request.notified()) => false,
                     };
                     if !ended {
                         conn.as_mut().graceful_shutdown();
