@@ -62,11 +62,7 @@ SERVER_NAME = "{table}"
 /// the proxy in front of web.
 fn topology(p: &Ports, dir: &Path) -> String {
     format!(
-        r#"[broker]
-listen = "127.0.0.1:{amqp}"
-admin_listen = ""
-data_dir = "{data}"
-
+        r#"{broker}
 [stats]
 udp = ["127.0.0.1:{udp}"]
 http = "127.0.0.1:{metrics}"
@@ -75,11 +71,10 @@ sockets = 1
 mapping_config = "{mapping}"
 {web}{api}
 {proxy}"#,
-        amqp = p.amqp,
+        broker = up_support::broker_table(p.amqp, dir),
         udp = p.udp,
         metrics = p.metrics,
         proxy = up_support::proxy_table(p.proxy),
-        data = dir.join("broker").display(),
         mapping = dir.join("mapping.yml").display(),
         web = cluster("web", 2, p.web),
         api = cluster("api", 1, p.api),

@@ -51,11 +51,7 @@ pub fn topology(p: &Ports, data: &std::path::Path) -> String {
         r#"[dashboard]
 listen = "127.0.0.1:{dashboard}"
 
-[broker]
-listen = "127.0.0.1:{amqp}"
-admin_listen = ""
-data_dir = "{data}"
-
+{broker}
 [stats]
 udp = ["127.0.0.1:{udp}"]
 http = "127.0.0.1:{metrics}"
@@ -75,14 +71,22 @@ SERVER_NAME = "web"
 NODE_PATH = "{node_path}"
 
 {proxy}"#,
-        amqp = p.amqp,
+        broker = broker_table(p.amqp, data),
         udp = p.udp,
         metrics = p.metrics,
         web = p.web,
         proxy = proxy_table(p.proxy),
         dashboard = p.dashboard,
-        data = data.join("broker").display(),
         node_path = node_path.display(),
+    )
+}
+
+/// A `[broker]` table on `amqp`, without the admin listener, keeping its
+/// data under `data/broker`.
+pub fn broker_table(amqp: u16, data: &std::path::Path) -> String {
+    format!(
+        "[broker]\nlisten = \"127.0.0.1:{amqp}\"\nadmin_listen = \"\"\ndata_dir = \"{}\"\n",
+        data.join("broker").display()
     )
 }
 
