@@ -171,19 +171,20 @@ impl Reloader {
                 let vars = |s| crate::config::stats_env(Some(s));
                 let (from, to) = (vars(&old), vars(&new));
                 let same = text(&Some(&new)) == text(&Some(&old));
-                let r = if same && new.mapping.is_none() {
-                    Ok(Some(
-                        "stats: nothing changed (not restarted; its counters are kept)".into(),
-                    ))
-                } else if same {
-                    // Unchanged settings: reread the mapping file, as
-                    // `shoal ctl --name stats reload` does.
+                let r = if same && new.mapping.is_some() {
+                    // Unchanged settings: reread the mapping file even if
+                    // its content did not change, as `shoal ctl --name
+                    // stats reload` does.
                     self.reload_mapping().map(|w| {
                         st.mapping = crate::restart::mapping_text(Some(&new));
                         Some(w)
                     })
                 } else {
-                    self.apply_stats(&mut st, old, new).await
+                    self.apply_stats(&mut st, old, new).await.map(|w| {
+                        Some(w.unwrap_or_else(|| {
+                            "stats: nothing changed (not restarted; its counters are kept)".into()
+                        }))
+                    })
                 };
                 match r {
                     Ok(w) => {
