@@ -181,42 +181,44 @@ app.listen({port});
     let first = distinct_answers(&addr, 2);
     assert!(first.iter().all(|a| a.starts_with("express ")), "{first:?}");
 
-    // 4 clients, a new connection per request, 2,000 requests in all, while
-    // every worker is replaced one at a time.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // 4 clients, a new connection per request, 2,000 requests in all, and
+    // rolling reloads one after another for as long as they run: every
+    // request meets a reload in progress or between two.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let clients: Vec<_> = (0..4)
         .map(|_| {
             let addr = addr.clone();
-            let stop = stop.clone();
+            let done = done.clone();
             std::thread::spawn(move || {
-                let (mut ok, mut failed) = (0u32, Vec::new());
-                while ok + (failed.len() as u32) < 500 {
+                let mut failed = Vec::new();
+                for _ in 0..500 {
                     match get(&addr, "/") {
-                        Some((200, _)) => ok += 1,
+                        Some((200, _)) => {}
                         other => failed.push(format!("{other:?}")),
                     }
-                    if stop.load(std::sync::atomic::Ordering::Relaxed) && ok >= 50 {
-                        break;
-                    }
                 }
-                (ok, failed)
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                failed
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
-    let r = p.ctl_json(&["reload"]);
-    assert_eq!(r["ok"], true, "{r}");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut total = 0;
+    let mut reloads = 0;
+    loop {
+        let r = p.ctl_json(&["reload"]);
+        assert_eq!(r["ok"], true, "{r}");
+        reloads += 1;
+        if done.load(std::sync::atomic::Ordering::SeqCst) == 4 {
+            break;
+        }
+    }
+    eprintln!("{reloads} rolling reloads during 2,000 requests");
     for c in clients {
-        let (ok, failed) = c.join().unwrap();
+        let failed = c.join().unwrap();
         assert!(
             failed.is_empty(),
-            "failed requests during reload: {failed:?}"
+            "failed requests during {reloads} reloads: {failed:?}"
         );
-        total += ok;
     }
-    assert!(total >= 200, "{total}");
     let after = distinct_answers(&addr, 2);
     assert!(
         after.iter().all(|a| !first.contains(a)),
@@ -251,4 +253,159 @@ http.createServer((q, r) => r.end('fine ' + cluster.worker.id)).listen({port}, '
     );
     let (code, body) = get(&format!("127.0.0.1:{port}"), "/").unwrap();
     assert_eq!((code, body.as_str()), (200, "fine 1"));
+}
+
+/// `dgram` sockets in cluster workers: a socket bound with
+/// `exclusive: false` (and one bound without the option, Node's default for
+/// dgram in a worker) is asked of the primary, which binds the address once
+/// and hands every worker the same socket, so datagrams sent to that one
+/// port are answered by the workers.
+#[test]
+fn dgram_sockets_bound_in_workers_share_one_port_and_answer() {
+    let dir = TempDir::new();
+    let (shared, default) = (free_port(), free_port());
+    let script = write_script(
+        dir.path(),
+        "udp.js",
+        &format!(
+            r#"
+const cluster = require('cluster');
+const dgram = require('dgram');
+const id = cluster.worker.id;
+function echo(port, opts, label, done) {{
+  const s = dgram.createSocket('udp4');
+  s.on('message', (m, r) => s.send(label + ' ' + id + ' ' + m, r.port, r.address));
+  s.bind(Object.assign({{port, address: '127.0.0.1'}}, opts), () => done(s.address().port));
+}}
+echo({shared}, {{exclusive: false}}, 'shared', a =>
+  echo({default}, {{}}, 'default', b => process.send({{id, a, b}})));
+"#
+        ),
+    );
+    let mut p = Primary::start("udp", &["-w", "2"], &["node", &script]);
+    let mut reports = Vec::new();
+    while reports.len() < 2 {
+        reports.push(p.event("message")["message"].clone());
+    }
+    for r in &reports {
+        assert_eq!(r["a"], shared, "{r}");
+        assert_eq!(r["b"], default, "{r}");
+    }
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    for (port, label) in [(shared, "shared"), (default, "default")] {
+        for i in 0..20 {
+            let msg = format!("ping{i}");
+            client.send_to(msg.as_bytes(), ("127.0.0.1", port)).unwrap();
+            let mut buf = [0u8; 256];
+            let (n, _) = client
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("{label} datagram {i} not answered: {e}\n{}", p.log()));
+            let reply = String::from_utf8_lossy(&buf[..n]).to_string();
+            let words: Vec<&str> = reply.split(' ').collect();
+            assert_eq!(words.len(), 3, "{reply}");
+            assert_eq!((words[0], words[2]), (label, msg.as_str()), "{reply}");
+            assert!(words[1] == "1" || words[1] == "2", "{reply}");
+        }
+    }
+    // One bound socket per address in the whole cluster: the primary's.
+    let out = std::process::Command::new("ss")
+        .args(["-uanp"])
+        .output()
+        .unwrap();
+    let ss = String::from_utf8_lossy(&out.stdout);
+    let lines = ss
+        .lines()
+        .filter(|l| l.contains(&format!("127.0.0.1:{shared} ")));
+    assert_eq!(lines.count(), 1, "{ss}");
+}
+
+/// A Node worker whose `disconnect` never finishes (a response in flight
+/// never ends, so `server.close()` never completes) and
+/// that ignores SIGTERM is killed when the grace period ends, the log names
+/// it, its replacement comes up, and the other worker serves throughout.
+#[test]
+fn a_node_worker_stuck_in_disconnect_is_killed_after_grace_and_the_other_keeps_serving() {
+    let dir = TempDir::new();
+    let port = free_port();
+    let script = write_script(
+        dir.path(),
+        "stuck.js",
+        &format!(
+            r#"
+const cluster = require('cluster');
+const http = require('http');
+process.on('SIGTERM', () => console.log('worker ' + cluster.worker.id + ' ignores SIGTERM'));
+http.createServer((q, r) => {{
+  if (q.url !== '/hold') return r.end(String(cluster.worker.id));
+  r.writeHead(200, {{'content-type': 'text/plain'}});
+  r.write('holder ' + cluster.worker.id + '\n'); // and never ends
+}}).listen({port}, '127.0.0.1');
+"#
+        ),
+    );
+    let mut p = Primary::start(
+        "stuck",
+        &["-w", "2", "--grace", "2s", "--ready", "listening"],
+        &["node", &script],
+    );
+    p.all_online(2);
+    let addr = format!("127.0.0.1:{port}");
+    // Requests that never finish, until each worker holds one.
+    use std::io::Write;
+    let mut held = Vec::new();
+    let mut holders = std::collections::BTreeSet::new();
+    for _ in 0..200 {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut resp = String::new();
+        let mut buf = [0u8; 512];
+        while !resp.contains("holder") || !resp.ends_with("\n") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "{resp}");
+            resp.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        let id = resp.split("holder ").nth(1).unwrap().trim().to_string();
+        if holders.insert(id) {
+            held.push(s);
+        }
+        if holders.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(holders.len(), 2, "{holders:?}");
+    let old = pids(&p);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = get_until(addr.clone(), stop.clone());
+    let started = std::time::Instant::now();
+    let r = p.ctl_json(&["reload"]);
+    assert_eq!(r["ok"], true, "{r}");
+    // Each old worker ended by SIGKILL at the end of its grace period, named.
+    for _ in 0..2 {
+        let e = p.event("exit");
+        assert_eq!(e["signal"], "SIGKILL", "{e}\n{}", p.log());
+        assert_eq!(e["exited_after_disconnect"], true, "{e}");
+    }
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    p.wait_log("ignores SIGTERM");
+    p.wait_log("worker still running after the grace period: SIGKILL");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.join().unwrap();
+    assert!(
+        failed.is_empty(),
+        "failed during the stuck reload: {failed:?}"
+    );
+    assert!(ok > 0);
+    // New processes answer, the held connections are gone with the old ones.
+    let new = pids(&p);
+    assert!(
+        new.iter().all(|(_, pid)| old.iter().all(|(_, o)| o != pid)),
+        "{old:?} {new:?}"
+    );
+    assert_eq!(distinct_answers(&addr, 2), ["1", "2"]);
+    drop(held);
 }
