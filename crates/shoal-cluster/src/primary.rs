@@ -105,6 +105,8 @@ struct Primary {
     watch: Option<AbortHandle>,
     /// The `--restart-cron` match the next reload is for.
     cron_due: Option<chrono::DateTime<chrono::Local>>,
+    /// Workers found over `--max-memory` and replaced, since start.
+    memory_replacements: u64,
 }
 
 impl Primary {
@@ -828,6 +830,7 @@ impl Primary {
             if let Some(w) = self.workers.get_mut(&key) {
                 w.replaced_for = Some("over --max-memory");
             }
+            self.memory_replacements += 1;
             self.emit(Event::Reload {
                 phase: "started".into(),
                 detail: format!("replacing worker {id}: over --max-memory"),
@@ -973,6 +976,8 @@ impl Primary {
             },
             workers,
             logs: self.logs.as_ref().map(|l| l.info()).unwrap_or_default(),
+            max_memory_bytes: self.spec.max_memory,
+            memory_replacements: self.memory_replacements,
         }
     }
 }

@@ -70,6 +70,18 @@ if (cluster.worker.id === 1 && !process.env.CALM) {{
             .is_some_and(|s| s.contains("over --max-memory")),
         "{st}"
     );
+    // The replacement leaks too, so the count only grows from here.
+    assert!(
+        st["status"]["memory_replacements"].as_u64() >= Some(1),
+        "{st}"
+    );
+    assert_eq!(st["status"]["max_memory_bytes"], 150 << 20, "{st}");
+    let table = String::from_utf8_lossy(&p.ctl(&["status"]).stdout).to_string();
+    assert!(
+        table.contains("max-memory 150.0 MiB per worker: ")
+            && table.contains(" replaced for going over it"),
+        "{table}"
+    );
 }
 
 #[test]

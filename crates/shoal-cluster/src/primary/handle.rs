@@ -71,6 +71,10 @@ pub struct Status {
     pub workers: Vec<WorkerInfo>,
     /// The `--log-dir` files the workers' output goes to (none: relayed).
     pub logs: Vec<crate::logfile::LogInfo>,
+    /// `--max-memory`, if set.
+    pub max_memory_bytes: Option<u64>,
+    /// Workers replaced for being over `--max-memory`, since start.
+    pub memory_replacements: u64,
 }
 
 pub(super) type Reply<T> = oneshot::Sender<std::result::Result<T, String>>;
@@ -199,6 +203,7 @@ impl Cluster {
             logs,
             watch,
             cron_due: None,
+            memory_replacements: 0,
         };
         // Every log line of the primary says so: `primary{name=web}: worker 1 online`.
         let span = tracing::info_span!("primary", name = %primary.spec.name);

@@ -507,6 +507,13 @@ fn status_table(st: &Value) -> String {
                 .join(", "))
             .unwrap_or_default(),
     ));
+    if let Some(limit) = st["max_memory_bytes"].as_f64() {
+        out.push_str(&format!(
+            "max-memory {} per worker: {} replaced for going over it\n",
+            mib(Some(limit)),
+            st["memory_replacements"]
+        ));
+    }
     out.push_str(&format!(
         "{:>4}  {:>8}  {:<9} {:>10}  {:>8}  {:>9}  {:>6}  {}\n",
         "ID", "PID", "STATE", "UPTIME", "RESTARTS", "RSS", "CPU%", "LAST EXIT"
