@@ -11,15 +11,15 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::accesslog::Entry;
 use crate::balance::{Context, PeerView};
 use crate::codec::{
-    self, parse_request, parse_response, Chunked, ChunkedOut, ClientSide, Forwarding, Framing,
-    HeaderPos, ReadBuf, RequestInfo, ResponseInfo,
+    self, parse_request, ClientSide, Forwarding, Framing, HeaderPos, ReadBuf, RequestInfo,
+    ResponseInfo,
 };
 use crate::config::HashKey;
 use crate::error::UpstreamFailure;
@@ -29,16 +29,17 @@ use crate::timer::{lazy, Timer};
 use crate::upstream::{Lease, NoPeer, PeerId};
 use shoal_core::Shutdown;
 
+mod body;
+mod exchange;
+
+use body::{copy_body, write_t, CopyError};
+use exchange::{read_response_head, send_request, tunnel, SendError};
+
 /// Request bodies up to this size are read whole before forwarding, so that
 /// the request can be retried on another server.
 const BUFFER_BODY: u64 = 64 * 1024;
 /// Size a body buffer may grow to.
 const BODY_BUF_MAX: usize = 256 * 1024;
-/// Most re-encoded chunked bytes held back to be written together.
-const COALESCE_MAX: usize = 64 * 1024;
-/// Most interim (1xx) responses relayed before one final response; more is
-/// a bad response (502).
-const MAX_INTERIM: usize = 16;
 
 /// A client stream as the HTTP side uses it: plain TCP or TLS.
 pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
@@ -219,163 +220,6 @@ impl Conn {
         );
         self.up_buf.consume(head);
     }
-}
-
-/// How a body copy ended badly.
-enum CopyError {
-    /// The side being read from failed or ended early.
-    Read,
-    /// The side being written to failed.
-    Write,
-    /// Malformed chunked encoding.
-    Bad,
-    /// A chunked body larger than its limit.
-    TooLarge,
-}
-
-async fn write_t<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8], t: Duration) -> io::Result<()> {
-    match lazy(t, w.write_all(bytes)).await {
-        Ok(r) => r,
-        Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "write timed out")),
-    }
-}
-
-async fn fill_t<R: AsyncRead + Unpin>(
-    buf: &mut ReadBuf,
-    r: &mut R,
-    max: usize,
-    t: Duration,
-) -> Result<usize, CopyError> {
-    match lazy(t, buf.fill(r, max)).await {
-        Ok(Ok(0)) | Ok(Err(_)) | Err(_) => Err(CopyError::Read),
-        Ok(Ok(n)) => Ok(n),
-    }
-}
-
-/// Write `piece` of a body, behind `prefix` (a head not sent yet) in one
-/// write when there is one; `prefix` is empty afterwards.
-async fn send_piece<W: AsyncWrite + Unpin>(
-    dst: &mut W,
-    prefix: &mut Vec<u8>,
-    piece: &[u8],
-    t: Duration,
-) -> Result<(), CopyError> {
-    if !prefix.is_empty() {
-        prefix.extend_from_slice(piece);
-        write_t(dst, prefix, t)
-            .await
-            .map_err(|_| CopyError::Write)?;
-        prefix.clear();
-    } else if !piece.is_empty() {
-        write_t(dst, piece, t).await.map_err(|_| CopyError::Write)?;
-    }
-    Ok(())
-}
-
-/// Copy one body framed by `framing` from `src` (starting with what `buf`
-/// holds) to `dst`, sending `prefix` (a head) first, in the same write as the
-/// first body bytes. With `transform`, chunked framing is removed (for
-/// HTTP/1.0 clients) and a read-until-close body is chunked (for HTTP/1.1
-/// clients, whose connection then stays open). Returns the body bytes read.
-#[allow(clippy::too_many_arguments)]
-async fn copy_body<R, W>(
-    framing: Framing,
-    src: &mut R,
-    buf: &mut ReadBuf,
-    dst: &mut W,
-    prefix: &mut Vec<u8>,
-    transform: bool,
-    scratch: &mut Vec<u8>,
-    t: Duration,
-    max_data: u64,
-) -> Result<u64, CopyError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut written = 0u64;
-    match framing {
-        Framing::None => {
-            write_t(dst, prefix, t)
-                .await
-                .map_err(|_| CopyError::Write)?;
-        }
-        Framing::Length(n) => {
-            let mut left = n;
-            loop {
-                let take = (left.min(buf.len() as u64)) as usize;
-                send_piece(dst, prefix, &buf.chunk()[..take], t).await?;
-                buf.consume(take);
-                left -= take as u64;
-                written += take as u64;
-                if left == 0 {
-                    break;
-                }
-                fill_t(buf, src, BODY_BUF_MAX, t).await?;
-            }
-        }
-        Framing::Chunked => {
-            // Never the bytes as received: the framing is validated and
-            // written anew (see `crate::chunked`).
-            let mut dec = Chunked::default();
-            let mode = if transform {
-                ChunkedOut::Data
-            } else {
-                ChunkedOut::Reencoded
-            };
-            scratch.clear();
-            loop {
-                let used = dec
-                    .feed(buf.chunk(), scratch, mode)
-                    .map_err(|_| CopyError::Bad)?;
-                buf.consume(used);
-                if dec.data_len() > max_data {
-                    return Err(CopyError::TooLarge);
-                }
-                // The last read filled the buffer, so the rest is likely
-                // waiting already: read it before writing, and a body a
-                // little larger than one read goes out in one write.
-                if !dec.done() && buf.brimmed() && scratch.len() < COALESCE_MAX {
-                    fill_t(buf, src, BODY_BUF_MAX, t).await?;
-                    continue;
-                }
-                send_piece(dst, prefix, scratch, t).await?;
-                written += scratch.len() as u64;
-                scratch.clear();
-                if dec.done() {
-                    break;
-                }
-                fill_t(buf, src, BODY_BUF_MAX, t).await?;
-            }
-        }
-        Framing::UntilClose => loop {
-            let avail = buf.len();
-            scratch.clear();
-            if transform && avail > 0 {
-                // Re-chunk for an HTTP/1.1 client so its connection can stay open.
-                scratch.extend_from_slice(format!("{avail:x}\r\n").as_bytes());
-                scratch.extend_from_slice(buf.chunk());
-                scratch.extend_from_slice(b"\r\n");
-            }
-            let piece: &[u8] = if transform { scratch } else { buf.chunk() };
-            send_piece(dst, prefix, piece, t).await?;
-            buf.consume(avail);
-            written += avail as u64;
-            match lazy(t, buf.fill(src, BODY_BUF_MAX)).await {
-                Ok(Ok(0)) => {
-                    if transform {
-                        write_t(dst, b"0\r\n\r\n", t)
-                            .await
-                            .map_err(|_| CopyError::Write)?;
-                    }
-                    break;
-                }
-                Ok(Ok(_)) => {}
-                _ => return Err(CopyError::Read),
-            }
-        },
-    }
-    Ok(written)
 }
 
 /// Serve one client connection until it closes, errs, or `stop` fires (a
@@ -917,189 +761,4 @@ where
             Ok(false)
         }
     }
-}
-
-enum SendError {
-    /// The client went away.
-    Client,
-    /// The client's chunked body is malformed (answered 400).
-    BadBody,
-    /// The client's chunked body is over `max_body_size` (answered 413).
-    TooLarge,
-    /// Writing to the upstream failed.
-    Upstream,
-}
-
-/// Send the prepared head and the request body. Returns whether body bytes
-/// were consumed from the client (so the request cannot be replayed).
-async fn send_request<S: AsyncRead + Unpin>(
-    client: &mut S,
-    conn: &mut TcpStream,
-    c: &mut Conn,
-    body: Framing,
-    buffered_len: Option<usize>,
-    t: Duration,
-    max_data: u64,
-) -> Result<bool, SendError> {
-    c.up_buf.clear();
-    if let Some(n) = buffered_len {
-        c.scratch.clear();
-        c.scratch.extend_from_slice(&c.out);
-        c.scratch.extend_from_slice(&c.buf.chunk()[..n]);
-        write_t(conn, &c.scratch, t)
-            .await
-            .map_err(|_| SendError::Upstream)?;
-        return Ok(false);
-    }
-    let mut head = std::mem::take(&mut c.out);
-    let r = copy_body(
-        body,
-        client,
-        &mut c.buf,
-        conn,
-        &mut head,
-        false,
-        &mut c.scratch,
-        t,
-        max_data,
-    )
-    .await;
-    c.out = head;
-    match r {
-        Ok(_) => Ok(true),
-        Err(CopyError::Write) => Err(SendError::Upstream),
-        Err(CopyError::Bad) => Err(SendError::BadBody),
-        Err(CopyError::TooLarge) => Err(SendError::TooLarge),
-        Err(CopyError::Read) => Err(SendError::Client),
-    }
-}
-
-/// Read the response head into `c.up_buf`, passing 1xx interim responses
-/// (other than 101) to the client. Returns the head's length.
-async fn read_response_head<S: AsyncWrite + Unpin>(
-    conn: &mut TcpStream,
-    c: &mut Conn,
-    gen: &Generation,
-    head_req: bool,
-    client: &mut S,
-) -> Result<usize, UpstreamFailure> {
-    let limits = gen.config.limits;
-    let t = gen.config.timeouts.upstream_header;
-    // A deadline for the whole head, interim responses included.
-    let deadline = tokio::time::Instant::now() + t;
-    let mut interim = 0;
-    let mut got_any = false;
-    loop {
-        if !c.up_buf.is_empty() {
-            got_any = true;
-            match parse_response(
-                c.up_buf.chunk(),
-                limits.max_headers,
-                head_req,
-                &mut c.resp,
-                &mut c.resp_headers,
-            ) {
-                Ok(Some(n)) => {
-                    let s = c.resp.status;
-                    if (100..200).contains(&s) && s != 101 {
-                        interim += 1;
-                        if interim > MAX_INTERIM {
-                            return Err(UpstreamFailure::BadResponse);
-                        }
-                        if c.info.minor == 1 && !(s == 100 && c.info.expect_continue) {
-                            let side = ClientSide {
-                                http10: false,
-                                keep_alive: true,
-                                upgrade: None,
-                                rechunk: false,
-                            };
-                            codec::write_client_response(
-                                c.up_buf.chunk(),
-                                &c.resp_headers,
-                                &c.resp,
-                                &side,
-                                &mut c.scratch,
-                            );
-                            let _ = write_t(client, &c.scratch, t).await;
-                        }
-                        c.up_buf.consume(n);
-                        continue;
-                    }
-                    return Ok(n);
-                }
-                Ok(None) => {}
-                Err(_) => return Err(UpstreamFailure::BadResponse),
-            }
-        }
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match c
-            .up_timer
-            .limit(left, c.up_buf.fill(conn, limits.max_header_bytes))
-            .await
-        {
-            Err(_) => return Err(UpstreamFailure::Timeout),
-            Ok(Ok(0)) => {
-                return Err(if got_any {
-                    UpstreamFailure::BadResponse
-                } else {
-                    UpstreamFailure::Broken
-                });
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) if e.kind() == io::ErrorKind::OutOfMemory => {
-                return Err(UpstreamFailure::BadResponse)
-            }
-            Ok(Err(_)) => {
-                return Err(if got_any {
-                    UpstreamFailure::BadResponse
-                } else {
-                    UpstreamFailure::Broken
-                });
-            }
-        }
-    }
-}
-
-/// Pass a `101 Switching Protocols` to the client and copy bytes both ways
-/// until either side closes.
-async fn tunnel<S>(
-    client: &mut S,
-    mut conn: TcpStream,
-    c: &mut Conn,
-    shared: &Shared,
-    head: usize,
-    lease: Lease<'_>,
-    started: Instant,
-) -> io::Result<bool>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let Some(proto) = c.info.upgrade.clone() else {
-        tracing::warn!(server = %lease.peer.config.name, "101 response to a request that did not ask to upgrade");
-        return local_response(client, c, shared, 502, false, Some(started)).await;
-    };
-    shared
-        .metrics
-        .tunnels_total
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let side = ClientSide {
-        http10: false,
-        keep_alive: false,
-        upgrade: Some(proto),
-        rechunk: false,
-    };
-    c.take_response_head(head, &side);
-    c.out.extend_from_slice(c.up_buf.chunk());
-    let t = shared.current.load().config.timeouts.idle;
-    write_t(client, &c.out, t).await?;
-    if !c.buf.is_empty() {
-        write_t(&mut conn, c.buf.chunk(), t).await?;
-    }
-    finish(c, shared, 101, 0, Some(started));
-    let r = tokio::io::copy_bidirectional(client, &mut conn).await;
-    drop(lease);
-    if let Err(e) = r {
-        tracing::debug!(error = %e, "tunnel ended with an error");
-    }
-    Ok(false)
 }
