@@ -124,6 +124,9 @@ pub struct FileServer {
     pub backup: bool,
     #[serde(default)]
     pub down: bool,
+    /// No new requests; those in flight finish (nginx Plus's `drain`).
+    #[serde(default)]
+    pub drain: bool,
     /// 0 (the default) means unlimited.
     #[serde(default)]
     pub max_conns: usize,
@@ -203,6 +206,10 @@ pub struct FileLimits {
 #[serde(deny_unknown_fields)]
 pub struct FileAdmin {
     pub address: String,
+    /// Allow the API's writes (add, change, drain, remove upstream servers),
+    /// as nginx Plus's `api write=on`; off, they are answered 405.
+    #[serde(default)]
+    pub write: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -225,6 +232,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub admin: Option<SocketAddr>,
+    /// Whether the admin API takes writes (`[admin] write = true`).
+    pub admin_write: bool,
     pub access_log: Option<String>,
     /// The file this came from; a reload reads it again.
     pub source: Option<PathBuf>,
@@ -299,6 +308,8 @@ pub struct ServerConfig {
     pub fail_timeout: Duration,
     pub backup: bool,
     pub down: bool,
+    /// Draining: no new requests, those in flight finish.
+    pub drain: bool,
     pub max_conns: usize,
 }
 
@@ -313,6 +324,7 @@ impl ServerConfig {
             fail_timeout: Duration::from_secs(10),
             backup: false,
             down: false,
+            drain: false,
             max_conns: 0,
         }
     }
@@ -473,6 +485,7 @@ impl Config {
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             admin: None,
+            admin_write: false,
             access_log: None,
             source: None,
             control_name: None,
@@ -654,6 +667,7 @@ fn validate(file: FileConfig, path: &Path, text: &str) -> Result<Config> {
                 fail_timeout: s.fail_timeout.unwrap_or(Duration::from_secs(10)),
                 backup: s.backup,
                 down: s.down,
+                drain: s.drain,
                 max_conns: s.max_conns,
             });
         }
@@ -822,6 +836,7 @@ fn validate(file: FileConfig, path: &Path, text: &str) -> Result<Config> {
             "http listeners need at least one [[routes]] entry".into(),
         ));
     }
+    let admin_write = file.admin.as_ref().is_some_and(|a| a.write);
     let admin = match file.admin {
         Some(a) => Some(resolve(&a.address).map_err(|m| bad("admin.address", m))?),
         None => None,
@@ -842,6 +857,7 @@ fn validate(file: FileConfig, path: &Path, text: &str) -> Result<Config> {
         timeouts,
         limits,
         admin,
+        admin_write,
         access_log: file.access_log.map(|a| a.path),
         source: None,
         control_name: None,

@@ -30,6 +30,9 @@ pub enum ProxyError {
         #[source]
         source: io::Error,
     },
+    /// A runtime change to an upstream's servers was refused.
+    #[error("{0}")]
+    Edit(#[from] crate::servers::EditError),
     /// A reload was asked for but cannot be done.
     #[error("reload refused: {0}")]
     Reload(String),

@@ -72,6 +72,7 @@ pub mod listener;
 pub mod metrics;
 pub mod router;
 pub mod server;
+pub mod servers;
 pub mod state;
 pub mod tcp;
 pub mod timer;

@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::error::{ProxyError, Result};
 use crate::listener::{self, ListenerSet, Pending};
 use crate::metrics::Metrics;
+use crate::servers::{self, ServerEdit};
 use crate::state::{Generation, Shared};
 use crate::workers::{self, Workers};
 
@@ -25,6 +26,9 @@ pub struct Server {
     listeners: Arc<ListenerSet>,
     admin: Option<TcpListener>,
     control: Option<(UnixListener, PathBuf)>,
+    /// Held while a new generation is made from the running one (reload,
+    /// runtime server edits), so two changes never overwrite each other.
+    edits: Arc<Mutex<()>>,
     /// Dropped last: stops the worker threads.
     workers: Workers,
 }
@@ -103,6 +107,7 @@ impl Server {
             listeners,
             admin,
             control,
+            edits: Arc::new(Mutex::new(())),
             workers,
         })
     }
@@ -125,6 +130,7 @@ impl Server {
         Handle {
             shared: self.shared.clone(),
             listeners: self.listeners.clone(),
+            edits: self.edits.clone(),
         }
     }
 
@@ -132,6 +138,7 @@ impl Server {
         Handle {
             shared: shared.clone(),
             listeners: self.listeners.clone(),
+            edits: self.edits.clone(),
         }
     }
 
@@ -150,10 +157,10 @@ impl Server {
         }
         tracing::info!(workers = self.workers.len(), "worker threads serving");
         if let Some(a) = self.admin {
-            tracing::info!(address = ?a.local_addr().ok(), "admin listening (/metrics, /status)");
+            tracing::info!(address = ?a.local_addr().ok(), "admin listening (/metrics, /status, /api/upstreams)");
             tasks.push(tokio::spawn(crate::admin::serve(
                 a,
-                shared.clone(),
+                handle.clone(),
                 shutdown.clone(),
             )));
         }
@@ -227,6 +234,7 @@ impl Server {
 pub struct Handle {
     shared: Arc<Shared>,
     listeners: Arc<ListenerSet>,
+    edits: Arc<Mutex<()>>,
 }
 
 impl Handle {
@@ -256,6 +264,7 @@ impl Handle {
     }
 
     fn try_reload(&self) -> Result<u64> {
+        let _edit = self.edits.lock();
         let old = self.shared.current.load_full();
         let Some(path) = old.config.source.clone() else {
             return Err(ProxyError::Reload(
@@ -264,13 +273,19 @@ impl Handle {
         };
         let mut new = Config::load(&path)?;
         new.control_name = old.config.control_name.clone();
-        self.apply(new)
+        self.apply_locked(new)
     }
 
     /// Swap in `new` as the next generation. Listeners are added, removed
     /// or updated (TLS files re-read) to match; `admin`, `access_log` and
     /// `limits.max_connections` need a restart. Must run inside the runtime.
     pub fn apply(&self, new: Config) -> Result<u64> {
+        let _edit = self.edits.lock();
+        self.apply_locked(new)
+    }
+
+    /// [`Handle::apply`] with `edits` already held.
+    fn apply_locked(&self, new: Config) -> Result<u64> {
         new.check()?;
         let old = self.shared.current.load_full();
         if new.admin != old.config.admin
@@ -303,6 +318,22 @@ impl Handle {
         Ok(n)
     }
 
+    /// What every connection task shares (the running generation, metrics).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Change one upstream's servers (see [`crate::servers`]) and swap the
+    /// result in as the next generation. Returns the server's settings.
+    pub fn edit_servers(&self, upstream: &str, edit: &ServerEdit) -> Result<serde_json::Value> {
+        let _edit = self.edits.lock();
+        let mut config = self.shared.current.load().config.clone();
+        let shown = servers::apply(&mut config, upstream, edit)?;
+        let n = self.apply_locked(config)?;
+        tracing::info!(upstream, edit = ?edit, generation = n, "upstream servers changed at runtime");
+        Ok(shown)
+    }
+
     /// The status document.
     pub fn status(&self) -> serde_json::Value {
         self.shared.status_json()
@@ -321,8 +352,17 @@ impl Handle {
                 Err(e) => control::err(e),
             },
             Some("status") => control::ok(self.status()),
+            Some("add-server" | "set-server" | "drain-server" | "remove-server") => {
+                match ServerEdit::from_request(req) {
+                    Ok((upstream, edit)) => match self.edit_servers(&upstream, &edit) {
+                        Ok(server) => control::ok(serde_json::json!({ "server": server })),
+                        Err(e) => control::err(e),
+                    },
+                    Err(e) => control::err(e),
+                }
+            }
             Some(other) => control::err(format!(
-                "unknown command {other:?} (the proxy answers status, reload and stop)"
+                "unknown command {other:?} (the proxy answers status, reload, stop, add-server, set-server, drain-server and remove-server)"
             )),
             None => control::err("missing cmd"),
         }

@@ -1,5 +1,5 @@
 //! Upstream groups: servers with nginx's `max_fails` / `fail_timeout`,
-//! `backup`, `down` and `max_conns`, their health state, their idle
+//! `backup`, `down`, `drain` and `max_conns`, their health state, their idle
 //! keep-alive connection pools, and the selection that puts these together
 //! with a [`Balance`].
 
@@ -44,6 +44,11 @@ pub struct PeerStats {
     /// Idle pooled connections closed because the server closed them,
     /// sent bytes nobody asked for, or sat past the idle limit.
     pub pool_discards: AtomicU64,
+    /// Requests or connections in flight, counted by the worker that
+    /// started them, over every configuration generation: a request that
+    /// began before a reload or a runtime change still counts, so draining
+    /// a server shows what it still serves.
+    active: PerWorker<AtomicUsize>,
 }
 
 impl PeerStats {
@@ -54,6 +59,7 @@ impl PeerStats {
             failures: AtomicU64::new(0),
             connects: AtomicU64::new(0),
             pool_discards: AtomicU64::new(0),
+            active: PerWorker::new(workers),
         }
     }
 
@@ -93,9 +99,6 @@ pub struct Peer {
     last_fail: AtomicU64,
     /// When the current failure window started.
     window_start: AtomicU64,
-    /// Requests or connections in flight, counted by the worker that
-    /// started them.
-    active: PerWorker<AtomicUsize>,
     /// In flight over all workers, kept exactly (one shared counter) only
     /// for a server with `max_conns`, which must not be exceeded.
     reserved: AtomicUsize,
@@ -116,7 +119,6 @@ impl Peer {
             fails: AtomicU32::new(0),
             last_fail: AtomicU64::new(0),
             window_start: AtomicU64::new(0),
-            active: PerWorker::new(workers),
             reserved: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
             pools: (0..workers.max(1))
@@ -134,7 +136,11 @@ impl Peer {
 
     /// Requests in flight.
     pub fn active(&self) -> usize {
-        self.active.iter().map(|a| a.load(Ordering::Relaxed)).sum()
+        self.stats
+            .active
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Count a request in flight; with `max_conns`, only if that leaves
@@ -152,7 +158,7 @@ impl Peer {
                 return false;
             }
         }
-        self.active.local().fetch_add(1, Ordering::Relaxed);
+        self.stats.active.local().fetch_add(1, Ordering::Relaxed);
         true
     }
 
@@ -161,7 +167,7 @@ impl Peer {
         if self.config.max_conns > 0 {
             self.reserved.fetch_sub(1, Ordering::AcqRel);
         }
-        self.active.local().fetch_sub(1, Ordering::Relaxed);
+        self.stats.active.local().fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Whether passive failure accounting has taken the server out now.
@@ -190,9 +196,26 @@ impl Peer {
         }
     }
 
+    /// In one word, for `/status`: `down` or `draining` (set by the
+    /// operator), `unhealthy` (active check), `failed` (passive
+    /// `max_fails`), else `up`.
+    pub fn state(&self, now: u64) -> &'static str {
+        if self.config.down {
+            "down"
+        } else if self.config.drain {
+            "draining"
+        } else if !self.healthy() {
+            "unhealthy"
+        } else if self.failed_out(now) {
+            "failed"
+        } else {
+            "up"
+        }
+    }
+
     /// Whether the server may get traffic now, ignoring `max_conns`.
     pub fn usable(&self, now: u64) -> bool {
-        !self.config.down && self.healthy() && !self.failed_out(now)
+        !self.config.down && !self.config.drain && self.healthy() && !self.failed_out(now)
     }
 
     /// Count a failed attempt (nginx: failures within `fail_timeout` add up;
@@ -491,6 +514,8 @@ impl Upstream {
                     "weight": p.config.weight,
                     "backup": p.config.backup,
                     "down": p.config.down,
+                    "drain": p.config.drain,
+                    "state": p.state(now),
                     "healthy": p.healthy(),
                     "failed_out": p.failed_out(now),
                     "fails": p.fails.load(Ordering::Relaxed),

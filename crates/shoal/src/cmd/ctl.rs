@@ -19,6 +19,9 @@ Examples:
   shoal ctl --name web send '{\"cmd\":\"flush\"}'
   shoal ctl --name web stop
   shoal ctl --name proxy status         # a proxy's upstream servers: state, connections, responses
+  shoal ctl --name proxy add-server web 127.0.0.1:8003 --weight 2
+  shoal ctl --name proxy drain-server web 127.0.0.1:8001   # no new requests; watch ACTIVE reach 0
+  shoal ctl --name proxy remove-server web 127.0.0.1:8001
   shoal ctl broker list-queues          # queues of broker \"broker\" (like rabbitmqctl list_queues)
   shoal ctl --name stats flush          # a collector flushes now
   shoal ctl list                        # every running Shoal server and topology here
@@ -30,7 +33,7 @@ Examples:
 
 What each server accepts (anything else is refused with this list):
   cluster   status, reload, scale, restart, signal, send, stop
-  proxy     status, reload, stop
+  proxy     status, reload, stop, add-server, set-server, drain-server, remove-server
   broker    status, stop, and broker list-queues|list-exchanges|list-connections|overview
   stats     status, flush, reload (its mapping file), stop
   up        status, reload [PART], scale CLUSTER N|+N|-N, stop
@@ -113,9 +116,77 @@ pub enum Request {
     /// Every running Shoal server and topology on this machine (each control
     /// socket in the runtime directory): name, kind, pid, state.
     List,
+    /// Proxy: add a server to an upstream at runtime (new requests may go
+    /// to it at once; a reload re-reads the file and forgets it).
+    AddServer {
+        /// The upstream's name (`default` for the quick form).
+        upstream: String,
+        /// HOST:PORT.
+        address: String,
+        /// A backup server: used only when no primary is available.
+        #[arg(long)]
+        backup: bool,
+        #[command(flatten)]
+        settings: ServerSettings,
+    },
+    /// Proxy: change a server's weight, max_fails, fail_timeout, max_conns,
+    /// down or drain state at runtime.
+    SetServer {
+        upstream: String,
+        address: String,
+        #[command(flatten)]
+        settings: ServerSettings,
+    },
+    /// Proxy: stop sending a server new requests; those in flight finish.
+    /// `status` shows its ACTIVE count fall to 0; then remove-server it.
+    DrainServer { upstream: String, address: String },
+    /// Proxy: take a server out of an upstream (requests in flight finish).
+    RemoveServer { upstream: String, address: String },
     /// Broker: its queues, exchanges, connections or overview.
     #[command(subcommand)]
     Broker(super::ctl_broker::BrokerCtl),
+}
+
+/// A proxy server's settings for `add-server` and `set-server`.
+#[derive(Args, Debug, Default)]
+pub struct ServerSettings {
+    /// Share of the requests, relative to the others' weights.
+    #[arg(long, value_name = "N")]
+    weight: Option<u32>,
+    /// Failures within fail_timeout that take the server out (0: never).
+    #[arg(long, value_name = "N")]
+    max_fails: Option<u32>,
+    /// How long failures count, and how long a failed-out server stays out.
+    #[arg(long, value_name = "DURATION")]
+    fail_timeout: Option<String>,
+    /// Most requests in flight to it at once (0: no limit).
+    #[arg(long, value_name = "N")]
+    max_conns: Option<u64>,
+    /// Mark it down (no requests), or with --down=false up again.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    down: Option<bool>,
+    /// Drain it (no new requests), or with --drain=false take new ones again.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    drain: Option<bool>,
+}
+
+impl ServerSettings {
+    /// Into `req`'s keys, as the proxy's control socket reads them.
+    fn fill(&self, req: &mut Value) {
+        let pairs = [
+            ("weight", self.weight.map(Value::from)),
+            ("max_fails", self.max_fails.map(Value::from)),
+            ("fail_timeout", self.fail_timeout.clone().map(Value::from)),
+            ("max_conns", self.max_conns.map(Value::from)),
+            ("down", self.down.map(Value::from)),
+            ("drain", self.drain.map(Value::from)),
+        ];
+        for (k, v) in pairs {
+            if let Some(v) = v {
+                req[k] = v;
+            }
+        }
+    }
 }
 
 pub fn run(args: CtlArgs) -> anyhow::Result<()> {
@@ -165,6 +236,34 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
         Request::Restart => json!({"cmd": "restart"}),
         Request::Signal { signal } => json!({"cmd": "signal", "signal": signal}),
         Request::Stop => json!({"cmd": "stop"}),
+        Request::AddServer {
+            upstream,
+            address,
+            backup,
+            settings,
+        } => {
+            let mut req = json!({"cmd": "add-server", "upstream": upstream, "address": address});
+            if *backup {
+                req["backup"] = json!(true);
+            }
+            settings.fill(&mut req);
+            req
+        }
+        Request::SetServer {
+            upstream,
+            address,
+            settings,
+        } => {
+            let mut req = json!({"cmd": "set-server", "upstream": upstream, "address": address});
+            settings.fill(&mut req);
+            req
+        }
+        Request::DrainServer { upstream, address } => {
+            json!({"cmd": "drain-server", "upstream": upstream, "address": address})
+        }
+        Request::RemoveServer { upstream, address } => {
+            json!({"cmd": "remove-server", "upstream": upstream, "address": address})
+        }
         Request::Send { message } => {
             let m: Value = serde_json::from_str(message).with_context(|| {
                 format!("send: {message:?} is not JSON (quote strings: '\"hi\"')")
@@ -232,7 +331,10 @@ pub const ACCEPTS: &[(&str, &str)] = &[
         "cluster",
         "status, reload, scale, restart, signal, send, stop",
     ),
-    ("proxy", "status, reload, stop"),
+    (
+        "proxy",
+        "status, reload, stop, add-server, set-server, drain-server, remove-server",
+    ),
     (
         "broker",
         "status, stop, broker list-queues|list-exchanges|list-connections|overview",
@@ -587,16 +689,10 @@ fn proxy_table(reply: &Value, upstreams: &[Value]) -> String {
             .map(Vec::as_slice)
             .unwrap_or_default()
         {
-            let state = if s["down"] == true {
-                "down"
-            } else if s["failed_out"] == true {
-                "failed"
-            } else if s["healthy"] != true {
-                "unhealthy"
-            } else if s["backup"] == true {
-                "backup"
-            } else {
-                "up"
+            let state = match s["state"].as_str() {
+                Some("up") if s["backup"] == true => "backup",
+                Some(state) => state,
+                None => "?",
             };
             out.push_str(&format!(
                 "{:<12} {:<22} {:>6}  {:<9} {:>6} {:>5} {:>8} {:>8} {:>8}\n",
