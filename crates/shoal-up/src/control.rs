@@ -1,7 +1,8 @@
 //! The topology's control socket (`shoal ctl --name up status|reload|scale|stop`):
 //! one status over every part, as JSON (`shoal ctl` prints it as a table);
 //! `reload` of the whole file or of one part, `scale` of one cluster (see
-//! [`crate::targeted`]); `stop`.
+//! [`crate::targeted`]); `stop`; the proxy's runtime server changes
+//! (`add-server` ... `remove-server`), passed to it.
 //!
 //! A cluster's status comes from its primary's handle, the proxy's from its
 //! handle, the broker's and the collector's from their own control sockets
@@ -21,7 +22,7 @@ use crate::start::View;
 use crate::targeted::Scale;
 
 /// The commands the topology's control socket answers.
-pub const KNOWS: &str = "status, reload [PART], scale CLUSTER N|+N|-N, stop";
+pub const KNOWS: &str = "status, reload [PART], scale CLUSTER N|+N|-N, stop, and the proxy's add-server|set-server|drain-server|remove-server UPSTREAM HOST:PORT";
 
 /// What the control socket answers about.
 #[derive(Clone)]
@@ -145,6 +146,17 @@ pub async fn handle(t: &Topology, req: Value) -> Value {
         Some("stop") => {
             t.stop.trigger();
             ok(json!({"stopping": true}))
+        }
+        // Runtime server changes go to the topology's proxy.
+        Some("add-server" | "set-server" | "drain-server" | "remove-server") => {
+            let proxy = t.parts.views().into_iter().find_map(|(_, v)| match v {
+                View::Proxy { handle, .. } => Some(handle),
+                _ => None,
+            });
+            match proxy {
+                Some(h) => h.control(&req),
+                None => err("this topology has no [proxy]"),
+            }
         }
         Some(other) => err(format!(
             "unknown command {other:?} (shoal up knows {KNOWS})"

@@ -342,6 +342,35 @@ fn ctl_reload_web_replaces_only_webs_workers_while_curl_keeps_answering() {
     assert_eq!(code, 200);
     assert!(body.starts_with("Hello from api"), "{body}");
     assert_eq!(pid_of(&body).map(u64::from), Some(api[0]));
+
+    // Servers added and drained at runtime through the topology's socket.
+    let proxy = format!("127.0.0.1:{}", p.proxy);
+    let from = |n: usize| -> Vec<String> {
+        let mut seen: Vec<String> = (0..n)
+            .map(|_| {
+                let (code, body) = cluster_support::get(&proxy, "/").unwrap();
+                assert_eq!(code, 200, "{body}");
+                body.split_whitespace()
+                    .nth(2)
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        seen.sort();
+        seen.dedup();
+        seen
+    };
+    let web_addr = format!("127.0.0.1:{}", p.web);
+    let api_addr = format!("127.0.0.1:{}", p.api);
+    let (ok, out) = ctl(&up, &["--name", "up", "add-server", "app", &web_addr]);
+    assert!(ok, "{out}");
+    assert_eq!(from(10), ["api", "web"]);
+    let (ok, out) = ctl(&up, &["--name", "up", "drain-server", "app", &api_addr]);
+    assert!(ok, "{out}");
+    assert_eq!(from(10), ["web"]);
+    let (ok, out) = ctl(&up, &["--name", "up", "remove-server", "app", &api_addr]);
+    assert!(ok, "{out}");
+    assert_eq!(from(5), ["web"]);
     up.stop();
 }
 

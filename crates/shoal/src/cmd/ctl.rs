@@ -36,7 +36,8 @@ What each server accepts (anything else is refused with this list):
   proxy     status, reload, stop, add-server, set-server, drain-server, remove-server
   broker    status, stop, and broker list-queues|list-exchanges|list-connections|overview
   stats     status, flush, reload (its mapping file), stop
-  up        status, reload [PART], scale CLUSTER N|+N|-N, stop
+  up        status, reload [PART], scale CLUSTER N|+N|-N, stop, and add-server|set-server|
+            drain-server|remove-server for its proxy
             (a topology: PART is a cluster (web or cluster.web), proxy, broker, stats or
             dashboard; --name PART reaches a cluster of it too)
 
