@@ -164,6 +164,8 @@ fn api(handle: &Handle, method: &str, rest: &str, body: &[u8]) -> Answer {
         ),
         ("POST", [name, "servers"]) => edit(handle, name, 201, || {
             let v = parse_body(body)?;
+            servers::only_known_keys(&v, &["server", "address", "backup"])
+                .map_err(EditError::Invalid)?;
             let address = match (&v["server"], &v["address"]) {
                 (Value::String(s), _) | (Value::Null, Value::String(s)) => s.clone(),
                 _ => {
@@ -189,6 +191,7 @@ fn api(handle: &Handle, method: &str, rest: &str, body: &[u8]) -> Answer {
         }),
         ("PATCH", [name, "servers", address]) => edit(handle, name, 200, || {
             let v = parse_body(body)?;
+            servers::only_known_keys(&v, &[]).map_err(EditError::Invalid)?;
             let changes = servers::changes_from(&v).map_err(EditError::Invalid)?;
             Ok(ServerEdit::Set {
                 address: address.to_string(),

@@ -112,6 +112,7 @@ impl ServerEdit {
     /// name and the edit.
     pub fn from_request(req: &Value) -> Result<(String, ServerEdit), String> {
         let cmd = req["cmd"].as_str().unwrap_or_default();
+        only_known_keys(req, &["cmd", "upstream", "address", "backup"])?;
         let upstream = str_field(req, "upstream")?;
         let address = str_field(req, "address")?;
         let mut changes = changes_from(req)?;
@@ -138,6 +139,35 @@ impl ServerEdit {
             other => return Err(format!("not a server edit: {other:?}")),
         };
         Ok((upstream, edit))
+    }
+}
+
+/// The settings keys an edit may carry (besides the server's address).
+pub const SETTINGS: [&str; 6] = [
+    "weight",
+    "max_fails",
+    "fail_timeout",
+    "max_conns",
+    "down",
+    "drain",
+];
+
+/// Refuse a key of `v` that is neither in [`SETTINGS`] nor in `also`, so
+/// that a misspelt setting is an error rather than silently ignored.
+pub fn only_known_keys(v: &Value, also: &[&str]) -> Result<(), String> {
+    let Some(o) = v.as_object() else {
+        return Err("expected a JSON object".into());
+    };
+    match o
+        .keys()
+        .find(|k| !SETTINGS.contains(&k.as_str()) && !also.contains(&k.as_str()))
+    {
+        Some(k) => Err(format!(
+            "unknown key {k:?} (known: {}, {})",
+            also.join(", "),
+            SETTINGS.join(", ")
+        )),
+        None => Ok(()),
     }
 }
 
