@@ -325,6 +325,11 @@ fn the_admin_api_changes_servers_with_nginx_plus_style_requests() {
         v["error"]["text"].as_str().unwrap().contains("not JSON"),
         "{v}"
     );
+    let typo = r#"{"server": "127.0.0.1:9", "wieght": 3}"#;
+    let (code, v) = curl(&["-X", "POST", "-d", typo, &servers_url]);
+    assert_eq!(code, 400, "{v}");
+    let text = v["error"]["text"].as_str().unwrap();
+    assert!(text.contains("unknown key \"wieght\""), "{v}");
 
     // PATCH drains it; GET shows the state; DELETE removes it.
     let two_url = format!("{servers_url}/{two}");
