@@ -290,8 +290,16 @@ impl Metrics {
             gen,
             "shoal_proxy_upstream_up",
             Kind::Gauge,
-            "1 when the server may get traffic (not down, healthy, not failed out).",
+            "1 when the server may get new traffic (not down or draining, healthy, not failed out).",
             |p| b(p.usable(now)),
+        );
+        per_peer(
+            &mut w,
+            gen,
+            "shoal_proxy_upstream_draining",
+            Kind::Gauge,
+            "1 while the server is draining: no new requests, those in flight finish.",
+            |p| b(p.config.drain),
         );
         per_peer(
             &mut w,

@@ -345,6 +345,29 @@ fn the_admin_api_changes_servers_with_nginx_plus_style_requests() {
         .cloned()
         .unwrap();
     assert_eq!(st["state"], "draining", "{v}");
+    let metrics = Command::new("curl")
+        .args([
+            "-s",
+            "-m",
+            "10",
+            &format!("http://127.0.0.1:{admin}/metrics"),
+        ])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout).to_string();
+    let draining: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("shoal_proxy_upstream_draining{"))
+        .collect();
+    assert!(
+        draining
+            .iter()
+            .any(|l| l.contains(&two) && l.ends_with(" 1"))
+            && draining
+                .iter()
+                .any(|l| !l.contains(&two) && l.ends_with(" 0")),
+        "{metrics}"
+    );
     assert!(!answers(addr, 10).contains_key("HOST two"));
     let (code, _) = curl(&["-X", "DELETE", &two_url]);
     assert_eq!(code, 200);
