@@ -2,102 +2,20 @@
 //! the chapter's Node servers, reload by SIGHUP and through the control
 //! socket (`shoal_core::control::request`), and graceful stop on SIGTERM.
 
+mod proxy_support;
+
+use proxy_support::*;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A child killed by pid on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A scratch directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("shoal-proxy-cli-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 fn node_host(name: &str) -> (Proc, u16) {
-    let mut child = Command::new("node")
-        .arg(workspace().join("examples/proxy/server.js"))
-        .args(["0", name])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("node");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line
-        .trim()
-        .strip_prefix("listening ")
-        .unwrap()
-        .parse()
-        .unwrap();
-    (Proc(child), port)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One GET with `Connection: close`, by hand over a socket; returns the body.
-fn get(addr: SocketAddr) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    if !out.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    // The Node server answers chunked: "8\r\nHOST one\r\n0\r\n\r\n".
-    let body = out.split("\r\n\r\n").nth(1)?;
-    Some(
-        body.lines()
-            .find(|l| l.starts_with("HOST "))
-            .unwrap_or(body)
-            .to_string(),
-    )
-}
-
-fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
+    let mut cmd = Command::new("node");
+    cmd.arg(workspace().join("examples/proxy/server.js"))
+        .args(["0", name]);
+    listening(cmd)
 }
 
 /// Send `sig` (e.g. `-TERM`) to the proxy child by its pid.
@@ -110,12 +28,6 @@ fn signal(p: &Proc, sig: &str) {
         .status()
         .unwrap()
         .success());
-}
-
-fn shoal(runtime: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_shoal"));
-    c.env("SHOAL_RUNTIME_DIR", runtime);
-    c
 }
 
 #[test]

@@ -2,108 +2,32 @@
 //! it serves, through `shoal ctl` and through the admin listener's nginx
 //! Plus-style API driven with curl. Node HTTP servers are the upstreams.
 
+mod proxy_support;
+
+use proxy_support::*;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
 
-/// A child killed by pid on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A scratch directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("shoal-proxy-rt-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A Node server answering "HOST NAME"; `/slow` answers after 1.5 s.
+/// A Node server answering "HOST NAME"; `/slow` answers after 4 s.
 fn host(name: &str) -> (Proc, u16) {
     let script = r#"
 const name = process.argv[1];
 const server = require('http').createServer((q, r) => {
   const end = () => r.end('HOST ' + name);
-  if (q.url === '/slow') setTimeout(end, 1500); else end();
+  if (q.url === '/slow') setTimeout(end, 4000); else end();
 }).listen(0, '127.0.0.1', () => console.log('listening ' + server.address().port));
 "#;
-    let mut child = Command::new("node")
-        .args(["-e", script, name])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("node");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line
-        .trim()
-        .strip_prefix("listening ")
-        .unwrap_or_else(|| panic!("{line:?}"))
-        .parse()
-        .unwrap();
-    (Proc(child), port)
+    let mut cmd = Command::new("node");
+    cmd.args(["-e", script, name]);
+    listening(cmd)
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One GET on a new connection; the body, if the answer was 200.
-fn get(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    if !out.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    let body = out.split("\r\n\r\n").nth(1)?;
-    body.lines()
-        .find(|l| l.starts_with("HOST "))
-        .map(str::to_string)
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(30);
-    while !f() {
-        assert!(Instant::now() < end, "never: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn shoal(runtime: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_shoal"));
-    c.env("SHOAL_RUNTIME_DIR", runtime);
-    c
+/// [`wait_until`] 30 s, or fail naming `what`.
+fn assert_waited(what: &str, f: impl FnMut() -> bool) {
+    assert!(wait_until(30, f), "never: {what}");
 }
 
 fn ctl(dir: &Path, args: &[&str]) -> Output {
@@ -133,7 +57,7 @@ fn servers(dir: &Path) -> Vec<Value> {
 fn answers(addr: SocketAddr, n: usize) -> std::collections::BTreeMap<String, usize> {
     let mut seen = std::collections::BTreeMap::new();
     for _ in 0..n {
-        let h = get(addr, "/").expect("a request failed");
+        let h = get(addr).expect("a request failed");
         *seen.entry(h).or_insert(0) += 1;
     }
     seen
@@ -167,7 +91,7 @@ fn proxy(dir: &TempDir, ports: &[u16], admin: u16, write: bool) -> (Proc, Socket
             .unwrap(),
     );
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_until("the proxy answers", || get(addr, "/").is_some());
+    assert_waited("the proxy answers", || get(addr).is_some());
     (p, addr)
 }
 
@@ -194,14 +118,20 @@ fn ctl_adds_drains_and_removes_servers_while_requests_flow() {
     // Drained while a slow request is on it: no new requests go there, the
     // one in flight finishes, and status shows it until then.
     let one = format!("127.0.0.1:{p1}");
-    let slow: Vec<_> = (0..4)
-        .map(|_| std::thread::spawn(move || get(addr, "/slow")))
-        .collect();
-    wait_until("a slow request on one", || {
+    // Slow requests, one at a time, until one of them is on server one
+    // (each worker thread keeps its own round-robin place, so which
+    // request lands there is not known in advance).
+    let one_busy = || {
         servers(&dir.0)
             .iter()
             .any(|s| s["address"] == one.as_str() && s["active"].as_u64() >= Some(1))
-    });
+    };
+    let mut slow = Vec::new();
+    while !one_busy() {
+        assert!(slow.len() < 24, "no slow request reached one");
+        slow.push(std::thread::spawn(move || get_path(addr, "/slow")));
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let out = ctl(&dir.0, &["drain-server", "web", &one]);
     assert!(out.status.success(), "{out:?}");
     let s1 = servers(&dir.0)
@@ -224,7 +154,7 @@ fn ctl_adds_drains_and_removes_servers_while_requests_flow() {
         done.iter().any(|d| d.as_deref() == Some("HOST one")),
         "{done:?}"
     );
-    wait_until("one drained", || {
+    assert_waited("one drained", || {
         servers(&dir.0)
             .iter()
             .any(|s| s["address"] == one.as_str() && s["active"] == 0)
