@@ -109,6 +109,12 @@ fn ctl_adds_drains_and_removes_servers_while_requests_flow() {
     let three = format!("127.0.0.1:{p3}");
     let out = ctl(&dir.0, &["add-server", "web", &three, "--weight", "2"]);
     assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!(
+            "upstream web: added {three}: weight 2, max_fails 1, fail_timeout 10s, max_conns 0"
+        )
+    );
     // (Each worker thread keeps its own round-robin place, so the split
     // is by weight give or take a request or two per worker.)
     let seen = answers(addr, 40);

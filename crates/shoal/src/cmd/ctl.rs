@@ -291,6 +291,10 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
         .filter(|_| matches!(args.request, Request::Status))
     {
         print!("{}", status_table(st));
+    } else if let (Some(server), Some(line)) =
+        (reply.get("server"), server_edit_line(&args.request))
+    {
+        println!("{line}: {}", server_settings(server));
     } else if let Some(ups) = reply
         .get("upstreams")
         .and_then(Value::as_array)
@@ -321,6 +325,47 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
         anyhow::bail!("{name}: {e}");
     }
     Ok(())
+}
+
+/// What a proxy server edit did, in words, for the line printed after it.
+fn server_edit_line(r: &Request) -> Option<String> {
+    Some(match r {
+        Request::AddServer {
+            upstream, address, ..
+        } => format!("upstream {upstream}: added {address}"),
+        Request::SetServer {
+            upstream, address, ..
+        } => format!("upstream {upstream}: changed {address}"),
+        Request::DrainServer { upstream, address } => format!(
+            "upstream {upstream}: {address} is draining (no new requests; `status` shows its ACTIVE requests fall to 0, then remove-server it)"
+        ),
+        Request::RemoveServer { upstream, address } => {
+            format!("upstream {upstream}: removed {address} (requests in flight finish)")
+        }
+        _ => return None,
+    })
+}
+
+/// A proxy server's settings on one line.
+fn server_settings(s: &Value) -> String {
+    let mut flags = Vec::new();
+    for f in ["backup", "down", "drain"] {
+        if s[f] == true {
+            flags.push(if f == "drain" { "draining" } else { f });
+        }
+    }
+    format!(
+        "weight {}, max_fails {}, fail_timeout {}, max_conns {}{}",
+        s["weight"],
+        s["max_fails"],
+        s["fail_timeout"].as_str().unwrap_or("?"),
+        s["max_conns"],
+        if flags.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", flags.join(", "))
+        }
+    )
 }
 
 /// What a `shoal up` topology's control socket answers.
