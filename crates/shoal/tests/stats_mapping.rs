@@ -42,6 +42,28 @@ fn close(got: Option<f64>, want: f64, what: &str, doc: &str) {
     );
 }
 
+/// `/metrics` text `m` had no name collision and passes promtool.
+fn no_collisions_and_valid(m: &str) {
+    close(
+        sample(m, "shoal_stats_name_collisions_total"),
+        0.0,
+        "collisions",
+        m,
+    );
+    let (ok, out) = promtool(m);
+    assert!(ok, "promtool: {out}\n{m}");
+}
+
+/// A collector (JSON and HTTP sinks) with mapping file `yaml`, written in
+/// a temporary directory that lives as long as the returned one.
+fn with_mapping(tag: &str, yaml: &str) -> (TempDir, Collector) {
+    let dir = TempDir::new(tag);
+    let file = dir.0.join("m.yml");
+    std::fs::write(&file, yaml).expect("write");
+    let c = Collector::start_json_http(&["--mapping-config", &file.display().to_string()]);
+    (dir, c)
+}
+
 #[test]
 fn readme_mappings_from_real_clients() {
     let c = Collector::start_json_http(&["--mapping-config", &fixture("readme.yml")]);
@@ -348,16 +370,12 @@ fn timer_histogram_is_cumulative_and_keeps_the_interval_summary() {
 /// collisions.
 #[test]
 fn names_mapped_to_one_counter_or_histogram_add_up() {
-    let dir = TempDir::new("mapping-merge");
-    let file = dir.0.join("m.yml");
-    std::fs::write(
-        &file,
+    let (_dir, c) = with_mapping(
+        "mapping-merge",
         "mappings:\n- match: shop.*.orders\n  name: orders_total\n\
          - match: shop.*.checkout\n  name: checkout_seconds\n  observer_type: histogram\n  \
            histogram_options:\n    buckets: [0.05, 0.5]\n",
-    )
-    .expect("write");
-    let c = Collector::start_json_http(&["--mapping-config", &file.display().to_string()]);
+    );
     python(
         &c,
         r#"
@@ -389,12 +407,57 @@ c.timing('shop.us.checkout', 2000)
     );
     close(sample(&m, "checkout_seconds_count"), 3.0, "count", &m);
     close(sample(&m, "checkout_seconds_sum"), 2.22, "sum", &m);
+    no_collisions_and_valid(&m);
+}
+
+#[test]
+fn names_mapped_to_one_gauge_set_or_summary_are_one_series() {
+    // statsd_exporter keeps one metric per mapped name and labels and
+    // applies each event to it: the last gauge value set under any name
+    // wins and a `+N`/`-N` changes the series' current value; a summary
+    // takes every name's values. (statsd_exporter refuses sets; here the
+    // names' members count together.)
+    let (_dir, c) = with_mapping(
+        "mapping-shared",
+        "mappings:\n- match: pool.*.size\n  name: pool_size\n\
+         - match: users.*\n  name: users\n\
+         - match: api.*.latency\n  name: api_latency_seconds\n  observer_type: summary\n  \
+           summary_options:\n    quantiles:\n    - quantile: 0.5\n    - quantile: 0.99\n",
+    );
+    // One datagram per call (no pipeline), in this order.
+    let step = |script: &str, lines: u64| {
+        python(
+            &c,
+            &format!("import sys, statsd\nc = statsd.StatsClient('127.0.0.1', int(sys.argv[1]))\n{script}"),
+        );
+        c.wait_metrics(lines);
+        c.flush_json();
+        c.metrics()
+    };
+    let m = step(
+        "c.gauge('pool.a.size', 10)\nc.gauge('pool.b.size', 3, delta=True)\n\
+         c.set('users.eu', 'ann')\nc.set('users.us', 'ann')\nc.set('users.us', 'bob')\n\
+         for ms in (10, 20):\n    c.timing('api.eu.latency', ms)\n\
+         for ms in (30, 40):\n    c.timing('api.us.latency', ms)\n",
+        9,
+    );
+    close(sample(&m, "pool_size"), 13.0, "a set 10, then b +3", &m);
+    close(sample(&m, "users"), 2.0, "members of both names", &m);
+    close(sample(&m, "api_latency_seconds_count"), 4.0, "count", &m);
+    close(sample(&m, "api_latency_seconds_sum"), 0.1, "sum", &m);
     close(
-        sample(&m, "shoal_stats_name_collisions_total"),
-        0.0,
-        "collisions",
+        sample(&m, r#"api_latency_seconds{quantile="0.99"}"#),
+        0.04,
+        "p99 over both names",
         &m,
     );
-    let (ok, out) = promtool(&m);
-    assert!(ok, "promtool: {out}\n{m}");
+    assert_eq!(m.matches("\npool_size ").count(), 1, "{m}");
+    let m = step(
+        "c.gauge('pool.b.size', 7)\nc.gauge('pool.a.size', -2, delta=True)\n",
+        11,
+    );
+    close(sample(&m, "pool_size"), 5.0, "b set 7, then a -2", &m);
+    let m = step("c.gauge('pool.a.size', 1, delta=True)\n", 12);
+    close(sample(&m, "pool_size"), 6.0, "a +1 on the series' 5", &m);
+    no_collisions_and_valid(&m);
 }

@@ -171,48 +171,39 @@ impl Interval {
         }
     }
 
+    /// Whether a line for `k` would be a new series past `max_series`.
+    #[inline]
+    fn over_limit(&self, k: &str, kind: MetricType) -> bool {
+        self.series() >= self.max_series
+            && match kind {
+                MetricType::Counter => self.counters.get(k).is_none(),
+                MetricType::Gauge => self.gauges.get(k).is_none(),
+                MetricType::Timer => self.timers.get(k).is_none(),
+                MetricType::Set => self.sets.get(k).is_none(),
+            }
+    }
+
     /// Add one parsed line that arrived at `at` (nanoseconds since the
     /// epoch). `key` is scratch space for the metric's key. Returns `false`
     /// if the line was a new series over `max_series`.
     pub fn add(&mut self, line: &Line<'_>, key: &mut KeyBuf, at: u64) -> bool {
         let k = key.build(line);
-        if self.series() >= self.max_series {
-            let known = match line.kind {
-                MetricType::Counter => self.counters.get(k).is_some(),
-                MetricType::Gauge => self.gauges.get(k).is_some(),
-                MetricType::Timer => self.timers.get(k).is_some(),
-                MetricType::Set => self.sets.get(k).is_some(),
-            };
-            if !known {
-                return false;
-            }
+        if self.over_limit(k, line.kind) {
+            return false;
         }
+        let rate = line.rate;
         match line.kind {
             MetricType::Counter => {
                 let slot = self.counters.slot(k);
-                line.for_each_value(|v| {
-                    if let Some(Value::Number(n)) = v {
-                        *slot += n / line.rate;
-                    }
-                });
+                line.for_each_value(|v| count(slot, v, rate));
             }
             MetricType::Gauge => {
                 let slot = self.gauges.slot(k);
-                line.for_each_value(|v| match v {
-                    Some(Value::Number(n)) => slot.set(n, at),
-                    Some(Value::Delta(d)) => slot.change(d, at),
-                    _ => {}
-                });
+                line.for_each_value(|v| gauge(slot, v, at));
             }
             MetricType::Timer => {
                 let slot = self.timers.slot(k);
-                line.for_each_value(|v| {
-                    if let Some(Value::Number(n)) = v {
-                        slot.values.push(n);
-                        slot.count += 1.0 / line.rate;
-                        slot.weighted_sum += n / line.rate;
-                    }
-                });
+                line.for_each_value(|v| time(slot, v, rate));
             }
             MetricType::Set => {
                 let slot = self.sets.slot(k);
@@ -226,12 +217,60 @@ impl Interval {
         true
     }
 
+    /// Add one value of a line that [`parse::quick`] read: `k` is its key
+    /// already, its rate is 1. Returns `false` as [`Interval::add`] does.
+    #[inline]
+    pub fn add_one(&mut self, k: &str, kind: MetricType, v: Value<'_>, at: u64) -> bool {
+        if self.over_limit(k, kind) {
+            return false;
+        }
+        match kind {
+            MetricType::Counter => count(self.counters.slot(k), Some(v), 1.0),
+            MetricType::Gauge => gauge(self.gauges.slot(k), Some(v), at),
+            MetricType::Timer => time(self.timers.slot(k), Some(v), 1.0),
+            MetricType::Set => {
+                if let Value::Member(m) = v {
+                    self.sets.slot(k).insert(member_hash(m));
+                }
+            }
+        }
+        true
+    }
+
     /// Whether nothing was collected.
     pub fn is_empty(&self) -> bool {
         self.counters.is_empty()
             && self.gauges.is_empty()
             && self.timers.is_empty()
             && self.sets.is_empty()
+    }
+}
+
+/// A counter value, divided by its sample rate.
+#[inline]
+fn count(slot: &mut f64, v: Option<Value<'_>>, rate: f64) {
+    if let Some(Value::Number(n)) = v {
+        *slot += n / rate;
+    }
+}
+
+/// A gauge value (absolute or a change) that arrived at `at`.
+#[inline]
+fn gauge(slot: &mut GaugeOps, v: Option<Value<'_>>, at: u64) {
+    match v {
+        Some(Value::Number(n)) => slot.set(n, at),
+        Some(Value::Delta(d)) => slot.change(d, at),
+        _ => {}
+    }
+}
+
+/// A timer value, weighted by its sample rate.
+#[inline]
+fn time(slot: &mut TimerValues, v: Option<Value<'_>>, rate: f64) {
+    if let Some(Value::Number(n)) = v {
+        slot.values.push(n);
+        slot.count += 1.0 / rate;
+        slot.weighted_sum += n / rate;
     }
 }
 
@@ -374,6 +413,16 @@ pub fn ingest(
     let mut dropped = 0u64;
     let (mut events, mut checks) = (0u64, 0u64);
     for l in parse::lines(datagram) {
+        // Most lines are `name:value|type` with a clean name: one pass, and
+        // the name is the key.
+        if let Some((k, kind, v)) = parse::quick(l) {
+            if interval.add_one(k, kind, v, at) {
+                good += 1;
+            } else {
+                dropped += 1;
+            }
+            continue;
+        }
         match parse::special(l) {
             Some(parse::Special::Event) => {
                 events += 1;

@@ -18,6 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::aggregate::{split_key, GaugeOp, GaugeOps, Interval, TimerValues};
+use super::mapped;
 use super::mapping::{Mapper, Observer, StatType};
 use super::observe::{Observed, ObserverState};
 
@@ -142,6 +143,15 @@ pub struct Snapshot {
     pub gauges: Vec<(String, f64)>,
     pub timers: Vec<(String, TimerOut)>,
     pub sets: Vec<(String, u64)>,
+    /// Gauges that a mapping sends, with other statsd names, to one
+    /// Prometheus series (see `mapped`), by statsd key: the series' value
+    /// on the key that shows it, `None` on the keys shown through it.
+    /// Keys no mapping takes are not here.
+    pub mapped_gauges: HashMap<String, Option<f64>>,
+    /// The same for sets: the unique count over all the names' members.
+    pub mapped_sets: HashMap<String, Option<u64>>,
+    /// The same for timers a mapping makes summaries: one window for all.
+    pub mapped_summaries: HashMap<String, Option<Observed>>,
 }
 
 #[derive(Default)]
@@ -175,6 +185,10 @@ pub struct State {
     gauges: HashMap<String, GaugeState>,
     timers: HashMap<String, TimerTotals>,
     sets: HashMap<String, u64>,
+    /// Mapped gauges' values, by mapped series (see `mapped`).
+    mapped_gauges: HashMap<String, f64>,
+    /// Mapped summaries' windows, by mapped series.
+    mapped_summaries: HashMap<String, ObserverState>,
     /// New series dropped since start because `max_series` were kept.
     pub series_dropped: u64,
     /// Series forgotten since start after `series_ttl` without an update.
@@ -323,6 +337,14 @@ impl State {
 
     fn flush_gauges(&mut self, now: HashMap<String, GaugeOps>, at: u64, snap: &mut Snapshot) {
         let ttl = self.rules.gauges_max_ttl.max(1);
+        // Operations of the names mapped to one series, merged by arrival.
+        let mut ops_of: HashMap<String, GaugeOps> = HashMap::new();
+        for (id, keys) in mapped::groups(&self.mapper, StatType::Gauge, "gauge", now.keys()) {
+            let ops = ops_of.entry(id).or_default();
+            for k in keys {
+                ops.absorb(now[k].clone());
+            }
+        }
         for (k, ops) in now {
             let op: GaugeOp = ops.resolve();
             if !self.gauges.contains_key(&k) && !self.admit() {
@@ -349,6 +371,26 @@ impl State {
             snap.gauges.push((k.clone(), g.value));
             true
         });
+        let live = mapped::groups(&self.mapper, StatType::Gauge, "gauge", self.gauges.keys());
+        let mut values = HashMap::with_capacity(live.len());
+        for (id, keys) in live {
+            let before = self.mapped_gauges.get(&id).copied();
+            let v = match ops_of.get(&id).map(GaugeOps::resolve) {
+                Some(GaugeOp {
+                    set: Some(v),
+                    delta,
+                }) => v + delta,
+                // statsd_exporter: a change applies to the series' value
+                // (0 for a new one).
+                Some(GaugeOp { set: None, delta }) => before.unwrap_or(0.0) + delta,
+                // Nothing new (or just mapped by a reloaded file).
+                None => before
+                    .unwrap_or_else(|| keys.iter().min().map_or(0.0, |k| self.gauges[*k].value)),
+            };
+            mapped::show(&mut snap.mapped_gauges, &keys, v);
+            values.insert(id, v);
+        }
+        self.mapped_gauges = values;
     }
 
     fn flush_timers(
@@ -361,6 +403,29 @@ impl State {
         let delete = self.rules.delete_timers;
         let (rules, mapper) = (&self.rules, &self.mapper);
         let when = Flushed { secs, at };
+        // The windows of summaries shared by several names, taken out and
+        // put back for the series that still have a name.
+        let mut old = std::mem::take(&mut self.mapped_summaries);
+        let mut shared: HashMap<String, (ObserverState, Vec<String>)> = HashMap::new();
+        let mut observe_shared = |k: &String, t: &TimerValues, obs: Option<(Observer, f64)>| {
+            let (config, scale) = match obs {
+                Some((c @ Observer::Summary { .. }, s)) => (c, s),
+                other => return other,
+            };
+            let Some(id) = mapped::series_of(mapper, StatType::Observer, "timer", k) else {
+                return Some((config, scale));
+            };
+            let (st, keys) = shared.entry(id.clone()).or_insert_with(|| {
+                let st = old
+                    .remove(&id)
+                    .filter(|st| st.is_for(&config, scale))
+                    .unwrap_or_else(|| ObserverState::new(&config, scale));
+                (st, Vec::new())
+            });
+            st.observe(&t.values, t.count, t.weighted_sum, at);
+            keys.push(k.clone());
+            None
+        };
         self.timers.retain(|k, totals| {
             let t = match now.remove(k) {
                 Some(t) => {
@@ -370,31 +435,49 @@ impl State {
                 None if delete => return false,
                 None => TimerValues::default(),
             };
-            let obs = observer_for(mapper, rules, k);
+            let obs = observe_shared(k, &t, observer_for(mapper, rules, k));
             snap.timers.push((
                 k.clone(),
                 timer_out(t, when, &rules.percentiles, totals, obs),
             ));
             true
         });
+        let room = self.rules.max_series.saturating_sub(self.series());
+        let mut new = Vec::new();
         for (k, t) in now {
-            if !self.admit() {
+            if new.len() >= room {
+                self.series_dropped += 1;
                 continue;
             }
             let mut totals = TimerTotals {
                 last: at,
                 ..TimerTotals::default()
             };
-            let obs = observer_for(&self.mapper, &self.rules, &k);
+            let obs = observe_shared(&k, &t, observer_for(mapper, rules, &k));
             snap.timers.push((
                 k.clone(),
-                timer_out(t, when, &self.rules.percentiles, &mut totals, obs),
+                timer_out(t, when, &rules.percentiles, &mut totals, obs),
             ));
-            self.timers.insert(k, totals);
+            new.push((k, totals));
         }
+        // A window is shown once all its names are in.
+        for (id, (st, keys)) in shared {
+            let keys: Vec<&String> = keys.iter().collect();
+            mapped::show(&mut snap.mapped_summaries, &keys, st.output());
+            self.mapped_summaries.insert(id, st);
+        }
+        self.timers.extend(new);
     }
 
     fn flush_sets(&mut self, mut now: HashMap<String, HashSet<u64>>, at: u64, snap: &mut Snapshot) {
+        // Members of the names mapped to one series, together.
+        let mut members: HashMap<String, HashSet<u64>> = HashMap::new();
+        for (id, keys) in mapped::groups(&self.mapper, StatType::Gauge, "set", now.keys()) {
+            let all = members.entry(id).or_default();
+            for k in keys {
+                all.extend(&now[k]);
+            }
+        }
         let delete = self.rules.delete_sets;
         self.sets.retain(|k, last| match now.remove(k) {
             Some(s) => {
@@ -414,6 +497,10 @@ impl State {
             }
             snap.sets.push((k.clone(), s.len() as u64));
             self.sets.insert(k, at);
+        }
+        for (id, keys) in mapped::groups(&self.mapper, StatType::Gauge, "set", self.sets.keys()) {
+            let n = members.get(&id).map_or(0, |m| m.len() as u64);
+            mapped::show(&mut snap.mapped_sets, &keys, n);
         }
     }
 }

@@ -1,14 +1,17 @@
-//! A string-keyed map for the hot path: one hash lookup per known key (the
-//! value lives in a slot vector; the map holds the slot's index), hashed with
-//! a fast seeded hasher instead of SipHash.
+//! A string-keyed map for the hot path: one hash lookup per known key (keys
+//! and values live in slot vectors; the table holds the slot's index),
+//! hashed with a fast seeded hasher instead of SipHash, and keys compared
+//! inline (metric names are short: two 8-byte loads instead of a call to
+//! `memcmp`).
 //!
 //! The hasher folds 8 bytes at a time with a 64×64→128-bit multiply (the
 //! wyhash/foldhash idea) under a per-map random seed taken from std's
 //! `RandomState`, so keys chosen by a sender cannot be aimed at collisions
 //! without knowing the seed.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
+
+use hashbrown::HashTable;
 
 const K1: u64 = 0x9E37_79B9_7F4A_7C15;
 const K2: u64 = 0xD6E8_FEB8_6659_FD93;
@@ -68,17 +71,40 @@ impl Hasher for FastHasher {
     }
 }
 
+/// Whether two keys are equal, without a library call for the usual short
+/// ones.
+#[inline]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().unwrap_or([0; 8]));
+    match n {
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        17..=24 => {
+            word(a, 0) == word(b, 0) && word(a, 8) == word(b, 8) && word(a, n - 8) == word(b, n - 8)
+        }
+        _ => a == b,
+    }
+}
+
 /// Values by string key, one lookup for a known key.
 #[derive(Debug)]
 pub struct KeyedMap<V> {
-    index: HashMap<Box<str>, usize, FastState>,
+    state: FastState,
+    /// Indexes into `keys` and `slots`.
+    index: HashTable<usize>,
+    keys: Vec<Box<str>>,
     slots: Vec<V>,
 }
 
 impl<V> Default for KeyedMap<V> {
     fn default() -> Self {
         KeyedMap {
-            index: HashMap::default(),
+            state: FastState::default(),
+            index: HashTable::new(),
+            keys: Vec::new(),
             slots: Vec::new(),
         }
     }
@@ -88,7 +114,9 @@ impl<V: Default> KeyedMap<V> {
     /// An empty map with room for `n` keys.
     pub fn with_capacity(n: usize) -> Self {
         KeyedMap {
-            index: HashMap::with_capacity_and_hasher(n, FastState::default()),
+            state: FastState::default(),
+            index: HashTable::with_capacity(n),
+            keys: Vec::with_capacity(n),
             slots: Vec::with_capacity(n),
         }
     }
@@ -97,12 +125,20 @@ impl<V: Default> KeyedMap<V> {
     /// that allocates).
     #[inline]
     pub fn slot(&mut self, k: &str) -> &mut V {
-        let i = match self.index.get(k) {
+        let hash = self.state.hash_one(k);
+        let keys = &self.keys;
+        let i = match self
+            .index
+            .find(hash, |&i| same(keys[i].as_bytes(), k.as_bytes()))
+        {
             Some(&i) => i,
             None => {
                 let i = self.slots.len();
                 self.slots.push(V::default());
-                self.index.insert(k.into(), i);
+                self.keys.push(k.into());
+                let (state, keys) = (&self.state, &self.keys);
+                self.index
+                    .insert_unique(hash, i, |&j| state.hash_one(&*keys[j]));
                 i
             }
         };
@@ -113,7 +149,10 @@ impl<V: Default> KeyedMap<V> {
 impl<V> KeyedMap<V> {
     /// The value for `k`, if present.
     pub fn get(&self, k: &str) -> Option<&V> {
-        self.index.get(k).map(|&i| &self.slots[i])
+        let hash = self.state.hash_one(k);
+        self.index
+            .find(hash, |&i| same(self.keys[i].as_bytes(), k.as_bytes()))
+            .map(|&i| &self.slots[i])
     }
 
     /// Number of keys.
@@ -128,19 +167,12 @@ impl<V> KeyedMap<V> {
 
     /// The keys, in no particular order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.index.keys().map(|k| &**k)
+        self.keys.iter().map(|k| &**k)
     }
 
     /// Every `(key, value)`, consuming the map.
     pub fn into_pairs(self) -> impl Iterator<Item = (String, V)> {
-        let mut slots: Vec<Option<V>> = self.slots.into_iter().map(Some).collect();
-        let mut pairs: Vec<(String, V)> = Vec::with_capacity(slots.len());
-        for (k, i) in self.index {
-            if let Some(v) = slots.get_mut(i).and_then(Option::take) {
-                pairs.push((k.into_string(), v));
-            }
-        }
-        pairs.into_iter()
+        self.keys.into_iter().map(str::into_string).zip(self.slots)
     }
 }
 
@@ -176,5 +208,27 @@ mod tests {
         }
         // 14 high bits over 10k keys: a sane hash fills most buckets.
         assert!(seen.len() > 7_000, "{}", seen.len());
+    }
+
+    #[test]
+    fn keys_of_every_length_are_told_apart() {
+        let mut m: KeyedMap<usize> = KeyedMap::default();
+        let keys: Vec<String> = (0..40)
+            .flat_map(|n| {
+                [
+                    "a".repeat(n),
+                    format!("{}b", "a".repeat(n)),
+                    format!("c{}", "a".repeat(n)),
+                ]
+            })
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            *m.slot(k) = i;
+        }
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(m.get(k), Some(&i), "{k:?}");
+        }
+        assert_eq!(m.len(), keys.len());
+        assert!(m.get("d").is_none());
     }
 }

@@ -16,6 +16,7 @@ pub mod graphite;
 pub mod health;
 pub mod json;
 pub mod keyed;
+pub mod mapped;
 pub mod mapping;
 pub mod name;
 pub mod observe;

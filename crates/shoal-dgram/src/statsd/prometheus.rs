@@ -336,6 +336,29 @@ fn series(mapper: &Mapper, t: StatType, kind: &'static str, key: &str) -> Option
     })
 }
 
+/// The Prometheus series (mapped name and labels, as one string) that a
+/// mapping makes of statsd `key` of type `t` (`kind`: `"gauge"`, `"set"`,
+/// `"timer"`), or `None` when no mapping takes it or it is dropped.
+pub(crate) fn mapped_series(
+    mapper: &Mapper,
+    t: StatType,
+    kind: &'static str,
+    key: &str,
+) -> Option<String> {
+    let s = series(mapper, t, kind, key)?;
+    if !s.mapped {
+        return None;
+    }
+    let mut id = s.name;
+    for (k, v) in &s.labels {
+        id.push('\0');
+        id.push_str(k);
+        id.push('=');
+        id.push_str(v);
+    }
+    Some(id)
+}
+
 /// The families of a timer observed as a histogram or summary.
 fn observed_wants(s: &Series, o: &Observed, help: Help) -> Vec<Want> {
     let (kind, mut samples, sum, count) = match o {
@@ -467,6 +490,12 @@ pub fn render_mapped(
         plan.add(s.owner, key, vec![want], collisions);
     }
     for (key, v) in &snap.gauges {
+        // Names mapped to one series: shown once, with the series' value.
+        let v = match snap.mapped_gauges.get(key) {
+            Some(None) => continue,
+            Some(Some(shared)) => shared,
+            None => v,
+        };
         let Some(s) = series(mapper, StatType::Gauge, "gauge", key) else {
             continue;
         };
@@ -478,7 +507,12 @@ pub fn render_mapped(
         let Some(s) = series(mapper, StatType::Observer, "timer", key) else {
             continue;
         };
-        let wants = match (&t.observed, s.mapped) {
+        let observed = match snap.mapped_summaries.get(key) {
+            Some(None) => continue,
+            Some(Some(shared)) => Some(shared),
+            None => t.observed.as_ref(),
+        };
+        let wants = match (observed, s.mapped) {
             (Some(o), true) => observed_wants(&s, o, help(&s, "statsd timer (seconds)")),
             (Some(o), false) => {
                 let mut w = observed_wants(&s, o, "statsd timer (ms), cumulative".into());
@@ -490,6 +524,11 @@ pub fn render_mapped(
         plan.add(s.owner.clone(), key, wants, collisions);
     }
     for (key, n) in &snap.sets {
+        let n = match snap.mapped_sets.get(key) {
+            Some(None) => continue,
+            Some(Some(shared)) => shared,
+            None => n,
+        };
         let Some(s) = series(mapper, StatType::Gauge, "set", key) else {
             continue;
         };
@@ -705,17 +744,21 @@ mod tests {
     }
 
     #[test]
-    fn statsd_names_mapped_to_one_counter_or_histogram_add_up() {
+    fn statsd_names_mapped_to_one_series_make_one() {
         // As statsd_exporter: several statsd names mapped to one name and
         // labels are one Prometheus series; counters and histograms (same
-        // buckets) add up, summaries cannot and collide.
+        // buckets) add up, a summary takes every name's values, a gauge is
+        // the last value set under any name plus the changes after it, a
+        // set counts the union of the members.
         let m = Mapper::parse(
             std::path::Path::new("m.yml"),
             "mappings:\n\
              - match: api.*.hits\n  name: hits_total\n\
              - match: api.*.lat\n  name: lat_seconds\n  observer_type: histogram\n  \
                histogram_options: {buckets: [0.01, 0.1]}\n\
-             - match: db.*.lat\n  name: db_seconds\n",
+             - match: db.*.lat\n  name: db_seconds\n\
+             - match: pool.*.size\n  name: pool_size\n\
+             - match: users.*\n  name: users\n",
         )
         .unwrap();
         let d = "api.a.hits:1|c\napi.b.hits:2|c\napi.c.hits:4|c|#env:x\n\
@@ -724,10 +767,21 @@ mod tests {
         let m = std::sync::Arc::new(m);
         let mut st = State::new(FlushRules::default());
         st.set_mapper(m.clone());
-        let snap = st.flush(vec![interval_of(d)], 1.0, 1);
+        // Each interval_of is a datagram of its own, arrived after the one
+        // before.
+        let later = "pool.b.size:+3|g\nusers.b:x|s\nusers.b:y|s";
+        let first = "pool.a.size:10|g\nusers.a:x|s";
+        let snap = st.flush(
+            vec![interval_of(d), interval_of(first), interval_of(later)],
+            1.0,
+            1,
+        );
         let col = Collisions::default();
         let text = render_mapped(&snap, &m, &Health::default(), "", &col);
         for want in [
+            "pool_size 13\n",
+            "users 2\n",
+            "db_seconds_count 2\n",
             "hits_total 3\n",
             "hits_total{env=\"x\"} 4\n",
             "lat_seconds_bucket{le=\"0.01\"} 1\n",
@@ -739,9 +793,28 @@ mod tests {
         }
         assert_eq!(text.matches("hits_total 3").count(), 1, "{text}");
         assert!(text.contains("lat_seconds_sum 0.55"), "{text}");
-        // db.b.lat's summary cannot join db.a.lat's: left out and counted.
+        assert!(text.contains("db_seconds_sum 0.012"), "{text}");
         assert_eq!(text.matches("db_seconds_count").count(), 1, "{text}");
-        assert_eq!(col.total(), 1);
+        assert_eq!(text.matches("\npool_size ").count(), 1, "{text}");
+        assert_eq!(col.total(), 0, "{text}");
+        // Next interval: b sets 7, then a takes 2 off: 5; then only a
+        // change, applied to the series' value.
+        let snap = st.flush(
+            vec![
+                interval_of("pool.b.size:7|g"),
+                interval_of("pool.a.size:-2|g"),
+            ],
+            1.0,
+            2,
+        );
+        let text = render_mapped(&snap, &m, &Health::default(), "", &col);
+        assert!(text.contains("pool_size 5\n"), "{text}");
+        assert!(text.contains("users 0\n"), "{text}");
+        let snap = st.flush(vec![interval_of("pool.b.size:+1|g")], 1.0, 3);
+        let text = render_mapped(&snap, &m, &Health::default(), "", &col);
+        assert!(text.contains("pool_size 6\n"), "{text}");
+        // Graphite and JSON keep each statsd name's own gauge.
+        assert_eq!(snap.gauges.len(), 2);
     }
 
     #[test]
