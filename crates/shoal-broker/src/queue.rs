@@ -212,7 +212,20 @@ pub fn check_equivalent(
     queue: &str,
     vhost: &str,
 ) -> AmqpResult<()> {
-    for key in EQUIVALENCE_ARGS {
+    check_args_equivalent(current, received, &EQUIVALENCE_ARGS, "queue", queue, vhost)
+}
+
+/// The same check on the arguments `keys` of a queue or exchange (`what`);
+/// an exchange compares only `alternate-exchange`.
+pub fn check_args_equivalent(
+    current: &FieldTable,
+    received: &FieldTable,
+    keys: &[&str],
+    what: &str,
+    queue: &str,
+    vhost: &str,
+) -> AmqpResult<()> {
+    for &key in keys {
         let (cur, got) = (current.inner().get(key), received.inner().get(key));
         let text = match (cur, got) {
             (None, None) => continue,
@@ -232,7 +245,7 @@ pub fn check_equivalent(
             }
         };
         return Err(AmqpError::precondition_failed(format!(
-            "inequivalent arg '{key}' for queue '{queue}' in vhost '{vhost}': {text}"
+            "inequivalent arg '{key}' for {what} '{queue}' in vhost '{vhost}': {text}"
         )));
     }
     Ok(())

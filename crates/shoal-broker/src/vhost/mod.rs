@@ -20,6 +20,7 @@ mod reply;
 mod routing;
 
 pub use api_get::{AckMode, Got};
+pub use declare::reserved_queue_name;
 pub use reply::{REPLY_TO, REPLY_TO_PREFIX};
 
 use delivery::load;
