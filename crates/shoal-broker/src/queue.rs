@@ -350,8 +350,10 @@ pub struct Queue {
     pub auto_delete: bool,
     /// Declare arguments as given.
     pub arguments: FieldTable,
-    /// Parsed arguments.
+    /// Its settings: the arguments, resolved against its policy.
     pub args: QueueArgs,
+    /// The name of the policy that applies to it, if one does.
+    pub policy: Option<String>,
     levels: Vec<Level>,
     /// Ready messages.
     pub len: usize,
@@ -392,6 +394,7 @@ impl Queue {
             auto_delete,
             arguments,
             args,
+            policy: None,
             levels: (0..levels).map(|_| Level::default()).collect(),
             len: 0,
             bytes: 0,

@@ -356,6 +356,7 @@ impl VHost {
             name.clone(),
             Queue::new(name.clone(), durable, owner, auto_delete, arguments, args),
         );
+        self.apply_policy_to(&name);
         // Every queue is bound to the default exchange implicitly (routing looks it up by name).
         if durable {
             self.save_definitions();
