@@ -59,7 +59,9 @@ pub fn get(b: &Broker, c: &Caller, v: &str, name: &str) -> Result<Reply, ApiErro
 
 /// `PUT /api/policies/{vhost}/{name}`: 201 when new, 204 when replaced.
 pub fn put(b: &Broker, c: &Caller, v: &str, name: &str, body: &Value) -> Result<Reply, ApiError> {
-    let vh = vhost(b, v)?;
+    let vh = b.vhost(v).ok_or_else(|| {
+        ApiError::new(hyper::StatusCode::NOT_FOUND, "not_found", "vhost_not_found")
+    })?;
     allowed(c, v)?;
     let p = Policy::from_json(name, body).map_err(ApiError::bad_request)?;
     Ok(if vh.lock().put_policy(p) {

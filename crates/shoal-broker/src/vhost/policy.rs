@@ -145,7 +145,12 @@ impl Policy {
             None | Some(Value::Null) => "all",
             Some(v) => match v.as_str() {
                 Some(a @ ("queues" | "exchanges" | "all")) => a,
-                _ => return Err(failed(format!("{} is not a valid apply-to value", erl(v)))),
+                _ => {
+                    let shown = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                    return Err(failed(format!(
+                        "apply-to '{shown}' unrecognised; should be 'queues', 'exchanges' or 'all'"
+                    )));
+                }
             },
         };
         let priority = match body.get("priority") {
@@ -153,7 +158,12 @@ impl Policy {
             Some(v) => v
                 .as_i64()
                 .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-                .ok_or_else(|| failed(format!("{} is not a valid priority", erl(v))))?,
+                .ok_or_else(|| {
+                    failed(format!(
+                        "priority should be a number, actually was {}",
+                        erl(v)
+                    ))
+                })?,
         };
         let mut p = Policy {
             name: name.to_string(),
@@ -313,5 +323,62 @@ impl VHost {
         if !dropped.is_empty() {
             self.dead_letter(name, dropped, "maxlen", 0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy(def: Value) -> Policy {
+        Policy::from_json("p", &json!({"pattern": "^q", "definition": def})).expect("valid")
+    }
+
+    #[test]
+    fn lower_limit_wins_and_the_argument_wins_the_rest() {
+        let mut args = FieldTable::default();
+        args.insert("x-max-length".into(), AMQPValue::LongInt(5));
+        args.insert("x-message-ttl".into(), AMQPValue::LongInt(100));
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString("mine".into()),
+        );
+        let p = policy(json!({"max-length": 2, "message-ttl": 5000, "expires": 900,
+            "dead-letter-exchange": "theirs", "dead-letter-routing-key": "k",
+            "overflow": "reject-publish"}));
+        let a = effective_args(&args, Some(&p));
+        assert_eq!(a.max_length, Some(2));
+        assert_eq!(a.message_ttl, Some(100));
+        assert_eq!(a.expires, Some(900));
+        assert_eq!(a.dlx.as_deref(), Some("mine"));
+        assert_eq!(a.dlrk.as_deref(), Some("k"));
+        assert_eq!(a.overflow, Some(Overflow::RejectPublish));
+        assert_eq!(effective_args(&args, None).max_length, Some(5));
+    }
+
+    #[test]
+    fn bad_policies_are_refused_in_rabbitmqs_words() {
+        let refused = |body: Value| Policy::from_json("p", &body).unwrap_err();
+        assert_eq!(
+            refused(json!({"pattern": "x"})),
+            "[{key_missing,definition}]"
+        );
+        assert_eq!(
+            refused(json!({"pattern": "x", "definition": {"foo": 1}})),
+            "Validation failed\n\n[{<<\"foo\">>,1}] are not recognised policy settings\n"
+        );
+        assert_eq!(
+            refused(json!({"pattern": "x", "definition": {"max-length": "a"}})),
+            "Validation failed\n\n<<\"a\">> is not a valid maximum length\n"
+        );
+        assert!(
+            refused(json!({"pattern": "(", "definition": {"max-length": 1}})).starts_with(
+                "Validation failed\n\npattern should be regular expression but is invalid"
+            )
+        );
+        let p = policy(json!({"max-length": 1}));
+        assert_eq!((p.apply_to.as_str(), p.priority), ("all", 0));
+        assert!(p.matches_queue("queue") && !p.matches_queue("other"));
     }
 }
