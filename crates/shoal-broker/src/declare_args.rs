@@ -6,7 +6,7 @@
 //! (quorum, stream) are refused as a classic queue refuses them.
 
 use crate::error::{AmqpError, AmqpResult};
-use crate::message::value_as_str;
+use crate::message::{value_as_i64, value_as_str};
 use crate::queue::type_name;
 use amq_protocol::types::{AMQPValue, FieldTable};
 
@@ -24,17 +24,14 @@ const NOT_CLASSIC: [&str; 9] = [
     "x-dead-letter-strategy",
 ];
 
-/// An integer of one of the types RabbitMQ takes for a numeric argument.
+/// An integer of one of the types RabbitMQ takes for a numeric argument
+/// (any width, not a timestamp).
 fn int(v: &AMQPValue) -> Result<i64, String> {
-    match v {
-        AMQPValue::ShortShortInt(x) => Ok(i64::from(*x)),
-        AMQPValue::ShortShortUInt(x) => Ok(i64::from(*x)),
-        AMQPValue::ShortInt(x) => Ok(i64::from(*x)),
-        AMQPValue::ShortUInt(x) => Ok(i64::from(*x)),
-        AMQPValue::LongInt(x) => Ok(i64::from(*x)),
-        AMQPValue::LongUInt(x) => Ok(i64::from(*x)),
-        AMQPValue::LongLongInt(x) => Ok(*x),
-        other => Err(format!("\"expected integer, got {}\"", type_name(other))),
+    match (v, value_as_i64(v)) {
+        (AMQPValue::Timestamp(_), _) | (_, None) => {
+            Err(format!("\"expected integer, got {}\"", type_name(v)))
+        }
+        (_, Some(n)) => Ok(n),
     }
 }
 
@@ -100,22 +97,6 @@ fn refusal(key: &str, v: &AMQPValue, args: &FieldTable) -> Option<String> {
     checked.err()
 }
 
-/// The order RabbitMQ checks the arguments it knows in.
-const CHECKED: [&str; 12] = [
-    "x-expires",
-    "x-message-ttl",
-    "x-dead-letter-exchange",
-    "x-dead-letter-routing-key",
-    "x-max-length",
-    "x-max-length-bytes",
-    "x-max-priority",
-    "x-overflow",
-    "x-queue-mode",
-    "x-queue-version",
-    "x-single-active-consumer",
-    "x-queue-type",
-];
-
 /// Check the arguments of a queue about to be declared (not one that
 /// exists: a declare of an existing queue is checked for equivalence).
 pub fn check(args: &FieldTable, queue: &str, vhost: &str) -> AmqpResult<()> {
@@ -128,7 +109,12 @@ pub fn check(args: &FieldTable, queue: &str, vhost: &str) -> AmqpResult<()> {
             )));
         }
     }
-    for key in CHECKED {
+    // The arguments a redeclare compares, in RabbitMQ's order of checks,
+    // and x-queue-version.
+    for &key in crate::queue::EQUIVALENCE_ARGS
+        .iter()
+        .chain(&["x-queue-version"])
+    {
         if key == "x-queue-type" {
             crate::queue::check_queue_type(args, queue, vhost)?;
             continue;

@@ -182,18 +182,9 @@ impl Policy {
     }
 
     fn compile(&mut self) -> Result<(), String> {
-        // The parser's reason (e.g. "unclosed group"), as configured
-        // permission patterns report it.
-        if let Err(e) = regex_automata::util::syntax::parse(&self.pattern) {
-            let text = e.to_string();
-            let why = text
-                .lines()
-                .rev()
-                .find_map(|l| l.strip_prefix("error: "))
-                .unwrap_or(&text);
-            return Err(format!("{{\"{why}\"}}"));
-        }
-        self.regex = Some(Regex::new(&self.pattern).map_err(|e| e.to_string())?);
+        let regex =
+            crate::config::unanchored(&self.pattern).map_err(|why| format!("{{\"{why}\"}}"))?;
+        self.regex = Some(regex);
         Ok(())
     }
 
