@@ -450,4 +450,37 @@ fn rabbitmqadmin_policies_apply_to_queues_and_survive_a_restart() {
     assert!(out.contains("count capped.a 7"), "{out}");
     let listed = json(&b, &["list", "policies"]);
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+
+    // An exchange policy's alternate-exchange routes what its exchange
+    // cannot.
+    ok(&b, &["declare", "exchange", "name=ae", "type=fanout"]);
+    ok(&b, &["declare", "queue", "name=ae.q"]);
+    ok(&b, &["declare", "binding", "source=ae", "destination=ae.q"]);
+    ok(&b, &["declare", "exchange", "name=with.ae", "type=direct"]);
+    let publish = [
+        "publish",
+        "exchange=with.ae",
+        "routing_key=nowhere",
+        "payload=hi",
+    ];
+    assert!(ok(&b, &publish).contains("NOT routed"));
+    ok(
+        &b,
+        &[
+            "declare",
+            "policy",
+            "name=aex",
+            r"pattern=^with\.",
+            r#"definition={"alternate-exchange": "ae"}"#,
+            "apply-to=exchanges",
+        ],
+    );
+    let out = ok(&b, &publish);
+    assert!(!out.contains("NOT routed"), "{out}");
+    let xs = json(&b, &["list", "exchanges"]);
+    let with_ae = xs
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["name"] == "with.ae"))
+        .unwrap_or_else(|| panic!("{xs}"));
+    assert_eq!(with_ae["policy"], "aex", "{xs}");
 }

@@ -126,6 +126,7 @@ pub fn exchanges(cx: &Ctx, only: Option<&str>) -> Vec<Value> {
                 "name": e.name, "vhost": vname, "type": e.kind.as_str(), "durable": e.durable,
                 "auto_delete": e.auto_delete, "internal": e.internal,
                 "arguments": table_to_json(&e.arguments),
+                "policy": e.policy.as_ref().map(|(name, _)| name),
             }));
         }
     }

@@ -107,8 +107,10 @@ impl VHost {
                 internal,
                 arguments,
                 bindings: Vec::new(),
+                policy: None,
             },
         );
+        self.apply_exchange_policy(name);
         if durable {
             self.save_definitions();
         }

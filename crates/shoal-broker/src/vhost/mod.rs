@@ -263,6 +263,7 @@ impl VHost {
                     internal: n == "amq.rabbitmq.trace",
                     arguments: FieldTable::default(),
                     bindings: Vec::new(),
+                    policy: None,
                 },
             );
         }
@@ -282,6 +283,7 @@ impl VHost {
                         internal: e.internal,
                         arguments: e.arguments,
                         bindings: Vec::new(),
+                        policy: None,
                     },
                 );
             }

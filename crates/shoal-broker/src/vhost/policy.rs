@@ -8,7 +8,8 @@
 //! queue argument wins) take effect, as RabbitMQ resolves them. Policies
 //! are saved with the vhost's definitions, so they survive a restart; a
 //! change applies at once to every queue, a lower length limit dropping
-//! (or dead-lettering) the oldest messages of a `drop-head` queue.
+//! (or dead-lettering) the oldest messages of a `drop-head` queue. An
+//! exchange takes its policy's `alternate-exchange` (its own argument wins).
 
 use super::*;
 use regex_automata::meta::Regex;
@@ -199,6 +200,19 @@ impl Policy {
     fn matches_queue(&self, name: &str) -> bool {
         self.apply_to != "exchanges" && self.regex.as_ref().is_some_and(|r| r.is_match(name))
     }
+
+    fn matches_exchange(&self, name: &str) -> bool {
+        self.apply_to != "queues" && self.regex.as_ref().is_some_and(|r| r.is_match(name))
+    }
+}
+
+/// The policy of highest priority among `matching` (the first by name of
+/// equal priorities).
+fn highest<'a>(matching: impl Iterator<Item = &'a Policy>) -> Option<&'a Policy> {
+    matching.fold(None, |best, p| match best {
+        Some(b) if b.priority >= p.priority => Some(b),
+        _ => Some(p),
+    })
 }
 
 /// A queue's settings: its arguments, with `policy`'s definition resolved
@@ -244,13 +258,26 @@ impl VHost {
     /// The policy that applies to queue `name`: the matching one of
     /// highest priority (of equal priorities, the first by name).
     pub fn queue_policy(&self, name: &str) -> Option<&Policy> {
-        self.policies
-            .values()
-            .filter(|p| p.matches_queue(name))
-            .fold(None, |best: Option<&Policy>, p| match best {
-                Some(b) if b.priority >= p.priority => Some(b),
-                _ => Some(p),
-            })
+        highest(self.policies.values().filter(|p| p.matches_queue(name)))
+    }
+
+    /// The policy that applies to exchange `name`, likewise.
+    pub fn exchange_policy(&self, name: &str) -> Option<&Policy> {
+        highest(self.policies.values().filter(|p| p.matches_exchange(name)))
+    }
+
+    /// Give exchange `name` the policy that applies to it.
+    pub(super) fn apply_exchange_policy(&mut self, name: &str) {
+        let policy = self.exchange_policy(name).map(|p| {
+            let ae = p
+                .definition
+                .get("alternate-exchange")
+                .and_then(Value::as_str);
+            (p.name.clone(), ae.map(str::to_string))
+        });
+        if let Some(x) = self.exchanges.get_mut(name) {
+            x.policy = policy;
+        }
     }
 
     /// Add or replace a policy and apply it; true if it is new.
@@ -288,6 +315,10 @@ impl VHost {
         let names: Vec<String> = self.queues.keys().cloned().collect();
         for name in names {
             self.apply_policy_to(&name);
+        }
+        let names: Vec<String> = self.exchanges.keys().cloned().collect();
+        for name in names {
+            self.apply_exchange_policy(&name);
         }
     }
 
