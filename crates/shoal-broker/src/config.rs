@@ -246,16 +246,31 @@ impl Default for Config {
 /// `pattern` compiled to match whole names; an invalid one is refused
 /// with the parser's reason (e.g. "unclosed group").
 pub(crate) fn anchored(pattern: &str) -> Result<Regex, String> {
-    if let Err(e) = regex_automata::util::syntax::parse(pattern) {
-        let text = e.to_string();
-        let why = text
-            .lines()
-            .rev()
-            .find_map(|l| l.strip_prefix("error: "))
-            .unwrap_or(&text);
-        return Err(why.to_string());
+    unanchored(&format!("^(?:{pattern})$")).map_err(|e| match syntax_error(pattern) {
+        Some(why) => why,
+        None => e,
+    })
+}
+
+/// `pattern` compiled to match anywhere in a name (RabbitMQ's policy
+/// patterns); an invalid one is refused with the parser's reason.
+pub(crate) fn unanchored(pattern: &str) -> Result<Regex, String> {
+    if let Some(why) = syntax_error(pattern) {
+        return Err(why);
     }
-    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| e.to_string())
+    Regex::new(pattern).map_err(|e| e.to_string())
+}
+
+/// The parser's reason for refusing `pattern`, if it does.
+fn syntax_error(pattern: &str) -> Option<String> {
+    let e = regex_automata::util::syntax::parse(pattern).err()?;
+    let text = e.to_string();
+    let why = text
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("error: "))
+        .unwrap_or(&text);
+    Some(why.to_string())
 }
 
 impl Config {

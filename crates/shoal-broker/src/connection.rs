@@ -704,15 +704,16 @@ impl Conn {
         let key = chan_key(self.id, ch);
         match method {
             AMQPClass::Channel(channel::AMQPMethod::Open(_)) => {
-                if ch > self.channel_max {
-                    return Err(AmqpError::channel_error(format!(
-                        "channel {ch} exceeds channel_max {}",
-                        self.channel_max
-                    )));
-                }
+                // As RabbitMQ: channel_max bounds how many channels are
+                // open at once, whatever their numbers.
                 if self.channels.contains_key(&ch) {
-                    return Err(AmqpError::channel_error(format!(
-                        "channel {ch} already open"
+                    return Err(AmqpError::channel_error("second 'channel.open' seen"));
+                }
+                let open = self.channels.len();
+                if self.channel_max != 0 && open >= usize::from(self.channel_max) {
+                    return Err(AmqpError::not_allowed(format!(
+                        "number of channels opened ({open}) has reached the negotiated channel_max ({})",
+                        self.channel_max
                     )));
                 }
                 self.channels.insert(ch, Chan::default());

@@ -99,15 +99,19 @@ pub struct Exchange {
     pub arguments: FieldTable,
     /// Bindings from this exchange.
     pub bindings: Vec<Binding>,
+    /// The policy that applies to it (name, and its `alternate-exchange`).
+    pub policy: Option<(String, Option<String>)>,
 }
 
 impl Exchange {
-    /// The `alternate-exchange` argument.
+    /// The `alternate-exchange`: its argument, else its policy's (the
+    /// argument wins, as RabbitMQ's).
     pub fn alternate(&self) -> Option<&str> {
         self.arguments
             .inner()
             .get("alternate-exchange")
             .and_then(value_as_str)
+            .or_else(|| self.policy.as_ref().and_then(|(_, ae)| ae.as_deref()))
     }
 
     /// Destinations matching `msg`, appended to `out`.

@@ -26,6 +26,7 @@
 //!   `api_get` (the management API's get).
 //! - [`exchange`]: exchange types and routing (direct, fanout, topic, headers).
 //! - [`queue`]: one queue's messages, arguments and consumers.
+//! - [`declare_args`]: RabbitMQ's checks of a new queue's arguments.
 //! - [`message`]: the message type and argument helpers.
 //! - [`store`]: the append-only segment store for persistent messages.
 //! - [`perf`]: the AMQP load generator behind `shoal bench amqp`.
@@ -38,6 +39,7 @@ pub mod admin;
 pub mod codec;
 pub mod config;
 pub mod connection;
+pub mod declare_args;
 pub mod error;
 pub mod exchange;
 pub mod fastpath;

@@ -76,6 +76,28 @@ impl Essentials {
     }
 }
 
+/// Why RabbitMQ refuses an `expiration` that is not a non-negative
+/// integer, in its words: Erlang's `string:to_integer` reads an optional
+/// sign and digits, and what is left or a negative value is refused.
+fn expiration_refusal(text: &str) -> String {
+    let signed = text.strip_prefix(['+', '-']).map_or(0, |_| 1);
+    let digits = text[signed..]
+        .bytes()
+        .take_while(u8::is_ascii_digit)
+        .count();
+    if digits == 0 {
+        return "no_integer".to_string();
+    }
+    let (number, rest) = text.split_at(signed + digits);
+    if !rest.is_empty() {
+        return format!("{{leftover_string,\"{rest}\"}}");
+    }
+    let n = number
+        .parse::<i128>()
+        .map_or_else(|_| number.to_string(), |n| n.to_string());
+    format!("{{value_negative,{n}}}")
+}
+
 /// Shared message.
 pub type MessageRef = Arc<Message>;
 
@@ -179,14 +201,18 @@ impl Message {
         match self.expiration {
             Expiration::None => Ok(None),
             Expiration::Ms(ms) => Ok(Some(ms)),
-            Expiration::Invalid => Err(format!(
-                "invalid expiration {:?}",
-                self.properties()
+            Expiration::Invalid => {
+                let text = self
+                    .properties()
                     .expiration()
                     .as_ref()
                     .map(|s| s.to_string())
-                    .unwrap_or_default()
-            )),
+                    .unwrap_or_default();
+                Err(format!(
+                    "invalid expiration '{text}': {}",
+                    expiration_refusal(&text)
+                ))
+            }
         }
     }
 
@@ -295,6 +321,14 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expiration_refused_in_rabbitmqs_words() {
+        assert_eq!(expiration_refusal("abc"), "no_integer");
+        assert_eq!(expiration_refusal("-5"), "{value_negative,-5}");
+        assert_eq!(expiration_refusal("12x"), "{leftover_string,\"x\"}");
+        assert_eq!(expiration_refusal("1.5"), "{leftover_string,\".5\"}");
+    }
 
     #[test]
     fn reply_to_is_replaced_in_place() {

@@ -212,7 +212,20 @@ pub fn check_equivalent(
     queue: &str,
     vhost: &str,
 ) -> AmqpResult<()> {
-    for key in EQUIVALENCE_ARGS {
+    check_args_equivalent(current, received, &EQUIVALENCE_ARGS, "queue", queue, vhost)
+}
+
+/// The same check on the arguments `keys` of a queue or exchange (`what`);
+/// an exchange compares only `alternate-exchange`.
+pub fn check_args_equivalent(
+    current: &FieldTable,
+    received: &FieldTable,
+    keys: &[&str],
+    what: &str,
+    queue: &str,
+    vhost: &str,
+) -> AmqpResult<()> {
+    for &key in keys {
         let (cur, got) = (current.inner().get(key), received.inner().get(key));
         let text = match (cur, got) {
             (None, None) => continue,
@@ -232,7 +245,7 @@ pub fn check_equivalent(
             }
         };
         return Err(AmqpError::precondition_failed(format!(
-            "inequivalent arg '{key}' for queue '{queue}' in vhost '{vhost}': {text}"
+            "inequivalent arg '{key}' for {what} '{queue}' in vhost '{vhost}': {text}"
         )));
     }
     Ok(())
@@ -337,8 +350,10 @@ pub struct Queue {
     pub auto_delete: bool,
     /// Declare arguments as given.
     pub arguments: FieldTable,
-    /// Parsed arguments.
+    /// Its settings: the arguments, resolved against its policy.
     pub args: QueueArgs,
+    /// The name of the policy that applies to it, if one does.
+    pub policy: Option<String>,
     levels: Vec<Level>,
     /// Ready messages.
     pub len: usize,
@@ -379,6 +394,7 @@ impl Queue {
             auto_delete,
             arguments,
             args,
+            policy: None,
             levels: (0..levels).map(|_| Level::default()).collect(),
             len: 0,
             bytes: 0,

@@ -2,8 +2,10 @@
 //! ecosystem's own tools against the `shoal broker` binary: Debian's
 //! `rabbitmqadmin` (list, show, declare, publish, get, purge, delete),
 //! plain HTTP (urllib) for auth (401 with and without the challenge), 404, 400, 413, health checks and
-//! a definitions export -> import round trip, and `promtool check metrics`
-//! on `/metrics` with RabbitMQ's Prometheus names.
+//! a definitions export -> import round trip, `promtool check metrics`
+//! on `/metrics` with RabbitMQ's Prometheus names, and RabbitMQ's policies
+//! (`rabbitmqadmin declare|list|delete policy`) taking effect on queues
+//! pika uses, across a restart.
 
 mod broker_support;
 use broker_support::*;
@@ -271,6 +273,7 @@ fn management_http_auth_errors_health_and_definitions_round_trip() {
             "bindings",
             "pagination",
             "health",
+            "policies",
             "definitions",
         ],
     );
@@ -351,4 +354,134 @@ fn metrics_carry_rabbitmq_prometheus_names_and_pass_promtool() {
     ] {
         assert!(per.lines().any(|l| l == line), "{line} missing:\n{per}");
     }
+}
+
+/// `count QUEUE N` lines of `pika_policy.py` run on `specs`.
+fn pika_counts(b: &Broker, specs: &[&str]) -> String {
+    let out = python("pika_policy.py", b.port, specs);
+    check(&out, "pika_policy.py", b)
+}
+
+#[test]
+fn rabbitmqadmin_policies_apply_to_queues_and_survive_a_restart() {
+    if !have("rabbitmqadmin") {
+        println!("SKIP: rabbitmqadmin is not installed (apt-get install rabbitmq-server)");
+        return;
+    }
+    let (dir, mut b) = mgmt_broker("mgmt-policy");
+    let cap = [
+        "declare",
+        "policy",
+        "name=cap",
+        r"pattern=^capped\.",
+        r#"definition={"max-length": 2}"#,
+        "priority=1",
+        "apply-to=queues",
+    ];
+    ok(&b, &cap);
+    ok(
+        &b,
+        &[
+            "declare",
+            "policy",
+            "name=wide",
+            "pattern=.*",
+            r#"definition={"max-length": 100}"#,
+        ],
+    );
+    let listed = json(&b, &["list", "policies"]);
+    let cap_row = listed
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == "cap"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(cap_row["vhost"], "/", "{listed}");
+    assert_eq!(cap_row["apply-to"], "queues", "{listed}");
+    assert_eq!(cap_row["priority"], 1, "{listed}");
+    assert_eq!(cap_row["definition"]["max-length"], 2, "{listed}");
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+
+    // The highest-priority policy applies (one per queue); the lower of
+    // policy and x-max-length wins; drop-head keeps the newest.
+    let out = pika_counts(&b, &["capped.a", "capped.b:1", "other.q"]);
+    for line in ["count capped.a 2", "count capped.b 1", "count other.q 5"] {
+        assert!(out.lines().any(|l| l == line), "{line}: {out}");
+    }
+    let queues = json(&b, &["list", "queues"]);
+    let row = |n: &str| {
+        queues
+            .as_array()
+            .and_then(|a| a.iter().find(|q| q["name"] == n))
+            .cloned()
+            .unwrap_or_else(|| panic!("{n}: {queues}"))
+    };
+    assert_eq!(row("capped.a")["policy"], "cap", "{queues}");
+    assert_eq!(
+        row("capped.a")["effective_policy_definition"]["max-length"],
+        2,
+        "{queues}"
+    );
+    assert_eq!(row("other.q")["policy"], "wide", "{queues}");
+
+    // Exported with the definitions; kept across a restart.
+    let file = dir.path().join("defs.json");
+    ok(&b, &["export", file.to_str().expect("utf-8 path")]);
+    let text = std::fs::read_to_string(&file).expect("exported definitions");
+    let defs: serde_json::Value = serde_json::from_str(&text).expect("definitions json");
+    let names: Vec<&str> = defs["policies"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["cap", "wide"], "{defs}");
+    b.terminate();
+    let b = Broker::start_with(
+        dir.path(),
+        &[
+            "--config",
+            fixture("mgmt.toml").to_str().expect("utf-8 path"),
+        ],
+    );
+    let listed = json(&b, &["list", "policies"]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+    let out = pika_counts(&b, &["capped.a"]);
+    assert!(out.contains("count capped.a 2"), "{out}");
+
+    // Deleted: the next policy by priority applies at once.
+    ok(&b, &["delete", "policy", "name=cap"]);
+    let out = pika_counts(&b, &["capped.a"]);
+    assert!(out.contains("count capped.a 7"), "{out}");
+    let listed = json(&b, &["list", "policies"]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+
+    // An exchange policy's alternate-exchange routes what its exchange
+    // cannot.
+    ok(&b, &["declare", "exchange", "name=ae", "type=fanout"]);
+    ok(&b, &["declare", "queue", "name=ae.q"]);
+    ok(&b, &["declare", "binding", "source=ae", "destination=ae.q"]);
+    ok(&b, &["declare", "exchange", "name=with.ae", "type=direct"]);
+    let publish = [
+        "publish",
+        "exchange=with.ae",
+        "routing_key=nowhere",
+        "payload=hi",
+    ];
+    assert!(ok(&b, &publish).contains("NOT routed"));
+    ok(
+        &b,
+        &[
+            "declare",
+            "policy",
+            "name=aex",
+            r"pattern=^with\.",
+            r#"definition={"alternate-exchange": "ae"}"#,
+            "apply-to=exchanges",
+        ],
+    );
+    let out = ok(&b, &publish);
+    assert!(!out.contains("NOT routed"), "{out}");
+    let xs = json(&b, &["list", "exchanges"]);
+    let with_ae = xs
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["name"] == "with.ae"))
+        .unwrap_or_else(|| panic!("{xs}"));
+    assert_eq!(with_ae["policy"], "aex", "{xs}");
 }

@@ -4,7 +4,7 @@
 //!
 //! - `management`: the vhosts it has permissions in, its own connections
 //!   and channels; writes checked against its AMQP permissions.
-//! - `policymaker`: as `management` (Shoal has no policies to edit).
+//! - `policymaker`: as `management`, and the policies of its vhosts.
 //! - `monitoring`: also every vhost, connection and channel, and nodes.
 //! - `administrator`: also users, permissions and definitions.
 //!

@@ -5,7 +5,8 @@
 //! ones; passwords as RabbitMQ's salted hashes) and imported as the
 //! management API's writes create them; an entry that the configuration
 //! file defines is left as configured (a permission that differs from the
-//! file's is a 400). Policies and parameters do not exist in Shoal: an
+//! file's is a 400). Policies are exported and imported (an invalid one is
+//! a 400 before anything changes); parameters do not exist in Shoal: an
 //! import that carries any is a 400, so nothing is silently dropped.
 
 use super::json::{json_to_table, table_to_json};
@@ -14,7 +15,7 @@ use super::views::{permissions, users, RABBITMQ_VERSION};
 use super::{ApiError, Reply};
 use crate::exchange::Dest;
 use crate::server::Broker;
-use crate::vhost::VHost;
+use crate::vhost::{Policy, VHost};
 use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -24,6 +25,7 @@ use std::sync::Arc;
 /// then carry no `vhost` field, as RabbitMQ's per-vhost export).
 pub fn export(b: &Broker, only: Option<&str>) -> Value {
     let (mut queues, mut exchanges, mut bindings) = (vec![], vec![], vec![]);
+    let mut policies = vec![];
     let vhosts = b.vhosts();
     let mut names: Vec<&String> = vhosts
         .keys()
@@ -38,6 +40,9 @@ pub fn export(b: &Broker, only: Option<&str>) -> Value {
             }
             v
         };
+        for p in g.policies() {
+            policies.push(with_vhost(p.to_json()));
+        }
         let mut qs: Vec<_> = g
             .queues
             .values()
@@ -89,7 +94,7 @@ pub fn export(b: &Broker, only: Option<&str>) -> Value {
         "rabbit_version": RABBITMQ_VERSION, "rabbitmq_version": RABBITMQ_VERSION,
         "product_name": "Shoal", "product_version": env!("CARGO_PKG_VERSION"),
         "queues": queues, "exchanges": exchanges, "bindings": bindings,
-        "policies": [], "parameters": [],
+        "policies": policies, "parameters": [],
     });
     if only.is_none() {
         doc["users"] = json!(users(b));
@@ -210,10 +215,19 @@ pub fn import(b: &Broker, only: Option<&str>, body: &[u8]) -> Result<Reply, ApiE
             None => perms.push(p),
         }
     }
-    if !doc.policies.is_empty() || !doc.parameters.is_empty() {
+    if !doc.parameters.is_empty() {
         return Err(ApiError::bad_request(
-            "policies and parameters are not supported by Shoal; remove them from the definitions",
+            "parameters are not supported by Shoal; remove them from the definitions",
         ));
+    }
+    let mut policies = Vec::new();
+    for (i, p) in doc.policies.iter().enumerate() {
+        let name = p["name"].as_str().ok_or_else(|| {
+            ApiError::bad_request(format!("definitions: policies[{i}].name missing"))
+        })?;
+        let policy = Policy::from_json(name, p)
+            .map_err(|e| ApiError::bad_request(format!("definitions: policy '{name}': {e}")))?;
+        policies.push((p["vhost"].as_str().map(str::to_string), policy));
     }
     let vhosts: Vec<&str> = doc.vhosts.iter().map(|v| v.name.as_str()).collect();
     let perms: Vec<_> = perms
@@ -230,6 +244,9 @@ pub fn import(b: &Broker, only: Option<&str>, body: &[u8]) -> Result<Reply, ApiE
             .ok_or_else(|| ApiError::bad_request(format!("definitions: no vhost '{n}'")))
     };
     let args = |v: &Value, what: &str| json_to_table(v, what).map_err(ApiError::bad_request);
+    for (v, p) in policies {
+        vname(&v)?.lock().put_policy(p);
+    }
     for x in &doc.exchanges {
         let v = vname(&x.vhost)?;
         let a = args(&x.arguments, "exchange arguments")?;

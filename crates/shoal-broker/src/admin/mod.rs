@@ -4,8 +4,8 @@
 //! The listener serves `/metrics` (Prometheus text, [`prom`]) and, under
 //! `/api/`, RabbitMQ 3.10's management HTTP API for what Shoal has: the
 //! read views ([`views`]), the writes ([`writes`]), users, vhosts and
-//! permissions ([`users`]), definitions export and
-//! import ([`definitions`]) and the health checks ([`health`]), behind HTTP
+//! permissions ([`users`]), policies ([`policies`]), definitions export
+//! and import ([`definitions`]) and the health checks ([`health`]), behind HTTP
 //! basic auth with RabbitMQ's user tags ([`auth`]); message rates come from
 //! a once-a-second sampler ([`rates`]); [`json`] holds the conversions.
 //!
@@ -18,6 +18,7 @@ pub mod auth;
 pub mod definitions;
 pub mod health;
 pub mod json;
+pub mod policies;
 pub mod prom;
 pub mod rates;
 pub mod users;
@@ -654,6 +655,11 @@ fn route(
             users::put_permission(b, c, v, u, &parse_json(body)?)
         }
         (Method::DELETE, ["permissions", v, u]) => users::delete_permission(b, c, v, u),
+        (Method::GET, ["policies"]) => list(policies::list(b, c, None)?),
+        (Method::GET, ["policies", v]) => list(policies::list(b, c, Some(v))?),
+        (Method::GET, ["policies", v, name]) => policies::get(b, c, v, name),
+        (Method::PUT, ["policies", v, name]) => policies::put(b, c, v, name, &parse_json(body)?),
+        (Method::DELETE, ["policies", v, name]) => policies::delete(b, c, v, name),
         (Method::DELETE, ["connections", _]) => Err(ApiError::not_allowed(
             "closing connections through the API is not supported",
         )),

@@ -10,7 +10,7 @@ use super::rates::{g, q, Rates};
 use crate::exchange::Dest;
 use crate::queue::Queue;
 use crate::server::{Broker, ConnInfo};
-use crate::vhost::{chan_conn, VHost};
+use crate::vhost::{chan_conn, Policy, VHost};
 use amq_protocol::types::FieldTable;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -68,13 +68,21 @@ fn rate(r: f64) -> Value {
 }
 
 /// One queue in RabbitMQ's shape.
-pub fn queue_row(vname: &str, qu: &Queue, rates: &Rates, node: &str) -> Value {
+pub fn queue_row(
+    vname: &str,
+    qu: &Queue,
+    policy: Option<&Policy>,
+    rates: &Rates,
+    node: &str,
+) -> Value {
     let qr = |i| rate(rates.queue(vname, &qu.name, i));
+    let effective = policy.map_or_else(|| json!({}), |p| json!(p.definition));
     let (ready, unacked) = (qu.len as u64, qu.unacked as u64);
     json!({
         "name": &*qu.name, "vhost": vname, "node": node, "type": "classic", "state": "running",
         "durable": qu.durable, "auto_delete": qu.auto_delete, "exclusive": qu.exclusive_owner.is_some(),
-        "arguments": table_to_json(&qu.arguments), "policy": null,
+        "arguments": table_to_json(&qu.arguments), "policy": qu.policy,
+        "effective_policy_definition": effective, "operator_policy": null,
         "messages": ready + unacked, "messages_details": qr(q::MESSAGES),
         "messages_ready": ready, "messages_ready_details": qr(q::READY),
         "messages_unacknowledged": unacked, "messages_unacknowledged_details": qr(q::UNACKED),
@@ -96,10 +104,10 @@ pub fn queues(cx: &Ctx, only: Option<&str>) -> Vec<Value> {
         let g = v.lock();
         let mut qs: Vec<&Queue> = g.queues.values().collect();
         qs.sort_by(|a, b| a.name.cmp(&b.name));
-        rows.extend(
-            qs.into_iter()
-                .map(|qu| queue_row(vname, qu, cx.rates, &node)),
-        );
+        rows.extend(qs.into_iter().map(|qu| {
+            let policy = g.policies().find(|p| qu.policy.as_ref() == Some(&p.name));
+            queue_row(vname, qu, policy, cx.rates, &node)
+        }));
     }
     rows
 }
@@ -118,6 +126,7 @@ pub fn exchanges(cx: &Ctx, only: Option<&str>) -> Vec<Value> {
                 "name": e.name, "vhost": vname, "type": e.kind.as_str(), "durable": e.durable,
                 "auto_delete": e.auto_delete, "internal": e.internal,
                 "arguments": table_to_json(&e.arguments),
+                "policy": e.policy.as_ref().map(|(name, _)| name),
             }));
         }
     }

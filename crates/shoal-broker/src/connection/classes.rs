@@ -70,6 +70,9 @@ impl Conn {
     ) -> AmqpResult<()> {
         match qm {
             queue::AMQPMethod::Declare(d) => {
+                if !d.passive && d.queue.as_str().starts_with("amq.") {
+                    return Err(crate::vhost::reserved_queue_name(d.queue.as_str()));
+                }
                 if !d.passive && !d.queue.as_str().is_empty() {
                     self.allowed(ch, Access::Configure, "queue", d.queue.as_str())?;
                 }

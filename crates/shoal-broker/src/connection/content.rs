@@ -199,6 +199,10 @@ impl Conn {
         let body: &[Bytes] = whole.as_ref().map_or(&p.parts, |w| &w[..]);
         let props = p.props.unwrap_or_default();
         let mut raw = p.raw_props;
+        if let Err(e) = self.check_user_id(&raw) {
+            self.soft_close(ch, e.on(60, 40));
+            return Ok(());
+        }
         if props.direct_reply {
             // Direct reply-to: name this channel's reply consumer, as RabbitMQ.
             let token = self.vhost()?.lock().reply_token(chan_key(self.id, ch));

@@ -33,6 +33,11 @@ impl Conn {
         props.insert("product".into(), s("Shoal"));
         props.insert("version".into(), s(env!("CARGO_PKG_VERSION")));
         props.insert("platform".into(), s("Rust"));
+        // RabbitMQ sends one too; some clients show it.
+        props.insert(
+            "copyright".into(),
+            s("Copyright (c) the Shoal authors; MIT OR Apache-2.0"),
+        );
         props.insert("information".into(), s("AMQP 0-9-1 broker, part of Shoal"));
         props.insert("cluster_name".into(), s("shoal"));
         props.insert("capabilities".into(), AMQPValue::FieldTable(caps));

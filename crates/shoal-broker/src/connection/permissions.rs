@@ -79,3 +79,31 @@ impl Conn {
         )))
     }
 }
+
+impl Conn {
+    /// RabbitMQ's check of a published message's `user-id` property: when
+    /// set, it must name the connection's user, or the channel is closed
+    /// 406 PRECONDITION_FAILED. `raw_props` are the properties as sent;
+    /// they are decoded only when the flag of `user-id` is set.
+    pub(super) fn check_user_id(&self, raw_props: &[u8]) -> AmqpResult<()> {
+        const USER_ID_FLAG: u16 = 1 << 4;
+        let flags = match raw_props {
+            [a, b, ..] => u16::from_be_bytes([*a, *b]),
+            _ => 0,
+        };
+        if flags & USER_ID_FLAG == 0 {
+            return Ok(());
+        }
+        let Ok((_, props)) = amq_protocol::protocol::basic::parse_properties(raw_props) else {
+            return Ok(());
+        };
+        match props.user_id() {
+            Some(u) if u.as_str() != self.user => Err(AmqpError::precondition_failed(format!(
+                "user_id property set to '{}' but authenticated user was '{}'",
+                u.as_str(),
+                self.user
+            ))),
+            _ => Ok(()),
+        }
+    }
+}

@@ -17,31 +17,45 @@ impl VHost {
         internal: bool,
         arguments: FieldTable,
     ) -> AmqpResult<()> {
-        if name.is_empty() {
-            if passive {
-                return Ok(());
+        // RabbitMQ's order: the type (a connection error), the default
+        // exchange, then an existing exchange's equivalence or a new one's
+        // name.
+        if passive {
+            if name.is_empty() {
+                return Err(AmqpError::access_refused(
+                    "operation not permitted on the default exchange",
+                ));
             }
+            return match self.exchanges.contains_key(name) {
+                true => Ok(()),
+                false => Err(AmqpError::not_found(format!(
+                    "no exchange '{name}' in vhost '{}'",
+                    self.name
+                ))),
+            };
+        }
+        let parsed = Kind::parse(kind)
+            .ok_or_else(|| AmqpError::command_invalid(format!("unknown exchange type '{kind}'")))?;
+        if name.is_empty() {
             return Err(AmqpError::access_refused(
                 "operation not permitted on the default exchange",
             ));
         }
         if let Some(e) = self.exchanges.get(name) {
-            if passive {
-                return Ok(());
-            }
+            let vhost = &self.name;
             if e.kind.as_str() != kind {
                 return Err(inequivalent(
                     "exchange",
                     "type",
                     name,
-                    &self.name,
+                    vhost,
                     kind,
                     e.kind.as_str(),
                 ));
             }
             if e.durable != durable {
                 return Err(inequivalent(
-                    "exchange", "durable", name, &self.name, durable, e.durable,
+                    "exchange", "durable", name, vhost, durable, e.durable,
                 ));
             }
             if e.auto_delete != auto_delete {
@@ -49,25 +63,39 @@ impl VHost {
                     "exchange",
                     "auto_delete",
                     name,
-                    &self.name,
+                    vhost,
                     auto_delete,
                     e.auto_delete,
                 ));
             }
-            return Ok(());
+            if e.internal != internal {
+                return Err(inequivalent(
+                    "exchange", "internal", name, vhost, internal, e.internal,
+                ));
+            }
+            return crate::queue::check_args_equivalent(
+                &e.arguments,
+                &arguments,
+                &["alternate-exchange"],
+                "exchange",
+                name,
+                vhost,
+            );
         }
-        if passive {
-            return Err(AmqpError::not_found(format!(
-                "no exchange '{name}' in vhost '{}'",
-                self.name
-            )));
-        }
-        let kind = Kind::parse(kind)
-            .ok_or_else(|| AmqpError::command_invalid(format!("invalid exchange type '{kind}'")))?;
+        let kind = parsed;
         if name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format!(
                 "exchange name '{name}' contains reserved prefix 'amq.*'"
             )));
+        }
+        if let Some(v) = arguments.inner().get("alternate-exchange") {
+            if !matches!(v, amq_protocol::types::AMQPValue::LongString(_)) {
+                return Err(AmqpError::precondition_failed(format!(
+                    "invalid type '{}' for arg 'alternate-exchange' in exchange '{name}' in vhost '{}'",
+                    crate::queue::type_name(v),
+                    self.name
+                )));
+            }
         }
         self.exchanges.insert(
             name.to_string(),
@@ -79,8 +107,10 @@ impl VHost {
                 internal,
                 arguments,
                 bindings: Vec::new(),
+                policy: None,
             },
         );
+        self.apply_exchange_policy(name);
         if durable {
             self.save_definitions();
         }
@@ -89,9 +119,15 @@ impl VHost {
 
     /// exchange.delete.
     pub fn delete_exchange(&mut self, name: &str, if_unused: bool) -> AmqpResult<()> {
-        if name.is_empty() || name.starts_with("amq.") {
+        if name.is_empty() {
+            return Err(AmqpError::access_refused(
+                "operation not permitted on the default exchange",
+            ));
+        }
+        if name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format!(
-                "operation not permitted on exchange '{name}'"
+                "deletion of system exchange '{name}' in vhost '{}' not allowed",
+                self.name
             )));
         }
         let Some(e) = self.exchanges.get(name) else {
@@ -262,28 +298,32 @@ impl VHost {
     ) -> AmqpResult<(String, u32, u32)> {
         if passive {
             let q = self.queue_for(conn, name)?;
-            return Ok((q.name.to_string(), q.len as u32, q.consumers.len() as u32));
+            let found = (q.name.to_string(), q.len as u32, q.consumers.len() as u32);
+            // As RabbitMQ: a declare, passive or not, renews an x-expires lease.
+            if let Some(q) = self.queues.get_mut(name) {
+                q.last_used_ms = now_ms();
+            }
+            return Ok(found);
         }
+        // RabbitMQ: an exclusive queue is never durable.
+        let durable = durable && !exclusive;
         let name = if name.is_empty() {
             format!("amq.gen-{}", random_suffix(22))
         } else {
             name.to_string()
         };
         if let Some(q) = self.queues.get(&name) {
-            self.queue_for(conn, &name)?;
+            // Exclusivity first, and strictly: declaring it exclusive from
+            // another connection, or with another exclusive flag, is locked.
+            if q.exclusive_owner != exclusive.then_some(conn) {
+                return Err(AmqpError::resource_locked(format!(
+                    "cannot obtain exclusive access to locked queue '{name}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+                    self.name
+                )));
+            }
             if q.durable != durable {
                 return Err(inequivalent(
                     "queue", "durable", &name, &self.name, durable, q.durable,
-                ));
-            }
-            if q.exclusive_owner.is_some() != exclusive {
-                return Err(inequivalent(
-                    "queue",
-                    "exclusive",
-                    &name,
-                    &self.name,
-                    exclusive,
-                    q.exclusive_owner.is_some(),
                 ));
             }
             if q.auto_delete != auto_delete {
@@ -304,11 +344,9 @@ impl VHost {
             return Ok((name, l, c));
         }
         if name.starts_with("amq.") && !name.starts_with("amq.gen-") {
-            return Err(AmqpError::access_refused(format!(
-                "queue name '{name}' contains reserved prefix 'amq.*'"
-            )));
+            return Err(reserved_queue_name(&name));
         }
-        crate::queue::check_queue_type(&arguments, &name, &self.name)?;
+        crate::declare_args::check(&arguments, &name, &self.name)?;
         let args = QueueArgs::parse(&arguments)?;
         if let Some(dlx) = &args.dlx {
             if !dlx.is_empty() && !self.exchanges.contains_key(dlx) {
@@ -320,6 +358,7 @@ impl VHost {
             name.clone(),
             Queue::new(name.clone(), durable, owner, auto_delete, arguments, args),
         );
+        self.apply_policy_to(&name);
         // Every queue is bound to the default exchange implicitly (routing looks it up by name).
         if durable {
             self.save_definitions();
@@ -365,7 +404,7 @@ impl VHost {
         }
         if if_empty && q.len > 0 {
             return Err(AmqpError::precondition_failed(format!(
-                "queue '{name}' in vhost '{}' is not empty",
+                "queue '{name}' in vhost '{}' not empty",
                 self.name
             )));
         }
@@ -414,4 +453,13 @@ impl VHost {
         }
         n
     }
+}
+
+/// RabbitMQ's refusal of a queue name starting with `amq.`: over AMQP a
+/// non-passive queue.declare may not name one, even a server-named queue
+/// that exists; definitions may hold server-named (`amq.gen-`) queues.
+pub fn reserved_queue_name(name: &str) -> AmqpError {
+    AmqpError::access_refused(format!(
+        "queue name '{name}' contains reserved prefix 'amq.*'"
+    ))
 }

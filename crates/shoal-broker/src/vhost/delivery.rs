@@ -54,7 +54,7 @@ impl VHost {
             None => 0,
             Some(v) => crate::message::value_as_i64(v).ok_or_else(|| {
                 AmqpError::precondition_failed(format!(
-                    "invalid arg 'x-priority' for queue '{queue}' in vhost '{}': {{unacceptable_type,{}}}",
+                    "invalid arg 'x-priority' for queue '{queue}' in vhost '{}': \"expected integer, got {}\"",
                     self.name,
                     crate::queue::type_name(v)
                 ))

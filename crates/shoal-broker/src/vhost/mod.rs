@@ -9,17 +9,21 @@
 //! The operations are split by job: `declare` (exchanges, queues,
 //! bindings), `routing` (route, publish, dead-letter), `delivery`
 //! (consumers, dispatch, get, ack/nack/reject, recover), `reply`
-//! (direct reply-to) and `api_get` (the management API's get); this file
+//! (direct reply-to), `api_get` (the management API's get) and `policy`
+//! (RabbitMQ's policies); this file
 //! holds the
 //! state, recovery at open, definitions, channels and the periodic tick.
 
 mod api_get;
 mod declare;
 mod delivery;
+mod policy;
 mod reply;
 mod routing;
 
 pub use api_get::{AckMode, Got};
+pub use declare::reserved_queue_name;
+pub use policy::{effective_args, Policy};
 pub use reply::{REPLY_TO, REPLY_TO_PREFIX};
 
 use delivery::load;
@@ -132,6 +136,8 @@ struct Defs {
     exchanges: Vec<DefExchange>,
     queues: Vec<DefQueue>,
     bindings: Vec<DefBinding>,
+    #[serde(default)]
+    policies: Vec<Policy>,
 }
 #[derive(Serialize, Deserialize)]
 struct DefExchange {
@@ -179,6 +185,8 @@ pub struct VHost {
     /// Deleted through the management API: its files are gone and its
     /// definitions are no longer saved.
     pub deleted: bool,
+    /// RabbitMQ's policies, by name.
+    policies: BTreeMap<String, Policy>,
 }
 
 const PREDECLARED: [(&str, Kind); 6] = [
@@ -255,9 +263,11 @@ impl VHost {
                     internal: n == "amq.rabbitmq.trace",
                     arguments: FieldTable::default(),
                     bindings: Vec::new(),
+                    policy: None,
                 },
             );
         }
+        let mut policies = Vec::new();
         if let Ok(text) = std::fs::read_to_string(&defs_path) {
             let defs: Defs = serde_json::from_str(&text).map_err(|e| {
                 crate::error::BrokerError::Store(format!("{}: {e}", defs_path.display()))
@@ -273,6 +283,7 @@ impl VHost {
                         internal: e.internal,
                         arguments: e.arguments,
                         bindings: Vec::new(),
+                        policy: None,
                     },
                 );
             }
@@ -288,6 +299,7 @@ impl VHost {
                     ex.bindings.push(Binding::new(b.dest, b.key, b.arguments));
                 }
             }
+            policies = defs.policies;
         }
         // Records are handed over one at a time as segments are read, so
         // recovery keeps in memory what running would: bodies up to the
@@ -315,7 +327,7 @@ impl VHost {
         for r in gone {
             store.ack(r);
         }
-        Ok(VHost {
+        let mut v = VHost {
             name: name.to_string(),
             exchanges,
             queues,
@@ -326,7 +338,10 @@ impl VHost {
             defs_path,
             replies: HashMap::new(),
             deleted: false,
-        })
+            policies: BTreeMap::new(),
+        };
+        v.load_policies(policies);
+        Ok(v)
     }
 
     fn save_definitions(&self) {
@@ -362,6 +377,7 @@ impl VHost {
                 }
             }
         }
+        d.policies = self.policies.values().cloned().collect();
         for q in self.queues.values().filter(|q| q.durable) {
             d.queues.push(DefQueue {
                 name: q.name.to_string(),

@@ -148,7 +148,14 @@ impl VHost {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let expires_ms = ttl.map_or(0, |t| now_ms() + t);
+        // A TTL of 0 on a message with nothing ahead of it: delivered if a
+        // consumer takes it at once, else expired here, as RabbitMQ does
+        // (with a deadline of now it would expire before any consumer).
+        let at_once = ttl == Some(0) && q.len == 0;
+        let expires_ms = match ttl {
+            Some(_) if at_once => 0,
+            t => t.map_or(0, |t| now_ms() + t),
+        };
         let sref = if q.durable && msg.persistent() {
             let (r, seq) = self.store.append(qname, &msg, expires_ms);
             res.wait_seq = res.wait_seq.max(seq);
@@ -185,8 +192,11 @@ impl VHost {
         }
         let backlogged = if dropped.is_empty() {
             // The queue is at hand: deliver without looking it up again.
-            let (backlogged, expired) =
+            let (backlogged, mut expired) =
                 delivery::deliver_ready(q, &mut self.channels, &self.store, &mut self.stats);
+            if at_once {
+                expired.extend(q.pop());
+            }
             if !expired.is_empty() {
                 self.dead_letter(qname, expired, "expired", depth);
             }

@@ -2,8 +2,8 @@
 WWW-Authenticate for a failed login, 401 not_authorised by tag and by
 permission, as RabbitMQ 3.x), 404, 400 for bad JSON and
 inequivalent declarations, 413 for an oversized body, the health checks,
-publish/get round trips, and a definitions export -> import -> export
-round trip into a second broker. Prints `ok <check>` per check.
+publish/get round trips, policies by user tag, and a definitions export ->
+import -> export round trip (policies included) into a second broker. Prints `ok <check>` per check.
 
 usage: mgmt_http.py AMQP_PORT ADMIN_PORT ADMIN_PORT_OF_SECOND_BROKER
 """
@@ -178,6 +178,24 @@ st, _, r = call("GET", "/aliveness-test/%2F")
 expect(st == 200 and r == {"status": "ok"}, "aliveness", r)
 print("ok health")
 
+# Policies: an administrator anywhere, a policymaker in its vhosts only, a
+# management user not at all (401 not_authorised, as RabbitMQ 3.x).
+PM = ("pm", "pm-pw")
+policy = {"pattern": "^pm\\.", "definition": {"max-length": 10}, "priority": 2, "apply-to": "queues"}
+st, _, body = call("PUT", "/policies/%2F/pm-cap", policy, auth=PM)
+expect(st == 201, "policymaker-put", (st, body))
+st, _, body = call("PUT", "/policies/%2F/pm-cap", policy, auth=PM)
+expect(st == 204, "policymaker-replace", (st, body))
+st, hd, body = call("PUT", "/policies/staging/pm-cap", policy, auth=PM)
+expect(refused(st, hd, body), "policymaker-other-vhost-401", (st, body))
+st, hd, body = call("PUT", "/policies/%2F/app-cap", policy, auth=("app", "app-pw"))
+expect(refused(st, hd, body), "management-policy-401", (st, body))
+st, _, rows = call("GET", "/policies", auth=PM)
+expect(st == 200 and rows == [dict(policy, vhost="/", name="pm-cap")], "policymaker-list", rows)
+st, _, body = call("PUT", "/policies/%2F/bad", {"pattern": "x", "definition": {"foo": 1}})
+expect(st == 400 and "not recognised policy settings" in body["reason"], "policy-400", (st, body))
+print("ok policies")
+
 # Definitions: export, import into another broker, export again: the same.
 st, _, defs = call("GET", "/definitions")
 expect(st == 200 and any(q["name"] == "q400" for q in defs["queues"])
@@ -186,11 +204,12 @@ expect(st == 200 and any(q["name"] == "q400" for q in defs["queues"])
 st, _, body = call("POST", "/definitions", raw=json.dumps(defs).encode(), base=OTHER)
 expect(st in (200, 201, 204), "import", (st, body))
 st, _, again = call("GET", "/definitions", base=OTHER)
-for k in ["queues", "exchanges", "bindings", "users", "vhosts", "permissions"]:
+expect([p["name"] for p in defs["policies"]] == ["pm-cap"], "export-policies", defs["policies"])
+for k in ["queues", "exchanges", "bindings", "users", "vhosts", "permissions", "policies"]:
     expect(again[k] == defs[k], "round-trip " + k, (defs[k], again[k]))
 bad = dict(defs, policies=[{"name": "p", "vhost": "/", "pattern": ".*", "definition": {}}])
 st, _, body = call("POST", "/definitions", raw=json.dumps(bad).encode(), base=OTHER)
-expect(st == 400 and "polic" in body["reason"], "import-policies-400", (st, body))
+expect(st == 400 and "no policy provided" in body["reason"], "import-bad-policy-400", (st, body))
 st, _, body = call("POST", "/definitions", raw=b'{"queues": [{"durable": true}]}', base=OTHER)
 expect(st == 400 and "name" in body["reason"], "import-bad-400", (st, body))
 print("ok definitions")

@@ -375,12 +375,13 @@ while len(a) + len(b2) < 4 and time.time() < end:
 assert len(a) == 4 and len(b2) == 0, (len(a), len(b2))
 ok("single-active-consumer")
 
-# --- x-expires deletes an unused queue
+# --- x-expires deletes an unused queue (polled less often than its lease:
+# a passive declare renews the lease, as on RabbitMQ)
 ch.queue_declare("suite.exp", arguments={"x-expires": 100})
 end = time.time() + DEADLINE
 gone = False
 while time.time() < end and not gone:
-    time.sleep(0.05)
+    time.sleep(0.3)
     try:
         c.channel().queue_declare("suite.exp", passive=True)
     except ChannelClosedByBroker as ex:
