@@ -11,6 +11,7 @@ use crate::fastpath::Head;
 use crate::message::{Essentials, Message};
 use crate::outbox::Out;
 use crate::server::Broker;
+use crate::store::Store;
 use crate::vhost::{chan_key, VHost};
 use amq_protocol::protocol::basic;
 use bytes::Bytes;
@@ -250,6 +251,10 @@ impl Conn {
                 .fetch_add(1, Ordering::Relaxed);
         }
         let returned = mandatory.then(|| Arc::new(msg.clone()));
+        if self.store_hold.is_none() && msg.persistent() {
+            // The syncer waits for the rest of what was read (group commit).
+            self.store_hold = self.store.as_ref().map(Store::hold);
+        }
         let res = v.lock().publish(msg)?;
         self.broker
             .metrics
