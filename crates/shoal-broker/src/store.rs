@@ -19,7 +19,7 @@
 use crate::error::BrokerError;
 use crate::message::Message;
 use parking_lot::{Condvar, Mutex};
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -116,7 +116,9 @@ struct Inner {
     inflight: Vec<Chunk>,
     cur_seg: u32,
     cur_len: u64,
-    live: HashMap<u32, u64>,
+    /// Live records per segment (looked up on every append and ack: the
+    /// keys are the store's own numbers, so a fast Fx hash).
+    live: FxHashMap<u32, u64>,
     batch: Batch,
     written_seq: u64,
     /// Connections in the middle of handling what they read from their
@@ -297,7 +299,7 @@ impl Store {
                 let _ = std::fs::remove_file(ack_path(dir, *n));
             }
         }
-        let mut live = HashMap::new();
+        let mut live = FxHashMap::default();
         let mut empty = Vec::new();
         for &seg in &segs {
             let n = recover_segment(dir, seg, &mut on_record)?;
@@ -529,12 +531,12 @@ fn recover_segment(
         .len();
     // Read record by record: recovery holds one record, not the segment.
     let mut data = std::io::BufReader::with_capacity(1 << 20, file);
-    let acked: HashSet<u32> = match std::fs::read(ack_path(dir, seg)) {
+    let acked: FxHashSet<u32> = match std::fs::read(ack_path(dir, seg)) {
         Ok(a) => a
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect(),
-        Err(_) => HashSet::new(),
+        Err(_) => FxHashSet::default(),
     };
     let mut pos = 0u64;
     let mut live = 0;

@@ -25,7 +25,7 @@ use super::{
     GROUP_COMMIT_MAX, ROLL_QUIET_AFTER,
 };
 use parking_lot::MutexGuard;
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -59,9 +59,9 @@ enum Kind {
 /// The files the syncer has open.
 struct Files {
     dir: PathBuf,
-    open: HashMap<(Kind, u32), Tracked>,
+    open: FxHashMap<(Kind, u32), Tracked>,
     /// Acknowledgement files written since they were last fsynced.
-    acks_dirty: HashSet<u32>,
+    acks_dirty: FxHashSet<u32>,
     acks_synced_at: Instant,
 }
 
@@ -69,8 +69,8 @@ impl Files {
     fn new(dir: &Path) -> Files {
         Files {
             dir: dir.to_path_buf(),
-            open: HashMap::new(),
-            acks_dirty: HashSet::new(),
+            open: FxHashMap::default(),
+            acks_dirty: FxHashSet::default(),
             acks_synced_at: Instant::now(),
         }
     }
@@ -103,7 +103,7 @@ impl Files {
     /// Write and sync `batch`, all or nothing: on an error every file it
     /// touched is cut back to where it was.
     fn write(&mut self, batch: &Batch) -> io::Result<()> {
-        let mut before: HashMap<(Kind, u32), u64> = HashMap::new();
+        let mut before: FxHashMap<(Kind, u32), u64> = FxHashMap::default();
         let r = self.write_unguarded(batch, &mut before);
         if r.is_err() {
             for (key, len) in before {
@@ -123,7 +123,7 @@ impl Files {
     fn write_unguarded(
         &mut self,
         batch: &Batch,
-        before: &mut HashMap<(Kind, u32), u64>,
+        before: &mut FxHashMap<(Kind, u32), u64>,
     ) -> io::Result<()> {
         let mut created = false;
         let mut segs = Vec::new();
@@ -136,7 +136,7 @@ impl Files {
                 segs.push(c.seg);
             }
         }
-        let deleting: HashSet<u32> = batch.deletes.iter().copied().collect();
+        let deleting: FxHashSet<u32> = batch.deletes.iter().copied().collect();
         for (seg, bytes) in &batch.acks {
             if deleting.contains(seg) {
                 continue;
