@@ -22,6 +22,7 @@ use crate::fastpath::{Fast, Head};
 use crate::message::Message;
 use crate::outbox::{Backlog, Out, Outbox};
 use crate::server::Broker;
+use crate::store::{Store, StoreHold};
 use crate::vhost::{chan_key, VHost};
 use crate::writer::{self, WireParams};
 use amq_protocol::frame::AMQPFrame;
@@ -162,6 +163,11 @@ struct Conn {
     blocked_cap: bool,
     auth_failure_close: bool,
     flow_wait: Option<String>,
+    /// The open vhost's message store.
+    store: Option<Arc<Store>>,
+    /// Held on the store from the first persistent publish of what was
+    /// read until it is all handled (or the connection waits): group commit.
+    store_hold: Option<StoreHold>,
 }
 
 enum Step {
@@ -324,9 +330,12 @@ pub async fn serve(
         blocked_cap: false,
         auth_failure_close: false,
         flow_wait: None,
+        store: None,
+        store_hold: None,
     };
     c.send_start();
     c.read_loop(&mut rd, &shutdown).await;
+    c.store_hold = None;
     if let Some(v) = &c.vhost {
         v.lock().connection_closed(id);
     }
@@ -373,6 +382,7 @@ impl Conn {
                 if self.backlog.replies_over_high() {
                     // The client is not reading its replies: stop reading
                     // its requests until the writer catches up.
+                    self.store_hold = None;
                     tokio::select! {
                         _ = self.backlog.wait_drained() => {}
                         _ = &mut cancelled => return,
@@ -395,6 +405,7 @@ impl Conn {
                     }
                 };
                 if let Some(q) = self.flow_wait.take() {
+                    self.store_hold = None;
                     self.wait_flow(&q, shutdown).await;
                 }
                 match self.handle(frame, &mut alarm, shutdown).await {
@@ -417,6 +428,8 @@ impl Conn {
                     }
                 }
             }
+            // What was read is handled: the store may sync it (group commit).
+            self.store_hold = None;
             if self.state == State::Closing && closing_deadline.is_none() {
                 closing_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(2));
             }
@@ -535,11 +548,10 @@ impl Conn {
         // Under a resource alarm, a publisher stops being read at its next
         // publish, content header or body frame (RabbitMQ blocks the same
         // way), so message bodies cannot grow memory past the alarm.
-        if is_content(&frame)
-            && *alarm.borrow()
-            && self.state == State::Running
-            && self.wait_alarm(alarm, shutdown).await
-        {
+        if is_content(&frame) && *alarm.borrow() && self.state == State::Running && {
+            self.store_hold = None;
+            self.wait_alarm(alarm, shutdown).await
+        } {
             return Ok(Step::Stop);
         }
         let frame = match frame {

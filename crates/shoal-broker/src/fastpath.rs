@@ -49,7 +49,14 @@ impl<'a> Rd<'a> {
 
     fn shortstr(&mut self) -> Option<&'a str> {
         let n = usize::from(self.u8()?);
-        std::str::from_utf8(self.take(n)?).ok()
+        let b = self.take(n)?;
+        if b.is_ascii() {
+            // Names are ASCII nearly always: checked a word at a time,
+            // where `from_utf8` goes byte by byte through a short string.
+            // SAFETY: ASCII is valid UTF-8.
+            return Some(unsafe { std::str::from_utf8_unchecked(b) });
+        }
+        std::str::from_utf8(b).ok()
     }
 
     fn done(&self) -> bool {

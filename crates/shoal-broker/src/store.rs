@@ -19,7 +19,7 @@
 use crate::error::BrokerError;
 use crate::message::Message;
 use parking_lot::{Condvar, Mutex};
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -116,9 +116,35 @@ struct Inner {
     inflight: Vec<Chunk>,
     cur_seg: u32,
     cur_len: u64,
-    live: HashMap<u32, u64>,
+    /// Live records per segment (looked up on every append and ack: the
+    /// keys are the store's own numbers, so a fast Fx hash).
+    live: FxHashMap<u32, u64>,
     batch: Batch,
     written_seq: u64,
+    /// Connections in the middle of handling what they read from their
+    /// client (see [`Store::hold`]): appends they make wake nobody, the
+    /// release at the end does.
+    holds: u32,
+    /// Holds released so far (the syncer's group commit waits for one).
+    released: u64,
+    /// What the syncer is waiting for, so that appends, acknowledgements
+    /// and releases wake it only when it needs waking.
+    waiting: Waiting,
+}
+
+/// What the syncer thread is doing, as far as waking it goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    /// Writing or syncing: it looks at the batch again when done.
+    Busy,
+    /// Nothing pending: any append, acknowledgement or deletion wakes it.
+    Idle,
+    /// Only acknowledgements pending: they are written within
+    /// [`ACK_WRITE_AFTER`]; a record or a deletion wakes it.
+    Acks,
+    /// Records pending while a connection holds the store: its release
+    /// (or [`GROUP_COMMIT_MAX`]) ends the wait.
+    Group,
 }
 
 impl Inner {
@@ -188,6 +214,37 @@ pub struct Store {
 /// How often acknowledgement files are fsynced under load.
 pub const ACK_SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// Longest an acknowledgement waits in memory to be written with the next
+/// batch of records, when no record comes: an acknowledgement wakes the
+/// syncer only when it is idle, not once per batch of consumer acks.
+pub const ACK_WRITE_AFTER: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Longest the syncer, once it sees records pending, waits for a connection
+/// that is still handling what it read (the rest of a burst of publishes)
+/// before it writes and syncs anyway: one `fdatasync` covers the whole
+/// burst, and no confirm is held longer than this for it. (An idle syncer
+/// is woken by the release of the hold, not by held appends: a connection
+/// holds the store only while it handles bytes already read, never across
+/// a wait.)
+pub const GROUP_COMMIT_MAX: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// A connection handling what it read from its client, held on the store
+/// (see [`Store::hold`]); dropping it releases the hold.
+pub struct StoreHold(Arc<Store>);
+
+impl Drop for StoreHold {
+    fn drop(&mut self) {
+        let mut g = self.0.inner.lock();
+        g.holds -= 1;
+        g.released += 1;
+        let wake = g.waiting != Waiting::Busy && !g.batch.msgs.is_empty();
+        drop(g);
+        if wake {
+            self.0.cond.notify_one();
+        }
+    }
+}
+
 fn seg_path(dir: &Path, seg: u32) -> PathBuf {
     dir.join(format!("{seg:08}.seg"))
 }
@@ -242,7 +299,7 @@ impl Store {
                 let _ = std::fs::remove_file(ack_path(dir, *n));
             }
         }
-        let mut live = HashMap::new();
+        let mut live = FxHashMap::default();
         let mut empty = Vec::new();
         for &seg in &segs {
             let n = recover_segment(dir, seg, &mut on_record)?;
@@ -267,6 +324,9 @@ impl Store {
                 live,
                 batch: Batch::default(),
                 written_seq: 0,
+                holds: 0,
+                released: 0,
+                waiting: Waiting::Busy,
             }),
             cond: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -333,9 +393,26 @@ impl Store {
         g.batch.push_record(sref.seg, u64::from(sref.pos), &rec);
         g.written_seq += 1;
         let seq = g.written_seq;
+        // A held store is synced when the hold is released (group commit).
+        let wake = g.holds == 0 && g.waiting != Waiting::Busy;
         drop(g);
-        self.cond.notify_one();
+        if wake {
+            self.cond.notify_one();
+        }
         (sref, seq)
+    }
+
+    /// Hold the store while a connection handles what it read from its
+    /// client: records appended meanwhile are written and synced together
+    /// once the hold is dropped (at the end of the read, or before the
+    /// connection waits for anything), so a burst of publishes costs one
+    /// `fdatasync` and one wake-up of the syncer, not one per message or
+    /// per part of the burst. The syncer, once it sees records, waits for
+    /// a release at most [`GROUP_COMMIT_MAX`]. Drop the hold before
+    /// waiting for anything: an idle syncer is not woken by held appends.
+    pub fn hold(self: &Arc<Self>) -> StoreHold {
+        self.inner.lock().holds += 1;
+        StoreHold(self.clone())
     }
 
     /// Mark a record removed (acked, dropped, expired, purged). A segment
@@ -353,13 +430,21 @@ impl Store {
             None => return,
         };
         Batch::push(&mut g.batch.acks, r.seg, &r.pos.to_le_bytes());
+        let mut wake = g.waiting == Waiting::Idle;
         if left == 0 && r.seg != g.cur_seg {
             g.live.remove(&r.seg);
             g.batch.deletes.push(r.seg);
+            // Reclaimed space is given back at once.
+            wake = g.waiting != Waiting::Busy;
         }
         g.written_seq += 1;
         drop(g);
-        self.cond.notify_one();
+        // Acknowledgements need no sync before anything is sent (a lost
+        // one means a redelivery): they wake an idle syncer only, and are
+        // otherwise written with the next records or within ACK_WRITE_AFTER.
+        if wake {
+            self.cond.notify_one();
+        }
     }
 
     /// Read a live record back (for messages paged out of memory): from the
@@ -446,12 +531,12 @@ fn recover_segment(
         .len();
     // Read record by record: recovery holds one record, not the segment.
     let mut data = std::io::BufReader::with_capacity(1 << 20, file);
-    let acked: HashSet<u32> = match std::fs::read(ack_path(dir, seg)) {
+    let acked: FxHashSet<u32> = match std::fs::read(ack_path(dir, seg)) {
         Ok(a) => a
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect(),
-        Err(_) => HashSet::new(),
+        Err(_) => FxHashSet::default(),
     };
     let mut pos = 0u64;
     let mut live = 0;
@@ -603,6 +688,67 @@ mod tests {
         assert_eq!(bodies[1].0, "q2");
         assert_eq!(*rec[0].msg.properties().delivery_mode(), Some(2));
         assert!(rec[0].msg.persistent());
+    }
+
+    async fn wait_bounded(store: &Store, seq: u64) {
+        let limit = std::time::Duration::from_secs(5);
+        tokio::time::timeout(limit, wait(store, seq))
+            .await
+            .expect("the record was never synced");
+    }
+
+    /// Group commit: records appended while connections hold the store
+    /// are synced once the holds are let go, whether the syncer was idle
+    /// or busy with an earlier batch, and records appended by others
+    /// meanwhile go with them.
+    #[tokio::test]
+    async fn a_held_store_syncs_on_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = Store::open(dir.path()).unwrap();
+        for round in 0..20 {
+            let hold = s.hold();
+            let other = (round % 2 == 0).then(|| s.hold());
+            let (_, first) = s.append("q", &msg("a"), 0);
+            let (_, seq) = s.append("q", &msg("b"), 0);
+            assert!(seq > first);
+            drop(other);
+            if round % 3 == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            drop(hold);
+            wait_bounded(&s, seq).await;
+        }
+        // While one connection holds the store, the records of the
+        // syncer's next batch wait for it at most GROUP_COMMIT_MAX.
+        let hold = s.hold();
+        let (_, a) = s.append("q", &msg("a"), 0);
+        drop(hold);
+        let _kept = s.hold();
+        let (_, b) = s.append("q", &msg("b"), 0);
+        wait_bounded(&s, a.max(b)).await;
+    }
+
+    /// Acknowledgements alone do not wake a busy syncer, but an idle one
+    /// writes them (within ACK_WRITE_AFTER) with no record to carry them.
+    #[tokio::test]
+    async fn acknowledgements_alone_reach_their_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = Store::open(dir.path()).unwrap();
+        let (a, seq) = s.append("q", &msg("a"), 0);
+        let (_, seq2) = s.append("q", &msg("b"), 0);
+        wait_bounded(&s, seq.max(seq2)).await;
+        // Let the syncer go idle, then acknowledge.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        s.ack(a);
+        let path = ack_path(dir.path(), a.seg);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::fs::metadata(&path).map_or(0, |m| m.len()) < 4 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the acknowledgement was never written"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     #[tokio::test]

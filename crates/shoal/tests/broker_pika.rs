@@ -17,6 +17,7 @@ const CHECKS: &[&str] = &[
     "alternate-exchange",
     "mandatory-return",
     "publisher-confirm",
+    "persistent-confirm-trickle",
     "reject-publish-nack",
     "max-length-drop-head",
     "max-length-bytes",

@@ -11,6 +11,7 @@ use crate::fastpath::Head;
 use crate::message::{Essentials, Message};
 use crate::outbox::Out;
 use crate::server::Broker;
+use crate::store::Store;
 use crate::vhost::{chan_key, VHost};
 use amq_protocol::protocol::basic;
 use bytes::Bytes;
@@ -192,9 +193,12 @@ impl Conn {
     /// The message on `ch` is complete: its body is `whole`, or else the
     /// parts collected in its [`Pending`].
     pub(super) fn complete(&mut self, ch: u16, whole: Option<Bytes>) -> AmqpResult<()> {
-        let Some(p) = self.chan_mut(ch)?.pending.take() else {
+        // One lookup of the channel for what is needed of it here.
+        let c = self.chan_mut(ch)?;
+        let Some(p) = c.pending.take() else {
             return Ok(());
         };
+        let in_tx = c.tx.is_some();
         let whole = whole.map(|b| [b]);
         let body: &[Bytes] = whole.as_ref().map_or(&p.parts, |w| &w[..]);
         let props = p.props.unwrap_or_default();
@@ -218,9 +222,10 @@ impl Conn {
             raw = Bytes::from(bytes);
         }
         let msg = Message::from_wire(p.exchange, p.routing_key, props, &raw, body);
-        let c = self.chan_mut(ch)?;
-        if let Some(ops) = c.tx.as_mut() {
-            ops.push(TxOp::Publish(Box::new(msg), p.mandatory));
+        if in_tx {
+            if let Some(ops) = self.chan_mut(ch)?.tx.as_mut() {
+                ops.push(TxOp::Publish(Box::new(msg), p.mandatory));
+            }
             return Ok(());
         }
         let v = self.vhost()?;
@@ -254,6 +259,10 @@ impl Conn {
                 .fetch_add(1, Ordering::Relaxed);
         }
         let returned = mandatory.then(|| Arc::new(msg.clone()));
+        if self.store_hold.is_none() && msg.persistent() {
+            // The syncer waits for the rest of what was read (group commit).
+            self.store_hold = self.store.as_ref().map(Store::hold);
+        }
         let res = v.lock().publish(msg)?;
         self.broker
             .metrics

@@ -117,7 +117,9 @@ impl Conn {
                     .on(cid, mid));
                 };
                 self.permission = Some(perm);
-                let _ = self.out.send(Out::UseStore(v.lock().store.synced()));
+                let store = v.lock().store.clone();
+                let _ = self.out.send(Out::UseStore(store.synced()));
+                self.store = Some(store);
                 let (kv, id) = (Arc::downgrade(&v), self.id);
                 let _ = self
                     .out

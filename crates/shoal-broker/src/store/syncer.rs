@@ -4,6 +4,12 @@
 //! [`Store::synced`] (publisher confirms wait on it) and deletes the
 //! segments the batch reclaimed.
 //!
+//! Group commit: while a connection still handles a burst it read from its
+//! client ([`Store::hold`]), the syncer waits for the rest of the burst
+//! (bounded by [`GROUP_COMMIT_MAX`]) so one `fdatasync` covers it; with no
+//! hold, records are written at once. Acknowledgements alone are not worth
+//! a wake-up: they go with the next records, or after [`ACK_WRITE_AFTER`].
+//!
 //! A batch is all or nothing. When a write or an fsync fails (ENOSPC, EIO):
 //! every file the batch touched is truncated back to its length before the
 //! batch, so no torn record is left in the middle of a segment and nothing
@@ -14,8 +20,12 @@
 //! writes fail the store reports [`StoreStats::failing`], which raises the
 //! broker's disk alarm and blocks publishers.
 
-use super::{ack_path, seg_path, Batch, Chunk, Store, ACK_SYNC_EVERY, ROLL_QUIET_AFTER};
-use std::collections::{HashMap, HashSet};
+use super::{
+    ack_path, seg_path, Batch, Chunk, Inner, Store, Waiting, ACK_SYNC_EVERY, ACK_WRITE_AFTER,
+    GROUP_COMMIT_MAX, ROLL_QUIET_AFTER,
+};
+use parking_lot::MutexGuard;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -49,9 +59,9 @@ enum Kind {
 /// The files the syncer has open.
 struct Files {
     dir: PathBuf,
-    open: HashMap<(Kind, u32), Tracked>,
+    open: FxHashMap<(Kind, u32), Tracked>,
     /// Acknowledgement files written since they were last fsynced.
-    acks_dirty: HashSet<u32>,
+    acks_dirty: FxHashSet<u32>,
     acks_synced_at: Instant,
 }
 
@@ -59,8 +69,8 @@ impl Files {
     fn new(dir: &Path) -> Files {
         Files {
             dir: dir.to_path_buf(),
-            open: HashMap::new(),
-            acks_dirty: HashSet::new(),
+            open: FxHashMap::default(),
+            acks_dirty: FxHashSet::default(),
             acks_synced_at: Instant::now(),
         }
     }
@@ -93,7 +103,7 @@ impl Files {
     /// Write and sync `batch`, all or nothing: on an error every file it
     /// touched is cut back to where it was.
     fn write(&mut self, batch: &Batch) -> io::Result<()> {
-        let mut before: HashMap<(Kind, u32), u64> = HashMap::new();
+        let mut before: FxHashMap<(Kind, u32), u64> = FxHashMap::default();
         let r = self.write_unguarded(batch, &mut before);
         if r.is_err() {
             for (key, len) in before {
@@ -113,7 +123,7 @@ impl Files {
     fn write_unguarded(
         &mut self,
         batch: &Batch,
-        before: &mut HashMap<(Kind, u32), u64>,
+        before: &mut FxHashMap<(Kind, u32), u64>,
     ) -> io::Result<()> {
         let mut created = false;
         let mut segs = Vec::new();
@@ -126,7 +136,7 @@ impl Files {
                 segs.push(c.seg);
             }
         }
-        let deleting: HashSet<u32> = batch.deletes.iter().copied().collect();
+        let deleting: FxHashSet<u32> = batch.deletes.iter().copied().collect();
         for (seg, bytes) in &batch.acks {
             if deleting.contains(seg) {
                 continue;
@@ -188,6 +198,70 @@ impl Files {
     }
 }
 
+/// Wait, with the store locked, until there is a batch to write: records
+/// or deletions at once, unless a connection still holds the store (then
+/// until a hold is released or [`GROUP_COMMIT_MAX`] has passed: group
+/// commit); acknowledgements alone within [`ACK_WRITE_AFTER`]. While
+/// nothing is pending, pending acknowledgement syncs and the roll of an
+/// all-acknowledged segment are done once the store is quiet. False once the
+/// store is closed and nothing is left to write.
+fn wait_for_work(store: &Store, g: &mut MutexGuard<'_, Inner>, files: &mut Files) -> bool {
+    let mut group: Option<(Instant, u64)> = None;
+    let mut acks_since: Option<Instant> = None;
+    let work = loop {
+        let stop = store.stop.load(Ordering::SeqCst);
+        if !g.batch.msgs.is_empty() || !g.batch.deletes.is_empty() {
+            if stop || g.holds == 0 {
+                break true;
+            }
+            let (since, released) = *group.get_or_insert((Instant::now(), g.released));
+            let left = (since + GROUP_COMMIT_MAX).saturating_duration_since(Instant::now());
+            if g.released != released || left.is_zero() {
+                break true;
+            }
+            g.waiting = Waiting::Group;
+            store.cond.wait_for(g, left);
+            continue;
+        }
+        if !g.batch.acks.is_empty() {
+            let since = *acks_since.get_or_insert_with(Instant::now);
+            let left = (since + ACK_WRITE_AFTER).saturating_duration_since(Instant::now());
+            if stop || left.is_zero() {
+                break true;
+            }
+            g.waiting = Waiting::Acks;
+            store.cond.wait_for(g, left);
+            continue;
+        }
+        if stop {
+            break false;
+        }
+        // Once things are quiet: sync pending acknowledgements, and roll an
+        // all-acknowledged segment so its file is deleted.
+        g.waiting = Waiting::Idle;
+        let roll_due = g.current_reclaimable();
+        if files.acks_dirty.is_empty() && !roll_due {
+            store.cond.wait(g);
+            continue;
+        }
+        let wait = if roll_due {
+            ROLL_QUIET_AFTER
+        } else {
+            ACK_SYNC_EVERY
+        };
+        let r = store.cond.wait_for(g, wait);
+        if r.timed_out() && g.batch.is_empty() {
+            g.roll_if_reclaimable(true);
+            if !files.acks_dirty.is_empty() {
+                g.waiting = Waiting::Busy;
+                MutexGuard::unlocked(g, || files.sync_acks());
+            }
+        }
+    };
+    g.waiting = Waiting::Busy;
+    work
+}
+
 /// The syncer thread's loop, until the store is closed.
 pub(super) fn run(store: &Arc<Store>) {
     let mut files = Files::new(&store.dir);
@@ -196,30 +270,7 @@ pub(super) fn run(store: &Arc<Store>) {
     loop {
         let (batch, seq) = {
             let mut g = store.inner.lock();
-            while g.batch.is_empty() && !store.stop.load(Ordering::SeqCst) {
-                let roll_due = g.current_reclaimable();
-                if files.acks_dirty.is_empty() && !roll_due {
-                    store.cond.wait(&mut g);
-                    continue;
-                }
-                // Once things are quiet: sync pending acknowledgements, and
-                // roll an all-acknowledged segment so its file is deleted.
-                let wait = if roll_due {
-                    ROLL_QUIET_AFTER
-                } else {
-                    ACK_SYNC_EVERY
-                };
-                let r = store.cond.wait_for(&mut g, wait);
-                if r.timed_out() && g.batch.is_empty() {
-                    g.roll_if_reclaimable(true);
-                    if !files.acks_dirty.is_empty() {
-                        drop(g);
-                        files.sync_acks();
-                        g = store.inner.lock();
-                    }
-                }
-            }
-            if g.batch.is_empty() {
+            if !wait_for_work(store, &mut g, &mut files) {
                 break;
             }
             let batch = std::mem::take(&mut g.batch);

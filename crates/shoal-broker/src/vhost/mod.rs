@@ -161,14 +161,21 @@ struct DefBinding {
     arguments: FieldTable,
 }
 
+/// A map keyed by names clients choose (queues, exchanges), looked up on
+/// every publish: foldhash, a fast hasher that is still keyed with a random
+/// seed per process (so clients cannot pick names that collide), instead of
+/// the standard library's SipHash, which cost 3% of a message's
+/// instructions.
+pub type NameMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 /// A virtual host.
 pub struct VHost {
     /// Name.
     pub name: String,
     /// Exchanges by name (the default exchange is implicit).
-    pub exchanges: HashMap<String, Exchange>,
+    pub exchanges: NameMap<Exchange>,
     /// Queues by name.
-    pub queues: HashMap<String, Queue>,
+    pub queues: NameMap<Queue>,
     /// Open channels.
     /// Channels by [`chan_key`], looked up per delivery: a fast (Fx) hash
     /// of the number.
@@ -250,8 +257,8 @@ impl VHost {
         std::fs::create_dir_all(&dir)
             .map_err(|e| crate::error::BrokerError::io(format!("create {}", dir.display()), e))?;
         let defs_path = dir.join("definitions.json");
-        let mut exchanges = HashMap::new();
-        let mut queues: HashMap<String, Queue> = HashMap::new();
+        let mut exchanges = NameMap::default();
+        let mut queues: NameMap<Queue> = NameMap::default();
         for (n, k) in PREDECLARED {
             exchanges.insert(
                 n.to_string(),

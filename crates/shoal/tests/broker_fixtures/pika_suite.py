@@ -155,6 +155,28 @@ ok("mandatory-return")
 cc.basic_publish("t.direct", "red", b"confirmed")
 ok("publisher-confirm")
 
+# --- a slow trickle of single persistent publishes, each waiting for its
+# confirm (the store's group commit must never hold one back), with the
+# consumer's acks of the previous message in between (acknowledgements
+# alone do not wake the store's syncer: a record must still do so).
+import os
+import threading
+cc.queue_declare("suite.trickle", durable=True)
+cget = c.channel()
+for i in range(20):
+    watchdog = threading.Timer(10.0, lambda i=i: (print("confirm", i, "never came", flush=True), os._exit(1)))
+    watchdog.start()
+    t0 = time.monotonic()
+    cc.basic_publish("", "suite.trickle", b"t%d" % i, pika.BasicProperties(delivery_mode=2))
+    watchdog.cancel()
+    assert time.monotonic() - t0 < 10.0, ("confirm", i, "took", time.monotonic() - t0)
+    m, _, body = cget.basic_get("suite.trickle", auto_ack=False)
+    assert body == b"t%d" % i, (i, body)
+    cget.basic_ack(m.delivery_tag)
+    time.sleep(0.01 * (i % 4))
+cc.queue_delete("suite.trickle")
+ok("persistent-confirm-trickle")
+
 # --- reject-publish overflow -> nack in confirm mode
 cc.queue_declare("suite.rp", exclusive=True, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
 cc.basic_publish("", "suite.rp", b"1")
