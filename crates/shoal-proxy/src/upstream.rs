@@ -511,6 +511,7 @@ impl Upstream {
                 let s = &p.stats;
                 serde_json::json!({
                     "address": p.config.name,
+                    "from": p.config.from,
                     "weight": p.config.weight,
                     "backup": p.config.backup,
                     "down": p.config.down,
