@@ -583,6 +583,36 @@ mod tests {
     }
 
     #[test]
+    fn runtime_edits_refuse_servers_found_over_dns() {
+        use crate::servers::{apply, ServerEdit};
+        let mut c = parse(
+            r#"{ address = "127.0.0.1:81" }, { service = "_x._tcp.a" }"#,
+            "",
+        )
+        .unwrap();
+        let src = c.discovery[0].clone();
+        let hit = Hit {
+            address: SocketAddr::from(([127, 0, 0, 2], 80)),
+            weight: None,
+            backup: false,
+        };
+        c.upstreams
+            .get_mut("web")
+            .unwrap()
+            .servers
+            .extend(src.servers(&[hit]));
+        let edit = ServerEdit::Remove {
+            address: "127.0.0.2:80".into(),
+        };
+        let e = apply(&mut c, "web", &edit).unwrap_err().to_string();
+        assert!(e.contains("found over DNS (service _x._tcp.a)"), "{e}");
+        let edit = ServerEdit::Remove {
+            address: "127.0.0.1:81".into(),
+        };
+        apply(&mut c, "web", &edit).expect("a static server can go");
+    }
+
+    #[test]
     fn resolver_settings_parse() {
         let c = parse(
             r#"{ service = "_x._tcp.a" }"#,
