@@ -273,15 +273,26 @@ impl Discovery {
         self.swap.lock()
     }
 
-    /// Before the first generation: look every source up once (bounded by
-    /// the resolver's timeout), so that the proxy starts with what DNS
+    /// Before the first generation: look every source up once (for at most
+    /// the resolver's `timeout`), so that the proxy starts with what DNS
     /// says; a source that does not resolve leaves its servers out.
     pub async fn start(&self, config: &mut Config) {
         if config.discovery.is_empty() {
             return;
         }
         let sources = config.discovery.clone();
-        self.refresh(&sources, &config.resolver).await;
+        // Bounded by one query's timeout: a name server that does not
+        // answer must not hold the start up (the background task goes on).
+        let limit = config.resolver.timeout;
+        if tokio::time::timeout(limit, self.refresh(&sources, &config.resolver))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?limit,
+                "DNS did not answer at start; servers from it join when it does"
+            );
+        }
         *config = self.adopt(config.clone());
     }
 
@@ -326,10 +337,14 @@ impl Discovery {
                 let mut entries = self.entries.lock();
                 for s in sources {
                     self.metrics.dns_lookups[2].fetch_add(1, Ordering::Relaxed);
-                    if let Some(en) = entries.get_mut(&s.key()) {
-                        en.error = Some(e.clone());
-                        en.due = Instant::now() + retry_after(settings);
-                    }
+                    let due = Instant::now() + retry_after(settings);
+                    let en = entries.entry(s.key()).or_insert_with(|| Entry {
+                        hits: None,
+                        due,
+                        error: None,
+                    });
+                    en.error = Some(e.clone());
+                    en.due = due;
                 }
                 return false;
             }
@@ -398,13 +413,22 @@ impl Discovery {
         Ok(res)
     }
 
-    /// When the next source is due, over `sources`; forgets entries of
-    /// sources no longer configured.
+    /// When the next of `sources` is due (one never looked up: now).
     fn next_due(&self, sources: &[Source]) -> Option<Instant> {
-        let mut entries = self.entries.lock();
+        let entries = self.entries.lock();
+        let now = Instant::now();
+        sources
+            .iter()
+            .map(|s| entries.get(&s.key()).map_or(now, |e| e.due))
+            .min()
+    }
+
+    /// Forget what sources no longer configured found. Call with
+    /// [`Discovery::hold`], so that `sources` are the running generation's
+    /// and not the one a reload is about to replace.
+    fn forget_others(&self, sources: &[Source]) {
         let keys: Vec<Key> = sources.iter().map(Source::key).collect();
-        entries.retain(|k, _| keys.contains(k));
-        entries.values().map(|e| e.due).min()
+        self.entries.lock().retain(|k, _| keys.contains(k));
     }
 
     /// The `discovery` part of `/status`: each source, what it found, and
@@ -476,6 +500,10 @@ pub async fn run(shared: Arc<Shared>, stop: Shutdown) {
         }
         if d.refresh(&due, &gen.config.resolver).await {
             swap(&shared);
+        }
+        {
+            let _hold = d.hold();
+            d.forget_others(&shared.current.load().config.discovery);
         }
     }
 }
