@@ -79,8 +79,7 @@ fn dnsmasq(port: u16, hosts: &Path) -> Proc {
 
 #[test]
 fn a_server_found_over_dns_shows_its_source_in_check_ctl_status_and_metrics() {
-    let dir =
-        PathBuf::from(std::env::temp_dir()).join(format!("shoal-proxy-dns-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("shoal-proxy-dns-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let hosts = dir.join("hosts");
