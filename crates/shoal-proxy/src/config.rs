@@ -123,7 +123,9 @@ pub struct FileServer {
     /// Re-resolve `address`'s host name at its TTL (nginx's `resolve`).
     #[serde(default)]
     pub resolve: bool,
-    /// An SRV name (`_http._tcp.web.internal`) giving targets and ports.
+    /// An SRV name (`_http._tcp.web.internal`) giving targets and ports, or
+    /// nginx's `service=` joined to the host in `address` (`http`:
+    /// `_http._tcp.HOST`).
     pub service: Option<String>,
     /// A DNS-SD service type (`_http._tcp.example.internal`) to browse.
     pub discover: Option<String>,

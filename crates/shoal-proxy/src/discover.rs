@@ -149,19 +149,37 @@ impl Source {
                 } else {
                     "discover"
                 };
-                if !s.address.is_empty() {
-                    return Err((
-                        "address",
-                        format!("not with `{key}`: its SRV records give addresses and ports"),
-                    ));
-                }
                 if n.trim_end_matches('.').is_empty() || n.contains(char::is_whitespace) {
                     return Err((key, format!("{n:?} is not a DNS name")));
                 }
-                if s.service.is_some() {
-                    Lookup::Service(n.clone())
-                } else {
-                    Lookup::Browse(n.clone())
+                match (s.service.is_some(), s.address.is_empty()) {
+                    (true, true) => Lookup::Service(n.clone()),
+                    // nginx's form: `server backend.example.com service=http`
+                    // looks up _http._tcp.backend.example.com, and
+                    // `service=_http._tcp` (with a dot) is joined as is.
+                    (true, false) => {
+                        if s.address.contains(':') {
+                            return Err((
+                                "address",
+                                format!(
+                                    "{:?}: with `service`, a host name without a port (SRV records give ports)",
+                                    s.address
+                                ),
+                            ));
+                        }
+                        Lookup::Service(if n.contains('.') {
+                            format!("{n}.{}", s.address)
+                        } else {
+                            format!("_{n}._tcp.{}", s.address)
+                        })
+                    }
+                    (false, false) => {
+                        return Err((
+                            "address",
+                            "not with `discover`: the records give addresses and ports".into(),
+                        ))
+                    }
+                    (false, true) => Lookup::Browse(n.clone()),
                 }
             }
             (None, None) => {
@@ -212,8 +230,12 @@ impl Source {
     /// The servers `hits` make, with this entry's settings.
     fn servers(&self, hits: &[Hit]) -> Vec<ServerConfig> {
         let from = self.label();
+        // With `backup` on the entry, nginx makes the lowest priority
+        // backups and ignores the rest; so do hash strategies, which take
+        // no backups at all.
+        let primaries_only = self.primaries_only || self.template.backup;
         hits.iter()
-            .filter(|h| !(h.backup && self.primaries_only))
+            .filter(|h| !(h.backup && primaries_only))
             .map(|h| ServerConfig {
                 name: h.address.to_string(),
                 address: h.address,
@@ -566,6 +588,20 @@ mod tests {
         assert_eq!(c.discovery[0].template.weight, 3);
         assert!(c.discovery[0].weight_set && !c.discovery[1].weight_set);
         assert!(c.discovery[2].template.backup);
+        // nginx's way of naming a service: on the host, short or dotted.
+        let c2 = parse(
+            r#"{ address = "backend.example.com", service = "http" }, { address = "example.com", service = "server1.backend" }"#,
+            "",
+        )
+        .unwrap();
+        let labels: Vec<String> = c2.discovery.iter().map(Source::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "service _http._tcp.backend.example.com",
+                "service server1.backend.example.com"
+            ]
+        );
         // An IP address with `resolve` is a static server.
         assert_eq!(c.upstreams["web"].servers.len(), 1);
         assert_eq!(c.resolver, ResolverSettings::default());
@@ -582,9 +618,14 @@ mod tests {
     fn mistakes_name_the_key() {
         for (servers, key, says) in [
             (
-                r#"{ address = "a.internal:80", service = "_x._tcp.a" }"#,
+                r#"{ address = "a.internal:80", service = "http" }"#,
                 "servers[0].address",
-                "not with `service`",
+                "without a port",
+            ),
+            (
+                r#"{ address = "a.internal", discover = "_x._tcp.a" }"#,
+                "servers[0].address",
+                "not with `discover`",
             ),
             (
                 r#"{ service = "_x._tcp.a", discover = "_x._tcp.b" }"#,
@@ -678,5 +719,16 @@ mod tests {
         let s = src.servers(&[hit(1, 0, false), hit(2, 30, true)]);
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].weight, 7);
+        // `backup` on the entry: the lowest priority are backups, the rest
+        // left out (nginx).
+        let c = parse(
+            r#"{ address = "127.0.0.1:80" }, { service = "_x._tcp.a", backup = true }"#,
+            "",
+        )
+        .unwrap();
+        let s = c.discovery[0].servers(&[hit(1, 0, false), hit(2, 30, true)]);
+        assert_eq!(s.len(), 1);
+        assert!(s[0].backup);
+        assert_eq!(s[0].address.port(), 1);
     }
 }
