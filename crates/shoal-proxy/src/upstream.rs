@@ -250,6 +250,19 @@ impl Peer {
         }
     }
 
+    /// Take `prev`'s failure window and count (the same server in the
+    /// previous generation).
+    fn carry_failures(&self, prev: &Peer) {
+        for (to, from) in [
+            (&self.last_fail, &prev.last_fail),
+            (&self.window_start, &prev.window_start),
+        ] {
+            to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        self.fails
+            .store(prev.fails.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
     /// A response arrived: the failure count starts over.
     pub fn succeed(&self) {
         if self.fails.load(Ordering::Relaxed) != 0 {
@@ -411,6 +424,11 @@ impl Upstream {
                     let peer = Peer::new((*s).clone(), cfg.keepalive, stats, workers);
                     if let Some(p) = prev.filter(|_| cfg.health_check.is_some()) {
                         peer.healthy.store(p.healthy(), Ordering::Relaxed);
+                    }
+                    if let Some(p) = prev {
+                        // And its passive failure state: a server out after
+                        // max_fails stays out for its fail_timeout.
+                        peer.carry_failures(p);
                     }
                     Arc::new(peer)
                 })

@@ -439,3 +439,52 @@ async fn dns_sd_instances_come_and_go() {
     let m = tally(&c, &p, 4).await;
     assert_eq!(m.get("HOST two"), Some(&4), "{m:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_out_server_stays_out_when_dns_changes_the_upstream() {
+    // a answers on 127.0.0.2; nothing listens on 127.0.0.3 at that port.
+    let (bs, port) = backends_on_one_port(&["a", "b", "c"], Behaviour::Name).await;
+    bs[1].stop();
+    let mut dns = Dns::start("127.0.0.2 web.internal\n127.0.0.3 web.internal\n", &[]).await;
+    let toml = proxy_toml(
+        dns.port,
+        &format!("{{ address = \"web.internal:{port}\", resolve = true, max_fails = 1, fail_timeout = \"60s\" }}"),
+        "",
+    );
+    let p = start_proxy(config(&toml)).await;
+    let c = client();
+    let dead = format!("127.0.0.3:{port}");
+    let failed_out = |p: &Proxy| {
+        p.handle.status()["upstreams"][0]["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["address"] == dead.as_str() && s["failed_out"] == true)
+    };
+    // Requests find b dead (retried on a): b is out for fail_timeout.
+    let m = tally(&c, &p, 4).await;
+    assert_eq!(m.get("HOST a"), Some(&4), "{m:?}");
+    assert!(failed_out(&p), "{}", p.handle.status());
+    let generation = p.handle.status()["generation"].as_u64().unwrap();
+
+    // A third address: a new generation, in which b is still out.
+    dns.set_hosts("127.0.0.2 web.internal\n127.0.0.3 web.internal\n127.0.0.4 web.internal\n");
+    wait_servers(
+        &p,
+        &[
+            &format!("127.0.0.2:{port}"),
+            &dead,
+            &format!("127.0.0.4:{port}"),
+        ],
+    )
+    .await;
+    assert!(p.handle.status()["generation"].as_u64().unwrap() > generation);
+    assert!(failed_out(&p), "b came back in: {}", p.handle.status());
+    let m = tally(&c, &p, 10).await;
+    assert_eq!(
+        (m.get("HOST a"), m.get("HOST c")),
+        (Some(&5), Some(&5)),
+        "{m:?}"
+    );
+    dns.stop();
+}
