@@ -671,15 +671,14 @@ fn validate(file: FileConfig, path: &Path, text: &str) -> Result<Config> {
             },
         };
         let mut servers = Vec::new();
-        let mut dynamic_primary = false;
+        let hashed = matches!(u.strategy, StrategyName::IpHash | StrategyName::Hash);
+        let (primary, backup) = (
+            u.servers.iter().any(|s| !s.backup),
+            u.servers.iter().any(|s| s.backup),
+        );
         for (i, s) in u.servers.into_iter().enumerate() {
             let sk = |k: &str| format!("upstreams.{name}.servers[{i}].{k}");
-            let hint = [Some(&s.address), s.service.as_ref(), s.discover.as_ref()]
-                .into_iter()
-                .flatten()
-                .find(|h| !h.is_empty())
-                .cloned()
-                .unwrap_or_default();
+            let hint = crate::discover::hint(&s);
             let weight = s.weight.unwrap_or(1);
             if weight == 0 {
                 return Err(bad_near(&sk("weight"), &hint, "must be at least 1".into()));
@@ -695,13 +694,10 @@ fn validate(file: FileConfig, path: &Path, text: &str) -> Result<Config> {
                 max_conns: s.max_conns,
                 ..ServerConfig::new(SocketAddr::from(([0, 0, 0, 0], 0)))
             };
-            match crate::discover::Source::from_entry(&name, &s, template.clone())
+            match crate::discover::Source::from_entry(&name, &s, template.clone(), hashed)
                 .map_err(|(k, m)| bad_near(&sk(k), &hint, m))?
             {
-                Some(src) => {
-                    dynamic_primary |= !s.backup;
-                    discovery.push(src);
-                }
+                Some(src) => discovery.push(src),
                 None => {
                     let address =
                         resolve(&s.address).map_err(|m| bad_near(&sk("address"), &hint, m))?;
@@ -712,20 +708,13 @@ fn validate(file: FileConfig, path: &Path, text: &str) -> Result<Config> {
                 }
             }
         }
-        if !dynamic_primary && servers.iter().all(|s| s.backup) {
+        if !primary {
             return Err(bad(
                 &key("servers"),
                 "every server is a backup; at least one must be primary".into(),
             ));
         }
-        let hashed = matches!(u.strategy, StrategyName::IpHash | StrategyName::Hash);
-        for d in discovery.iter_mut().filter(|d| d.upstream == name) {
-            d.primaries_only = hashed;
-        }
-        let dynamic_backup = discovery
-            .iter()
-            .any(|d| d.upstream == name && d.template.backup);
-        if (dynamic_backup || servers.iter().any(|s| s.backup)) && hashed {
+        if backup && hashed {
             return Err(bad(
                 &key("strategy"),
                 "backup servers cannot be used with hash strategies (as in nginx)".into(),

@@ -138,6 +138,7 @@ impl Source {
         upstream: &str,
         s: &FileServer,
         template: ServerConfig,
+        hashed: bool,
     ) -> Result<Option<Source>, (&'static str, String)> {
         let lookup = match (&s.service, &s.discover) {
             (Some(_), Some(_)) => {
@@ -210,7 +211,7 @@ impl Source {
             lookup,
             template,
             weight_set: s.weight.is_some(),
-            primaries_only: false,
+            primaries_only: hashed,
         }))
     }
 
@@ -249,6 +250,17 @@ impl Source {
             })
             .collect()
     }
+}
+
+/// The text that finds an entry's line in the file for an error: its
+/// address, service or DNS-SD type.
+pub fn hint(s: &FileServer) -> String {
+    [Some(&s.address), s.service.as_ref(), s.discover.as_ref()]
+        .into_iter()
+        .flatten()
+        .find(|h| !h.is_empty())
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// What one source last found.

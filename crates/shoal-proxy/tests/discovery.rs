@@ -52,18 +52,11 @@ impl Dns {
             .find(|p| std::path::Path::new(p).exists())
             .unwrap_or("dnsmasq");
         let child = Command::new(bin)
-            .args([
-                "--no-daemon",
-                "--conf-file=/dev/null",
-                "--pid-file=",
-                "--user=root",
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-                "--no-resolv",
-                "--no-hosts",
-                "--local=/internal/",
-                "--local-ttl=1",
-            ])
+            .args(["--no-daemon", "--local-ttl=1"])
+            .arg(format!(
+                "--conf-file={}/tests/fixtures/dnsmasq.conf",
+                env!("CARGO_MANIFEST_DIR")
+            ))
             .arg(format!("--port={}", self.port))
             .arg(format!("--addn-hosts={}", self.hosts.display()))
             .args(&self.records)
