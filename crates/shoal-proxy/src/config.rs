@@ -36,6 +36,8 @@ pub struct FileConfig {
     /// Worker threads; 0 or absent: one per core.
     #[serde(default)]
     pub workers: usize,
+    /// The DNS resolver for `resolve`, `service` and `discover` servers.
+    pub resolver: Option<crate::discover::FileResolver>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,7 +117,18 @@ impl std::str::FromStr for StrategyName {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileServer {
+    /// `HOST:PORT`; may be absent when `service` or `discover` is given.
+    #[serde(default)]
     pub address: String,
+    /// Re-resolve `address`'s host name at its TTL (nginx's `resolve`).
+    #[serde(default)]
+    pub resolve: bool,
+    /// An SRV name (`_http._tcp.web.internal`) giving targets and ports, or
+    /// nginx's `service=` joined to the host in `address` (`http`:
+    /// `_http._tcp.HOST`).
+    pub service: Option<String>,
+    /// A DNS-SD service type (`_http._tcp.example.internal`) to browse.
+    pub discover: Option<String>,
     pub weight: Option<u32>,
     pub max_fails: Option<u32>,
     #[serde(default, with = "humantime_serde")]
@@ -242,6 +255,10 @@ pub struct Config {
     /// Worker threads, each with its own runtime, sockets and upstream
     /// pools (nginx's `worker_processes`); 0: one per core.
     pub workers: usize,
+    /// Servers found over DNS at run time (see [`crate::discover`]).
+    pub discovery: Vec<crate::discover::Source>,
+    /// How those are looked up.
+    pub resolver: crate::discover::ResolverSettings,
 }
 
 /// One listening socket.
@@ -311,6 +328,9 @@ pub struct ServerConfig {
     /// Draining: no new requests, those in flight finish.
     pub drain: bool,
     pub max_conns: usize,
+    /// For a server found over DNS: the name, service or DNS-SD type it
+    /// came from (see [`crate::discover`]).
+    pub from: Option<String>,
 }
 
 impl ServerConfig {
@@ -326,6 +346,7 @@ impl ServerConfig {
             down: false,
             drain: false,
             max_conns: 0,
+            from: None,
         }
     }
 }
@@ -490,6 +511,8 @@ impl Config {
             source: None,
             control_name: None,
             workers: 0,
+            discovery: Vec::new(),
+            resolver: Default::default(),
         };
         c.check()?;
         Ok(c)
@@ -501,7 +524,7 @@ impl Config {
             return Err(ProxyError::Invalid("no listeners".into()));
         }
         for (name, u) in &self.upstreams {
-            if u.servers.is_empty() {
+            if u.servers.is_empty() && !self.discovery.iter().any(|d| &d.upstream == name) {
                 return Err(ProxyError::Invalid(format!(
                     "upstream {name:?} has no servers"
                 )));
@@ -626,6 +649,7 @@ fn validate(file: FileConfig, path: &Path, text: &str) -> Result<Config> {
     }
 
     let mut upstreams = BTreeMap::new();
+    let mut discovery = Vec::new();
     for (name, u) in file.upstreams {
         let key = |k: &str| format!("upstreams.{name}.{k}");
         if u.servers.is_empty() {
@@ -647,21 +671,20 @@ fn validate(file: FileConfig, path: &Path, text: &str) -> Result<Config> {
             },
         };
         let mut servers = Vec::new();
+        let hashed = matches!(u.strategy, StrategyName::IpHash | StrategyName::Hash);
+        let (primary, backup) = (
+            u.servers.iter().any(|s| !s.backup),
+            u.servers.iter().any(|s| s.backup),
+        );
         for (i, s) in u.servers.into_iter().enumerate() {
             let sk = |k: &str| format!("upstreams.{name}.servers[{i}].{k}");
-            let address =
-                resolve(&s.address).map_err(|m| bad_near(&sk("address"), &s.address, m))?;
+            let hint = crate::discover::hint(&s);
             let weight = s.weight.unwrap_or(1);
             if weight == 0 {
-                return Err(bad_near(
-                    &sk("weight"),
-                    &s.address,
-                    "must be at least 1".into(),
-                ));
+                return Err(bad_near(&sk("weight"), &hint, "must be at least 1".into()));
             }
-            servers.push(ServerConfig {
+            let template = ServerConfig {
                 name: s.address.clone(),
-                address,
                 weight,
                 max_fails: s.max_fails.unwrap_or(1),
                 fail_timeout: s.fail_timeout.unwrap_or(Duration::from_secs(10)),
@@ -669,17 +692,29 @@ fn validate(file: FileConfig, path: &Path, text: &str) -> Result<Config> {
                 down: s.down,
                 drain: s.drain,
                 max_conns: s.max_conns,
-            });
+                ..ServerConfig::new(SocketAddr::from(([0, 0, 0, 0], 0)))
+            };
+            match crate::discover::Source::from_entry(&name, &s, template.clone(), hashed)
+                .map_err(|(k, m)| bad_near(&sk(k), &hint, m))?
+            {
+                Some(src) => discovery.push(src),
+                None => {
+                    let address =
+                        resolve(&s.address).map_err(|m| bad_near(&sk("address"), &hint, m))?;
+                    servers.push(ServerConfig {
+                        address,
+                        ..template
+                    });
+                }
+            }
         }
-        if servers.iter().all(|s| s.backup) {
+        if !primary {
             return Err(bad(
                 &key("servers"),
                 "every server is a backup; at least one must be primary".into(),
             ));
         }
-        if servers.iter().any(|s| s.backup)
-            && matches!(u.strategy, StrategyName::IpHash | StrategyName::Hash)
-        {
+        if backup && hashed {
             return Err(bad(
                 &key("strategy"),
                 "backup servers cannot be used with hash strategies (as in nginx)".into(),
@@ -862,6 +897,9 @@ fn validate(file: FileConfig, path: &Path, text: &str) -> Result<Config> {
         source: None,
         control_name: None,
         workers: file.workers,
+        discovery,
+        resolver: crate::discover::ResolverSettings::from_file(file.resolver.as_ref())
+            .map_err(|(k, m)| bad(&format!("resolver.{k}"), m))?,
     };
     c.check()?;
     Ok(c)

@@ -20,6 +20,8 @@
 //! - [`listener`]: SO_REUSEPORT sockets, accept loops, the first-byte wait,
 //!   and changing listeners on reload.
 //! - [`health`]: active HTTP/TCP health checks.
+//! - [`discover`]: servers found over DNS (A/AAAA, SRV, DNS-SD), re-queried
+//!   at their TTL.
 //! - [`tls`]: rustls termination with SNI.
 //! - [`timer`]: time limits that read the clock and arm timers lazily.
 //! - [`state`]: the swappable configuration generation shared by connections.
@@ -64,6 +66,7 @@ pub mod balance;
 pub mod chunked;
 pub mod codec;
 pub mod config;
+pub mod discover;
 pub mod error;
 pub mod health;
 pub mod http;

@@ -50,6 +50,10 @@ pub struct Metrics {
     pub reloads_failed: AtomicU64,
     /// Access-log lines dropped because the writer fell behind.
     pub log_dropped: AtomicU64,
+    /// DNS lookups of discovery sources, by [`crate::discover::RESULTS`].
+    pub dns_lookups: [AtomicU64; 3],
+    /// Generations swapped in because DNS answers changed.
+    pub dns_updates: AtomicU64,
 }
 
 impl Metrics {
@@ -63,6 +67,8 @@ impl Metrics {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             log_dropped: AtomicU64::new(0),
+            dns_lookups: Default::default(),
+            dns_updates: AtomicU64::new(0),
         }
     }
 
@@ -191,6 +197,20 @@ impl Metrics {
             &[("result", "failed")],
             g(&self.reloads_failed),
         );
+        let f = w.family(
+            "shoal_proxy_dns_lookups_total",
+            Kind::Counter,
+            "DNS lookups of servers' names, services and DNS-SD types, by result (ok, empty, failed).",
+        );
+        for (r, n) in crate::discover::RESULTS.iter().zip(&self.dns_lookups) {
+            f.sample("shoal_proxy_dns_lookups_total", &[("result", r)], g(n));
+        }
+        w.family(
+            "shoal_proxy_dns_updates_total",
+            Kind::Counter,
+            "Generations swapped in because DNS answers changed the servers.",
+        )
+        .sample("shoal_proxy_dns_updates_total", &[], g(&self.dns_updates));
         w.family(
             "shoal_proxy_access_log_dropped_total",
             Kind::Counter,

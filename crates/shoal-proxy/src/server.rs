@@ -83,6 +83,9 @@ impl Server {
         let worker_connections = config.limits.max_connections.div_ceil(n).max(1) as i64;
         let workers = Workers::start(n).map_err(ProxyError::Io)?;
         tracing::debug!(workers = n, "worker threads started");
+        let discovery = crate::discover::Discovery::new(metrics.clone());
+        let mut config = config;
+        discovery.start(&mut config).await;
         let gen = Generation::new(config, None, shutdown.child(), n);
         let shared = Arc::new(Shared {
             current: arc_swap::ArcSwap::from_pointee(gen),
@@ -93,6 +96,7 @@ impl Server {
             parked: workers::PerWorker::new(n),
             worker_connections,
             room: workers::PerWorker::new(n),
+            discovery,
         });
         for h in workers.handles() {
             h.spawn(crate::idle::sweeper(shared.clone()));
@@ -156,6 +160,10 @@ impl Server {
             tasks.extend(self.listeners.start(p, &shared));
         }
         tracing::info!(workers = self.workers.len(), "worker threads serving");
+        tasks.push(tokio::spawn(crate::discover::run(
+            shared.clone(),
+            shutdown.clone(),
+        )));
         if let Some(a) = self.admin {
             tracing::info!(address = ?a.local_addr().ok(), "admin listening (/metrics, /status, /api/upstreams)");
             tasks.push(tokio::spawn(crate::admin::serve(
@@ -287,6 +295,9 @@ impl Handle {
     /// [`Handle::apply`] with `edits` already held.
     fn apply_locked(&self, new: Config) -> Result<u64> {
         new.check()?;
+        // Servers found over DNS carry over; a DNS change waits meanwhile.
+        let _dns = self.shared.discovery.hold();
+        let new = self.shared.discovery.adopt(new);
         let old = self.shared.current.load_full();
         if new.admin != old.config.admin
             || new.access_log != old.config.access_log

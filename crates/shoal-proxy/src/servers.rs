@@ -244,6 +244,18 @@ fn find(servers: &[ServerConfig], address: &str) -> Option<usize> {
     servers.iter().position(|s| s.address == addr)
 }
 
+/// A server found over DNS follows its records (nginx Plus likewise
+/// refuses to change such a server: "UpstreamServerImmutable").
+fn immutable(s: &ServerConfig) -> Result<(), EditError> {
+    match &s.from {
+        Some(from) => Err(EditError::Invalid(format!(
+            "{} was found over DNS ({from}): change its records, or the entry in the file",
+            s.name
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Apply `edit` to `upstream` in `config`. Returns the edited server's
 /// entry as `/status` shows its settings, or an error a person can read
 /// (unknown upstream or server, a duplicate, the last primary server).
@@ -306,6 +318,7 @@ pub fn apply(config: &mut Config, upstream: &str, edit: &ServerEdit) -> Result<V
                     listed(u)
                 )));
             };
+            immutable(&u.servers[i])?;
             changes.apply(&mut u.servers[i]);
             Ok(server_json(&u.servers[i]))
         }
@@ -316,6 +329,7 @@ pub fn apply(config: &mut Config, upstream: &str, edit: &ServerEdit) -> Result<V
                     listed(u)
                 )));
             };
+            immutable(&u.servers[i])?;
             if !u.servers[i].backup && u.servers.iter().filter(|s| !s.backup).count() == 1 {
                 return Err(EditError::Invalid(format!(
                     "{} is the last primary server of upstream {upstream:?}: add another first, or mark it down",

@@ -86,6 +86,10 @@ impl Shared {
         let mut v = self.current.load().status_json(&self.metrics);
         v["idle_connections"] = self.idle.iter().map(|s| s.len()).sum::<usize>().into();
         v["parked_connections"] = self.parked.iter().map(|p| p.len()).sum::<usize>().into();
+        let gen = self.current.load();
+        if !gen.config.discovery.is_empty() {
+            v["discovery"] = self.discovery.status_json(&gen.config);
+        }
         v
     }
 }
@@ -107,4 +111,6 @@ pub struct Shared {
     pub worker_connections: i64,
     /// Signalled on a worker when a connection ends while it was full.
     pub room: crate::workers::PerWorker<tokio::sync::Notify>,
+    /// Servers found over DNS, and the task's state that finds them.
+    pub discovery: crate::discover::Discovery,
 }

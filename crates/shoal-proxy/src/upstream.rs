@@ -250,6 +250,19 @@ impl Peer {
         }
     }
 
+    /// Take `prev`'s failure window and count (the same server in the
+    /// previous generation).
+    fn carry_failures(&self, prev: &Peer) {
+        for (to, from) in [
+            (&self.last_fail, &prev.last_fail),
+            (&self.window_start, &prev.window_start),
+        ] {
+            to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        self.fails
+            .store(prev.fails.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
     /// A response arrived: the failure count starts over.
     pub fn succeed(&self) {
         if self.fails.load(Ordering::Relaxed) != 0 {
@@ -412,6 +425,11 @@ impl Upstream {
                     if let Some(p) = prev.filter(|_| cfg.health_check.is_some()) {
                         peer.healthy.store(p.healthy(), Ordering::Relaxed);
                     }
+                    if let Some(p) = prev {
+                        // And its passive failure state: a server out after
+                        // max_fails stays out for its fail_timeout.
+                        peer.carry_failures(p);
+                    }
                     Arc::new(peer)
                 })
                 .collect();
@@ -511,6 +529,7 @@ impl Upstream {
                 let s = &p.stats;
                 serde_json::json!({
                     "address": p.config.name,
+                    "from": p.config.from,
                     "weight": p.config.weight,
                     "backup": p.config.backup,
                     "down": p.config.down,

@@ -1,14 +1,16 @@
 //! `shoal proxy` driven as a binary: `--check`, the quick form in front of
 //! the chapter's Node servers, reload by SIGHUP and through the control
-//! socket (`shoal_core::control::request`), and graceful stop on SIGTERM.
+//! socket (`shoal_core::control::request`), graceful stop on SIGTERM, and a
+//! server found over DNS (a dnsmasq on a loopback port) as `--check`,
+//! `shoal ctl status` and curl on the admin listener show it.
 
 mod proxy_support;
 
 use proxy_support::*;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 fn node_host(name: &str) -> (Proc, u16) {
@@ -214,4 +216,131 @@ fn sigterm_lets_a_request_in_flight_finish() {
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.contains("late"), "{out}");
     assert!(wait_until(30, || matches!(proxy.0.try_wait(), Ok(Some(_)))));
+}
+
+fn curl(url: &str) -> Output {
+    Command::new("curl")
+        .args(["-s", "--max-time", "10", url])
+        .output()
+        .expect("curl")
+}
+
+fn dnsmasq(port: u16, hosts: &Path) -> Proc {
+    let bin = ["/usr/sbin/dnsmasq", "/usr/local/sbin/dnsmasq"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("dnsmasq");
+    let child = Command::new(bin)
+        .arg("--no-daemon")
+        .arg(format!(
+            "--conf-file={}/../shoal-proxy/tests/fixtures/dnsmasq.conf",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .arg(format!("--port={port}"))
+        .arg(format!("--addn-hosts={}", hosts.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dnsmasq (apt-get install dnsmasq-base)");
+    let p = Proc(child);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    assert!(
+        wait_until(10, || TcpStream::connect(addr).is_ok()),
+        "dnsmasq"
+    );
+    p
+}
+
+#[test]
+fn a_server_found_over_dns_shows_its_source_in_check_ctl_status_and_metrics() {
+    let tmp = TempDir::new("dns");
+    let dir = tmp.0.clone();
+    let hosts = dir.join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 web.internal\n").unwrap();
+    let dns_port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _dns = dnsmasq(dns_port, &hosts);
+    let (_node, web) = node_host("one");
+
+    let (listen, admin) = (free_port(), free_port());
+    let file = dir.join("proxy.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[listeners]]\naddress = \"127.0.0.1:{listen}\"\n\n[admin]\naddress = \"127.0.0.1:{admin}\"\n\n[resolver]\nnameservers = [\"127.0.0.1:{dns_port}\"]\nvalid = \"1s\"\n\n[upstreams.web]\nservers = [ {{ address = \"web.internal:{web}\", resolve = true }} ]\n\n[[routes]]\nupstream = \"web\"\n"
+        ),
+    )
+    .unwrap();
+
+    let out = shoal(&dir)
+        .args(["proxy", "--check"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!(
+            "upstream web (RoundRobin): 0 servers, and from DNS: web.internal:{web}"
+        )),
+        "{text}"
+    );
+
+    let _proxy = Proc(
+        shoal(&dir)
+            .args(["-q", "proxy", "--name", "dnsp", "--config"])
+            .arg(&file)
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://127.0.0.1:{listen}/");
+    assert!(
+        wait_until(30, || String::from_utf8_lossy(&curl(&url).stdout)
+            .contains("HOST one")),
+        "no answer through the proxy"
+    );
+
+    let out = shoal(&dir)
+        .args(["ctl", "--name", "dnsp", "status"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    let header = table.lines().find(|l| l.starts_with("UPSTREAM")).unwrap();
+    assert!(header.ends_with("FROM"), "{table}");
+    let row = table.lines().find(|l| l.starts_with("web ")).unwrap();
+    assert!(
+        row.contains(&format!("127.0.0.1:{web}")) && row.ends_with(&format!("web.internal:{web}")),
+        "{table}"
+    );
+
+    let status = String::from_utf8_lossy(&curl(&format!("http://127.0.0.1:{admin}/status")).stdout)
+        .into_owned();
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(
+        v["discovery"][0]["source"],
+        format!("web.internal:{web}"),
+        "{v}"
+    );
+    assert_eq!(
+        v["upstreams"][0]["servers"][0]["from"],
+        format!("web.internal:{web}"),
+        "{v}"
+    );
+    let metrics =
+        String::from_utf8_lossy(&curl(&format!("http://127.0.0.1:{admin}/metrics")).stdout)
+            .into_owned();
+    let ok = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("shoal_proxy_dns_lookups_total{result=\"ok\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(ok >= 1.0, "{metrics}");
 }

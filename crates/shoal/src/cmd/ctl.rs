@@ -726,7 +726,7 @@ fn proxy_table(reply: &Value, upstreams: &[Value]) -> String {
         listeners.join(", ")
     );
     out.push_str(&format!(
-        "{:<12} {:<22} {:>6}  {:<9} {:>6} {:>5} {:>8} {:>8} {:>8}\n",
+        "{:<12} {:<22} {:>6}  {:<9} {:>6} {:>5} {:>8} {:>8} {:>8}  FROM\n",
         "UPSTREAM", "SERVER", "WEIGHT", "STATE", "ACTIVE", "IDLE", "FAILS", "2xx", "5xx"
     ));
     for up in upstreams {
@@ -740,8 +740,8 @@ fn proxy_table(reply: &Value, upstreams: &[Value]) -> String {
                 Some(state) => state,
                 None => "?",
             };
-            out.push_str(&format!(
-                "{:<12} {:<22} {:>6}  {:<9} {:>6} {:>5} {:>8} {:>8} {:>8}\n",
+            let row = format!(
+                "{:<12} {:<22} {:>6}  {:<9} {:>6} {:>5} {:>8} {:>8} {:>8}  {}",
                 cell(&up["name"]),
                 cell(&s["address"]),
                 cell(&s["weight"]),
@@ -751,7 +751,11 @@ fn proxy_table(reply: &Value, upstreams: &[Value]) -> String {
                 cell(&s["failures"]),
                 cell(&s["responses"]["2xx"]),
                 cell(&s["responses"]["5xx"]),
-            ));
+                cell(&s["from"]),
+            );
+            // The FROM column is empty for servers not found over DNS.
+            out.push_str(row.trim_end());
+            out.push('\n');
         }
     }
     out

@@ -137,8 +137,19 @@ fn summary(c: &Config) -> String {
         ));
     }
     for (name, u) in &c.upstreams {
+        let dns: Vec<String> = c
+            .discovery
+            .iter()
+            .filter(|d| &d.upstream == name)
+            .map(|d| d.label())
+            .collect();
+        let dns = if dns.is_empty() {
+            String::new()
+        } else {
+            format!(", and from DNS: {}", dns.join(", "))
+        };
         out.push_str(&format!(
-            "upstream {name} ({:?}): {} servers\n",
+            "upstream {name} ({:?}): {} servers{dns}\n",
             u.strategy,
             u.servers.len()
         ));
