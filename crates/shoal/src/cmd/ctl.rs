@@ -735,10 +735,15 @@ fn proxy_table(reply: &Value, upstreams: &[Value]) -> String {
             .map(Vec::as_slice)
             .unwrap_or_default()
         {
+            // `state` where the proxy gives it; derived for an older one.
             let state = match s["state"].as_str() {
                 Some("up") if s["backup"] == true => "backup",
                 Some(state) => state,
-                None => "?",
+                None if s["down"] == true => "down",
+                None if s["failed_out"] == true => "failed",
+                None if s["healthy"] != true => "unhealthy",
+                None if s["backup"] == true => "backup",
+                None => "up",
             };
             let row = format!(
                 "{:<12} {:<22} {:>6}  {:<9} {:>6} {:>5} {:>8} {:>8} {:>8}  {}",
@@ -798,13 +803,15 @@ mod tests {
                  "responses": {"2xx": 7, "5xx": 1}},
                 {"address": "10.0.0.2:80", "weight": 1, "down": false, "failed_out": true,
                  "healthy": true, "backup": false, "active": 0, "idle": 0, "failures": 4,
-                 "responses": {"2xx": 0, "5xx": 0}}
+                 "responses": {"2xx": 0, "5xx": 0}},
+                {"address": "10.0.0.3:80", "weight": 1, "state": "draining", "backup": false,
+                 "active": 2, "idle": 0, "failures": 0, "responses": {"2xx": 5, "5xx": 0}}
             ]}]
         });
         let ups = reply["upstreams"].as_array().unwrap();
         let t = proxy_table(&reply, ups);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines.len(), 4, "{t}");
+        assert_eq!(lines.len(), 5, "{t}");
         assert!(
             lines[0].contains("generation 2  workers 2")
                 && lines[0].contains("127.0.0.1:8080 (http+tls)"),
@@ -818,5 +825,7 @@ mod tests {
         let row: Vec<&str> = lines[3].split_whitespace().collect();
         assert_eq!(row[3], "failed");
         assert_eq!(row[6], "4");
+        let row: Vec<&str> = lines[4].split_whitespace().collect();
+        assert_eq!((row[3], row[4]), ("draining", "2"), "{t}");
     }
 }
