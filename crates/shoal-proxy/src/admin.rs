@@ -134,18 +134,17 @@ fn api(handle: &Handle, method: &str, rest: &str, body: &[u8]) -> Answer {
         .filter(|p| !p.is_empty())
         .map(percent_decode)
         .collect();
-    let status = handle.shared().status_json();
-    let upstream_status = |name: &str| {
-        status["upstreams"]
-            .as_array()
-            .and_then(|a| a.iter().find(|u| u["name"] == name).cloned())
-    };
+    // The status walks every server: only the reads that show it build it.
+    let upstreams = || handle.shared().status_json()["upstreams"].take();
     let write = handle.shared().current.load().config.admin_write;
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     match (method, parts.as_slice()) {
-        ("GET", []) => json_answer(200, &status["upstreams"]),
-        ("GET", [name]) => match upstream_status(name) {
-            Some(u) => json_answer(200, &u),
+        ("GET", []) => json_answer(200, &upstreams()),
+        ("GET", [name]) => match upstreams()
+            .as_array()
+            .and_then(|a| a.iter().find(|u| u["name"] == *name))
+        {
+            Some(u) => json_answer(200, u),
             None => error_answer(404, format!("no upstream {name:?}")),
         },
         ("GET", [name, "servers"]) => {

@@ -176,13 +176,10 @@ pub fn only_known_keys(v: &Value, also: &[&str]) -> Result<(), String> {
 pub fn changes_from(body: &Value) -> Result<ServerChanges, String> {
     let fail_timeout = match &body["fail_timeout"] {
         Value::Null => None,
-        Value::String(t) => Some(
-            humantime::parse_duration(t)
-                .map_err(|e| format!("fail_timeout {t:?}: {e} (e.g. \"10s\")"))?,
-        ),
-        Value::Number(n) if n.as_u64().is_some() => {
-            Some(Duration::from_secs(n.as_u64().unwrap_or(0)))
+        Value::String(t) => {
+            Some(shoal_core::parse_duration(t).map_err(|e| format!("fail_timeout: {e}"))?)
         }
+        Value::Number(n) if n.is_u64() => n.as_u64().map(Duration::from_secs),
         v => {
             return Err(format!(
                 "fail_timeout: expected \"10s\" or seconds, got {v}"
@@ -260,18 +257,11 @@ fn immutable(s: &ServerConfig) -> Result<(), EditError> {
 /// entry as `/status` shows its settings, or an error a person can read
 /// (unknown upstream or server, a duplicate, the last primary server).
 pub fn apply(config: &mut Config, upstream: &str, edit: &ServerEdit) -> Result<Value, EditError> {
-    let names = || {
-        config
-            .upstreams
-            .keys()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let known = names();
     let Some(u) = config.upstreams.get_mut(upstream) else {
+        let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
         return Err(EditError::NotFound(format!(
-            "no upstream {upstream:?} (upstreams: {known})"
+            "no upstream {upstream:?} (upstreams: {})",
+            known.join(", ")
         )));
     };
     let listed = |u: &crate::config::UpstreamConfig| {
@@ -348,7 +338,7 @@ pub fn server_json(s: &ServerConfig) -> Value {
         "address": s.name,
         "weight": s.weight,
         "max_fails": s.max_fails,
-        "fail_timeout": humantime::format_duration(s.fail_timeout).to_string(),
+        "fail_timeout": humantime_serde::re::humantime::format_duration(s.fail_timeout).to_string(),
         "max_conns": s.max_conns,
         "backup": s.backup,
         "down": s.down,

@@ -52,7 +52,8 @@ function proxy(p, now) {
     for (const s of u.servers || []) {
       const r = s.responses || {};
       const answered = ['1xx', '2xx', '3xx', '4xx', '5xx'].reduce((a, k) => a + (r[k] || 0), 0);
-      const health = s.down ? 'down (config)' : s.drain ? 'draining' : s.failed_out ? 'failed' : s.healthy ? 'healthy' : 'unhealthy';
+      // The proxy's state (up, down, draining, unhealthy, failed), in the table's words.
+      const health = { up: 'healthy', down: 'down (config)' }[s.state] || s.state || '?';
       rows.push(`<tr data-server="${esc(s.address)}">${cell('upstream', u.name)}${cell('address', s.address)}`
         + `${cell('health', health, health === 'healthy' ? 'ok' : 'bad')}${cell('active', s.active)}`
         + `${cell('responses', answered)}${cell('5xx', r['5xx'] || 0, r['5xx'] ? 'bad' : '')}${cell('failures', s.failures)}</tr>`);

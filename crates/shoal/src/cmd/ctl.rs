@@ -735,15 +735,12 @@ fn proxy_table(reply: &Value, upstreams: &[Value]) -> String {
             .map(Vec::as_slice)
             .unwrap_or_default()
         {
-            // `state` where the proxy gives it; derived for an older one.
+            // The proxy's own word for it (`Peer::state`); a backup that is
+            // up says so.
             let state = match s["state"].as_str() {
                 Some("up") if s["backup"] == true => "backup",
                 Some(state) => state,
-                None if s["down"] == true => "down",
-                None if s["failed_out"] == true => "failed",
-                None if s["healthy"] != true => "unhealthy",
-                None if s["backup"] == true => "backup",
-                None => "up",
+                None => "?",
             };
             let row = format!(
                 "{:<12} {:<22} {:>6}  {:<9} {:>6} {:>5} {:>8} {:>8} {:>8}  {}",
@@ -798,11 +795,11 @@ mod tests {
             "ok": true, "generation": 2, "workers": 2, "active_connections": 1, "requests_total": 9,
             "listeners": [{"address": "127.0.0.1:8080", "protocol": "http", "tls": true}],
             "upstreams": [{"name": "web", "servers": [
-                {"address": "10.0.0.1:80", "weight": 3, "down": false, "failed_out": false,
-                 "healthy": true, "backup": false, "active": 1, "idle": 2, "failures": 0,
+                {"address": "10.0.0.1:80", "weight": 3, "state": "up", "backup": false,
+                 "active": 1, "idle": 2, "failures": 0,
                  "responses": {"2xx": 7, "5xx": 1}},
-                {"address": "10.0.0.2:80", "weight": 1, "down": false, "failed_out": true,
-                 "healthy": true, "backup": false, "active": 0, "idle": 0, "failures": 4,
+                {"address": "10.0.0.2:80", "weight": 1, "state": "failed", "backup": false,
+                 "active": 0, "idle": 0, "failures": 4,
                  "responses": {"2xx": 0, "5xx": 0}},
                 {"address": "10.0.0.3:80", "weight": 1, "state": "draining", "backup": false,
                  "active": 2, "idle": 0, "failures": 0, "responses": {"2xx": 5, "5xx": 0}}
