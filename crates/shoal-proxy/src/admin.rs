@@ -173,15 +173,9 @@ fn api(handle: &Handle, method: &str, rest: &str, body: &[u8]) -> Answer {
                     ))
                 }
             };
-            let backup = match &v["backup"] {
-                Value::Null => false,
-                Value::Bool(b) => *b,
-                other => {
-                    return Err(EditError::Invalid(format!(
-                        "\"backup\" must be true or false, got {other}"
-                    )))
-                }
-            };
+            let backup = servers::bool_field(&v, "backup")
+                .map_err(EditError::Invalid)?
+                .unwrap_or(false);
             Ok(ServerEdit::Add {
                 address,
                 backup,

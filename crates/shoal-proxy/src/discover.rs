@@ -19,7 +19,7 @@ pub mod query;
 
 use parking_lot::{Mutex, MutexGuard};
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -31,7 +31,7 @@ use shoal_core::Shutdown;
 
 use crate::config::{Config, FileServer, ServerConfig};
 use crate::metrics::Metrics;
-use crate::state::{Generation, Shared};
+use crate::state::Shared;
 use query::{Hit, Outcome};
 
 /// `[resolver]` as written.
@@ -277,8 +277,9 @@ struct Entry {
 /// The discovery state a running proxy shares (in [`Shared`]).
 pub struct Discovery {
     entries: Mutex<HashMap<Key, Entry>>,
-    /// Held while a generation is built and swapped in, by a reload as by
-    /// a DNS change, so that neither loses the other's work.
+    /// Held while a generation is built and swapped in, by a reload, a
+    /// runtime server edit or a DNS change, so that none loses another's
+    /// work.
     swap: Mutex<()>,
     resolver: Mutex<Option<(ResolverSettings, hickory_resolver::TokioResolver)>>,
     wake: Notify,
@@ -548,19 +549,15 @@ fn swap(shared: &Shared) {
     let _hold = d.hold();
     let old = shared.current.load_full();
     let config = d.adopt(old.config.clone());
-    let servers = |c: &Config| -> BTreeMap<String, Vec<ServerConfig>> {
-        c.upstreams
-            .iter()
-            .map(|(n, u)| (n.clone(), u.servers.clone()))
-            .collect()
-    };
-    if servers(&config) == servers(&old.config) {
+    let same = config.upstreams.iter().map(|(n, u)| (n, &u.servers)).eq(old
+        .config
+        .upstreams
+        .iter()
+        .map(|(n, u)| (n, &u.servers)));
+    if same {
         return;
     }
-    let gen = Generation::new(config, Some(&old), shared.shutdown.child(), old.workers);
-    crate::health::start(&gen);
-    let n = gen.number;
-    shared.current.store(Arc::new(gen));
+    let n = shared.install(config, &old);
     old.tasks.trigger();
     d.metrics.dns_updates.fetch_add(1, Ordering::Relaxed);
     tracing::info!(

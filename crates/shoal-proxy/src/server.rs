@@ -26,9 +26,6 @@ pub struct Server {
     listeners: Arc<ListenerSet>,
     admin: Option<TcpListener>,
     control: Option<(UnixListener, PathBuf)>,
-    /// Held while a new generation is made from the running one (reload,
-    /// runtime server edits), so two changes never overwrite each other.
-    edits: Arc<Mutex<()>>,
     /// Dropped last: stops the worker threads.
     workers: Workers,
 }
@@ -111,7 +108,6 @@ impl Server {
             listeners,
             admin,
             control,
-            edits: Arc::new(Mutex::new(())),
             workers,
         })
     }
@@ -134,7 +130,6 @@ impl Server {
         Handle {
             shared: self.shared.clone(),
             listeners: self.listeners.clone(),
-            edits: self.edits.clone(),
         }
     }
 
@@ -142,7 +137,6 @@ impl Server {
         Handle {
             shared: shared.clone(),
             listeners: self.listeners.clone(),
-            edits: self.edits.clone(),
         }
     }
 
@@ -242,7 +236,6 @@ impl Server {
 pub struct Handle {
     shared: Arc<Shared>,
     listeners: Arc<ListenerSet>,
-    edits: Arc<Mutex<()>>,
 }
 
 impl Handle {
@@ -272,7 +265,7 @@ impl Handle {
     }
 
     fn try_reload(&self) -> Result<u64> {
-        let _edit = self.edits.lock();
+        let _hold = self.shared.discovery.hold();
         let old = self.shared.current.load_full();
         let Some(path) = old.config.source.clone() else {
             return Err(ProxyError::Reload(
@@ -288,15 +281,15 @@ impl Handle {
     /// or updated (TLS files re-read) to match; `admin`, `access_log` and
     /// `limits.max_connections` need a restart. Must run inside the runtime.
     pub fn apply(&self, new: Config) -> Result<u64> {
-        let _edit = self.edits.lock();
+        let _hold = self.shared.discovery.hold();
         self.apply_locked(new)
     }
 
-    /// [`Handle::apply`] with `edits` already held.
+    /// [`Handle::apply`] with [`crate::discover::Discovery::hold`] held:
+    /// one generation change at a time (reloads, runtime edits, DNS).
     fn apply_locked(&self, new: Config) -> Result<u64> {
         new.check()?;
-        // Servers found over DNS carry over; a DNS change waits meanwhile.
-        let _dns = self.shared.discovery.hold();
+        // Servers found over DNS carry over.
         let new = self.shared.discovery.adopt(new);
         let old = self.shared.current.load_full();
         if new.admin != old.config.admin
@@ -320,10 +313,7 @@ impl Handle {
         let plan =
             self.listeners
                 .prepare(&new.listeners, new.timeouts.client_header, &self.shared)?;
-        let gen = Generation::new(new, Some(&old), self.shared.shutdown.child(), old.workers);
-        crate::health::start(&gen);
-        let n = gen.number;
-        self.shared.current.store(Arc::new(gen));
+        let n = self.shared.install(new, &old);
         self.listeners.commit(plan, &self.shared);
         old.tasks.trigger();
         Ok(n)
@@ -337,7 +327,7 @@ impl Handle {
     /// Change one upstream's servers (see [`crate::servers`]) and swap the
     /// result in as the next generation. Returns the server's settings.
     pub fn edit_servers(&self, upstream: &str, edit: &ServerEdit) -> Result<serde_json::Value> {
-        let _edit = self.edits.lock();
+        let _hold = self.shared.discovery.hold();
         let mut config = self.shared.current.load().config.clone();
         let shown = servers::apply(&mut config, upstream, edit)?;
         let n = self.apply_locked(config)?;

@@ -212,7 +212,7 @@ fn str_field(v: &Value, key: &str) -> Result<String, String> {
     }
 }
 
-fn bool_field(v: &Value, key: &str) -> Result<Option<bool>, String> {
+pub(crate) fn bool_field(v: &Value, key: &str) -> Result<Option<bool>, String> {
     match &v[key] {
         Value::Null => Ok(None),
         Value::Bool(b) => Ok(Some(*b)),
@@ -253,6 +253,20 @@ fn immutable(s: &ServerConfig) -> Result<(), EditError> {
     }
 }
 
+/// The index of the server `address` names in `upstream`'s `servers`, if
+/// there is one and it may be edited (not found over DNS).
+fn existing(servers: &[ServerConfig], upstream: &str, address: &str) -> Result<usize, EditError> {
+    let Some(i) = find(servers, address) else {
+        let listed: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
+        return Err(EditError::NotFound(format!(
+            "upstream {upstream:?} has no server {address:?} (servers: {})",
+            listed.join(", ")
+        )));
+    };
+    immutable(&servers[i])?;
+    Ok(i)
+}
+
 /// Apply `edit` to `upstream` in `config`. Returns the edited server's
 /// entry as `/status` shows its settings, or an error a person can read
 /// (unknown upstream or server, a duplicate, the last primary server).
@@ -263,13 +277,6 @@ pub fn apply(config: &mut Config, upstream: &str, edit: &ServerEdit) -> Result<V
             "no upstream {upstream:?} (upstreams: {})",
             known.join(", ")
         )));
-    };
-    let listed = |u: &crate::config::UpstreamConfig| {
-        u.servers
-            .iter()
-            .map(|s| s.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
     };
     let hashed = matches!(
         u.strategy,
@@ -302,24 +309,12 @@ pub fn apply(config: &mut Config, upstream: &str, edit: &ServerEdit) -> Result<V
             Ok(shown)
         }
         ServerEdit::Set { address, changes } => {
-            let Some(i) = find(&u.servers, address) else {
-                return Err(EditError::NotFound(format!(
-                    "upstream {upstream:?} has no server {address:?} (servers: {})",
-                    listed(u)
-                )));
-            };
-            immutable(&u.servers[i])?;
+            let i = existing(&u.servers, upstream, address)?;
             changes.apply(&mut u.servers[i]);
             Ok(server_json(&u.servers[i]))
         }
         ServerEdit::Remove { address } => {
-            let Some(i) = find(&u.servers, address) else {
-                return Err(EditError::NotFound(format!(
-                    "upstream {upstream:?} has no server {address:?} (servers: {})",
-                    listed(u)
-                )));
-            };
-            immutable(&u.servers[i])?;
+            let i = existing(&u.servers, upstream, address)?;
             if !u.servers[i].backup && u.servers.iter().filter(|s| !s.backup).count() == 1 {
                 return Err(EditError::Invalid(format!(
                     "{} is the last primary server of upstream {upstream:?}: add another first, or mark it down",

@@ -79,14 +79,25 @@ impl Generation {
 }
 
 impl Shared {
+    /// Make `config` the running generation after `old` (servers that stay
+    /// keep their state), start its health checks; its number. Callers hold
+    /// [`crate::discover::Discovery::hold`].
+    pub fn install(&self, config: Config, old: &Generation) -> u64 {
+        let gen = Generation::new(config, Some(old), self.shutdown.child(), old.workers);
+        crate::health::start(&gen);
+        let n = gen.number;
+        self.current.store(Arc::new(gen));
+        n
+    }
+
     /// The `/status` JSON: the generation's upstreams and counters, plus
     /// the keep-alive connections between requests (nginx's "Waiting"):
     /// those waiting in their tasks and those parked without one.
     pub fn status_json(&self) -> serde_json::Value {
-        let mut v = self.current.load().status_json(&self.metrics);
+        let gen = self.current.load();
+        let mut v = gen.status_json(&self.metrics);
         v["idle_connections"] = self.idle.iter().map(|s| s.len()).sum::<usize>().into();
         v["parked_connections"] = self.parked.iter().map(|p| p.len()).sum::<usize>().into();
-        let gen = self.current.load();
         if !gen.config.discovery.is_empty() {
             v["discovery"] = self.discovery.status_json(&gen.config);
         }

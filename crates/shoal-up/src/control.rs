@@ -149,13 +149,9 @@ pub async fn handle(t: &Topology, req: Value) -> Value {
         }
         // Runtime server changes go to the topology's proxy.
         Some("add-server" | "set-server" | "drain-server" | "remove-server") => {
-            let proxy = t.parts.views().into_iter().find_map(|(_, v)| match v {
-                View::Proxy { handle, .. } => Some(handle),
-                _ => None,
-            });
-            match proxy {
-                Some(h) => h.control(&req),
-                None => err("this topology has no [proxy]"),
+            match t.reloader.view("proxy") {
+                Some(View::Proxy { handle, .. }) => handle.control(&req),
+                _ => err("this topology has no [proxy]"),
             }
         }
         Some(other) => err(format!(
