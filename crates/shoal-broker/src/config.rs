@@ -215,6 +215,13 @@ pub struct Accounts {
     pub permissions: HashMap<(String, String), Permission>,
 }
 
+impl Accounts {
+    /// What `user` may do in `vhost` (none: may not use it).
+    pub fn permission(&self, user: &str, vhost: &str) -> Option<&Permission> {
+        self.permissions.get(&(user.to_string(), vhost.to_string()))
+    }
+}
+
 impl Config {
     /// The users and permissions of this configuration.
     pub fn accounts(&self) -> Accounts {

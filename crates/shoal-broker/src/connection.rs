@@ -12,11 +12,9 @@ mod content;
 mod handshake;
 mod permissions;
 
-pub use permissions::PERMISSION_CACHE;
-
 use crate::codec::{decode, Inbound};
 use crate::config::Access;
-use crate::error::{code, AmqpError, AmqpResult};
+use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::Dest;
 use crate::fastpath::{Fast, Head};
 use crate::message::Message;
@@ -463,23 +461,13 @@ impl Conn {
                 _ = closer.notify.notified(), if self.state != State::Closing => {
                     let reason = closer.reason.lock().take().unwrap_or_default();
                     tracing::info!(peer = %self.peer, user = %self.user, vhost = %self.vhost_name, %reason, "closing connection");
-                    self.hard_close(AmqpError {
-                        code: code::CONNECTION_FORCED,
-                        text: format!("CONNECTION_FORCED - {reason}"),
-                        class_id: 0,
-                        method_id: 0,
-                        hard: true,
-                    });
+                    self.hard_close(AmqpError::connection_forced(reason));
                     closing_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                 }
                 _ = &mut cancelled, if self.state != State::Closing => {
-                    self.hard_close(AmqpError {
-                        code: code::CONNECTION_FORCED,
-                        text: "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'".into(),
-                        class_id: 0,
-                        method_id: 0,
-                        hard: true,
-                    });
+                    self.hard_close(AmqpError::connection_forced(
+                        "broker forced connection closure with reason 'shutdown'",
+                    ));
                     closing_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                 }
             }

@@ -76,9 +76,9 @@ fn refusal(key: &str, v: &AMQPValue, args: &FieldTable) -> Option<String> {
                 Ok(())
             }
         }),
-        "x-overflow" => text(v).and_then(|s| match s {
-            "drop-head" | "reject-publish" | "reject-publish-dlx" => Ok(()),
-            _ => Err("invalid_overflow".to_string()),
+        "x-overflow" => text(v).and_then(|s| match crate::queue::Overflow::from_name(s) {
+            Some(_) => Ok(()),
+            None => Err("invalid_overflow".to_string()),
         }),
         "x-queue-mode" => text(v).and_then(|s| match s {
             "default" | "lazy" => Ok(()),

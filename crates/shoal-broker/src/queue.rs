@@ -55,6 +55,18 @@ pub enum Overflow {
     RejectPublishDlx,
 }
 
+impl Overflow {
+    /// The `x-overflow` / policy `overflow` value RabbitMQ knows by `name`.
+    pub fn from_name(name: &str) -> Option<Overflow> {
+        match name {
+            "drop-head" => Some(Overflow::DropHead),
+            "reject-publish" => Some(Overflow::RejectPublish),
+            "reject-publish-dlx" => Some(Overflow::RejectPublishDlx),
+            _ => None,
+        }
+    }
+}
+
 /// Parsed `x-` arguments of a queue.
 #[derive(Debug, Clone, Default)]
 pub struct QueueArgs {
@@ -95,11 +107,9 @@ impl QueueArgs {
     pub fn parse(args: &FieldTable) -> AmqpResult<QueueArgs> {
         let overflow = match args.inner().get("x-overflow") {
             None => None,
-            Some(v) => Some(match value_as_str(v) {
-                Some("drop-head") => Overflow::DropHead,
-                Some("reject-publish") => Overflow::RejectPublish,
-                Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
-                _ => {
+            Some(v) => Some(match value_as_str(v).and_then(Overflow::from_name) {
+                Some(o) => o,
+                None => {
                     return Err(AmqpError::precondition_failed(format!(
                         "invalid arg 'x-overflow' for queue: {v:?}"
                     )))

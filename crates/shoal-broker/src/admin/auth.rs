@@ -130,9 +130,7 @@ impl Caller {
 
     /// Its permissions in `vhost`.
     pub fn permission(&self, vhost: &str) -> Option<&Permission> {
-        self.accounts
-            .permissions
-            .get(&(self.name.clone(), vhost.to_string()))
+        self.accounts.permission(&self.name, vhost)
     }
 
     /// 401 (not_authorised) unless it may use `vhost` at all (has permissions there).

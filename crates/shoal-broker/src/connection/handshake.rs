@@ -106,8 +106,7 @@ impl Conn {
                 let perm = self
                     .broker
                     .accounts()
-                    .permissions
-                    .get(&(self.user.clone(), name.clone()))
+                    .permission(&self.user, &name)
                     .cloned();
                 let Some(perm) = perm else {
                     return Err(AmqpError::not_allowed(format!(

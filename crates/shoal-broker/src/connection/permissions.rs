@@ -54,8 +54,7 @@ impl Conn {
             self.permission = self
                 .broker
                 .accounts()
-                .permissions
-                .get(&(self.user.clone(), self.vhost_name.clone()))
+                .permission(&self.user, &self.vhost_name)
                 .cloned();
         }
         if self

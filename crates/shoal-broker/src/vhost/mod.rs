@@ -23,7 +23,7 @@ mod routing;
 
 pub use api_get::{AckMode, Got};
 pub use declare::reserved_queue_name;
-pub use policy::{effective_args, Policy};
+pub use policy::Policy;
 pub use reply::{REPLY_TO, REPLY_TO_PREFIX};
 
 use delivery::load;

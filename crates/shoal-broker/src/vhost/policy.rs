@@ -94,9 +94,9 @@ fn check_setting(key: &str, v: &Value) -> Result<(), String> {
         "max-length-bytes" => non_negative("maximum length in bytes"),
         "dead-letter-exchange" => text("dead letter exchange name"),
         "dead-letter-routing-key" => text("dead letter exchange routing key"),
-        "overflow" => match v.as_str() {
-            Some("drop-head" | "reject-publish" | "reject-publish-dlx") => Ok(()),
-            _ => Err(format!("{} is not a valid overflow value", erl(v))),
+        "overflow" => match v.as_str().and_then(Overflow::from_name) {
+            Some(_) => Ok(()),
+            None => Err(format!("{} is not a valid overflow value", erl(v))),
         },
         _ => Ok(()),
     }
@@ -233,12 +233,10 @@ pub fn effective_args(arguments: &FieldTable, policy: Option<&Policy>) -> QueueA
     a.max_length = lower(a.max_length, num("max-length"));
     a.max_length_bytes = lower(a.max_length_bytes, num("max-length-bytes"));
     if a.overflow.is_none() {
-        a.overflow = match def.get("overflow").and_then(Value::as_str) {
-            Some("drop-head") => Some(Overflow::DropHead),
-            Some("reject-publish") => Some(Overflow::RejectPublish),
-            Some("reject-publish-dlx") => Some(Overflow::RejectPublishDlx),
-            _ => None,
-        };
+        a.overflow = def
+            .get("overflow")
+            .and_then(Value::as_str)
+            .and_then(Overflow::from_name);
     }
     if a.dlx.is_none() {
         a.dlx = text("dead-letter-exchange");
