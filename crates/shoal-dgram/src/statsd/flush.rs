@@ -401,7 +401,9 @@ impl State {
         snap: &mut Snapshot,
     ) {
         let delete = self.rules.delete_timers;
-        let (rules, mapper) = (&self.rules, &self.mapper);
+        // Owned, so that new series can go through `admit` below.
+        let (rules, mapper) = (self.rules.clone(), self.mapper.clone());
+        let (rules, mapper) = (&rules, &mapper);
         let when = Flushed { secs, at };
         // The windows of summaries shared by several names, taken out and
         // put back for the series that still have a name.
@@ -442,11 +444,8 @@ impl State {
             ));
             true
         });
-        let room = self.rules.max_series.saturating_sub(self.series());
-        let mut new = Vec::new();
         for (k, t) in now {
-            if new.len() >= room {
-                self.series_dropped += 1;
+            if !self.admit() {
                 continue;
             }
             let mut totals = TimerTotals {
@@ -458,7 +457,7 @@ impl State {
                 k.clone(),
                 timer_out(t, when, &rules.percentiles, &mut totals, obs),
             ));
-            new.push((k, totals));
+            self.timers.insert(k, totals);
         }
         // A window is shown once all its names are in.
         for (id, (st, keys)) in shared {
@@ -466,7 +465,6 @@ impl State {
             mapped::show(&mut snap.mapped_summaries, &keys, st.output());
             self.mapped_summaries.insert(id, st);
         }
-        self.timers.extend(new);
     }
 
     fn flush_sets(&mut self, mut now: HashMap<String, HashSet<u64>>, at: u64, snap: &mut Snapshot) {
