@@ -10,6 +10,13 @@
 //! hold, records are written at once. Acknowledgements alone are not worth
 //! a wake-up: they go with the next records, or after [`ACK_WRITE_AFTER`].
 //!
+//! Segments are zero-filled ahead of their records ([`ZERO_AHEAD`]), as
+//! PostgreSQL does for its WAL: an `fdatasync` of records written inside a
+//! file's length only flushes their data, where one that grows the file
+//! must also write its inode (one more device write and wait per sync, a
+//! quarter of a sync's CPU time on ext4). Recovery stops at the zero tail
+//! (no record has length 0).
+//!
 //! A batch is all or nothing. When a write or an fsync fails (ENOSPC, EIO):
 //! every file the batch touched is truncated back to its length before the
 //! batch, so no torn record is left in the middle of a segment and nothing
@@ -42,12 +49,46 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 /// on records that were never confirmed.
 const RETRIES_AT_CLOSE: u32 = 5;
 
+/// How far ahead of its records a segment file is zero-filled: one inode
+/// write per this many bytes of records instead of one per sync.
+const ZERO_AHEAD: u64 = 256 << 10;
+
+/// Chunks at least this large are not followed by a zero fill: their sync
+/// is dominated by their own data, and zeros would add to it.
+const ZERO_AHEAD_MAX_CHUNK: usize = 64 << 10;
+
 /// An open segment or acknowledgement file and the length of what has been
 /// written to it (the file itself may hold more after a failed write, until
 /// it is truncated back).
 struct Tracked {
     file: File,
     len: u64,
+    /// Where the file ends: `len` plus any zero fill after it.
+    zeroed: u64,
+}
+
+impl Tracked {
+    /// Zero-fill the file from `len` to a little past it, unless it already
+    /// extends that far. Best effort: on a failure (a nearly full disk) the
+    /// fill is cut off again, so the records themselves get the room.
+    fn zero_ahead(&mut self) {
+        if self.zeroed >= self.len + ZERO_AHEAD / 4 {
+            return;
+        }
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let target = (self.len / ZERO_AHEAD + 2) * ZERO_AHEAD;
+        let mut at = self.len.max(self.zeroed);
+        while at < target {
+            let n = (target - at).min(ZEROS.len() as u64) as usize;
+            if self.file.write_all_at(&ZEROS[..n], at).is_err() {
+                let _ = self.file.set_len(self.len);
+                self.zeroed = self.len;
+                return;
+            }
+            at += n as u64;
+        }
+        self.zeroed = target;
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -95,7 +136,11 @@ impl Files {
                     .open(&path)?;
                 let len = file.metadata()?.len();
                 *created |= !existed;
-                Ok(e.insert(Tracked { file, len }))
+                Ok(e.insert(Tracked {
+                    file,
+                    len,
+                    zeroed: len,
+                }))
             }
         }
     }
@@ -109,6 +154,7 @@ impl Files {
             for (key, len) in before {
                 if let Some(t) = self.open.get_mut(&key) {
                     t.len = len;
+                    t.zeroed = len;
                     if let Err(e) = t.file.set_len(len) {
                         // The retry writes at the same positions, so what is
                         // left past `len` is overwritten before it is synced.
@@ -132,6 +178,10 @@ impl Files {
             before.entry((Kind::Segment, c.seg)).or_insert(t.len);
             t.file.write_all_at(&c.bytes, c.start)?;
             t.len = t.len.max(c.start + c.bytes.len() as u64);
+            t.zeroed = t.zeroed.max(t.len);
+            if c.bytes.len() < ZERO_AHEAD_MAX_CHUNK {
+                t.zero_ahead();
+            }
             if !segs.contains(&c.seg) {
                 segs.push(c.seg);
             }
