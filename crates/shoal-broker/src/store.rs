@@ -770,13 +770,21 @@ mod tests {
             last = seq;
         }
         wait_bounded(&s, last).await;
+        // The fill is written once the syncer has nothing else to do.
         let seg = first.unwrap().seg;
         let records = s.inner.lock().cur_len;
-        let on_disk = std::fs::metadata(seg_path(dir.path(), seg)).unwrap().len();
-        assert!(
-            on_disk > records,
-            "the segment is not zero-filled past its records ({on_disk} bytes for {records})"
-        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let on_disk = std::fs::metadata(seg_path(dir.path(), seg)).unwrap().len();
+            if on_disk > records {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the segment is not zero-filled past its records ({on_disk} bytes for {records})"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         s.close();
         drop(s);
         let (s2, rec) = Store::open(dir.path()).unwrap();
