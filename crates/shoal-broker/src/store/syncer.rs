@@ -359,10 +359,14 @@ pub(super) fn run(store: &Arc<Store>) {
                 let mut g = store.inner.lock();
                 g.inflight.clear();
                 g.roll_if_reclaimable(false);
-                let idle = g.batch.msgs.is_empty();
+                // Nothing else to write: fill ahead in the segment that
+                // takes the next records (not one just rolled away from).
+                let fill = g.batch.msgs.is_empty()
+                    && batch.msgs.last().is_some_and(|c| c.seg == g.cur_seg);
+                let seg = g.cur_seg;
                 drop(g);
-                if let (true, Some(last)) = (idle, batch.msgs.last()) {
-                    files.fill_ahead(last.seg);
+                if fill {
+                    files.fill_ahead(seg);
                 }
             }
             Err(e) => {
