@@ -24,28 +24,49 @@ struct Dns {
     _dir: tempfile::TempDir,
 }
 
+/// A loopback port below the ephemeral range (32768 and up here) that is
+/// free for TCP and UDP now; `attempt` moves the search on.
+fn free_dns_port(attempt: u16) -> u16 {
+    // Tests of this binary run at once: each call starts somewhere else.
+    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let start = 20_000 + (std::process::id() as u16 % 4_000) + call * 101 + attempt * 997;
+    (0..12_000u16)
+        .map(|i| 20_000 + (start - 20_000 + i) % 12_000)
+        .find(|&p| {
+            std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+                && std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
+        })
+        .expect("no free loopback port below 32000")
+}
+
 impl Dns {
     async fn start(hosts: &str, records: &[String]) -> Dns {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hosts");
         std::fs::write(&path, hosts).unwrap();
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let mut d = Dns {
-            port,
+            port: 0,
             hosts: path,
             records: records.to_vec(),
             child: None,
             _dir: dir,
         };
-        d.spawn().await;
-        d
+        // A port the kernel never hands out as an ephemeral one (a client
+        // socket of a test running alongside could hold that for TCP or
+        // UDP), free for both; another one if dnsmasq still cannot bind it.
+        for attempt in 0..5 {
+            d.port = free_dns_port(attempt);
+            if d.spawn().await {
+                return d;
+            }
+            d.stop();
+        }
+        panic!("dnsmasq did not start on 127.0.0.1 (last port tried {})", d.port);
     }
 
-    async fn spawn(&mut self) {
+    /// Start dnsmasq on `self.port`; whether it came up.
+    async fn spawn(&mut self) -> bool {
         // Debian installs it in /usr/sbin, which a user's PATH may lack.
         let bin = ["/usr/sbin/dnsmasq", "/usr/local/sbin/dnsmasq"]
             .into_iter()
@@ -67,11 +88,10 @@ impl Dns {
         self.child = Some(child);
         // Ready when its TCP socket accepts.
         let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        let up = eventually(10, || async {
+        eventually(10, || async {
             tokio::net::TcpStream::connect(addr).await.is_ok()
         })
-        .await;
-        assert!(up, "dnsmasq did not start on {addr}");
+        .await
     }
 
     /// Rewrite the hosts file and make dnsmasq re-read it.
@@ -93,7 +113,8 @@ impl Dns {
     async fn restart(&mut self, records: &[String]) {
         self.stop();
         self.records = records.to_vec();
-        self.spawn().await;
+        let up = self.spawn().await;
+        assert!(up, "dnsmasq did not restart on 127.0.0.1:{}", self.port);
     }
 }
 
