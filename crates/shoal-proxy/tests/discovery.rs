@@ -62,7 +62,10 @@ impl Dns {
             }
             d.stop();
         }
-        panic!("dnsmasq did not start on 127.0.0.1 (last port tried {})", d.port);
+        panic!(
+            "dnsmasq did not start on 127.0.0.1 (last port tried {})",
+            d.port
+        );
     }
 
     /// Start dnsmasq on `self.port`; whether it came up.
