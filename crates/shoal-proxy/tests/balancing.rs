@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use std::collections::HashMap;
 use std::time::Duration;
 
 fn lb(servers: &str, strategy: &str) -> String {
@@ -25,16 +24,6 @@ async fn backends(names: &[&str]) -> (Vec<Backend>, String) {
         .map(|b| format!("{{ address = \"{}\" }}", b.addr))
         .collect();
     (bs, list.join(", "))
-}
-
-async fn tally(c: &HttpClient, p: &Proxy, n: usize) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    for _ in 0..n {
-        let (s, body) = get(c, p.addr, "localhost", "/").await;
-        assert_eq!(s, 200, "{body}");
-        *m.entry(body).or_default() += 1;
-    }
-    m
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,9 +6,10 @@
 //! this dnsmasq; nothing leaves 127.0.0.0/8.
 
 mod common;
+#[path = "../../shoal/tests/cluster_support/ports.rs"]
+mod ports;
 
 use common::*;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -24,22 +25,6 @@ struct Dns {
     _dir: tempfile::TempDir,
 }
 
-/// A loopback port below the ephemeral range (32768 and up here) that is
-/// free for TCP and UDP now; `attempt` moves the search on.
-fn free_dns_port(attempt: u16) -> u16 {
-    // Tests of this binary run at once: each call starts somewhere else.
-    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
-    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let start = 20_000 + (std::process::id() as u16 % 4_000) + call * 101 + attempt * 997;
-    (0..12_000u16)
-        .map(|i| 20_000 + (start - 20_000 + i) % 12_000)
-        .find(|&p| {
-            std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
-                && std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
-        })
-        .expect("no free loopback port below 32000")
-}
-
 impl Dns {
     async fn start(hosts: &str, records: &[String]) -> Dns {
         let dir = tempfile::tempdir().unwrap();
@@ -52,11 +37,11 @@ impl Dns {
             child: None,
             _dir: dir,
         };
-        // A port the kernel never hands out as an ephemeral one (a client
-        // socket of a test running alongside could hold that for TCP or
-        // UDP), free for both; another one if dnsmasq still cannot bind it.
-        for attempt in 0..5 {
-            d.port = free_dns_port(attempt);
+        // A port free for TCP and UDP below the ephemeral range (a client
+        // socket of a test running alongside could hold one in it);
+        // another one if dnsmasq still cannot bind it.
+        for _ in 0..5 {
+            d.port = ports::free_port();
             if d.spawn().await {
                 return d;
             }
@@ -149,16 +134,6 @@ fn proxy_toml(dns: u16, servers: &str, extra: &str) -> String {
     format!(
         "workers = 1\n\n[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[resolver]\nnameservers = [\"127.0.0.1:{dns}\"]\nvalid = \"1s\"\ntimeout = \"1s\"\n\n[upstreams.web]\n{extra}servers = [ {servers} ]\n\n[[routes]]\nupstream = \"web\"\n"
     )
-}
-
-async fn tally(c: &HttpClient, p: &Proxy, n: usize) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    for _ in 0..n {
-        let (s, body) = get(c, p.addr, "localhost", "/").await;
-        assert_eq!(s, 200, "{body}");
-        *m.entry(body).or_default() += 1;
-    }
-    m
 }
 
 /// The discovered servers of upstream `web`: (address, from, backup).

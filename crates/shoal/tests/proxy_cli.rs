@@ -8,7 +8,7 @@ mod proxy_support;
 
 use proxy_support::*;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -257,11 +257,8 @@ fn a_server_found_over_dns_shows_its_source_in_check_ctl_status_and_metrics() {
     let dir = tmp.0.clone();
     let hosts = dir.join("hosts");
     std::fs::write(&hosts, "127.0.0.1 web.internal\n").unwrap();
-    let dns_port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Free for TCP and UDP, below the ephemeral range: dnsmasq binds both.
+    let dns_port = free_port();
     let _dns = dnsmasq(dns_port, &hosts);
     let (_node, web) = node_host("one");
 

@@ -394,3 +394,19 @@ where
     }
     false
 }
+
+/// `n` GETs of `/` through `p` (each must be a 200): how many times each
+/// body was answered.
+pub async fn tally(
+    c: &HttpClient,
+    p: &Proxy,
+    n: usize,
+) -> std::collections::HashMap<String, usize> {
+    let mut m = std::collections::HashMap::new();
+    for _ in 0..n {
+        let (s, body) = get(c, p.addr, "localhost", "/").await;
+        assert_eq!(s, 200, "{body}");
+        *m.entry(body).or_default() += 1;
+    }
+    m
+}

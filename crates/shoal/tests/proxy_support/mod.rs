@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -42,13 +42,10 @@ impl Drop for TempDir {
     }
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "../cluster_support/ports.rs"]
+mod ports;
+#[allow(unused_imports)]
+pub use ports::free_port;
 
 /// The shoal binary with its control sockets in `runtime`.
 pub fn shoal(runtime: &Path) -> Command {
