@@ -253,10 +253,11 @@ impl Default for Config {
 /// `pattern` compiled to match whole names; an invalid one is refused
 /// with the parser's reason (e.g. "unclosed group").
 pub(crate) fn anchored(pattern: &str) -> Result<Regex, String> {
-    unanchored(&format!("^(?:{pattern})$")).map_err(|e| match syntax_error(pattern) {
-        Some(why) => why,
-        None => e,
-    })
+    // The pattern itself is checked: wrapped, `a)|(b` would balance.
+    if let Some(why) = syntax_error(pattern) {
+        return Err(why);
+    }
+    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| e.to_string())
 }
 
 /// `pattern` compiled to match anywhere in a name (RabbitMQ's policy
@@ -457,6 +458,18 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+
+    /// A pattern that is only valid once wrapped in `^(?:...)$` is
+    /// refused: `a)|(b` would otherwise match any name starting with `a`.
+    #[test]
+    fn anchored_patterns_are_checked_before_they_are_wrapped() {
+        for bad in ["a)|(b", ")(", "(a"] {
+            assert!(super::anchored(bad).is_err(), "{bad:?} was accepted");
+        }
+        let ok = super::anchored("amq\\..*|app-[0-9]+").unwrap();
+        assert!(ok.is_match("amq.direct") && ok.is_match("app-7"));
+        assert!(!ok.is_match("xamq.direct") && !ok.is_match("app-7x"));
+    }
     use super::*;
 
     #[test]

@@ -102,13 +102,12 @@ impl AmqpError {
             hard,
         }
     }
-    /// 404 NOT_FOUND (channel).
     /// 320: the broker closes the connection (an operator's action or a
     /// shutdown); `t` is the reason, cut to what a short string holds.
     pub fn connection_forced(t: impl fmt::Display) -> Self {
         Self::new(code::CONNECTION_FORCED, "CONNECTION_FORCED", t, true)
     }
-
+    /// 404 NOT_FOUND (channel).
     pub fn not_found(t: impl fmt::Display) -> Self {
         Self::new(code::NOT_FOUND, "NOT_FOUND", t, false)
     }
