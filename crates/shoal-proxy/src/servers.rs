@@ -232,12 +232,20 @@ fn u64_field(v: &Value, key: &str) -> Result<Option<u64>, String> {
 }
 
 /// Which of `servers` `address` names: the one written the same way, else
-/// the one at the address it resolves to.
-fn find(servers: &[ServerConfig], address: &str) -> Option<usize> {
+/// the one at `resolved` (what `address` resolves to, when the caller has
+/// it already; looked up here only when needed).
+fn find(
+    servers: &[ServerConfig],
+    address: &str,
+    resolved: Option<std::net::SocketAddr>,
+) -> Option<usize> {
     if let Some(i) = servers.iter().position(|s| s.name == address) {
         return Some(i);
     }
-    let addr = resolve(address).ok()?;
+    let addr = match resolved {
+        Some(a) => a,
+        None => resolve(address).ok()?,
+    };
     servers.iter().position(|s| s.address == addr)
 }
 
@@ -256,7 +264,7 @@ fn immutable(s: &ServerConfig) -> Result<(), EditError> {
 /// The index of the server `address` names in `upstream`'s `servers`, if
 /// there is one and it may be edited (not found over DNS).
 fn existing(servers: &[ServerConfig], upstream: &str, address: &str) -> Result<usize, EditError> {
-    let Some(i) = find(servers, address) else {
+    let Some(i) = find(servers, address, None) else {
         let listed: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();
         return Err(EditError::NotFound(format!(
             "upstream {upstream:?} has no server {address:?} (servers: {})",
@@ -289,7 +297,7 @@ pub fn apply(config: &mut Config, upstream: &str, edit: &ServerEdit) -> Result<V
             changes,
         } => {
             let addr = resolve(address).map_err(EditError::Invalid)?;
-            if let Some(i) = find(&u.servers, address) {
+            if let Some(i) = find(&u.servers, address, Some(addr)) {
                 return Err(EditError::Conflict(format!(
                     "upstream {upstream:?} already has server {} (change it with set-server)",
                     u.servers[i].name
