@@ -31,17 +31,23 @@ pub fn is_js_space(c: char) -> bool {
     )
 }
 
+/// Whether statsd keeps byte `b` as it is (`[A-Za-z0-9_.;=-]`): the one
+/// definition of the set, for characters, names and the parser's table.
+#[inline]
+pub const fn is_kept_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b';' | b'=')
+}
+
 /// Whether statsd keeps `c` as it is.
 #[inline]
 pub fn is_kept(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ';' | '=')
+    c.is_ascii() && is_kept_byte(c as u8)
 }
 
 /// Whether `s` is already clean (the common case: copied as it is).
 #[inline]
 fn is_plain(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b';' | b'='))
+    s.bytes().all(is_kept_byte)
 }
 
 /// The cleaner's state over a stream of characters.

@@ -354,13 +354,13 @@ fn number(s: &str) -> Option<f64> {
     s.parse::<f64>().ok().filter(|v| v.is_finite())
 }
 
-/// Bytes statsd keeps in a name as they are (`[A-Za-z0-9_.;=-]`).
+/// [`super::name::is_kept_byte`] as a table, for the parser's scan.
 const KEPT: [bool; 256] = {
     let mut t = [false; 256];
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b';' | b'=');
+        t[b] = super::name::is_kept_byte(c);
         b += 1;
     }
     t
