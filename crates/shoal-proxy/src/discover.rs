@@ -274,6 +274,17 @@ struct Entry {
     error: Option<String>,
 }
 
+impl Entry {
+    /// Not yet looked up; due at `due`.
+    fn new(due: Instant) -> Entry {
+        Entry {
+            hits: None,
+            due,
+            error: None,
+        }
+    }
+}
+
 /// The discovery state a running proxy shares (in [`Shared`]).
 pub struct Discovery {
     entries: Mutex<HashMap<Key, Entry>>,
@@ -340,11 +351,7 @@ impl Discovery {
         for s in &config.discovery {
             entries.entry(s.key()).or_insert_with(|| {
                 new = true;
-                Entry {
-                    hits: None,
-                    due: Instant::now(),
-                    error: None,
-                }
+                Entry::new(Instant::now())
             });
         }
         for (name, u) in config.upstreams.iter_mut() {
@@ -371,13 +378,9 @@ impl Discovery {
                 tracing::error!(error = %e, "cannot set up the DNS resolver");
                 let mut entries = self.entries.lock();
                 for s in sources {
-                    self.metrics.dns_lookups[2].fetch_add(1, Ordering::Relaxed);
+                    self.metrics.dns_lookups[query::FAILED].fetch_add(1, Ordering::Relaxed);
                     let due = Instant::now() + retry_after(settings);
-                    let en = entries.entry(s.key()).or_insert_with(|| Entry {
-                        hits: None,
-                        due,
-                        error: None,
-                    });
+                    let en = entries.entry(s.key()).or_insert_with(|| Entry::new(due));
                     en.error = Some(e.clone());
                     en.due = due;
                 }
@@ -395,11 +398,7 @@ impl Discovery {
         for (s, outcome) in sources.iter().zip(outcomes) {
             let now = Instant::now();
             let i = outcome.result_index();
-            let e = entries.entry(s.key()).or_insert_with(|| Entry {
-                hits: None,
-                due: now,
-                error: None,
-            });
+            let e = entries.entry(s.key()).or_insert_with(|| Entry::new(now));
             let (i, wait) = match outcome {
                 Outcome::Found { mut hits, ttl } => {
                     hits.sort();

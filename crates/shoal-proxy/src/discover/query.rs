@@ -39,13 +39,16 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// [`Outcome::result_index`] of a failed lookup.
+pub const FAILED: usize = 2;
+
 impl Outcome {
     /// Index into [`super::RESULTS`].
     pub fn result_index(&self) -> usize {
         match self {
             Outcome::Found { .. } => 0,
             Outcome::Empty(_) => 1,
-            Outcome::Failed(_) => 2,
+            Outcome::Failed(_) => FAILED,
         }
     }
 }
