@@ -13,9 +13,11 @@
 
 use crate::message::MessageRef;
 use amq_protocol::protocol::AMQPClass;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::mpsc::{error::SendError, UnboundedReceiver, UnboundedSender};
+use std::task::{Poll, Waker};
 use tokio::sync::Notify;
 
 /// One item for the writer.
@@ -98,39 +100,154 @@ impl Out {
 
 /// The sending side of a connection's writer queue; every item sent is
 /// weighed into the connection's [`Backlog`].
-#[derive(Clone, Debug)]
+///
+/// The queue is a locked list the writer takes whole (one lock per batch,
+/// not one per item as a channel costs). A send wakes the writer, except a
+/// publisher confirm that must wait for a store sync while the writer
+/// watches the store's syncs: the sync wakes it then, so a burst of
+/// confirmed persistent publishes costs the writer one wake-up (at the
+/// sync), not two (at the publish and again at the sync).
+#[derive(Debug)]
 pub struct Outbox {
-    tx: UnboundedSender<Out>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    queue: Mutex<Queue>,
     backlog: Arc<Backlog>,
+    /// Live [`Outbox`] handles; the writer's queue ends when none is left.
+    senders: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Out>,
+    /// The writer, waiting for items.
+    waker: Option<Waker>,
+    /// The writer has ended ([`Inbox`] dropped): sends fail.
+    closed: bool,
+    /// The writer looks at the queue after each store sync (see
+    /// [`Inbox::watch_syncs`]).
+    watching_syncs: bool,
+}
+
+/// The error of a send to a writer that has ended: the item, unsent.
+#[derive(Debug)]
+pub struct SendError(pub Out);
+
+impl Clone for Outbox {
+    fn clone(&self) -> Outbox {
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
+        Outbox {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last sender: the writer's wait ends (taken under the lock,
+            // after the count fell, so a writer about to wait sees one or
+            // the other).
+            let waker = self.shared.queue.lock().waker.take();
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
 }
 
 impl Outbox {
     /// A writer queue accounted in `backlog`: the sender, and the receiver
     /// for the writer task.
-    pub fn channel(backlog: Arc<Backlog>) -> (Outbox, UnboundedReceiver<Out>) {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        (Outbox { tx, backlog }, rx)
+    pub fn channel(backlog: Arc<Backlog>) -> (Outbox, Inbox) {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            backlog,
+            senders: AtomicUsize::new(1),
+        });
+        (
+            Outbox {
+                shared: shared.clone(),
+            },
+            Inbox { shared },
+        )
     }
 
     /// Queue `out` for the writer, counted in the backlog (a delivery in
     /// `pending`, a reply by weight in `replies`); fails once the writer has
     /// ended.
-    pub fn send(&self, out: Out) -> Result<(), SendError<Out>> {
-        // Counted before it is sent: the writer may take it and subtract
-        // it before `send` returns.
+    pub fn send(&self, out: Out) -> Result<(), SendError> {
+        self.push(out, |_| true).map(|_| ())
+    }
+
+    /// Queue a publisher confirm that may go out once the store has synced
+    /// `wait_seq` (0: at once). `synced` tells how far the store has
+    /// synced; it is asked only when the writer watches syncs, after the
+    /// confirm is queued: if that sync has already happened, no later one
+    /// may come to wake the writer, so this send wakes it.
+    pub fn send_confirm(
+        &self,
+        ch: u16,
+        tag: u64,
+        nack: bool,
+        wait_seq: u64,
+        synced: impl FnOnce() -> u64,
+    ) -> Result<(), SendError> {
+        let out = Out::Confirm {
+            ch,
+            tag,
+            nack,
+            wait_seq,
+        };
+        let lazy = self.push(out, |q| !q.watching_syncs || wait_seq == 0)?;
+        if lazy && synced() >= wait_seq {
+            self.wake();
+        }
+        Ok(())
+    }
+
+    /// Queue `out`, waking the writer if `wake` says so; true when it did
+    /// not (the writer will look at the queue at the next store sync).
+    fn push(&self, out: Out, wake: impl FnOnce(&Queue) -> bool) -> Result<bool, SendError> {
+        // Counted before it is queued: the writer may take it and subtract
+        // it before `push` returns.
         let w = out.weight();
         let delivery = matches!(out, Out::Deliver { .. });
         self.count(w, delivery, true);
-        self.tx
-            .send(out)
-            .inspect_err(|_| self.count(w, delivery, false))
+        let mut q = self.shared.queue.lock();
+        if q.closed {
+            drop(q);
+            self.count(w, delivery, false);
+            return Err(SendError(out));
+        }
+        q.items.push_back(out);
+        if !wake(&q) {
+            return Ok(true);
+        }
+        let waker = q.waker.take();
+        drop(q);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(false)
+    }
+
+    fn wake(&self) {
+        let waker = self.shared.queue.lock().waker.take();
+        if let Some(w) = waker {
+            w.wake();
+        }
     }
 
     fn count(&self, weight: usize, delivery: bool, add: bool) {
+        let backlog = &self.shared.backlog;
         let counter = if delivery {
-            &self.backlog.pending
+            &backlog.pending
         } else if weight > 0 {
-            &self.backlog.replies
+            &backlog.replies
         } else {
             return;
         };
@@ -140,6 +257,79 @@ impl Outbox {
         } else {
             counter.fetch_sub(n, Ordering::Relaxed);
         }
+    }
+}
+
+/// Append `from` to `into`, leaving `from` empty: a swap of the two lists
+/// when `into` is empty (the usual case), so no item is moved one by one.
+fn move_all(from: &mut VecDeque<Out>, into: &mut VecDeque<Out>) {
+    if into.is_empty() {
+        std::mem::swap(from, into);
+    } else {
+        into.append(from);
+    }
+}
+
+/// The writer's end of the queue.
+#[derive(Debug)]
+pub struct Inbox {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        let mut q = self.shared.queue.lock();
+        q.closed = true;
+        q.waker = None;
+        // What was queued is never written (as a dropped channel).
+        std::mem::take(&mut q.items);
+    }
+}
+
+impl Inbox {
+    /// Move everything queued to the end of `into`; false when nothing
+    /// was queued.
+    pub fn try_take(&mut self, into: &mut VecDeque<Out>) -> bool {
+        let mut q = self.shared.queue.lock();
+        if q.items.is_empty() {
+            return false;
+        }
+        move_all(&mut q.items, into);
+        true
+    }
+
+    /// Wait until something is queued and move it all to the end of `into`; false
+    /// once every [`Outbox`] is gone and nothing is left.
+    pub async fn take(&mut self, into: &mut VecDeque<Out>) -> bool {
+        std::future::poll_fn(|cx| {
+            let mut q = self.shared.queue.lock();
+            if !q.items.is_empty() {
+                move_all(&mut q.items, into);
+                return Poll::Ready(true);
+            }
+            if self.shared.senders.load(Ordering::Acquire) == 0 {
+                return Poll::Ready(false);
+            }
+            match &mut q.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                w => *w = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Whether the writer looks at the queue after every store sync, so
+    /// that confirms waiting for one are queued without waking it. Turning
+    /// it off is refused (false) while items are queued: one may be a
+    /// confirm queued without a wake-up, which the writer must see first.
+    pub fn watch_syncs(&mut self, on: bool) -> bool {
+        let mut q = self.shared.queue.lock();
+        if !on && !q.items.is_empty() {
+            return false;
+        }
+        q.watching_syncs = on;
+        true
     }
 }
 
@@ -235,15 +425,16 @@ mod tests {
             let backlog = backlog.clone();
             std::thread::spawn(move || {
                 let mut seen = 0;
+                let mut items = VecDeque::new();
                 while seen < N {
-                    match rx.try_recv() {
-                        Ok(item) => {
-                            let w = item.weight();
-                            assert!(backlog.replies.load(Ordering::Relaxed) >= w);
-                            backlog.replies_written(w);
-                            seen += 1;
-                        }
-                        Err(_) => std::hint::spin_loop(),
+                    if !rx.try_take(&mut items) {
+                        std::hint::spin_loop();
+                    }
+                    for item in items.drain(..) {
+                        let w = item.weight();
+                        assert!(backlog.replies.load(Ordering::Relaxed) >= w);
+                        backlog.replies_written(w);
+                        seen += 1;
                     }
                 }
             })

@@ -486,6 +486,11 @@ impl Store {
         self.synced.subscribe()
     }
 
+    /// The highest sequence number known to be on disk, now.
+    pub fn synced_seq(&self) -> u64 {
+        *self.synced.borrow()
+    }
+
     /// Segment count and live records.
     pub fn stats(&self) -> StoreStats {
         let g = self.inner.lock();

@@ -6,17 +6,17 @@
 //! reading) ends the writer, which ends the connection.
 
 use crate::codec::{put_content, put_deliver, put_frame, put_method};
-use crate::outbox::{Backlog, Kick, Out, OUTBOX_MAX};
+use crate::outbox::{Backlog, Inbox, Kick, Out, OUTBOX_MAX};
 use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{basic, AMQPClass};
 use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Parameters negotiated at connection.tune-ok, read by the writer.
 #[derive(Debug)]
@@ -64,6 +64,11 @@ impl Drop for EndGuard {
 
 const BATCH_BYTES: usize = 256 * 1024;
 
+/// Store syncs in a row that find nothing queued before the writer stops
+/// watching syncs (a publisher that stopped confirming, or a connection
+/// that never did, is then not woken by other connections' syncs).
+const IDLE_SYNCS: u32 = 16;
+
 fn flush_acks(buf: &mut Vec<u8>, pending: &mut FxHashMap<u16, (u64, u64)>) {
     for (ch, (first, last)) in pending.drain() {
         put_method(
@@ -81,7 +86,7 @@ fn flush_acks(buf: &mut Vec<u8>, pending: &mut FxHashMap<u16, (u64, u64)>) {
 /// true when it ended cleanly (not on a failed or stalled write).
 pub async fn run<W: AsyncWrite + Unpin>(
     mut w: W,
-    mut rx: UnboundedReceiver<Out>,
+    mut inbox: Inbox,
     params: Arc<WireParams>,
     backlog: Arc<Backlog>,
 ) -> bool {
@@ -90,8 +95,14 @@ pub async fn run<W: AsyncWrite + Unpin>(
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut kick: Option<Kick> = None;
     let mut synced: Option<tokio::sync::watch::Receiver<u64>> = None;
+    // Watching the store's syncs: confirms waiting for one are queued
+    // without waking this task (see `Outbox::send_confirm`).
+    let mut watching = false;
+    let mut idle_syncs = 0u32;
     // Confirms to coalesce, by channel (a fast Fx hash of the number).
     let mut acks: FxHashMap<u16, (u64, u64)> = FxHashMap::default();
+    // What was taken from the queue, in order.
+    let mut items: VecDeque<Out> = VecDeque::new();
     // Heartbeats go out when nothing else has for half the negotiated
     // interval. One timer for the connection: it is moved on when it fires
     // early (something was written since it was set), not re-armed per batch.
@@ -100,39 +111,55 @@ pub async fn run<W: AsyncWrite + Unpin>(
     let mut idle_since = tokio::time::Instant::now();
     loop {
         let hb = params.heartbeat.load(Ordering::Relaxed);
-        let first = if hb > 0 {
-            let every = Duration::from_millis(u64::from(hb) * 500);
-            loop {
-                if idle_since + every < heartbeat.deadline() {
-                    heartbeat.as_mut().reset(idle_since + every);
+        let every = Duration::from_millis(u64::from(hb) * 500);
+        if hb > 0 && idle_since + every < heartbeat.deadline() {
+            heartbeat.as_mut().reset(idle_since + every);
+        }
+        // Items left from a batch cut at BATCH_BYTES go first, before any
+        // wait.
+        if items.is_empty() {
+            let sync_seen = async {
+                match synced.as_mut() {
+                    Some(rx) if watching => rx.changed().await.is_ok(),
+                    _ => std::future::pending().await,
                 }
-                tokio::select! {
-                    biased;
-                    x = rx.recv() => break x,
-                    _ = &mut heartbeat => {
-                        let due = idle_since + every;
-                        if due <= tokio::time::Instant::now() {
-                            put_frame(&mut buf, &AMQPFrame::Heartbeat);
-                            if !put(&mut w, &buf, limit).await {
-                                return false;
-                            }
-                            buf.clear();
-                            idle_since = tokio::time::Instant::now();
-                        }
-                        heartbeat.as_mut().reset(idle_since + every);
+            };
+            tokio::select! {
+                biased;
+                more = inbox.take(&mut items) => {
+                    if !more {
+                        break;
                     }
                 }
+                ok = sync_seen => {
+                    // A sync: what it lets out is taken at the top of the loop;
+                    // nothing queued, several times in a row: stop watching.
+                    idle_syncs += 1;
+                    if (!ok || idle_syncs >= IDLE_SYNCS) && inbox.watch_syncs(false) {
+                        watching = false;
+                    }
+                    continue;
+                }
+                _ = &mut heartbeat, if hb > 0 => {
+                    let due = idle_since + every;
+                    if due <= tokio::time::Instant::now() {
+                        put_frame(&mut buf, &AMQPFrame::Heartbeat);
+                        if !put(&mut w, &buf, limit).await {
+                            return false;
+                        }
+                        buf.clear();
+                        idle_since = tokio::time::Instant::now();
+                    }
+                    heartbeat.as_mut().reset(idle_since + every);
+                    continue;
+                }
             }
-        } else {
-            rx.recv().await
-        };
-        let Some(first) = first else { break };
+        }
         let frame_max = params.frame_max.load(Ordering::Relaxed);
-        let mut item = Some(first);
         let mut close = false;
         let mut delivered = 0usize;
         let mut weight = 0usize;
-        while let Some(it) = item.take() {
+        while let Some(it) = items.pop_front() {
             weight += it.weight();
             match it {
                 Out::Confirm {
@@ -143,6 +170,10 @@ pub async fn run<W: AsyncWrite + Unpin>(
                 } => {
                     if wait_seq > 0 {
                         if let Some(rx) = synced.as_mut() {
+                            idle_syncs = 0;
+                            if !watching {
+                                watching = inbox.watch_syncs(true);
+                            }
                             if *rx.borrow() < wait_seq {
                                 flush_acks(&mut buf, &mut acks);
                                 if !buf.is_empty() {
@@ -250,7 +281,9 @@ pub async fn run<W: AsyncWrite + Unpin>(
             if close || buf.len() >= BATCH_BYTES {
                 break;
             }
-            item = rx.try_recv().ok();
+            if items.is_empty() {
+                inbox.try_take(&mut items);
+            }
         }
         flush_acks(&mut buf, &mut acks);
         if !buf.is_empty() {

@@ -286,12 +286,11 @@ impl Conn {
                     .confirmed
                     .fetch_add(1, Ordering::Relaxed);
             }
-            let _ = self.out.send(Out::Confirm {
-                ch,
-                tag: seq,
-                nack: res.rejected,
-                wait_seq: res.wait_seq,
-            });
+            let store = &self.store;
+            let synced = || store.as_ref().map_or(u64::MAX, |s| s.synced_seq());
+            let _ = self
+                .out
+                .send_confirm(ch, seq, res.rejected, res.wait_seq, synced);
         }
         Ok(())
     }
