@@ -312,3 +312,97 @@ pub async fn run<W: AsyncWrite + Unpin>(
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode, Inbound};
+    use crate::fastpath::Fast;
+    use crate::outbox::Outbox;
+    use bytes::BytesMut;
+    use tokio::io::AsyncReadExt;
+
+    /// The next `basic.ack` the writer sends: (tag, multiple); None if none
+    /// comes within half a second.
+    async fn next_ack(rd: &mut tokio::io::DuplexStream, buf: &mut BytesMut) -> Option<(u64, bool)> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+        loop {
+            while let Some(f) = decode(buf, 131_072).expect("the writer sent a bad frame") {
+                if let Inbound::Fast(1, Fast::Ack(a)) = f {
+                    return Some((a.delivery_tag, a.multiple));
+                }
+            }
+            match tokio::time::timeout_at(deadline, rd.read_buf(buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return None,
+            }
+        }
+    }
+
+    /// Confirms waiting for a store sync go out once the sync is done,
+    /// whether the writer was woken by the confirm or (watching syncs) only
+    /// by the sync; a confirm queued after the sync it waits for has
+    /// happened goes out at once, as no later sync may ever come.
+    #[tokio::test]
+    async fn confirms_go_out_once_synced_and_never_wait_for_a_sync_already_done() {
+        let (wr, mut rd) = tokio::io::duplex(1 << 16);
+        let backlog = Arc::new(Backlog::default());
+        let (out, inbox) = Outbox::channel(backlog.clone());
+        let params = Arc::new(WireParams {
+            frame_max: AtomicU32::new(131_072),
+            heartbeat: AtomicU32::new(0),
+            send_timeout: Duration::from_secs(5),
+        });
+        let writer = tokio::spawn(run(wr, inbox, params, backlog));
+        let (synced, watched) = tokio::sync::watch::channel(0u64);
+        out.send(Out::UseStore(watched)).unwrap();
+        let now = || *synced.borrow();
+        let mut buf = BytesMut::new();
+
+        // The first: the writer is not watching syncs yet; it is woken, and
+        // holds the confirm until the sync.
+        out.send_confirm(1, 1, false, 5, now).unwrap();
+        assert_eq!(
+            next_ack(&mut rd, &mut buf).await,
+            None,
+            "confirmed before its sync"
+        );
+        synced.send_replace(5);
+        assert_eq!(next_ack(&mut rd, &mut buf).await, Some((1, false)));
+
+        // Now watching: a confirm for a later sync is queued without a
+        // wake-up and goes out at that sync.
+        out.send_confirm(1, 2, false, 9, now).unwrap();
+        assert_eq!(
+            next_ack(&mut rd, &mut buf).await,
+            None,
+            "confirmed before its sync"
+        );
+        synced.send_replace(9);
+        assert_eq!(next_ack(&mut rd, &mut buf).await, Some((2, false)));
+
+        // The sync came before the confirm was queued: no sync is left to
+        // wake the writer, so the send does.
+        synced.send_replace(20);
+        tokio::task::yield_now().await;
+        out.send_confirm(1, 3, false, 15, now).unwrap();
+        assert_eq!(
+            next_ack(&mut rd, &mut buf).await,
+            Some((3, false)),
+            "a confirm whose sync was already done waited for another"
+        );
+
+        // A burst queued while watching goes out as one multiple ack.
+        for tag in 4..=10 {
+            out.send_confirm(1, tag, false, 30, now).unwrap();
+        }
+        synced.send_replace(30);
+        assert_eq!(next_ack(&mut rd, &mut buf).await, Some((10, true)));
+
+        drop(out);
+        assert!(
+            writer.await.unwrap(),
+            "the writer ends cleanly when its queue does"
+        );
+    }
+}
