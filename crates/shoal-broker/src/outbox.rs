@@ -1,7 +1,8 @@
 //! What a connection's writer task is asked to send: method frames, content
 //! deliveries (encoded by the writer, outside any lock), publisher confirms
-//! (held until the store has synced the message), heartbeats; and the
-//! [`Backlog`] of what is queued but not yet written, which bounds it.
+//! (held until the store has synced the message), heartbeats; the queue
+//! that carries them ([`Outbox`] to send, [`Inbox`] for the writer); and
+//! the [`Backlog`] of what is queued but not yet written, which bounds it.
 //!
 //! Two bounds, as RabbitMQ's flow control has: deliveries stop at
 //! [`OUTBOX_MAX`] per connection (the vhost holds the rest in the queue), and

@@ -69,6 +69,9 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// that never did, is then not woken by other connections' syncs).
 const IDLE_SYNCS: u32 = 16;
 
+/// Room for queued items kept between batches.
+const ITEMS_KEPT: usize = 4096;
+
 fn flush_acks(buf: &mut Vec<u8>, pending: &mut FxHashMap<u16, (u64, u64)>) {
     for (ch, (first, last)) in pending.drain() {
         put_method(
@@ -296,6 +299,11 @@ pub async fn run<W: AsyncWrite + Unpin>(
             idle_since = tokio::time::Instant::now();
         }
         backlog.replies_written(weight);
+        // The list is swapped with the queue's: after a burst of replies
+        // (up to REPLIES_HIGH of them) neither keeps its size for good.
+        if items.is_empty() && items.capacity() > ITEMS_KEPT {
+            items = VecDeque::new();
+        }
         if delivered > 0 {
             let left = backlog.pending.fetch_sub(delivered, Ordering::Relaxed) - delivered;
             if left < OUTBOX_MAX / 2 && backlog.starved.swap(false, Ordering::Relaxed) {
