@@ -281,9 +281,11 @@ impl Drop for Inbox {
     fn drop(&mut self) {
         let mut q = self.shared.queue.lock();
         q.closed = true;
-        q.waker = None;
-        // What was queued is never written (as a dropped channel).
-        std::mem::take(&mut q.items);
+        // What was queued is never written (as a dropped channel); it is
+        // dropped once the lock is released.
+        let left = (std::mem::take(&mut q.items), q.waker.take());
+        drop(q);
+        drop(left);
     }
 }
 
@@ -449,6 +451,69 @@ mod tests {
         }
         writer.join().expect("writer saw an item before its weight");
         assert_eq!(backlog.replies.load(Ordering::Relaxed), 0);
+    }
+
+    /// A confirm that must wait for a sync is queued without waking the
+    /// writer only while the writer watches syncs, and never when its sync
+    /// has already happened; the writer cannot stop watching while such a
+    /// confirm is queued; its queue ends once the last sender is gone.
+    #[test]
+    fn confirms_wake_the_writer_unless_it_watches_syncs_and_their_sync_is_to_come() {
+        use std::future::Future;
+        use std::task::Context;
+        struct Wakes(AtomicUsize);
+        impl futures::task::ArcWake for Wakes {
+            fn wake_by_ref(w: &Arc<Self>) {
+                w.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+        let waker = futures::task::waker(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let woken = || wakes.0.load(Ordering::SeqCst);
+        let (out, mut inbox) = Outbox::channel(Arc::new(Backlog::default()));
+        let mut items = VecDeque::new();
+        let mut wait = |inbox: &mut Inbox, items: &mut VecDeque<Out>| {
+            let mut take = std::pin::pin!(inbox.take(items));
+            take.as_mut().poll(&mut cx)
+        };
+
+        assert!(wait(&mut inbox, &mut items).is_pending());
+        out.send_confirm(1, 1, false, 5, || 0).unwrap();
+        assert_eq!(woken(), 1, "not watching: a confirm wakes the writer");
+        assert!(inbox.try_take(&mut items));
+        items.clear();
+
+        assert!(inbox.watch_syncs(true));
+        assert!(wait(&mut inbox, &mut items).is_pending());
+        out.send_confirm(1, 2, false, 7, || 5).unwrap();
+        assert_eq!(
+            woken(),
+            1,
+            "watching: a confirm for a later sync waits for it"
+        );
+        assert!(
+            !inbox.watch_syncs(false),
+            "stopped watching with a confirm queued that nothing will wake it for"
+        );
+        out.send_confirm(1, 3, false, 6, || 6).unwrap();
+        assert_eq!(woken(), 2, "a confirm whose sync is done wakes the writer");
+        assert!(inbox.try_take(&mut items));
+        assert_eq!(items.len(), 2);
+        items.clear();
+        assert!(inbox.watch_syncs(false));
+        out.send_confirm(1, 4, false, 9, || 6).unwrap();
+        assert_eq!(woken(), 2, "the writer registered no new wait yet");
+        assert!(wait(&mut inbox, &mut items).is_ready());
+        items.clear();
+
+        assert!(wait(&mut inbox, &mut items).is_pending());
+        let other = out.clone();
+        drop(out);
+        assert_eq!(woken(), 2, "a sender is left");
+        drop(other);
+        assert_eq!(woken(), 3, "the last sender gone wakes the writer");
+        assert_eq!(wait(&mut inbox, &mut items), Poll::Ready(false));
     }
 
     #[test]

@@ -64,10 +64,11 @@ impl Drop for EndGuard {
 
 const BATCH_BYTES: usize = 256 * 1024;
 
-/// Store syncs in a row that find nothing queued before the writer stops
-/// watching syncs (a publisher that stopped confirming, or a connection
-/// that never did, is then not woken by other connections' syncs).
-const IDLE_SYNCS: u32 = 16;
+/// Store syncs in a row that wake the writer without a confirm waiting for
+/// a sync having come since, before it stops watching syncs: a publisher
+/// that stopped confirming (or confirms rarely while other connections
+/// keep the store busy) is then not woken by every other connection's sync.
+const IDLE_SYNCS: u32 = 2;
 
 /// Room for queued items kept between batches.
 const ITEMS_KEPT: usize = 4096;

@@ -355,7 +355,15 @@ pub(super) fn run(store: &Arc<Store>) {
                 backoff = RETRY_FIRST;
                 store.failing.store(false, Ordering::Relaxed);
                 files.reclaim(&batch.deletes);
-                store.synced.send_replace(seq);
+                // Waiters (confirms) care only for a higher sequence: a
+                // batch of acknowledgements alone wakes none of them.
+                store.synced.send_if_modified(|s| {
+                    let higher = seq > *s;
+                    if higher {
+                        *s = seq;
+                    }
+                    higher
+                });
                 let mut g = store.inner.lock();
                 g.inflight.clear();
                 g.roll_if_reclaimable(false);
