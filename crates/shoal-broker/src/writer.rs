@@ -70,8 +70,9 @@ const BATCH_BYTES: usize = 256 * 1024;
 /// keep the store busy) is then not woken by every other connection's sync.
 const IDLE_SYNCS: u32 = 2;
 
-/// Room for queued items kept between batches.
-const ITEMS_KEPT: usize = 4096;
+/// Room for queued items kept between batches (an item is 120 bytes; the
+/// writer's list and the queue's are swapped, so each may keep this much).
+const ITEMS_KEPT: usize = 256;
 
 fn flush_acks(buf: &mut Vec<u8>, pending: &mut FxHashMap<u16, (u64, u64)>) {
     for (ch, (first, last)) in pending.drain() {
