@@ -149,13 +149,10 @@ impl Clone for Outbox {
 impl Drop for Outbox {
     fn drop(&mut self) {
         if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // The last sender: the writer's wait ends (taken under the lock,
-            // after the count fell, so a writer about to wait sees one or
-            // the other).
-            let waker = self.shared.queue.lock().waker.take();
-            if let Some(w) = waker {
-                w.wake();
-            }
+            // The last sender: the writer's wait ends (its waker is taken
+            // under the lock, after the count fell, so a writer about to
+            // wait sees one or the other).
+            self.wake();
         }
     }
 }
@@ -173,7 +170,10 @@ impl Outbox {
             Outbox {
                 shared: shared.clone(),
             },
-            Inbox { shared },
+            Inbox {
+                shared,
+                watching: false,
+            },
         )
     }
 
@@ -275,6 +275,8 @@ fn move_all(from: &mut VecDeque<Out>, into: &mut VecDeque<Out>) {
 #[derive(Debug)]
 pub struct Inbox {
     shared: Arc<Shared>,
+    /// The queue's `watching_syncs`, which only this end changes.
+    watching: bool,
 }
 
 impl Drop for Inbox {
@@ -327,12 +329,21 @@ impl Inbox {
     /// it off is refused (false) while items are queued: one may be a
     /// confirm queued without a wake-up, which the writer must see first.
     pub fn watch_syncs(&mut self, on: bool) -> bool {
+        if self.watching == on {
+            return true;
+        }
         let mut q = self.shared.queue.lock();
         if !on && !q.items.is_empty() {
             return false;
         }
         q.watching_syncs = on;
+        self.watching = on;
         true
+    }
+
+    /// Whether the writer watches syncs ([`Inbox::watch_syncs`]).
+    pub fn watching_syncs(&self) -> bool {
+        self.watching
     }
 }
 

@@ -100,9 +100,8 @@ pub async fn run<W: AsyncWrite + Unpin>(
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut kick: Option<Kick> = None;
     let mut synced: Option<tokio::sync::watch::Receiver<u64>> = None;
-    // Watching the store's syncs: confirms waiting for one are queued
-    // without waking this task (see `Outbox::send_confirm`).
-    let mut watching = false;
+    // Syncs that woke this task with no confirm waiting for one since (see
+    // `Inbox::watch_syncs`).
     let mut idle_syncs = 0u32;
     // Confirms to coalesce, by channel (a fast Fx hash of the number).
     let mut acks: FxHashMap<u16, (u64, u64)> = FxHashMap::default();
@@ -123,6 +122,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
         // Items left from a batch cut at BATCH_BYTES go first, before any
         // wait.
         if items.is_empty() {
+            let watching = inbox.watching_syncs();
             let sync_seen = async {
                 match synced.as_mut() {
                     Some(rx) if watching => rx.changed().await.is_ok(),
@@ -140,8 +140,8 @@ pub async fn run<W: AsyncWrite + Unpin>(
                     // A sync: what it lets out is taken at the top of the loop;
                     // nothing queued, several times in a row: stop watching.
                     idle_syncs += 1;
-                    if (!ok || idle_syncs >= IDLE_SYNCS) && inbox.watch_syncs(false) {
-                        watching = false;
+                    if !ok || idle_syncs >= IDLE_SYNCS {
+                        inbox.watch_syncs(false);
                     }
                     continue;
                 }
@@ -176,9 +176,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
                     if wait_seq > 0 {
                         if let Some(rx) = synced.as_mut() {
                             idle_syncs = 0;
-                            if !watching {
-                                watching = inbox.watch_syncs(true);
-                            }
+                            inbox.watch_syncs(true);
                             if *rx.borrow() < wait_seq {
                                 flush_acks(&mut buf, &mut acks);
                                 if !buf.is_empty() {
@@ -368,26 +366,19 @@ mod tests {
         out.send(Out::UseStore(watched)).unwrap();
         let now = || *synced.borrow();
         let mut buf = BytesMut::new();
+        const EARLY: &str = "confirmed before its sync";
 
         // The first: the writer is not watching syncs yet; it is woken, and
         // holds the confirm until the sync.
         out.send_confirm(1, 1, false, 5, now).unwrap();
-        assert_eq!(
-            next_ack(&mut rd, &mut buf).await,
-            None,
-            "confirmed before its sync"
-        );
+        assert_eq!(next_ack(&mut rd, &mut buf).await, None, "{EARLY}");
         synced.send_replace(5);
         assert_eq!(next_ack(&mut rd, &mut buf).await, Some((1, false)));
 
         // Now watching: a confirm for a later sync is queued without a
         // wake-up and goes out at that sync.
         out.send_confirm(1, 2, false, 9, now).unwrap();
-        assert_eq!(
-            next_ack(&mut rd, &mut buf).await,
-            None,
-            "confirmed before its sync"
-        );
+        assert_eq!(next_ack(&mut rd, &mut buf).await, None, "{EARLY}");
         synced.send_replace(9);
         assert_eq!(next_ack(&mut rd, &mut buf).await, Some((2, false)));
 

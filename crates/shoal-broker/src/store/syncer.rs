@@ -64,7 +64,8 @@ const ZERO_AHEAD: u64 = 32 << 10;
 struct Tracked {
     file: File,
     len: u64,
-    /// Where the file ends: `len` plus any zero fill after it.
+    /// Where the file ends: `len` plus any zero fill after it (never below
+    /// `len`).
     zeroed: u64,
 }
 
@@ -78,7 +79,7 @@ impl Tracked {
         }
         static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
         let target = (self.len / ZERO_AHEAD + 2) * ZERO_AHEAD;
-        let mut at = self.len.max(self.zeroed);
+        let mut at = self.zeroed;
         let mut filled = true;
         while at < target && filled {
             let n = (target - at).min(ZEROS.len() as u64) as usize;
