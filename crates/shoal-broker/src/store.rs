@@ -25,7 +25,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+mod signal;
 mod syncer;
+
+use signal::SyncSignal;
 
 /// Record flag: a transient message paged to disk, dropped at recovery.
 const FLAG_TRANSIENT: u8 = 1;
@@ -206,7 +209,7 @@ pub struct Store {
     inner: Mutex<Inner>,
     cond: Condvar,
     stop: AtomicBool,
-    synced: tokio::sync::watch::Sender<u64>,
+    synced: Arc<SyncSignal>,
     write_errors: AtomicU64,
     failing: AtomicBool,
 }
@@ -314,7 +317,7 @@ impl Store {
             let _ = std::fs::remove_file(ack_path(dir, seg));
         }
         let cur_seg = segs.iter().chain(&ack_files).max().map_or(1, |s| s + 1);
-        let (synced, _) = tokio::sync::watch::channel(0u64);
+        let synced = SyncSignal::new();
         let store = Arc::new(Store {
             dir: dir.to_path_buf(),
             inner: Mutex::new(Inner {
@@ -488,7 +491,7 @@ impl Store {
 
     /// The highest sequence number known to be on disk, now.
     pub fn synced_seq(&self) -> u64 {
-        *self.synced.borrow()
+        self.synced.seen()
     }
 
     /// Segment count and live records.
@@ -507,9 +510,8 @@ impl Store {
         self.stop.store(true, Ordering::SeqCst);
         self.cond.notify_all();
         let target = self.inner.lock().written_seq;
-        let mut rx = self.synced();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while *rx.borrow_and_update() < target && std::time::Instant::now() < deadline {
+        while self.synced.reported() < target && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
     }

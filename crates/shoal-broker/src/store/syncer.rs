@@ -358,13 +358,7 @@ pub(super) fn run(store: &Arc<Store>) {
                 files.reclaim(&batch.deletes);
                 // Waiters (confirms) care only for a higher sequence: a
                 // batch of acknowledgements alone wakes none of them.
-                store.synced.send_if_modified(|s| {
-                    let higher = seq > *s;
-                    if higher {
-                        *s = seq;
-                    }
-                    higher
-                });
+                store.synced.advance(seq);
                 let mut g = store.inner.lock();
                 g.inflight.clear();
                 g.roll_if_reclaimable(false);
@@ -408,4 +402,5 @@ pub(super) fn run(store: &Arc<Store>) {
         }
     }
     files.sync_acks();
+    store.synced.close();
 }
