@@ -364,24 +364,41 @@ impl Store {
         expires_ms: u64,
         flags: u8,
     ) -> (StoreRef, u64) {
-        let mut payload = Vec::with_capacity(64 + queue.len() + msg.body().len());
-        payload.push(flags);
-        payload.extend_from_slice(&(queue.len() as u16).to_le_bytes());
-        payload.extend_from_slice(queue.as_bytes());
-        payload.extend_from_slice(&expires_ms.to_le_bytes());
-        payload.push(msg.exchange.len() as u8);
-        payload.extend_from_slice(msg.exchange.as_bytes());
-        payload.push(msg.routing_key.len() as u8);
-        payload.extend_from_slice(msg.routing_key.as_bytes());
         let props = msg.raw_properties();
-        payload.extend_from_slice(&(props.len() as u32).to_le_bytes());
-        payload.extend_from_slice(props);
-        payload.extend_from_slice(&(msg.body().len() as u32).to_le_bytes());
-        payload.extend_from_slice(msg.body());
-        let mut rec = Vec::with_capacity(8 + payload.len());
-        rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        rec.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        rec.extend_from_slice(&payload);
+        let body = msg.body();
+        // The record is built in one buffer: length and CRC first, filled in
+        // once the payload after them is written.
+        let mut rec = Vec::with_capacity(
+            8 + 1
+                + 2
+                + queue.len()
+                + 8
+                + 1
+                + msg.exchange.len()
+                + 1
+                + msg.routing_key.len()
+                + 4
+                + props.len()
+                + 4
+                + body.len(),
+        );
+        rec.extend_from_slice(&[0; 8]);
+        rec.push(flags);
+        rec.extend_from_slice(&(queue.len() as u16).to_le_bytes());
+        rec.extend_from_slice(queue.as_bytes());
+        rec.extend_from_slice(&expires_ms.to_le_bytes());
+        rec.push(msg.exchange.len() as u8);
+        rec.extend_from_slice(msg.exchange.as_bytes());
+        rec.push(msg.routing_key.len() as u8);
+        rec.extend_from_slice(msg.routing_key.as_bytes());
+        rec.extend_from_slice(&(props.len() as u32).to_le_bytes());
+        rec.extend_from_slice(props);
+        rec.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        rec.extend_from_slice(body);
+        let len = (rec.len() - 8) as u32;
+        let crc = crc32fast::hash(&rec[8..]);
+        rec[..4].copy_from_slice(&len.to_le_bytes());
+        rec[4..8].copy_from_slice(&crc.to_le_bytes());
 
         let mut g = self.inner.lock();
         if g.cur_len > 0 && g.cur_len + rec.len() as u64 > SEGMENT_BYTES {
