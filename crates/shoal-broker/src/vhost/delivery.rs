@@ -226,19 +226,30 @@ impl VHost {
     ) -> AmqpResult<Vec<Unacked>> {
         let ch = self.chan(key)?;
         if multiple {
-            let keep = if tag == 0 {
-                BTreeMap::new()
+            // Tag 0 with multiple: every outstanding delivery.
+            return Ok(if tag == 0 {
+                ch.unacked.take_all()
             } else {
-                ch.unacked.split_off(&(tag + 1))
-            };
-            let taken = std::mem::replace(&mut ch.unacked, keep);
-            return Ok(taken.into_values().collect());
+                ch.unacked.take_through(tag)
+            });
         }
-        match ch.unacked.remove(&tag) {
-            Some(u) => Ok(vec![u]),
-            None => Err(AmqpError::precondition_failed(format!(
-                "unknown delivery tag {tag}"
-            ))),
+        Ok(vec![Self::take_one(ch, tag)?])
+    }
+
+    fn take_one(ch: &mut ChanState, tag: u64) -> AmqpResult<Unacked> {
+        ch.unacked
+            .remove(tag)
+            .ok_or_else(|| AmqpError::precondition_failed(format!("unknown delivery tag {tag}")))
+    }
+
+    /// An acknowledged delivery leaves its queue and the store.
+    fn settle_acked(&mut self, u: &Unacked) {
+        if let Some(q) = self.queues.get_mut(&*u.queue) {
+            settle_in(q, u);
+            q.stat_acked += 1;
+        }
+        if let Some(r) = u.qm.sref {
+            self.store.ack(r);
         }
     }
 
@@ -250,16 +261,18 @@ impl VHost {
 
     /// basic.ack.
     pub fn ack(&mut self, key: u64, tag: u64, multiple: bool) -> AmqpResult<()> {
+        if !multiple {
+            // One delivery (the usual ack): no lists.
+            let u = Self::take_one(self.chan(key)?, tag)?;
+            self.settle_acked(&u);
+            self.stats.acked += 1;
+            self.dispatch(&u.queue);
+            return Ok(());
+        }
         let done = self.take_unacked(key, tag, multiple)?;
         let mut touched: Vec<Arc<str>> = Vec::new();
         for u in &done {
-            if let Some(q) = self.queues.get_mut(&*u.queue) {
-                settle_in(q, u);
-                q.stat_acked += 1;
-            }
-            if let Some(r) = u.qm.sref {
-                self.store.ack(r);
-            }
+            self.settle_acked(u);
             if !touched.contains(&u.queue) {
                 touched.push(u.queue.clone());
             }

@@ -20,6 +20,7 @@ mod delivery;
 mod policy;
 mod reply;
 mod routing;
+mod unacked;
 
 pub use api_get::{AckMode, Got};
 pub use declare::reserved_queue_name;
@@ -27,6 +28,7 @@ pub use policy::Policy;
 pub use reply::{REPLY_TO, REPLY_TO_PREFIX};
 
 use delivery::load;
+pub use unacked::UnackedMap;
 
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Binding, Dest, Exchange, Kind};
@@ -73,7 +75,7 @@ pub struct ChanState {
     /// Next delivery tag.
     pub next_tag: u64,
     /// Unacknowledged deliveries by tag.
-    pub unacked: BTreeMap<u64, Unacked>,
+    pub unacked: UnackedMap,
     /// Prefetch applied to new consumers.
     pub prefetch: u16,
     /// Channel-wide prefetch (0: none).
@@ -426,7 +428,7 @@ impl VHost {
                 out,
                 id,
                 next_tag: 1,
-                unacked: BTreeMap::new(),
+                unacked: UnackedMap::default(),
                 prefetch: 0,
                 global_prefetch: 0,
                 flow: true,
@@ -449,7 +451,7 @@ impl VHost {
             self.remove_consumer(qname, tag);
             touched.insert(qname.clone());
         }
-        for u in ch.unacked.into_values() {
+        for u in ch.unacked {
             if !touched.contains(&*u.queue) {
                 touched.insert(u.queue.to_string());
             }
