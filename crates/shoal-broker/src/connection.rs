@@ -406,7 +406,18 @@ impl Conn {
                     self.store_hold = None;
                     self.wait_flow(&q, shutdown).await;
                 }
-                match self.handle(frame, &mut alarm, shutdown).await {
+                // Under a resource alarm, a publisher stops being read at its
+                // next publish, content header or body frame (RabbitMQ blocks
+                // the same way), so message bodies cannot grow memory past
+                // the alarm.
+                if is_content(&frame) && *alarm.borrow() && self.state == State::Running && {
+                    self.store_hold = None;
+                    self.wait_alarm(&mut alarm, shutdown).await
+                } {
+                    return;
+                }
+                // Handling a frame never waits: no future per frame.
+                match self.handle(frame) {
                     Ok(Step::Continue) => {}
                     Ok(Step::Stop) => return,
                     Err(e) if e.hard => {
@@ -527,21 +538,7 @@ impl Conn {
         ));
     }
 
-    async fn handle(
-        &mut self,
-        frame: Inbound,
-        alarm: &mut tokio::sync::watch::Receiver<bool>,
-        shutdown: &Shutdown,
-    ) -> AmqpResult<Step> {
-        // Under a resource alarm, a publisher stops being read at its next
-        // publish, content header or body frame (RabbitMQ blocks the same
-        // way), so message bodies cannot grow memory past the alarm.
-        if is_content(&frame) && *alarm.borrow() && self.state == State::Running && {
-            self.store_hold = None;
-            self.wait_alarm(alarm, shutdown).await
-        } {
-            return Ok(Step::Stop);
-        }
+    fn handle(&mut self, frame: Inbound) -> AmqpResult<Step> {
         let frame = match frame {
             Inbound::Body(ch, b) => return self.on_body(ch, b).map(|_| Step::Continue),
             Inbound::Header(ch, h, raw) => {
