@@ -88,15 +88,18 @@ impl Batch {
     fn is_empty(&self) -> bool {
         self.msgs.is_empty() && self.acks.is_empty() && self.deletes.is_empty()
     }
-    fn push_record(&mut self, seg: u32, start: u64, rec: &[u8]) {
-        match self.msgs.last_mut() {
-            Some(c) if c.seg == seg => Arc::make_mut(&mut c.bytes).extend_from_slice(rec),
-            _ => self.msgs.push(Chunk {
+    /// The bytes that take the next record of segment `seg`, which starts
+    /// at `start` if a new chunk is begun for it.
+    fn chunk_for(&mut self, seg: u32, start: u64) -> &mut Vec<u8> {
+        if self.msgs.last().is_none_or(|c| c.seg != seg) {
+            self.msgs.push(Chunk {
                 seg,
                 start,
-                bytes: Arc::new(rec.to_vec()),
-            }),
+                bytes: Arc::new(Vec::with_capacity(CHUNK_FIRST)),
+            });
         }
+        let last = self.msgs.last_mut().expect("a chunk was just pushed");
+        Arc::make_mut(&mut last.bytes)
     }
     fn push(list: &mut Vec<(u32, Vec<u8>)>, seg: u32, bytes: &[u8]) {
         match list.last_mut() {
@@ -255,6 +258,52 @@ fn ack_path(dir: &Path, seg: u32) -> PathBuf {
     dir.join(format!("{seg:08}.ack"))
 }
 
+/// Room a new chunk of the pending batch starts with: a paced burst's
+/// records fit without the chunk growing.
+const CHUNK_FIRST: usize = 4096;
+
+/// The length of `msg`'s record for `queue` (see [`put_record`]).
+fn record_len(queue: &str, msg: &Message) -> usize {
+    8 + 1
+        + 2
+        + queue.len()
+        + 8
+        + 1
+        + msg.exchange.len()
+        + 1
+        + msg.routing_key.len()
+        + 4
+        + msg.raw_properties().len()
+        + 4
+        + msg.body().len()
+}
+
+/// Append `msg`'s record for `queue` to `out` ([`record_len`] bytes): the
+/// length and CRC first, filled in once the payload after them is written.
+fn put_record(out: &mut Vec<u8>, queue: &str, msg: &Message, expires_ms: u64, flags: u8) {
+    let (props, body) = (msg.raw_properties(), msg.body());
+    let start = out.len();
+    out.reserve(record_len(queue, msg));
+    out.extend_from_slice(&[0; 8]);
+    out.push(flags);
+    out.extend_from_slice(&(queue.len() as u16).to_le_bytes());
+    out.extend_from_slice(queue.as_bytes());
+    out.extend_from_slice(&expires_ms.to_le_bytes());
+    out.push(msg.exchange.len() as u8);
+    out.extend_from_slice(msg.exchange.as_bytes());
+    out.push(msg.routing_key.len() as u8);
+    out.extend_from_slice(msg.routing_key.as_bytes());
+    out.extend_from_slice(&(props.len() as u32).to_le_bytes());
+    out.extend_from_slice(props);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(body);
+    let len = (out.len() - start - 8) as u32;
+    let crc = crc32fast::hash(&out[start + 8..]);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    debug_assert_eq!(out.len() - start, record_len(queue, msg));
+}
+
 impl Store {
     /// Open the store in `dir` (created if missing) and read back every live
     /// record. Appends go to a fresh segment. Spawns the syncer thread.
@@ -364,53 +413,20 @@ impl Store {
         expires_ms: u64,
         flags: u8,
     ) -> (StoreRef, u64) {
-        let props = msg.raw_properties();
-        let body = msg.body();
-        // The record is built in one buffer: length and CRC first, filled in
-        // once the payload after them is written.
-        let mut rec = Vec::with_capacity(
-            8 + 1
-                + 2
-                + queue.len()
-                + 8
-                + 1
-                + msg.exchange.len()
-                + 1
-                + msg.routing_key.len()
-                + 4
-                + props.len()
-                + 4
-                + body.len(),
-        );
-        rec.extend_from_slice(&[0; 8]);
-        rec.push(flags);
-        rec.extend_from_slice(&(queue.len() as u16).to_le_bytes());
-        rec.extend_from_slice(queue.as_bytes());
-        rec.extend_from_slice(&expires_ms.to_le_bytes());
-        rec.push(msg.exchange.len() as u8);
-        rec.extend_from_slice(msg.exchange.as_bytes());
-        rec.push(msg.routing_key.len() as u8);
-        rec.extend_from_slice(msg.routing_key.as_bytes());
-        rec.extend_from_slice(&(props.len() as u32).to_le_bytes());
-        rec.extend_from_slice(props);
-        rec.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        rec.extend_from_slice(body);
-        let len = (rec.len() - 8) as u32;
-        let crc = crc32fast::hash(&rec[8..]);
-        rec[..4].copy_from_slice(&len.to_le_bytes());
-        rec[4..8].copy_from_slice(&crc.to_le_bytes());
-
+        let len = record_len(queue, msg);
         let mut g = self.inner.lock();
-        if g.cur_len > 0 && g.cur_len + rec.len() as u64 > SEGMENT_BYTES {
+        if g.cur_len > 0 && g.cur_len + len as u64 > SEGMENT_BYTES {
             g.roll();
         }
         let sref = StoreRef {
             seg: g.cur_seg,
             pos: g.cur_len as u32,
         };
-        g.cur_len += rec.len() as u64;
+        g.cur_len += len as u64;
         *g.live.entry(sref.seg).or_insert(0) += 1;
-        g.batch.push_record(sref.seg, u64::from(sref.pos), &rec);
+        // Encoded in place at the end of the batch: no copy of the record.
+        let chunk = g.batch.chunk_for(sref.seg, u64::from(sref.pos));
+        put_record(chunk, queue, msg, expires_ms, flags);
         g.written_seq += 1;
         let seq = g.written_seq;
         // A held store is synced when the hold is released (group commit).
