@@ -226,20 +226,22 @@ impl VHost {
     ) -> AmqpResult<Vec<Unacked>> {
         let ch = self.chan(key)?;
         if multiple {
-            // Tag 0 with multiple: every outstanding delivery.
-            return Ok(if tag == 0 {
-                ch.unacked.take_all()
-            } else {
-                ch.unacked.take_through(tag)
-            });
+            // Tag 0 with multiple: every outstanding delivery. Any other tag
+            // must itself be outstanding, or nothing is settled and the
+            // channel is closed, as RabbitMQ does.
+            if tag == 0 {
+                return Ok(ch.unacked.take_all());
+            }
+            if !ch.unacked.contains(tag) {
+                return Err(unknown_tag(tag));
+            }
+            return Ok(ch.unacked.take_through(tag));
         }
         Ok(vec![Self::take_one(ch, tag)?])
     }
 
     fn take_one(ch: &mut ChanState, tag: u64) -> AmqpResult<Unacked> {
-        ch.unacked
-            .remove(tag)
-            .ok_or_else(|| AmqpError::precondition_failed(format!("unknown delivery tag {tag}")))
+        ch.unacked.remove(tag).ok_or_else(|| unknown_tag(tag))
     }
 
     /// An acknowledged delivery leaves its queue and the store.
@@ -476,4 +478,10 @@ pub(super) fn load(store: &Store, m: &mut QMsg) -> bool {
             false
         }
     }
+}
+
+/// The error for an acknowledgement of a delivery tag that is not
+/// outstanding on the channel (RabbitMQ's wording).
+fn unknown_tag(tag: u64) -> AmqpError {
+    AmqpError::precondition_failed(format!("unknown delivery tag {tag}"))
 }

@@ -54,6 +54,13 @@ impl UnackedMap {
         }
     }
 
+    /// Whether the delivery with `tag` is unacknowledged.
+    pub fn contains(&self, tag: u64) -> bool {
+        self.slots
+            .binary_search_by_key(&tag, |&(t, _)| t)
+            .is_ok_and(|i| self.slots[i].1.is_some())
+    }
+
     /// Take the delivery with `tag`, if it is unacknowledged.
     pub fn remove(&mut self, tag: u64) -> Option<Unacked> {
         let i = match self.slots.front() {
@@ -163,6 +170,7 @@ mod tests {
                 }
                 8 => {
                     let tag = rand(next + 2);
+                    assert_eq!(m.contains(tag), model.contains_key(&tag), "contains {tag}");
                     let keep = model.split_off(&(tag + 1));
                     let want: Vec<String> = model.keys().map(|t| format!("q{t}")).collect();
                     model = keep;

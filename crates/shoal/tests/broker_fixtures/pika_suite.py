@@ -249,6 +249,23 @@ def bad_ack(x):
 txt = expect_channel_error(c, 406, bad_ack)
 assert "PRECONDITION_FAILED" in txt and "unknown delivery tag" in txt, txt
 ok("unknown-delivery-tag-406")
+# With multiple, the tag itself must be outstanding too (RabbitMQ's
+# collect_acks): an ack past the last delivery settles nothing and closes
+# the channel, and the deliveries it held go back to the queue.
+ch.queue_declare("suite.ackm2")
+for i in range(2):
+    ch.basic_publish("", "suite.ackm2", b"m")
+wait_count("suite.ackm2", 2)
+def bad_multi_ack(x):
+    held = [x.basic_get("suite.ackm2")[0].delivery_tag for _ in range(2)]
+    x.basic_ack(held[-1] + 5, multiple=True)
+    x.queue_declare("", exclusive=True)
+txt = expect_channel_error(c, 406, bad_multi_ack)
+assert "unknown delivery tag" in txt, txt
+wait_count("suite.ackm2", 2)
+assert ch.queue_declare("suite.ackm2", passive=True).method.message_count == 2, "an unknown multiple ack settled deliveries"
+ch.queue_delete("suite.ackm2")
+ok("unknown-delivery-tag-multiple-406")
 
 # --- qos prefetch: with prefetch 2 only 2 unacked deliveries
 ch.queue_declare("suite.qos", exclusive=True)
