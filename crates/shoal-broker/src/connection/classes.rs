@@ -280,6 +280,17 @@ impl Conn {
                         ))
                     }
                 };
+                // Every acknowledgement is checked before anything is
+                // applied: a bad tag fails the commit as a whole.
+                v.lock().check_settles(
+                    key,
+                    ops.iter().filter_map(|op| match *op {
+                        TxOp::Ack(tag, multiple) | TxOp::Reject(tag, multiple, _) => {
+                            Some((tag, multiple))
+                        }
+                        TxOp::Publish(..) => None,
+                    }),
+                )?;
                 for op in ops {
                     match op {
                         TxOp::Publish(msg, mandatory) => {

@@ -261,6 +261,32 @@ impl VHost {
         }
     }
 
+    /// Check that the acknowledgements a transaction holds (`(tag,
+    /// multiple)`, in order) each name a delivery still outstanding when its
+    /// turn comes, so that a commit settles all of them or none (RabbitMQ
+    /// checks each when it arrives; a bad one closes the channel and the
+    /// transaction with it).
+    pub fn check_settles(
+        &mut self,
+        key: u64,
+        settles: impl Iterator<Item = (u64, bool)>,
+    ) -> AmqpResult<()> {
+        let mut left: std::collections::BTreeSet<u64> = self.chan(key)?.unacked.tags().collect();
+        for (tag, multiple) in settles {
+            if multiple && tag == 0 {
+                left.clear();
+            } else if !left.contains(&tag) {
+                return Err(unknown_tag(tag));
+            } else if multiple {
+                left = left.split_off(&tag);
+                left.remove(&tag);
+            } else {
+                left.remove(&tag);
+            }
+        }
+        Ok(())
+    }
+
     /// basic.ack.
     pub fn ack(&mut self, key: u64, tag: u64, multiple: bool) -> AmqpResult<()> {
         if !multiple {

@@ -61,6 +61,14 @@ impl UnackedMap {
             .is_ok_and(|i| self.slots[i].1.is_some())
     }
 
+    /// The tags of the unacknowledged deliveries, in order.
+    pub fn tags(&self) -> impl Iterator<Item = u64> + '_ {
+        self.slots
+            .iter()
+            .filter(|(_, u)| u.is_some())
+            .map(|&(t, _)| t)
+    }
+
     /// Take the delivery with `tag`, if it is unacknowledged.
     pub fn remove(&mut self, tag: u64) -> Option<Unacked> {
         let i = match self.slots.front() {

@@ -333,6 +333,25 @@ tc.tx_commit()
 wait_count("suite.tx", 1)
 assert bodies("suite.tx") == [b"committed"]
 ok("tx")
+# A commit whose acknowledgements include a tag no longer outstanding (acked
+# twice) fails as a whole: 406, nothing settled, the deliveries go back.
+ch.queue_declare("suite.txack")
+for i in range(2):
+    ch.basic_publish("", "suite.txack", b"t")
+wait_count("suite.txack", 2)
+def double_ack_in_tx(x):
+    x.tx_select()
+    first = x.basic_get("suite.txack")[0].delivery_tag
+    x.basic_get("suite.txack")
+    x.basic_ack(first)
+    x.basic_ack(first)
+    x.tx_commit()
+txt = expect_channel_error(c, 406, double_ack_in_tx)
+assert "unknown delivery tag" in txt, txt
+wait_count("suite.txack", 2)
+assert ch.queue_declare("suite.txack", passive=True).method.message_count == 2, "a failed commit settled part of its acks"
+ch.queue_delete("suite.txack")
+ok("tx-commit-all-or-nothing")
 
 # --- purge, delete if-empty / if-unused
 ch.queue_declare("suite.del", exclusive=True)
