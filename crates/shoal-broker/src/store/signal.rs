@@ -32,8 +32,9 @@ pub(super) struct SyncSignal {
     seq: AtomicU64,
     /// What tasks watch.
     tx: watch::Sender<u64>,
-    /// The relay's eventfd, when a relay task runs.
-    efd: Option<OwnedFd>,
+    /// The eventfd a relay task watches, when one runs (the syncer writes
+    /// to it).
+    efd: Option<AsyncFd<OwnedFd>>,
     /// A signal is written and the relay has not taken it yet.
     poked: AtomicBool,
     /// The syncer has stopped: the relay forwards what is left and ends.
@@ -48,22 +49,18 @@ impl SyncSignal {
     /// driver when there is one.
     pub(super) fn new() -> Arc<SyncSignal> {
         let (tx, _) = watch::channel(0u64);
-        let relay = tokio::runtime::Handle::try_current()
-            .ok()
-            .and_then(|rt| Some((rt.clone(), registered_eventfd(&rt)?)));
+        let rt = tokio::runtime::Handle::try_current().ok();
+        let efd = rt.as_ref().and_then(registered_eventfd);
         let signal = Arc::new(SyncSignal {
             seq: AtomicU64::new(0),
             tx,
-            efd: relay
-                .as_ref()
-                .and_then(|(_, fd)| owned_dup(fd.get_ref().as_raw_fd())),
+            relaying: AtomicBool::new(efd.is_some()),
+            efd,
             poked: AtomicBool::new(false),
             closed: AtomicBool::new(false),
-            relaying: AtomicBool::new(false),
         });
-        if let (Some((rt, fd)), true) = (relay, signal.efd.is_some()) {
-            signal.relaying.store(true, SeqCst);
-            rt.spawn(relay_task(fd, Relaying(signal.clone())));
+        if let (Some(rt), true) = (rt, signal.efd.is_some()) {
+            rt.spawn(relay_task(Relaying(signal.clone())));
         }
         signal
     }
@@ -135,20 +132,12 @@ fn registered_eventfd(rt: &tokio::runtime::Handle) -> Option<AsyncFd<OwnedFd>> {
     unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.ok()
 }
 
-/// A second descriptor for the same eventfd (the syncer's, for writing).
-fn owned_dup(raw: i32) -> Option<OwnedFd> {
-    // SAFETY: `raw` is open (owned by the AsyncFd alive in the caller).
-    let dup = unsafe { libc::fcntl(raw, libc::F_DUPFD_CLOEXEC, 0) };
-    // SAFETY: a new descriptor owned here alone.
-    (dup >= 0).then(|| unsafe { OwnedFd::from_raw_fd(dup) })
-}
-
 /// Add one to the eventfd's counter. It cannot fail in a way that matters:
 /// the counter would have to reach 2^64 - 1, and the relay reads it to 0.
-fn poke(fd: &OwnedFd) {
+fn poke(fd: &AsyncFd<OwnedFd>) {
     let one = 1u64.to_ne_bytes();
     // SAFETY: writes 8 bytes from a live buffer to an open descriptor.
-    let _ = unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    let _ = unsafe { libc::write(fd.get_ref().as_raw_fd(), one.as_ptr().cast(), one.len()) };
 }
 
 /// The relay's hold on the signal: however the relay ends (the syncer
@@ -166,8 +155,11 @@ impl Drop for Relaying {
 
 /// Wait for the syncer's signals and forward each to the watching tasks,
 /// until the syncer has stopped.
-async fn relay_task(fd: AsyncFd<OwnedFd>, signal: Relaying) {
+async fn relay_task(signal: Relaying) {
     let signal = &signal.0;
+    let Some(fd) = signal.efd.as_ref() else {
+        return;
+    };
     loop {
         let Ok(mut ready) = fd.readable().await else {
             break;
