@@ -278,12 +278,20 @@ fn record_len(queue: &str, msg: &Message) -> usize {
         + msg.body().len()
 }
 
-/// Append `msg`'s record for `queue` to `out` ([`record_len`] bytes): the
-/// length and CRC first, filled in once the payload after them is written.
-fn put_record(out: &mut Vec<u8>, queue: &str, msg: &Message, expires_ms: u64, flags: u8) {
+/// Append `msg`'s record for `queue` to `out`: `len` bytes (its
+/// [`record_len`]), the length and CRC first, filled in once the payload
+/// after them is written.
+fn put_record(
+    out: &mut Vec<u8>,
+    len: usize,
+    queue: &str,
+    msg: &Message,
+    expires_ms: u64,
+    flags: u8,
+) {
     let (props, body) = (msg.raw_properties(), msg.body());
     let start = out.len();
-    out.reserve(record_len(queue, msg));
+    out.reserve(len);
     out.extend_from_slice(&[0; 8]);
     out.push(flags);
     out.extend_from_slice(&(queue.len() as u16).to_le_bytes());
@@ -297,11 +305,11 @@ fn put_record(out: &mut Vec<u8>, queue: &str, msg: &Message, expires_ms: u64, fl
     out.extend_from_slice(props);
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.extend_from_slice(body);
-    let len = (out.len() - start - 8) as u32;
+    let written = out.len() - start;
+    debug_assert_eq!(written, len);
     let crc = crc32fast::hash(&out[start + 8..]);
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start..start + 4].copy_from_slice(&((written - 8) as u32).to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-    debug_assert_eq!(out.len() - start, record_len(queue, msg));
 }
 
 impl Store {
@@ -426,7 +434,7 @@ impl Store {
         *g.live.entry(sref.seg).or_insert(0) += 1;
         // Encoded in place at the end of the batch: no copy of the record.
         let chunk = g.batch.chunk_for(sref.seg, u64::from(sref.pos));
-        put_record(chunk, queue, msg, expires_ms, flags);
+        put_record(chunk, len, queue, msg, expires_ms, flags);
         g.written_seq += 1;
         let seq = g.written_seq;
         // A held store is synced when the hold is released (group commit).
