@@ -151,9 +151,7 @@ pub fn put_deliver(
     out.reserve(7 + size + 1);
     // The fixed fields go in a few copies, not one push per field.
     let mut head = [0u8; 12];
-    head[0] = 1;
-    head[1..3].copy_from_slice(&ch.to_be_bytes());
-    head[3..7].copy_from_slice(&(size as u32).to_be_bytes());
+    head[..7].copy_from_slice(&frame_head(1, ch, size));
     head[7..9].copy_from_slice(&60u16.to_be_bytes());
     head[9..11].copy_from_slice(&60u16.to_be_bytes());
     head[11] = tag.len() as u8;
