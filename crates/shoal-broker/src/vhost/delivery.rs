@@ -225,19 +225,9 @@ impl VHost {
         multiple: bool,
     ) -> AmqpResult<Vec<Unacked>> {
         let ch = self.chan(key)?;
-        if multiple {
-            // Tag 0 with multiple: every outstanding delivery. Any other tag
-            // must itself be outstanding, or nothing is settled and the
-            // channel is closed, as RabbitMQ does.
-            if tag == 0 {
-                return Ok(ch.unacked.take_all());
-            }
-            if !ch.unacked.contains(tag) {
-                return Err(unknown_tag(tag));
-            }
-            return Ok(ch.unacked.take_through(tag));
-        }
-        Ok(vec![Self::take_one(ch, tag)?])
+        ch.unacked
+            .settle(tag, multiple)
+            .ok_or_else(|| unknown_tag(tag))
     }
 
     fn take_one(ch: &mut ChanState, tag: u64) -> AmqpResult<Unacked> {
@@ -271,18 +261,9 @@ impl VHost {
         key: u64,
         settles: impl Iterator<Item = (u64, bool)>,
     ) -> AmqpResult<()> {
-        let mut left: std::collections::BTreeSet<u64> = self.chan(key)?.unacked.tags().collect();
+        let mut left = self.chan(key)?.unacked.tags_only();
         for (tag, multiple) in settles {
-            if multiple && tag == 0 {
-                left.clear();
-            } else if !left.contains(&tag) {
-                return Err(unknown_tag(tag));
-            } else if multiple {
-                left = left.split_off(&tag);
-                left.remove(&tag);
-            } else {
-                left.remove(&tag);
-            }
+            left.settle(tag, multiple).ok_or_else(|| unknown_tag(tag))?;
         }
         Ok(())
     }

@@ -443,7 +443,7 @@ impl VHost {
     /// Close a channel: cancel its consumers, requeue its unacked messages.
     pub fn close_channel(&mut self, key: u64) {
         self.drop_reply(key);
-        let Some(ch) = self.channels.remove(&key) else {
+        let Some(mut ch) = self.channels.remove(&key) else {
             return;
         };
         let mut touched = HashSet::new();
@@ -451,7 +451,7 @@ impl VHost {
             self.remove_consumer(qname, tag);
             touched.insert(qname.clone());
         }
-        for u in ch.unacked {
+        for u in ch.unacked.take_all() {
             if !touched.contains(&*u.queue) {
                 touched.insert(u.queue.to_string());
             }

@@ -12,16 +12,26 @@
 use super::Unacked;
 use std::collections::VecDeque;
 
-/// Unacknowledged deliveries of one channel, in tag order.
-#[derive(Debug, Default)]
-pub struct UnackedMap {
+/// Unacknowledged deliveries of one channel, in tag order (`T`: what is
+/// kept of each; `()` for a copy of the tags alone).
+#[derive(Debug)]
+pub struct UnackedMap<T = Unacked> {
     /// (tag, delivery); `None` once acknowledged (a hole).
-    slots: VecDeque<(u64, Option<Unacked>)>,
+    slots: VecDeque<(u64, Option<T>)>,
     /// Entries that are not holes.
     live: usize,
 }
 
-impl UnackedMap {
+impl<T> Default for UnackedMap<T> {
+    fn default() -> Self {
+        UnackedMap {
+            slots: VecDeque::new(),
+            live: 0,
+        }
+    }
+}
+
+impl<T> UnackedMap<T> {
     /// Deliveries not yet acknowledged.
     pub fn len(&self) -> usize {
         self.live
@@ -35,7 +45,7 @@ impl UnackedMap {
     /// Record a delivery. A channel's tags come in increasing order and go
     /// at the back; any other tag is put in its place (replacing a delivery
     /// with the same tag, as a map would).
-    pub fn insert(&mut self, tag: u64, u: Unacked) {
+    pub fn insert(&mut self, tag: u64, u: T) {
         if self.slots.back().is_none_or(|&(last, _)| last < tag) {
             self.slots.push_back((tag, Some(u)));
             self.live += 1;
@@ -55,22 +65,41 @@ impl UnackedMap {
     }
 
     /// Whether the delivery with `tag` is unacknowledged.
-    pub fn contains(&self, tag: u64) -> bool {
+    fn contains(&self, tag: u64) -> bool {
         self.slots
             .binary_search_by_key(&tag, |&(t, _)| t)
             .is_ok_and(|i| self.slots[i].1.is_some())
     }
 
-    /// The tags of the unacknowledged deliveries, in order.
-    pub fn tags(&self) -> impl Iterator<Item = u64> + '_ {
-        self.slots
-            .iter()
-            .filter(|(_, u)| u.is_some())
-            .map(|&(t, _)| t)
+    /// The tags of the unacknowledged deliveries alone, to try
+    /// acknowledgements on without settling anything.
+    pub fn tags_only(&self) -> UnackedMap<()> {
+        UnackedMap {
+            slots: self
+                .slots
+                .iter()
+                .filter(|(_, u)| u.is_some())
+                .map(|&(t, _)| (t, Some(())))
+                .collect(),
+            live: self.live,
+        }
+    }
+
+    /// Take what an acknowledgement of `tag` settles, in tag order, or
+    /// `None` (settling nothing) when it names no outstanding delivery.
+    /// With `multiple`, every delivery up to `tag`, which must itself be
+    /// outstanding; tag 0 with `multiple`, every delivery. (RabbitMQ's
+    /// channel applies the same rule.)
+    pub fn settle(&mut self, tag: u64, multiple: bool) -> Option<Vec<T>> {
+        match (multiple, tag) {
+            (true, 0) => Some(self.take_all()),
+            (true, _) => self.contains(tag).then(|| self.take_through(tag)),
+            (false, _) => self.remove(tag).map(|u| vec![u]),
+        }
     }
 
     /// Take the delivery with `tag`, if it is unacknowledged.
-    pub fn remove(&mut self, tag: u64) -> Option<Unacked> {
+    pub fn remove(&mut self, tag: u64) -> Option<T> {
         let i = match self.slots.front() {
             // The usual case: the oldest is acknowledged.
             Some(&(first, _)) if first == tag => 0,
@@ -83,16 +112,17 @@ impl UnackedMap {
     }
 
     /// Take every delivery with a tag up to and including `tag`, in order.
-    pub fn take_through(&mut self, tag: u64) -> Vec<Unacked> {
+    fn take_through(&mut self, tag: u64) -> Vec<T> {
         let n = self.slots.partition_point(|&(t, _)| t <= tag);
-        let taken: Vec<Unacked> = self.slots.drain(..n).filter_map(|(_, u)| u).collect();
+        let taken: Vec<T> = self.slots.drain(..n).filter_map(|(_, u)| u).collect();
         self.live -= taken.len();
         taken
     }
 
     /// Take every delivery, in tag order.
-    pub fn take_all(&mut self) -> Vec<Unacked> {
-        std::mem::take(self).into_iter().collect()
+    pub fn take_all(&mut self) -> Vec<T> {
+        self.live = 0;
+        self.slots.drain(..).filter_map(|(_, u)| u).collect()
     }
 
     /// Drop the holes at the front, and squeeze out the rest once they
@@ -104,20 +134,6 @@ impl UnackedMap {
         if self.slots.len() > 2 * self.live + 32 {
             self.slots.retain(|(_, u)| u.is_some());
         }
-    }
-}
-
-impl IntoIterator for UnackedMap {
-    type Item = Unacked;
-    type IntoIter = std::iter::FilterMap<
-        std::collections::vec_deque::IntoIter<(u64, Option<Unacked>)>,
-        fn((u64, Option<Unacked>)) -> Option<Unacked>,
-    >;
-
-    /// The deliveries in tag order.
-    fn into_iter(self) -> Self::IntoIter {
-        let delivery: fn((u64, Option<Unacked>)) -> Option<Unacked> = |(_, u)| u;
-        self.slots.into_iter().filter_map(delivery)
     }
 }
 
@@ -214,9 +230,6 @@ mod tests {
         assert!(m.remove(9).is_some());
         m.insert(9, delivery(9));
         assert_eq!(m.len(), 3);
-        assert_eq!(
-            names(&m.into_iter().collect::<Vec<_>>()),
-            ["q5", "q7", "q9"]
-        );
+        assert_eq!(names(&m.take_all()), ["q5", "q7", "q9"]);
     }
 }
