@@ -252,19 +252,23 @@ ok("unknown-delivery-tag-406")
 # With multiple, the tag itself must be outstanding too (RabbitMQ's
 # collect_acks): an ack past the last delivery settles nothing and closes
 # the channel, and the deliveries it held go back to the queue.
-ch.queue_declare("suite.ackm2")
-for i in range(2):
-    ch.basic_publish("", "suite.ackm2", b"m")
-wait_count("suite.ackm2", 2)
+def bad_ack_settles_nothing(q, bad_ack, what):
+    """Two messages in queue q; bad_ack(channel) gets them and acks wrongly:
+    406 unknown delivery tag, and both go back to the queue."""
+    ch.queue_declare(q)
+    for i in range(2):
+        ch.basic_publish("", q, b"m")
+    wait_count(q, 2)
+    txt = expect_channel_error(c, 406, bad_ack)
+    assert "unknown delivery tag" in txt, txt
+    wait_count(q, 2)
+    assert ch.queue_declare(q, passive=True).method.message_count == 2, what
+    ch.queue_delete(q)
 def bad_multi_ack(x):
     held = [x.basic_get("suite.ackm2")[0].delivery_tag for _ in range(2)]
     x.basic_ack(held[-1] + 5, multiple=True)
     x.queue_declare("", exclusive=True)
-txt = expect_channel_error(c, 406, bad_multi_ack)
-assert "unknown delivery tag" in txt, txt
-wait_count("suite.ackm2", 2)
-assert ch.queue_declare("suite.ackm2", passive=True).method.message_count == 2, "an unknown multiple ack settled deliveries"
-ch.queue_delete("suite.ackm2")
+bad_ack_settles_nothing("suite.ackm2", bad_multi_ack, "an unknown multiple ack settled deliveries")
 ok("unknown-delivery-tag-multiple-406")
 
 # --- qos prefetch: with prefetch 2 only 2 unacked deliveries
@@ -335,10 +339,6 @@ assert bodies("suite.tx") == [b"committed"]
 ok("tx")
 # A commit whose acknowledgements include a tag no longer outstanding (acked
 # twice) fails as a whole: 406, nothing settled, the deliveries go back.
-ch.queue_declare("suite.txack")
-for i in range(2):
-    ch.basic_publish("", "suite.txack", b"t")
-wait_count("suite.txack", 2)
 def double_ack_in_tx(x):
     x.tx_select()
     first = x.basic_get("suite.txack")[0].delivery_tag
@@ -346,11 +346,7 @@ def double_ack_in_tx(x):
     x.basic_ack(first)
     x.basic_ack(first)
     x.tx_commit()
-txt = expect_channel_error(c, 406, double_ack_in_tx)
-assert "unknown delivery tag" in txt, txt
-wait_count("suite.txack", 2)
-assert ch.queue_declare("suite.txack", passive=True).method.message_count == 2, "a failed commit settled part of its acks"
-ch.queue_delete("suite.txack")
+bad_ack_settles_nothing("suite.txack", double_ack_in_tx, "a failed commit settled part of its acks")
 ok("tx-commit-all-or-nothing")
 
 # --- purge, delete if-empty / if-unused
