@@ -408,6 +408,18 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| BrokerError::io("local_addr", e))?;
+    // SIGHUP rereads users and permissions, as nginx users expect of a
+    // hangup; never the default action (which would end the broker). The
+    // handler is in place before the broker says it is listening, so a
+    // hangup sent as soon as it does is kept and handled once it is open.
+    let hup = if config.hangup {
+        Some(
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .map_err(|e| BrokerError::io("install the SIGHUP handler", e))?,
+        )
+    } else {
+        None
+    };
     // Every listener is opened before anything is served: a broker that
     // cannot open one of them refuses to start, naming the address.
     let admin = match config.admin_listen {
@@ -434,11 +446,7 @@ pub async fn serve(
     })?;
     tracing::info!(%addr, data_dir = %broker.config.data_dir.display(), "broker listening (AMQP 0-9-1)");
 
-    // SIGHUP rereads users and permissions, as nginx users expect of a
-    // hangup; never the default action (which would end the broker).
-    if broker.config.hangup {
-        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .map_err(|e| BrokerError::io("install the SIGHUP handler", e))?;
+    if let Some(hup) = hup {
         tokio::spawn(reload_on_hangup(hup, broker.clone(), shutdown.clone()));
     }
 
