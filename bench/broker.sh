@@ -14,7 +14,6 @@
 #   bench/broker.sh              # RUNS=3 SECONDS_PER_RUN=10 RATE=20000
 #   RUNS=1 SECONDS_PER_RUN=5 bench/broker.sh
 #   PARTS=cpu RUNS=5 bench/broker.sh
-#   SHOAL_ARGS=--sched-batch PARTS=cpu bench/broker.sh   # extra broker flags
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -66,9 +65,9 @@ for _ in $(seq 60); do rmq_ctl await_startup >/dev/null 2>&1 && break; sleep 1; 
 rmq_ctl await_startup >/dev/null
 RMQ_PID=$(rmq_ctl eval 'list_to_integer(os:getpid()).' | tr -dc '0-9')
 
-echo "== starting shoal broker on 127.0.0.1:$SHOAL_PORT ${SHOAL_ARGS:-}" >&2
+echo "== starting shoal broker on 127.0.0.1:$SHOAL_PORT" >&2
 SHOAL_RUNTIME_DIR="$WORK/run" "$SHOAL" -q broker --listen 127.0.0.1:$SHOAL_PORT \
-  --data-dir "$WORK/shoal-data" --no-admin --name bench ${SHOAL_ARGS:-} > "$WORK/shoal.log" 2>&1 &
+  --data-dir "$WORK/shoal-data" --no-admin --name bench > "$WORK/shoal.log" 2>&1 &
 SHOAL_PID=$!
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$SHOAL_PORT) 2>/dev/null && break; sleep 0.1; done
 

@@ -13,8 +13,7 @@ shoal broker                                   # 127.0.0.1:5672, data in ./shoal
 shoal broker --listen 127.0.0.1:5673 --data-dir /var/lib/shoal\n  \
 shoal broker --config examples/broker.toml     # users, vhosts, permissions, limits\n  \
 curl -su guest:guest 127.0.0.1:15672/api/queues # RabbitMQ's management API; /metrics\n  \
-shoal ctl broker list-queues                   # like rabbitmqctl list_queues\n  \
-shoal broker --sched-batch                     # less CPU per message, a little more latency\n\n\
+shoal ctl broker list-queues                   # like rabbitmqctl list_queues\n\n\
 SIGTERM/SIGINT: stop accepting, close connections with 320, fsync the store, exit.\n\
 SIGHUP: reread users and permissions from --config (for new logins; the rest needs a restart).")]
 pub struct BrokerArgs {
@@ -37,14 +36,6 @@ pub struct BrokerArgs {
     /// Control socket name, for `shoal ctl broker --name NAME` [default: broker].
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
-    /// Run under Linux's SCHED_BATCH scheduling policy, as `chrt -b 0` or
-    /// systemd's CPUSchedulingPolicy=batch would: a frame that arrives while
-    /// another task runs on the CPU no longer preempts it, so the broker
-    /// wakes less often and reads more per wake-up. With clients on the same
-    /// cores this cut CPU per message by 10-20% and added about 20 µs to the
-    /// median latency (docs/broker.md, "CPU and scheduling").
-    #[arg(long)]
-    pub sched_batch: bool,
 }
 
 pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
@@ -67,31 +58,8 @@ pub fn run(args: BrokerArgs) -> anyhow::Result<()> {
     if let Some(n) = args.name {
         config.name = n;
     }
-    if args.sched_batch {
-        // Before the runtime starts: the threads it makes inherit the policy.
-        batch_scheduling()?;
-        tracing::info!("scheduling policy SCHED_BATCH (--sched-batch)");
-    }
     super::run_with_signals(super::Threads::PerCore, None, |shutdown| async move {
         shoal_broker::run(config, shutdown).await?;
         Ok(())
     })
-}
-
-/// Put every thread of this process under SCHED_BATCH: those running now
-/// (the log writers) and, since a new thread inherits its creator's policy,
-/// the runtime's, started after this.
-fn batch_scheduling() -> anyhow::Result<()> {
-    let param = libc::sched_param { sched_priority: 0 };
-    let tasks = std::fs::read_dir("/proc/self/task")
-        .map_err(|e| anyhow::anyhow!("--sched-batch: cannot list /proc/self/task: {e}"))?;
-    for tid in tasks.flatten().filter_map(|t| t.file_name().to_str()?.parse().ok()) {
-        // SAFETY: sched_setscheduler reads `param` and changes only the
-        // policy of thread `tid` of this process.
-        if unsafe { libc::sched_setscheduler(tid, libc::SCHED_BATCH, &param) } != 0 {
-            let e = std::io::Error::last_os_error();
-            anyhow::bail!("--sched-batch: cannot set the SCHED_BATCH policy: {e}");
-        }
-    }
-    Ok(())
 }
