@@ -21,7 +21,7 @@ use crate::message::Message;
 use crate::outbox::{Backlog, Out, Outbox};
 use crate::server::Broker;
 use crate::store::{Store, StoreHold};
-use crate::vhost::{chan_key, VHost};
+use crate::vhost::{chan_key, Routed, VHost};
 use crate::writer::{self, WireParams};
 use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{
@@ -52,7 +52,9 @@ enum State {
 }
 
 enum TxOp {
-    Publish(Box<Message>, bool),
+    /// A message, its `mandatory` flag, and where it was routed when it
+    /// was published.
+    Publish(Box<Message>, bool, Routed),
     Ack(u64, bool),
     Reject(u64, bool, bool),
 }

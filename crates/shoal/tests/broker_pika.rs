@@ -1,7 +1,7 @@
 //! pika (RabbitMQ's Python client) drives every broker feature against the
 //! `shoal broker` binary: exchange types, e2e bindings, alternate exchanges,
 //! mandatory/return, confirms (ack and nack), TTL, dead-lettering with
-//! x-death, length limits, priorities, prefetch, recover, tx, purge/delete,
+//! x-death, length limits, priorities, prefetch, recover, tx (checked and routed at publish, all or nothing at commit), purge/delete,
 //! auto-delete, x-expires, single active consumer, cancel notification,
 //! big messages, and the AMQP error codes (403, 404, 405, 406, 530).
 
@@ -27,11 +27,15 @@ const CHECKS: &[&str] = &[
     "reject-dead-letter",
     "ack-multiple",
     "unknown-delivery-tag-406",
+    "unknown-delivery-tag-multiple-406",
     "qos-prefetch",
     "recover",
     "close-requeues",
     "priority",
     "tx",
+    "tx-commit-all-or-nothing",
+    "tx-publish-refused-at-publish",
+    "tx-publish-routed-at-publish",
     "delete-if-empty-406",
     "purge-and-delete",
     "delete-if-unused-406",

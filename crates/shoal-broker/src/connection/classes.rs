@@ -293,8 +293,8 @@ impl Conn {
                 )?;
                 for op in ops {
                     match op {
-                        TxOp::Publish(msg, mandatory) => {
-                            self.deliver_publish(ch, v, *msg, mandatory)?
+                        TxOp::Publish(msg, mandatory, routed) => {
+                            self.deliver_publish(ch, v, *msg, mandatory, Some(routed))?
                         }
                         TxOp::Ack(tag, multiple) => v.lock().ack(key, tag, multiple)?,
                         TxOp::Reject(tag, multiple, requeue) => {

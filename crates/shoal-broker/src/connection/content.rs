@@ -12,7 +12,7 @@ use crate::message::{Essentials, Message};
 use crate::outbox::Out;
 use crate::server::Broker;
 use crate::store::Store;
-use crate::vhost::{chan_key, VHost};
+use crate::vhost::{chan_key, Routed, VHost};
 use amq_protocol::protocol::basic;
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -222,14 +222,13 @@ impl Conn {
             raw = Bytes::from(bytes);
         }
         let msg = Message::from_wire(p.exchange, p.routing_key, props, &raw, body);
-        if in_tx {
-            if let Some(ops) = self.chan_mut(ch)?.tx.as_mut() {
-                ops.push(TxOp::Publish(Box::new(msg), p.mandatory));
-            }
-            return Ok(());
-        }
         let v = self.vhost()?;
-        match self.deliver_publish(ch, &v, msg, p.mandatory) {
+        let done = if in_tx {
+            self.hold_for_commit(ch, &v, msg, p.mandatory)
+        } else {
+            self.deliver_publish(ch, &v, msg, p.mandatory, None)
+        };
+        match done {
             Ok(()) => Ok(()),
             Err(e) if e.hard => Err(e),
             Err(e) => {
@@ -239,12 +238,33 @@ impl Conn {
         }
     }
 
+    /// A publish on a transactional channel: checked and routed now (an
+    /// error closes the channel before anything of the transaction is
+    /// applied), delivered at tx.commit.
+    fn hold_for_commit(
+        &mut self,
+        ch: u16,
+        v: &Arc<Mutex<VHost>>,
+        msg: Message,
+        mandatory: bool,
+    ) -> AmqpResult<()> {
+        let routed = v.lock().route_publish(&msg)?;
+        if let Some(ops) = self.chan_mut(ch)?.tx.as_mut() {
+            ops.push(TxOp::Publish(Box::new(msg), mandatory, routed));
+        }
+        Ok(())
+    }
+
+    /// Publish `msg` (routed now, or as `routed` says if it was routed at
+    /// publish time in a transaction): metrics, the store's group commit,
+    /// a return if unroutable and mandatory, a confirm in confirm mode.
     pub(super) fn deliver_publish(
         &mut self,
         ch: u16,
         v: &Arc<Mutex<VHost>>,
         msg: Message,
         mandatory: bool,
+        routed: Option<Routed>,
     ) -> AmqpResult<()> {
         let c = self.chan_mut(ch)?;
         let confirm = c.confirm;
@@ -263,7 +283,10 @@ impl Conn {
             // The syncer waits for the rest of what was read (group commit).
             self.store_hold = self.store.as_ref().map(Store::hold);
         }
-        let res = v.lock().publish(msg)?;
+        let res = match routed {
+            Some(r) => v.lock().publish_routed(msg, r),
+            None => v.lock().publish(msg)?,
+        };
         self.broker
             .metrics
             .published

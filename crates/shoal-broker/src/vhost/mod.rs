@@ -119,6 +119,24 @@ pub const FLOW_HIGH: usize = 10_000;
 /// Ready messages below which paused publishers resume.
 pub const FLOW_LOW: usize = 5_000;
 
+/// A publish checked and routed by [`VHost::route_publish`], to be
+/// delivered by [`VHost::publish_routed`].
+#[derive(Debug)]
+pub struct Routed {
+    to: Route,
+    /// The message's own TTL (`expiration`), in milliseconds.
+    exp: Option<u64>,
+}
+
+/// Where a routed message goes.
+#[derive(Debug)]
+enum Route {
+    /// Direct reply-to: the consumer behind this token.
+    Reply(String),
+    /// These queues (none: unroutable).
+    Queues(Vec<String>),
+}
+
 /// Outcome of a publish.
 #[derive(Debug, Default, Clone)]
 pub struct Published {

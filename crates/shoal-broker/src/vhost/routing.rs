@@ -57,11 +57,35 @@ impl VHost {
         Ok(queues)
     }
 
-    /// basic.publish (content complete). Checks `internal`.
+    /// basic.publish (content complete): checked and routed
+    /// ([`VHost::route_publish`]), then delivered.
     pub fn publish(&mut self, msg: Message) -> AmqpResult<Published> {
-        // (The default exchange is never internal: not looked up.)
-        let named = (!msg.exchange.is_empty()).then(|| self.exchanges.get(&*msg.exchange));
-        if let Some(e) = named.flatten() {
+        if msg.exchange.is_empty() && !msg.routing_key.starts_with(REPLY_TO_PREFIX) {
+            // The default exchange (never internal): the routing key names
+            // the queue; no list of names to build.
+            let exp = msg
+                .expiration_ms()
+                .map_err(AmqpError::precondition_failed)?;
+            self.stats.published += 1;
+            let mut res = Published::default();
+            let msg = Arc::new(msg);
+            let key = msg.clone();
+            res.routed = self.enqueue(&key.routing_key, msg, exp, &mut res, 0);
+            return Ok(res);
+        }
+        let routed = self.route_publish(&msg)?;
+        Ok(self.publish_routed(msg, routed))
+    }
+
+    /// What basic.publish checks (the exchange exists and is not internal,
+    /// a valid `expiration`) and where the message goes, decided now. A
+    /// transactional publish does this at once and keeps the result for
+    /// tx.commit, as RabbitMQ does: a publish it refuses fails on the spot
+    /// (nothing of the transaction is applied), and the commit delivers to
+    /// the queues chosen here, those of them that still exist, even if the
+    /// exchange has gone since.
+    pub fn route_publish(&self, msg: &Message) -> AmqpResult<Routed> {
+        if let Some(e) = self.exchanges.get(&*msg.exchange) {
             if e.internal {
                 return Err(AmqpError::access_refused(format!(
                     "cannot publish to internal exchange '{}' in vhost '{}'",
@@ -71,39 +95,37 @@ impl VHost {
         }
         if msg.exchange.is_empty() {
             if let Some(token) = msg.routing_key.strip_prefix(REPLY_TO_PREFIX) {
-                let token = token.to_string();
-                self.stats.published += 1;
-                let routed = self.publish_reply(&token, msg);
-                return Ok(Published {
-                    routed,
-                    ..Default::default()
+                return Ok(Routed {
+                    to: Route::Reply(token.to_string()),
+                    exp: None,
                 });
             }
         }
         let exp = msg
             .expiration_ms()
             .map_err(AmqpError::precondition_failed)?;
-        if msg.exchange.is_empty() {
-            // The default exchange: the routing key names the queue; no
-            // list of names to build.
-            self.stats.published += 1;
-            let mut res = Published::default();
-            let msg = Arc::new(msg);
-            let key = msg.clone();
-            res.routed = self.enqueue(&key.routing_key, msg, exp, &mut res, 0);
-            return Ok(res);
-        }
-        let queues = self.route(&msg.exchange, &msg)?;
+        Ok(Routed {
+            to: Route::Queues(self.route(&msg.exchange, msg)?),
+            exp,
+        })
+    }
+
+    /// Deliver `msg` where [`VHost::route_publish`] sent it. Queues deleted
+    /// since are skipped; `routed` is whether any queue (or reply consumer)
+    /// took it.
+    pub fn publish_routed(&mut self, msg: Message, routed: Routed) -> Published {
         self.stats.published += 1;
-        let mut res = Published {
-            routed: !queues.is_empty(),
-            ..Default::default()
-        };
-        let msg = Arc::new(msg);
-        for q in queues {
-            self.enqueue(&q, msg.clone(), exp, &mut res, 0);
+        let mut res = Published::default();
+        match routed.to {
+            Route::Reply(token) => res.routed = self.publish_reply(&token, msg),
+            Route::Queues(queues) => {
+                let msg = Arc::new(msg);
+                for q in queues {
+                    res.routed |= self.enqueue(&q, msg.clone(), routed.exp, &mut res, 0);
+                }
+            }
         }
-        Ok(res)
+        res
     }
 
     /// Put `msg` into queue `qname` and deliver what can be; false if

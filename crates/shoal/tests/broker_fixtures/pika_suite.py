@@ -349,6 +349,42 @@ def double_ack_in_tx(x):
 bad_ack_settles_nothing("suite.txack", double_ack_in_tx, "a failed commit settled part of its acks")
 ok("tx-commit-all-or-nothing")
 
+# A transactional publish is checked and routed when it is published, as
+# RabbitMQ does: one it refuses closes the channel then, and nothing of the
+# transaction is applied; the commit delivers to the queues routed to, even
+# if the exchange has gone since.
+ch.exchange_declare("t.txint", "direct", internal=True)
+def refused_in_tx(publish, code, what):
+    q = "suite.txrefused"
+    ch.queue_declare(q)
+    def fn(x):
+        x.tx_select()
+        x.basic_publish("", q, b"before")
+        publish(x)
+        x.queue_declare(q, passive=True)
+        x.tx_commit()
+    expect_channel_error(c, code, fn)
+    n = ch.queue_declare(q, passive=True).method.message_count
+    assert n == 0, "%s: the transaction's first publish was delivered" % what
+    ch.queue_delete(q)
+refused_in_tx(lambda x: x.basic_publish("t.txmissing", "k", b"x"), 404, "missing exchange")
+refused_in_tx(lambda x: x.basic_publish("t.txint", "k", b"x"), 403, "internal exchange")
+refused_in_tx(lambda x: x.basic_publish("", "suite.txrefused", b"x", pika.BasicProperties(expiration="-5")), 406, "bad expiration")
+ch.exchange_delete("t.txint")
+ok("tx-publish-refused-at-publish")
+ch.queue_declare("suite.txroute")
+ch.exchange_declare("t.txgone", "direct")
+ch.queue_bind("suite.txroute", "t.txgone", "k")
+txc = c.channel()
+txc.tx_select()
+txc.basic_publish("t.txgone", "k", b"routed")
+txc.queue_declare("suite.txroute", passive=True)
+ch.exchange_delete("t.txgone")
+txc.tx_commit()
+wait_count("suite.txroute", 1)
+ch.queue_delete("suite.txroute")
+ok("tx-publish-routed-at-publish")
+
 # --- purge, delete if-empty / if-unused
 ch.queue_declare("suite.del", exclusive=True)
 ch.basic_publish("", "suite.del", b"x")
