@@ -1,5 +1,5 @@
 //! Exchanges and their routing: direct, fanout, topic (`*` one word, `#` zero
-//! or more), headers (`x-match` all/any). An exchange maps a message to the
+//! or more), headers (`x-match` all/any, and their `-with-x` forms). An exchange maps a message to the
 //! set of bound destinations (queues or other exchanges).
 
 use crate::message::{value_as_str, Message};
@@ -171,23 +171,85 @@ pub fn topic_match<P: AsRef<str>>(pattern: &[P], words: &[&str]) -> bool {
     }
 }
 
-/// Headers match: `x-match` = `all` (default) or `any`; keys starting with
-/// `x-` are ignored; a Void binding value matches presence only.
+/// A headers binding's `x-match`, as RabbitMQ 3.10 reads it: `all` (also
+/// when absent or not one of the four, for bindings made before the check
+/// at bind time), `any`, and their `-with-x` forms, which also match
+/// binding keys that start with `x-` (but `x-match`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum XMatch {
+    All,
+    Any,
+    AllWithX,
+    AnyWithX,
+}
+
+impl XMatch {
+    fn of(args: &FieldTable) -> XMatch {
+        match args.inner().get("x-match").and_then(value_as_str) {
+            Some("any") => XMatch::Any,
+            Some("all-with-x") => XMatch::AllWithX,
+            Some("any-with-x") => XMatch::AnyWithX,
+            _ => XMatch::All,
+        }
+    }
+}
+
+/// RabbitMQ's check of a headers binding's `x-match` at bind time; the
+/// error is its text (a 406).
+pub fn check_x_match(args: &FieldTable) -> Result<(), String> {
+    match args.inner().get("x-match") {
+        None => Ok(()),
+        Some(AMQPValue::LongString(s)) => match s.as_bytes() {
+            b"all" | b"any" | b"all-with-x" | b"any-with-x" => Ok(()),
+            other => Err(format!(
+                "Invalid x-match field value {}; expected all, any, all-with-x, or any-with-x",
+                erlang_binary(other)
+            )),
+        },
+        Some(v) => Err(format!(
+            "Invalid x-match field type {} (value {}); expected longstr",
+            crate::queue::type_name(v),
+            crate::queue::show(v)
+        )),
+    }
+}
+
+/// A binary as Erlang's `~p` prints it: `<<"text">>` when printable ASCII,
+/// else its bytes, `<<1,2,3>>` (and `<<>>` when empty).
+fn erlang_binary(b: &[u8]) -> String {
+    if !b.is_empty() && b.iter().all(|c| (0x20..0x7f).contains(c)) {
+        let mut text = String::with_capacity(b.len() + 6);
+        text.push_str("<<\"");
+        for &c in b {
+            if c == b'"' || c == b'\\' {
+                text.push('\\');
+            }
+            text.push(char::from(c));
+        }
+        text.push_str("\">>");
+        text
+    } else {
+        let bytes: Vec<String> = b.iter().map(u8::to_string).collect();
+        format!("<<{}>>", bytes.join(","))
+    }
+}
+
+/// Headers match, as RabbitMQ's: with `all` every binding key must be in the
+/// headers with an equal value (a Void binding value: present), and no keys
+/// match everything; with `any` one such key is enough, and no keys match
+/// nothing. Binding keys starting with `x-` are left out, but for the
+/// `-with-x` forms, which leave out only `x-match`.
 pub fn headers_match(args: &FieldTable, headers: Option<&FieldTable>) -> bool {
-    let mode = args
-        .inner()
-        .get("x-match")
-        .and_then(value_as_str)
-        .unwrap_or("all");
-    let any = mode.starts_with("any");
+    let mode = XMatch::of(args);
+    let any = matches!(mode, XMatch::Any | XMatch::AnyWithX);
+    let with_x = matches!(mode, XMatch::AllWithX | XMatch::AnyWithX);
     let empty = FieldTable::default();
     let headers = headers.unwrap_or(&empty);
-    let mut considered = 0;
     for (k, v) in args.inner() {
-        if k.as_str().starts_with("x-") {
+        let k = k.as_str();
+        if k == "x-match" || (!with_x && k.starts_with("x-")) {
             continue;
         }
-        considered += 1;
         let ok = match headers.inner().get(k) {
             None => false,
             Some(h) => matches!(v, AMQPValue::Void) || values_equal(v, h),
@@ -199,11 +261,14 @@ pub fn headers_match(args: &FieldTable, headers: Option<&FieldTable>) -> bool {
             return false;
         }
     }
-    !any || considered == 0
+    !any
 }
 
+/// Whether a header's value equals a binding's: strings and byte arrays
+/// by their bytes (RabbitMQ matches a longstr against a byte array), and
+/// integers of any width by their value.
 fn values_equal(a: &AMQPValue, b: &AMQPValue) -> bool {
-    if let (Some(x), Some(y)) = (value_as_str(a), value_as_str(b)) {
+    if let (Some(x), Some(y)) = (value_bytes(a), value_bytes(b)) {
         return x == y;
     }
     if let (Some(x), Some(y)) = (
@@ -213,6 +278,15 @@ fn values_equal(a: &AMQPValue, b: &AMQPValue) -> bool {
         return x == y;
     }
     a == b
+}
+
+fn value_bytes(v: &AMQPValue) -> Option<&[u8]> {
+    match v {
+        AMQPValue::ShortString(s) => Some(s.as_str().as_bytes()),
+        AMQPValue::LongString(s) => Some(s.as_bytes()),
+        AMQPValue::ByteArray(b) => Some(b.as_slice()),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -324,5 +398,90 @@ mod tests {
         h2.insert("b".into(), AMQPValue::LongInt(2));
         assert!(headers_match(&any, Some(&h2)));
         assert!(!headers_match(&any, None));
+    }
+
+    fn table(pairs: &[(&str, &str)]) -> FieldTable {
+        let mut t = FieldTable::default();
+        for (k, v) in pairs {
+            t.insert((*k).into(), AMQPValue::LongString((*v).into()));
+        }
+        t
+    }
+
+    /// The answers RabbitMQ 3.10.8 gave for a binding {x-match: MODE,
+    /// x-foo: 1, a: 1} and for one with only {x-match: MODE, x-foo: 1}.
+    #[test]
+    fn headers_modes_match_as_rabbitmq_including_the_with_x_forms() {
+        let with = |mode: &str, rest: &[(&str, &str)]| {
+            let mut pairs = vec![("x-match", mode)];
+            pairs.extend_from_slice(rest);
+            table(&pairs)
+        };
+        let messages: [&[(&str, &str)]; 5] = [
+            &[("x-foo", "1"), ("a", "1")],
+            &[("a", "1")],
+            &[("x-foo", "1")],
+            &[("x-foo", "2"), ("a", "1")],
+            &[],
+        ];
+        let expected = [
+            ("all", [true, true, false, true, false]),
+            ("any", [true, true, false, true, false]),
+            ("all-with-x", [true, false, false, false, false]),
+            ("any-with-x", [true, true, true, true, false]),
+        ];
+        for (mode, want) in expected {
+            let binding = with(mode, &[("x-foo", "1"), ("a", "1")]);
+            for (m, w) in messages.iter().zip(want) {
+                assert_eq!(headers_match(&binding, Some(&table(m))), w, "{mode} {m:?}");
+            }
+        }
+        // Only x- keys: `all` has nothing to check (matches all), `any`
+        // nothing to find (matches none); the -with-x forms check x-foo.
+        let only_x = [
+            ("all", [true, true, true]),
+            ("any", [false, false, false]),
+            ("all-with-x", [true, false, false]),
+            ("any-with-x", [true, false, false]),
+        ];
+        let messages: [&[(&str, &str)]; 3] = [&[("x-foo", "1")], &[], &[("b", "2")]];
+        for (mode, want) in only_x {
+            let binding = with(mode, &[("x-foo", "1")]);
+            for (m, w) in messages.iter().zip(want) {
+                assert_eq!(headers_match(&binding, Some(&table(m))), w, "{mode} {m:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_byte_array_header_matches_the_same_text() {
+        let binding = table(&[("k", "a")]);
+        let mut h = FieldTable::default();
+        h.insert("k".into(), AMQPValue::ByteArray(b"a".to_vec().into()));
+        assert!(headers_match(&binding, Some(&h)));
+        h.insert("k".into(), AMQPValue::LongInt(1));
+        assert!(!headers_match(&table(&[("k", "1")]), Some(&h)));
+    }
+
+    #[test]
+    fn x_match_is_checked_with_rabbitmqs_words() {
+        for ok in ["all", "any", "all-with-x", "any-with-x"] {
+            assert_eq!(check_x_match(&table(&[("x-match", ok)])), Ok(()));
+        }
+        assert_eq!(check_x_match(&FieldTable::default()), Ok(()));
+        let want = |v: &str| {
+            format!("Invalid x-match field value {v}; expected all, any, all-with-x, or any-with-x")
+        };
+        assert_eq!(
+            check_x_match(&table(&[("x-match", "ALL")])),
+            Err(want("<<\"ALL\">>"))
+        );
+        assert_eq!(check_x_match(&table(&[("x-match", "")])), Err(want("<<>>")));
+        let mut t = FieldTable::default();
+        t.insert("x-match".into(), AMQPValue::LongInt(5));
+        assert_eq!(
+            check_x_match(&t),
+            Err("Invalid x-match field type signedint (value 5); expected longstr".into())
+        );
     }
 }

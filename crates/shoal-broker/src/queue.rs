@@ -187,7 +187,7 @@ pub(crate) fn type_name(v: &AMQPValue) -> &'static str {
 }
 
 /// A value as RabbitMQ prints it in an error.
-fn show(v: &AMQPValue) -> String {
+pub(crate) fn show(v: &AMQPValue) -> String {
     if let Some(n) = value_as_i64(v) {
         return n.to_string();
     }

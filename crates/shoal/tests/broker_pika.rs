@@ -12,6 +12,7 @@ const CHECKS: &[&str] = &[
     "default-exchange-get",
     "get-empty",
     "exchange-types",
+    "headers-x-match",
     "predeclared-exchanges",
     "exchange-to-exchange",
     "alternate-exchange",

@@ -179,6 +179,9 @@ impl VHost {
     ) -> AmqpResult<()> {
         self.check_dest(conn, &dest)?;
         let src = self.exchange_for_bind(source)?;
+        if src.kind == Kind::Headers {
+            crate::exchange::check_x_match(&args).map_err(AmqpError::precondition_failed)?;
+        }
         if src
             .bindings
             .iter()

@@ -118,6 +118,23 @@ assert bodies(qs["h_all"]) == [b"both"]
 assert bodies(qs["h_any"]) == [b"both", b"one"]
 ok("exchange-types")
 
+# --- headers: x-match is checked at bind (RabbitMQ's 406 and words); the
+# -with-x forms match x- keys too, which all/any leave out
+def bad_x_match(x):
+    x.queue_bind(x.queue_declare("", exclusive=True).method.queue, "t.headers", arguments={"x-match": "nope"})
+t = expect_channel_error(c, 406, bad_x_match)
+assert 'Invalid x-match field value <<"nope">>; expected all, any, all-with-x, or any-with-x' in t, t
+hx = {m: ch.queue_declare("", exclusive=True).method.queue for m in ["any", "any-with-x"]}
+for m, hq in hx.items():
+    ch.queue_bind(hq, "t.headers", arguments={"x-match": m, "x-tenant": "t1"})
+ch.basic_publish("t.headers", "", b"tenant", pika.BasicProperties(headers={"x-tenant": "t1"}))
+ch.basic_publish("t.headers", "", b"other", pika.BasicProperties(headers={"x-tenant": "t2"}))
+wait_count(hx["any-with-x"], 1)
+time.sleep(0.05)
+assert bodies(hx["any-with-x"]) == [b"tenant"]
+assert bodies(hx["any"]) == [], "x-match any matched on an x- key"
+ok("headers-x-match")
+
 # --- predeclared exchanges
 for x in ["amq.direct", "amq.fanout", "amq.topic", "amq.headers", "amq.match"]:
     ch.exchange_declare(x, passive=True)
