@@ -160,15 +160,46 @@ pub fn topic_words(key: &str) -> Vec<&str> {
 
 /// Topic match: `*` is exactly one word (possibly empty), `#` zero or more
 /// words; `pattern` and `words` as split by [`topic_words`].
+///
+/// One pass over the pattern keeps, for each `j`, whether the pattern so
+/// far can take exactly the first `j` words: linear in pattern times key,
+/// where trying each split at every `#` is exponential in the number of
+/// `#` (a binding like `#.a.#.a.#.a…` against a long key would hold the
+/// vhost for good).
 pub fn topic_match<P: AsRef<str>>(pattern: &[P], words: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => words.is_empty(),
-        Some((p, rest)) => match p.as_ref() {
-            "#" => (0..=words.len()).any(|skip| topic_match(rest, &words[skip..])),
-            "*" => !words.is_empty() && topic_match(rest, &words[1..]),
-            lit => words.first() == Some(&lit) && topic_match(rest, &words[1..]),
-        },
+    // Keys are short strings (at most 256 words): on the stack.
+    let mut stack = [false; 258];
+    let mut heap = Vec::new();
+    let reach: &mut [bool] = if words.len() < stack.len() {
+        &mut stack[..=words.len()]
+    } else {
+        heap.resize(words.len() + 1, false);
+        &mut heap
+    };
+    reach[0] = true;
+    for p in pattern {
+        match p.as_ref() {
+            "#" => {
+                let mut any = false;
+                for r in reach.iter_mut() {
+                    any |= *r;
+                    *r = any;
+                }
+            }
+            step => {
+                let mut live = false;
+                for j in (1..reach.len()).rev() {
+                    reach[j] = reach[j - 1] && (step == "*" || words[j - 1] == step);
+                    live |= reach[j];
+                }
+                reach[0] = false;
+                if !live {
+                    return false;
+                }
+            }
+        }
     }
+    reach[words.len()]
 }
 
 /// A headers binding's `x-match`, as RabbitMQ 3.10 reads it: `all` (also
@@ -304,6 +335,54 @@ mod tests {
 
     /// RabbitMQ 3.x (`rabbit_exchange_type_topic`: keys split on every `.`,
     /// the empty key into no words, matched against the binding trie).
+    /// A binding with many `#` against a long key that almost matches: a
+    /// backtracking matcher tries every split (about 120^10 here) and holds
+    /// the vhost for good; this one is linear in pattern times key.
+    #[test]
+    fn many_hashes_against_a_long_key_are_matched_at_once() {
+        let key = vec!["a"; 120].join(".");
+        let words = topic_words(&key);
+        let pattern: Vec<&str> = "#.a.#.a.#.a.#.a.#.a.#.a.#.a.#.a.#.a.#.a.#.b"
+            .split('.')
+            .collect();
+        assert!(!topic_match(&pattern, &words));
+        let pattern: Vec<&str> = "#.a.#.a.#.a.#.a.#.a.#.a.#.a.#.a.#.a.#.a.#"
+            .split('.')
+            .collect();
+        assert!(topic_match(&pattern, &words));
+        let long = vec!["*"; 120].join(".");
+        let pattern: Vec<&str> = long.split('.').collect();
+        assert!(topic_match(&pattern, &words));
+        assert!(!topic_match(&pattern[1..], &words));
+    }
+
+    /// The definition, tried split by split: the oracle for small cases.
+    fn topic_match_by_backtracking(pattern: &[&str], words: &[&str]) -> bool {
+        match pattern.split_first() {
+            None => words.is_empty(),
+            Some((&"#", rest)) => {
+                (0..=words.len()).any(|skip| topic_match_by_backtracking(rest, &words[skip..]))
+            }
+            Some((&p, rest)) => {
+                words.first().is_some_and(|w| p == "*" || *w == p)
+                    && topic_match_by_backtracking(rest, &words[1..])
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn topic_match_agrees_with_backtracking(
+            pattern in proptest::collection::vec(proptest::sample::select(vec!["#", "*", "a", "b", ""]), 0..8),
+            words in proptest::collection::vec(proptest::sample::select(vec!["a", "b", "", "#", "*"]), 0..8),
+        ) {
+            proptest::prop_assert_eq!(
+                topic_match(&pattern, &words),
+                topic_match_by_backtracking(&pattern, &words)
+            );
+        }
+    }
+
     #[test]
     fn topic_edges_as_rabbitmq() {
         let cases: &[(&str, &str, bool)] = &[

@@ -13,6 +13,7 @@ const CHECKS: &[&str] = &[
     "get-empty",
     "exchange-types",
     "headers-x-match",
+    "topic-many-hashes",
     "predeclared-exchanges",
     "exchange-to-exchange",
     "alternate-exchange",

@@ -135,6 +135,16 @@ assert bodies(hx["any-with-x"]) == [b"tenant"]
 assert bodies(hx["any"]) == [], "x-match any matched on an x- key"
 ok("headers-x-match")
 
+# --- a topic binding with many '#' against a long key is matched at once
+# (a backtracking matcher tries every split and never answers again)
+tq = ch.queue_declare("", exclusive=True).method.queue
+ch.queue_bind(tq, "amq.topic", ".".join(["#", "a"] * 10) + ".#.b")
+ch.basic_publish("amq.topic", ".".join(["a"] * 120), b"no")
+ch.basic_publish("amq.topic", ".".join(["a"] * 120) + ".b", b"yes")
+wait_count(tq, 1)
+assert bodies(tq) == [b"yes"]
+ok("topic-many-hashes")
+
 # --- predeclared exchanges
 for x in ["amq.direct", "amq.fanout", "amq.topic", "amq.headers", "amq.match"]:
     ch.exchange_declare(x, passive=True)
