@@ -32,6 +32,7 @@ const CHECKS: &[&str] = &[
     "unknown-delivery-tag-multiple-406",
     "qos-prefetch",
     "recover",
+    "recover-no-requeue-540",
     "close-requeues",
     "priority",
     "tx",

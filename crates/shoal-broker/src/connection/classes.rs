@@ -216,14 +216,16 @@ impl Conn {
                     v.lock().reject(key, r.delivery_tag, false, r.requeue)?;
                 }
             }
-            basic::AMQPMethod::Recover(_) => {
+            basic::AMQPMethod::Recover(r) => {
+                recover_requeues(r.requeue)?;
                 v.lock().recover(key)?;
                 self.reply(
                     ch,
                     AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
                 );
             }
-            basic::AMQPMethod::RecoverAsync(_) => {
+            basic::AMQPMethod::RecoverAsync(r) => {
+                recover_requeues(r.requeue)?;
                 v.lock().recover(key)?;
             }
             other => {
@@ -325,5 +327,16 @@ impl Conn {
             }
         }
         Ok(())
+    }
+}
+
+/// basic.recover redelivers by requeueing, as RabbitMQ does; redelivery to
+/// the original consumer (`requeue=false`) is not implemented there either,
+/// and is refused with its words rather than done as a requeue.
+fn recover_requeues(requeue: bool) -> AmqpResult<()> {
+    if requeue {
+        Ok(())
+    } else {
+        Err(AmqpError::not_implemented("requeue=false"))
     }
 }

@@ -339,6 +339,15 @@ def comes_back(queue, body, hand_back):
 rc = comes_back("suite.rec", b"again", lambda rc: rc.basic_recover(requeue=True))
 ok("recover")
 rc.close()
+# requeue=false (redeliver to the same consumer) is not implemented on
+# RabbitMQ either: 540 closes the connection, rather than a silent requeue
+rq = conn()
+try:
+    rq.channel().basic_recover(requeue=False)
+    raise AssertionError("recover requeue=false was accepted")
+except ConnectionClosedByBroker as e:
+    assert e.reply_code == 540 and e.reply_text == "NOT_IMPLEMENTED - requeue=false", e
+ok("recover-no-requeue-540")
 
 # --- channel close requeues unacked
 comes_back("suite.cc", b"held", lambda c2: c2.close())
