@@ -167,6 +167,14 @@ pub fn topic_words(key: &str) -> Vec<&str> {
 /// `#` (a binding like `#.a.#.a.#.a…` against a long key would hold the
 /// vhost for good).
 pub fn topic_match<P: AsRef<str>>(pattern: &[P], words: &[&str]) -> bool {
+    if !pattern.iter().any(|p| p.as_ref() == "#") {
+        // Word for word (most bindings): no table.
+        return pattern.len() == words.len()
+            && pattern
+                .iter()
+                .zip(words)
+                .all(|(p, w)| p.as_ref() == "*" || p.as_ref() == *w);
+    }
     // Keys are short strings (at most 256 words): on the stack.
     let mut stack = [false; 258];
     let mut heap = Vec::new();
