@@ -89,30 +89,33 @@ impl Fast {
 pub fn method(payload: &[u8]) -> Option<Fast> {
     let mut r = Rd(payload);
     let (class, method) = (r.u16()?, r.u16()?);
-    let m = match (class, method) {
+    // Each arm checks that nothing is left before it builds its value, which
+    // is then returned as built, not moved out of a local.
+    match (class, method) {
         (60, 40) => {
             let _reserved = r.u16()?;
             let exchange = r.shortstr()?;
             let routing_key = r.shortstr()?;
             let bits = r.u8()?;
-            Fast::Publish(basic::Publish {
-                exchange: exchange.into(),
-                routing_key: routing_key.into(),
-                mandatory: bits & 1 != 0,
-                immediate: bits & 2 != 0,
+            r.done().then(|| {
+                Fast::Publish(basic::Publish {
+                    exchange: exchange.into(),
+                    routing_key: routing_key.into(),
+                    mandatory: bits & 1 != 0,
+                    immediate: bits & 2 != 0,
+                })
             })
         }
         (60, 80) => {
             let delivery_tag = r.u64()?;
             let bits = r.u8()?;
-            Fast::Ack(basic::Ack {
+            r.done().then_some(Fast::Ack(basic::Ack {
                 delivery_tag,
                 multiple: bits & 1 != 0,
-            })
+            }))
         }
-        _ => return None,
-    };
-    r.done().then_some(m)
+        _ => None,
+    }
 }
 
 /// A content header as the broker reads it: class, body size, and the
