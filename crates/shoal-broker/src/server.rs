@@ -60,6 +60,25 @@ pub struct ConnInfo {
     pub local: String,
     /// When it was accepted, in ms since the Unix epoch.
     pub connected_at: u64,
+    /// The client's properties from connection.start-ok (product,
+    /// version, `connection_name`, capabilities); not in `shoal ctl`'s JSON.
+    #[serde(skip)]
+    pub client_properties: amq_protocol::types::FieldTable,
+    /// The login's SASL mechanism (empty before login).
+    pub auth_mechanism: String,
+    /// What connection.tune-ok settled (0 before it).
+    pub tuned: Tuned,
+}
+
+/// A connection's negotiated limits, as the admin API shows them.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Tuned {
+    /// Largest frame, in bytes.
+    pub frame_max: u32,
+    /// Highest channel number.
+    pub channel_max: u16,
+    /// Heartbeat interval in seconds (0: none).
+    pub heartbeat: u16,
 }
 
 /// Shared broker state.
@@ -218,6 +237,9 @@ impl Broker {
                 since: Some(Instant::now()),
                 local: local.map(|a| a.to_string()).unwrap_or_default(),
                 connected_at: crate::message::now_ms(),
+                client_properties: Default::default(),
+                auth_mechanism: String::new(),
+                tuned: Tuned::default(),
             },
         );
         closer
@@ -261,10 +283,25 @@ impl Broker {
         }
     }
 
-    pub(crate) fn conn_update(&self, id: u64, user: &str, vhost: &str) {
+    /// A login: who the client says it is (start-ok).
+    pub(crate) fn conn_login(
+        &self,
+        id: u64,
+        mechanism: &str,
+        client_properties: amq_protocol::types::FieldTable,
+    ) {
+        if let Some(c) = self.conns.lock().get_mut(&id) {
+            c.auth_mechanism = mechanism.to_string();
+            c.client_properties = client_properties;
+        }
+    }
+
+    /// The connection is open: its user, vhost and negotiated limits.
+    pub(crate) fn conn_update(&self, id: u64, user: &str, vhost: &str, tuned: Tuned) {
         if let Some(c) = self.conns.lock().get_mut(&id) {
             c.user = user.to_string();
             c.vhost = vhost.to_string();
+            c.tuned = tuned;
         }
     }
 

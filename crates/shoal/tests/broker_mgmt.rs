@@ -273,6 +273,7 @@ fn management_http_auth_errors_health_and_definitions_round_trip() {
             "bindings",
             "pagination",
             "health",
+            "connections",
             "policies",
             "definitions",
         ],

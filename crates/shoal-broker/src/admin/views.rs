@@ -229,6 +229,10 @@ pub fn connections(cx: &Ctx) -> Vec<Value> {
                 "channels": chans.get(&c.id).copied().unwrap_or(0),
                 "protocol": "AMQP 0-9-1", "type": "network", "ssl": false,
                 "connected_at": c.connected_at,
+                "client_properties": table_to_json(&c.client_properties),
+                "auth_mechanism": c.auth_mechanism,
+                "frame_max": c.tuned.frame_max, "channel_max": c.tuned.channel_max,
+                "timeout": c.tuned.heartbeat,
             })
         })
         .collect()

@@ -129,7 +129,12 @@ impl Conn {
                     }))));
                 self.vhost = Some(v);
                 self.vhost_name = name.clone();
-                self.broker.conn_update(self.id, &self.user, &name);
+                let tuned = crate::server::Tuned {
+                    frame_max: self.frame_max,
+                    channel_max: self.channel_max,
+                    heartbeat: self.heartbeat,
+                };
+                self.broker.conn_update(self.id, &self.user, &name, tuned);
                 self.state = State::Running;
                 self.pre_login.done();
                 self.send_conn(connection::AMQPMethod::OpenOk(connection::OpenOk {}));
@@ -194,7 +199,11 @@ impl Conn {
             Some(u.clone())
         });
         match ok {
-            Some(u) => self.user = u,
+            Some(u) => {
+                self.user = u;
+                self.broker
+                    .conn_login(self.id, mech, s.client_properties.clone());
+            }
             None => {
                 self.broker
                     .metrics

@@ -2,7 +2,8 @@
 WWW-Authenticate for a failed login, 401 not_authorised by tag and by
 permission, as RabbitMQ 3.x), 404, 400 for bad JSON and
 inequivalent declarations, 413 for an oversized body, the health checks,
-publish/get round trips, policies by user tag, and a definitions export ->
+publish/get round trips, policies by user tag, a connection's client
+properties and negotiated limits, and a definitions export ->
 import -> export round trip (policies included) into a second broker. Prints `ok <check>` per check.
 
 usage: mgmt_http.py AMQP_PORT ADMIN_PORT ADMIN_PORT_OF_SECOND_BROKER
@@ -195,6 +196,23 @@ expect(st == 200 and rows == [dict(policy, vhost="/", name="pm-cap")], "policyma
 st, _, body = call("PUT", "/policies/%2F/bad", {"pattern": "x", "definition": {"foo": 1}})
 expect(st == 400 and "not recognised policy settings" in body["reason"], "policy-400", (st, body))
 print("ok policies")
+
+# A connection's row: the client's properties and what was negotiated.
+import pika
+params = pika.ConnectionParameters(
+    host="127.0.0.1", port=int(amqp_port), credentials=pika.PlainCredentials(*ADMIN),
+    heartbeat=30, frame_max=65536, client_properties={"connection_name": "mgmt-check"})
+pc = pika.BlockingConnection(params)
+st, _, rows = call("GET", "/connections")
+row = [r for r in rows if r.get("client_properties", {}).get("connection_name") == "mgmt-check"]
+expect(st == 200 and len(row) == 1, "connection-row", rows)
+row = row[0]
+expect(row["client_properties"]["product"] == "Pika Python Client Library"
+       and row["client_properties"]["capabilities"]["publisher_confirms"] is True, "client-properties", row)
+expect(row["auth_mechanism"] == "PLAIN" and row["frame_max"] == 65536 and row["timeout"] == 30
+       and row["channel_max"] > 0, "negotiated", row)
+pc.close()
+print("ok connections")
 
 # Definitions: export, import into another broker, export again: the same.
 st, _, defs = call("GET", "/definitions")
