@@ -7,6 +7,7 @@ use crate::accounts::{self, Runtime};
 use crate::config::{Accounts, Config};
 use crate::error::BrokerError;
 use crate::vhost::VHost;
+use amq_protocol::types::{AMQPValue, FieldTable};
 use parking_lot::Mutex;
 use serde::Serialize;
 use shoal_core::Shutdown;
@@ -63,7 +64,7 @@ pub struct ConnInfo {
     /// The client's properties from connection.start-ok (product,
     /// version, `connection_name`, capabilities); not in `shoal ctl`'s JSON.
     #[serde(skip)]
-    pub client_properties: amq_protocol::types::FieldTable,
+    pub client_properties: FieldTable,
     /// The login's SASL mechanism (empty before login).
     pub auth_mechanism: String,
     /// What connection.tune-ok settled (0 before it).
@@ -79,6 +80,41 @@ pub struct Tuned {
     pub channel_max: u16,
     /// Heartbeat interval in seconds (0: none).
     pub heartbeat: u16,
+}
+
+/// Bytes of client properties kept per connection for the admin API: the
+/// usual ones (product, version, platform, capabilities, connection_name)
+/// are far smaller, and a start-ok may be as large as a frame.
+const CLIENT_PROPERTIES_KEPT: usize = 4096;
+
+/// The client properties kept for the admin API: top-level entries, in key
+/// order, while they fit in [`CLIENT_PROPERTIES_KEPT`] bytes (about their
+/// wire size); an entry that does not fit is left out.
+fn kept_client_properties(props: &FieldTable) -> FieldTable {
+    fn size(v: &AMQPValue) -> usize {
+        match v {
+            AMQPValue::LongString(s) => s.as_bytes().len(),
+            AMQPValue::ShortString(s) => s.as_str().len(),
+            AMQPValue::ByteArray(b) => b.as_slice().len(),
+            AMQPValue::FieldTable(t) => t
+                .inner()
+                .iter()
+                .map(|(k, v)| k.as_str().len() + 1 + size(v))
+                .sum(),
+            AMQPValue::FieldArray(a) => a.as_slice().iter().map(size).sum(),
+            _ => 8,
+        }
+    }
+    let mut kept = FieldTable::default();
+    let mut left = CLIENT_PROPERTIES_KEPT;
+    for (k, v) in props.inner() {
+        let n = k.as_str().len() + 1 + size(v);
+        if n <= left {
+            left -= n;
+            kept.insert(k.clone(), v.clone());
+        }
+    }
+    kept
 }
 
 /// Shared broker state.
@@ -284,15 +320,11 @@ impl Broker {
     }
 
     /// A login: who the client says it is (start-ok).
-    pub(crate) fn conn_login(
-        &self,
-        id: u64,
-        mechanism: &str,
-        client_properties: amq_protocol::types::FieldTable,
-    ) {
+    pub(crate) fn conn_login(&self, id: u64, mechanism: &str, client_properties: &FieldTable) {
+        let kept = kept_client_properties(client_properties);
         if let Some(c) = self.conns.lock().get_mut(&id) {
             c.auth_mechanism = mechanism.to_string();
-            c.client_properties = client_properties;
+            c.client_properties = kept;
         }
     }
 
@@ -581,4 +613,38 @@ pub async fn serve(
     let _ = tokio::time::timeout(Duration::from_secs(2), control_task).await;
     tracing::info!("broker stopped; stores synced");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use amq_protocol::types::{AMQPValue, FieldTable};
+
+    #[test]
+    fn client_properties_are_kept_up_to_a_bound() {
+        let mut t = FieldTable::default();
+        t.insert("product".into(), AMQPValue::LongString("pika".into()));
+        t.insert(
+            "big".into(),
+            AMQPValue::LongString("x".repeat(100_000).into()),
+        );
+        t.insert(
+            "connection_name".into(),
+            AMQPValue::LongString("orders".into()),
+        );
+        let kept = super::kept_client_properties(&t);
+        let keys: Vec<&str> = kept.inner().keys().map(|k| k.as_str()).collect();
+        assert_eq!(keys, ["connection_name", "product"]);
+        let mut many = FieldTable::default();
+        for i in 0..1000 {
+            many.insert(
+                format!("k{i:04}").into(),
+                AMQPValue::LongString("v".repeat(20).into()),
+            );
+        }
+        let n = super::kept_client_properties(&many).inner().len();
+        assert!(
+            n > 0 && n < 1000 && n * 26 <= super::CLIENT_PROPERTIES_KEPT,
+            "{n}"
+        );
+    }
 }

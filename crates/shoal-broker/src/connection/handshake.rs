@@ -201,8 +201,7 @@ impl Conn {
         match ok {
             Some(u) => {
                 self.user = u;
-                let shown = kept_client_properties(&s.client_properties);
-                self.broker.conn_login(self.id, mech, shown);
+                self.broker.conn_login(self.id, mech, &s.client_properties);
             }
             None => {
                 self.broker
@@ -227,41 +226,6 @@ impl Conn {
 }
 
 /// SASL PLAIN: `authzid \0 user \0 password`.
-/// Bytes of client properties kept per connection for the admin API: the
-/// usual ones (product, version, platform, capabilities, connection_name)
-/// are far smaller, and a start-ok may be as large as a frame.
-const CLIENT_PROPERTIES_KEPT: usize = 4096;
-
-/// The client properties kept for the admin API: top-level entries, in key
-/// order, while they fit in [`CLIENT_PROPERTIES_KEPT`] bytes (about their
-/// wire size); an entry that does not fit is left out.
-fn kept_client_properties(props: &FieldTable) -> FieldTable {
-    fn size(v: &AMQPValue) -> usize {
-        match v {
-            AMQPValue::LongString(s) => s.as_bytes().len(),
-            AMQPValue::ShortString(s) => s.as_str().len(),
-            AMQPValue::ByteArray(b) => b.as_slice().len(),
-            AMQPValue::FieldTable(t) => t
-                .inner()
-                .iter()
-                .map(|(k, v)| k.as_str().len() + 1 + size(v))
-                .sum(),
-            AMQPValue::FieldArray(a) => a.as_slice().iter().map(size).sum(),
-            _ => 8,
-        }
-    }
-    let mut kept = FieldTable::default();
-    let mut left = CLIENT_PROPERTIES_KEPT;
-    for (k, v) in props.inner() {
-        let n = k.as_str().len() + 1 + size(v);
-        if n <= left {
-            left -= n;
-            kept.insert(k.clone(), v.clone());
-        }
-    }
-    kept
-}
-
 fn parse_plain(resp: &[u8]) -> Option<(String, String)> {
     let mut parts = resp.split(|b| *b == 0);
     let _authz = parts.next()?;
@@ -296,34 +260,6 @@ fn parse_amqplain(resp: &[u8]) -> Option<(String, String)> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn client_properties_are_kept_up_to_a_bound() {
-        let mut t = FieldTable::default();
-        t.insert("product".into(), AMQPValue::LongString("pika".into()));
-        t.insert(
-            "big".into(),
-            AMQPValue::LongString("x".repeat(100_000).into()),
-        );
-        t.insert(
-            "connection_name".into(),
-            AMQPValue::LongString("orders".into()),
-        );
-        let kept = super::kept_client_properties(&t);
-        let keys: Vec<&str> = kept.inner().keys().map(|k| k.as_str()).collect();
-        assert_eq!(keys, ["connection_name", "product"]);
-        let mut many = FieldTable::default();
-        for i in 0..1000 {
-            many.insert(
-                format!("k{i:04}").into(),
-                AMQPValue::LongString("v".repeat(20).into()),
-            );
-        }
-        let n = super::kept_client_properties(&many).inner().len();
-        assert!(
-            n > 0 && n < 1000 && n * 26 <= super::CLIENT_PROPERTIES_KEPT,
-            "{n}"
-        );
-    }
 
     use super::*;
 
