@@ -1,12 +1,14 @@
-//! Frame codec on top of `amq-protocol`: [`decode`] checks the frame header
-//! (type, size against `frame_max`, frame-end octet) before parsing, so an
-//! oversized or garbage frame is refused without allocating, and a method or
-//! content header whose field tables nest too deeply ([`crate::nesting`]) is
-//! refused before the recursive parser sees it; body frames are
-//! sliced out of the read buffer without copying, the frames every message
-//! costs are read by [`crate::fastpath`] instead of the general parser, and a content header
-//! keeps its property bytes as sent (see [`Inbound::Header`]). The `put_*` functions
-//! append encoded frames to the writer's buffer.
+//! Frame codec on top of `amq-protocol`: [`decode_frame`] checks the frame
+//! header (type, size against `frame_max`, frame-end octet) before parsing,
+//! so an oversized or garbage frame is refused without allocating, and a
+//! method or content header whose field tables nest too deeply
+//! ([`crate::nesting`]) is refused before the recursive parser sees it; the
+//! frames every message costs are read by [`crate::fastpath`] instead of the
+//! general parser, and a content header keeps its property bytes as sent
+//! (see [`Inbound::Header`]). The server handles frames as they lie in its
+//! read buffer ([`Frame`]); [`decode`] takes them off a buffer as owned
+//! [`Inbound`] frames, content sliced out without copying. The `put_*`
+//! functions append encoded frames to the writer's buffer.
 
 use crate::error::AmqpError;
 use crate::fastpath::{Fast, Head};
@@ -19,7 +21,7 @@ pub const FRAME_END: u8 = 0xCE;
 /// Bytes of frame overhead (7 header + 1 end).
 pub const FRAME_OVERHEAD: usize = 8;
 
-/// A decoded inbound frame.
+/// A decoded inbound frame that owns its bytes (see [`decode`]).
 #[derive(Debug)]
 pub enum Inbound {
     /// Method or heartbeat.
@@ -35,13 +37,39 @@ pub enum Inbound {
     Header(u16, Head, Bytes),
 }
 
+/// A decoded inbound frame that borrows the read buffer (see
+/// [`decode_frame`]): the server's form, so that a message's bytes are
+/// copied once, from the read buffer into the message, and no frame costs a
+/// shared reference count.
+#[derive(Debug)]
+pub enum Frame<'a> {
+    /// Method or heartbeat.
+    Frame(Box<AMQPFrame>),
+    /// `basic.publish` or `basic.ack` (see [`crate::fastpath`]).
+    Fast(u16, Fast),
+    /// Content body.
+    Body(u16, &'a [u8]),
+    /// Content header: what the broker reads of it, and its property
+    /// section exactly as sent (see [`Inbound::Header`]).
+    Header(u16, Head, &'a [u8]),
+}
+
+/// What [`decode_frame`] found at the start of a buffer.
+#[derive(Debug)]
+pub enum Decoded<'a> {
+    /// A whole frame, and the bytes of the buffer it takes.
+    Whole(Frame<'a>, usize),
+    /// Not a whole frame yet: the buffer must hold this many bytes first.
+    Partial(usize),
+}
+
 /// Bytes before a content header's properties: class, weight, body size.
 const HEADER_FIXED: usize = 12;
 
-/// Decode one frame from `buf`; `Ok(None)` means more bytes are needed.
-pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Inbound>, AmqpError> {
+/// Decode the frame at the start of `buf` without taking anything from it.
+pub fn decode_frame(buf: &[u8], frame_max: u32) -> Result<Decoded<'_>, AmqpError> {
     if buf.len() < 7 {
-        return Ok(None);
+        return Ok(Decoded::Partial(7));
     }
     let kind = buf[0];
     if !matches!(kind, 1 | 2 | 3 | 8) {
@@ -57,30 +85,25 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Inbound>, Amq
     }
     let total = size + FRAME_OVERHEAD;
     if buf.len() < total {
-        buf.reserve(total - buf.len());
-        return Ok(None);
+        return Ok(Decoded::Partial(total));
     }
     if buf[total - 1] != FRAME_END {
         return Err(AmqpError::frame_error("frame end octet missing"));
     }
+    let payload = &buf[7..total - 1];
     if kind == 3 {
-        let mut frame = buf.split_to(total);
-        frame.advance(7);
-        frame.truncate(size);
-        return Ok(Some(Inbound::Body(ch, frame.freeze())));
+        return Ok(Decoded::Whole(Frame::Body(ch, payload), total));
     }
-    if crate::nesting::check_frame(kind, &buf[7..total - 1]).is_err() {
+    if crate::nesting::check_frame(kind, payload).is_err() {
         return Err(AmqpError::frame_error(format!(
             "field tables nest deeper than {} levels",
             crate::nesting::MAX_DEPTH
         )));
     }
-    let payload = &buf[7..total - 1];
     let head = match kind {
         1 => {
             if let Some(m) = crate::fastpath::method(payload) {
-                buf.advance(total);
-                return Ok(Some(Inbound::Fast(ch, m)));
+                return Ok(Decoded::Whole(Frame::Fast(ch, m), total));
             }
             None
         }
@@ -91,26 +114,61 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Inbound>, Amq
         Some(h) => h,
         None => match parse_frame(&buf[..total]) {
             Ok((_, AMQPFrame::Header(_, h))) => Head::of(&h),
-            Ok((_, f)) => {
-                buf.advance(total);
-                return Ok(Some(Inbound::Frame(Box::new(f))));
-            }
+            Ok((_, f)) => return Ok(Decoded::Whole(Frame::Frame(Box::new(f)), total)),
             Err(e) => {
                 let what = if kind == 1 { "method" } else { "frame" };
                 return Err(AmqpError::frame_error(format!("cannot decode {what}: {e}")));
             }
         },
     };
-    let start = 7 + HEADER_FIXED;
-    if total - 1 < start {
+    if total - 1 < 7 + HEADER_FIXED {
         return Err(AmqpError::frame_error("content header too short"));
     }
-    let frame = buf.split_to(total).freeze();
-    Ok(Some(Inbound::Header(
-        ch,
-        head,
-        frame.slice(start..total - 1),
-    )))
+    let props = &buf[7 + HEADER_FIXED..total - 1];
+    Ok(Decoded::Whole(Frame::Header(ch, head, props), total))
+}
+
+/// Decode one frame from `buf` and take it off (its content sliced out of
+/// the buffer without copying); `Ok(None)` means more bytes are needed (room
+/// for them is reserved).
+pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Inbound>, AmqpError> {
+    // Content is taken by its place in the buffer, found while it is borrowed.
+    enum Taken {
+        Owned(Inbound),
+        Body(u16, std::ops::Range<usize>),
+        Header(u16, Head, std::ops::Range<usize>),
+    }
+    let at = |s: &[u8]| {
+        let from = s.as_ptr() as usize - buf.as_ptr() as usize;
+        from..from + s.len()
+    };
+    let (taken, used) = match decode_frame(buf, frame_max)? {
+        Decoded::Partial(total) => {
+            buf.reserve(total.saturating_sub(buf.len()));
+            return Ok(None);
+        }
+        Decoded::Whole(f, used) => match f {
+            Frame::Frame(f) => (Taken::Owned(Inbound::Frame(f)), used),
+            Frame::Fast(ch, m) => (Taken::Owned(Inbound::Fast(ch, m)), used),
+            Frame::Body(ch, b) => (Taken::Body(ch, at(b)), used),
+            Frame::Header(ch, h, raw) => (Taken::Header(ch, h, at(raw)), used),
+        },
+    };
+    let (ch, head, range) = match taken {
+        Taken::Owned(f) => {
+            buf.advance(used);
+            return Ok(Some(f));
+        }
+        Taken::Body(ch, r) => (ch, None, r),
+        Taken::Header(ch, h, r) => (ch, Some(h), r),
+    };
+    let mut frame = buf.split_to(used).freeze();
+    frame.advance(range.start);
+    frame.truncate(range.len());
+    Ok(Some(match head {
+        None => Inbound::Body(ch, frame),
+        Some(h) => Inbound::Header(ch, h, frame),
+    }))
 }
 
 /// Append any frame (via amq-protocol).

@@ -12,7 +12,7 @@ mod content;
 mod handshake;
 mod permissions;
 
-use crate::codec::{decode, Inbound};
+use crate::codec::{decode_frame, Decoded, Frame};
 use crate::config::Access;
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::Dest;
@@ -28,7 +28,7 @@ use amq_protocol::protocol::{
     access, basic, channel, confirm, connection, exchange, queue, AMQPClass,
 };
 use amq_protocol::types::FieldTable;
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use content::Pending;
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
@@ -249,11 +249,11 @@ fn peer_hung_up(fd: std::os::fd::RawFd) -> bool {
 
 /// Frames that carry or start a message: basic.publish, content headers
 /// and bodies.
-fn is_content(frame: &Inbound) -> bool {
+fn is_content(frame: &Frame) -> bool {
     match frame {
-        Inbound::Body(..) | Inbound::Header(..) | Inbound::Fast(_, Fast::Publish(_)) => true,
-        Inbound::Fast(_, Fast::Ack(_)) => false,
-        Inbound::Frame(f) => matches!(
+        Frame::Body(..) | Frame::Header(..) | Frame::Fast(_, Fast::Publish(_)) => true,
+        Frame::Fast(_, Fast::Ack(_)) => false,
+        Frame::Frame(f) => matches!(
             **f,
             AMQPFrame::Header(..)
                 | AMQPFrame::Body(..)
@@ -365,6 +365,9 @@ impl Conn {
     async fn read_loop(&mut self, rd: &mut tokio::net::tcp::OwnedReadHalf, shutdown: &Shutdown) {
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let mut alarm = self.broker.alarm.subscribe();
+        // The alarm as last seen: read again only when it has changed (an
+        // atomic load per content frame, where `borrow` takes a lock).
+        let mut alarm_on = *alarm.borrow_and_update();
         let mut closing_deadline: Option<tokio::time::Instant> = None;
         let closer = self.closer.clone();
         // One timer and one shutdown wait for the whole connection, not one
@@ -391,9 +394,14 @@ impl Conn {
                         return;
                     }
                 }
-                let frame = match decode(&mut buf, self.frame_max.max(4096) + 8) {
-                    Ok(Some(f)) => f,
-                    Ok(None) => break,
+                // The frame is handled where it lies in `buf`, which gives
+                // it up once it is handled.
+                let (frame, used) = match decode_frame(&buf, self.frame_max.max(4096) + 8) {
+                    Ok(Decoded::Whole(f, used)) => (f, used),
+                    Ok(Decoded::Partial(total)) => {
+                        buf.reserve(total.saturating_sub(buf.len()));
+                        break;
+                    }
                     Err(e) => {
                         self.broker
                             .metrics
@@ -412,14 +420,21 @@ impl Conn {
                 // next publish, content header or body frame (RabbitMQ blocks
                 // the same way), so message bodies cannot grow memory past
                 // the alarm.
-                if is_content(&frame) && *alarm.borrow() && self.state == State::Running && {
+                if is_content(&frame) && alarm.has_changed().unwrap_or(false) {
+                    alarm_on = *alarm.borrow_and_update();
+                }
+                if is_content(&frame) && alarm_on && self.state == State::Running {
                     self.store_hold = None;
-                    self.wait_alarm(&mut alarm, shutdown).await
-                } {
-                    return;
+                    let hung_up = self.wait_alarm(&mut alarm, shutdown).await;
+                    alarm_on = *alarm.borrow_and_update();
+                    if hung_up {
+                        return;
+                    }
                 }
                 // Handling a frame never waits: no future per frame.
-                match self.handle(frame) {
+                let step = self.handle(frame);
+                buf.advance(used);
+                match step {
                     Ok(Step::Continue) => {}
                     Ok(Step::Stop) => return,
                     Err(e) if e.hard => {
@@ -540,14 +555,12 @@ impl Conn {
         ));
     }
 
-    fn handle(&mut self, frame: Inbound) -> AmqpResult<Step> {
+    fn handle(&mut self, frame: Frame) -> AmqpResult<Step> {
         let frame = match frame {
-            Inbound::Body(ch, b) => return self.on_body(ch, b).map(|_| Step::Continue),
-            Inbound::Header(ch, h, raw) => {
-                return self.on_header(ch, h, raw).map(|_| Step::Continue)
-            }
-            Inbound::Fast(0, m) => return self.on_connection_method(m.into_class()),
-            Inbound::Fast(ch, m) => {
+            Frame::Body(ch, b) => return self.on_body(ch, b).map(|_| Step::Continue),
+            Frame::Header(ch, h, raw) => return self.on_header(ch, h, raw).map(|_| Step::Continue),
+            Frame::Fast(0, m) => return self.on_connection_method(m.into_class()),
+            Frame::Fast(ch, m) => {
                 let (cid, mid) = match m {
                     Fast::Publish(_) => (60, 40),
                     Fast::Ack(_) => (60, 80),
@@ -558,7 +571,7 @@ impl Conn {
                 };
                 return self.channel_method_done(ch, cid, mid, r);
             }
-            Inbound::Frame(f) => *f,
+            Frame::Frame(f) => *f,
         };
         match frame {
             AMQPFrame::Heartbeat => Ok(Step::Continue),
@@ -571,10 +584,10 @@ impl Conn {
             AMQPFrame::Header(ch, h) => {
                 let mut raw = Vec::new();
                 crate::message::encode_properties_into(&h.properties, &mut raw);
-                self.on_header(ch, Head::of(&h), Bytes::from(raw))
+                self.on_header(ch, Head::of(&h), &raw)
                     .map(|_| Step::Continue)
             }
-            AMQPFrame::Body(ch, b) => self.on_body(ch, Bytes::from(b)).map(|_| Step::Continue),
+            AMQPFrame::Body(ch, b) => self.on_body(ch, &b).map(|_| Step::Continue),
             AMQPFrame::Method(0, method) => self.on_connection_method(method),
             AMQPFrame::Method(ch, method) => {
                 if !self.channel_methods_allowed()? {

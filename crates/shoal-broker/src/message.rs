@@ -145,6 +145,27 @@ impl Message {
         }
     }
 
+    /// Build from the message's bytes as they were received: the
+    /// properties as sent (the first `props_len` bytes, see
+    /// [`Message::from_wire`]) and then the body; `data` is kept, not copied.
+    pub fn from_data(
+        exchange: impl Into<Box<str>>,
+        routing_key: impl Into<Box<str>>,
+        props: Essentials,
+        data: Vec<u8>,
+        props_len: usize,
+    ) -> Message {
+        Message {
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+            data: data.into_boxed_slice(),
+            props_len: props_len as u32,
+            delivery_mode: props.delivery_mode,
+            priority: props.priority,
+            expiration: props.expiration,
+        }
+    }
+
     /// Build from decoded properties and one body slice.
     pub fn new(exchange: &str, routing_key: &str, props: &BasicProperties, body: &[u8]) -> Message {
         Self::from_parts(

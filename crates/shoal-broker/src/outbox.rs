@@ -184,6 +184,28 @@ impl Outbox {
         self.push(out, |_| true).map(|_| ())
     }
 
+    /// Queue a delivery; the message comes back if the connection is gone.
+    pub fn deliver(
+        &self,
+        ch: u16,
+        consumer_tag: Arc<str>,
+        tag: u64,
+        redelivered: bool,
+        msg: MessageRef,
+    ) -> Result<(), MessageRef> {
+        let out = Out::Deliver {
+            ch,
+            consumer_tag,
+            tag,
+            redelivered,
+            msg,
+        };
+        match self.send(out) {
+            Err(SendError(Out::Deliver { msg, .. })) => Err(msg),
+            _ => Ok(()),
+        }
+    }
+
     /// Queue a publisher confirm that may go out once the store has synced
     /// `wait_seq` (0: at once). `synced` tells how far the store has
     /// synced; it is asked only when the writer watches syncs, after the

@@ -14,7 +14,6 @@ use crate::server::Broker;
 use crate::store::Store;
 use crate::vhost::{chan_key, Routed, VHost};
 use amq_protocol::protocol::basic;
-use bytes::Bytes;
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use std::sync::atomic::Ordering;
@@ -27,15 +26,24 @@ pub(super) struct Pending {
     mandatory: bool,
     /// What the broker reads of the properties, once the header came.
     props: Option<Essentials>,
-    /// The properties as sent (see [`Inbound::Header`]).
-    raw_props: Bytes,
+    /// The message's bytes as they come: the properties as sent (see
+    /// [`crate::codec::Inbound::Header`]), then the body. Copied once, from
+    /// the read buffer, and kept by the message.
+    data: Vec<u8>,
+    /// Bytes of properties at the start of `data`.
+    props_len: usize,
+    /// The body size the header announced.
     size: u64,
-    parts: Vec<Bytes>,
-    got: u64,
     /// Counted only once a body spans frames: a message that arrives in
     /// one frame is never held across reads and costs no shared counter.
     held: Option<HeldBody>,
 }
+
+/// Body bytes reserved for a message when its header comes, at most: a
+/// larger body's buffer grows as it arrives (to twice what came, at most),
+/// so a header that announces a large body and a client that then sends
+/// nothing hold little.
+const BODY_RESERVED_AT_HEADER: u64 = 16 * 1024;
 
 /// Body bytes of one message being received, counted in the broker's
 /// [`crate::server::Metrics::assembling`] (and so toward the memory alarm)
@@ -103,10 +111,9 @@ impl Conn {
             routing_key: p.routing_key.into(),
             mandatory: p.mandatory,
             props: None,
-            raw_props: Bytes::new(),
+            data: Vec::new(),
+            props_len: 0,
             size: 0,
-            parts: Vec::new(),
-            got: 0,
             held: None,
         });
         Ok(())
@@ -114,7 +121,7 @@ impl Conn {
 
     /// The channel a content frame comes on: an error if it is not open,
     /// `None` while it is closing (its content is dropped then).
-    pub(super) fn on_header(&mut self, ch: u16, h: Head, raw: Bytes) -> AmqpResult<()> {
+    pub(super) fn on_header(&mut self, ch: u16, h: Head, raw: &[u8]) -> AmqpResult<()> {
         let max = self.broker.config.max_message_size;
         let Some(c) = content_chan(&mut self.channels, ch)? else {
             return Ok(());
@@ -145,15 +152,18 @@ impl Conn {
             return Ok(());
         }
         p.props = Some(h.props);
-        p.raw_props = raw;
         p.size = h.body_size;
+        let reserved = h.body_size.min(BODY_RESERVED_AT_HEADER) as usize;
+        p.data = Vec::with_capacity(raw.len() + reserved);
+        p.data.extend_from_slice(raw);
+        p.props_len = raw.len();
         if p.size == 0 {
-            self.complete(ch, None)?;
+            self.complete(ch)?;
         }
         Ok(())
     }
 
-    pub(super) fn on_body(&mut self, ch: u16, b: Bytes) -> AmqpResult<()> {
+    pub(super) fn on_body(&mut self, ch: u16, b: &[u8]) -> AmqpResult<()> {
         let broker = &self.broker;
         let Some(c) = content_chan(&mut self.channels, ch)? else {
             return Ok(());
@@ -163,14 +173,15 @@ impl Conn {
                 "content body without header on channel {ch}"
             )));
         };
-        p.got += b.len() as u64;
-        if p.got > p.size {
+        let had = (p.data.len() - p.props_len) as u64;
+        let got = had + b.len() as u64;
+        if got > p.size {
             return Err(AmqpError::frame_error(format!(
                 "content body exceeds the announced size {} on channel {ch}",
                 p.size
             )));
         }
-        if p.got < p.size {
+        if got < p.size {
             p.held
                 .get_or_insert_with(|| HeldBody {
                     broker: broker.clone(),
@@ -178,32 +189,30 @@ impl Conn {
                 })
                 .add(b.len() as u64);
         }
-        if p.got < p.size || !p.parts.is_empty() {
-            p.parts.push(b);
-            if p.got == p.size {
-                self.complete(ch, None)?;
-            }
-        } else {
-            // The whole body in one frame (the usual case): no list of parts.
-            self.complete(ch, Some(b))?;
+        if p.data.capacity() - p.data.len() < b.len() {
+            // Grow to twice what came, at most, and never past the
+            // announced size, so the buffer ends as long as the message.
+            let left = (p.size - had) as usize;
+            p.data.reserve_exact(left.min(p.data.len().max(b.len())));
+        }
+        p.data.extend_from_slice(b);
+        if got == p.size {
+            self.complete(ch)?;
         }
         Ok(())
     }
 
-    /// The message on `ch` is complete: its body is `whole`, or else the
-    /// parts collected in its [`Pending`].
-    pub(super) fn complete(&mut self, ch: u16, whole: Option<Bytes>) -> AmqpResult<()> {
+    /// The message on `ch` is complete: its bytes are in its [`Pending`].
+    pub(super) fn complete(&mut self, ch: u16) -> AmqpResult<()> {
         // One lookup of the channel for what is needed of it here.
         let c = self.chan_mut(ch)?;
         let Some(p) = c.pending.take() else {
             return Ok(());
         };
         let in_tx = c.tx.is_some();
-        let whole = whole.map(|b| [b]);
-        let body: &[Bytes] = whole.as_ref().map_or(&p.parts, |w| &w[..]);
         let props = p.props.unwrap_or_default();
-        let mut raw = p.raw_props;
-        if let Err(e) = self.check_user_id(&raw) {
+        let (mut data, mut props_len) = (p.data, p.props_len);
+        if let Err(e) = self.check_user_id(&data[..props_len]) {
             self.soft_close(ch, e.on(60, 40));
             return Ok(());
         }
@@ -212,22 +221,30 @@ impl Conn {
             let token = self.vhost()?.lock().reply_token(chan_key(self.id, ch));
             let rewritten = token.and_then(|t| {
                 let to = format!("{}{t}", crate::vhost::REPLY_TO_PREFIX);
-                crate::message::with_reply_to(&raw, &to)
+                crate::message::with_reply_to(&data[..props_len], &to)
             });
-            let Some(bytes) = rewritten else {
+            let Some(mut bytes) = rewritten else {
                 let e = AmqpError::precondition_failed("fast reply consumer does not exist");
                 self.soft_close(ch, e.on(60, 40));
                 return Ok(());
             };
-            raw = Bytes::from(bytes);
+            props_len = bytes.len();
+            bytes.extend_from_slice(&data[p.props_len..]);
+            data = bytes;
         }
-        let msg = Message::from_wire(p.exchange, p.routing_key, props, &raw, body);
-        let v = self.vhost()?;
+        let msg = Message::from_data(p.exchange, p.routing_key, props, data, props_len);
+        // The vhost is lent out of `self` while the message goes to it (the
+        // two calls below do not look for it there), not cloned: no shared
+        // reference count to touch per message.
+        let Some(v) = self.vhost.take() else {
+            return Err(AmqpError::command_invalid("no vhost open"));
+        };
         let done = if in_tx {
             self.hold_for_commit(ch, &v, msg, p.mandatory)
         } else {
             self.deliver_publish(ch, &v, msg, p.mandatory, None)
         };
+        self.vhost = Some(v);
         match done {
             Ok(()) => Ok(()),
             Err(e) if e.hard => Err(e),

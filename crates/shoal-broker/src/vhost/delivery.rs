@@ -416,36 +416,53 @@ pub(super) fn deliver_ready(
         };
         let tag = ch.next_tag;
         ch.next_tag += 1;
-        let consumer_tag: Arc<str> = c.tag.clone();
-        let sent = ch.out.send(Out::Deliver {
-            ch: ch.id,
-            consumer_tag: consumer_tag.clone(),
-            tag,
-            redelivered: m.redelivered,
-            msg: m.msg.clone(),
-        });
-        if sent.is_err() {
-            q.requeue(m);
-            break;
-        }
-        q.stat_delivered += 1;
-        stats.delivered += 1;
+        // A no-ack delivery hands the message itself to the writer; one
+        // to be acknowledged shares it with the channel's unacked record.
+        let QMsg {
+            msg,
+            redelivered,
+            expires_ms,
+            sref,
+            paged,
+            seq,
+        } = m;
+        let qmsg = |msg| QMsg {
+            msg,
+            redelivered,
+            expires_ms,
+            sref,
+            paged,
+            seq,
+        };
         if c.no_ack {
-            if let Some(r) = m.sref {
+            if let Err(msg) = ch.out.deliver(ch.id, c.tag.clone(), tag, redelivered, msg) {
+                q.requeue(qmsg(msg));
+                break;
+            }
+            if let Some(r) = sref {
                 store.ack(r);
             }
         } else {
+            let sent = ch
+                .out
+                .deliver(ch.id, c.tag.clone(), tag, redelivered, msg.clone());
+            if sent.is_err() {
+                q.requeue(qmsg(msg));
+                break;
+            }
             c.unacked += 1;
             q.unacked += 1;
             ch.unacked.insert(
                 tag,
                 Unacked {
                     queue: q.name.clone(),
-                    qm: m,
-                    consumer: Some(consumer_tag),
+                    qm: qmsg(msg),
+                    consumer: Some(c.tag.clone()),
                 },
             );
         }
+        q.stat_delivered += 1;
+        stats.delivered += 1;
         if !q.args.single_active {
             q.served(idx);
         }
