@@ -4,6 +4,7 @@
 
 mod cli;
 mod cmd;
+mod memcmp;
 
 use clap::Parser;
 
