@@ -449,3 +449,90 @@ async fn a_busy_admin_port_stops_the_broker_from_starting_and_names_the_address(
     let err = result.expect_err("the broker started without its admin API");
     assert!(err.to_string().contains(&admin.to_string()), "{err}");
 }
+
+/// Bodies of every size around the places where the broker's handling
+/// changes (empty, the 4 KiB reserved when a header comes, one frame's
+/// payload at an 8 KiB frame_max, many frames) reach a consumer byte for
+/// byte, with their properties as sent, and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_across_frame_and_reservation_boundaries_arrive_whole() {
+    let b = TestBroker::start_with(|c| c.frame_max = 8192).await;
+    let conn = lapin_conn(&b).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        "sizes".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let frame_body = 8192 - 8;
+    let sizes = [
+        0,
+        1,
+        7,
+        4095,
+        4096,
+        4097,
+        frame_body - 1,
+        frame_body,
+        frame_body + 1,
+        2 * frame_body,
+        20_000,
+        100_003,
+    ];
+    let body = |i: usize, n: usize| -> Vec<u8> {
+        (0..n).map(|j| ((i * 31 + j * 7) % 251) as u8).collect()
+    };
+    for (i, &n) in sizes.iter().enumerate() {
+        let props = BasicProperties::default()
+            .with_message_id(format!("m{i}").into())
+            .with_content_type("application/octet-stream".into());
+        let c = ch
+            .basic_publish(
+                "".into(),
+                "sizes".into(),
+                BasicPublishOptions::default(),
+                &body(i, n),
+                props,
+            )
+            .await
+            .unwrap();
+        assert!(tokio::time::timeout(T, c).await.unwrap().unwrap().is_ack());
+    }
+    let mut consumer = ch
+        .basic_consume(
+            "sizes".into(),
+            "sizes-c".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for (i, &n) in sizes.iter().enumerate() {
+        let d = tokio::time::timeout(T, consumer.next())
+            .await
+            .expect("delivery timeout")
+            .unwrap()
+            .unwrap();
+        let id = d.properties.message_id().as_ref().map(|s| s.to_string());
+        assert_eq!(id.as_deref(), Some(format!("m{i}").as_str()), "order");
+        assert_eq!(
+            d.properties
+                .content_type()
+                .as_ref()
+                .map(|s| s.to_string())
+                .as_deref(),
+            Some("application/octet-stream")
+        );
+        assert_eq!(d.data.len(), n, "size of message {i}");
+        assert!(d.data == body(i, n), "bytes of message {i} ({n} B)");
+    }
+    b.stop().await;
+}

@@ -40,10 +40,11 @@ pub(super) struct Pending {
 }
 
 /// Body bytes reserved for a message when its header comes, at most: a
-/// larger body's buffer grows as it arrives (to twice what came, at most),
-/// so a header that announces a large body and a client that then sends
-/// nothing hold little.
-const BODY_RESERVED_AT_HEADER: u64 = 16 * 1024;
+/// larger body's buffer grows as it arrives (to twice what came, at most,
+/// and what came is counted toward the memory alarm), so headers that
+/// announce large bodies that never come hold no more than this each, past
+/// their properties, on each of a connection's channels.
+const BODY_RESERVED_AT_HEADER: u64 = 4 * 1024;
 
 /// Body bytes of one message being received, counted in the broker's
 /// [`crate::server::Metrics::assembling`] (and so toward the memory alarm)
