@@ -420,10 +420,11 @@ impl Conn {
                 // next publish, content header or body frame (RabbitMQ blocks
                 // the same way), so message bodies cannot grow memory past
                 // the alarm.
-                if is_content(&frame) && alarm.has_changed().unwrap_or(false) {
+                let content = is_content(&frame);
+                if content && alarm.has_changed().unwrap_or(false) {
                     alarm_on = *alarm.borrow_and_update();
                 }
-                if is_content(&frame) && alarm_on && self.state == State::Running {
+                if content && alarm_on && self.state == State::Running {
                     self.store_hold = None;
                     let hung_up = self.wait_alarm(&mut alarm, shutdown).await;
                     alarm_on = *alarm.borrow_and_update();
