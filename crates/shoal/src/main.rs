@@ -4,7 +4,9 @@
 
 mod cli;
 mod cmd;
-mod memcmp;
+
+// Linked for its `memcmp` and `bcmp`, which replace glibc's in this binary.
+use shoal_memcmp as _;
 
 use clap::Parser;
 

@@ -17,39 +17,59 @@
 //! name costs a few loads and no vector registers. Rust's `==` on byte
 //! slices and `str` calls `bcmp`, and `Ord` calls `memcmp`; the linker binds
 //! the binary's own calls (and those of the C code linked into it) to these.
+//!
+//! A crate of its own, built `no_builtins`, so that the compiler never turns
+//! the code here back into a call to `memcmp` or `bcmp` (it rewrites
+//! `memcmp(..) != 0` as `bcmp(..)`, which inside `bcmp` is endless
+//! recursion, compiled to a trap).
 
-/// The eight bytes of `s` at `at`, as a number whose order is that of the
-/// bytes compared one by one (big-endian).
+#![no_builtins]
+
+/// The eight bytes at `p`, as a number whose order is that of the bytes
+/// compared one by one (big-endian).
+///
+/// # Safety
+/// `p..p + 8` must be readable.
 #[inline(always)]
-fn word(s: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&s[at..at + 8]);
-    u64::from_be_bytes(w)
+unsafe fn word(p: *const u8) -> u64 {
+    // SAFETY: the caller's promise.
+    u64::from_be(unsafe { p.cast::<u64>().read_unaligned() })
 }
 
-/// The order of two byte strings of one length, as C's `memcmp` gives it.
-fn compare(a: &[u8], b: &[u8]) -> i32 {
-    let n = a.len().min(b.len());
+/// The order of the `n` bytes at `a` and at `b`, as C's `memcmp` gives it.
+/// Raw pointers and plain loops only: in this `no_builtins` crate the
+/// standard library's slice helpers are not inlined.
+///
+/// # Safety
+/// `a..a + n` and `b..b + n` must be readable.
+#[inline(always)]
+unsafe fn compare(a: *const u8, b: *const u8, n: usize) -> i32 {
     if n < 8 {
-        for (x, y) in a.iter().zip(b) {
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i < n.
+            let (x, y) = unsafe { (*a.add(i), *b.add(i)) };
             if x != y {
-                return i32::from(*x) - i32::from(*y);
+                return i32::from(x) - i32::from(y);
             }
+            i += 1;
         }
         return 0;
     }
     // Whole words, then the last word, which may overlap bytes already
     // found equal (so they cannot change the order).
+    let last = n - 8;
     let mut at = 0;
     loop {
-        let (x, y) = (word(a, at), word(b, at));
+        // SAFETY: at <= n - 8.
+        let (x, y) = unsafe { (word(a.add(at)), word(b.add(at))) };
         if x != y {
             return if x < y { -1 } else { 1 };
         }
-        if at == n - 8 {
+        if at == last {
             return 0;
         }
-        at = (at + 8).min(n - 8);
+        at = if at + 8 < last { at + 8 } else { last };
     }
 }
 
@@ -60,17 +80,8 @@ fn compare(a: &[u8], b: &[u8]) -> i32 {
 /// `a..a + n` and `b..b + n` must be readable.
 #[no_mangle]
 pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
-    if n == 0 {
-        return 0;
-    }
-    // SAFETY: the caller gives `n` readable bytes at each (not null, n > 0).
-    let (a, b) = unsafe {
-        (
-            std::slice::from_raw_parts(a, n),
-            std::slice::from_raw_parts(b, n),
-        )
-    };
-    compare(a, b)
+    // SAFETY: the caller's promise is `compare`'s.
+    unsafe { compare(a, b, n) }
 }
 
 /// C's `bcmp`: 0 if the `n` bytes at `a` and `b` are equal, else non-zero.
@@ -79,8 +90,8 @@ pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 /// `a..a + n` and `b..b + n` must be readable.
 #[no_mangle]
 pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
-    // SAFETY: the caller's promise is `memcmp`'s.
-    i32::from(unsafe { memcmp(a, b, n) } != 0)
+    // SAFETY: the caller's promise is `compare`'s.
+    i32::from(unsafe { compare(a, b, n) } != 0)
 }
 
 #[cfg(test)]
