@@ -134,7 +134,7 @@ impl Backend {
                 tokio::spawn(async move {
                     tokio::select! {
                         _ = s3.cancelled() => {}
-                        _ = backend_conn(sock, &name, b, h3, ok3) => {}
+                        _ = backend_conn(sock, &name, b, h3, ok3, &s3) => {}
                     }
                 });
             }
@@ -158,6 +158,7 @@ async fn backend_conn(
     b: Behaviour,
     hits: Arc<AtomicUsize>,
     healthy: Arc<std::sync::atomic::AtomicBool>,
+    stop: &Shutdown,
 ) {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 8192];
@@ -190,6 +191,12 @@ async fn backend_conn(
                 Ok(k) => buf.extend_from_slice(&tmp[..k]),
             }
         };
+        // A stopped backend answers nothing more, even on a connection
+        // whose task has not yet seen the stop (a test that stops it and
+        // then sends a request must not race the cancellation).
+        if stop.is_triggered() {
+            return;
+        }
         let head = String::from_utf8_lossy(&buf[..head_len]).into_owned();
         buf.drain(..head_len);
         if path == "/health" {
