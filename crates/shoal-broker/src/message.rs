@@ -130,19 +130,10 @@ impl Message {
         let size: usize = body.iter().map(|b| b.as_ref().len()).sum();
         let mut data = Vec::with_capacity(raw_props.len() + size);
         data.extend_from_slice(raw_props);
-        let props_len = data.len() as u32;
         for b in body {
             data.extend_from_slice(b.as_ref());
         }
-        Message {
-            exchange: exchange.into(),
-            routing_key: routing_key.into(),
-            data: data.into_boxed_slice(),
-            props_len,
-            delivery_mode: props.delivery_mode,
-            priority: props.priority,
-            expiration: props.expiration,
-        }
+        Self::from_data(exchange, routing_key, props, data, raw_props.len())
     }
 
     /// Build from the message's bytes as they were received: the
