@@ -132,42 +132,33 @@ pub fn decode_frame(buf: &[u8], frame_max: u32) -> Result<Decoded<'_>, AmqpError
 /// the buffer without copying); `Ok(None)` means more bytes are needed (room
 /// for them is reserved).
 pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Inbound>, AmqpError> {
-    // Content is taken by its place in the buffer, found while it is borrowed.
-    enum Taken {
-        Owned(Inbound),
-        Body(u16, std::ops::Range<usize>),
-        Header(u16, Head, std::ops::Range<usize>),
-    }
-    let at = |s: &[u8]| {
-        let from = s.as_ptr() as usize - buf.as_ptr() as usize;
-        from..from + s.len()
-    };
-    let (taken, used) = match decode_frame(buf, frame_max)? {
+    let (frame, used) = match decode_frame(buf, frame_max)? {
+        Decoded::Whole(f, used) => (f, used),
         Decoded::Partial(total) => {
             buf.reserve(total.saturating_sub(buf.len()));
             return Ok(None);
         }
-        Decoded::Whole(f, used) => match f {
-            Frame::Frame(f) => (Taken::Owned(Inbound::Frame(f)), used),
-            Frame::Fast(ch, m) => (Taken::Owned(Inbound::Fast(ch, m)), used),
-            Frame::Body(ch, b) => (Taken::Body(ch, at(b)), used),
-            Frame::Header(ch, h, raw) => (Taken::Header(ch, h, at(raw)), used),
-        },
     };
-    let (ch, head, range) = match taken {
-        Taken::Owned(f) => {
+    // Content lies at a fixed place in its frame: after the frame header,
+    // and for a content header after its class, weight and body size.
+    let (ch, head, start) = match frame {
+        Frame::Frame(f) => {
             buf.advance(used);
-            return Ok(Some(f));
+            return Ok(Some(Inbound::Frame(f)));
         }
-        Taken::Body(ch, r) => (ch, None, r),
-        Taken::Header(ch, h, r) => (ch, Some(h), r),
+        Frame::Fast(ch, m) => {
+            buf.advance(used);
+            return Ok(Some(Inbound::Fast(ch, m)));
+        }
+        Frame::Body(ch, _) => (ch, None, 7),
+        Frame::Header(ch, h, _) => (ch, Some(h), 7 + HEADER_FIXED),
     };
-    let mut frame = buf.split_to(used).freeze();
-    frame.advance(range.start);
-    frame.truncate(range.len());
+    let mut content = buf.split_to(used).freeze();
+    content.truncate(used - 1);
+    content.advance(start);
     Ok(Some(match head {
-        None => Inbound::Body(ch, frame),
-        Some(h) => Inbound::Header(ch, h, frame),
+        None => Inbound::Body(ch, content),
+        Some(h) => Inbound::Header(ch, h, content),
     }))
 }
 
