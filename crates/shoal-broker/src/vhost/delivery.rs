@@ -416,38 +416,27 @@ pub(super) fn deliver_ready(
         };
         let tag = ch.next_tag;
         ch.next_tag += 1;
-        // A no-ack delivery hands the message itself to the writer; one
-        // to be acknowledged shares it with the channel's unacked record.
-        let QMsg {
-            msg,
-            redelivered,
-            expires_ms,
-            sref,
-            paged,
-            seq,
-        } = m;
-        let qmsg = |msg| QMsg {
-            msg,
-            redelivered,
-            expires_ms,
-            sref,
-            paged,
-            seq,
-        };
+        // A no-ack delivery hands the message itself to the writer (and
+        // gets it back if the connection is gone); one to be acknowledged
+        // shares it with the channel's unacked record.
         if c.no_ack {
-            if let Err(msg) = ch.out.deliver(ch.id, c.tag.clone(), tag, redelivered, msg) {
-                q.requeue(qmsg(msg));
+            if let Err(msg) = ch
+                .out
+                .deliver(ch.id, c.tag.clone(), tag, m.redelivered, m.msg)
+            {
+                m.msg = msg;
+                q.requeue(m);
                 break;
             }
-            if let Some(r) = sref {
+            if let Some(r) = m.sref {
                 store.ack(r);
             }
         } else {
             let sent = ch
                 .out
-                .deliver(ch.id, c.tag.clone(), tag, redelivered, msg.clone());
+                .deliver(ch.id, c.tag.clone(), tag, m.redelivered, m.msg.clone());
             if sent.is_err() {
-                q.requeue(qmsg(msg));
+                q.requeue(m);
                 break;
             }
             c.unacked += 1;
@@ -456,7 +445,7 @@ pub(super) fn deliver_ready(
                 tag,
                 Unacked {
                     queue: q.name.clone(),
-                    qm: qmsg(msg),
+                    qm: m,
                     consumer: Some(c.tag.clone()),
                 },
             );
